@@ -1,0 +1,1 @@
+"""The HTTP edge. With `gateway.app`, the only code that imports FastAPI."""

@@ -1,0 +1,48 @@
+"""FastAPI dependencies: the runtime, and the authenticated principal with its roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from gateway.domain.principal import Principal, Role
+from gateway.errors import PolicyDenied, Unauthenticated
+from gateway.services import authentication
+from gateway.services.runtime import Runtime
+
+
+def runtime(request: Request) -> Runtime:
+    found: Runtime = request.app.state.runtime
+    return found
+
+
+def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send an access token as `Authorization: Bearer <token>`; get one at POST /v1/token")
+    rt = runtime(request)
+    found = authentication.authenticate(
+        rt.clients,
+        rt.token_keys,
+        token.strip(),
+        issuer=rt.settings.issuer,
+        audience=rt.settings.audience,
+        leeway_seconds=rt.settings.clock_leeway_seconds,
+    )
+    request.state.principal = found
+    return found
+
+
+def require_role(*roles: Role) -> Callable[[Request], Principal]:
+    """A dependency that admits a principal holding any of `roles`."""
+
+    def check(request: Request) -> Principal:
+        found = principal(request)
+        if not any(found.has_role(r) for r in roles):
+            names = " or ".join(r.value for r in roles)
+            raise PolicyDenied(f"this endpoint needs the {names} role")
+        return found
+
+    return check

@@ -1,0 +1,33 @@
+"""Administration routes: admin role, auditors read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from gateway.api.deps import require_role, runtime
+from gateway.api.schemas import DatasetAdminListResponse, DatasetAdminResponse
+from gateway.domain.principal import Principal, Role
+from gateway.services.runtime import Runtime
+
+router = APIRouter(prefix="/v1/admin", tags=["administration"])
+
+
+@router.get("/datasets", response_model=DatasetAdminListResponse)
+def datasets(
+    rt: Annotated[Runtime, Depends(runtime)],
+    _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
+) -> DatasetAdminListResponse:
+    """Registration state with exact counts: for the data management body, not the public."""
+    return DatasetAdminListResponse(datasets=[
+        DatasetAdminResponse.model_validate({
+            "dataset": r.entry.dataset,
+            "status": r.status,
+            "version": r.version,
+            "rows": r.rows,
+            "rows_dropped_by_contribution_bound": r.rows_dropped_by_contribution_bound,
+            "history": [h.model_dump(mode="json") for h in r.history],
+        })
+        for r in rt.catalog.records()
+    ])

@@ -1,0 +1,106 @@
+"""Wire models: what the API sends, kept apart from domain types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenResponse(_Response):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+class HealthResponse(_Response):
+    status: str
+
+
+class ReadinessResponse(_Response):
+    status: str
+    datasets_served: int
+    token_keys: int
+
+
+class MeResponse(_Response):
+    client_id: str
+    organisation: str
+    roles: list[str]
+
+
+class ClassificationResponse(_Response):
+    domain: str
+    category: str
+
+
+class CatalogSummaryResponse(_Response):
+    dataset: str
+    registration_code: str
+    title: str
+    owner_body: str
+    classification: ClassificationResponse
+    level: str
+    status: str
+    version: str
+
+
+class CatalogListResponse(_Response):
+    datasets: list[CatalogSummaryResponse]
+
+
+class PrivacyUnitResponse(_Response):
+    column: str
+    max_rows: int
+
+
+class ColumnResponse(_Response):
+    name: str
+    type: str
+    sensitivity: str
+    description: str
+    nullable: bool
+    bounds: tuple[float, float] | None
+    categories: list[str] | None
+    key_format: str | None
+
+
+class HistoryEventResponse(_Response):
+    kind: str
+    at: datetime
+    version: str | None
+    note: str
+
+
+class CatalogDetailResponse(CatalogSummaryResponse):
+    description: str
+    source_system: str
+    approximate_rows: str
+    privacy_unit: PrivacyUnitResponse
+    lookup_keys: list[str]
+    columns: list[ColumnResponse]
+    history: list[HistoryEventResponse]
+
+
+class SampleResponse(_Response):
+    dataset: str
+    synthetic: bool = True
+    note: str = "Mock rows generated from the public catalogue entry alone; no value comes from the data."
+    rows: list[dict[str, str | int | float | bool | None]]
+
+
+class DatasetAdminResponse(_Response):
+    dataset: str
+    status: str
+    version: str
+    rows: int
+    rows_dropped_by_contribution_bound: int
+    history: list[HistoryEventResponse]
+
+
+class DatasetAdminListResponse(_Response):
+    datasets: list[DatasetAdminResponse]

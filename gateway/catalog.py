@@ -1,0 +1,97 @@
+"""The catalogue store: one JSON record per dataset under `<data_dir>/catalog/`.
+
+Owns reading catalogue entries (YAML) and the registration records. Imports no other leaf.
+Invariant: a record file is replaced atomically (write, fsync, rename), so a reader sees the
+old record or the new one, never a mix; the record names the data version that is served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.domain.catalog import CatalogEntry, DatasetRecord
+from gateway.errors import NotFound, RegistrationError
+
+
+def load_entry(path: Path) -> CatalogEntry:
+    """Parse and validate a catalogue entry; errors name the field, never echo file content."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistrationError(f"cannot read catalogue entry {path.name}: {type(exc).__name__}") from exc
+    try:
+        return CatalogEntry.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(entry)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise RegistrationError(f"catalogue entry {path.name} is invalid: {problems}") from exc
+
+
+class CatalogStore:
+    """Reads and writes dataset records; re-reads a record only when its file changed."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._dir = data_dir / "catalog"
+        self._cache: dict[str, tuple[tuple[int, int], DatasetRecord]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    def names(self) -> list[str]:
+        if not self._dir.is_dir():
+            return []
+        return sorted(p.stem for p in self._dir.glob("*.json"))
+
+    def find(self, dataset: str) -> DatasetRecord | None:
+        path = self._dir / f"{dataset}.json"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._cache.get(dataset)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        record = DatasetRecord.model_validate_json(path.read_bytes())
+        with self._lock:
+            self._cache[dataset] = (stamp, record)
+        return record
+
+    def get(self, dataset: str) -> DatasetRecord:
+        record = self.find(dataset)
+        if record is None:
+            raise NotFound(f"no dataset named {dataset!r} is registered")
+        return record
+
+    def records(self) -> list[DatasetRecord]:
+        return [r for r in (self.find(n) for n in self.names()) if r is not None]
+
+    def save(self, record: DatasetRecord) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(record.model_dump(mode="json"), ensure_ascii=False, indent=2).encode()
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._dir / f"{record.entry.dataset}.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

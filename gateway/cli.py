@@ -1,0 +1,279 @@
+"""The `veilgate` command line. Thin: each command calls one service or leaf."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from gateway import demo_data
+from gateway.catalog import CatalogStore
+from gateway.clients import ClientStore
+from gateway.domain.principal import Role
+from gateway.errors import VeilgateError
+from gateway.services import authentication, doctor, registration
+from gateway.services import demo_setup as demo_service
+from gateway.settings import Settings, load_settings
+from gateway.signing import KeyRing
+
+app = typer.Typer(help="Veilgate: answers about public data, never the records.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys: create, rotate, revoke.", no_args_is_help=True)
+clients_app = typer.Typer(help="Client accounts for OAuth2 client credentials.", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo data domain.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(clients_app, name="clients")
+app.add_typer(demo_app, name="demo")
+
+console = Console(stderr=True)
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", envvar="VEILGATE_CONFIG", help="TOML config file.")
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    if config is not None and not config.is_file():
+        _fail(f"config file {config} does not exist")
+    return load_settings(config)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _run(action: str) -> _Guard:
+    return _Guard(action)
+
+
+class _Guard:
+    """Turn a VeilgateError into a one-line message and exit code 1, never a traceback."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
+        if isinstance(exc, VeilgateError):
+            console.print(f"[red]{self.action} failed:[/red] {exc.detail}")
+            raise typer.Exit(1)
+        return False
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+
+
+def _data_progress(bar: Progress) -> demo_data.ProgressFn:
+    tasks: dict[str, int] = {}
+
+    def update(dataset: str, done: int, total: int) -> None:
+        if dataset not in tasks:
+            tasks[dataset] = bar.add_task(dataset, total=total)
+        bar.update(tasks[dataset], completed=done, total=total)
+
+    return update
+
+
+@app.command("demo-data")
+def demo_data_command(
+    out: Annotated[Path, typer.Option(help="Directory for the Parquet files and catalogue entries.")],
+    scale: Annotated[float, typer.Option(min=0.001, help="1 = 10k enterprises, ~400k contribution rows.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 20261128,
+    canary: Annotated[str | None, typer.Option(help="Plant this string in raw values (leak tests).")] = None,
+) -> None:
+    """Generate deterministic synthetic public data for the demo domain."""
+    with _progress() as bar:
+        summary = demo_data.generate(out, scale=scale, seed=seed, canary=canary, progress=_data_progress(bar))
+    for name, rows in summary.rows.items():
+        console.print(f"{name}: {rows:,} rows -> {summary.files[name]}")
+
+
+@app.command()
+def register(
+    entry: Annotated[Path, typer.Argument(help="Catalogue entry (YAML).")],
+    source: Annotated[Path, typer.Option(help="Data file, Parquet or CSV.")],
+    config: ConfigOption = None,
+    correction: Annotated[bool, typer.Option(help="Record this as a correction of the current version.")] = False,
+    note: Annotated[str, typer.Option(help="Why: kept in the public registration history.")] = "",
+) -> None:
+    """Check a data file against its catalogue entry and make it the served version."""
+    settings = _settings(config)
+    with _run("registration"), _progress() as bar:
+        task = bar.add_task("registering", total=None)
+        outcome = registration.register(
+            CatalogStore(settings.data_path), settings.data_path, entry, source, correction=correction, note=note,
+            progress=lambda step: bar.update(task, description=step),
+        )
+        bar.update(task, description="done", total=1, completed=1)
+    record = outcome.record
+    state = "unchanged (same content version)" if outcome.unchanged else record.history[-1].kind.value
+    typer.echo(f"{record.entry.dataset}: {state}; version {record.version}; {outcome.rows:,} rows served; "
+               f"{outcome.rows_dropped_by_contribution_bound:,} rows dropped by the contribution bound "
+               f"(at most {record.entry.privacy_unit.max_rows} per {record.entry.privacy_unit.column})")
+
+
+@app.command()
+def deregister(
+    dataset: str,
+    config: ConfigOption = None,
+    note: Annotated[str, typer.Option(help="Why: kept in the public registration history.")] = "",
+) -> None:
+    """Cancel a dataset's registration: it stays listed as cancelled and is no longer served."""
+    settings = _settings(config)
+    with _run("cancellation"):
+        registration.cancel(CatalogStore(settings.data_path), dataset, note=note)
+    typer.echo(f"{dataset}: cancelled")
+
+
+@keys_app.command("init")
+def keys_init(config: ConfigOption = None) -> None:
+    """Create the token-signing and receipt-signing key rings if they do not exist."""
+    settings = _settings(config)
+    with _run("key creation"):
+        for purpose, directory in (("token", settings.token_keys_dir), ("receipt", settings.receipt_keys_dir)):
+            ring = KeyRing.create(directory)
+            typer.echo(f"{purpose}: active key {ring.active.kid}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    config: ConfigOption = None,
+    purpose: Annotated[str, typer.Option(help="token or receipt")] = "receipt",
+) -> None:
+    """Make a new active key; the old one is retired and stays published."""
+    settings = _settings(config)
+    directory = {"token": settings.token_keys_dir, "receipt": settings.receipt_keys_dir}.get(purpose)
+    if directory is None:
+        _fail("purpose must be token or receipt")
+        return
+    with _run("rotation"):
+        info = KeyRing.load(directory).rotate()
+    typer.echo(f"{purpose}: new active key {info.kid}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    kid: str,
+    since: Annotated[datetime, typer.Option(help="When the key was compromised (ISO 8601).")],
+    config: ConfigOption = None,
+    purpose: Annotated[str, typer.Option(help="token or receipt")] = "receipt",
+) -> None:
+    """Mark a compromised key as revoked."""
+    settings = _settings(config)
+    directory = {"token": settings.token_keys_dir, "receipt": settings.receipt_keys_dir}.get(purpose)
+    if directory is None:
+        _fail("purpose must be token or receipt")
+        return
+    with _run("revocation"):
+        KeyRing.load(directory).revoke(kid, since)
+    typer.echo(f"{purpose}: key {kid} revoked since {since.isoformat()}")
+
+
+@clients_app.command("add")
+def clients_add(
+    client_id: str,
+    org: Annotated[str, typer.Option(help="The client's organisation.")],
+    role: Annotated[list[Role], typer.Option(help="Repeat for several roles.")],
+    config: ConfigOption = None,
+) -> None:
+    """Create a client; its secret is printed once and stored only as a hash."""
+    settings = _settings(config)
+    with _run("client creation"):
+        secret = ClientStore(settings.clients_file).add(client_id, org, role)
+    typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
+
+
+@clients_app.command("disable")
+def clients_disable(client_id: str, config: ConfigOption = None) -> None:
+    """Disable a client: its tokens stop working on the next request."""
+    settings = _settings(config)
+    with _run("disabling"):
+        ClientStore(settings.clients_file).disable(client_id)
+    typer.echo(f"{client_id}: disabled")
+
+
+@clients_app.command("list")
+def clients_list(config: ConfigOption = None) -> None:
+    settings = _settings(config)
+    for c in ClientStore(settings.clients_file).all():
+        roles = ",".join(sorted(r.value for r in c.roles))
+        typer.echo(f"{c.client_id}\t{c.organisation}\t{roles}\t{'disabled' if c.disabled else 'enabled'}")
+
+
+@app.command()
+def token(
+    client: Annotated[str, typer.Option(help="Client id to mint a token for.")],
+    config: ConfigOption = None,
+) -> None:
+    """Print an access token for a client, for local administration (needs the key files)."""
+    settings = _settings(config)
+    with _run("token"):
+        found = ClientStore(settings.clients_file).find(client)
+        if found is None or found.disabled:
+            _fail(f"no enabled client {client!r}")
+            return
+        keys = KeyRing.load(settings.token_keys_dir)
+        typer.echo(authentication.mint_token(
+            keys, found.client_id, found.organisation, found.roles,
+            issuer=settings.issuer, audience=settings.audience, ttl_seconds=settings.token_ttl_seconds,
+        ))
+
+
+@app.command("doctor")
+def doctor_command(config: ConfigOption = None) -> None:
+    """Check an installation and say what to fix."""
+    settings = _settings(config)
+    findings = doctor.diagnose(settings)
+    for f in findings:
+        mark = "[green]ok[/green]  " if f.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {f.check}: {f.message}")
+    if not all(f.ok for f in findings):
+        raise typer.Exit(1)
+
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Overrides the config.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides the config.")] = None,
+) -> None:
+    """Serve the gateway with uvicorn."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings(config)
+    with _run("startup"):
+        application = create_app(settings)
+    uvicorn.run(application, host=host or settings.host, port=port or settings.port, log_level="info")
+
+
+@demo_app.command("setup")
+def demo_setup_command(
+    directory: Annotated[Path, typer.Option("--dir", help="Demo directory.")] = Path(".demo"),
+    policy_dir: Annotated[Path, typer.Option(help="Policy bundle the demo serves.")] = Path("policies"),
+    scale: Annotated[float, typer.Option(min=0.001)] = 1.0,
+    port: Annotated[int, typer.Option(help="Port the tour's requests use.")] = 8000,
+) -> None:
+    """Generate, register and configure the demo data domain; print the tour."""
+    with _run("demo setup"), _progress() as bar:
+        result = demo_service.setup(
+            directory, policy_dir, scale=scale, say=console.print, data_progress=_data_progress(bar)
+        )
+    sys.stdout.write(demo_service.tour(result, f"http://127.0.0.1:{port}") + "\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

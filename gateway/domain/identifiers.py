@@ -1,0 +1,73 @@
+"""Check characters and normalisation of Chinese public identifiers. Pure functions, no I/O.
+
+- Unified social credit code (统一社会信用代码), GB 32100-2015: 18 characters over a
+  31-character alphabet; characters 9-17 are the organisation code of GB 11714 with its own
+  check character; character 18 is the check character of the first 17.
+- Resident identity number (公民身份号码), GB 11643-1999: 17 digits and an ISO 7064 MOD 11-2
+  check character (0-9 or X).
+
+Verification must refuse malformed keys before touching data, so every key is normalised
+(full-width to half-width, surrounding spaces, case) and checked here first.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
+
+_ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+_ORG_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+_RESIDENT_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
+_RESIDENT_CHECK = "10X98765432"
+
+
+def normalize_key(raw: str) -> str:
+    """Full-width forms to half-width (NFKC), no surrounding spaces, upper-case letters."""
+    return unicodedata.normalize("NFKC", raw).strip().upper()
+
+
+def org_code_check_char(first8: str) -> str:
+    """GB 11714 check character for an 8-character organisation code body."""
+    total = sum(_ORG_ALPHABET.index(c) * w for c, w in zip(first8, _ORG_WEIGHTS, strict=True))
+    value = 11 - total % 11
+    return {10: "X", 11: "0"}.get(value, str(value))
+
+
+def uscc_check_char(first17: str) -> str:
+    """GB 32100 check character for the first 17 characters of a credit code."""
+    total = sum(_USCC_VALUE[c] * w for c, w in zip(first17, _USCC_WEIGHTS, strict=True))
+    return USCC_ALPHABET[(31 - total % 31) % 31]
+
+
+def is_valid_uscc(code: str) -> bool:
+    if len(code) != 18 or any(c not in _USCC_VALUE for c in code):
+        return False
+    if not code[2:8].isdigit():
+        return False
+    org = code[8:17]
+    if any(c not in _ORG_ALPHABET for c in org[:8]) or org_code_check_char(org[:8]) != org[8]:
+        return False
+    return uscc_check_char(code[:17]) == code[17]
+
+
+def resident_id_check_char(first17: str) -> str:
+    """ISO 7064 MOD 11-2 check character of GB 11643."""
+    total = sum(int(c) * w for c, w in zip(first17, _RESIDENT_WEIGHTS, strict=True))
+    return _RESIDENT_CHECK[total % 11]
+
+
+def is_valid_resident_id(number: str) -> bool:
+    if len(number) != 18 or not number[:17].isdigit():
+        return False
+    month, day = int(number[10:12]), int(number[12:14])
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return False
+    return resident_id_check_char(number[:17]) == number[17]
+
+
+KEY_FORMATS = {"uscc": is_valid_uscc, "resident_id": is_valid_resident_id}
+"""Named key formats a catalogue column may declare; verification checks keys against them."""

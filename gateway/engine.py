@@ -1,0 +1,351 @@
+"""The data domain on DuckDB: building dataset versions and serving them read-only.
+
+Owns every DuckDB connection. Imports no other leaf; it receives catalogue entries (domain
+types) and paths. Invariants it protects:
+- SQL is built only from identifiers that the catalogue validated (and quotes them) and from
+  bound parameters; no caller-supplied text is ever spliced into SQL.
+- Serving connections are read-only, with external file and network access disabled,
+  extension autoloading off and the configuration locked before the first query.
+- A version file is written under a temporary name and renamed into place complete;
+  a snapshot keeps its connection open until it ends, so a request in flight finishes on the
+  version it started on while new requests see the new one.
+- Errors never carry a data value or a SQL text: DuckDB errors are wrapped with a message
+  that names the column and the check, and counts of offending rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import rfc8785
+
+from gateway.domain.catalog import CatalogEntry, Column, ColumnType
+from gateway.domain.identifiers import KEY_FORMATS
+from gateway.errors import DependencyError, InternalError, NotFound, RegistrationError
+
+ProgressFn = Callable[[str], None]
+
+_SQL_TYPE = {
+    ColumnType.STRING: "VARCHAR",
+    ColumnType.INTEGER: "BIGINT",
+    ColumnType.FLOAT: "DOUBLE",
+    ColumnType.BOOLEAN: "BOOLEAN",
+    ColumnType.DATE: "DATE",
+}
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+_ACCEPTED_PARQUET_TYPES: dict[ColumnType, Callable[[str], bool]] = {
+    ColumnType.STRING: lambda t: t == "VARCHAR",
+    ColumnType.INTEGER: lambda t: t in _INTEGER_TYPES,
+    ColumnType.FLOAT: lambda t: t in {"FLOAT", "DOUBLE"} or t in _INTEGER_TYPES or t.startswith("DECIMAL"),
+    ColumnType.BOOLEAN: lambda t: t == "BOOLEAN",
+    ColumnType.DATE: lambda t: t == "DATE",
+}
+SERVING_CONFIG: dict[str, str | bool | int] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+TABLE = "records"
+
+
+def quote(identifier: str) -> str:
+    """Quote a catalogue identifier. Catalogue names match ^[a-z][a-z0-9_]*$; refuse anything else."""
+    if not identifier or not (identifier[0].isascii() and identifier[0].islower()):
+        raise InternalError("identifier not taken from the catalogue (this is a bug)")
+    if not all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in identifier):
+        raise InternalError("identifier not taken from the catalogue (this is a bug)")
+    return f'"{identifier}"'
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    version: str
+    path: Path
+    rows: int
+    rows_dropped_by_contribution_bound: int
+    unchanged: bool
+
+
+def content_version(entry: CatalogEntry, source: Path) -> str:
+    """SHA-256 over the canonical catalogue entry and the source file's bytes."""
+    digest = hashlib.sha256(rfc8785.dumps(entry.model_dump(mode="json")))
+    with source.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def version_path(data_dir: Path, dataset: str, version: str) -> Path:
+    return data_dir / "domain" / dataset / f"{version}.duckdb"
+
+
+def build_version(
+    entry: CatalogEntry,
+    source: Path,
+    data_dir: Path,
+    *,
+    progress: ProgressFn = lambda _step: None,
+) -> BuildReport:
+    """Check `source` against `entry`, bound contributions, index, and write a version file.
+
+    Nothing is written under the final name unless every check passed.
+    """
+    if not source.is_file():
+        raise RegistrationError(f"source file {source.name} does not exist")
+    suffix = source.suffix.lower()
+    if suffix not in {".parquet", ".csv"}:
+        raise RegistrationError("source must be a .parquet or .csv file")
+    progress("hashing source")
+    version = content_version(entry, source)
+    final = version_path(data_dir, entry.dataset, version)
+    if final.exists():
+        with _open_read_only(final) as con:
+            rows = _scalar_int(con, f"SELECT count(*) FROM {TABLE}")
+        return BuildReport(version, final, rows, 0, unchanged=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    building = final.with_name(f".building-{version}-{os.getpid()}.duckdb")
+    building.unlink(missing_ok=True)
+    try:
+        con = duckdb.connect(str(building))
+        try:
+            report = _build_into(con, entry, source, suffix == ".csv", progress)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        _fsync(building)
+        os.replace(building, final)
+        _fsync(final.parent)
+    except duckdb.Error as exc:
+        raise RegistrationError(f"the data engine refused the file ({type(exc).__name__})") from None
+    finally:
+        building.unlink(missing_ok=True)
+        Path(f"{building}.wal").unlink(missing_ok=True)
+    rows, dropped = report
+    return BuildReport(version, final, rows, dropped, unchanged=False)
+
+
+def _build_into(
+    con: duckdb.DuckDBPyConnection,
+    entry: CatalogEntry,
+    source: Path,
+    is_csv: bool,
+    progress: ProgressFn,
+) -> tuple[int, int]:
+    progress("loading source")
+    if is_csv:
+        con.execute(
+            "CREATE TEMP TABLE src AS SELECT * FROM read_csv($1, header = true, all_varchar = true)",
+            [str(source)],
+        )
+    else:
+        con.execute("CREATE TEMP TABLE src AS SELECT * FROM read_parquet($1)", [str(source)])
+    progress("checking columns and types")
+    _check_schema(con, entry, is_csv)
+    progress("checking values against the catalogue")
+    _check_values(con, entry, is_csv)
+    _check_key_formats(con, entry, is_csv)
+    total = _scalar_int(con, "SELECT count(*) FROM src")
+    progress("enforcing the contribution bound")
+    unit = entry.privacy_unit
+    casts = ", ".join(f"{_cast(quote(c.name), c, is_csv)} AS {quote(c.name)}" for c in entry.columns)
+    order_terms = [f"{quote(t.column)} {'DESC' if t.descending else 'ASC'}" for t in unit.keep_first_by]
+    order_terms += [f"{quote(c.name)} ASC NULLS LAST" for c in entry.columns]
+    sort_keys = ", ".join(quote(k) for k in entry.lookup_keys) or quote(unit.column)
+    con.execute(
+        f"CREATE TABLE {TABLE} AS SELECT * EXCLUDE (_rank) FROM ("  # noqa: S608 - catalogue identifiers only
+        f" SELECT {casts}, row_number() OVER (PARTITION BY {quote(unit.column)}"
+        f" ORDER BY {', '.join(order_terms)}) AS _rank FROM src"
+        f") WHERE _rank <= $1 ORDER BY {sort_keys}",
+        [unit.max_rows],
+    )
+    kept = _scalar_int(con, f"SELECT count(*) FROM {TABLE}")  # noqa: S608
+    progress("building lookup indexes")
+    for key in entry.lookup_keys:
+        con.execute(f"CREATE INDEX {quote('idx_' + key)} ON {TABLE} ({quote(key)})")
+    con.execute("DROP TABLE src")
+    return kept, total - kept
+
+
+def _cast(expr: str, column: Column, is_csv: bool) -> str:
+    sql_type = _SQL_TYPE[column.type]
+    if is_csv and column.type is ColumnType.STRING:
+        return f"NULLIF({expr}, '')"
+    return f"CAST({expr} AS {sql_type})"
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
+    found = {str(row[0]): str(row[1]) for row in con.execute("DESCRIBE src").fetchall()}
+    problems: list[str] = []
+    declared = {c.name for c in entry.columns}
+    missing = [c.name for c in entry.columns if c.name not in found]
+    extra = sorted(set(found) - declared)
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if extra:
+        problems.append(f"column(s) not in the catalogue entry: {', '.join(extra)}")
+    if not is_csv:
+        for col in entry.columns:
+            if col.name in found and not _ACCEPTED_PARQUET_TYPES[col.type](found[col.name]):
+                problems.append(f"column {col.name}: type {found[col.name]} does not match {col.type.value}")
+    if problems:
+        raise RegistrationError("; ".join(problems))
+
+
+def _check_values(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
+    checks: list[tuple[str, str]] = []
+    params: list[Any] = []
+    for col in entry.columns:
+        name = quote(col.name)
+        value = f"TRY_CAST(NULLIF({name}, '') AS {_SQL_TYPE[col.type]})" if is_csv else name
+        raw_null = f"({name} IS NULL OR {name} = '')" if is_csv else f"{name} IS NULL"
+        if is_csv and col.type is not ColumnType.STRING:
+            checks.append((f"column {col.name}: values that are not {col.type.value}",
+                           f"NOT {raw_null} AND {value} IS NULL"))
+        if not col.nullable:
+            checks.append((f"column {col.name}: missing values in a non-nullable column", raw_null))
+        if col.type is ColumnType.FLOAT:
+            checks.append((f"column {col.name}: NaN or infinite values",
+                           f"{value} IS NOT NULL AND NOT isfinite(CAST({value} AS DOUBLE))"))
+        if col.bounds is not None:
+            checks.append((f"column {col.name}: values outside the bounds [{col.bounds[0]:g}, {col.bounds[1]:g}]",
+                           f"{value} IS NOT NULL AND ({value} < ${len(params) + 1} OR {value} > ${len(params) + 2})"))
+            params += [col.bounds[0], col.bounds[1]]
+        if col.categories is not None:
+            checks.append((f"column {col.name}: values outside the public category list",
+                           f"{value} IS NOT NULL AND NOT list_contains(${len(params) + 1}, {value})"))
+            params.append(list(col.categories))
+    if not checks:
+        return
+    select = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond in checks)
+    row = con.execute(f"SELECT {select} FROM src", params).fetchone()  # noqa: S608
+    if row is None:
+        raise InternalError("an aggregate query returned no row (this is a bug)")
+    problems = [f"{label} ({count} row(s))" for (label, _), count in zip(checks, row, strict=True) if count]
+    if problems:
+        raise RegistrationError("; ".join(problems))
+
+
+def _check_key_formats(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
+    problems: list[str] = []
+    for col in entry.columns:
+        if col.key_format is None:
+            continue
+        is_valid = KEY_FORMATS[col.key_format]
+        sql = f"SELECT DISTINCT {quote(col.name)} FROM src WHERE {quote(col.name)} IS NOT NULL"  # noqa: S608
+        values = [row[0] for row in con.execute(sql).fetchall()]
+        bad = sum(1 for v in values if not (is_csv and v == "") and not is_valid(v))
+        if bad:
+            problems.append(f"column {col.name}: {bad} distinct value(s) are not valid {col.key_format} keys")
+    if problems:
+        raise RegistrationError("; ".join(problems))
+
+
+def _scalar_int(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
+    row = con.execute(sql, list(params)).fetchone()
+    if row is None:
+        raise InternalError("a scalar query returned no row (this is a bug)")
+    return int(row[0])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _open_read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(str(path), read_only=True, config=dict(SERVING_CONFIG))
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+class Snapshot:
+    """One dataset version, read-only, for the length of one request."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, dataset: str, version: str) -> None:
+        self._cursor = cursor
+        self.dataset = dataset
+        self.version = version
+
+    def count_rows(self) -> int:
+        return _scalar_int(self._cursor, f"SELECT count(*) FROM {TABLE}")  # noqa: S608
+
+    def lookup(self, key_column: str, key: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Rows whose `key_column` equals `key` exactly; names come from the catalogue."""
+        selected = ", ".join(quote(c) for c in columns)
+        sql = f"SELECT {selected} FROM {TABLE} WHERE {quote(key_column)} = $1"  # noqa: S608
+        return [tuple(row) for row in self._cursor.execute(sql, [key]).fetchall()]
+
+
+class _OpenVersion:
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
+        self.users = 0
+        self.retired = False
+
+
+class Domain:
+    """Serving side of the data domain: read-only connections, one per open version."""
+
+    def __init__(self, data_dir: Path, *, threads: int = 2) -> None:
+        self._data_dir = data_dir
+        self._threads = threads
+        self._open: dict[tuple[str, str], _OpenVersion] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def snapshot(self, dataset: str, version: str) -> Iterator[Snapshot]:
+        key = (dataset, version)
+        with self._lock:
+            held = self._open.get(key)
+            if held is None:
+                held = _OpenVersion(self._connect(dataset, version))
+                for (other_ds, other_v), other in list(self._open.items()):
+                    if other_ds == dataset and other_v != version:
+                        other.retired = True
+                        if other.users == 0:
+                            other.connection.close()
+                            del self._open[(other_ds, other_v)]
+                self._open[key] = held
+            held.users += 1
+            cursor = held.connection.cursor()
+        try:
+            yield Snapshot(cursor, dataset, version)
+        finally:
+            cursor.close()
+            with self._lock:
+                held.users -= 1
+                if held.retired and held.users == 0:
+                    held.connection.close()
+                    self._open.pop(key, None)
+
+    def _connect(self, dataset: str, version: str) -> duckdb.DuckDBPyConnection:
+        path = version_path(self._data_dir, dataset, version)
+        if not path.is_file():
+            raise NotFound(f"dataset {dataset!r} has no data for its registered version")
+        config = dict(SERVING_CONFIG)
+        config["threads"] = self._threads
+        try:
+            return duckdb.connect(str(path), read_only=True, config=config)
+        except duckdb.Error as exc:
+            raise DependencyError("the data domain cannot be opened") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for held in self._open.values():
+                held.connection.close()
+            self._open.clear()

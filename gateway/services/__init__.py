@@ -1,0 +1,1 @@
+"""Use cases, one per module, each written as numbered steps that compose the leaves."""

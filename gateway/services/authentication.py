@@ -1,0 +1,96 @@
+"""Client credentials in, access token out; access token in, principal out."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from gateway.clients import ClientStore
+from gateway.domain.principal import Principal, Role
+from gateway.errors import Unauthenticated
+from gateway.signing import KeyRing
+
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "exp", "jti", "roles")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    access_token: str
+    expires_in: int
+
+
+def issue_token(
+    clients: ClientStore,
+    keys: KeyRing,
+    client_id: str,
+    client_secret: str,
+    *,
+    issuer: str,
+    audience: str,
+    ttl_seconds: int,
+    now: datetime | None = None,
+) -> TokenGrant:
+    # 1. The credentials belong to an enabled client (constant cost either way).
+    client = clients.check_credentials(client_id, client_secret)
+    if client is None:
+        raise Unauthenticated("the client id or secret is wrong, or the client is disabled")
+    # 2. Sign a short-lived token naming the client, its organisation and its roles.
+    return TokenGrant(mint_token(keys, client.client_id, client.organisation, client.roles,
+                                 issuer=issuer, audience=audience, ttl_seconds=ttl_seconds, now=now), ttl_seconds)
+
+
+def mint_token(
+    keys: KeyRing,
+    client_id: str,
+    organisation: str,
+    roles: frozenset[Role],
+    *,
+    issuer: str,
+    audience: str,
+    ttl_seconds: int,
+    now: datetime | None = None,
+) -> str:
+    issued = now or datetime.now(UTC)
+    return keys.sign_jwt({
+        "iss": issuer,
+        "aud": audience,
+        "sub": client_id,
+        "org": organisation,
+        "roles": sorted(r.value for r in roles),
+        "iat": int(issued.timestamp()),
+        "nbf": int(issued.timestamp()),
+        "exp": int((issued + timedelta(seconds=ttl_seconds)).timestamp()),
+        "jti": secrets.token_urlsafe(16),
+    })
+
+
+def authenticate(
+    clients: ClientStore,
+    keys: KeyRing,
+    token: str,
+    *,
+    issuer: str,
+    audience: str,
+    leeway_seconds: int,
+) -> Principal:
+    # 1. Signature, algorithm, key, time, audience, issuer and required claims.
+    claims = keys.verify_jwt(token, audience=audience, issuer=issuer, required=REQUIRED_CLAIMS,
+                             leeway_seconds=leeway_seconds)
+    # 2. Claims have the types we rely on.
+    roles_claim = claims["roles"]
+    if not isinstance(roles_claim, list) or not all(isinstance(r, str) for r in roles_claim):
+        raise Unauthenticated("the access token's roles claim is malformed")
+    try:
+        roles = frozenset(Role(r) for r in roles_claim)
+    except ValueError:
+        raise Unauthenticated("the access token names an unknown role") from None
+    subject, token_id = claims["sub"], claims["jti"]
+    if not isinstance(subject, str) or not isinstance(token_id, str):
+        raise Unauthenticated("the access token's sub or jti claim is malformed")
+    # 3. The client still exists and is enabled: disabling a client stops its tokens at once.
+    client = clients.find(subject)
+    if client is None or client.disabled:
+        raise Unauthenticated("the client of this access token is disabled")
+    # 4. Roles can only shrink after issue: a token never grants more than the account has now.
+    return Principal(client.client_id, client.organisation, roles & client.roles, token_id)

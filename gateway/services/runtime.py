@@ -1,0 +1,34 @@
+"""The leaves one gateway process holds, built once from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.catalog import CatalogStore
+from gateway.clients import ClientStore
+from gateway.engine import Domain
+from gateway.settings import Settings
+from gateway.signing import KeyRing
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    catalog: CatalogStore
+    domain: Domain
+    clients: ClientStore
+    token_keys: KeyRing
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        """Open every leaf; fails with a ConfigurationError that says what to fix."""
+        return cls(
+            settings=settings,
+            catalog=CatalogStore(settings.data_path),
+            domain=Domain(settings.data_path, threads=settings.engine_threads),
+            clients=ClientStore(settings.clients_file),
+            token_keys=KeyRing.load(settings.token_keys_dir),
+        )
+
+    def close(self) -> None:
+        self.domain.close()

@@ -1,0 +1,80 @@
+"""Settings: one TOML file plus `VEILGATE_*` environment variables (which win).
+
+Built once at startup and kept on `app.state`; leaves never see this object, only the plain
+values they need. Unknown keys are refused, so a typo cannot silently fall back to a default.
+Secrets are never set here inline: they live as files under `state_dir`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VEILGATE_", extra="forbid", frozen=True)
+
+    state_dir: Path = Field(Path("state"), description="Keys, client accounts and the data domain live here.")
+    data_dir: Path | None = Field(None, description="The data domain; defaults to `<state_dir>/data`.")
+    policy_dir: Path = Field(Path("policies"), description="The policy bundle (YAML).")
+    issuer: str = Field("veilgate", min_length=1, description="`iss` of access tokens and receipts.")
+    audience: str = Field("veilgate-api", min_length=1, description="`aud` that access tokens must carry.")
+    token_ttl_seconds: int = Field(900, ge=60, le=3600, description="Lifetime of an access token.")
+    clock_leeway_seconds: int = Field(5, ge=0, le=120, description="Clock skew tolerated on `exp`/`nbf`.")
+    host: str = Field("127.0.0.1", description="Address `veilgate serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `veilgate serve` binds.")
+    engine_threads: int = Field(2, ge=1, le=64, description="DuckDB threads per open dataset version.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    development: bool = Field(False, description="Relaxes nothing about privacy; only allows demo defaults.")
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.state_dir / "data"
+
+    @property
+    def token_keys_dir(self) -> Path:
+        return self.state_dir / "keys" / "token"
+
+    @property
+    def receipt_keys_dir(self) -> Path:
+        return self.state_dir / "keys" / "receipt"
+
+    @property
+    def clients_file(self) -> Path:
+        return self.state_dir / "clients.json"
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from `config_file` (TOML), overridden by the environment, then by `overrides`."""
+    if config_file is None:
+        return Settings(**overrides)  # type: ignore[arg-type]  # validated by pydantic
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+
+    settings = _FromFile(**overrides)  # type: ignore[arg-type]  # validated by pydantic
+    base = settings.model_dump()
+    if settings.data_dir is None:
+        base.pop("data_dir")
+    # Relative paths in a config file are relative to the file, not to the working directory.
+    for name in ("state_dir", "data_dir", "policy_dir"):
+        value = base.get(name)
+        if isinstance(value, Path) and not value.is_absolute() and name not in overrides:
+            base[name] = (config_file.parent / value).resolve()
+    return Settings.model_construct(**base)

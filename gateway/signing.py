@@ -1,0 +1,267 @@
+"""Ed25519 key rings and JWS/JWT signing and verification.
+
+The only module that imports the JOSE library (PyJWT) and holds private keys. Imports no other
+leaf. One key ring per purpose (access tokens, receipts), in its own directory, so a key that
+signs tokens can never sign a receipt and the reverse.
+
+SECURITY, how a token is checked, in order (fails closed at the first failed step):
+1. the header parses, its `alg` is exactly EdDSA (so `none` and HMAC are refused before any key
+   is touched) and it names a `kid`;
+2. the `kid` is a key of this ring and not revoked;
+3. the signature verifies under that key's public half;
+4. `exp`, `nbf`/`iat`, `aud` and `iss` hold, and every required claim is present.
+Errors say which rule failed, never the token or the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from gateway.errors import ConfigurationError, Unauthenticated
+
+ALGORITHM = "EdDSA"
+KeyStatus = Literal["active", "retired", "revoked"]
+_RING_FILE = "keyring.json"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
+
+
+def thumbprint(public_key: Ed25519PublicKey) -> str:
+    """RFC 7638 JWK thumbprint: the key id, derived from the key so it cannot be confused."""
+    canonical = json.dumps(public_jwk(public_key), sort_keys=True, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    kid: str
+    created_at: datetime
+    status: KeyStatus
+    retired_at: datetime | None = None
+    revoked_since: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kid": self.kid,
+            "created_at": self.created_at.isoformat(),
+            "status": self.status,
+            "retired_at": self.retired_at.isoformat() if self.retired_at else None,
+            "revoked_since": self.revoked_since.isoformat() if self.revoked_since else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeyInfo:
+        def when(value: object) -> datetime | None:
+            return datetime.fromisoformat(str(value)) if value else None
+
+        status = str(data["status"])
+        if status not in ("active", "retired", "revoked"):
+            raise ConfigurationError(f"key {data['kid']} has an unknown status")
+        return cls(
+            kid=str(data["kid"]),
+            created_at=datetime.fromisoformat(str(data["created_at"])),
+            status=status,  # type: ignore[arg-type]  # checked against the Literal just above
+            retired_at=when(data.get("retired_at")),
+            revoked_since=when(data.get("revoked_since")),
+        )
+
+
+class KeyRing:
+    """The keys of one purpose: exactly one active signing key, retired and revoked ones kept."""
+
+    def __init__(self, directory: Path, infos: list[KeyInfo], private: dict[str, Ed25519PrivateKey]) -> None:
+        self._dir = directory
+        self._infos = infos
+        self._private = private
+        self._public = {kid: key.public_key() for kid, key in private.items()}
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path) -> KeyRing:
+        """Create the directory and a first key, unless a ring is already there."""
+        if (directory / _RING_FILE).exists():
+            return cls.load(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        ring = cls(directory, [], {})
+        ring.rotate()
+        return ring
+
+    @classmethod
+    def load(cls, directory: Path) -> KeyRing:
+        ring_file = directory / _RING_FILE
+        if not ring_file.is_file():
+            raise ConfigurationError(f"no key ring in {directory}; run `veilgate keys init`")
+        infos = [KeyInfo.from_json(item) for item in json.loads(ring_file.read_text())["keys"]]
+        private: dict[str, Ed25519PrivateKey] = {}
+        for info in infos:
+            path = directory / f"{info.kid}.pem"
+            check_secret_file(path)
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(key, Ed25519PrivateKey) or thumbprint(key.public_key()) != info.kid:
+                raise ConfigurationError(f"key file {path.name} does not hold the Ed25519 key it is named for")
+            private[info.kid] = key
+        if sum(1 for i in infos if i.status == "active") != 1:
+            raise ConfigurationError(f"key ring {directory} must have exactly one active key")
+        return cls(directory, infos, private)
+
+    def rotate(self) -> KeyInfo:
+        """Make a new active key; the previous active key is retired but stays published."""
+        key = Ed25519PrivateKey.generate()
+        kid = thumbprint(key.public_key())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        path = self._dir / f"{kid}.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        now = datetime.now(UTC)
+        with self._lock:
+            self._infos = [
+                KeyInfo(i.kid, i.created_at, "retired", now, None) if i.status == "active" else i
+                for i in self._infos
+            ]
+            info = KeyInfo(kid, now, "active")
+            self._infos.append(info)
+            self._private[kid] = key
+            self._public[kid] = key.public_key()
+            self._save()
+        return info
+
+    def revoke(self, kid: str, since: datetime) -> KeyInfo:
+        """Mark a compromised key; an active key must be rotated away first."""
+        with self._lock:
+            found = next((i for i in self._infos if i.kid == kid), None)
+            if found is None:
+                raise ConfigurationError(f"no key {kid} in this ring")
+            if found.status == "active":
+                raise ConfigurationError("rotate before revoking the active key")
+            revoked = KeyInfo(found.kid, found.created_at, "revoked", found.retired_at, since)
+            self._infos = [revoked if i.kid == kid else i for i in self._infos]
+            self._save()
+        return revoked
+
+    def _save(self) -> None:
+        body = json.dumps({"keys": [i.to_json() for i in self._infos]}, indent=2).encode()
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._dir / _RING_FILE)
+
+    # -- use ---------------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> tuple[KeyInfo, ...]:
+        return tuple(self._infos)
+
+    @property
+    def active(self) -> KeyInfo:
+        return next(i for i in self._infos if i.status == "active")
+
+    def info(self, kid: str) -> KeyInfo | None:
+        return next((i for i in self._infos if i.kid == kid), None)
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """Public keys, retired ones included so old signatures still verify."""
+        keys: list[dict[str, Any]] = []
+        for info in self._infos:
+            jwk: dict[str, Any] = {**public_jwk(self._public[info.kid]), "kid": info.kid, "alg": ALGORITHM, "use": "sig"}
+            jwk["status"] = info.status
+            if info.retired_at:
+                jwk["retired_at"] = info.retired_at.isoformat()
+            if info.revoked_since:
+                jwk["revoked_since"] = info.revoked_since.isoformat()
+            keys.append(jwk)
+        return {"keys": keys}
+
+    def sign_jwt(self, claims: Mapping[str, Any]) -> str:
+        info = self.active
+        return jwt.encode(dict(claims), self._private[info.kid], algorithm=ALGORITHM, headers={"kid": info.kid})
+
+    def verify_jwt(
+        self,
+        token: str,
+        *,
+        audience: str,
+        issuer: str,
+        required: Iterable[str],
+        leeway_seconds: int = 0,
+    ) -> dict[str, Any]:
+        # Step 1: header, algorithm pinned before any key is chosen.
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("the access token is malformed") from None
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated("the access token's algorithm is not accepted")
+        kid = header.get("kid")
+        # Step 2: a known key that is not revoked.
+        info = self.info(kid) if isinstance(kid, str) else None
+        if info is None:
+            raise Unauthenticated("the access token is signed by an unknown key")
+        if info.status == "revoked":
+            raise Unauthenticated("the access token is signed by a revoked key")
+        # Steps 3 and 4: signature, then time, audience, issuer and required claims.
+        try:
+            return jwt.decode(
+                token,
+                self._public[info.kid],
+                algorithms=[ALGORITHM],
+                audience=audience,
+                issuer=issuer,
+                leeway=leeway_seconds,
+                options={"require": list(required), "verify_iat": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the access token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("the access token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("the access token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthenticated("the access token is from another issuer") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(f"the access token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthenticated("the access token's signature does not verify") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("the access token is invalid") from None
+
+
+def check_secret_file(path: Path) -> None:
+    """Refuse a secret file that others may read or that is not a regular file."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise ConfigurationError(f"secret file {path.name} is missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigurationError(f"secret file {path.name} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigurationError(f"secret file {path.name} is readable by others; chmod 600 it")
