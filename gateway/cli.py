@@ -6,13 +6,15 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+import uvicorn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from gateway import demo_data
+from gateway.app import create_app
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
@@ -60,7 +62,7 @@ class _Guard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> Literal[False]:
         if isinstance(exc, VeilgateError):
             console.print(f"[red]{self.action} failed:[/red] {exc.detail}")
             raise typer.Exit(1)
@@ -69,13 +71,18 @@ class _Guard:
 
 def _progress() -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
 
 
 def _data_progress(bar: Progress) -> demo_data.ProgressFn:
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(dataset: str, done: int, total: int) -> None:
         if dataset not in tasks:
@@ -112,15 +119,22 @@ def register(
     with _run("registration"), _progress() as bar:
         task = bar.add_task("registering", total=None)
         outcome = registration.register(
-            CatalogStore(settings.data_path), settings.data_path, entry, source, correction=correction, note=note,
+            CatalogStore(settings.data_path),
+            settings.data_path,
+            entry,
+            source,
+            correction=correction,
+            note=note,
             progress=lambda step: bar.update(task, description=step),
         )
         bar.update(task, description="done", total=1, completed=1)
     record = outcome.record
     state = "unchanged (same content version)" if outcome.unchanged else record.history[-1].kind.value
-    typer.echo(f"{record.entry.dataset}: {state}; version {record.version}; {outcome.rows:,} rows served; "
-               f"{outcome.rows_dropped_by_contribution_bound:,} rows dropped by the contribution bound "
-               f"(at most {record.entry.privacy_unit.max_rows} per {record.entry.privacy_unit.column})")
+    typer.echo(
+        f"{record.entry.dataset}: {state}; version {record.version}; {outcome.rows:,} rows served; "
+        f"{outcome.rows_dropped_by_contribution_bound:,} rows dropped by the contribution bound "
+        f"(at most {record.entry.privacy_unit.max_rows} per {record.entry.privacy_unit.column})"
+    )
 
 
 @app.command()
@@ -224,10 +238,17 @@ def token(
             _fail(f"no enabled client {client!r}")
             return
         keys = KeyRing.load(settings.token_keys_dir)
-        typer.echo(authentication.mint_token(
-            keys, found.client_id, found.organisation, found.roles,
-            issuer=settings.issuer, audience=settings.audience, ttl_seconds=settings.token_ttl_seconds,
-        ))
+        typer.echo(
+            authentication.mint_token(
+                keys,
+                found.client_id,
+                found.organisation,
+                found.roles,
+                issuer=settings.issuer,
+                audience=settings.audience,
+                ttl_seconds=settings.token_ttl_seconds,
+            )
+        )
 
 
 @app.command("doctor")
@@ -242,7 +263,6 @@ def doctor_command(config: ConfigOption = None) -> None:
         raise typer.Exit(1)
 
 
-
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -250,10 +270,6 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Overrides the config.")] = None,
 ) -> None:
     """Serve the gateway with uvicorn."""
-    import uvicorn
-
-    from gateway.app import create_app
-
     settings = _settings(config)
     with _run("startup"):
         application = create_app(settings)

@@ -25,7 +25,7 @@ from gateway.domain.principal import Role
 from gateway.errors import Conflict, NotFound
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-_SECRET_PREFIX = "vgs_"
+_SECRET_PREFIX = "vgs_"  # noqa: S105 - a visible prefix so leaked secrets are recognisable
 
 
 def hash_secret(secret: str, *, salt: bytes | None = None) -> str:

@@ -28,24 +28,97 @@ ProgressFn = Callable[[str, int, int], None]
 """(dataset, rows done, rows total)."""
 
 PROVINCES = (
-    ("11", "北京"), ("12", "天津"), ("13", "石家庄"), ("14", "太原"), ("15", "呼和浩特"), ("21", "沈阳"),
-    ("22", "长春"), ("23", "哈尔滨"), ("31", "上海"), ("32", "南京"), ("33", "杭州"), ("34", "合肥"),
-    ("35", "福州"), ("36", "南昌"), ("37", "济南"), ("41", "郑州"), ("42", "武汉"), ("43", "长沙"),
-    ("44", "广州"), ("45", "南宁"), ("46", "海口"), ("50", "重庆"), ("51", "成都"), ("52", "贵阳"),
-    ("53", "昆明"), ("54", "拉萨"), ("61", "西安"), ("62", "兰州"), ("63", "西宁"), ("64", "银川"),
+    ("11", "北京"),
+    ("12", "天津"),
+    ("13", "石家庄"),
+    ("14", "太原"),
+    ("15", "呼和浩特"),
+    ("21", "沈阳"),
+    ("22", "长春"),
+    ("23", "哈尔滨"),
+    ("31", "上海"),
+    ("32", "南京"),
+    ("33", "杭州"),
+    ("34", "合肥"),
+    ("35", "福州"),
+    ("36", "南昌"),
+    ("37", "济南"),
+    ("41", "郑州"),
+    ("42", "武汉"),
+    ("43", "长沙"),
+    ("44", "广州"),
+    ("45", "南宁"),
+    ("46", "海口"),
+    ("50", "重庆"),
+    ("51", "成都"),
+    ("52", "贵阳"),
+    ("53", "昆明"),
+    ("54", "拉萨"),
+    ("61", "西安"),
+    ("62", "兰州"),
+    ("63", "西宁"),
+    ("64", "银川"),
     ("65", "乌鲁木齐"),
 )
 # Weights roughly following where enterprises are registered: coastal provinces dominate.
 _PROVINCE_WEIGHTS = np.array(
-    [5, 2, 3, 1.5, 1, 2.5, 1.2, 1.5, 5, 9, 8, 3.5, 3.5, 2, 6.5, 4.5, 3.5, 3, 12, 2, 0.8, 2.5, 4.5, 1.5,
-     1.8, 0.3, 2.5, 0.8, 0.3, 0.4, 1],
+    [
+        5,
+        2,
+        3,
+        1.5,
+        1,
+        2.5,
+        1.2,
+        1.5,
+        5,
+        9,
+        8,
+        3.5,
+        3.5,
+        2,
+        6.5,
+        4.5,
+        3.5,
+        3,
+        12,
+        2,
+        0.8,
+        2.5,
+        4.5,
+        1.5,
+        1.8,
+        0.3,
+        2.5,
+        0.8,
+        0.3,
+        0.4,
+        1,
+    ],
 )
 INDUSTRIES = tuple("ABCDEFGHIJKLMNOPQRST")  # GB/T 4754-2017 sections
 _INDUSTRY_WEIGHTS = np.array([2, 0.5, 14, 1, 1, 6, 30, 3, 4, 9, 1, 1, 8, 6, 1, 2, 1, 1, 1, 0.5])
 _INDUSTRY_WORDS = {
-    "A": "农业", "B": "矿业", "C": "制造", "D": "能源", "E": "水务", "F": "建设", "G": "商贸", "H": "物流",
-    "I": "餐饮", "J": "科技", "K": "金融", "L": "置业", "M": "商务", "N": "科研", "O": "环境",
-    "P": "家政", "Q": "教育", "R": "医疗", "S": "文化", "T": "服务",
+    "A": "农业",
+    "B": "矿业",
+    "C": "制造",
+    "D": "能源",
+    "E": "水务",
+    "F": "建设",
+    "G": "商贸",
+    "H": "物流",
+    "I": "餐饮",
+    "J": "科技",
+    "K": "金融",
+    "L": "置业",
+    "M": "商务",
+    "N": "科研",
+    "O": "环境",
+    "P": "家政",
+    "Q": "教育",
+    "R": "医疗",
+    "S": "文化",
+    "T": "服务",
 }
 STATUSES = ("active", "revoked", "cancelled")
 TAX_RATINGS = ("A", "B", "M", "C", "D")
@@ -147,7 +220,7 @@ def _enterprises(rng: np.random.Generator, n: int, canary: str | None) -> pa.Tab
     trade = rng.integers(0, len(_TRADE_WORDS) - 1, size=n)
     suffix = rng.choice(len(_SUFFIXES), size=n, p=[0.8, 0.12, 0.08])
     names = [
-        f"{PROVINCES[p][1]}{_TRADE_WORDS[t:t + 2]}{_INDUSTRY_WORDS[INDUSTRIES[i]]}{_SUFFIXES[s]}"
+        f"{PROVINCES[p][1]}{_TRADE_WORDS[t : t + 2]}{_INDUSTRY_WORDS[INDUSTRIES[i]]}{_SUFFIXES[s]}"
         for p, t, i, s in zip(provinces, trade, industries, suffix, strict=True)
     ]
     representatives = _person_names(rng, n)
@@ -161,17 +234,19 @@ def _enterprises(rng: np.random.Generator, n: int, canary: str | None) -> pa.Tab
     span = (np.datetime64("2026-06-30") - start).astype(int)
     established = start + np.sort(rng.integers(0, span, size=n)).astype("timedelta64[D]")
     rng.shuffle(established)
-    return pa.table({
-        "credit_code": pa.array(_credit_codes(rng, districts), pa.string()),
-        "name": pa.array(names, pa.string()),
-        "legal_representative": pa.array(representatives, pa.string()),
-        "registered_capital": pa.array(capital, pa.int64()),
-        "industry": pa.array([INDUSTRIES[i] for i in industries], pa.string()),
-        "province": pa.array([PROVINCES[p][0] for p in provinces], pa.string()),
-        "district": pa.array(districts, pa.string()),
-        "status": pa.array([STATUSES[s] for s in status], pa.string()),
-        "established": pa.array(established.astype("datetime64[D]"), pa.date32()),
-    })
+    return pa.table(
+        {
+            "credit_code": pa.array(_credit_codes(rng, districts), pa.string()),
+            "name": pa.array(names, pa.string()),
+            "legal_representative": pa.array(representatives, pa.string()),
+            "registered_capital": pa.array(capital, pa.int64()),
+            "industry": pa.array([INDUSTRIES[i] for i in industries], pa.string()),
+            "province": pa.array([PROVINCES[p][0] for p in provinces], pa.string()),
+            "district": pa.array(districts, pa.string()),
+            "status": pa.array([STATUSES[s] for s in status], pa.string()),
+            "established": pa.array(established.astype("datetime64[D]"), pa.date32()),
+        }
+    )
 
 
 def _tax(rng: np.random.Generator, registry: pa.Table) -> pa.Table:
@@ -186,15 +261,17 @@ def _tax(rng: np.random.Generator, registry: pa.Table) -> pa.Table:
     penalties = np.minimum(20, rng.poisson(risk * 2)).astype(np.int64)
     rating_cut = np.digitize(risk + rng.normal(0, 0.05, size=n), [0.08, 0.2, 0.35, 0.55])
     tax_paid = np.clip(np.round(rng.lognormal(11.5, 1.8, size=n)), 0, 1_000_000_000).astype(np.int64)
-    return pa.table({
-        "credit_code": pa.array(codes[enterprise_idx], pa.string()),
-        "tax_year": pa.array(years[year_idx], pa.int64()),
-        "tax_paid": pa.array(tax_paid, pa.int64()),
-        "filed_on_time": pa.array(rng.random(n) > risk * 0.8, pa.bool_()),
-        "arrears_months": pa.array(arrears, pa.int64()),
-        "penalties": pa.array(penalties, pa.int64()),
-        "credit_rating": pa.array([TAX_RATINGS[i] for i in rating_cut], pa.string()),
-    })
+    return pa.table(
+        {
+            "credit_code": pa.array(codes[enterprise_idx], pa.string()),
+            "tax_year": pa.array(years[year_idx], pa.int64()),
+            "tax_paid": pa.array(tax_paid, pa.int64()),
+            "filed_on_time": pa.array(rng.random(n) > risk * 0.8, pa.bool_()),
+            "arrears_months": pa.array(arrears, pa.int64()),
+            "penalties": pa.array(penalties, pa.int64()),
+            "credit_rating": pa.array([TAX_RATINGS[i] for i in rating_cut], pa.string()),
+        }
+    )
 
 
 def _resident_ids(rng: np.random.Generator, n: int) -> list[str]:
@@ -218,10 +295,17 @@ def _social_insurance(
     industries = registry.column("industry").to_numpy(zero_copy_only=False)
     active = np.nonzero(registry.column("status").to_numpy(zero_copy_only=False) == "active")[0]
     last_month = _LAST_MONTH.year * 12 + _LAST_MONTH.month - 1
-    schema = pa.schema([
-        ("person_id", pa.string()), ("employer_code", pa.string()), ("region", pa.string()),
-        ("industry", pa.string()), ("month", pa.date32()), ("wage_base", pa.int64()), ("paid", pa.bool_()),
-    ])
+    schema = pa.schema(
+        [
+            ("person_id", pa.string()),
+            ("employer_code", pa.string()),
+            ("region", pa.string()),
+            ("industry", pa.string()),
+            ("month", pa.date32()),
+            ("wage_base", pa.int64()),
+            ("paid", pa.bool_()),
+        ]
+    )
     expected_rows = n_persons * 20
     written = 0
     with pq.ParquetWriter(path, schema) as writer:
@@ -239,15 +323,20 @@ def _social_insurance(
             month_dates = (month_index - 1970 * 12).astype("datetime64[M]").astype("datetime64[D]")
             growth = 1 + 0.004 * (month_index - month_index.min())
             wage_base = np.clip(np.round(wage[person] * growth * rng.normal(1, 0.02, size=len(person))), 2000, 35000)
-            writer.write_table(pa.table({
-                "person_id": pa.array(ids[person], pa.string()),
-                "employer_code": pa.array(codes[employer[person]], pa.string()),
-                "region": pa.array(provinces[employer[person]], pa.string()),
-                "industry": pa.array(industries[employer[person]], pa.string()),
-                "month": pa.array(month_dates, pa.date32()),
-                "wage_base": pa.array(wage_base.astype(np.int64), pa.int64()),
-                "paid": pa.array(rng.random(len(person)) < reliability[person], pa.bool_()),
-            }, schema=schema))
+            writer.write_table(
+                pa.table(
+                    {
+                        "person_id": pa.array(ids[person], pa.string()),
+                        "employer_code": pa.array(codes[employer[person]], pa.string()),
+                        "region": pa.array(provinces[employer[person]], pa.string()),
+                        "industry": pa.array(industries[employer[person]], pa.string()),
+                        "month": pa.array(month_dates, pa.date32()),
+                        "wage_base": pa.array(wage_base.astype(np.int64), pa.int64()),
+                        "paid": pa.array(rng.random(len(person)) < reliability[person], pa.bool_()),
+                    },
+                    schema=schema,
+                )
+            )
             written += len(person)
             progress("social_insurance", written, max(expected_rows, written))
     return written

@@ -16,6 +16,7 @@ types) and paths. Invariants it protects:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -48,13 +49,14 @@ _ACCEPTED_PARQUET_TYPES: dict[ColumnType, Callable[[str], bool]] = {
     ColumnType.BOOLEAN: lambda t: t == "BOOLEAN",
     ColumnType.DATE: lambda t: t == "DATE",
 }
-SERVING_CONFIG: dict[str, str | bool | int] = {
+SERVING_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "lock_configuration": True,
 }
 TABLE = "records"
+COUNT_SQL = f"SELECT count(*) FROM {TABLE}"  # noqa: S608 - constant table name
 
 
 def quote(identifier: str) -> str:
@@ -107,10 +109,10 @@ def build_version(
     progress("hashing source")
     version = content_version(entry, source)
     final = version_path(data_dir, entry.dataset, version)
-    if final.exists():
-        with _open_read_only(final) as con:
-            rows = _scalar_int(con, f"SELECT count(*) FROM {TABLE}")
-        return BuildReport(version, final, rows, 0, unchanged=True)
+    report_file = final.with_suffix(".json")
+    if final.exists() and report_file.exists():
+        counts = json.loads(report_file.read_text())
+        return BuildReport(version, final, int(counts["rows"]), int(counts["dropped"]), unchanged=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     building = final.with_name(f".building-{version}-{os.getpid()}.duckdb")
     building.unlink(missing_ok=True)
@@ -122,6 +124,8 @@ def build_version(
         finally:
             con.close()
         _fsync(building)
+        rows, dropped = report
+        report_file.write_text(json.dumps({"rows": rows, "dropped": dropped}))
         os.replace(building, final)
         _fsync(final.parent)
     except duckdb.Error as exc:
@@ -129,7 +133,6 @@ def build_version(
     finally:
         building.unlink(missing_ok=True)
         Path(f"{building}.wal").unlink(missing_ok=True)
-    rows, dropped = report
     return BuildReport(version, final, rows, dropped, unchanged=False)
 
 
@@ -167,7 +170,7 @@ def _build_into(
         f") WHERE _rank <= $1 ORDER BY {sort_keys}",
         [unit.max_rows],
     )
-    kept = _scalar_int(con, f"SELECT count(*) FROM {TABLE}")  # noqa: S608
+    kept = _scalar_int(con, COUNT_SQL)
     progress("building lookup indexes")
     for key in entry.lookup_keys:
         con.execute(f"CREATE INDEX {quote('idx_' + key)} ON {TABLE} ({quote(key)})")
@@ -208,20 +211,33 @@ def _check_values(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: b
         value = f"TRY_CAST(NULLIF({name}, '') AS {_SQL_TYPE[col.type]})" if is_csv else name
         raw_null = f"({name} IS NULL OR {name} = '')" if is_csv else f"{name} IS NULL"
         if is_csv and col.type is not ColumnType.STRING:
-            checks.append((f"column {col.name}: values that are not {col.type.value}",
-                           f"NOT {raw_null} AND {value} IS NULL"))
+            checks.append(
+                (f"column {col.name}: values that are not {col.type.value}", f"NOT {raw_null} AND {value} IS NULL")
+            )
         if not col.nullable:
             checks.append((f"column {col.name}: missing values in a non-nullable column", raw_null))
         if col.type is ColumnType.FLOAT:
-            checks.append((f"column {col.name}: NaN or infinite values",
-                           f"{value} IS NOT NULL AND NOT isfinite(CAST({value} AS DOUBLE))"))
+            checks.append(
+                (
+                    f"column {col.name}: NaN or infinite values",
+                    f"{value} IS NOT NULL AND NOT isfinite(CAST({value} AS DOUBLE))",
+                )
+            )
         if col.bounds is not None:
-            checks.append((f"column {col.name}: values outside the bounds [{col.bounds[0]:g}, {col.bounds[1]:g}]",
-                           f"{value} IS NOT NULL AND ({value} < ${len(params) + 1} OR {value} > ${len(params) + 2})"))
+            checks.append(
+                (
+                    f"column {col.name}: values outside the bounds [{col.bounds[0]:g}, {col.bounds[1]:g}]",
+                    f"{value} IS NOT NULL AND ({value} < ${len(params) + 1} OR {value} > ${len(params) + 2})",
+                )
+            )
             params += [col.bounds[0], col.bounds[1]]
         if col.categories is not None:
-            checks.append((f"column {col.name}: values outside the public category list",
-                           f"{value} IS NOT NULL AND NOT list_contains(${len(params) + 1}, {value})"))
+            checks.append(
+                (
+                    f"column {col.name}: values outside the public category list",
+                    f"{value} IS NOT NULL AND NOT list_contains(${len(params) + 1}, {value})",
+                )
+            )
             params.append(list(col.categories))
     if not checks:
         return
@@ -264,15 +280,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-@contextmanager
-def _open_read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = duckdb.connect(str(path), read_only=True, config=dict(SERVING_CONFIG))
-    try:
-        yield con
-    finally:
-        con.close()
-
-
 class Snapshot:
     """One dataset version, read-only, for the length of one request."""
 
@@ -282,7 +289,7 @@ class Snapshot:
         self.version = version
 
     def count_rows(self) -> int:
-        return _scalar_int(self._cursor, f"SELECT count(*) FROM {TABLE}")  # noqa: S608
+        return _scalar_int(self._cursor, COUNT_SQL)
 
     def lookup(self, key_column: str, key: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """Rows whose `key_column` equals `key` exactly; names come from the catalogue."""

@@ -143,8 +143,7 @@ class KeyRing:
         now = datetime.now(UTC)
         with self._lock:
             self._infos = [
-                KeyInfo(i.kid, i.created_at, "retired", now, None) if i.status == "active" else i
-                for i in self._infos
+                KeyInfo(i.kid, i.created_at, "retired", now, None) if i.status == "active" else i for i in self._infos
             ]
             info = KeyInfo(kid, now, "active")
             self._infos.append(info)
@@ -192,7 +191,12 @@ class KeyRing:
         """Public keys, retired ones included so old signatures still verify."""
         keys: list[dict[str, Any]] = []
         for info in self._infos:
-            jwk: dict[str, Any] = {**public_jwk(self._public[info.kid]), "kid": info.kid, "alg": ALGORITHM, "use": "sig"}
+            jwk: dict[str, Any] = {
+                **public_jwk(self._public[info.kid]),
+                "kid": info.kid,
+                "alg": ALGORITHM,
+                "use": "sig",
+            }
             jwk["status"] = info.status
             if info.retired_at:
                 jwk["retired_at"] = info.retired_at.isoformat()

@@ -61,20 +61,24 @@ class RequestContext:
 
     async def _too_large(self, send: Send, request_id: str) -> None:
         error = PayloadTooLarge(f"the request body exceeds {self.max_body_bytes} bytes")
-        body = json.dumps({
-            "type": error.type_uri,
-            "title": error.title,
-            "status": error.status,
-            "detail": error.detail,
-            "instance": f"urn:veilgate:request:{request_id}",
-        }).encode()
-        await send({
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        })
+        body = json.dumps(
+            {
+                "type": error.type_uri,
+                "title": error.title,
+                "status": error.status,
+                "detail": error.detail,
+                "instance": f"urn:veilgate:request:{request_id}",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

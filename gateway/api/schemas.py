@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.domain.principal import Role
 
 
 class _Response(BaseModel):
@@ -13,7 +15,7 @@ class _Response(BaseModel):
 
 class TokenResponse(_Response):
     access_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
 
 
@@ -104,3 +106,17 @@ class DatasetAdminResponse(_Response):
 
 class DatasetAdminListResponse(_Response):
     datasets: list[DatasetAdminResponse]
+
+
+class ConsumerCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{2,63}$")
+    organisation: str = Field(min_length=1, max_length=200)
+    roles: list[Role] = Field(min_length=1, max_length=4)
+
+
+class ConsumerCreatedResponse(_Response):
+    client_id: str
+    client_secret: str
+    note: str = "The secret is shown once and stored only as a hash."

@@ -34,7 +34,7 @@ class Sensitivity(StrEnum):
     PUBLIC = "public"
     IDENTIFIER = "identifier"
     PERSONAL = "personal"
-    COMMERCIAL_SECRET = "commercial_secret"
+    COMMERCIAL_SECRET = "commercial_secret"  # noqa: S105 - a sensitivity class name
 
 
 class ColumnType(StrEnum):

@@ -47,10 +47,8 @@ def _value(column: Column, rng: random.Random, row: int) -> MockValue:
         return f"mock-{column.name}-{rng.randrange(10_000):04d}"
     if column.type in (ColumnType.INTEGER, ColumnType.FLOAT):
         low, high = column.bounds if column.bounds is not None else (0.0, 1000.0)
-        if edge:
-            number = rng.choice([low, high, max(low, min(high, 0.0))])
-        else:
-            number = low + (high - low) * rng.random() ** 3  # skewed towards the low end, like most amounts
+        # Edge values, or values skewed towards the low end like most amounts.
+        number = rng.choice([low, high, max(low, min(high, 0.0))]) if edge else low + (high - low) * rng.random() ** 3
         return int(number) if column.type is ColumnType.INTEGER else round(number, 2)
     if column.type is ColumnType.BOOLEAN:
         return rng.random() < 0.5
@@ -59,5 +57,5 @@ def _value(column: Column, rng: random.Random, row: int) -> MockValue:
 
 
 def mock_rows(entry: CatalogEntry, rows: int, seed: int) -> list[dict[str, MockValue]]:
-    rng = random.Random(f"{entry.dataset}:{seed}")
+    rng = random.Random(f"{entry.dataset}:{seed}")  # noqa: S311 - mock values, reproducible by design
     return [{col.name: _value(col, rng, i) for col in entry.columns} for i in range(rows)]

@@ -36,8 +36,19 @@ def issue_token(
     if client is None:
         raise Unauthenticated("the client id or secret is wrong, or the client is disabled")
     # 2. Sign a short-lived token naming the client, its organisation and its roles.
-    return TokenGrant(mint_token(keys, client.client_id, client.organisation, client.roles,
-                                 issuer=issuer, audience=audience, ttl_seconds=ttl_seconds, now=now), ttl_seconds)
+    return TokenGrant(
+        mint_token(
+            keys,
+            client.client_id,
+            client.organisation,
+            client.roles,
+            issuer=issuer,
+            audience=audience,
+            ttl_seconds=ttl_seconds,
+            now=now,
+        ),
+        ttl_seconds,
+    )
 
 
 def mint_token(
@@ -52,17 +63,19 @@ def mint_token(
     now: datetime | None = None,
 ) -> str:
     issued = now or datetime.now(UTC)
-    return keys.sign_jwt({
-        "iss": issuer,
-        "aud": audience,
-        "sub": client_id,
-        "org": organisation,
-        "roles": sorted(r.value for r in roles),
-        "iat": int(issued.timestamp()),
-        "nbf": int(issued.timestamp()),
-        "exp": int((issued + timedelta(seconds=ttl_seconds)).timestamp()),
-        "jti": secrets.token_urlsafe(16),
-    })
+    return keys.sign_jwt(
+        {
+            "iss": issuer,
+            "aud": audience,
+            "sub": client_id,
+            "org": organisation,
+            "roles": sorted(r.value for r in roles),
+            "iat": int(issued.timestamp()),
+            "nbf": int(issued.timestamp()),
+            "exp": int((issued + timedelta(seconds=ttl_seconds)).timestamp()),
+            "jti": secrets.token_urlsafe(16),
+        }
+    )
 
 
 def authenticate(
@@ -75,8 +88,9 @@ def authenticate(
     leeway_seconds: int,
 ) -> Principal:
     # 1. Signature, algorithm, key, time, audience, issuer and required claims.
-    claims = keys.verify_jwt(token, audience=audience, issuer=issuer, required=REQUIRED_CLAIMS,
-                             leeway_seconds=leeway_seconds)
+    claims = keys.verify_jwt(
+        token, audience=audience, issuer=issuer, required=REQUIRED_CLAIMS, leeway_seconds=leeway_seconds
+    )
     # 2. Claims have the types we rely on.
     roles_claim = claims["roles"]
     if not isinstance(roles_claim, list) or not all(isinstance(r, str) for r in roles_claim):

@@ -44,6 +44,7 @@ def setup(
     policy_dir: Path,
     *,
     scale: float = 1.0,
+    canary: str | None = None,
     say: Callable[[str], None] = lambda _m: None,
     data_progress: demo_data.ProgressFn = lambda _d, _n, _t: None,
 ) -> DemoSetup:
@@ -65,7 +66,7 @@ def setup(
     source = demo_dir / "source"
     if not all((source / f"{name}.parquet").exists() for name in demo_data.DATASETS):
         say(f"generating demo data (scale {scale:g})")
-        demo_data.generate(source, scale=scale, progress=data_progress)
+        demo_data.generate(source, scale=scale, canary=canary, progress=data_progress)
     # 3. Registration: unchanged files are recognised by their content version.
     catalog = CatalogStore(settings.data_path)
     for name in demo_data.DATASETS:
@@ -73,8 +74,10 @@ def setup(
             catalog, settings.data_path, source / f"{name}.yaml", source / f"{name}.parquet", note="demo data"
         )
         state = "unchanged" if outcome.unchanged else "registered"
-        say(f"{name}: {state}, version {outcome.record.version}, "
-            f"{outcome.rows_dropped_by_contribution_bound} row(s) dropped by the contribution bound")
+        say(
+            f"{name}: {state}, version {outcome.record.version}, "
+            f"{outcome.rows_dropped_by_contribution_bound} row(s) dropped by the contribution bound"
+        )
     # 4. Keys: one ring for access tokens, one for receipts.
     KeyRing.create(settings.token_keys_dir)
     KeyRing.create(settings.receipt_keys_dir)
@@ -119,11 +122,10 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         f"  TOKEN=$(curl -s {base_url}/v1/token -d grant_type=client_credentials \\",
         f"      -d client_id=demo-admin -d client_secret={creds['demo-admin']} \\",
         "      | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
-        f"  curl -s {base_url}/v1/me -H \"Authorization: Bearer $TOKEN\"",
-        f"  curl -s {base_url}/v1/admin/datasets -H \"Authorization: Bearer $TOKEN\"",
+        f'  curl -s {base_url}/v1/me -H "Authorization: Bearer $TOKEN"',
+        f'  curl -s {base_url}/v1/admin/datasets -H "Authorization: Bearer $TOKEN"',
         "",
-        "Or mint a token locally:  veilgate token --client demo-business --config "
-        f"{setup_result.config_file}",
+        f"Or mint a token locally:  veilgate token --client demo-business --config {setup_result.config_file}",
         f"Health: curl -s {base_url}/healthz ; curl -s {base_url}/readyz",
         f"API reference: {base_url}/docs",
     ]

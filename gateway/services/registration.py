@@ -42,13 +42,13 @@ def register(
     if not is_servable(entry.level):
         raise RegistrationError(f"dataset {entry.dataset} is classified core; core data is never served")
     previous = catalog.find(entry.dataset)
+    if previous is None and correction:
+        raise RegistrationError(f"dataset {entry.dataset} is not registered; nothing to correct")
     # 3. Build and check the new version; nothing is visible until step 4.
     built = engine.build_version(entry, source, data_dir, progress=progress)
     if previous is not None and previous.status == "registered" and previous.version == built.version:
         return RegistrationOutcome(previous, previous.rows, previous.rows_dropped_by_contribution_bound, True)
     if previous is None:
-        if correction:
-            raise RegistrationError(f"dataset {entry.dataset} is not registered; nothing to correct")
         kind = ChangeKind.REGISTRATION
     else:
         kind = ChangeKind.CORRECTION if correction else ChangeKind.CHANGE

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from gateway.api.deps import require_role, runtime
-from gateway.api.schemas import DatasetAdminListResponse, DatasetAdminResponse
+from gateway.api.schemas import (
+    ConsumerCreatedResponse,
+    ConsumerCreateRequest,
+    DatasetAdminListResponse,
+    DatasetAdminResponse,
+)
 from gateway.domain.principal import Principal, Role
 from gateway.services.runtime import Runtime
 
@@ -20,14 +25,40 @@ def datasets(
     _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
 ) -> DatasetAdminListResponse:
     """Registration state with exact counts: for the data management body, not the public."""
-    return DatasetAdminListResponse(datasets=[
-        DatasetAdminResponse.model_validate({
-            "dataset": r.entry.dataset,
-            "status": r.status,
-            "version": r.version,
-            "rows": r.rows,
-            "rows_dropped_by_contribution_bound": r.rows_dropped_by_contribution_bound,
-            "history": [h.model_dump(mode="json") for h in r.history],
-        })
-        for r in rt.catalog.records()
-    ])
+    return DatasetAdminListResponse(
+        datasets=[
+            DatasetAdminResponse.model_validate(
+                {
+                    "dataset": r.entry.dataset,
+                    "status": r.status,
+                    "version": r.version,
+                    "rows": r.rows,
+                    "rows_dropped_by_contribution_bound": r.rows_dropped_by_contribution_bound,
+                    "history": [h.model_dump(mode="json") for h in r.history],
+                }
+            )
+            for r in rt.catalog.records()
+        ]
+    )
+
+
+@router.post("/consumers", response_model=ConsumerCreatedResponse, status_code=201)
+def create_consumer(
+    body: ConsumerCreateRequest,
+    rt: Annotated[Runtime, Depends(runtime)],
+    _who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> ConsumerCreatedResponse:
+    """Create a client account; only administrators make accounts, and the secret is shown once."""
+    secret = rt.clients.add(body.client_id, body.organisation, body.roles)
+    return ConsumerCreatedResponse(client_id=body.client_id, client_secret=secret)
+
+
+@router.delete("/consumers/{client_id}", status_code=204)
+def disable_consumer(
+    client_id: str,
+    rt: Annotated[Runtime, Depends(runtime)],
+    _who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> Response:
+    """Disable a client account: its tokens stop working on the next request."""
+    rt.clients.disable(client_id)
+    return Response(status_code=204)

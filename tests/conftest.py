@@ -1,0 +1,86 @@
+"""Factories: settings, a tiny registered demo domain with a canary, apps and tokens."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.services import demo_setup
+from gateway.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+CANARY = "CANARY-7Q4Z"
+"""Planted in raw values of the demo data; must never appear in anything the gateway emits."""
+TEST_SCALE = 0.02
+
+
+def make_settings(state_dir: Path, **over: Any) -> Settings:
+    values: dict[str, Any] = {"state_dir": state_dir, "policy_dir": REPO / "policies", **over}
+    return Settings(**values)
+
+
+@dataclass(frozen=True)
+class Installation:
+    root: Path
+    settings: Settings
+    credentials: dict[str, str]
+    source: Path
+
+
+@pytest.fixture(scope="session")
+def session_installation(tmp_path_factory: pytest.TempPathFactory) -> Installation:
+    root = tmp_path_factory.mktemp("demo")
+    result = demo_setup.setup(root, REPO / "policies", scale=TEST_SCALE, canary=CANARY)
+    return Installation(root, result.settings, result.credentials, root / "source")
+
+
+@pytest.fixture
+def installation(session_installation: Installation, tmp_path: Path) -> Installation:
+    """A private copy of the demo installation, for tests that change state."""
+    root = tmp_path / "demo"
+    shutil.copytree(session_installation.root, root)
+    settings = session_installation.settings.model_copy(
+        update={"state_dir": root / "state", "policy_dir": REPO / "policies"}
+    )
+    return replace(session_installation, root=root, settings=settings, source=root / "source")
+
+
+@pytest.fixture
+def make_client() -> Iterator[Any]:
+    made: list[TestClient] = []
+
+    def factory(settings: Settings, **kwargs: Any) -> TestClient:
+        client = TestClient(create_app(settings), **kwargs)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def shared_client(session_installation: Installation) -> Iterator[TestClient]:
+    """A client on the shared installation, for read-only tests."""
+    with TestClient(create_app(session_installation.settings)) as client:
+        yield client
+
+
+def get_token(client: TestClient, client_id: str, secret: str) -> str:
+    response = client.post(
+        "/v1/token", data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

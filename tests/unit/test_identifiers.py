@@ -1,0 +1,64 @@
+"""Check characters of credit codes and resident ids: known examples, and mutations fail."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.domain.identifiers import USCC_ALPHABET, is_valid_resident_id, is_valid_uscc, normalize_key
+from gateway.domain.mock_rows import mock_resident_id, mock_uscc
+
+
+@pytest.mark.parametrize("code", ["91350100M000100Y43", "91110000802100433B"])
+def test_published_credit_codes_are_valid(code: str) -> None:
+    assert is_valid_uscc(code)
+
+
+def test_standard_resident_id_example_is_valid() -> None:
+    assert is_valid_resident_id("11010519491231002X")  # the example of GB 11643-1999
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "91350100M000100Y44",  # wrong check character
+        "91350100M000100Y4",  # too short
+        "91350100M000100Y433",  # too long
+        "91350100I000100Y43",  # I is not in the alphabet
+        "9135010XM000100Y43",  # division code not numeric
+        "",
+    ],
+)
+def test_malformed_credit_codes_are_refused(code: str) -> None:
+    assert not is_valid_uscc(code)
+
+
+@pytest.mark.parametrize("number", ["110105194912310021", "11010519491331002X", "1101051949123100", "ABCDEFGHIJKLMNOPQR"])
+def test_malformed_resident_ids_are_refused(number: str) -> None:
+    assert not is_valid_resident_id(number)
+
+
+def test_normalisation_folds_full_width_space_and_case() -> None:
+    assert normalize_key("  ９１３５０１００ｍ０００１００ｙ４３ ") == "91350100M000100Y43"
+    assert is_valid_uscc(normalize_key("91350100m000100y43"))
+
+
+@given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=0, max_value=17), st.data())
+def test_any_single_character_change_breaks_a_credit_code(seed: int, position: int, data: st.DataObject) -> None:
+    code = mock_uscc(random.Random(seed))
+    assert is_valid_uscc(code)
+    replacement = data.draw(st.sampled_from([c for c in USCC_ALPHABET if c != code[position]]))
+    mutated = code[:position] + replacement + code[position + 1 :]
+    # The check character over a prime modulus catches every single substitution.
+    assert not is_valid_uscc(mutated)
+
+
+@given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=0, max_value=16), st.data())
+def test_any_single_digit_change_breaks_a_resident_id(seed: int, position: int, data: st.DataObject) -> None:
+    number = mock_resident_id(random.Random(seed))
+    assert is_valid_resident_id(number)
+    replacement = data.draw(st.sampled_from([d for d in "0123456789" if d != number[position]]))
+    assert not is_valid_resident_id(number[:position] + replacement + number[position + 1 :])

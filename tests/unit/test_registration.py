@@ -1,0 +1,198 @@
+"""Registration: every check refuses bad data and leaves nothing behind; the bound holds exactly."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from gateway import engine
+from gateway.catalog import CatalogStore
+from gateway.domain.catalog import ChangeKind
+from gateway.errors import Conflict, RegistrationError
+from gateway.services import registration
+from tests.conftest import CANARY, Installation
+
+
+@pytest.fixture
+def source(session_installation: Installation) -> Path:
+    return session_installation.source
+
+
+def _entry(source: Path, dataset: str, tmp_path: Path, **changes: Any) -> Path:
+    raw = yaml.safe_load((source / f"{dataset}.yaml").read_text())
+    raw.update(changes)
+    path = tmp_path / f"{dataset}-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return path
+
+
+def _write(table: pa.Table, tmp_path: Path, name: str = "data.parquet") -> Path:
+    path = tmp_path / name
+    pq.write_table(table, path)
+    return path
+
+
+def _register(data_dir: Path, entry: Path, data: Path, **kw: Any) -> registration.RegistrationOutcome:
+    return registration.register(CatalogStore(data_dir), data_dir, entry, data, **kw)
+
+
+def _nothing_written(data_dir: Path, dataset: str) -> bool:
+    versions = list((data_dir / "domain" / dataset).glob("*")) if (data_dir / "domain" / dataset).exists() else []
+    return CatalogStore(data_dir).find(dataset) is None and versions == []
+
+
+def test_registers_and_reports(source: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    outcome = _register(data_dir, source / "enterprise_registry.yaml", source / "enterprise_registry.parquet")
+    record = CatalogStore(data_dir).get("enterprise_registry")
+    assert record.version == outcome.record.version
+    assert record.history[0].kind is ChangeKind.REGISTRATION
+    assert outcome.rows == pq.read_metadata(source / "enterprise_registry.parquet").num_rows
+    assert engine.version_path(data_dir, "enterprise_registry", record.version).is_file()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda t: t.drop_columns(["status"]), "missing column(s): status"),
+        (lambda t: t.append_column("secret_note", pa.array(["x"] * t.num_rows)), "not in the catalogue entry: secret_note"),
+        (lambda t: t.set_column(3, "registered_capital", pc.cast(t["registered_capital"], pa.string())),
+         "registered_capital: type VARCHAR does not match integer"),
+        (lambda t: t.set_column(3, "registered_capital", pa.array([-1] + [5] * (t.num_rows - 1))),
+         "registered_capital: values outside the bounds"),
+        (lambda t: t.set_column(7, "status", pa.array(["dormant"] + ["active"] * (t.num_rows - 1))),
+         "status: values outside the public category list"),
+        (lambda t: t.set_column(7, "status", pa.array([None] + ["active"] * (t.num_rows - 1), pa.string())),
+         "status: missing values in a non-nullable column"),
+        (lambda t: t.set_column(0, "credit_code", pa.array(["91350100M000100Y44"] + t["credit_code"].to_pylist()[1:])),
+         "credit_code: 1 distinct value(s) are not valid uscc keys"),
+    ],
+    ids=["missing-column", "extra-column", "wrong-type", "out-of-bounds", "unknown-category", "null", "bad-key"],
+)
+def test_bad_files_are_refused_and_nothing_is_written(
+    source: Path, tmp_path: Path, mutate: Any, message: str
+) -> None:
+    table = pq.read_table(source / "enterprise_registry.parquet")
+    data = _write(mutate(table), tmp_path)
+    data_dir = tmp_path / "data"
+    with pytest.raises(RegistrationError) as caught:
+        _register(data_dir, source / "enterprise_registry.yaml", data)
+    assert message in caught.value.detail
+    assert CANARY not in caught.value.detail
+    assert _nothing_written(data_dir, "enterprise_registry")
+
+
+def test_nan_and_infinity_are_refused_in_float_columns(source: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load((source / "tax_compliance.yaml").read_text())
+    for col in raw["columns"]:
+        if col["name"] == "tax_paid":
+            col["type"] = "float"
+    entry = tmp_path / "tax.yaml"
+    entry.write_text(yaml.safe_dump(raw))
+    table = pq.read_table(source / "tax_compliance.parquet")
+    values = [math.nan, math.inf] + [1.0] * (table.num_rows - 2)
+    data = _write(table.set_column(2, "tax_paid", pa.array(values)), tmp_path)
+    with pytest.raises(RegistrationError, match=r"tax_paid: NaN or infinite values \(2 row\(s\)\)"):
+        _register(tmp_path / "data", entry, data)
+
+
+def test_core_data_is_refused(source: Path, tmp_path: Path) -> None:
+    entry = _entry(source, "enterprise_registry", tmp_path, level="core")
+    with pytest.raises(RegistrationError, match="core data is never served"):
+        _register(tmp_path / "data", entry, source / "enterprise_registry.parquet")
+    assert _nothing_written(tmp_path / "data", "enterprise_registry")
+
+
+def test_invalid_entry_names_the_field(source: Path, tmp_path: Path) -> None:
+    entry = _entry(source, "enterprise_registry", tmp_path, privacy_unit={"column": "nope", "max_rows": 1})
+    with pytest.raises(RegistrationError, match="column nope is referenced but not declared"):
+        _register(tmp_path / "data", entry, source / "enterprise_registry.parquet")
+
+
+def test_hostile_identifier_in_entry_is_refused(source: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load((source / "enterprise_registry.yaml").read_text())
+    raw["columns"][1]["name"] = 'name" FROM records; --'
+    entry = tmp_path / "hostile.yaml"
+    entry.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RegistrationError, match=r"columns\.1\.name"):
+        _register(tmp_path / "data", entry, source / "enterprise_registry.parquet")
+
+
+def test_contribution_bound_keeps_the_most_recent_rows_of_each_person(source: Path, tmp_path: Path) -> None:
+    table = pq.read_table(source / "social_insurance.parquet")
+    per_person = table.group_by("person_id").aggregate([("month", "count")]).to_pydict()
+    expected_dropped = sum(max(0, n - 36) for n in per_person["month_count"])
+    assert expected_dropped > 0, "the demo data must exercise the bound"
+    data_dir = tmp_path / "data"
+    outcome = _register(data_dir, source / "social_insurance.yaml", source / "social_insurance.parquet")
+    assert outcome.rows_dropped_by_contribution_bound == expected_dropped
+    assert outcome.rows == table.num_rows - expected_dropped
+    # The rule is documented: per person, the 36 latest months are kept.
+    rows = table.to_pylist()
+    heavy = max(zip(per_person["month_count"], per_person["person_id"], strict=True))[1]
+    months = sorted((r["month"] for r in rows if r["person_id"] == heavy), reverse=True)
+    domain = engine.Domain(data_dir)
+    with domain.snapshot("social_insurance", outcome.record.version) as snap:
+        kept = sorted((r[0] for r in snap.lookup("person_id", heavy, ["month"])), reverse=True)
+    domain.close()
+    assert kept == months[:36]
+
+
+def test_same_content_is_unchanged_and_a_new_file_is_a_change(source: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = _register(data_dir, source / "tax_compliance.yaml", source / "tax_compliance.parquet")
+    again = _register(data_dir, source / "tax_compliance.yaml", source / "tax_compliance.parquet")
+    assert again.unchanged
+    assert again.record.version == first.record.version
+    table = pq.read_table(source / "tax_compliance.parquet")
+    changed = _write(table.slice(1), tmp_path, "changed.parquet")
+    second = _register(data_dir, source / "tax_compliance.yaml", changed, note="late filings")
+    assert second.record.version != first.record.version
+    fixed = _write(table.slice(2), tmp_path, "fixed.parquet")
+    third = _register(data_dir, source / "tax_compliance.yaml", fixed, correction=True, note="typo")
+    kinds = [h.kind for h in third.record.history]
+    assert kinds == [ChangeKind.REGISTRATION, ChangeKind.CHANGE, ChangeKind.CORRECTION]
+    cancelled = registration.cancel(CatalogStore(data_dir), "tax_compliance", note="source retired")
+    assert cancelled.status == "cancelled"
+    assert not cancelled.is_served
+    assert cancelled.history[-1].kind is ChangeKind.CANCELLATION
+    with pytest.raises(Conflict):
+        registration.cancel(CatalogStore(data_dir), "tax_compliance")
+
+
+def test_csv_registers_like_parquet_and_bad_csv_values_are_refused(source: Path, tmp_path: Path) -> None:
+    table = pq.read_table(source / "tax_compliance.parquet")
+    good = tmp_path / "tax.csv"
+    pacsv.write_csv(table, good)
+    outcome = _register(tmp_path / "data", source / "tax_compliance.yaml", good)
+    assert outcome.rows == table.num_rows
+    bad = tmp_path / "bad.csv"
+    text = good.read_text().splitlines()
+    fields = text[1].split(",")
+    fields[2] = "lots"
+    bad.write_text("\n".join([text[0], ",".join(fields), *text[2:]]) + "\n")
+    with pytest.raises(RegistrationError, match=r"tax_paid: values that are not integer \(1 row\(s\)\)"):
+        _register(tmp_path / "data2", source / "tax_compliance.yaml", bad)
+
+
+def test_unsupported_or_missing_source_is_refused(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(RegistrationError, match="does not exist"):
+        _register(tmp_path / "data", source / "tax_compliance.yaml", tmp_path / "absent.parquet")
+    odd = tmp_path / "data.json"
+    odd.write_text("{}")
+    with pytest.raises(RegistrationError, match=r"\.parquet or \.csv"):
+        _register(tmp_path / "data", source / "tax_compliance.yaml", odd)
+
+
+def test_correction_of_an_unregistered_dataset_is_refused(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(RegistrationError, match="nothing to correct"):
+        _register(tmp_path / "data", source / "tax_compliance.yaml", source / "tax_compliance.parquet", correction=True)
+    assert _nothing_written(tmp_path / "data", "tax_compliance")
