@@ -97,6 +97,24 @@ class KeyRing:
         self._private = private
         self._public = {kid: key.public_key() for kid, key in private.items()}
         self._lock = threading.Lock()
+        self._stamp = self._ring_stamp()
+
+    def _ring_stamp(self) -> tuple[int, int]:
+        try:
+            info = (self._dir / _RING_FILE).stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (info.st_mtime_ns, info.st_size)
+
+    def refresh(self) -> None:
+        """Pick up a rotation or revocation made by another process (`veilgate keys ...`)."""
+        stamp = self._ring_stamp()
+        if stamp == self._stamp:
+            return
+        fresh = KeyRing.load(self._dir)
+        with self._lock:
+            self._infos, self._private, self._public = fresh._infos, fresh._private, fresh._public
+            self._stamp = fresh._stamp
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -150,6 +168,7 @@ class KeyRing:
             self._private[kid] = key
             self._public[kid] = key.public_key()
             self._save()
+            self._stamp = self._ring_stamp()
         return info
 
     def revoke(self, kid: str, since: datetime) -> KeyInfo:
@@ -163,6 +182,7 @@ class KeyRing:
             revoked = KeyInfo(found.kid, found.created_at, "revoked", found.retired_at, since)
             self._infos = [revoked if i.kid == kid else i for i in self._infos]
             self._save()
+            self._stamp = self._ring_stamp()
         return revoked
 
     def _save(self) -> None:
@@ -206,6 +226,7 @@ class KeyRing:
         return {"keys": keys}
 
     def sign_jwt(self, claims: Mapping[str, Any]) -> str:
+        self.refresh()
         info = self.active
         return jwt.encode(dict(claims), self._private[info.kid], algorithm=ALGORITHM, headers={"kid": info.kid})
 
@@ -218,6 +239,7 @@ class KeyRing:
         required: Iterable[str],
         leeway_seconds: int = 0,
     ) -> dict[str, Any]:
+        self.refresh()
         # Step 1: header, algorithm pinned before any key is chosen.
         try:
             header = jwt.get_unverified_header(token)

@@ -10,7 +10,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import PayloadTooLarge
+from gateway.api.problems import problem_body, unexpected_error
+from gateway.errors import PayloadTooLarge, VeilgateError
 
 
 class _TooLarge(Exception):
@@ -58,18 +59,18 @@ class RequestContext:
         except _TooLarge:
             if not started:
                 await self._too_large(send, request_id)
+        except Exception as exc:  # the last line of defence: a bare 500, the cause only in the log
+            error = unexpected_error(request_id, exc)
+            if not started:
+                await self._send_problem(send, request_id, error)
 
     async def _too_large(self, send: Send, request_id: str) -> None:
-        error = PayloadTooLarge(f"the request body exceeds {self.max_body_bytes} bytes")
-        body = json.dumps(
-            {
-                "type": error.type_uri,
-                "title": error.title,
-                "status": error.status,
-                "detail": error.detail,
-                "instance": f"urn:veilgate:request:{request_id}",
-            }
-        ).encode()
+        await self._send_problem(
+            send, request_id, PayloadTooLarge(f"the request body exceeds {self.max_body_bytes} bytes")
+        )
+
+    async def _send_problem(self, send: Send, request_id: str, error: VeilgateError) -> None:
+        body = json.dumps(problem_body(error, request_id)).encode()
         await send(
             {
                 "type": "http.response.start",

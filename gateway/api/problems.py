@@ -25,19 +25,23 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "unknown"))
 
 
+def problem_body(error: VeilgateError, request_id: str) -> dict[str, Any]:
+    return {
+        "type": error.type_uri,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "instance": f"urn:veilgate:request:{request_id}",
+    }
+
+
 def problem(
     request: Request,
     error: VeilgateError,
     *,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": error.type_uri,
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail,
-        "instance": f"urn:veilgate:request:{request_id_of(request)}",
-    }
+    body = problem_body(error, request_id_of(request))
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_MEDIA_TYPE)
@@ -49,7 +53,7 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
 
 async def _on_veilgate_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, VeilgateError):  # pragma: no cover - registered for this class only
-        return await _on_unexpected(request, exc)
+        return problem(request, unexpected_error(request_id_of(request), exc))
     if exc.status >= 500:
         log.error("request %s failed: %s", request_id_of(request), type(exc).__name__)
     return problem(request, exc)
@@ -84,13 +88,14 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, generic)
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("request %s failed with an unexpected %s (this is a bug)", request_id_of(request), type(exc).__name__)
-    return problem(request, InternalError("an internal error occurred; quote the request id when reporting it"))
+def unexpected_error(request_id: str, exc: BaseException) -> VeilgateError:
+    """Log an unexpected exception with its request id; the client learns nothing of it."""
+    log.error("request %s failed with an unexpected %s (this is a bug)", request_id, type(exc).__name__, exc_info=exc)
+    return InternalError("an internal error occurred; quote the request id when reporting it")
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(VeilgateError, _on_veilgate_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
-    app.add_exception_handler(Exception, _on_unexpected)
+    # Anything else is caught by `middleware.RequestContext`, which renders `unexpected_error`.

@@ -50,7 +50,7 @@ def _domain(settings: Settings) -> list[Finding]:
     if not records:
         return [Finding("data domain", False, f"no dataset registered under {settings.data_path}; `veilgate register`")]
     findings = []
-    domain = Domain(settings.data_path, threads=1)
+    domain = Domain(settings.data_path, threads=settings.engine_threads)
     try:
         for record in records:
             name = f"dataset {record.entry.dataset}"

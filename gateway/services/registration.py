@@ -48,10 +48,9 @@ def register(
     built = engine.build_version(entry, source, data_dir, progress=progress)
     if previous is not None and previous.status == "registered" and previous.version == built.version:
         return RegistrationOutcome(previous, previous.rows, previous.rows_dropped_by_contribution_bound, True)
+    kind = ChangeKind.CORRECTION if correction else ChangeKind.CHANGE
     if previous is None:
         kind = ChangeKind.REGISTRATION
-    else:
-        kind = ChangeKind.CORRECTION if correction else ChangeKind.CHANGE
     event = HistoryEvent(kind=kind, at=now or datetime.now(UTC), version=built.version, note=note)
     history = (*previous.history, event) if previous is not None else (event,)
     record = DatasetRecord(

@@ -36,7 +36,9 @@ def test_malformed_credit_codes_are_refused(code: str) -> None:
     assert not is_valid_uscc(code)
 
 
-@pytest.mark.parametrize("number", ["110105194912310021", "11010519491331002X", "1101051949123100", "ABCDEFGHIJKLMNOPQR"])
+@pytest.mark.parametrize(
+    "number", ["110105194912310021", "11010519491331002X", "1101051949123100", "ABCDEFGHIJKLMNOPQR"]
+)
 def test_malformed_resident_ids_are_refused(number: str) -> None:
     assert not is_valid_resident_id(number)
 

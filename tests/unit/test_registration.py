@@ -63,23 +63,36 @@ def test_registers_and_reports(source: Path, tmp_path: Path) -> None:
     ("mutate", "message"),
     [
         (lambda t: t.drop_columns(["status"]), "missing column(s): status"),
-        (lambda t: t.append_column("secret_note", pa.array(["x"] * t.num_rows)), "not in the catalogue entry: secret_note"),
-        (lambda t: t.set_column(3, "registered_capital", pc.cast(t["registered_capital"], pa.string())),
-         "registered_capital: type VARCHAR does not match integer"),
-        (lambda t: t.set_column(3, "registered_capital", pa.array([-1] + [5] * (t.num_rows - 1))),
-         "registered_capital: values outside the bounds"),
-        (lambda t: t.set_column(7, "status", pa.array(["dormant"] + ["active"] * (t.num_rows - 1))),
-         "status: values outside the public category list"),
-        (lambda t: t.set_column(7, "status", pa.array([None] + ["active"] * (t.num_rows - 1), pa.string())),
-         "status: missing values in a non-nullable column"),
-        (lambda t: t.set_column(0, "credit_code", pa.array(["91350100M000100Y44"] + t["credit_code"].to_pylist()[1:])),
-         "credit_code: 1 distinct value(s) are not valid uscc keys"),
+        (
+            lambda t: t.append_column("secret_note", pa.array(["x"] * t.num_rows)),
+            "not in the catalogue entry: secret_note",
+        ),
+        (
+            lambda t: t.set_column(3, "registered_capital", pc.cast(t["registered_capital"], pa.string())),
+            "registered_capital: type VARCHAR does not match integer",
+        ),
+        (
+            lambda t: t.set_column(3, "registered_capital", pa.array([-1] + [5] * (t.num_rows - 1))),
+            "registered_capital: values outside the bounds",
+        ),
+        (
+            lambda t: t.set_column(7, "status", pa.array(["dormant"] + ["active"] * (t.num_rows - 1))),
+            "status: values outside the public category list",
+        ),
+        (
+            lambda t: t.set_column(7, "status", pa.array([None] + ["active"] * (t.num_rows - 1), pa.string())),
+            "status: missing values in a non-nullable column",
+        ),
+        (
+            lambda t: t.set_column(
+                0, "credit_code", pa.array(["91350100M000100Y44", *t["credit_code"].to_pylist()[1:]])
+            ),
+            "credit_code: 1 distinct value(s) are not valid uscc keys",
+        ),
     ],
     ids=["missing-column", "extra-column", "wrong-type", "out-of-bounds", "unknown-category", "null", "bad-key"],
 )
-def test_bad_files_are_refused_and_nothing_is_written(
-    source: Path, tmp_path: Path, mutate: Any, message: str
-) -> None:
+def test_bad_files_are_refused_and_nothing_is_written(source: Path, tmp_path: Path, mutate: Any, message: str) -> None:
     table = pq.read_table(source / "enterprise_registry.parquet")
     data = _write(mutate(table), tmp_path)
     data_dir = tmp_path / "data"

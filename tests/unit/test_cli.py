@@ -1,0 +1,59 @@
+"""The command line: exit codes and messages, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jwt
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from tests.conftest import Installation
+
+runner = CliRunner()
+
+
+def _config(inst: Installation) -> str:
+    return str(inst.root / "veilgate.toml")
+
+
+def test_demo_data_writes_files(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo-data", "--out", str(tmp_path), "--scale", "0.01", "--canary", "CANARY-CLI"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "social_insurance.parquet").is_file()
+    assert (tmp_path / "social_insurance.yaml").is_file()
+
+
+def test_register_refusal_is_one_line_and_exit_1(installation: Installation) -> None:
+    entry = installation.source / "tax_compliance.yaml"
+    wrong = installation.source / "enterprise_registry.parquet"
+    result = runner.invoke(app, ["register", str(entry), "--source", str(wrong), "--config", _config(installation)])
+    assert result.exit_code == 1
+    assert "registration failed" in result.output and "missing column(s)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_token_command_mints_a_token_for_a_known_client(installation: Installation) -> None:
+    result = runner.invoke(app, ["token", "--client", "demo-business", "--config", _config(installation)])
+    assert result.exit_code == 0, result.output
+    claims = jwt.decode(result.output.strip(), options={"verify_signature": False})
+    assert claims["sub"] == "demo-business" and claims["roles"] == ["consumer"]
+    missing = runner.invoke(app, ["token", "--client", "nobody", "--config", _config(installation)])
+    assert missing.exit_code == 1
+
+
+def test_doctor_exit_code(installation: Installation) -> None:
+    assert runner.invoke(app, ["doctor", "--config", _config(installation)]).exit_code == 0
+    (installation.settings.clients_file).chmod(0o644)
+    assert runner.invoke(app, ["doctor", "--config", _config(installation)]).exit_code == 1
+
+
+def test_deregister_and_keys_rotate(installation: Installation) -> None:
+    result = runner.invoke(
+        app, ["deregister", "tax_compliance", "--note", "retired", "--config", _config(installation)]
+    )
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(app, ["deregister", "tax_compliance", "--config", _config(installation)])
+    assert again.exit_code == 1 and "already cancelled" in again.output
+    rotated = runner.invoke(app, ["keys", "rotate", "--purpose", "token", "--config", _config(installation)])
+    assert rotated.exit_code == 0 and "new active key" in rotated.output
