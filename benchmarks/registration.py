@@ -51,8 +51,10 @@ def main() -> None:
         )
         registered = time.perf_counter() - started
         print(f"baseline (plain load):         {baseline:8.2f} s")
-        print(f"registration (checks, bound, indexes): {registered:8.2f} s  "
-              f"({outcome.rows_dropped_by_contribution_bound:,} rows dropped by the bound)")
+        print(
+            f"registration (checks, bound, indexes): {registered:8.2f} s  "
+            f"({outcome.rows_dropped_by_contribution_bound:,} rows dropped by the bound)"
+        )
         print(f"ratio registration / baseline: {registered / baseline:8.1f}x")
 
 

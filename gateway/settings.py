@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `veilgate serve` binds.")
     engine_threads: int = Field(2, ge=1, le=64, description="DuckDB threads per open dataset version.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
-    development: bool = Field(False, description="Relaxes nothing about privacy; only allows demo defaults.")
 
     @property
     def data_path(self) -> Path:

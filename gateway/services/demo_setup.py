@@ -55,8 +55,7 @@ def setup(
     config_file.write_text(
         "# Written by `veilgate demo setup`; safe to edit.\n"
         'state_dir = "state"\n'
-        f'policy_dir = "{policy_dir.resolve()}"\n'
-        "development = true\n",
+        f'policy_dir = "{policy_dir.resolve()}"\n',
         encoding="utf-8",
     )
     settings = load_settings(config_file)
