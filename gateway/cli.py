@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -150,48 +151,50 @@ def deregister(
     typer.echo(f"{dataset}: cancelled")
 
 
+class KeyPurpose(StrEnum):
+    TOKEN = "token"  # noqa: S105 - the name of a key ring, not a secret
+    RECEIPT = "receipt"
+
+
+def _key_dir(settings: Settings, purpose: KeyPurpose) -> Path:
+    return settings.token_keys_dir if purpose is KeyPurpose.TOKEN else settings.receipt_keys_dir
+
+
+PurposeOption = Annotated[KeyPurpose, typer.Option(help="Which key ring.")]
+
+
 @keys_app.command("init")
 def keys_init(config: ConfigOption = None) -> None:
     """Create the token-signing and receipt-signing key rings if they do not exist."""
     settings = _settings(config)
     with _run("key creation"):
-        for purpose, directory in (("token", settings.token_keys_dir), ("receipt", settings.receipt_keys_dir)):
-            ring = KeyRing.create(directory)
-            typer.echo(f"{purpose}: active key {ring.active.kid}")
+        for purpose in KeyPurpose:
+            ring = KeyRing.create(_key_dir(settings, purpose))
+            typer.echo(f"{purpose.value}: active key {ring.active.kid}")
 
 
 @keys_app.command("rotate")
-def keys_rotate(
-    config: ConfigOption = None,
-    purpose: Annotated[str, typer.Option(help="token or receipt")] = "receipt",
-) -> None:
+def keys_rotate(config: ConfigOption = None, purpose: PurposeOption = KeyPurpose.RECEIPT) -> None:
     """Make a new active key; the old one is retired and stays published."""
     settings = _settings(config)
-    directory = {"token": settings.token_keys_dir, "receipt": settings.receipt_keys_dir}.get(purpose)
-    if directory is None:
-        _fail("purpose must be token or receipt")
-        return
     with _run("rotation"):
-        info = KeyRing.load(directory).rotate()
-    typer.echo(f"{purpose}: new active key {info.kid}")
+        info = KeyRing.load(_key_dir(settings, purpose)).rotate()
+    typer.echo(f"{purpose.value}: new active key {info.kid}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(
     kid: str,
-    since: Annotated[datetime, typer.Option(help="When the key was compromised (ISO 8601).")],
+    since: Annotated[datetime, typer.Option(help="When the key was compromised (ISO 8601; UTC if no offset).")],
     config: ConfigOption = None,
-    purpose: Annotated[str, typer.Option(help="token or receipt")] = "receipt",
+    purpose: PurposeOption = KeyPurpose.RECEIPT,
 ) -> None:
     """Mark a compromised key as revoked."""
     settings = _settings(config)
-    directory = {"token": settings.token_keys_dir, "receipt": settings.receipt_keys_dir}.get(purpose)
-    if directory is None:
-        _fail("purpose must be token or receipt")
-        return
+    since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
     with _run("revocation"):
-        KeyRing.load(directory).revoke(kid, since)
-    typer.echo(f"{purpose}: key {kid} revoked since {since.isoformat()}")
+        KeyRing.load(_key_dir(settings, purpose)).revoke(kid, since)
+    typer.echo(f"{purpose.value}: key {kid} revoked since {since.isoformat()}")
 
 
 @clients_app.command("add")
