@@ -8,14 +8,13 @@ old record or the new one, never a mix; the record names the data version that i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from gateway.atomic_files import Stamp, stamp, write_atomic
 from gateway.domain.catalog import CatalogEntry, DatasetRecord
 from gateway.errors import NotFound, RegistrationError
 
@@ -40,12 +39,8 @@ class CatalogStore:
 
     def __init__(self, data_dir: Path) -> None:
         self._dir = data_dir / "catalog"
-        self._cache: dict[str, tuple[tuple[int, int], DatasetRecord]] = {}
+        self._cache: dict[str, tuple[Stamp, DatasetRecord]] = {}
         self._lock = threading.Lock()
-
-    @property
-    def directory(self) -> Path:
-        return self._dir
 
     def names(self) -> list[str]:
         if not self._dir.is_dir():
@@ -54,18 +49,16 @@ class CatalogStore:
 
     def find(self, dataset: str) -> DatasetRecord | None:
         path = self._dir / f"{dataset}.json"
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
+        current = stamp(path)
+        if current is None:
             return None
-        stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
             cached = self._cache.get(dataset)
-            if cached is not None and cached[0] == stamp:
+            if cached is not None and cached[0] == current:
                 return cached[1]
         record = DatasetRecord.model_validate_json(path.read_bytes())
         with self._lock:
-            self._cache[dataset] = (stamp, record)
+            self._cache[dataset] = (current, record)
         return record
 
     def get(self, dataset: str) -> DatasetRecord:
@@ -78,20 +71,5 @@ class CatalogStore:
         return [r for r in (self.find(n) for n in self.names()) if r is not None]
 
     def save(self, record: DatasetRecord) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True)
         data = json.dumps(record.model_dump(mode="json"), ensure_ascii=False, indent=2).encode()
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._dir / f"{record.entry.dataset}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self._dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self._dir / f"{record.entry.dataset}.json", data)

@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.atomic_files import Stamp, stamp, write_atomic
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, NotFound
 
@@ -64,15 +63,13 @@ class ClientStore:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._cache: tuple[tuple[int, int], dict[str, Client]] | None = None
+        self._cache: tuple[Stamp, dict[str, Client]] | None = None
 
     def _read(self) -> dict[str, Client]:
-        try:
-            stat = self._path.stat()
-        except FileNotFoundError:
+        current = stamp(self._path)
+        if current is None:
             return {}
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if self._cache is not None and self._cache[0] == stamp:
+        if self._cache is not None and self._cache[0] == current:
             return self._cache[1]
         raw = json.loads(self._path.read_text(encoding="utf-8"))
         clients = {
@@ -86,11 +83,10 @@ class ClientStore:
             )
             for item in raw["clients"]
         }
-        self._cache = (stamp, clients)
+        self._cache = (current, clients)
         return clients
 
     def _write(self, clients: dict[str, Client]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         body = {
             "clients": [
                 {
@@ -104,13 +100,7 @@ class ClientStore:
                 for c in clients.values()
             ]
         }
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".tmp-clients-")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(body, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self._path)
+        write_atomic(self._path, json.dumps(body, indent=2).encode())
 
     def add(self, client_id: str, organisation: str, roles: Iterable[Role]) -> str:
         """Create a client and return its secret, which is not stored and cannot be shown again."""

@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 import rfc8785
 
+from gateway.atomic_files import fsync_path, write_atomic
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS
 from gateway.errors import DependencyError, InternalError, NotFound, RegistrationError
@@ -123,11 +124,11 @@ def build_version(
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        _fsync(building)
+        fsync_path(building)
         rows, dropped = report
-        report_file.write_text(json.dumps({"rows": rows, "dropped": dropped}))
+        write_atomic(report_file, json.dumps({"rows": rows, "dropped": dropped}).encode())
         os.replace(building, final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
     except duckdb.Error as exc:
         raise RegistrationError(f"the data engine refused the file ({type(exc).__name__})") from None
     finally:
@@ -173,6 +174,7 @@ def _build_into(
     kept = _scalar_int(con, COUNT_SQL)
     progress("building lookup indexes")
     for key in entry.lookup_keys:
+        # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted by quote().
         con.execute(f"CREATE INDEX {quote('idx_' + key)} ON {TABLE} ({quote(key)})")
     con.execute("DROP TABLE src")
     return kept, total - kept
@@ -242,6 +244,8 @@ def _check_values(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: b
     if not checks:
         return
     select = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond in checks)
+    # SECURITY: the conditions hold only quoted catalogue names and $n placeholders; every bound
+    # and category list travels in `params`.
     row = con.execute(f"SELECT {select} FROM src", params).fetchone()  # noqa: S608
     if row is None:
         raise InternalError("an aggregate query returned no row (this is a bug)")
@@ -270,14 +274,6 @@ def _scalar_int(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] 
     if row is None:
         raise InternalError("a scalar query returned no row (this is a bug)")
     return int(row[0])
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Snapshot:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.atomic_files import stamp, write_atomic
 from gateway.errors import ConfigurationError, Unauthenticated
 
 ALGORITHM = "EdDSA"
@@ -97,19 +97,11 @@ class KeyRing:
         self._private = private
         self._public = {kid: key.public_key() for kid, key in private.items()}
         self._lock = threading.Lock()
-        self._stamp = self._ring_stamp()
-
-    def _ring_stamp(self) -> tuple[int, int]:
-        try:
-            info = (self._dir / _RING_FILE).stat()
-        except FileNotFoundError:
-            return (0, 0)
-        return (info.st_mtime_ns, info.st_size)
+        self._stamp = stamp(directory / _RING_FILE)
 
     def refresh(self) -> None:
         """Pick up a rotation or revocation made by another process (`veilgate keys ...`)."""
-        stamp = self._ring_stamp()
-        if stamp == self._stamp:
+        if stamp(self._dir / _RING_FILE) == self._stamp:
             return
         fresh = KeyRing.load(self._dir)
         with self._lock:
@@ -168,7 +160,7 @@ class KeyRing:
             self._private[kid] = key
             self._public[kid] = key.public_key()
             self._save()
-            self._stamp = self._ring_stamp()
+            self._stamp = stamp(self._dir / _RING_FILE)
         return info
 
     def revoke(self, kid: str, since: datetime) -> KeyInfo:
@@ -182,17 +174,12 @@ class KeyRing:
             revoked = KeyInfo(found.kid, found.created_at, "revoked", found.retired_at, since)
             self._infos = [revoked if i.kid == kid else i for i in self._infos]
             self._save()
-            self._stamp = self._ring_stamp()
+            self._stamp = stamp(self._dir / _RING_FILE)
         return revoked
 
     def _save(self) -> None:
         body = json.dumps({"keys": [i.to_json() for i in self._infos]}, indent=2).encode()
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._dir / _RING_FILE)
+        write_atomic(self._dir / _RING_FILE, body)
 
     # -- use ---------------------------------------------------------------------------------
 

@@ -66,6 +66,14 @@ def _subproof(m: int, leaves: Sequence[bytes], *, complete: bool) -> list[bytes]
     return [*_subproof(m - k, leaves[k:], complete=False), root(leaves[:k])]
 
 
+def _shift_until_odd(fn: int, sn: int) -> tuple[int, int]:
+    """Right-shift both until the lowest bit of `fn` is set or `fn` is 0 (RFC 9162 step 4b / 6b)."""
+    while not fn & 1 and fn != 0:
+        fn >>= 1
+        sn >>= 1
+    return fn, sn
+
+
 def is_valid_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root_hash: bytes) -> bool:
     """RFC 9162 section 2.1.3.2."""
     # Step 1: the index lies inside the tree.
@@ -79,9 +87,7 @@ def is_valid_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes
             return False
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
+            fn, sn = _shift_until_odd(fn, sn)
         else:
             r = node_hash(r, p)
         fn >>= 1
@@ -119,9 +125,7 @@ def is_valid_consistency(
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
+            fn, sn = _shift_until_odd(fn, sn)
         else:
             sr = node_hash(sr, c)
         fn >>= 1

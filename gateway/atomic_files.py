@@ -1,0 +1,48 @@
+"""Small state files that survive crashes and are read only when they change.
+
+Below the leaves (catalogue, clients, key rings, engine), which all keep state in files under
+the state directory. Invariant: a file is replaced whole (write to a temporary file beside it,
+fsync, rename, fsync the directory), so a reader sees the old content or the new, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+Stamp = tuple[int, int]
+
+
+def stamp(path: Path) -> Stamp | None:
+    """(mtime in ns, size): changes whenever the file is replaced; None if it does not exist."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_mtime_ns, info.st_size)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace `path` with `data`, readable by its owner only unless `mode` says otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
