@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +13,9 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api import problems
 from gateway.api.middleware import RequestContext
-from gateway.api.routes import account, admin, public
+from gateway.api.routes import account, admin, audit, public
+from gateway.domain.trail import AuditEvent
+from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings
 
@@ -22,10 +26,34 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     """Build the ASGI app; opening the runtime fails fast with a message that says what to fix."""
     rt = runtime or Runtime.open(settings)
 
+    def checkpoint() -> None:
+        made = make_checkpoint(rt.audit, rt.receipt_keys, issuer=settings.issuer)
+        if made is not None:
+            log.info("audit checkpoint signed: %d leaves", made.size)
+
+    async def checkpoint_every_interval() -> None:
+        while True:
+            await asyncio.sleep(settings.checkpoint_interval_seconds)
+            try:
+                await asyncio.to_thread(checkpoint)
+            except Exception:  # a failed checkpoint is retried next interval; serving goes on
+                log.exception("audit checkpoint failed")
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        rt.close()
+        task = asyncio.create_task(checkpoint_every_interval())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):  # a last head covers the final requests
+                await asyncio.to_thread(checkpoint)
+            rt.close()
+
+    async def record(event: AuditEvent) -> int:
+        return await asyncio.wrap_future(rt.audit.append(event))
 
     app = FastAPI(
         title="Veilgate",
@@ -37,7 +65,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.state.settings = settings
     problems.install(app)
-    for router in (public.router, account.router, admin.router):
+    for router in (public.router, account.router, audit.router, admin.router):
         app.include_router(router)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
     return app

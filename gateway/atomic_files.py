@@ -8,8 +8,11 @@ fsync, rename, fsync the directory), so a reader sees the old content or the new
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from gateway.errors import ConfigurationError
 
 Stamp = tuple[int, int]
 
@@ -46,3 +49,26 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+def create_secret_file(path: Path, data: bytes) -> None:
+    """Write a new secret readable by its owner only; never replaces an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_path(path.parent)
+
+
+def check_secret_file(path: Path) -> None:
+    """Refuse a secret file that others may read or that is not a regular file."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise ConfigurationError(f"secret file {path.name} is missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigurationError(f"secret file {path.name} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigurationError(f"secret file {path.name} is readable by others; chmod 600 it")

@@ -16,11 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from gateway import demo_data
 from gateway.app import create_app
+from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
-from gateway.services import authentication, doctor, registration
+from gateway.services import audit_trail, authentication, doctor, receipts, registration
 from gateway.services import demo_setup as demo_service
 from gateway.settings import Settings, load_settings
 from gateway.signing import KeyRing
@@ -29,7 +30,11 @@ app = typer.Typer(help="Veilgate: answers about public data, never the records."
 keys_app = typer.Typer(help="Signing keys: create, rotate, revoke.", no_args_is_help=True)
 clients_app = typer.Typer(help="Client accounts for OAuth2 client credentials.", no_args_is_help=True)
 demo_app = typer.Typer(help="The demo data domain.", no_args_is_help=True)
+receipt_app = typer.Typer(help="Receipts: check them offline.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log: verify, export, checkpoint, witness.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(demo_app, name="demo")
 
@@ -292,6 +297,119 @@ def demo_setup_command(
             directory, policy_dir, scale=scale, say=console.print, data_progress=_data_progress(bar)
         )
     sys.stdout.write(demo_service.tour(result, f"http://127.0.0.1:{port}") + "\n")
+
+
+def _read_text_argument(value: str) -> str:
+    """A compact JWS given inline, as a file path, or as `-` for stdin."""
+    if value == "-":
+        return sys.stdin.read().strip()
+    path = Path(value)
+    if value.count(".") != 2 or path.is_file():
+        if not path.is_file():
+            _fail(f"{value} is neither a compact JWS nor a file")
+        return path.read_text().strip()
+    return value.strip()
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    receipt: Annotated[str, typer.Argument(help="The receipt: a file, the compact JWS itself, or - for stdin.")],
+    jwks: Annotated[str, typer.Option(help="The published keys: a file or a URL such as .../.well-known/jwks.json.")],
+) -> None:
+    """Check a receipt's signature, key, algorithm and shape; print its result document."""
+    token_text = _read_text_argument(receipt)
+    with _run("receipt verification"):
+        document = receipts.verify_receipt(token_text, receipts.load_jwks(jwks))
+    console.print(f"[green]valid receipt[/green] for request {document.request_id}, audit leaf {document.audit_seq}")
+    sys.stdout.write(json.dumps(document.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+
+
+def _open_audit(settings: Settings) -> AuditLog:
+    if not (settings.audit_dir / "log.sqlite3").exists():
+        _fail(f"no audit log under {settings.audit_dir}; has this installation served yet?")
+    return AuditLog.open(settings.audit_dir)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    config: ConfigOption = None,
+    witness_file: Annotated[
+        list[Path] | None, typer.Option("--witness", help="A checkpoint JWS a witness kept (repeatable).")
+    ] = None,
+    jwks: Annotated[
+        str | None, typer.Option(help="Published keys (file or URL); default: this installation's.")
+    ] = None,
+) -> None:
+    """Check every leaf, the tree, every checkpoint and their consistency; name the first bad record."""
+    settings = _settings(config)
+    with _run("audit verification"):
+        keys = receipts.load_jwks(jwks) if jwks else KeyRing.load(settings.receipt_keys_dir).jwks()
+        log = _open_audit(settings)
+        witnessed = [p.read_text().strip() for p in witness_file or []]
+        try:
+            with _progress() as bar:
+                task = bar.add_task("leaves", total=log.size())
+                report = audit_trail.verify_log(log, keys, witnessed=witnessed, progress=lambda n: bar.advance(task, n))
+        finally:
+            log.close()
+    if not report.ok:
+        _fail(f"the audit log does not verify: {report.failure}")
+    typer.echo(
+        f"audit log verified: {report.leaves} leaves, {report.checkpoints} checkpoints, "
+        f"{report.witnessed} witnessed checkpoints"
+    )
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="JSON lines file to write; - for stdout.")],
+    config: ConfigOption = None,
+) -> None:
+    """Write every leaf as one JSON line, exactly the bytes that are hashed into the tree."""
+    settings = _settings(config)
+    log = _open_audit(settings)
+    try:
+        handle = sys.stdout.buffer if str(out) == "-" else out.open("wb")
+        with _progress() as bar:
+            task = bar.add_task("leaves", total=log.size())
+            for row in log.stored():
+                handle.write(row.record + b"\n")
+                bar.advance(task)
+        handle.flush()
+        if handle is not sys.stdout.buffer:
+            handle.close()
+    finally:
+        log.close()
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(config: ConfigOption = None) -> None:
+    """Sign a checkpoint of the log now, if it grew since the last one."""
+    settings = _settings(config)
+    with _run("checkpoint"):
+        log = _open_audit(settings)
+        try:
+            made = audit_trail.make_checkpoint(log, KeyRing.load(settings.receipt_keys_dir), issuer=settings.issuer)
+        finally:
+            log.close()
+    typer.echo(f"checkpoint signed: {made.size} leaves" if made else "the log has not grown since the last checkpoint")
+
+
+@audit_app.command("witness")
+def audit_witness(
+    url: Annotated[str, typer.Argument(help="The gateway's base URL, e.g. https://gateway.example.org")],
+    store: Annotated[Path, typer.Option(help="File where this witness keeps the newest checkpoint it saw.")],
+) -> None:
+    """Check that the gateway's newest checkpoint extends the one kept from the last run, then keep it."""
+    kept = store.read_text().strip() if store.is_file() else None
+    with _run("witnessing"):
+        report = audit_trail.witness(url, kept)
+    if report.latest is None or report.checkpoint is None:
+        typer.echo("the gateway has published no checkpoint yet")
+        return
+    store.write_text(report.checkpoint + "\n")
+    start = f"extends the kept checkpoint of {report.previous.size} leaves" if report.previous else "first seen"
+    typer.echo(f"checkpoint of {report.latest.size} leaves at {report.latest.time}: {start}; kept in {store}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,14 @@ class PolicyDenied(ClientError):
     title = "Not allowed by policy"
 
 
+class SignatureInvalid(ClientError):
+    """A receipt or checkpoint does not verify against the published keys."""
+
+    status = 422
+    type_slug = "signature-invalid"
+    title = "Signature invalid"
+
+
 class NotFound(ClientError):
     status = 404
     type_slug = "not-found"
@@ -120,6 +128,13 @@ class DependencyError(VeilgateError):
     status = 503
     type_slug = "dependency-unavailable"
     title = "Service unavailable"
+
+
+class AuditUnavailable(DependencyError):
+    """The audit log cannot take a record, so nothing may be released."""
+
+    type_slug = "audit-unavailable"
+    title = "Audit log unavailable"
 
 
 class NotReady(DependencyError):

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import os
-import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,8 +30,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.atomic_files import stamp, write_atomic
-from gateway.errors import ConfigurationError, Unauthenticated
+from gateway.atomic_files import check_secret_file, create_secret_file, stamp, write_atomic
+from gateway.errors import ConfigurationError, SignatureInvalid, Unauthenticated
 
 ALGORITHM = "EdDSA"
 KeyStatus = Literal["active", "retired", "revoked"]
@@ -146,10 +145,7 @@ class KeyRing:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        path = self._dir / f"{kid}.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        create_secret_file(self._dir / f"{kid}.pem", pem)
         now = datetime.now(UTC)
         with self._lock:
             self._infos = [
@@ -217,6 +213,14 @@ class KeyRing:
         info = self.active
         return jwt.encode(dict(claims), self._private[info.kid], algorithm=ALGORITHM, headers={"kid": info.kid})
 
+    def sign_document(self, payload: bytes, *, typ: str) -> str:
+        """Compact JWS over exactly `payload` (already canonical), with `kid` and `typ`."""
+        self.refresh()
+        info = self.active
+        return jwt.api_jws.encode(
+            payload, self._private[info.kid], algorithm=ALGORITHM, headers={"kid": info.kid, "typ": typ}
+        )
+
     def verify_jwt(
         self,
         token: str,
@@ -268,13 +272,57 @@ class KeyRing:
             raise Unauthenticated("the access token is invalid") from None
 
 
-def check_secret_file(path: Path) -> None:
-    """Refuse a secret file that others may read or that is not a regular file."""
+@dataclass(frozen=True, slots=True)
+class VerifiedDocument:
+    """A JWS whose signature holds under a published key, and what the JWKS says of that key."""
+
+    kid: str
+    payload: bytes
+    key_status: str
+    revoked_since: datetime | None
+
+
+def verify_document(token: str, jwks: Mapping[str, Any], *, typ: str) -> VerifiedDocument:
+    """Check a receipt or checkpoint JWS against a published JWKS, with no access to any state.
+
+    SECURITY, in order, failing closed: the header parses; `alg` is exactly EdDSA and `typ` is
+    the expected one (a checkpoint never passes for a receipt); the `kid` names an Ed25519 key
+    of the JWKS whose RFC 7638 thumbprint is that `kid` (so a JWKS entry cannot be relabelled);
+    the signature verifies. What the payload says is the caller's to check.
+    """
     try:
-        info = path.lstat()
-    except FileNotFoundError:
-        raise ConfigurationError(f"secret file {path.name} is missing") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigurationError(f"secret file {path.name} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigurationError(f"secret file {path.name} is readable by others; chmod 600 it")
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise SignatureInvalid("the JWS is malformed") from None
+    if header.get("alg") != ALGORITHM:
+        raise SignatureInvalid("the JWS algorithm is not EdDSA")
+    if header.get("typ") != typ:
+        raise SignatureInvalid(f"the JWS is not of type {typ}")
+    kid = header.get("kid")
+    jwk = next((k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("kid") == kid), None)
+    if not isinstance(kid, str) or jwk is None:
+        raise SignatureInvalid("the JWS is signed by a key that the JWKS does not publish")
+    public = _ed25519_from_jwk(jwk)
+    if public is None or thumbprint(public) != kid or jwk.get("alg", ALGORITHM) != ALGORITHM:
+        raise SignatureInvalid("the JWKS entry for this key is not an Ed25519 key with a matching thumbprint")
+    try:
+        verified = jwt.api_jws.decode_complete(token, public, algorithms=[ALGORITHM])
+    except jwt.PyJWTError:
+        raise SignatureInvalid("the signature does not verify") from None
+    revoked = jwk.get("revoked_since")
+    return VerifiedDocument(
+        kid=kid,
+        payload=verified["payload"],
+        key_status=str(jwk.get("status", "active")),
+        revoked_since=datetime.fromisoformat(revoked) if isinstance(revoked, str) else None,
+    )
+
+
+def _ed25519_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey | None:
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not isinstance(jwk.get("x"), str):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        return None

@@ -42,6 +42,7 @@ def problem(
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body = problem_body(error, request_id_of(request))
+    request.state.problem = error.type_slug  # the reason its audit event records
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_MEDIA_TYPE)

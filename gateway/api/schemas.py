@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.domain.principal import Role
+from gateway.domain.trail import AuditLeaf
 
 
 class _Response(BaseModel):
@@ -120,3 +121,52 @@ class ConsumerCreatedResponse(_Response):
     client_id: str
     client_secret: str
     note: str = "The secret is shown once and stored only as a hash."
+
+
+class JwkResponse(_Response):
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    alg: str
+    use: str
+    status: str
+    retired_at: str | None = None
+    revoked_since: str | None = None
+
+
+class JwksResponse(_Response):
+    keys: list[JwkResponse]
+
+
+class CheckpointResponse(_Response):
+    size: int
+    root: str = Field(description="Merkle tree hash (hex) of the first `size` leaves.")
+    time: str
+    jws: str = Field(description="The signed tree head: keep it to witness the log.")
+
+
+class CheckpointListResponse(_Response):
+    tree_size: int = Field(description="Leaves in the log now; the newest may not be checkpointed yet.")
+    checkpoints: list[CheckpointResponse]
+
+
+class InclusionProofResponse(_Response):
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    root: str
+    audit_path: list[str]
+
+
+class ConsistencyProofResponse(_Response):
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    proof: list[str]
+
+
+class AuditPageResponse(_Response):
+    leaves: list[AuditLeaf]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last.")

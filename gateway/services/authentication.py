@@ -18,6 +18,8 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "exp", "jti", "roles")
 class TokenGrant:
     access_token: str
     expires_in: int
+    client_id: str
+    organisation: str
 
 
 def issue_token(
@@ -48,6 +50,8 @@ def issue_token(
             now=now,
         ),
         ttl_seconds,
+        client.client_id,
+        client.organisation,
     )
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import yaml
 
+from gateway.atomic_files import check_secret_file
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
 from gateway.engine import Domain
 from gateway.errors import VeilgateError
 from gateway.settings import Settings
-from gateway.signing import KeyRing, check_secret_file
+from gateway.signing import KeyRing
 
 
 @dataclass(frozen=True, slots=True)

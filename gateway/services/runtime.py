@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.engine import Domain
@@ -18,6 +19,8 @@ class Runtime:
     domain: Domain
     clients: ClientStore
     token_keys: KeyRing
+    receipt_keys: KeyRing
+    audit: AuditLog
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -28,7 +31,10 @@ class Runtime:
             domain=Domain(settings.data_path, threads=settings.engine_threads),
             clients=ClientStore(settings.clients_file),
             token_keys=KeyRing.load(settings.token_keys_dir),
+            receipt_keys=KeyRing.load(settings.receipt_keys_dir),
+            audit=AuditLog.open(settings.audit_dir),
         )
 
     def close(self) -> None:
+        self.audit.close()
         self.domain.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -76,3 +77,30 @@ def test_a_rewritten_prefix_is_not_consistent(second: int, data: st.DataObject) 
     rewritten = [*leaves[:victim], merkle.leaf_hash(b"forged"), *leaves[victim + 1 :]]
     proof = merkle.consistency_proof(first, rewritten)
     assert not merkle.is_valid_consistency(first, second, published, merkle.root(rewritten), proof)
+
+
+@given(st.integers(min_value=0, max_value=140), st.data())
+def test_cached_tree_agrees_with_the_rfc_definitions(size: int, data: st.DataObject) -> None:
+    leaves = _leaves(size)
+    tree = merkle.MerkleTree(leaves)
+    assert tree.size == size
+    for prefix in {0, size, data.draw(st.integers(min_value=0, max_value=size))}:
+        assert tree.root(prefix) == merkle.root(leaves[:prefix])
+    if size:
+        second = data.draw(st.integers(min_value=1, max_value=size))
+        index = data.draw(st.integers(min_value=0, max_value=second - 1))
+        first = data.draw(st.integers(min_value=1, max_value=second))
+        assert tree.inclusion_proof(index, second) == merkle.inclusion_proof(index, leaves[:second])
+        assert tree.consistency_proof(first, second) == merkle.consistency_proof(first, leaves[:second])
+
+
+def test_cached_tree_refuses_sizes_beyond_the_log() -> None:
+    tree = merkle.MerkleTree(_leaves(5))
+    with pytest.raises(ValueError, match="beyond the log"):
+        tree.root(6)
+    with pytest.raises(ValueError, match="beyond the log"):
+        tree.inclusion_proof(0, 6)
+    with pytest.raises(ValueError, match="beyond the log"):
+        tree.consistency_proof(2, 6)
+    with pytest.raises(ValueError, match="outside the tree"):
+        tree.inclusion_proof(5, 5)

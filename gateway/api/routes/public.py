@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query
+from fastapi import APIRouter, Depends, Form, Query, Request
 
+from gateway.api.auditing import note
 from gateway.api.deps import runtime
 from gateway.api.schemas import (
     CatalogDetailResponse,
@@ -44,6 +45,7 @@ def readyz(rt: RuntimeDep) -> ReadinessResponse:
 
 @router.post("/v1/token", response_model=TokenResponse, tags=["authentication"])
 def token(
+    request: Request,
     rt: RuntimeDep,
     grant_type: Annotated[str, Form()],
     client_id: Annotated[str, Form(max_length=128)],
@@ -61,6 +63,7 @@ def token(
         audience=rt.settings.audience,
         ttl_seconds=rt.settings.token_ttl_seconds,
     )
+    note(request, client=(grant.client_id, grant.organisation))
     return TokenResponse(access_token=grant.access_token, expires_in=grant.expires_in)
 
 
@@ -70,16 +73,21 @@ def catalog_list(rt: RuntimeDep) -> CatalogListResponse:
 
 
 @router.get("/v1/catalog/{dataset}", response_model=CatalogDetailResponse, tags=["catalogue"])
-def catalog_detail(rt: RuntimeDep, dataset: str) -> CatalogDetailResponse:
-    return CatalogDetailResponse.model_validate(catalog_view.detail(rt.catalog.get(dataset)))
+def catalog_detail(request: Request, rt: RuntimeDep, dataset: str) -> CatalogDetailResponse:
+    found = catalog_view.detail(rt.catalog.get(dataset))
+    note(request, dataset=dataset)
+    return CatalogDetailResponse.model_validate(found)
 
 
 @router.get("/v1/catalog/{dataset}/sample", response_model=SampleResponse, tags=["catalogue"])
 def catalog_sample(
+    request: Request,
     rt: RuntimeDep,
     dataset: str,
     rows: Annotated[int, Query(ge=1, le=catalog_view.MAX_SAMPLE_ROWS)] = 20,
     seed: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> SampleResponse:
     """Synthetic mock rows made from the public catalogue entry alone, for development."""
-    return SampleResponse(dataset=dataset, rows=catalog_view.sample(rt.catalog, dataset, rows, seed))
+    made = catalog_view.sample(rt.catalog, dataset, rows, seed)
+    note(request, dataset=dataset)
+    return SampleResponse(dataset=dataset, rows=made)

@@ -1,0 +1,319 @@
+"""The audit log: an append-only SQLite table of leaves, a Merkle tree over them, checkpoints.
+
+Imports no other leaf: checkpoints arrive already signed (the trust-core service signs them).
+
+Durability: `append` returns a future that resolves only after the leaf's transaction has
+committed with `synchronous=FULL` in WAL mode, so a record whose response left is on disk even
+if the process is killed the next instant. One writer thread groups whatever is waiting into a
+single transaction (group commit), so under load many requests share one fsync.
+
+Order: the writer takes `BEGIN IMMEDIATE` and numbers leaves after the largest stored `seq`, so
+several processes on one file append in one total order. The tree is rebuilt incrementally from
+the table (`_sync`), never from what this process believes it wrote.
+
+SECURITY: keys of persons and enterprises go in only as `pseudonym()`s, an HMAC-SHA256 under
+a secret kept in the log's directory, so the log can show that the same key was asked about
+again without showing the key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+from gateway.atomic_files import check_secret_file, create_secret_file
+from gateway.domain import merkle
+from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Decision
+from gateway.errors import AuditUnavailable
+
+_DB_FILE = "log.sqlite3"
+_SUBJECT_KEY_FILE = "subject.key"
+_BATCH_LIMIT = 512
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leaves (
+    seq INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    time TEXT GENERATED ALWAYS AS (json_extract(record, '$.time')) VIRTUAL,
+    principal TEXT GENERATED ALWAYS AS (json_extract(record, '$.principal')) VIRTUAL,
+    service TEXT GENERATED ALWAYS AS (json_extract(record, '$.service')) VIRTUAL,
+    dataset TEXT GENERATED ALWAYS AS (json_extract(record, '$.dataset')) VIRTUAL,
+    decision TEXT GENERATED ALWAYS AS (json_extract(record, '$.decision')) VIRTUAL
+);
+CREATE INDEX IF NOT EXISTS leaves_time ON leaves(time);
+CREATE INDEX IF NOT EXISTS leaves_principal ON leaves(principal, seq);
+CREATE INDEX IF NOT EXISTS leaves_service ON leaves(service, seq);
+CREATE INDEX IF NOT EXISTS leaves_dataset ON leaves(dataset, seq);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    root TEXT NOT NULL,
+    time TEXT NOT NULL,
+    jws TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLeaf:
+    """A row as stored, unparsed: what `veilgate audit verify` checks."""
+
+    seq: int
+    record: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LeafFilter:
+    since: str | None = None
+    until: str | None = None
+    principal: str | None = None
+    service: str | None = None
+    dataset: str | None = None
+    decision: Decision | None = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class AuditLog:
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._path = directory / _DB_FILE
+        self._subject_key = _load_or_create_secret(directory / _SUBJECT_KEY_FILE)
+        self._read = _connect(self._path)
+        self._read_lock = threading.Lock()
+        self._tree = merkle.MerkleTree()
+        self._tree_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[AuditEvent, Future[int]] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory: Path) -> AuditLog:
+        """Open the log in `directory`, creating it (owner-only) on first use."""
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        path = directory / _DB_FILE
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        conn = _connect(path)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+        finally:
+            conn.close()
+        return cls(directory)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def pseudonym(self, kind: str, key: str) -> str:
+        """A keyed hash of an entity key: equal keys give equal pseudonyms, nothing gives the key."""
+        mac = hmac.new(self._subject_key, f"{kind}\x00{key}".encode(), sha256)
+        return f"{kind}:{mac.hexdigest()[:32]}"
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def append(self, event: AuditEvent) -> Future[int]:
+        """Queue `event`; the future gives its `seq` once the leaf is durable."""
+        if self._closed:
+            raise AuditUnavailable("the audit log is closed")
+        future: Future[int] = Future()
+        self._ensure_writer()
+        self._queue.put((event, future))
+        return future
+
+    def append_now(self, event: AuditEvent) -> int:
+        return self.append(event).result()
+
+    def _ensure_writer(self) -> None:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        conn = _connect(self._path)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < _BATCH_LIMIT:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)  # stop after this batch
+                        break
+                    batch.append(item)
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[AuditEvent, Future[int]]]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (next_seq,) = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM leaves").fetchone()
+                rows = []
+                for offset, (event, _future) in enumerate(batch):
+                    record = AuditLeaf.of(event, next_seq + offset).encode()
+                    rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
+                conn.executemany("INSERT INTO leaves (seq, record, hash) VALUES (?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # every waiter learns that its leaf is not durable
+            failure = AuditUnavailable("the audit log cannot be written; nothing was released")
+            failure.__cause__ = exc
+            for _event, future in batch:
+                future.set_exception(failure)
+            return
+        for offset, (_event, future) in enumerate(batch):
+            future.set_result(next_seq + offset)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _sync(self) -> merkle.MerkleTree:
+        """Bring the in-memory tree up to the table, whoever appended."""
+        with self._tree_lock:
+            with self._read_lock:
+                rows = self._read.execute(
+                    "SELECT seq, hash FROM leaves WHERE seq >= ? ORDER BY seq", (self._tree.size,)
+                ).fetchall()
+            for seq, leaf in rows:
+                if seq != self._tree.size:
+                    raise AuditUnavailable("the audit log has a gap; run `veilgate audit verify`")
+                self._tree.append(bytes(leaf))
+            return self._tree
+
+    def size(self) -> int:
+        return self._sync().size
+
+    def root(self, size: int) -> bytes:
+        tree = self._sync()
+        with self._tree_lock:
+            return tree.root(size)
+
+    def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """The leaf hash at `index` and its audit path in the tree of `size` leaves."""
+        tree = self._sync()
+        with self._tree_lock:
+            proof = tree.inclusion_proof(index, size)
+            return tree.leaf(index), proof
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        tree = self._sync()
+        with self._tree_lock:
+            return tree.consistency_proof(first, second)
+
+    def leaf(self, seq: int) -> AuditLeaf | None:
+        with self._read_lock:
+            row = self._read.execute("SELECT record FROM leaves WHERE seq = ?", (seq,)).fetchone()
+        return AuditLeaf.model_validate_json(row[0]) if row else None
+
+    def find(self, where: LeafFilter, *, after: int = -1, limit: int = 100) -> list[AuditLeaf]:
+        """Leaves matching `where` with `seq > after`, oldest first."""
+        clauses: list[str] = ["seq > ?"]
+        params: list[object] = [after]
+        for column, value in (
+            ("principal", where.principal),
+            ("service", where.service),
+            ("dataset", where.dataset),
+            ("decision", where.decision.value if where.decision else None),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if where.since is not None:
+            clauses.append("time >= ?")
+            params.append(where.since)
+        if where.until is not None:
+            clauses.append("time < ?")
+            params.append(where.until)
+        # SECURITY: column names are the fixed literals above; every value is a placeholder.
+        sql = f"SELECT record FROM leaves WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608
+        with self._read_lock:
+            rows = self._read.execute(sql, (*params, limit)).fetchall()
+        return [AuditLeaf.model_validate_json(r[0]) for r in rows]
+
+    def stored(self, *, batch: int = 10_000) -> Iterator[StoredLeaf]:
+        """Every row in `seq` order, as stored, for verification and export."""
+        conn = _connect(self._path)
+        try:
+            last = -1
+            while True:
+                rows = conn.execute(
+                    "SELECT seq, record, hash FROM leaves WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch)
+                ).fetchall()
+                if not rows:
+                    return
+                for seq, record, leaf in rows:
+                    yield StoredLeaf(seq, str(record).encode(), bytes(leaf))
+                last = rows[-1][0]
+        finally:
+            conn.close()
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store a signed tree head; False if one of that size exists (another replica made it)."""
+        with self._read_lock:
+            cursor = self._read.execute(
+                "INSERT OR IGNORE INTO checkpoints (size, root, time, jws) VALUES (?, ?, ?, ?)",
+                (checkpoint.size, checkpoint.root, checkpoint.time, checkpoint.jws),
+            )
+        return cursor.rowcount == 1
+
+    def checkpoints(self, *, after_size: int = -1, limit: int = 1000) -> list[Checkpoint]:
+        with self._read_lock:
+            rows = self._read.execute(
+                "SELECT size, root, time, jws FROM checkpoints WHERE size > ? ORDER BY size LIMIT ?",
+                (after_size, limit),
+            ).fetchall()
+        return [Checkpoint(size=s, root=r, time=t, jws=j) for s, r, t, j in rows]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with self._read_lock:
+            row = self._read.execute(
+                "SELECT size, root, time, jws FROM checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        return Checkpoint(size=row[0], root=row[1], time=row[2], jws=row[3]) if row else None
+
+    def close(self) -> None:
+        """Let queued leaves commit, then stop the writer."""
+        self._closed = True
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._queue.put(None)
+            writer.join()
+        with self._read_lock:
+            self._read.close()
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    if not path.exists():
+        create_secret_file(path, secrets.token_bytes(32))
+    check_secret_file(path)
+    return path.read_bytes()

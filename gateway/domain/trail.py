@@ -1,0 +1,153 @@
+"""What the audit log and the receipts hold: leaves, checkpoints and result documents.
+
+Pure types. Each has exactly one byte encoding, RFC 8785 canonical JSON, because signatures and
+Merkle hashes are computed over bytes: two encoders that differ in one space would make a valid
+record look forged. Unknown fields are refused when reading back, so a verifier never skips a
+field it does not understand.
+
+SECURITY: a leaf never holds a key of a person or an enterprise in clear (only `subjects`,
+keyed hashes made by the audit log) and never a noiseless value (only `result_digest`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field
+
+RECEIPT_TYPE = "veilgate-receipt+json"
+"""JWS `typ` of receipts. Checkpoints use another, so one can never pass for the other."""
+CHECKPOINT_TYPE = "veilgate-checkpoint+json"
+
+Json = dict[str, Any]
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 canonical JSON: the one encoding that is hashed and signed."""
+    return rfc8785.dumps(value)
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of the canonical JSON of `value`, as `sha256:<hex>`."""
+    return "sha256:" + hashlib.sha256(canonical(value)).hexdigest()
+
+
+def timestamp(moment: datetime) -> str:
+    """A time as every record writes it: UTC, milliseconds, `Z`; string order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_now() -> str:
+    return timestamp(datetime.now(UTC))
+
+
+class Decision(StrEnum):
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+    @classmethod
+    def for_status(cls, status: int) -> Decision:
+        if status < 400:
+            return cls.ALLOWED
+        return cls.REFUSED if status < 500 else cls.FAILED
+
+
+class Cost(BaseModel):
+    """What a request was charged: privacy budget and quota units."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epsilon: float = Field(0.0, ge=0)
+    delta: float = Field(0.0, ge=0, le=1)
+    quota_units: int = Field(0, ge=0)
+
+
+class AuditEvent(BaseModel):
+    """One request as the request path saw it; the log adds its position (`seq`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time: str
+    request_id: str
+    principal: str | None = None
+    organisation: str | None = None
+    method: str
+    route: str
+    service: str | None = None
+    dataset: str | None = None
+    dataset_version: str | None = None
+    decision: Decision
+    reason: str | None = None
+    cost: Cost | None = None
+    result_digest: str | None = None
+    subjects: tuple[str, ...] = ()
+    status: int = Field(ge=100, le=599)
+
+
+class AuditLeaf(AuditEvent):
+    """An event at its position in the log: exactly what is hashed into the Merkle tree."""
+
+    seq: int = Field(ge=0)
+
+    def encode(self) -> bytes:
+        return canonical(self.model_dump(mode="json"))
+
+    @classmethod
+    def of(cls, event: AuditEvent, seq: int) -> AuditLeaf:
+        return cls(seq=seq, **event.model_dump())
+
+
+class TreeHead(BaseModel):
+    """The payload of a checkpoint: the log's size and root at a time, signed by the gateway."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    iss: str
+    size: int = Field(ge=0)
+    root: str = Field(pattern=r"^[0-9a-f]{64}$")
+    time: str
+
+
+class Checkpoint(BaseModel):
+    """A signed tree head as published; `jws` is what a witness keeps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: int = Field(ge=0)
+    root: str = Field(pattern=r"^[0-9a-f]{64}$")
+    time: str
+    jws: str
+
+
+class PrivacySpent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epsilon: float = Field(ge=0)
+    delta: float = Field(0.0, ge=0, le=1)
+
+
+class ResultDocument(BaseModel):
+    """The signed payload of a receipt, and the body a result-bearing response returns."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    iss: str
+    iat: int = Field(ge=0, description="Seconds since the epoch, as in JWT.")
+    request_id: str
+    consumer: str
+    service: str
+    dataset: str | None
+    dataset_version: str | None
+    policy_version: str | None
+    request_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    result: Json
+    privacy_spent: PrivacySpent | None
+    audit_seq: int = Field(ge=0)
+
+    def encode(self) -> bytes:
+        return canonical(self.model_dump(mode="json"))

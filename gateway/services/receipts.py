@@ -1,0 +1,95 @@
+"""Receipts: signing result documents, and checking them offline as any consumer would.
+
+`verify_receipt(token, jwks)` is the public verifier: it needs the receipt and the published
+JWKS, nothing of the gateway's state, so a consumer, a court or an auditor can run it anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.domain.trail import CHECKPOINT_TYPE, RECEIPT_TYPE, ResultDocument, TreeHead
+from gateway.errors import InvalidRequest, SignatureInvalid
+from gateway.signing import KeyRing, VerifiedDocument, verify_document
+
+_FETCH_TIMEOUT_SECONDS = 10
+_FETCH_MAX_BYTES = 8 * 1_048_576
+
+
+def sign_result(keys: KeyRing, document: ResultDocument) -> str:
+    return keys.sign_document(document.encode(), typ=RECEIPT_TYPE)
+
+
+def _check_not_revoked(verified: VerifiedDocument, issued_at: float) -> None:
+    """A key revoked since T signs nothing trustworthy from T on; what it signed before stands."""
+    if verified.key_status == "revoked" and (
+        verified.revoked_since is None or issued_at >= verified.revoked_since.timestamp()
+    ):
+        raise SignatureInvalid("the signing key was revoked before this was issued")
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) or "payload"
+
+
+def verify_receipt(token: str, jwks: Mapping[str, Any]) -> ResultDocument:
+    """The result document of a valid receipt; SignatureInvalid names the rule that failed."""
+    verified = verify_document(token.strip(), jwks, typ=RECEIPT_TYPE)
+    try:
+        document = ResultDocument.model_validate_json(verified.payload)
+    except ValidationError as exc:
+        raise SignatureInvalid(f"the receipt's payload is not a result document ({_first_error(exc)})") from None
+    _check_not_revoked(verified, document.iat)
+    return document
+
+
+def verify_checkpoint(token: str, jwks: Mapping[str, Any]) -> TreeHead:
+    """The tree head of a valid checkpoint (signed tree head)."""
+    verified = verify_document(token.strip(), jwks, typ=CHECKPOINT_TYPE)
+    try:
+        head = TreeHead.model_validate_json(verified.payload)
+    except ValidationError as exc:
+        raise SignatureInvalid(f"the checkpoint's payload is not a tree head ({_first_error(exc)})") from None
+    _check_not_revoked(verified, datetime.fromisoformat(head.time).timestamp())
+    return head
+
+
+def fetch_json(url: str) -> Any:
+    """GET a JSON document from a gateway (JWKS, checkpoints, proofs), size- and time-limited."""
+    if not url.startswith(("https://", "http://")):
+        raise InvalidRequest(f"{url} is not an http(s) URL")
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked
+    with urllib.request.urlopen(request, timeout=_FETCH_TIMEOUT_SECONDS) as response:  # noqa: S310
+        raw = response.read(_FETCH_MAX_BYTES + 1)
+    return _parse_json(raw, url)
+
+
+def _parse_json(raw: bytes, source: str) -> Any:
+    if len(raw) > _FETCH_MAX_BYTES:
+        raise InvalidRequest(f"{source} is larger than 8 MiB")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequest(f"{source} is not JSON") from None
+
+
+def load_jwks(source: str) -> dict[str, Any]:
+    """A JWKS from a file path or an http(s) URL (for example /.well-known/jwks.json)."""
+    if source.startswith(("https://", "http://")):
+        jwks = fetch_json(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidRequest(f"no JWKS file at {source}")
+        jwks = _parse_json(path.read_bytes(), source)
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise InvalidRequest("the JWKS has no `keys` list")
+    return jwks

@@ -1,0 +1,76 @@
+"""Releasing a result: audit it, then sign it, in that order.
+
+The leaf goes in first because the receipt names its position (`audit_seq`), so a consumer
+holding a receipt can ask for the inclusion proof of exactly its request. If the log cannot
+take the leaf, nothing is signed and nothing leaves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, ResultDocument, digest
+from gateway.services.receipts import sign_result
+from gateway.services.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    document: ResultDocument
+    receipt: str
+
+    def body(self) -> Json:
+        """The response body: the signed document itself, plus the receipt that signs it."""
+        return {**self.document.model_dump(mode="json"), "receipt": self.receipt}
+
+
+def release(
+    rt: Runtime,
+    event: AuditEvent,
+    *,
+    service: str,
+    request: Json,
+    result: Json,
+    dataset: str | None = None,
+    dataset_version: str | None = None,
+    privacy_spent: PrivacySpent | None = None,
+    cost: Cost | None = None,
+    subjects: Iterable[tuple[str, str]] = (),
+) -> Release:
+    """Append the allowed request's leaf (durably), then sign the result document naming it.
+
+    `subjects` are (kind, key) pairs of the entities asked about; only their pseudonyms are logged.
+    """
+    if event.principal is None:
+        raise ValueError("a result is released only to an authenticated principal")
+    logged = AuditEvent.model_validate(
+        {
+            **event.model_dump(),
+            "service": service,
+            "dataset": dataset,
+            "dataset_version": dataset_version,
+            "decision": Decision.ALLOWED,
+            "status": 200,
+            "cost": cost,
+            "result_digest": digest(result),
+            "subjects": tuple(rt.audit.pseudonym(kind, key) for kind, key in subjects),
+        }
+    )
+    seq = rt.audit.append_now(logged)
+    document = ResultDocument(
+        iss=rt.settings.issuer,
+        iat=int(time.time()),
+        request_id=event.request_id,
+        consumer=event.principal,
+        service=service,
+        dataset=dataset,
+        dataset_version=dataset_version,
+        policy_version=None,
+        request_digest=digest(request),
+        result=result,
+        privacy_spent=privacy_spent,
+        audit_seq=seq,
+    )
+    return Release(document, sign_result(rt.receipt_keys, document))
