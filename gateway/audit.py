@@ -82,16 +82,17 @@ class LeafFilter:
     decision: Decision | None = None
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
+def _connect(path: Path, busy_timeout_seconds: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
 
 
 class AuditLog:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, busy_timeout_seconds: float = 30.0) -> None:
         self._dir = directory
+        self._busy_timeout_seconds = busy_timeout_seconds
         self._path = directory / _DB_FILE
         self._subject_key = _load_or_create_secret(directory / _SUBJECT_KEY_FILE)
         self._read = _connect(self._path)
@@ -104,8 +105,12 @@ class AuditLog:
         self._closed = False
 
     @classmethod
-    def open(cls, directory: Path) -> AuditLog:
-        """Open the log in `directory`, creating it (owner-only) on first use."""
+    def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> AuditLog:
+        """Open the log in `directory`, creating it (owner-only) on first use.
+
+        `busy_timeout_seconds`: how long an append waits for another process's write lock
+        before it fails (and its request with it).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         path = directory / _DB_FILE
@@ -117,7 +122,7 @@ class AuditLog:
             conn.executescript(_SCHEMA)
         finally:
             conn.close()
-        return cls(directory)
+        return cls(directory, busy_timeout_seconds=busy_timeout_seconds)
 
     @property
     def path(self) -> Path:
@@ -149,7 +154,7 @@ class AuditLog:
                 self._writer.start()
 
     def _write_loop(self) -> None:
-        conn = _connect(self._path)
+        conn = _connect(self._path, self._busy_timeout_seconds)
         try:
             while True:
                 first = self._queue.get()

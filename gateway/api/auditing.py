@@ -17,7 +17,8 @@ from fastapi import Request
 from starlette.types import Scope
 
 from gateway.domain.principal import Principal
-from gateway.domain.trail import AuditEvent, Decision, utc_now
+from gateway.domain.trail import AuditEvent, Decision, Json, utc_now
+from gateway.services.release import Release
 
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz"})
 """Liveness and readiness probes: no caller, no data, and they would drown the log."""
@@ -67,3 +68,14 @@ def event_for(scope: Scope, status: int, *, reason: str | None = None) -> AuditE
         reason=reason or state.get("problem"),
         status=status,
     )
+
+
+def allowed_event(request: Request) -> AuditEvent:
+    """This request's event as allowed, for `services.release.release` to complete and append."""
+    return event_for(request.scope, 200)
+
+
+def released_body(request: Request, released: Release) -> Json:
+    """The response body of a released result; the middleware will not append a second leaf."""
+    setattr(request.state, AUDITED_AS, released.document.audit_seq)
+    return released.body()

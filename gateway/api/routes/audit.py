@@ -32,7 +32,7 @@ router = APIRouter(tags=["trust"])
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-@router.get("/.well-known/jwks.json", response_model=JwksResponse)
+@router.get("/.well-known/jwks.json", response_model=JwksResponse, response_model_exclude_none=True)
 def jwks(rt: RuntimeDep) -> JwksResponse:
     """Public keys that sign receipts and checkpoints, retired and revoked ones included."""
     rt.receipt_keys.refresh()

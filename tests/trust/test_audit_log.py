@@ -1,0 +1,146 @@
+"""The audit log: durable, gap-free, one order across writers, keys only as pseudonyms."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditLog, LeafFilter
+from gateway.domain import merkle
+from gateway.domain.trail import AuditLeaf, Decision
+from gateway.errors import AuditUnavailable, ConfigurationError
+from tests.trust.conftest import event
+
+
+def test_appends_are_numbered_in_order_and_hashed_as_stored(audit_log: AuditLog) -> None:
+    seqs = [audit_log.append_now(event(i)) for i in range(5)]
+    assert seqs == [0, 1, 2, 3, 4]
+    stored = list(audit_log.stored())
+    assert [s.seq for s in stored] == seqs
+    for row in stored:
+        assert row.hash == merkle.leaf_hash(row.record)
+        assert AuditLeaf.model_validate_json(row.record).encode() == row.record
+    assert audit_log.root(5) == merkle.root([s.hash for s in stored])
+
+
+def test_concurrent_appends_share_commits_and_leave_no_gap(audit_log: AuditLog) -> None:
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        seqs = list(pool.map(lambda i: audit_log.append_now(event(i)), range(400)))
+    assert sorted(seqs) == list(range(400))
+    by_seq = {leaf.seq: leaf.request_id for leaf in audit_log.find(LeafFilter(), limit=1000)}
+    assert {by_seq[s] for s in seqs} == {f"req-{i:06d}" for i in range(400)}
+
+
+def test_two_writers_on_one_file_keep_one_total_order(tmp_path: Path) -> None:
+    """Two replicas (two AuditLog objects, each with its own writer) append to the same log."""
+    first, second = AuditLog.open(tmp_path / "audit"), AuditLog.open(tmp_path / "audit")
+    try:
+
+        def write(log: AuditLog, offset: int) -> list[int]:
+            return [log.append_now(event(offset + i)) for i in range(100)]
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            a, b = pool.map(write, (first, second), (0, 1000))
+        assert sorted(a + b) == list(range(200))
+        assert first.size() == second.size() == 200
+        assert first.root(200) == second.root(200)
+        assert first.inclusion_proof(7, 200) == second.inclusion_proof(7, 200)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_leaf_is_on_disk_when_its_append_returns(tmp_path: Path) -> None:
+    log = AuditLog.open(tmp_path / "audit")
+    seq = log.append_now(event(1))
+    # Read with a fresh connection, as a process starting after a crash would.
+    with sqlite3.connect(tmp_path / "audit" / "log.sqlite3") as conn:
+        (record,) = conn.execute("SELECT record FROM leaves WHERE seq = ?", (seq,)).fetchone()
+    assert AuditLeaf.model_validate_json(record).request_id == "req-000001"
+    log.close()
+
+
+def test_files_are_private(audit_log: AuditLog, tmp_path: Path) -> None:
+    audit_log.append_now(event())
+    for path in (tmp_path / "audit").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path.name
+    assert stat.S_IMODE((tmp_path / "audit").stat().st_mode) == 0o700
+
+
+def test_a_readable_subject_key_is_refused(tmp_path: Path) -> None:
+    AuditLog.open(tmp_path / "audit").close()
+    (tmp_path / "audit" / "subject.key").chmod(0o644)
+    with pytest.raises(ConfigurationError, match="readable by others"):
+        AuditLog.open(tmp_path / "audit")
+
+
+def test_pseudonyms_are_keyed_stable_and_hide_the_key(tmp_path: Path) -> None:
+    one, other = AuditLog.open(tmp_path / "one"), AuditLog.open(tmp_path / "other")
+    key = "91330106MA2B3C4D5X"
+    assert one.pseudonym("enterprise", key) == one.pseudonym("enterprise", key)
+    assert one.pseudonym("enterprise", key) != one.pseudonym("person", key)
+    assert one.pseudonym("enterprise", key) != other.pseudonym("enterprise", key)  # another domain secret
+    seq = one.append_now(event(subjects=(one.pseudonym("enterprise", key),)))
+    assert key not in (one.leaf(seq) or pytest.fail("leaf missing")).model_dump_json()
+    assert key.encode() not in (tmp_path / "one" / "log.sqlite3").read_bytes()
+    one.close()
+    other.close()
+
+
+def test_find_filters_and_pages(audit_log: AuditLog) -> None:
+    for i in range(30):
+        who = "demo-business" if i % 3 else "demo-researcher"
+        audit_log.append_now(event(i, principal=who, status=200 if i % 2 else 403, dataset="tax_compliance"))
+    mine = audit_log.find(LeafFilter(principal="demo-researcher"))
+    assert [leaf.seq for leaf in mine] == list(range(0, 30, 3))
+    refused = audit_log.find(LeafFilter(decision=Decision.REFUSED, principal="demo-business"))
+    assert all(leaf.status == 403 and leaf.principal == "demo-business" for leaf in refused)
+    assert len(refused) == 10
+    page, seen = audit_log.find(LeafFilter(), limit=7), []
+    while page:
+        seen += [leaf.seq for leaf in page]
+        page = audit_log.find(LeafFilter(), after=page[-1].seq, limit=7)
+    assert seen == list(range(30))
+    assert audit_log.find(LeafFilter(dataset="enterprise_registry")) == []
+    later = audit_log.find(LeafFilter(since="2999-01-01T00:00:00.000Z"))
+    assert later == []
+
+
+def test_a_failed_commit_fails_every_waiter_and_writes_nothing(tmp_path: Path) -> None:
+    log = AuditLog.open(tmp_path / "audit", busy_timeout_seconds=0.05)
+    log.append_now(event(0))
+    blocker = sqlite3.connect(tmp_path / "audit" / "log.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock beyond the timeout
+    try:
+        waiting = [log.append(event(i)) for i in range(1, 4)]
+        for future in waiting:
+            with pytest.raises(AuditUnavailable):
+                future.result(timeout=30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert log.size() == 1
+    assert log.append_now(event(9)) == 1  # the log recovers once the lock is gone
+    log.close()
+
+
+def test_a_closed_log_takes_nothing(tmp_path: Path) -> None:
+    log = AuditLog.open(tmp_path / "audit")
+    log.append_now(event())
+    log.close()
+    with pytest.raises(AuditUnavailable):
+        log.append(event())
+
+
+def test_appends_from_many_threads_while_closing_all_resolve(tmp_path: Path) -> None:
+    log = AuditLog.open(tmp_path / "audit")
+    futures = [log.append(event(i)) for i in range(200)]
+    closer = threading.Thread(target=log.close)
+    closer.start()
+    closer.join()
+    assert sorted(f.result(timeout=10) for f in futures) == list(range(200))
