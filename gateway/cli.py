@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,7 +39,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(demo_app, name="demo")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message, one line: logs and scripts grep them
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", envvar="VEILGATE_CONFIG", help="TOML config file.")
 ]
@@ -303,12 +304,12 @@ def _read_text_argument(value: str) -> str:
     """A compact JWS given inline, as a file path, or as `-` for stdin."""
     if value == "-":
         return sys.stdin.read().strip()
+    if re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", value.strip()):
+        return value.strip()
     path = Path(value)
-    if value.count(".") != 2 or path.is_file():
-        if not path.is_file():
-            _fail(f"{value} is neither a compact JWS nor a file")
-        return path.read_text().strip()
-    return value.strip()
+    if not path.is_file():
+        _fail(f"{value} is neither a compact JWS nor a file")
+    return path.read_text().strip()
 
 
 @receipt_app.command("verify")

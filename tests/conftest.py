@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
@@ -71,6 +78,34 @@ def shared_client(session_installation: Installation) -> Iterator[TestClient]:
     """A client on the shared installation, for read-only tests."""
     with TestClient(create_app(session_installation.settings)) as client:
         yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread; yields the base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{config.port}"
+    for _ in range(200):
+        try:
+            if httpx2.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def get_token(client: TestClient, client_id: str, secret: str) -> str:

@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 
-import httpx2
 import pytest
-import uvicorn
 
 from gateway.app import create_app
 from gateway.services import demo_setup
-from tests.conftest import REPO, Installation
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.conftest import REPO, Installation, serving
 
 
 @pytest.fixture
 def live_server(session_installation: Installation) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(create_app(session_installation.settings), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx2.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx2.TransportError:
-            time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(session_installation.settings)) as base:
+        yield base
 
 
 def _commands(tour: str) -> list[str]:

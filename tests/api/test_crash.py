@@ -1,0 +1,109 @@
+"""Kill -9 a gateway under concurrent load: afterwards the log verifies, and every response a
+client received has its leaf (a record is durable before its response leaves)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx2
+
+from gateway.audit import AuditLog, LeafFilter
+from gateway.services.audit_trail import verify_log
+from gateway.signing import KeyRing
+from tests.conftest import Installation, free_port
+
+CLIENTS = 8
+RESPONSES_BEFORE_KILL = 300
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited: {server.stderr.read().decode() if server.stderr else ''}")
+        try:
+            if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("the server did not start")
+
+
+def test_sigkill_under_load_loses_no_acknowledged_record(installation: Installation) -> None:
+    port = free_port()
+    env = {**os.environ, "VEILGATE_CHECKPOINT_INTERVAL_SECONDS": "1"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(installation.root / "veilgate.toml"),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, server)
+        secret = installation.credentials["demo-business"]
+        token = httpx2.post(
+            f"{base}/v1/token",
+            data={"grant_type": "client_credentials", "client_id": "demo-business", "client_secret": secret},
+        ).json()["access_token"]
+        acknowledged: list[str] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def load(worker: int) -> None:
+            paths = ["/v1/me", "/v1/catalog", "/v1/catalog/no_such_dataset", "/v1/admin/datasets"]
+            with httpx2.Client(base_url=base, timeout=5) as client:
+                n = worker
+                while not stop.is_set():
+                    try:
+                        response = client.get(paths[n % len(paths)], headers={"Authorization": f"Bearer {token}"})
+                        response.read()
+                    except httpx2.TransportError:
+                        return  # the server is gone
+                    with lock:
+                        acknowledged.append(response.headers["x-request-id"])
+                    n += 1
+
+        workers = [threading.Thread(target=load, args=(i,)) for i in range(CLIENTS)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < RESPONSES_BEFORE_KILL and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.2)  # let a checkpoint be signed under load
+        os.kill(server.pid, signal.SIGKILL)  # mid-flight: requests are in every stage
+        server.wait(timeout=10)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if server.stderr:
+            server.stderr.close()
+
+    assert len(acknowledged) >= RESPONSES_BEFORE_KILL
+    log = AuditLog.open(installation.settings.audit_dir)
+    try:
+        report = verify_log(log, KeyRing.load(installation.settings.receipt_keys_dir).jwks())
+        assert report.ok, report.failure
+        assert report.checkpoints >= 1
+        logged = {leaf.request_id for leaf in log.find(LeafFilter(), limit=1_000_000)}
+    finally:
+        log.close()
+    missing = [rid for rid in acknowledged if rid not in logged]
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged responses have no leaf"

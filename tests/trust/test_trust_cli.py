@@ -1,0 +1,132 @@
+"""`veilgate receipt verify`, `veilgate audit verify|export|checkpoint|witness`: exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from gateway.app import create_app
+from gateway.audit import AuditLog
+from gateway.cli import app as cli
+from gateway.domain import merkle
+from gateway.services.receipts import sign_result
+from gateway.signing import KeyRing
+from tests.conftest import Installation, get_token, serving
+from tests.trust.test_receipts import document
+
+runner = CliRunner()
+
+
+def _config(inst: Installation) -> list[str]:
+    return ["--config", str(inst.root / "veilgate.toml")]
+
+
+def _traffic(inst: Installation, requests: int = 6) -> None:
+    with TestClient(create_app(inst.settings)) as client:  # its shutdown signs a checkpoint
+        get_token(client, "demo-business", inst.credentials["demo-business"])
+        for _ in range(requests):
+            client.get("/v1/catalog")
+
+
+def test_receipt_verify_accepts_a_file_and_prints_the_document(installation: Installation, tmp_path: Path) -> None:
+    keys = KeyRing.load(installation.settings.receipt_keys_dir)
+    (tmp_path / "receipt.jws").write_text(sign_result(keys, document()) + "\n")
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    result = runner.invoke(
+        cli, ["receipt", "verify", str(tmp_path / "receipt.jws"), "--jwks", str(tmp_path / "jwks.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["audit_seq"] == 17
+    assert "valid receipt" in result.stderr
+
+
+def test_receipt_verify_refuses_a_forgery_in_one_line(installation: Installation, tmp_path: Path) -> None:
+    keys = KeyRing.load(installation.settings.receipt_keys_dir)
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    forged = sign_result(KeyRing.create(tmp_path / "attacker"), document())
+    result = runner.invoke(cli, ["receipt", "verify", forged, "--jwks", str(tmp_path / "jwks.json")])
+    assert result.exit_code == 1
+    assert "receipt verification failed: the JWS is signed by a key that the JWKS does not publish" in result.output
+    assert "Traceback" not in result.output
+    missing = runner.invoke(cli, ["receipt", "verify", forged, "--jwks", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 1 and "no JWKS file" in missing.output
+
+
+def test_receipt_verify_fetches_the_jwks_from_a_live_gateway(installation: Installation) -> None:
+    keys = KeyRing.load(installation.settings.receipt_keys_dir)
+    token = sign_result(keys, document())
+    with serving(create_app(installation.settings)) as base:
+        result = runner.invoke(cli, ["receipt", "verify", "-", "--jwks", f"{base}/.well-known/jwks.json"], input=token)
+    assert result.exit_code == 0, result.output
+
+
+def test_audit_verify_checkpoint_and_export(installation: Installation, tmp_path: Path) -> None:
+    _traffic(installation)
+    _traffic(installation)
+    assert runner.invoke(cli, ["audit", "checkpoint", *_config(installation)]).output.startswith(
+        "the log has not grown"
+    )
+    verified = runner.invoke(cli, ["audit", "verify", *_config(installation)])
+    assert verified.exit_code == 0, verified.output
+    assert "audit log verified" in verified.stdout and "2 checkpoints" in verified.stdout
+    out = tmp_path / "audit.jsonl"
+    assert runner.invoke(cli, ["audit", "export", "--out", str(out), *_config(installation)]).exit_code == 0
+    lines = out.read_bytes().splitlines()
+    log = AuditLog.open(installation.settings.audit_dir)
+    try:
+        assert merkle.root([merkle.leaf_hash(line) for line in lines]) == log.root(log.size())
+    finally:
+        log.close()
+
+
+def test_audit_verify_names_the_first_bad_record_and_exits_1(installation: Installation) -> None:
+    _traffic(installation)
+    with sqlite3.connect(installation.settings.audit_dir / "log.sqlite3") as db:
+        db.execute("UPDATE leaves SET record = replace(record, '\"GET\"', '\"PUT\"') WHERE seq = 3")
+    result = runner.invoke(cli, ["audit", "verify", *_config(installation)])
+    assert result.exit_code == 1
+    assert "the audit log does not verify: leaf 3 was changed after it was written" in result.output
+
+
+def test_audit_commands_on_an_installation_without_a_log(tmp_path: Path) -> None:
+    (tmp_path / "veilgate.toml").write_text('state_dir = "state"\n')
+    result = runner.invoke(cli, ["audit", "export", "--out", "-", "--config", str(tmp_path / "veilgate.toml")])
+    assert result.exit_code == 1 and "no audit log" in result.output
+
+
+def test_a_witness_keeps_checkpoints_and_catches_a_rewrite(installation: Installation, tmp_path: Path) -> None:
+    store = tmp_path / "witness.jws"
+    _traffic(installation)
+    with serving(create_app(installation.settings)) as base:
+        first = runner.invoke(cli, ["audit", "witness", base, "--store", str(store)])
+        assert first.exit_code == 0, first.output
+        assert "first seen" in first.stdout
+    _traffic(installation)
+    with serving(create_app(installation.settings)) as base:
+        second = runner.invoke(cli, ["audit", "witness", base, "--store", str(store)])
+        assert second.exit_code == 0, second.output
+        assert "extends the kept checkpoint" in second.stdout
+    kept = store.read_text()
+    # The operator rewrites leaf 1 with the signing key in hand and re-signs every checkpoint.
+    with sqlite3.connect(installation.settings.audit_dir / "log.sqlite3") as db:
+        rows = db.execute("SELECT seq, record FROM leaves ORDER BY seq").fetchall()
+        db.execute("DELETE FROM checkpoints")
+        for seq, record in rows:
+            if seq == 1:
+                record = record.replace('"GET"', '"PUT"')
+            db.execute(
+                "UPDATE leaves SET record = ?, hash = ? WHERE seq = ?", (record, merkle.leaf_hash(record.encode()), seq)
+            )
+    _traffic(installation)  # shutdown signs a fresh, self-consistent checkpoint of the forgery
+    assert runner.invoke(cli, ["audit", "verify", *_config(installation)]).exit_code == 0
+    with serving(create_app(installation.settings)) as base:
+        caught = runner.invoke(cli, ["audit", "witness", base, "--store", str(store)])
+    assert caught.exit_code == 1
+    assert "the log was rewritten" in caught.output
+    assert store.read_text() == kept  # the witness keeps the good checkpoint
+    witnessed = runner.invoke(cli, ["audit", "verify", "--witness", str(store), *_config(installation)])
+    assert witnessed.exit_code == 1 and "that a witness kept" in witnessed.output
