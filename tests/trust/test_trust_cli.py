@@ -86,10 +86,11 @@ def test_audit_verify_checkpoint_and_export(installation: Installation, tmp_path
 def test_audit_verify_names_the_first_bad_record_and_exits_1(installation: Installation) -> None:
     _traffic(installation)
     with sqlite3.connect(installation.settings.audit_dir / "log.sqlite3") as db:
-        db.execute("UPDATE leaves SET record = replace(record, '\"GET\"', '\"PUT\"') WHERE seq = 3")
+        (seq,) = db.execute("SELECT MAX(seq) - 2 FROM leaves").fetchone()  # a GET /v1/catalog of _traffic
+        db.execute("UPDATE leaves SET record = replace(record, '\"GET\"', '\"PUT\"') WHERE seq = ?", (seq,))
     result = runner.invoke(cli, ["audit", "verify", *_config(installation)])
     assert result.exit_code == 1
-    assert "the audit log does not verify: leaf 3 was changed after it was written" in result.output
+    assert f"the audit log does not verify: leaf {seq} was changed after it was written" in result.output
 
 
 def test_audit_commands_on_an_installation_without_a_log(tmp_path: Path) -> None:
@@ -111,15 +112,16 @@ def test_a_witness_keeps_checkpoints_and_catches_a_rewrite(installation: Install
         assert second.exit_code == 0, second.output
         assert "extends the kept checkpoint" in second.stdout
     kept = store.read_text()
-    # The operator rewrites leaf 1 with the signing key in hand and re-signs every checkpoint.
+    # The operator rewrites a leaf with the signing key in hand and re-signs every checkpoint.
     with sqlite3.connect(installation.settings.audit_dir / "log.sqlite3") as db:
         rows = db.execute("SELECT seq, record FROM leaves ORDER BY seq").fetchall()
         db.execute("DELETE FROM checkpoints")
+        target = next(seq for seq, record in rows if '"GET"' in record)  # well inside the kept checkpoint
         for seq, record in rows:
-            if seq == 1:
-                record = record.replace('"GET"', '"PUT"')
+            changed = record.replace('"GET"', '"PUT"') if seq == target else record
             db.execute(
-                "UPDATE leaves SET record = ?, hash = ? WHERE seq = ?", (record, merkle.leaf_hash(record.encode()), seq)
+                "UPDATE leaves SET record = ?, hash = ? WHERE seq = ?",
+                (changed, merkle.leaf_hash(changed.encode()), seq),
             )
     _traffic(installation)  # shutdown signs a fresh, self-consistent checkpoint of the forgery
     assert runner.invoke(cli, ["audit", "verify", *_config(installation)]).exit_code == 0
