@@ -116,12 +116,15 @@ class AuditLog:
         path = directory / _DB_FILE
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        conn = _connect(path)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
-        finally:
-            conn.close()
+            conn = _connect(path)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"the audit log cannot be opened ({exc}); see docs/operations.md") from exc
         return cls(directory, busy_timeout_seconds=busy_timeout_seconds)
 
     @property

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import demo_data
+from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
@@ -80,7 +81,9 @@ def setup(
     # 4. Keys: one ring for access tokens, one for receipts.
     KeyRing.create(settings.token_keys_dir)
     KeyRing.create(settings.receipt_keys_dir)
-    # 5. Clients: made once; their secrets are kept in a 0600 file for the demo only.
+    # 5. The audit log and its secret for pseudonyms, so that `veilgate doctor` finds them.
+    AuditLog.open(settings.audit_dir).close()
+    # 6. Clients: made once; their secrets are kept in a 0600 file for the demo only.
     credentials_file = settings.state_dir / "demo-credentials.json"
     clients = ClientStore(settings.clients_file)
     credentials: dict[str, str] = {}
@@ -123,6 +126,13 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         "      | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
         f'  curl -s {base_url}/v1/me -H "Authorization: Bearer $TOKEN"',
         f'  curl -s {base_url}/v1/admin/datasets -H "Authorization: Bearer $TOKEN"',
+        f'  curl -s "{base_url}/v1/admin/audit?limit=5" -H "Authorization: Bearer $TOKEN"',
+        "",
+        "Trust: keys that sign receipts and checkpoints, and the audit log's signed tree heads:",
+        f"  curl -s {base_url}/.well-known/jwks.json",
+        f"  curl -s {base_url}/v1/audit/checkpoints",
+        f"  veilgate audit witness {base_url} --store witness.jws    # run it again later: nothing was rewritten",
+        f"  veilgate audit verify --config {setup_result.config_file}",
         "",
         f"Or mint a token locally:  veilgate token --client demo-business --config {setup_result.config_file}",
         f"Health: curl -s {base_url}/healthz ; curl -s {base_url}/readyz",

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from gateway.atomic_files import check_secret_file
+from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
@@ -69,6 +70,23 @@ def _domain(settings: Settings) -> list[Finding]:
     return findings
 
 
+def _audit(directory: Path) -> Finding:
+    if not (directory / "log.sqlite3").exists():
+        return Finding("audit log", True, "none yet: it is created when the gateway first starts")
+    try:
+        log = AuditLog.open(directory)
+    except VeilgateError as exc:
+        return Finding("audit log", False, exc.detail)
+    try:
+        size, latest = log.size(), log.latest_checkpoint()
+    except VeilgateError as exc:
+        return Finding("audit log", False, exc.detail)
+    finally:
+        log.close()
+    signed = f"last checkpoint at {latest.size} leaves, {latest.time}" if latest else "no checkpoint yet"
+    return Finding("audit log", True, f"{size} leaves, {signed}; `veilgate audit verify` checks it all")
+
+
 def _policy(policy_dir: Path) -> Finding:
     if not policy_dir.is_dir():
         return Finding("policy bundle", False, f"{policy_dir} is not a directory; set policy_dir")
@@ -98,7 +116,9 @@ def diagnose(settings: Settings) -> list[Finding]:
     return [
         state,
         _keys(settings.token_keys_dir, "token-signing"),
+        _keys(settings.receipt_keys_dir, "receipt-signing"),
         _clients(settings.clients_file),
         *_domain(settings),
+        _audit(settings.audit_dir),
         _policy(settings.policy_dir),
     ]

@@ -29,6 +29,12 @@ def test_canary_never_leaves(
         ("GET", "/v1/catalog/no_such_dataset", {}),
         ("GET", "/v1/catalog/nothing/sample", {}),
         ("DELETE", "/v1/catalog", {}),
+        ("GET", "/.well-known/jwks.json", {}),
+        ("GET", "/v1/audit/checkpoints", {}),
+        ("GET", "/v1/audit/proof/inclusion?leaf=0&size=1", {}),
+        ("GET", "/v1/audit/proof/consistency?first=1&second=2", {}),
+        ("GET", "/v1/audit/leaves/0", {}),
+        ("GET", "/v1/admin/audit?limit=1000", {}),
     ]
     for dataset in ("enterprise_registry", "social_insurance", "tax_compliance"):
         requests += [
@@ -46,4 +52,6 @@ def test_canary_never_leaves(
         response = shared_client.get("/v1/admin/datasets", headers=bearer(token))
         emitted.append(response.text)
     emitted.append(caplog.text)
+    for stored in session_installation.settings.audit_dir.iterdir():  # the audit log itself
+        emitted.append(stored.read_bytes().decode("utf-8", errors="replace"))
     assert [text for text in emitted if CANARY in text] == []

@@ -63,7 +63,7 @@ def test_a_receipt_verifies_and_gives_back_the_document(receipt_keys: KeyRing) -
     assert payload == canonical(signed.model_dump(mode="json"))  # RFC 8785 bytes, exactly
 
 
-# RFC 9864 deprecates the polymorphic name EdDSA in favour of Ed25519; the issue and PyJWT
+# RFC 9864 deprecates the polymorphic name EdDSA in favour of Ed25519; our format and PyJWT
 # still use EdDSA, so joserfc's warning about the name is expected here (see docs/receipts.md).
 @pytest.mark.filterwarnings("ignore:EdDSA is deprecated via RFC 9864")
 def test_an_independent_jose_library_verifies_the_receipt(receipt_keys: KeyRing) -> None:

@@ -28,3 +28,17 @@ def test_missing_state_directory_says_what_to_do(installation: Installation, tmp
     settings = installation.settings.model_copy(update={"state_dir": installation.root / "nowhere"})
     findings = diagnose(settings)
     assert len(findings) == 1 and not findings[0].ok and "does not exist" in findings[0].message
+
+
+def test_the_audit_log_is_checked(installation: Installation) -> None:
+    log_dir = installation.settings.audit_dir
+    assert {f.check for f in diagnose(installation.settings)} >= {"receipt-signing keys", "audit log"}
+    (log_dir / "subject.key").chmod(0o644)
+    failed = {f.check: f.message for f in diagnose(installation.settings) if not f.ok}
+    assert "readable by others" in failed["audit log"]
+    (log_dir / "subject.key").chmod(0o600)
+    (log_dir / "log.sqlite3").write_bytes(b"this is not a database" * 100)
+    for extra in ("log.sqlite3-wal", "log.sqlite3-shm"):
+        (log_dir / extra).unlink(missing_ok=True)
+    failed = {f.check: f.message for f in diagnose(installation.settings) if not f.ok}
+    assert "cannot be opened" in failed["audit log"]
