@@ -41,6 +41,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # A head at start covers what the last run logged after its last checkpoint (a crash).
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(checkpoint)
         task = asyncio.create_task(checkpoint_every_interval())
         try:
             yield

@@ -76,7 +76,7 @@ class _Guard:
         return False
 
 
-def _progress() -> Progress:
+def _progress(*, transient: bool = False) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -84,7 +84,7 @@ def _progress() -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
+        transient=transient,
     )
 
 
@@ -348,7 +348,7 @@ def audit_verify(
         log = _open_audit(settings)
         witnessed = [p.read_text().strip() for p in witness_file or []]
         try:
-            with _progress() as bar:
+            with _progress(transient=True) as bar:
                 task = bar.add_task("leaves", total=log.size())
                 report = audit_trail.verify_log(log, keys, witnessed=witnessed, progress=lambda n: bar.advance(task, n))
         finally:
@@ -356,8 +356,8 @@ def audit_verify(
     if not report.ok:
         _fail(f"the audit log does not verify: {report.failure}")
     typer.echo(
-        f"audit log verified: {report.leaves} leaves, {report.checkpoints} checkpoints, "
-        f"{report.witnessed} witnessed checkpoints"
+        f"audit log verified: leaves {report.leaves}, checkpoints {report.checkpoints}, "
+        f"witnessed checkpoints {report.witnessed}"
     )
 
 
@@ -371,7 +371,7 @@ def audit_export(
     log = _open_audit(settings)
     try:
         handle = sys.stdout.buffer if str(out) == "-" else out.open("wb")
-        with _progress() as bar:
+        with _progress(transient=True) as bar:
             task = bar.add_task("leaves", total=log.size())
             for row in log.stored():
                 handle.write(row.record + b"\n")
