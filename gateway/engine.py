@@ -293,6 +293,16 @@ class Snapshot:
         sql = f"SELECT {selected} FROM {TABLE} WHERE {quote(key_column)} = $1"  # noqa: S608
         return [tuple(row) for row in self._cursor.execute(sql, [key]).fetchall()]
 
+    def key_index(self, key_column: str, columns: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per key."""
+        selected = ", ".join(quote(c) for c in (key_column, *columns))
+        index: dict[str, list[tuple[Any, ...]]] = {}
+        result = self._cursor.execute(f"SELECT {selected} FROM {TABLE}")  # noqa: S608 - catalogue identifiers
+        while batch := result.fetchmany(65_536):
+            for row in batch:
+                index.setdefault(row[0], []).append(tuple(row[1:]))
+        return index
+
 
 class _OpenVersion:
     def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
@@ -304,11 +314,35 @@ class _OpenVersion:
 class Domain:
     """Serving side of the data domain: read-only connections, one per open version."""
 
-    def __init__(self, data_dir: Path, *, threads: int = 2) -> None:
+    def __init__(self, data_dir: Path, *, threads: int = 2, index_max_rows: int = 2_000_000) -> None:
         self._data_dir = data_dir
         self._threads = threads
         self._open: dict[tuple[str, str], _OpenVersion] = {}
         self._lock = threading.Lock()
+        self._index_max_rows = index_max_rows
+        self._indexes: dict[tuple[str, str, tuple[str, ...]], tuple[str, dict[str, list[tuple[Any, ...]]] | None]] = {}
+        self._index_lock = threading.Lock()
+
+    def find(
+        self, dataset: str, version: str, key_column: str, key: str, columns: Sequence[str]
+    ) -> list[tuple[Any, ...]]:
+        """Rows whose `key_column` equals `key`, from an in-memory index of the version when the
+        dataset has at most `index_max_rows` rows (point lookups in DuckDB cost about 0.5 ms
+        each; a dict lookup costs microseconds), else from DuckDB."""
+        slot = (dataset, key_column, tuple(columns))
+        held = self._indexes.get(slot)
+        if held is None or held[0] != version:
+            with self._index_lock:
+                held = self._indexes.get(slot)
+                if held is None or held[0] != version:
+                    with self.snapshot(dataset, version) as snap:
+                        small = snap.count_rows() <= self._index_max_rows
+                        held = (version, snap.key_index(key_column, columns) if small else None)
+                    self._indexes[slot] = held  # replaces the index of an older version
+        if held[1] is None:
+            with self.snapshot(dataset, version) as snap:
+                return snap.lookup(key_column, key, columns)
+        return list(held[1].get(key, ()))
 
     @contextmanager
     def snapshot(self, dataset: str, version: str) -> Iterator[Snapshot]:
@@ -348,6 +382,7 @@ class Domain:
             raise DependencyError("the data domain cannot be opened") from exc
 
     def close(self) -> None:
+        self._indexes.clear()
         with self._lock:
             for held in self._open.values():
                 held.connection.close()

@@ -10,6 +10,8 @@ parameters and public metadata only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 PROBLEM_BASE = "https://veilgate.dev/problems/"
 
 
@@ -104,6 +106,19 @@ class RateLimited(ClientError):
     def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
         super().__init__(detail)
         self.headers = {"Retry-After": str(max(1, retry_after_seconds))}
+
+
+class PolicyInvalid(VeilgateError):
+    """A policy bundle does not validate; nothing of it is used."""
+
+    status = 422
+    type_slug = "policy-invalid"
+    title = "Policy bundle invalid"
+
+    def __init__(self, errors: Sequence[object]) -> None:
+        self.errors = [str(e) for e in errors]
+        shown = "; ".join(self.errors[:3]) + (f" (and {len(self.errors) - 3} more)" if len(self.errors) > 3 else "")
+        super().__init__(f"the policy bundle has {len(self.errors)} error(s): {shown}")
 
 
 class RegistrationError(VeilgateError):

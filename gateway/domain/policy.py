@@ -1,0 +1,312 @@
+"""The policy bundle: who may use which service, on which data, for what, until when.
+
+Pure types and pure rules. The bundle is the allowlist: a request is served only when a grant
+names exactly that consumer, service and purpose and its term contains the request's time
+(deny by default). `authorize` is a function of (bundle, principal, request, clock), so it is
+tested without a server. `check_against_catalog` holds the rules that need the catalogue:
+columns exist and have the right types, thresholds lie inside bounds, core data is never used
+and important data only through DP aggregates, the negative list is respected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
+from gateway.domain.principal import Principal
+from gateway.errors import NotFound, PolicyDenied
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+"""Names of services, grants, purposes, organisations and price classes: safe in URLs and logs."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CheckKind(StrEnum):
+    EQUALS = "equals"
+    """The caller supplies a value; it matches when it equals the record's, after normalising."""
+    FIXED = "fixed"
+    """A condition the policy fixes (status is active); the caller only asks whether it holds."""
+    AT_LEAST = "at_least"
+    """The caller picks a threshold from the allowed list; it matches when the value reaches it."""
+    AT_MOST = "at_most"
+
+
+class FieldCheck(_Frozen):
+    column: Identifier
+    check: CheckKind
+    value: str | int | bool | None = None
+    thresholds: tuple[int, ...] = ()
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _shape(self) -> FieldCheck:
+        threshold_kinds = (CheckKind.AT_LEAST, CheckKind.AT_MOST)
+        if (self.check is CheckKind.FIXED) != (self.value is not None):
+            raise ValueError("`value` is required for a fixed check and allowed for no other")
+        if self.check in threshold_kinds:
+            if not 1 <= len(self.thresholds) <= 8 or list(self.thresholds) != sorted(set(self.thresholds)):
+                raise ValueError("`thresholds`: 1 to 8 distinct values in increasing order")
+        elif self.thresholds:
+            raise ValueError("`thresholds` are only for at_least and at_most checks")
+        return self
+
+
+class UnknownKey(StrEnum):
+    NO_MATCH = "no_match"
+    """An unknown key answers exactly like a record that does not match (the default)."""
+    NOT_FOUND = "not_found"
+    """An unknown key answers `not_found`: this tells the caller that no record exists."""
+
+
+class VerificationLimits(_Frozen):
+    """Against enumeration and probing; every window is a fixed window in UTC."""
+
+    consumer_per_minute: int = Field(600, ge=1)
+    organisation_per_minute: int = Field(1200, ge=1)
+    distinct_keys_per_day: int = Field(1000, ge=1)
+    """How many different entities one consumer may ask about in a UTC day."""
+    probe_window_seconds: int = Field(86_400, ge=60, le=30 * 86_400)
+    probe_checks_per_key: int = Field(4, ge=1, le=100)
+    """How many different questions (field and supplied value or threshold) one consumer may
+    ask about one entity in a window: a threshold cannot be binary-searched, nor a name guessed."""
+
+
+class VerificationService(_Frozen):
+    title: str = Field(min_length=1)
+    description: str = ""
+    dataset: Identifier
+    keys: tuple[Identifier, ...] = Field(min_length=1, max_length=3)
+    """Key columns the caller supplies in full: exact match only."""
+    fields: dict[Name, FieldCheck] = Field(min_length=1, max_length=16)
+    latest_by: Identifier | None = None
+    """When a key has several rows (one per year, say), the checks apply to the row with the
+    largest value of this column."""
+    unknown_key: UnknownKey = UnknownKey.NO_MATCH
+    consent_required: bool = False
+    """Each claim must carry `consent_ref`, the reference of the person's authorization."""
+    max_batch: int = Field(20, ge=1, le=1000)
+    limits: VerificationLimits = Field(default_factory=VerificationLimits)
+    bill_unknown_keys: bool = False
+    price_class: Name | None = None
+
+
+class GrantMode(StrEnum):
+    WHOLE = "whole"
+    DOMAIN = "domain"
+    SCENARIO = "scenario"
+
+
+class Quotas(_Frozen):
+    daily_claims: int = Field(10_000, ge=1)
+    """Verification claims (or scoring requests) counted per grant and UTC day."""
+
+
+class Budget(_Frozen):
+    epsilon: Decimal = Field(Decimal(0), ge=0)
+    delta: Decimal = Field(Decimal(0), ge=0, le=1)
+
+
+class Grant(_Frozen):
+    consumer: Name
+    mode: GrantMode
+    services: tuple[Name, ...] = Field(min_length=1)
+    purposes: tuple[Name, ...] = Field(min_length=1)
+    scenario: str = Field(min_length=1)
+    not_before: datetime
+    expires: datetime
+    budget: Budget = Field(default_factory=Budget)
+    quotas: Quotas = Field(default_factory=Quotas)
+    price_class: Name
+
+    @model_validator(mode="after")
+    def _term(self) -> Grant:
+        if self.not_before.tzinfo is None or self.expires.tzinfo is None:
+            raise ValueError("`not_before` and `expires` need a time zone, e.g. 2026-01-01T00:00:00Z")
+        if self.expires <= self.not_before:
+            raise ValueError("`expires` must be after `not_before`")
+        return self
+
+
+class PurposeKind(StrEnum):
+    PUBLIC_GOVERNANCE = "public_governance"
+    PUBLIC_WELFARE = "public_welfare"
+    COMMERCIAL = "commercial"
+
+
+class Purpose(_Frozen):
+    title: str = Field(min_length=1)
+    kind: PurposeKind
+
+
+class PriceClass(_Frozen):
+    title: str = Field(min_length=1)
+    unit: Literal["call", "epsilon"]
+    price_yuan: Decimal = Field(ge=0)
+    cap_yuan: Decimal = Field(ge=0)
+    """The ceiling set by the price authority; the actual price may not exceed it."""
+
+    @model_validator(mode="after")
+    def _under_cap(self) -> PriceClass:
+        if self.price_yuan > self.cap_yuan:
+            raise ValueError("`price_yuan` exceeds `cap_yuan`, the price authority's ceiling")
+        return self
+
+
+class Organisation(_Frozen):
+    name: str = Field(min_length=1)
+
+
+class Consumer(_Frozen):
+    organisation: Name
+
+
+class NegativeList(_Frozen):
+    datasets: tuple[Identifier, ...] = ()
+    columns: tuple[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")], ...] = ()
+    """`dataset.column` pairs that no service may read."""
+
+
+class PolicyBundle(_Frozen):
+    organisations: dict[Name, Organisation] = {}
+    consumers: dict[Name, Consumer] = {}
+    purposes: dict[Name, Purpose] = {}
+    price_classes: dict[Name, PriceClass] = {}
+    verification_services: dict[Name, VerificationService] = {}
+    grants: dict[Name, Grant] = {}
+    negative_list: NegativeList = Field(default_factory=NegativeList)
+
+    @property
+    def version(self) -> str:
+        """Content hash: equal bundles have equal versions, whatever their file layout."""
+        canonical = rfc8785.dumps(self.model_dump(mode="json"))
+        return hashlib.sha256(canonical).hexdigest()[:32]
+
+    def service_names(self) -> set[str]:
+        return set(self.verification_services)
+
+
+class PolicyIssue(_Frozen):
+    """One thing wrong with a bundle; `path` locates it (section, name, field...)."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
+    """Every name a bundle uses is defined in it."""
+    issues: list[PolicyIssue] = []
+    for name, consumer in bundle.consumers.items():
+        if consumer.organisation not in bundle.organisations:
+            issues.append(PolicyIssue(path=("consumers", name, "organisation"), message="unknown organisation"))
+    for name, service in bundle.verification_services.items():
+        if service.price_class is not None and service.price_class not in bundle.price_classes:
+            issues.append(
+                PolicyIssue(path=("verification_services", name, "price_class"), message="unknown price class")
+            )
+    for name, grant in bundle.grants.items():
+        where = ("grants", name)
+        if grant.consumer not in bundle.consumers:
+            issues.append(PolicyIssue(path=(*where, "consumer"), message=f"unknown consumer {grant.consumer}"))
+        for i, service_name in enumerate(grant.services):
+            if service_name not in bundle.service_names():
+                issues.append(PolicyIssue(path=(*where, "services", i), message=f"unknown service {service_name}"))
+        for i, purpose in enumerate(grant.purposes):
+            if purpose not in bundle.purposes:
+                issues.append(PolicyIssue(path=(*where, "purposes", i), message=f"unknown purpose {purpose}"))
+        if grant.price_class not in bundle.price_classes:
+            issues.append(PolicyIssue(path=(*where, "price_class"), message=f"unknown price class {grant.price_class}"))
+    return issues
+
+
+def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEntry]) -> list[PolicyIssue]:
+    """The rules that need the catalogue: columns, types, bounds, levels, the negative list."""
+    issues: list[PolicyIssue] = []
+    banned_columns = set(bundle.negative_list.columns)
+    for name, service in bundle.verification_services.items():
+        where: tuple[str | int, ...] = ("verification_services", name)
+
+        def issue(path: tuple[str | int, ...], message: str) -> None:
+            issues.append(PolicyIssue(path=(*where, *path), message=message))  # noqa: B023 - used at once
+
+        entry = entries.get(service.dataset)
+        if entry is None:
+            issue(("dataset",), f"dataset {service.dataset} is not registered")
+            continue
+        if service.dataset in bundle.negative_list.datasets:
+            issue(("dataset",), f"dataset {service.dataset} is on the negative list")
+        if entry.level is Level.CORE:
+            issue(("dataset",), "core data is never served")
+        elif entry.level is Level.IMPORTANT:
+            issue(("dataset",), "important data is served only through DP aggregates, not verification")
+        columns = {c.name: c for c in entry.columns}
+        used: list[tuple[tuple[str | int, ...], str]] = [(("keys", i), k) for i, k in enumerate(service.keys)]
+        used += [(("fields", f, "column"), check.column) for f, check in service.fields.items()]
+        if service.latest_by is not None:
+            used.append((("latest_by",), service.latest_by))
+        for used_at, used_column in used:
+            if used_column not in columns:
+                issue(used_at, f"{service.dataset} has no column {used_column}")
+            elif f"{service.dataset}.{used_column}" in banned_columns:
+                issue(used_at, f"{service.dataset}.{used_column} is on the negative list")
+        for i, key in enumerate(service.keys):
+            if key in columns and key not in entry.lookup_keys:
+                issue(("keys", i), f"{key} is not a lookup key of {service.dataset}: it has no index")
+        if service.latest_by is None and entry.privacy_unit.max_rows > 1:
+            issue(("latest_by",), f"{service.dataset} has up to {entry.privacy_unit.max_rows} rows per key; say which")
+        for field, check in service.fields.items():
+            column = columns.get(check.column)
+            if column is None:
+                continue
+            path: tuple[str | int, ...] = ("fields", field)
+            if check.check in (CheckKind.AT_LEAST, CheckKind.AT_MOST):
+                if column.type not in NUMERIC_TYPES:
+                    issue(path, f"a threshold check needs a numeric column; {check.column} is {column.type.value}")
+                elif column.bounds is not None and not all(
+                    column.bounds[0] <= t <= column.bounds[1] for t in check.thresholds
+                ):
+                    issue((*path, "thresholds"), f"thresholds must lie inside the bounds of {check.column}")
+            elif check.check is CheckKind.FIXED:
+                if column.categories is not None and str(check.value) not in column.categories:
+                    issue((*path, "value"), f"{check.value!r} is not a category of {check.column}")
+                if column.type is ColumnType.BOOLEAN and not isinstance(check.value, bool):
+                    issue((*path, "value"), f"{check.column} is boolean: the value must be true or false")
+            elif check.check is CheckKind.EQUALS and column.type is not ColumnType.STRING:
+                issue(path, f"an equality check compares text; {check.column} is {column.type.value}")
+    return issues
+
+
+def authorize(
+    bundle: PolicyBundle, principal: Principal, service: str, purpose: str, now: datetime
+) -> tuple[str, Grant]:
+    """The grant that allows this consumer this service for this purpose now, or why not.
+
+    Deny by default: the first reason that applies is the one given, and it names what the
+    caller can act on (its own grants only, never another consumer's).
+    """
+    if service not in bundle.service_names():
+        raise NotFound(f"no service named {service!r}")
+    mine = [(gid, g) for gid, g in bundle.grants.items() if g.consumer == principal.client_id and service in g.services]
+    if not mine:
+        raise PolicyDenied(f"no grant of yours covers service {service!r}")
+    for_purpose = [(gid, g) for gid, g in mine if purpose in g.purposes]
+    if not for_purpose:
+        allowed = sorted({p for _gid, g in mine for p in g.purposes})
+        raise PolicyDenied(f"purpose {purpose!r} is not one your grant allows ({', '.join(allowed)})")
+    current = [(gid, g) for gid, g in for_purpose if g.not_before <= now < g.expires]
+    if not current:
+        gid, grant = for_purpose[0]
+        when = "is not valid before" if now < grant.not_before else "expired at"
+        moment = grant.not_before if now < grant.not_before else grant.expires
+        raise PolicyDenied(f"your grant {gid} {when} {moment.isoformat()}")
+    return min(current, key=lambda item: item[0])

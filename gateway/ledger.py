@@ -1,0 +1,306 @@
+"""The ledger: rate, quota and probing state that must hold across processes.
+
+Imports no other leaf. One SQLite file in WAL mode. Every admission is one `BEGIN IMMEDIATE`
+transaction, so several gateway processes on one machine see one ledger and a limit holds
+exactly: each check and its increment happen together or not at all. A request that trips any
+limit changes nothing.
+
+Windows are fixed and aligned to UTC: the minute for rates, the day for quotas and distinct
+keys, `probe_window_seconds` for probing. Rows carry the end of their window and are pruned
+after it.
+
+SECURITY: entity keys, fields and supplied values arrive only as pseudonyms (keyed hashes made
+by the caller); answers are stored so that a repeated claim gets the same answer without being
+counted again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.domain.policy import VerificationLimits
+from gateway.errors import DependencyError, RateLimited
+
+_DB_FILE = "ledger.sqlite3"
+_PRUNE_EVERY = 1000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    scope TEXT NOT NULL, window INTEGER NOT NULL, used INTEGER NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (scope, window)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    scope TEXT NOT NULL, window INTEGER NOT NULL, item TEXT NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (scope, window, item)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers (
+    scope TEXT NOT NULL, window INTEGER NOT NULL, fingerprint TEXT NOT NULL, answer TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (scope, window, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metering (
+    grant_id TEXT NOT NULL, service TEXT NOT NULL, purpose TEXT NOT NULL, day TEXT NOT NULL,
+    calls INTEGER NOT NULL, claims INTEGER NOT NULL, billable INTEGER NOT NULL,
+    PRIMARY KEY (grant_id, service, purpose, day)
+) WITHOUT ROWID;
+"""
+DAY = 86_400
+MINUTE = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimUse:
+    """One claim as the ledger sees it: pseudonyms only."""
+
+    fingerprint: str
+    """The whole question (service, key, every field and supplied value): equal means repeated."""
+    key: str
+    asks: tuple[str, ...]
+    """One pseudonym per field asked, with its supplied value or threshold."""
+    answer: str
+    """The answer to store if this claim is new (canonical JSON, no record value)."""
+    billable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A limit's state after this request, for the RateLimit response headers."""
+
+    name: str
+    limit: int
+    remaining: int
+    reset_seconds: int
+    window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    answers: tuple[str, ...]
+    """Per claim: the stored answer of a repeat, else the new one."""
+    repeats: int
+    windows: tuple[Window, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationRequest:
+    consumer: str
+    organisation: str
+    grant: str
+    service: str
+    purpose: str
+    limits: VerificationLimits
+    daily_quota: int
+    claims: Sequence[ClaimUse]
+
+
+def _window(now: float, seconds: int) -> tuple[int, float, int]:
+    """(window number, end time, seconds until it ends)."""
+    number = int(now // seconds)
+    end = float((number + 1) * seconds)
+    return number, end, max(1, math.ceil(end - now))
+
+
+class Ledger:
+    def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0) -> None:
+        self._path = path
+        self._timeout = busy_timeout_seconds
+        self._local = threading.local()
+        self._admissions = 0
+
+    @classmethod
+    def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> Ledger:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / _DB_FILE
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        ledger = cls(path, busy_timeout_seconds=busy_timeout_seconds)
+        conn = ledger._conn()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(_SCHEMA)
+        return ledger
+
+    def _conn(self) -> sqlite3.Connection:
+        """One connection per thread: sqlite3 connections are not shared across threads."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+        return conn
+
+    def admit_verification(self, request: VerificationRequest, *, now: float) -> Admission:
+        """Check every limit and count this request and its new claims, atomically.
+
+        Raises RateLimited (with Retry-After) naming the first limit that trips; then nothing
+        is counted. Repeated claims (same fingerprint in the probe window) get their stored
+        answer and are not counted again.
+        """
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise DependencyError("the ledger is unavailable; nothing was released") from exc
+        try:
+            admission = self._admit(conn, request, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._admissions += 1
+        if self._admissions % _PRUNE_EVERY == 0:
+            self.prune(now)
+        return admission
+
+    def _admit(self, conn: sqlite3.Connection, req: VerificationRequest, now: float) -> Admission:
+        limits = req.limits
+        minute, minute_end, minute_left = _window(now, MINUTE)
+        day, day_end, day_left = _window(now, DAY)
+        probe, probe_end, probe_left = _window(now, limits.probe_window_seconds)
+
+        # 1. Request rates, per consumer and per organisation.
+        consumer_rate = f"rate:consumer:{req.consumer}"
+        organisation_rate = f"rate:organisation:{req.organisation}"
+        consumer_used = self._used(conn, consumer_rate, minute)
+        if consumer_used + 1 > limits.consumer_per_minute:
+            message = f"at most {limits.consumer_per_minute} requests a minute per consumer"
+            raise RateLimited(message, retry_after_seconds=minute_left)
+        if self._used(conn, organisation_rate, minute) + 1 > limits.organisation_per_minute:
+            raise RateLimited(
+                f"at most {limits.organisation_per_minute} requests a minute per organisation",
+                retry_after_seconds=minute_left,
+            )
+
+        # 2. Repeats inside the probe window: same answer, not counted again.
+        answer_scope = f"answer:{req.consumer}:{req.service}"
+        answers: list[str] = []
+        fresh: list[ClaimUse] = []
+        known: dict[str, str] = {}
+        for claim in req.claims:
+            if claim.fingerprint not in known:
+                row = conn.execute(
+                    "SELECT answer FROM answers WHERE scope = ? AND window = ? AND fingerprint = ?",
+                    (answer_scope, probe, claim.fingerprint),
+                ).fetchone()
+                if row is None:
+                    fresh.append(claim)
+                known[claim.fingerprint] = str(row[0]) if row else claim.answer
+            answers.append(known[claim.fingerprint])
+
+        # 3. The grant's daily quota of claims.
+        quota_scope = f"quota:{req.grant}"
+        quota_used = self._used(conn, quota_scope, day)
+        if quota_used + len(fresh) > req.daily_quota:
+            raise RateLimited(
+                f"the grant's daily quota of {req.daily_quota} claims is used up", retry_after_seconds=day_left
+            )
+
+        # 4. Distinct entities per consumer and day.
+        keys_scope = f"keys:{req.consumer}"
+        new_keys = {c.key for c in fresh} - self._members(conn, keys_scope, day, {c.key for c in fresh})
+        keys_used = self._count_members(conn, keys_scope, day)
+        if keys_used + len(new_keys) > limits.distinct_keys_per_day:
+            raise RateLimited(
+                f"at most {limits.distinct_keys_per_day} different entities a day per consumer",
+                retry_after_seconds=day_left,
+            )
+
+        # 5. Probing: different questions about one entity in the probe window.
+        asks_by_key: dict[str, set[str]] = {}
+        for claim in fresh:
+            asks_by_key.setdefault(claim.key, set()).update(claim.asks)
+        for key, asks in asks_by_key.items():
+            scope = f"asks:{req.consumer}:{key}"
+            asked_before = self._members(conn, scope, probe, asks)
+            if self._count_members(conn, scope, probe) + len(asks - asked_before) > limits.probe_checks_per_key:
+                raise RateLimited(
+                    f"at most {limits.probe_checks_per_key} different questions about one entity "
+                    f"in {limits.probe_window_seconds} seconds",
+                    retry_after_seconds=probe_left,
+                )
+
+        # 6. Everything holds: count it all.
+        self._add(conn, consumer_rate, minute, 1, minute_end)
+        self._add(conn, organisation_rate, minute, 1, minute_end)
+        self._add(conn, quota_scope, day, len(fresh), day_end)
+        conn.executemany(
+            "INSERT OR IGNORE INTO members VALUES (?, ?, ?, ?)", [(keys_scope, day, k, day_end) for k in new_keys]
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO members VALUES (?, ?, ?, ?)",
+            [(f"asks:{req.consumer}:{k}", probe, a, probe_end) for k, asks in asks_by_key.items() for a in asks],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?)",
+            [(answer_scope, probe, c.fingerprint, c.answer, probe_end) for c in fresh],
+        )
+        today = datetime.fromtimestamp(now, UTC).date().isoformat()
+        conn.execute(
+            "INSERT INTO metering VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (grant_id, service, purpose, day) "
+            "DO UPDATE SET calls = calls + 1, claims = claims + excluded.claims, "
+            "billable = billable + excluded.billable",
+            (req.grant, req.service, req.purpose, today, len(fresh), sum(c.billable for c in fresh)),
+        )
+        consumer_left = limits.consumer_per_minute - consumer_used - 1
+        windows = (
+            Window("consumer", limits.consumer_per_minute, consumer_left, minute_left, MINUTE),
+            Window("quota", req.daily_quota, req.daily_quota - quota_used - len(fresh), day_left, DAY),
+        )
+        return Admission(tuple(answers), len(req.claims) - len(fresh), windows)
+
+    @staticmethod
+    def _used(conn: sqlite3.Connection, scope: str, window: int) -> int:
+        row = conn.execute("SELECT used FROM counters WHERE scope = ? AND window = ?", (scope, window)).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _add(conn: sqlite3.Connection, scope: str, window: int, amount: int, until: float) -> None:
+        conn.execute(
+            "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT (scope, window) DO UPDATE SET used = used + ?",
+            (scope, window, amount, until, amount),
+        )
+
+    @staticmethod
+    def _members(conn: sqlite3.Connection, scope: str, window: int, items: set[str]) -> set[str]:
+        if not items:
+            return set()
+        marks = ", ".join("?" for _ in items)
+        # SECURITY: only placeholders are formatted in; every value is bound.
+        sql = f"SELECT item FROM members WHERE scope = ? AND window = ? AND item IN ({marks})"  # noqa: S608
+        return {r[0] for r in conn.execute(sql, (scope, window, *items))}
+
+    @staticmethod
+    def _count_members(conn: sqlite3.Connection, scope: str, window: int) -> int:
+        row = conn.execute("SELECT COUNT(*) FROM members WHERE scope = ? AND window = ?", (scope, window)).fetchone()
+        return int(row[0])
+
+    def usage(self, grant: str) -> list[tuple[str, str, str, int, int, int]]:
+        """Metering rows of a grant: (service, purpose, day, calls, claims, billable claims)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT service, purpose, day, calls, claims, billable FROM metering "
+                "WHERE grant_id = ? ORDER BY day, service",
+                (grant,),
+            )
+            .fetchall()
+        )
+        return [(str(a), str(b), str(c), int(d), int(e), int(f)) for a, b, c, d, e, f in rows]
+
+    def prune(self, now: float) -> None:
+        """Drop rows whose window ended; metering is kept."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("counters", "members", "answers"):
+                conn.execute(f"DELETE FROM {table} WHERE until < ?", (now,))  # noqa: S608 - fixed table names
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
