@@ -22,7 +22,7 @@ from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
-from gateway.services import audit_trail, authentication, doctor, receipts, registration
+from gateway.services import audit_trail, authentication, doctor, policy_check, receipts, registration
 from gateway.services import demo_setup as demo_service
 from gateway.settings import Settings, load_settings
 from gateway.signing import KeyRing
@@ -33,9 +33,11 @@ clients_app = typer.Typer(help="Client accounts for OAuth2 client credentials.",
 demo_app = typer.Typer(help="The demo data domain.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Receipts: check them offline.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log: verify, export, checkpoint, witness.", no_args_is_help=True)
+policy_app = typer.Typer(help="The policy bundle: check it.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
 app.add_typer(clients_app, name="clients")
 app.add_typer(demo_app, name="demo")
 
@@ -411,6 +413,25 @@ def audit_witness(
     store.write_text(report.checkpoint + "\n")
     start = f"extends the kept checkpoint of {report.previous.size} leaves" if report.previous else "first seen"
     typer.echo(f"checkpoint of {report.latest.size} leaves at {report.latest.time}: {start}; kept in {store}")
+
+
+@policy_app.command("check")
+def policy_check_command(
+    directory: Annotated[Path, typer.Argument(help="The bundle's directory.")],
+    config: ConfigOption = None,
+) -> None:
+    """Validate a bundle completely, against itself and the catalogue; print every error with file and line."""
+    settings = _settings(config)
+    bundle, errors = policy_check.check(directory, CatalogStore(settings.data_path))
+    for error in errors:
+        console.print(f"[red]{error}[/red]", highlight=False)
+    if bundle is None:
+        _fail(f"the bundle in {directory} has {len(errors)} error(s)")
+        return
+    typer.echo(
+        f"bundle {bundle.version}: {len(bundle.verification_services)} verification service(s), "
+        f"{len(bundle.grants)} grant(s), {len(bundle.consumers)} consumer(s)"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,6 +87,13 @@ class Conflict(ClientError):
     title = "Conflict"
 
 
+class ServiceUnavailable(Conflict):
+    """The service is approved but cannot be served now (its data is not registered, say)."""
+
+    type_slug = "service-unavailable"
+    title = "Service unavailable"
+
+
 class BudgetExhausted(Conflict):
     type_slug = "budget-exhausted"
     title = "Privacy budget exhausted"

@@ -9,6 +9,7 @@ bundle or every error found.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,16 +147,30 @@ def _load(directory: Path) -> tuple[PolicyBundle | None, list[Located], _Sources
 
 
 class PolicyHolder:
-    """The bundle in force. A request reads `current` once and uses that object throughout, so
-    a swap (one reference assignment) is atomic: no request ever sees half of two bundles."""
+    """The bundle in force. A request reads `state` once and uses that object throughout, so a
+    swap (one reference assignment) is atomic: no request ever sees half of two bundles.
 
-    def __init__(self, bundle: PolicyBundle) -> None:
-        self._bundle = bundle
+    `unavailable` names services that the catalogue cannot serve right now (a dataset cancelled
+    after the bundle was approved, say), with the reason; they are refused, the rest served.
+    """
+
+    def __init__(self, bundle: PolicyBundle, unavailable: Mapping[str, str] | None = None) -> None:
+        self._state = PolicyState(bundle, dict(unavailable or {}))
+
+    @property
+    def state(self) -> PolicyState:
+        return self._state
 
     @property
     def current(self) -> PolicyBundle:
-        return self._bundle
+        return self._state.bundle
 
-    def swap(self, bundle: PolicyBundle) -> PolicyBundle:
-        previous, self._bundle = self._bundle, bundle
-        return previous
+    def swap(self, bundle: PolicyBundle, unavailable: Mapping[str, str] | None = None) -> PolicyBundle:
+        previous, self._state = self._state, PolicyState(bundle, dict(unavailable or {}))
+        return previous.bundle
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    bundle: PolicyBundle
+    unavailable: dict[str, str]

@@ -66,6 +66,7 @@ def event_for(scope: Scope, status: int, *, reason: str | None = None) -> AuditE
         dataset_version=state.get("audit_dataset_version"),
         decision=Decision.for_status(status),
         reason=reason or state.get("problem"),
+        subjects=tuple(state.get("audit_subjects", ())),
         status=status,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -170,3 +171,42 @@ class ConsistencyProofResponse(_Response):
 class AuditPageResponse(_Response):
     leaves: list[AuditLeaf]
     next_after: int | None = Field(description="Pass as `after` for the next page; null on the last.")
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: dict[str, Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=3, description="Every key column of the service, in full: exact match only."
+    )
+    checks: dict[str, Annotated[str, Field(max_length=200)] | bool | int] = Field(
+        min_length=1,
+        max_length=16,
+        description="Field -> the value to compare (equals), true (fixed condition) or a threshold from its list.",
+    )
+    consent_ref: str | None = Field(None, max_length=128, description="Reference of the person's authorization.")
+
+
+class VerifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
+    claims: list[ClaimRequest] = Field(min_length=1, max_length=1000)
+
+
+class ReleasedResponse(_Response):
+    """A signed result: the result document, and `receipt`, a JWS over exactly that document."""
+
+    iss: str
+    iat: int
+    request_id: str
+    consumer: str
+    service: str
+    dataset: str | None
+    dataset_version: str | None
+    policy_version: str | None
+    request_digest: str
+    result: dict[str, Any]
+    privacy_spent: dict[str, float] | None
+    audit_seq: int
+    receipt: str

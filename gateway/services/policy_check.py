@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from gateway.catalog import CatalogStore
 from gateway.domain.policy import PolicyBundle, check_against_catalog, check_references
 from gateway.errors import PolicyInvalid
-from gateway.policy import Located, locate_issues, read_bundle
+from gateway.policy import Located, PolicyHolder, locate_issues, read_bundle
+
+log = logging.getLogger("veilgate.policy")
 
 
 def check(policy_dir: Path, catalog: CatalogStore) -> tuple[PolicyBundle | None, list[Located]]:
@@ -20,8 +23,20 @@ def check(policy_dir: Path, catalog: CatalogStore) -> tuple[PolicyBundle | None,
     return (None, locate_issues(policy_dir, issues)) if issues else (bundle, [])
 
 
-def load_checked(policy_dir: Path, catalog: CatalogStore) -> PolicyBundle:
-    bundle, errors = check(policy_dir, catalog)
+def load_for_serving(policy_dir: Path, catalog: CatalogStore) -> PolicyHolder:
+    """The bundle to serve: it must be whole and self-consistent, or nothing starts. Services
+    whose data the catalogue cannot serve now are marked unavailable, with the reason, and the
+    rest are served (deregistering a dataset must not stop the gateway)."""
+    bundle, errors = read_bundle(policy_dir)
     if bundle is None:
         raise PolicyInvalid(errors)
-    return bundle
+    references = check_references(bundle)
+    if references:
+        raise PolicyInvalid(locate_issues(policy_dir, references))
+    entries = {r.entry.dataset: r.entry for r in catalog.records() if r.is_served}
+    unavailable: dict[str, str] = {}
+    for issue in check_against_catalog(bundle, entries):
+        service = str(issue.path[1])
+        unavailable.setdefault(service, issue.message)
+        log.warning("policy: service %s is unavailable: %s", service, issue.message)
+    return PolicyHolder(bundle, unavailable)

@@ -35,13 +35,14 @@ def release(
     result: Json,
     dataset: str | None = None,
     dataset_version: str | None = None,
+    policy_version: str | None = None,
     privacy_spent: PrivacySpent | None = None,
     cost: Cost | None = None,
-    subjects: Iterable[tuple[str, str]] = (),
+    subjects: Iterable[str] = (),
 ) -> Release:
     """Append the allowed request's leaf (durably), then sign the result document naming it.
 
-    `subjects` are (kind, key) pairs of the entities asked about; only their pseudonyms are logged.
+    `subjects` are the entities asked about, already as pseudonyms (`AuditLog.pseudonym`).
     """
     if event.principal is None:
         raise ValueError("a result is released only to an authenticated principal")
@@ -55,7 +56,7 @@ def release(
             "status": 200,
             "cost": cost,
             "result_digest": digest(result),
-            "subjects": tuple(rt.audit.pseudonym(kind, key) for kind, key in subjects),
+            "subjects": tuple(subjects),
         }
     )
     seq = rt.audit.append_now(logged)
@@ -67,7 +68,7 @@ def release(
         service=service,
         dataset=dataset,
         dataset_version=dataset_version,
-        policy_version=None,
+        policy_version=policy_version,
         request_digest=digest(request),
         result=result,
         privacy_spent=privacy_spent,

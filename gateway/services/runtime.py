@@ -8,6 +8,9 @@ from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.engine import Domain
+from gateway.ledger import Ledger
+from gateway.policy import PolicyHolder
+from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
 
@@ -21,18 +24,23 @@ class Runtime:
     token_keys: KeyRing
     receipt_keys: KeyRing
     audit: AuditLog
+    ledger: Ledger
+    policy: PolicyHolder
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        """Open every leaf; fails with a ConfigurationError that says what to fix."""
+        """Open every leaf; fails with an error that says what to fix (a bad policy bundle too)."""
+        catalog = CatalogStore(settings.data_path)
         return cls(
             settings=settings,
-            catalog=CatalogStore(settings.data_path),
+            catalog=catalog,
             domain=Domain(settings.data_path, threads=settings.engine_threads),
             clients=ClientStore(settings.clients_file),
             token_keys=KeyRing.load(settings.token_keys_dir),
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=AuditLog.open(settings.audit_dir),
+            ledger=Ledger.open(settings.state_dir / "ledger"),
+            policy=policy_check.load_for_serving(settings.policy_dir, catalog),
         )
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ def _with_result_route(app: FastAPI) -> FastAPI:
             result={"answer": "match", "items": [1, 2.5, "三"]},
             dataset="enterprise_registry",
             dataset_version="v" * 32,
-            subjects=[("enterprise", ENTERPRISE_KEY)],
+            subjects=[rt.audit.pseudonym("enterprise", ENTERPRISE_KEY)],
         )
         return released_body(request, released)
 

@@ -1,0 +1,54 @@
+"""Verification routes for business systems: one claim or a batch, answered per field, signed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from gateway.api.auditing import allowed_event, note, released_body
+from gateway.api.deps import principal, runtime
+from gateway.api.schemas import ReleasedResponse, VerifyRequest
+from gateway.domain.principal import Principal
+from gateway.ledger import Window
+from gateway.services import verification
+from gateway.services.runtime import Runtime
+
+router = APIRouter(tags=["verification"])
+
+
+def rate_limit_headers(windows: tuple[Window, ...]) -> dict[str, str]:
+    """IETF HTTPAPI rate-limit fields: the policies, and what is left of each."""
+    return {
+        "RateLimit-Policy": ", ".join(f'"{w.name}";q={w.limit};w={w.window_seconds}' for w in windows),
+        "RateLimit": ", ".join(f'"{w.name}";r={max(0, w.remaining)};t={w.reset_seconds}' for w in windows),
+    }
+
+
+@router.post("/v1/verify/{service}", response_model=ReleasedResponse)
+def verify(
+    request: Request,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(principal)],
+    service: str,
+    body: VerifyRequest,
+) -> JSONResponse:
+    """Answer each claim with match, no_match (or not_found, where the service says so) per field.
+
+    Invalid claims get an error naming their index and field; the others are still answered.
+    A tripped limit (429, Retry-After) refuses the whole request and counts nothing.
+    """
+    note(request, service=service)
+    audit_note = verification.AuditNote()
+    call = verification.VerifyCall(
+        service=service,
+        purpose=body.purpose,
+        claims=[verification.Claim(c.keys, c.checks, c.consent_ref) for c in body.claims],
+        body=body.model_dump(mode="json"),
+    )
+    try:
+        done = verification.verify(rt, who, allowed_event(request), call, audit_note)
+    finally:
+        request.state.audit_subjects = tuple(audit_note.subjects)
+    return JSONResponse(released_body(request, done.released), headers=rate_limit_headers(done.admission.windows))

@@ -1,0 +1,238 @@
+"""Verification (核验): per claim and per field, match or no match about one entity.
+
+1. authorize: a grant of this consumer covers the service and the stated purpose, now;
+2. validate and normalise each claim; an invalid claim gets an error naming its index and
+   field, and the valid claims of the batch are still answered;
+3. look the keys up (exact match only) and compute each answer in the domain;
+4. admit in the ledger: rates, the grant's quota, distinct keys, probing; a repeated claim
+   gets its stored answer and is not counted; a tripped limit refuses the whole request;
+5. release: audit (keys as pseudonyms), sign, respond.
+
+SECURITY: an answer holds booleans and a result word, never a record value. Match, non-match
+and (by default) unknown key have one shape. No error depends on the record: every check that
+can fail on input (formats, fields, thresholds) runs before the lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.domain.catalog import CatalogEntry
+from gateway.domain.identifiers import KEY_FORMATS, normalize_key
+from gateway.domain.policy import CheckKind, FieldCheck, UnknownKey, VerificationService, authorize
+from gateway.domain.principal import Principal
+from gateway.domain.trail import AuditEvent, Cost, Json, canonical
+from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.ledger import Admission, ClaimUse, VerificationRequest
+from gateway.services.release import Release, release
+from gateway.services.runtime import Runtime
+
+ENTITY_KINDS = {"uscc": "enterprise", "resident_id": "person"}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    keys: Mapping[str, str]
+    checks: Mapping[str, Any]
+    consent_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyCall:
+    service: str
+    purpose: str
+    claims: list[Claim]
+    body: Json
+    """The request as sent, whose digest the receipt carries."""
+
+
+@dataclass(slots=True)
+class AuditNote:
+    """What the route records even when the request is refused: the pseudonyms asked about."""
+
+    subjects: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    released: Release
+    admission: Admission
+
+
+class _Invalid(Exception):
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Valid:
+    index: int
+    keys: dict[str, str]
+    checks: dict[str, Any]
+    kind: str
+
+
+def normalize_text(value: str) -> str:
+    """Full-width to half-width (NFKC), no surrounding spaces, inner spaces collapsed, case folded."""
+    return " ".join(unicodedata.normalize("NFKC", value).split()).casefold()
+
+
+def _validate(service: VerificationService, entry: CatalogEntry, claim: Claim, index: int) -> _Valid:
+    if set(claim.keys) != set(service.keys):
+        missing = sorted(set(service.keys) - set(claim.keys))
+        name = f"keys.{missing[0]}" if missing else f"keys.{sorted(set(claim.keys) - set(service.keys))[0]}"
+        raise _Invalid(name, f"give exactly the keys {', '.join(service.keys)}")
+    keys: dict[str, str] = {}
+    kind = "entity"
+    for key_name in service.keys:
+        value = normalize_key(claim.keys[key_name])
+        key_format = entry.column(key_name).key_format
+        if key_format is not None:
+            if not KEY_FORMATS[key_format](value):
+                raise _Invalid(f"keys.{key_name}", f"not a valid {key_format} (check character or length)")
+            kind = ENTITY_KINDS[key_format]
+        elif not 0 < len(value) <= 64:
+            raise _Invalid(f"keys.{key_name}", "give the full key (1 to 64 characters)")
+        keys[key_name] = value
+    if not claim.checks:
+        raise _Invalid("checks", "ask at least one field")
+    checks: dict[str, Any] = {}
+    for name, value in claim.checks.items():
+        spec = service.fields.get(name)
+        if spec is None:
+            raise _Invalid(f"checks.{name}", f"not a field of this service ({', '.join(service.fields)})")
+        checks[name] = _check_value(spec, name, value)
+    if service.consent_required and not (claim.consent_ref or "").strip():
+        raise _Invalid("consent_ref", "this service needs the reference of the person's authorization")
+    return _Valid(index, keys, checks, kind)
+
+
+def _check_value(spec: FieldCheck, name: str, value: Any) -> Any:
+    if spec.check is CheckKind.EQUALS:
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise _Invalid(f"checks.{name}", "give the value to compare, as text of 1 to 200 characters")
+        return normalize_text(value)
+    if spec.check is CheckKind.FIXED:
+        if value is not True:
+            raise _Invalid(f"checks.{name}", "a fixed condition is asked with true")
+        return True
+    if isinstance(value, bool) or not isinstance(value, int) or value not in spec.thresholds:
+        allowed = ", ".join(str(t) for t in spec.thresholds)
+        raise _Invalid(f"checks.{name}", f"choose a threshold from {allowed}")
+    return value
+
+
+def _matches(spec: FieldCheck, asked: Any, actual: Any) -> bool:
+    if actual is None:
+        return False
+    if spec.check is CheckKind.EQUALS:
+        return isinstance(actual, str) and normalize_text(actual) == asked
+    if spec.check is CheckKind.FIXED:
+        return bool(actual == spec.value)
+    if spec.check is CheckKind.AT_LEAST:
+        return bool(actual >= asked)
+    return bool(actual <= asked)
+
+
+def _answer(rt: Runtime, service: VerificationService, version: str, claim: _Valid) -> tuple[Json, bool]:
+    """The answer (no record value in it) and whether the key is known."""
+    first, *others = service.keys
+    wanted = [*others, *(service.fields[f].column for f in claim.checks)]
+    if service.latest_by is not None:
+        wanted.append(service.latest_by)
+    rows = rt.domain.find(service.dataset, version, first, claim.keys[first], wanted)
+    rows = [r for r in rows if all(r[i] == claim.keys[k] for i, k in enumerate(others))]
+    if not rows:
+        result = "not_found" if service.unknown_key is UnknownKey.NOT_FOUND else "no_match"
+        return {"result": result, "fields": dict.fromkeys(claim.checks, False)}, False
+    row = max(rows, key=lambda r: r[-1]) if service.latest_by is not None else rows[0]
+    offset = len(others)
+    fields = {
+        name: _matches(service.fields[name], asked, row[offset + i])
+        for i, (name, asked) in enumerate(claim.checks.items())
+    }
+    return {"result": "match" if all(fields.values()) else "no_match", "fields": fields}, True
+
+
+def _text(value: Any) -> str:
+    return canonical(value).decode()
+
+
+def verify(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote) -> Verified:
+    now = time.time()
+    service_name, purpose = call.service, call.purpose
+    # 1. Authorize against the bundle in force (read once: a swap cannot split this request).
+    policy = rt.policy.state
+    bundle = policy.bundle
+    grant_id, grant = authorize(bundle, principal, service_name, purpose, datetime.fromtimestamp(now, UTC))
+    if service_name in policy.unavailable:
+        raise ServiceUnavailable(f"service {service_name!r} is unavailable: {policy.unavailable[service_name]}")
+    service = bundle.verification_services[service_name]
+    if len(call.claims) > service.max_batch:
+        raise InvalidRequest(f"claims: at most {service.max_batch} claims per request for this service")
+    record = rt.catalog.get(service.dataset)
+    # 2. Validate every claim before any data is read.
+    answers: list[Json | None] = []
+    valid: list[_Valid] = []
+    for index, claim in enumerate(call.claims):
+        try:
+            valid.append(_validate(service, record.entry, claim, index))
+            answers.append(None)
+        except _Invalid as bad:
+            answers.append({"claim": index, "result": "invalid", "error": {"field": bad.field, "message": bad.message}})
+    # 3. Look up and answer in the domain; pseudonyms only from here on.
+    uses: list[ClaimUse] = []
+    for checked in valid:
+        answer, known = _answer(rt, service, record.version, checked)
+        key = rt.audit.pseudonym(checked.kind, "|".join(checked.keys[k] for k in service.keys))
+        note.subjects.append(key)
+        asked = sorted(checked.checks.items())
+        asks = tuple(rt.audit.pseudonym("ask", _text([service_name, key, name, value])) for name, value in asked)
+        fingerprint = rt.audit.pseudonym("claim", _text([service_name, key, asked]))
+        billable = known or service.bill_unknown_keys
+        uses.append(ClaimUse(fingerprint, key, asks, _text(answer), billable))
+    # 4. Admit: every limit checked and counted atomically; repeats get their stored answers.
+    member = bundle.consumers.get(principal.client_id)
+    organisation = member.organisation if member is not None else principal.organisation
+    admission = rt.ledger.admit_verification(
+        VerificationRequest(
+            consumer=principal.client_id,
+            organisation=organisation,
+            grant=grant_id,
+            service=service_name,
+            purpose=purpose,
+            limits=service.limits,
+            daily_quota=grant.quotas.daily_claims,
+            claims=uses,
+        ),
+        now=now,
+    )
+    for checked, stored in zip(valid, admission.answers, strict=True):
+        answers[checked.index] = {
+            "claim": checked.index,
+            **json.loads(stored),
+            "transaction_id": f"{event.request_id}-{checked.index}",
+        }
+    # 5. Release: the leaf (with pseudonyms) first, then the receipt that names it.
+    counted = len(valid) - admission.repeats
+    released = release(
+        rt,
+        event,
+        service=service_name,
+        request=call.body,
+        result={"purpose": purpose, "grant": grant_id, "answers": answers},
+        dataset=service.dataset,
+        dataset_version=record.version,
+        policy_version=bundle.version,
+        cost=Cost(quota_units=counted),
+        subjects=note.subjects,
+    )
+    return Verified(released, admission)
