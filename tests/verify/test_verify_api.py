@@ -1,0 +1,261 @@
+"""POST /v1/verify/{service}: exact answers, one shape, signed, limited, and nothing of the record."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.audit import AuditLog, LeafFilter
+from gateway.services.receipts import verify_receipt
+from tests.conftest import CANARY
+from tests.verify.conftest import Gateway, enterprises, valid_unknown_code
+
+
+def _full_width(text: str) -> str:
+    """ASCII letters and digits as their full-width forms (U+FF01...), which NFKC folds back."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def test_a_true_claim_matches_every_field(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    e = enterprises(gw.installation)[3]
+    checks = {"name": e["name"], "legal_representative": e["legal_representative"], "active": True}
+    response = gw.verify([{"keys": {"credit_code": e["credit_code"]}, "checks": checks}])
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["result"]["answers"]
+    expected_active = e["status"] == "active"
+    assert answer["fields"] == {"name": True, "legal_representative": True, "active": expected_active}
+    assert answer["result"] == ("match" if expected_active else "no_match")
+    assert set(answer) == {"claim", "result", "fields", "transaction_id"}
+
+
+def test_capital_tiers_follow_the_record(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(
+        lambda b: b["verification_services"]["enterprise-registration"]["limits"].update(probe_checks_per_key=10)
+    )
+    for e in enterprises(gw.installation, 5):
+        for tier in (1_000_000, 5_000_000, 10_000_000, 50_000_000):
+            claim = {"keys": {"credit_code": e["credit_code"]}, "checks": {"registered_capital_at_least": tier}}
+            (answer,) = gw.verify([claim]).json()["result"]["answers"]
+            assert answer["fields"]["registered_capital_at_least"] is (e["registered_capital"] >= tier)
+
+
+def test_inputs_are_normalised_but_matching_is_exact(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(
+        lambda b: b["verification_services"]["enterprise-registration"]["limits"].update(probe_checks_per_key=20)
+    )
+    e = enterprises(gw.installation)[0]
+    code, name = e["credit_code"], e["name"]
+    cases: list[tuple[str, str, bool]] = [
+        (code, name, True),
+        (f"  {code.lower()} ", f"  {name}  ", True),  # spaces and the case of check characters
+        (_full_width(code), unicodedata.normalize("NFKC", name), True),  # full-width forms
+        (code, name[:-1], False),  # a prefix is not a match
+        (code, name + "X", False),
+        (code, "%", False),  # no pattern matching
+        (code, name.replace(name[0], "_", 1), False),
+    ]
+    for key, supplied, expected in cases:
+        (answer,) = gw.verify([{"keys": {"credit_code": key}, "checks": {"name": supplied}}]).json()["result"][
+            "answers"
+        ]
+        assert answer["fields"]["name"] is expected, (key, supplied)
+
+
+def test_a_batch_mixing_valid_invalid_and_unknown_keys(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    known = enterprises(gw.installation)[1]
+    unknown = valid_unknown_code(gw.installation)
+    claims: list[dict[str, Any]] = [
+        {
+            "keys": {"credit_code": known["credit_code"]},
+            "checks": {"legal_representative": known["legal_representative"]},
+        },
+        {"keys": {"credit_code": known["credit_code"][:-1] + "?"}, "checks": {"active": True}},
+        {"keys": {"credit_code": unknown}, "checks": {"legal_representative": known["legal_representative"]}},
+        {"keys": {"credit_code": known["credit_code"]}, "checks": {"colour": "red"}},
+        {"keys": {"credit_code": known["credit_code"]}, "checks": {"registered_capital_at_least": 3}},
+        {"keys": {"person_id": "1"}, "checks": {"active": True}},
+        {"keys": {"credit_code": known["credit_code"]}, "checks": {"active": False}},
+    ]
+    answers = gw.verify(claims).json()["result"]["answers"]
+    assert [a["claim"] for a in answers] == list(range(len(claims)))
+    assert answers[0]["result"] == "match"
+    assert answers[2]["result"] == "no_match"  # unknown answers like a non-match by default
+    assert set(answers[2]) == set(answers[0]) and answers[2]["fields"] == {"legal_representative": False}
+    invalid = {i: a["error"]["field"] for i, a in enumerate(answers) if a["result"] == "invalid"}
+    assert invalid == {
+        1: "keys.credit_code",
+        3: "checks.colour",
+        4: "checks.registered_capital_at_least",
+        5: "keys.credit_code",
+        6: "checks.active",
+    }
+
+
+def test_not_found_only_where_the_policy_says_so(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(lambda b: b["verification_services"]["enterprise-registration"].update(unknown_key="not_found"))
+    claim = {"keys": {"credit_code": valid_unknown_code(gw.installation)}, "checks": {"active": True}}
+    (answer,) = gw.verify([claim]).json()["result"]["answers"]
+    assert answer["result"] == "not_found" and answer["fields"] == {"active": False}
+
+
+def test_the_receipt_signs_the_whole_response(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    e = enterprises(gw.installation)[2]
+    body = gw.verify([{"keys": {"credit_code": e["credit_code"]}, "checks": {"active": True}}]).json()
+    receipt = body.pop("receipt")
+    document = verify_receipt(receipt, gw.client.get("/.well-known/jwks.json").json())
+    assert document.model_dump(mode="json") == body
+    assert document.service == "enterprise-registration" and document.dataset == "enterprise_registry"
+    assert document.policy_version == gw.client.app.state.runtime.policy.current.version  # type: ignore[attr-defined]
+    assert document.result["grant"] == "bank-sme-credit-2026" and document.result["purpose"] == "credit_assessment"
+
+
+def test_nothing_of_the_record_or_the_input_comes_back(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(
+        lambda b: b["verification_services"]["enterprise-registration"]["limits"].update(probe_checks_per_key=20)
+    )
+    rows = enterprises(gw.installation, 200)
+    planted = next(e for e in rows if CANARY in e["name"] or CANARY in e["legal_representative"])
+    texts: list[str] = []
+    for supplied in (planted["name"], planted["legal_representative"], CANARY, "nobody"):
+        for field in ("name", "legal_representative"):
+            response = gw.verify([{"keys": {"credit_code": planted["credit_code"]}, "checks": {field: supplied}}])
+            texts.append(response.text)
+            texts.extend(f"{k}: {v}" for k, v in response.headers.items())
+    assert not [t for t in texts if CANARY in t]
+    assert not [t for t in texts if planted["credit_code"] in t]  # the key comes back neither
+    log = AuditLog.open(gw.installation.settings.audit_dir)
+    try:
+        leaves = log.find(LeafFilter(service="enterprise-registration"), limit=1000)
+    finally:
+        log.close()
+    dumped = json.dumps([leaf.model_dump(mode="json") for leaf in leaves])
+    assert leaves and CANARY not in dumped and planted["credit_code"] not in dumped
+    assert all(leaf.subjects and leaf.subjects[0].startswith("enterprise:") for leaf in leaves)
+
+
+def test_policy_refusals(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    claim = [{"keys": {"credit_code": enterprises(gw.installation)[0]["credit_code"]}, "checks": {"active": True}}]
+    assert gw.verify(claim, purpose="public_research").status_code == 403
+    assert gw.verify(claim, service="no-such-service").status_code == 404
+    researcher = gateway_for(who="demo-researcher")
+    assert researcher.verify(claim).status_code == 403
+    assert (
+        gw.client.post(
+            "/v1/verify/enterprise-registration", json={"purpose": "credit_assessment", "claims": claim}
+        ).status_code
+        == 401
+    )
+    too_many = gw.verify(claim * 51)
+    assert too_many.status_code == 422 and "at most 50 claims" in too_many.json()["detail"]
+    extra = gw.client.post(
+        "/v1/verify/enterprise-registration",
+        json={"purpose": "credit_assessment", "claims": claim, "debug": True},
+        headers=gw.headers,
+    )
+    assert extra.status_code == 422
+
+
+def test_an_expired_or_revoked_grant_is_refused_on_the_next_request(gateway_for: Callable[..., Gateway]) -> None:
+    def expired(bundle: dict[str, Any]) -> None:
+        bundle["grants"]["bank-sme-credit-2026"].update(
+            not_before="2020-01-01T00:00:00Z", expires="2021-01-01T00:00:00Z"
+        )
+
+    gw = gateway_for(expired)
+    claim = [{"keys": {"credit_code": enterprises(gw.installation)[0]["credit_code"]}, "checks": {"active": True}}]
+    refused = gw.verify(claim)
+    assert refused.status_code == 403 and "expired" in refused.json()["detail"]
+    gw = gateway_for(lambda b: b["grants"].clear())
+    assert gw.verify(claim).status_code == 403
+
+
+def test_a_service_over_important_data_is_not_served(gateway_for: Callable[..., Gateway]) -> None:
+    def person_service(bundle: dict[str, Any]) -> None:
+        bundle["verification_services"]["insured"] = {
+            "title": "Insured person",
+            "dataset": "social_insurance",
+            "keys": ["employer_code"],
+            "latest_by": "month",
+            "fields": {"paid": {"column": "paid", "check": "fixed", "value": True}},
+        }
+        bundle["grants"]["bank-sme-credit-2026"]["services"].append("insured")
+
+    gw = gateway_for(person_service)
+    refused = gw.verify(
+        [{"keys": {"employer_code": "91110000MA00000008"}, "checks": {"paid": True}}], service="insured"
+    )
+    assert refused.status_code == 409
+    assert "important data is served only through DP aggregates" in refused.json()["detail"]
+
+
+def test_rate_limit_headers_count_down(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    e = enterprises(gw.installation)[0]
+    first = gw.verify([{"keys": {"credit_code": e["credit_code"]}, "checks": {"active": True}}])
+    second = gw.verify([{"keys": {"credit_code": e["credit_code"]}, "checks": {"name": "x"}}])
+    assert first.headers["RateLimit-Policy"] == '"consumer";q=600;w=60, "quota";q=20000;w=86400'
+    remaining = [int(r.headers["RateLimit"].split(";r=")[1].split(";")[0]) for r in (first, second)]
+    assert remaining[1] == remaining[0] - 1
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_the_probe_limit_trips_exactly_and_repeats_do_not_count(
+    gateway_for: Callable[..., Gateway], limit: int
+) -> None:
+    gw = gateway_for(
+        lambda b: b["verification_services"]["enterprise-registration"]["limits"].update(probe_checks_per_key=limit)
+    )
+    code = enterprises(gw.installation)[0]["credit_code"]
+    guesses = [f"guess {i}" for i in range(limit + 1)]
+    for guess in guesses[:limit]:
+        assert gw.verify([{"keys": {"credit_code": code}, "checks": {"name": guess}}]).status_code == 200
+        again = gw.verify([{"keys": {"credit_code": code}, "checks": {"name": guess}}])  # a repeat: free
+        assert again.status_code == 200
+    refused = gw.verify([{"keys": {"credit_code": code}, "checks": {"name": guesses[limit]}}])
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    assert "different questions about one entity" in refused.json()["detail"]
+    other = enterprises(gw.installation)[1]["credit_code"]
+    assert gw.verify([{"keys": {"credit_code": other}, "checks": {"name": "x"}}]).status_code == 200
+
+
+def test_the_daily_quota_trips_exactly(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(lambda b: b["grants"]["bank-sme-credit-2026"].update(quotas={"daily_claims": 5}))
+    rows = enterprises(gw.installation, 10)
+    claims = [{"keys": {"credit_code": e["credit_code"]}, "checks": {"active": True}} for e in rows]
+    assert gw.verify(claims[:3]).status_code == 200
+    assert gw.verify(claims[3:6]).status_code == 429  # 3 + 3 > 5: the whole request is refused
+    assert gw.verify(claims[3:5]).status_code == 200  # exactly 5
+    assert gw.verify(claims[:3]).status_code == 200  # repeats are free
+    refused = gw.verify(claims[5:6])
+    assert refused.status_code == 429 and "daily quota of 5 claims" in refused.json()["detail"]
+
+
+def test_the_distinct_key_cap_trips_exactly(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(
+        lambda b: b["verification_services"]["enterprise-registration"]["limits"].update(distinct_keys_per_day=4)
+    )
+    rows = enterprises(gw.installation, 6)
+    for e in rows[:4]:
+        assert gw.verify([{"keys": {"credit_code": e["credit_code"]}, "checks": {"active": True}}]).status_code == 200
+    assert gw.verify([{"keys": {"credit_code": rows[0]["credit_code"]}, "checks": {"name": "n"}}]).status_code == 200
+    refused = gw.verify([{"keys": {"credit_code": rows[4]["credit_code"]}, "checks": {"active": True}}])
+    assert refused.status_code == 429 and "different entities a day" in refused.json()["detail"]
+
+
+def test_the_request_rate_trips_exactly(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(
+        lambda b: b["verification_services"]["enterprise-registration"]["limits"].update(consumer_per_minute=3)
+    )
+    code = enterprises(gw.installation)[0]["credit_code"]
+    statuses = [gw.verify([{"keys": {"credit_code": code}, "checks": {"active": True}}]).status_code for _ in range(5)]
+    # A refusal near the end of a minute window may fall into the next one; allow for that edge.
+    assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
