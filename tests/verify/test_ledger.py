@@ -1,0 +1,147 @@
+"""The ledger: each limit trips exactly at its value, resets with its window, refuses without
+counting, and holds with several processes admitting at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from gateway.domain.policy import VerificationLimits
+from gateway.errors import RateLimited
+from gateway.ledger import DAY, ClaimUse, Ledger, VerificationRequest
+
+NOON = 1_795_000_000.0 - (1_795_000_000.0 % DAY) + DAY / 2  # a UTC noon, far from window edges
+
+
+def claim(key: str, *asks: str, answer: str = '{"result":"match"}', billable: bool = True) -> ClaimUse:
+    return ClaimUse(f"{key}:{'+'.join(asks)}", key, asks or ("a",), answer, billable)
+
+
+def request(
+    *claims: ClaimUse,
+    limits: VerificationLimits | None = None,
+    quota: int = 1000,
+    consumer: str = "c1",
+    organisation: str = "org",
+) -> VerificationRequest:
+    return VerificationRequest(
+        consumer, organisation, "g1", "svc", "credit_assessment", limits or VerificationLimits(), quota, claims
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger.open(tmp_path)
+
+
+def test_the_consumer_rate_trips_at_its_value_and_resets_next_minute(ledger: Ledger) -> None:
+    limits = VerificationLimits(consumer_per_minute=3)
+    for i in range(3):
+        ledger.admit_verification(request(claim(f"k{i}"), limits=limits), now=NOON + i)
+    with pytest.raises(RateLimited, match="3 requests a minute per consumer") as refused:
+        ledger.admit_verification(request(claim("k9"), limits=limits), now=NOON + 3)
+    assert refused.value.headers["Retry-After"] == "57"
+    ledger.admit_verification(request(claim("k9"), limits=limits), now=NOON + 60)
+
+
+def test_the_organisation_rate_spans_its_consumers(ledger: Ledger) -> None:
+    limits = VerificationLimits(organisation_per_minute=4)
+    for i in range(4):
+        ledger.admit_verification(request(claim(f"k{i}"), limits=limits, consumer=f"c{i % 2}"), now=NOON)
+    with pytest.raises(RateLimited, match="per organisation"):
+        ledger.admit_verification(request(claim("k8"), limits=limits, consumer="c3"), now=NOON)
+    ledger.admit_verification(request(claim("k8"), limits=limits, consumer="c3", organisation="other"), now=NOON)
+
+
+def test_the_quota_counts_claims_not_requests_and_resets_next_day(ledger: Ledger) -> None:
+    ledger.admit_verification(request(claim("a"), claim("b"), claim("c"), quota=4), now=NOON)
+    with pytest.raises(RateLimited, match="daily quota of 4"):
+        ledger.admit_verification(request(claim("d"), claim("e"), quota=4), now=NOON)
+    admitted = ledger.admit_verification(request(claim("d"), quota=4), now=NOON)
+    assert [w.remaining for w in admitted.windows if w.name == "quota"] == [0]
+    ledger.admit_verification(request(claim("e"), quota=4), now=NOON + DAY)
+
+
+def test_repeats_get_the_stored_answer_and_are_free(ledger: Ledger) -> None:
+    first = ledger.admit_verification(request(claim("a", "x", answer="first"), quota=1), now=NOON)
+    assert first.answers == ("first",) and first.repeats == 0
+    again = ledger.admit_verification(request(claim("a", "x", answer="changed"), quota=1), now=NOON + 100)
+    assert again.answers == ("first",) and again.repeats == 1
+    twice = ledger.admit_verification(
+        request(claim("a", "x", answer="y"), claim("a", "x", answer="z"), quota=1), now=NOON
+    )
+    assert twice.answers == ("first", "first")
+
+
+def test_the_distinct_key_cap(ledger: Ledger) -> None:
+    limits = VerificationLimits(distinct_keys_per_day=2)
+    ledger.admit_verification(request(claim("a"), claim("b"), limits=limits), now=NOON)
+    ledger.admit_verification(request(claim("a", "other question"), limits=limits), now=NOON)  # a known key
+    with pytest.raises(RateLimited, match="2 different entities a day"):
+        ledger.admit_verification(request(claim("c"), limits=limits), now=NOON)
+    ledger.admit_verification(request(claim("c"), limits=limits, consumer="c2"), now=NOON)
+
+
+def test_the_probe_limit_counts_distinct_questions_per_key(ledger: Ledger) -> None:
+    limits = VerificationLimits(probe_checks_per_key=3, probe_window_seconds=3600)
+    ledger.admit_verification(request(claim("k", "name=a", "active"), limits=limits), now=NOON)
+    ledger.admit_verification(request(claim("k", "name=a"), limits=limits), now=NOON)  # asked before
+    ledger.admit_verification(request(claim("k", "name=b"), limits=limits), now=NOON)
+    with pytest.raises(RateLimited, match="3 different questions about one entity in 3600 seconds") as refused:
+        ledger.admit_verification(request(claim("k", "name=c"), limits=limits), now=NOON)
+    assert int(refused.value.headers["Retry-After"]) == 3600 - int(NOON % 3600)
+    ledger.admit_verification(request(claim("other", "name=c"), limits=limits), now=NOON)
+    ledger.admit_verification(request(claim("k", "name=c"), limits=limits), now=NOON + 3600)
+
+
+def test_a_refused_request_counts_nothing(ledger: Ledger) -> None:
+    limits = VerificationLimits(probe_checks_per_key=1)
+    with pytest.raises(RateLimited):
+        ledger.admit_verification(request(claim("a"), claim("b", "x", "y"), limits=limits, quota=10), now=NOON)
+    ok = ledger.admit_verification(request(claim("b", "x"), limits=limits, quota=10), now=NOON)
+    assert [w.remaining for w in ok.windows if w.name == "quota"] == [9]
+    assert [w.remaining for w in ok.windows if w.name == "consumer"] == [VerificationLimits().consumer_per_minute - 1]
+
+
+def test_metering_counts_billable_claims(ledger: Ledger) -> None:
+    ledger.admit_verification(request(claim("a"), claim("b", billable=False)), now=NOON)
+    ledger.admit_verification(request(claim("a")), now=NOON)  # a repeat: not billed again
+    ((service, purpose, _day, calls, claims, billable),) = ledger.usage("g1")
+    assert (service, purpose, calls, claims, billable) == ("svc", "credit_assessment", 2, 2, 1)
+
+
+def _admit_many(directory: str, worker: int, attempts: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    ledger = Ledger.open(Path(directory))
+    admitted = 0
+    for i in range(attempts):
+        try:
+            ledger.admit_verification(request(claim(f"w{worker}-{i}"), quota=50), now=NOON)
+            admitted += 1
+        except RateLimited:
+            pass
+    results.put(admitted)
+
+
+def test_several_processes_never_exceed_the_quota(tmp_path: Path) -> None:
+    Ledger.open(tmp_path)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_admit_many, args=(str(tmp_path), w, 30, results)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert sum(results.get(timeout=10) for _ in workers) == 50  # 120 attempts, exactly 50 admitted
+    assert Ledger.open(tmp_path).usage("g1")[0][4] == 50
+
+
+def test_pruning_drops_ended_windows_only(ledger: Ledger, tmp_path: Path) -> None:
+    limits = VerificationLimits(probe_checks_per_key=1, probe_window_seconds=600)
+    ledger.admit_verification(request(claim("k", "x"), limits=limits), now=NOON)
+    ledger.prune(NOON + 10)
+    with pytest.raises(RateLimited):
+        ledger.admit_verification(request(claim("k", "y"), limits=limits), now=NOON + 10)
+    ledger.prune(NOON + DAY + 1)
+    ledger.admit_verification(request(claim("k", "y"), limits=limits), now=NOON + DAY + 1)
