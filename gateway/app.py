@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -17,7 +19,7 @@ from gateway.api.routes import account, admin, audit, public, verify
 from gateway.domain.trail import AuditEvent
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 
 log = logging.getLogger("veilgate")
 
@@ -72,3 +74,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         app.include_router(router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """For `veilgate serve --workers N`: each worker process builds its app from `VEILGATE_CONFIG`."""
+    config = os.environ.get("VEILGATE_CONFIG")
+    return create_app(load_settings(Path(config) if config else None))

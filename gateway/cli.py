@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -279,12 +280,20 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Overrides the config.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides the config.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; they share the state.")] = 1,
 ) -> None:
     """Serve the gateway with uvicorn."""
     settings = _settings(config)
     with _run("startup"):
-        application = create_app(settings)
-    uvicorn.run(application, host=host or settings.host, port=port or settings.port, log_level="info")
+        application = create_app(settings)  # fails fast, with a message, before any worker starts
+    bind = {"host": host or settings.host, "port": port or settings.port, "log_level": "info"}
+    if workers == 1:
+        uvicorn.run(application, **bind)  # type: ignore[arg-type]
+        return
+    application.state.runtime.close()
+    if config is not None:
+        os.environ["VEILGATE_CONFIG"] = str(config.resolve())
+    uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **bind)  # type: ignore[arg-type]
 
 
 @demo_app.command("setup")

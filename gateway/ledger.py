@@ -18,18 +18,23 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from gateway.domain.policy import VerificationLimits
 from gateway.errors import DependencyError, RateLimited
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY = 1000
+_BATCH_LIMIT = 256
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL, window INTEGER NOT NULL, used INTEGER NOT NULL, until REAL NOT NULL,
@@ -106,12 +111,23 @@ def _window(now: float, seconds: int) -> tuple[int, float, int]:
     return number, end, max(1, math.ceil(end - now))
 
 
+_Job = tuple[Callable[[sqlite3.Connection], Any], Future[Any]]
+
+
 class Ledger:
+    """Admissions run on one writer thread per process, in group commits: whatever is waiting
+    goes into one `BEGIN IMMEDIATE` transaction, each admission inside its own savepoint (so a
+    refused one leaves no trace), then one COMMIT (`synchronous=FULL`) and every caller learns
+    its outcome. Admissions in a batch are applied in order, each seeing the ones before it."""
+
     def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0) -> None:
         self._path = path
         self._timeout = busy_timeout_seconds
         self._local = threading.local()
         self._admissions = 0
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
 
     @classmethod
     def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> Ledger:
@@ -125,15 +141,94 @@ class Ledger:
         conn.executescript(_SCHEMA)
         return ledger
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
     def _conn(self) -> sqlite3.Connection:
-        """One connection per thread: sqlite3 connections are not shared across threads."""
+        """A reading connection per thread: sqlite3 connections are not shared across threads."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._local.conn = conn
+            conn = self._local.conn = self._connect()
         return conn
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def _run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
+        future: Future[Any] = Future()
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
+                self._writer.start()
+        self._queue.put((job, future))
+        return future.result()
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < _BATCH_LIMIT:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(item)
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]
+    ) -> None:
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for job, future in batch:
+                    conn.execute("SAVEPOINT admission")
+                    try:
+                        outcomes.append((future, job(conn), None))
+                    except Exception as exc:  # this admission only: undo it, keep the batch
+                        conn.execute("ROLLBACK TO admission")
+                        outcomes.append((future, None, exc))
+                    conn.execute("RELEASE admission")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # nothing of the batch is durable: every caller learns it
+            failure = DependencyError("the ledger is unavailable; nothing was released")
+            failure.__cause__ = exc
+            for _job, future in batch:
+                future.set_exception(failure)
+            return
+        for future, result, error in outcomes:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        self._admissions += len(batch)
+        if self._admissions >= _PRUNE_EVERY:
+            self._admissions = 0
+            self._prune(conn, time.time())
+
+    def close(self) -> None:
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._queue.put(None)
+            writer.join()
+
+    # -- admissions --------------------------------------------------------------------------
 
     def admit_verification(self, request: VerificationRequest, *, now: float) -> Admission:
         """Check every limit and count this request and its new claims, atomically.
@@ -142,20 +237,7 @@ class Ledger:
         is counted. Repeated claims (same fingerprint in the probe window) get their stored
         answer and are not counted again.
         """
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise DependencyError("the ledger is unavailable; nothing was released") from exc
-        try:
-            admission = self._admit(conn, request, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._admissions += 1
-        if self._admissions % _PRUNE_EVERY == 0:
-            self.prune(now)
+        admission: Admission = self._run(lambda conn: self._admit(conn, request, now))
         return admission
 
     def _admit(self, conn: sqlite3.Connection, req: VerificationRequest, now: float) -> Admission:
@@ -204,7 +286,7 @@ class Ledger:
         # 4. Distinct entities per consumer and day.
         keys_scope = f"keys:{req.consumer}"
         new_keys = {c.key for c in fresh} - self._members(conn, keys_scope, day, {c.key for c in fresh})
-        keys_used = self._count_members(conn, keys_scope, day)
+        keys_used = self._used(conn, keys_scope, day)  # a counter beside the members: no COUNT(*)
         if keys_used + len(new_keys) > limits.distinct_keys_per_day:
             raise RateLimited(
                 f"at most {limits.distinct_keys_per_day} different entities a day per consumer",
@@ -215,10 +297,11 @@ class Ledger:
         asks_by_key: dict[str, set[str]] = {}
         for claim in fresh:
             asks_by_key.setdefault(claim.key, set()).update(claim.asks)
+        new_asks: dict[str, set[str]] = {}
         for key, asks in asks_by_key.items():
             scope = f"asks:{req.consumer}:{key}"
-            asked_before = self._members(conn, scope, probe, asks)
-            if self._count_members(conn, scope, probe) + len(asks - asked_before) > limits.probe_checks_per_key:
+            new_asks[key] = asks - self._members(conn, scope, probe, asks)
+            if self._used(conn, scope, probe) + len(new_asks[key]) > limits.probe_checks_per_key:
                 raise RateLimited(
                     f"at most {limits.probe_checks_per_key} different questions about one entity "
                     f"in {limits.probe_window_seconds} seconds",
@@ -229,13 +312,12 @@ class Ledger:
         self._add(conn, consumer_rate, minute, 1, minute_end)
         self._add(conn, organisation_rate, minute, 1, minute_end)
         self._add(conn, quota_scope, day, len(fresh), day_end)
-        conn.executemany(
-            "INSERT OR IGNORE INTO members VALUES (?, ?, ?, ?)", [(keys_scope, day, k, day_end) for k in new_keys]
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO members VALUES (?, ?, ?, ?)",
-            [(f"asks:{req.consumer}:{k}", probe, a, probe_end) for k, asks in asks_by_key.items() for a in asks],
-        )
+        self._add(conn, keys_scope, day, len(new_keys), day_end)
+        conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", [(keys_scope, day, k, day_end) for k in new_keys])
+        for key, asks in new_asks.items():
+            scope = f"asks:{req.consumer}:{key}"
+            self._add(conn, scope, probe, len(asks), probe_end)
+            conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", [(scope, probe, a, probe_end) for a in asks])
         conn.executemany(
             "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?)",
             [(answer_scope, probe, c.fingerprint, c.answer, probe_end) for c in fresh],
@@ -275,11 +357,6 @@ class Ledger:
         sql = f"SELECT item FROM members WHERE scope = ? AND window = ? AND item IN ({marks})"  # noqa: S608
         return {r[0] for r in conn.execute(sql, (scope, window, *items))}
 
-    @staticmethod
-    def _count_members(conn: sqlite3.Connection, scope: str, window: int) -> int:
-        row = conn.execute("SELECT COUNT(*) FROM members WHERE scope = ? AND window = ?", (scope, window)).fetchone()
-        return int(row[0])
-
     def usage(self, grant: str) -> list[tuple[str, str, str, int, int, int]]:
         """Metering rows of a grant: (service, purpose, day, calls, claims, billable claims)."""
         rows = (
@@ -295,12 +372,18 @@ class Ledger:
 
     def prune(self, now: float) -> None:
         """Drop rows whose window ended; metering is kept."""
-        conn = self._conn()
+        self._run(lambda conn: self._delete_ended(conn, now))
+
+    def _prune(self, conn: sqlite3.Connection, now: float) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("counters", "members", "answers"):
-                conn.execute(f"DELETE FROM {table} WHERE until < ?", (now,))  # noqa: S608 - fixed table names
+            self._delete_ended(conn, now)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _delete_ended(conn: sqlite3.Connection, now: float) -> None:
+        for table in ("counters", "members", "answers"):
+            conn.execute(f"DELETE FROM {table} WHERE until < ?", (now,))  # noqa: S608 - fixed table names

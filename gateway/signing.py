@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from gateway.errors import ConfigurationError, SignatureInvalid, Unauthenticated
 ALGORITHM = "EdDSA"
 KeyStatus = Literal["active", "retired", "revoked"]
 _RING_FILE = "keyring.json"
+_VERIFIED_CACHE_SIZE = 4096
 
 
 def _b64url(data: bytes) -> str:
@@ -97,6 +99,7 @@ class KeyRing:
         self._public = {kid: key.public_key() for kid, key in private.items()}
         self._lock = threading.Lock()
         self._stamp = stamp(directory / _RING_FILE)
+        self._verified: dict[tuple[str, str, str, tuple[str, ...]], tuple[dict[str, Any], str]] = {}
 
     def refresh(self) -> None:
         """Pick up a rotation or revocation made by another process (`veilgate keys ...`)."""
@@ -231,6 +234,23 @@ class KeyRing:
         leeway_seconds: int = 0,
     ) -> dict[str, Any]:
         self.refresh()
+        # A token already verified with these parameters skips parsing and the signature (PyJWT
+        # spends most of a request's authentication time there), never the checks that can
+        # change: the key's status and the token's time window.
+        remembered = (token, audience, issuer, tuple(sorted(required)))
+        hit = self._verified.get(remembered)
+        if hit is not None:
+            claims, cached_kid = hit
+            info = self.info(cached_kid)
+            now = time.time()
+            if (
+                info is not None
+                and info.status != "revoked"
+                and now < claims["exp"] + leeway_seconds
+                and claims.get("nbf", 0) <= now + leeway_seconds
+            ):
+                return dict(claims)
+            self._verified.pop(remembered, None)  # verify in full below, for the precise error
         # Step 1: header, algorithm pinned before any key is chosen.
         try:
             header = jwt.get_unverified_header(token)
@@ -246,14 +266,26 @@ class KeyRing:
         if info.status == "revoked":
             raise Unauthenticated("the access token is signed by a revoked key")
         # Steps 3 and 4: signature, then time, audience, issuer and required claims.
+        claims = self._decode(
+            token, info.kid, audience=audience, issuer=issuer, required=required, leeway=leeway_seconds
+        )
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        if "exp" in claims:
+            self._verified[remembered] = (dict(claims), info.kid)
+        return claims
+
+    def _decode(
+        self, token: str, kid: str, *, audience: str, issuer: str, required: Iterable[str], leeway: int
+    ) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,
-                self._public[info.kid],
+                self._public[kid],
                 algorithms=[ALGORITHM],
                 audience=audience,
                 issuer=issuer,
-                leeway=leeway_seconds,
+                leeway=leeway,
                 options={"require": list(required), "verify_iat": True},
             )
         except jwt.ExpiredSignatureError:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Literal
 
 import rfc8785
@@ -186,7 +187,7 @@ class PolicyBundle(_Frozen):
     grants: dict[Name, Grant] = {}
     negative_list: NegativeList = Field(default_factory=NegativeList)
 
-    @property
+    @cached_property
     def version(self) -> str:
         """Content hash: equal bundles have equal versions, whatever their file layout."""
         canonical = rfc8785.dumps(self.model_dump(mode="json"))

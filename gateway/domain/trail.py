@@ -12,6 +12,7 @@ keyed hashes made by the audit log) and never a noiseless value (only `result_di
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -27,8 +28,46 @@ Json = dict[str, Any]
 
 
 def canonical(value: Any) -> bytes:
-    """RFC 8785 canonical JSON: the one encoding that is hashed and signed."""
+    """RFC 8785 canonical JSON: the one encoding that is hashed and signed.
+
+    Most documents here hold only text, integers, booleans and ASCII keys; for those the C
+    encoder of the standard library already writes RFC 8785 (same escapes, same key order) at
+    a twentieth of the cost, and a property test holds the two outputs equal. Anything else
+    (floats, non-ASCII keys, integers beyond 2**53) goes through rfc8785.
+    """
+    if _plain(value):
+        try:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let rfc8785 refuse it in its own words
     return rfc8785.dumps(value)
+
+
+_SAFE_INT = 2**53
+
+
+def _plain(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_SAFE_INT < item < _SAFE_INT:
+                continue
+            return False
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                stack.append(child)
+            continue
+        if kind is list or kind is tuple:
+            stack.extend(item)
+            continue
+        return False
+    return True
 
 
 def digest(value: Any) -> str:

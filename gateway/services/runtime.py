@@ -44,5 +44,6 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.ledger.close()
         self.audit.close()
         self.domain.close()

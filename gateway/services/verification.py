@@ -27,7 +27,7 @@ from gateway.domain.catalog import CatalogEntry
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.policy import CheckKind, FieldCheck, UnknownKey, VerificationService, authorize
 from gateway.domain.principal import Principal
-from gateway.domain.trail import AuditEvent, Cost, Json, canonical
+from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.ledger import Admission, ClaimUse, VerificationRequest
 from gateway.services.release import Release, release
@@ -163,7 +163,9 @@ def _answer(rt: Runtime, service: VerificationService, version: str, claim: _Val
 
 
 def _text(value: Any) -> str:
-    return canonical(value).decode()
+    """Deterministic JSON for pseudonym inputs and stored answers (never signed or published,
+    so the plain encoder suffices; signed documents use RFC 8785)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def verify(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote) -> Verified:

@@ -25,8 +25,8 @@ RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
 @router.get("/healthz", response_model=HealthResponse, tags=["operations"])
-def healthz() -> HealthResponse:
-    """Alive: the process answers."""
+async def healthz() -> HealthResponse:
+    """Alive: the process answers. No work at all (async, no thread hop): the baseline of the load benchmarks."""
     return HealthResponse(status="ok")
 
 
