@@ -185,9 +185,8 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
-    print(
-        f"{args.connections} connections, {args.seconds} s each, {args.workers} uvicorn worker(s), {os.cpu_count()} cores"
-    )
+    workers = f"{args.workers} uvicorn worker(s)"
+    print(f"{args.connections} connections, {args.seconds} s each, {workers}, {os.cpu_count()} cores")
     for name, run in (("bare GET /healthz (baseline)", bare), ("verification, one claim", verify)):
         print(
             f"{name:32} {run['rps']:8.0f} req/s   p50 {run['p50']:6.2f} ms   p99 {run['p99']:6.2f} ms"
