@@ -156,14 +156,17 @@ class Ledger:
 
     # -- the writer --------------------------------------------------------------------------
 
-    def _run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _submit(self, job: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
         future: Future[Any] = Future()
         with self._writer_lock:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
                 self._writer.start()
         self._queue.put((job, future))
-        return future.result()
+        return future
+
+    def _run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
+        return self._submit(job).result()
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -237,8 +240,12 @@ class Ledger:
         is counted. Repeated claims (same fingerprint in the probe window) get their stored
         answer and are not counted again.
         """
-        admission: Admission = self._run(lambda conn: self._admit(conn, request, now))
+        admission: Admission = self.submit_verification(request, now=now).result()
         return admission
+
+    def submit_verification(self, request: VerificationRequest, *, now: float) -> Future[Admission]:
+        """The same without blocking: the future resolves once the admission is durable."""
+        return self._submit(lambda conn: self._admit(conn, request, now))
 
     def _admit(self, conn: sqlite3.Connection, req: VerificationRequest, now: float) -> Admission:
         limits = req.limits

@@ -207,6 +207,6 @@ class ReleasedResponse(_Response):
     policy_version: str | None
     request_digest: str
     result: dict[str, Any]
-    privacy_spent: dict[str, float] | None
+    privacy_spent: dict[str, str] | None
     audit_seq: int
     receipt: str

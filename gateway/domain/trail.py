@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -97,12 +98,16 @@ class Decision(StrEnum):
 
 
 class Cost(BaseModel):
-    """What a request was charged: privacy budget and quota units."""
+    """What a request was charged: privacy budget and quota units.
+
+    Budgets are exact decimals, written as strings ("0.25"): a ledger that adds floats drifts,
+    and a float in a signed document has more than one spelling.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epsilon: float = Field(0.0, ge=0)
-    delta: float = Field(0.0, ge=0, le=1)
+    epsilon: Decimal = Field(Decimal(0), ge=0)
+    delta: Decimal = Field(Decimal(0), ge=0, le=1)
     quota_units: int = Field(0, ge=0)
 
 
@@ -164,10 +169,12 @@ class Checkpoint(BaseModel):
 
 
 class PrivacySpent(BaseModel):
+    """Exact decimals, written as strings, like `Cost`."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epsilon: float = Field(ge=0)
-    delta: float = Field(0.0, ge=0, le=1)
+    epsilon: Decimal = Field(ge=0)
+    delta: Decimal = Field(Decimal(0), ge=0, le=1)
 
 
 class ResultDocument(BaseModel):

@@ -26,7 +26,20 @@ class Release:
         return {**self.document.model_dump(mode="json"), "receipt": self.receipt}
 
 
-def release(
+@dataclass(frozen=True, slots=True)
+class PendingRelease:
+    """A result whose leaf is written but not yet durable; `complete` signs it once it is."""
+
+    leaf: AuditEvent
+    unsigned: Json
+    """The result document without `audit_seq`."""
+
+    def complete(self, rt: Runtime, seq: int) -> Release:
+        document = ResultDocument.model_validate({**self.unsigned, "audit_seq": seq})
+        return Release(document, sign_result(rt.receipt_keys, document))
+
+
+def prepare_release(
     rt: Runtime,
     event: AuditEvent,
     *,
@@ -39,14 +52,14 @@ def release(
     privacy_spent: PrivacySpent | None = None,
     cost: Cost | None = None,
     subjects: Iterable[str] = (),
-) -> Release:
-    """Append the allowed request's leaf (durably), then sign the result document naming it.
+) -> PendingRelease:
+    """The leaf of an allowed request and the document that its receipt will sign.
 
     `subjects` are the entities asked about, already as pseudonyms (`AuditLog.pseudonym`).
     """
     if event.principal is None:
         raise ValueError("a result is released only to an authenticated principal")
-    logged = AuditEvent.model_validate(
+    leaf = AuditEvent.model_validate(
         {
             **event.model_dump(),
             "service": service,
@@ -59,19 +72,26 @@ def release(
             "subjects": tuple(subjects),
         }
     )
-    seq = rt.audit.append_now(logged)
-    document = ResultDocument(
-        iss=rt.settings.issuer,
-        iat=int(time.time()),
-        request_id=event.request_id,
-        consumer=event.principal,
-        service=service,
-        dataset=dataset,
-        dataset_version=dataset_version,
-        policy_version=policy_version,
-        request_digest=digest(request),
-        result=result,
-        privacy_spent=privacy_spent,
-        audit_seq=seq,
-    )
-    return Release(document, sign_result(rt.receipt_keys, document))
+    unsigned = {
+        "iss": rt.settings.issuer,
+        "iat": int(time.time()),
+        "request_id": event.request_id,
+        "consumer": event.principal,
+        "service": service,
+        "dataset": dataset,
+        "dataset_version": dataset_version,
+        "policy_version": policy_version,
+        "request_digest": digest(request),
+        "result": result,
+        "privacy_spent": privacy_spent,
+    }
+    return PendingRelease(leaf, unsigned)
+
+
+def release(rt: Runtime, pending: PendingRelease) -> Release:
+    """Append the leaf (blocking until it is durable), then sign the document naming it.
+
+    Async routes do the same without blocking: await `rt.audit.append(pending.leaf)`, then
+    `pending.complete(rt, seq)`.
+    """
+    return pending.complete(rt, rt.audit.append_now(pending.leaf))

@@ -30,7 +30,7 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.ledger import Admission, ClaimUse, VerificationRequest
-from gateway.services.release import Release, release
+from gateway.services.release import PendingRelease, Release, prepare_release, release
 from gateway.services.runtime import Runtime
 
 ENTITY_KINDS = {"uscc": "enterprise", "resident_id": "person"}
@@ -168,7 +168,25 @@ def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def verify(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote) -> Verified:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Steps 1-3 done: what the ledger must admit, and what the answers will be built from."""
+
+    event: AuditEvent
+    call: VerifyCall
+    now: float
+    grant_id: str
+    service: VerificationService
+    dataset_version: str
+    policy_version: str
+    valid: tuple[_Valid, ...]
+    invalid: dict[int, Json]
+    admission: VerificationRequest
+    subjects: tuple[str, ...]
+
+
+def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote) -> Prepared:
+    """Authorize, validate, look up and answer in the domain; nothing is counted or released yet."""
     now = time.time()
     service_name, purpose = call.service, call.purpose
     # 1. Authorize against the bundle in force (read once: a swap cannot split this request).
@@ -182,14 +200,17 @@ def verify(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCal
         raise InvalidRequest(f"claims: at most {service.max_batch} claims per request for this service")
     record = rt.catalog.get(service.dataset)
     # 2. Validate every claim before any data is read.
-    answers: list[Json | None] = []
+    invalid: dict[int, Json] = {}
     valid: list[_Valid] = []
     for index, claim in enumerate(call.claims):
         try:
             valid.append(_validate(service, record.entry, claim, index))
-            answers.append(None)
         except _Invalid as bad:
-            answers.append({"claim": index, "result": "invalid", "error": {"field": bad.field, "message": bad.message}})
+            invalid[index] = {
+                "claim": index,
+                "result": "invalid",
+                "error": {"field": bad.field, "message": bad.message},
+            }
     # 3. Look up and answer in the domain; pseudonyms only from here on.
     uses: list[ClaimUse] = []
     for checked in valid:
@@ -201,40 +222,58 @@ def verify(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCal
         fingerprint = rt.audit.pseudonym("claim", _text([service_name, key, asked]))
         billable = known or service.bill_unknown_keys
         uses.append(ClaimUse(fingerprint, key, asks, _text(answer), billable))
-    # 4. Admit: every limit checked and counted atomically; repeats get their stored answers.
     member = bundle.consumers.get(principal.client_id)
-    organisation = member.organisation if member is not None else principal.organisation
-    admission = rt.ledger.admit_verification(
-        VerificationRequest(
-            consumer=principal.client_id,
-            organisation=organisation,
-            grant=grant_id,
-            service=service_name,
-            purpose=purpose,
-            limits=service.limits,
-            daily_quota=grant.quotas.daily_claims,
-            claims=uses,
-        ),
-        now=now,
+    request = VerificationRequest(
+        consumer=principal.client_id,
+        organisation=member.organisation if member is not None else principal.organisation,
+        grant=grant_id,
+        service=service_name,
+        purpose=purpose,
+        limits=service.limits,
+        daily_quota=grant.quotas.daily_claims,
+        claims=uses,
     )
-    for checked, stored in zip(valid, admission.answers, strict=True):
+    return Prepared(
+        event,
+        call,
+        now,
+        grant_id,
+        service,
+        record.version,
+        bundle.version,
+        tuple(valid),
+        invalid,
+        request,
+        tuple(note.subjects),
+    )
+
+
+def pending_release(rt: Runtime, prepared: Prepared, admission: Admission) -> PendingRelease:
+    """Step 5, first half: the answers as admitted (repeats get their stored ones) and the leaf."""
+    answers: dict[int, Json] = dict(prepared.invalid)
+    for checked, stored in zip(prepared.valid, admission.answers, strict=True):
         answers[checked.index] = {
             "claim": checked.index,
             **json.loads(stored),
-            "transaction_id": f"{event.request_id}-{checked.index}",
+            "transaction_id": f"{prepared.event.request_id}-{checked.index}",
         }
-    # 5. Release: the leaf (with pseudonyms) first, then the receipt that names it.
-    counted = len(valid) - admission.repeats
-    released = release(
+    call = prepared.call
+    return prepare_release(
         rt,
-        event,
-        service=service_name,
+        prepared.event,
+        service=call.service,
         request=call.body,
-        result={"purpose": purpose, "grant": grant_id, "answers": answers},
-        dataset=service.dataset,
-        dataset_version=record.version,
-        policy_version=bundle.version,
-        cost=Cost(quota_units=counted),
-        subjects=note.subjects,
+        result={"purpose": call.purpose, "grant": prepared.grant_id, "answers": [answers[i] for i in sorted(answers)]},
+        dataset=prepared.service.dataset,
+        dataset_version=prepared.dataset_version,
+        policy_version=prepared.policy_version,
+        cost=Cost(quota_units=len(prepared.valid) - admission.repeats),
+        subjects=prepared.subjects,
     )
-    return Verified(released, admission)
+
+
+def verify(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote) -> Verified:
+    """The whole use case, blocking: prepare, admit (step 4), release (step 5)."""
+    prepared = prepare(rt, principal, event, call, note)
+    admission = rt.ledger.admit_verification(prepared.admission, now=prepared.now)
+    return Verified(release(rt, pending_release(rt, prepared, admission)), admission)

@@ -20,7 +20,7 @@ from gateway.domain.trail import AuditLeaf, Json, digest
 from gateway.errors import AuditUnavailable
 from gateway.services.audit_trail import make_checkpoint, verify_log
 from gateway.services.receipts import verify_checkpoint, verify_receipt
-from gateway.services.release import release
+from gateway.services.release import prepare_release, release
 from gateway.services.runtime import Runtime
 from tests.conftest import CANARY, Installation, bearer, get_token
 
@@ -33,7 +33,7 @@ def _with_result_route(app: FastAPI) -> FastAPI:
 
     @app.post("/v1/test/echo")
     def echo(request: Request, _who: Annotated[Principal, Depends(principal)], body: dict[str, Any]) -> Json:
-        released = release(
+        pending = prepare_release(
             rt,
             allowed_event(request),
             service="echo",
@@ -43,7 +43,7 @@ def _with_result_route(app: FastAPI) -> FastAPI:
             dataset_version="v" * 32,
             subjects=[rt.audit.pseudonym("enterprise", ENTERPRISE_KEY)],
         )
-        return released_body(request, released)
+        return released_body(request, release(rt, pending))
 
     return app
 

@@ -99,7 +99,7 @@ CHANGES: dict[str, object] = {
     "dataset_version": "0" * 32,
     "decision": "failed",
     "reason": "policy-denied",
-    "cost": {"epsilon": 9.0, "delta": 0.0, "quota_units": 1},
+    "cost": {"epsilon": "9", "delta": "0", "quota_units": 1},
     "result_digest": "sha256:" + "0" * 64,
     "subjects": ["person:" + "0" * 32],
     "status": 503,

@@ -7,6 +7,7 @@ import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def _parts(token: str) -> tuple[dict[str, Any], bytes, str]:
 
 
 def test_a_receipt_verifies_and_gives_back_the_document(receipt_keys: KeyRing) -> None:
-    signed = document(privacy_spent=PrivacySpent(epsilon=0.5))
+    signed = document(privacy_spent=PrivacySpent(epsilon=Decimal("0.5")))
     token = sign_result(receipt_keys, signed)
     assert verify_receipt(token, receipt_keys.jwks()) == signed
     header, payload, _ = _parts(token)
