@@ -104,6 +104,17 @@ class VerificationRequest:
     claims: Sequence[ClaimUse]
 
 
+def _select_in(
+    conn: sqlite3.Connection, sql: str, params: tuple[object, ...], items: set[str]
+) -> list[tuple[Any, ...]]:
+    """Run `sql` with its `IN ({})` filled with one placeholder per item; no items, no rows."""
+    if not items:
+        return []
+    # SECURITY: only placeholders are formatted in; every value is bound.
+    query = sql.format(", ".join("?" for _ in items))
+    return conn.execute(query, (*params, *items)).fetchall()
+
+
 def _window(now: float, seconds: int) -> tuple[int, float, int]:
     """(window number, end time, seconds until it ends)."""
     number = int(now // seconds)
@@ -248,85 +259,105 @@ class Ledger:
         return self._submit(lambda conn: self._admit(conn, request, now))
 
     def _admit(self, conn: sqlite3.Connection, req: VerificationRequest, now: float) -> Admission:
+        """One admission in few statements: all counters read at once, all writes batched."""
         limits = req.limits
         minute, minute_end, minute_left = _window(now, MINUTE)
         day, day_end, day_left = _window(now, DAY)
         probe, probe_end, probe_left = _window(now, limits.probe_window_seconds)
-
-        # 1. Request rates, per consumer and per organisation.
         consumer_rate = f"rate:consumer:{req.consumer}"
         organisation_rate = f"rate:organisation:{req.organisation}"
-        consumer_used = self._used(conn, consumer_rate, minute)
-        if consumer_used + 1 > limits.consumer_per_minute:
-            message = f"at most {limits.consumer_per_minute} requests a minute per consumer"
-            raise RateLimited(message, retry_after_seconds=minute_left)
-        if self._used(conn, organisation_rate, minute) + 1 > limits.organisation_per_minute:
-            raise RateLimited(
-                f"at most {limits.organisation_per_minute} requests a minute per organisation",
-                retry_after_seconds=minute_left,
-            )
-
-        # 2. Repeats inside the probe window: same answer, not counted again.
+        quota_scope = f"quota:{req.grant}"
+        keys_scope = f"keys:{req.consumer}"
         answer_scope = f"answer:{req.consumer}:{req.service}"
+
+        # Repeats inside the probe window: the stored answer, and not counted again.
+        stored = _select_in(
+            conn,
+            "SELECT fingerprint, answer FROM answers WHERE scope = ? AND window = ? AND fingerprint IN ({})",
+            (answer_scope, probe),
+            {c.fingerprint for c in req.claims},
+        )
         answers: list[str] = []
         fresh: list[ClaimUse] = []
-        known: dict[str, str] = {}
+        known: dict[str, str] = {str(f): str(a) for f, a in stored}
         for claim in req.claims:
             if claim.fingerprint not in known:
-                row = conn.execute(
-                    "SELECT answer FROM answers WHERE scope = ? AND window = ? AND fingerprint = ?",
-                    (answer_scope, probe, claim.fingerprint),
-                ).fetchone()
-                if row is None:
-                    fresh.append(claim)
-                known[claim.fingerprint] = str(row[0]) if row else claim.answer
+                fresh.append(claim)
+                known[claim.fingerprint] = claim.answer
             answers.append(known[claim.fingerprint])
-
-        # 3. The grant's daily quota of claims.
-        quota_scope = f"quota:{req.grant}"
-        quota_used = self._used(conn, quota_scope, day)
-        if quota_used + len(fresh) > req.daily_quota:
-            raise RateLimited(
-                f"the grant's daily quota of {req.daily_quota} claims is used up", retry_after_seconds=day_left
-            )
-
-        # 4. Distinct entities per consumer and day.
-        keys_scope = f"keys:{req.consumer}"
-        new_keys = {c.key for c in fresh} - self._members(conn, keys_scope, day, {c.key for c in fresh})
-        keys_used = self._used(conn, keys_scope, day)  # a counter beside the members: no COUNT(*)
-        if keys_used + len(new_keys) > limits.distinct_keys_per_day:
-            raise RateLimited(
-                f"at most {limits.distinct_keys_per_day} different entities a day per consumer",
-                retry_after_seconds=day_left,
-            )
-
-        # 5. Probing: different questions about one entity in the probe window.
         asks_by_key: dict[str, set[str]] = {}
         for claim in fresh:
             asks_by_key.setdefault(claim.key, set()).update(claim.asks)
-        new_asks: dict[str, set[str]] = {}
-        for key, asks in asks_by_key.items():
-            scope = f"asks:{req.consumer}:{key}"
-            new_asks[key] = asks - self._members(conn, scope, probe, asks)
-            if self._used(conn, scope, probe) + len(new_asks[key]) > limits.probe_checks_per_key:
+        ask_scopes = {key: f"asks:{req.consumer}:{key}" for key in asks_by_key}
+
+        # Every counter this admission touches, in one read.
+        windows = {consumer_rate: minute, organisation_rate: minute, quota_scope: day, keys_scope: day}
+        windows.update(dict.fromkeys(ask_scopes.values(), probe))
+        used = dict.fromkeys(windows, 0)
+        # SECURITY: only placeholders are formatted in; every value is bound.
+        counters_sql = "SELECT scope, window, used FROM counters WHERE scope IN ({}) AND window IN ({})".format(  # noqa: S608
+            ", ".join("?" for _ in windows), ", ".join("?" for _ in set(windows.values()))
+        )
+        for scope, window, count in conn.execute(counters_sql, (*windows, *set(windows.values()))):
+            if windows[scope] == window:
+                used[scope] = int(count)
+        scopes = {keys_scope, *ask_scopes.values()}
+        items = set(asks_by_key) | {a for asks in asks_by_key.values() for a in asks}
+        members: set[tuple[str, str]] = set()
+        if items:
+            # SECURITY: only placeholders are formatted in; every value is bound.
+            sql = "SELECT scope, window, item FROM members WHERE scope IN ({}) AND item IN ({})".format(  # noqa: S608
+                ", ".join("?" for _ in scopes), ", ".join("?" for _ in items)
+            )
+            members = {
+                (str(scope), str(item))
+                for scope, window, item in conn.execute(sql, (*scopes, *items))
+                if windows[scope] == window
+            }
+
+        # The limits, in a fixed order; the first that trips refuses the whole request.
+        if used[consumer_rate] + 1 > limits.consumer_per_minute:
+            message = f"at most {limits.consumer_per_minute} requests a minute per consumer"
+            raise RateLimited(message, retry_after_seconds=minute_left)
+        if used[organisation_rate] + 1 > limits.organisation_per_minute:
+            message = f"at most {limits.organisation_per_minute} requests a minute per organisation"
+            raise RateLimited(message, retry_after_seconds=minute_left)
+        if used[quota_scope] + len(fresh) > req.daily_quota:
+            message = f"the grant's daily quota of {req.daily_quota} claims is used up"
+            raise RateLimited(message, retry_after_seconds=day_left)
+        new_keys = {key for key in asks_by_key if (keys_scope, key) not in members}
+        if used[keys_scope] + len(new_keys) > limits.distinct_keys_per_day:
+            message = f"at most {limits.distinct_keys_per_day} different entities a day per consumer"
+            raise RateLimited(message, retry_after_seconds=day_left)
+        new_asks = {key: {a for a in asks if (ask_scopes[key], a) not in members} for key, asks in asks_by_key.items()}
+        for key, asks in new_asks.items():
+            if used[ask_scopes[key]] + len(asks) > limits.probe_checks_per_key:
                 raise RateLimited(
                     f"at most {limits.probe_checks_per_key} different questions about one entity "
                     f"in {limits.probe_window_seconds} seconds",
                     retry_after_seconds=probe_left,
                 )
 
-        # 6. Everything holds: count it all.
-        self._add(conn, consumer_rate, minute, 1, minute_end)
-        self._add(conn, organisation_rate, minute, 1, minute_end)
-        self._add(conn, quota_scope, day, len(fresh), day_end)
-        self._add(conn, keys_scope, day, len(new_keys), day_end)
-        conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", [(keys_scope, day, k, day_end) for k in new_keys])
-        for key, asks in new_asks.items():
-            scope = f"asks:{req.consumer}:{key}"
-            self._add(conn, scope, probe, len(asks), probe_end)
-            conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", [(scope, probe, a, probe_end) for a in asks])
+        # Everything holds: count it all.
+        increments = [
+            (consumer_rate, minute, 1, minute_end),
+            (organisation_rate, minute, 1, minute_end),
+            (quota_scope, day, len(fresh), day_end),
+            (keys_scope, day, len(new_keys), day_end),
+            *((ask_scopes[key], probe, len(asks), probe_end) for key, asks in new_asks.items()),
+        ]
         conn.executemany(
-            "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO counters VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (scope, window) DO UPDATE SET used = used + excluded.used",
+            [row for row in increments if row[2]],
+        )
+        conn.executemany(
+            "INSERT INTO members VALUES (?, ?, ?, ?)",
+            [(keys_scope, day, k, day_end) for k in new_keys]
+            + [(ask_scopes[k], probe, a, probe_end) for k, asks in new_asks.items() for a in asks],
+        )
+        conn.executemany(
+            "INSERT INTO answers VALUES (?, ?, ?, ?, ?)",
             [(answer_scope, probe, c.fingerprint, c.answer, probe_end) for c in fresh],
         )
         today = datetime.fromtimestamp(now, UTC).date().isoformat()
@@ -336,33 +367,15 @@ class Ledger:
             "billable = billable + excluded.billable",
             (req.grant, req.service, req.purpose, today, len(fresh), sum(c.billable for c in fresh)),
         )
-        consumer_left = limits.consumer_per_minute - consumer_used - 1
-        windows = (
-            Window("consumer", limits.consumer_per_minute, consumer_left, minute_left, MINUTE),
-            Window("quota", req.daily_quota, req.daily_quota - quota_used - len(fresh), day_left, DAY),
+        consumer_left = limits.consumer_per_minute - used[consumer_rate] - 1
+        return Admission(
+            tuple(answers),
+            len(req.claims) - len(fresh),
+            (
+                Window("consumer", limits.consumer_per_minute, consumer_left, minute_left, MINUTE),
+                Window("quota", req.daily_quota, req.daily_quota - used[quota_scope] - len(fresh), day_left, DAY),
+            ),
         )
-        return Admission(tuple(answers), len(req.claims) - len(fresh), windows)
-
-    @staticmethod
-    def _used(conn: sqlite3.Connection, scope: str, window: int) -> int:
-        row = conn.execute("SELECT used FROM counters WHERE scope = ? AND window = ?", (scope, window)).fetchone()
-        return int(row[0]) if row else 0
-
-    @staticmethod
-    def _add(conn: sqlite3.Connection, scope: str, window: int, amount: int, until: float) -> None:
-        conn.execute(
-            "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT (scope, window) DO UPDATE SET used = used + ?",
-            (scope, window, amount, until, amount),
-        )
-
-    @staticmethod
-    def _members(conn: sqlite3.Connection, scope: str, window: int, items: set[str]) -> set[str]:
-        if not items:
-            return set()
-        marks = ", ".join("?" for _ in items)
-        # SECURITY: only placeholders are formatted in; every value is bound.
-        sql = f"SELECT item FROM members WHERE scope = ? AND window = ? AND item IN ({marks})"  # noqa: S608
-        return {r[0] for r in conn.execute(sql, (scope, window, *items))}
 
     def usage(self, grant: str) -> list[tuple[str, str, str, int, int, int]]:
         """Metering rows of a grant: (service, purpose, day, calls, claims, billable claims)."""
