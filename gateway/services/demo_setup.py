@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from gateway import demo_data
 from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
@@ -128,6 +130,7 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         f'  curl -s {base_url}/v1/admin/datasets -H "Authorization: Bearer $TOKEN"',
         f'  curl -s "{base_url}/v1/admin/audit?limit=5" -H "Authorization: Bearer $TOKEN"',
         "",
+        *_verification_tour(setup_result, base_url),
         "Trust: keys that sign receipts and checkpoints, and the audit log's signed tree heads:",
         f"  curl -s {base_url}/.well-known/jwks.json",
         f"  curl -s {base_url}/v1/audit/checkpoints",
@@ -139,3 +142,26 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         f"API reference: {base_url}/docs",
     ]
     return "\n".join(lines)
+
+
+def _verification_tour(setup_result: DemoSetup, base_url: str) -> list[str]:
+    """A bank verifies a real enterprise of the demo data: its legal representative, and that it is active."""
+    source = setup_result.config_file.parent / "source" / "enterprise_registry.parquet"
+    rows = pq.read_table(source, columns=["credit_code", "legal_representative"]).slice(1, 1).to_pylist()
+    if not rows:
+        return []
+    claim = {
+        "keys": {"credit_code": rows[0]["credit_code"]},
+        "checks": {"legal_representative": rows[0]["legal_representative"], "active": True},
+    }
+    body = json.dumps({"purpose": "credit_assessment", "claims": [claim]}, ensure_ascii=False)
+    secret = setup_result.credentials["demo-business"]
+    return [
+        "Verify a claim as the bank (demo-business): match or no match per field, and a signed receipt:",
+        f"  TOKEN=$(curl -s {base_url}/v1/token -d grant_type=client_credentials \\",
+        f"      -d client_id=demo-business -d client_secret={secret} \\",
+        "      | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+        f'  curl -s {base_url}/v1/verify/enterprise-registration -H "Authorization: Bearer $TOKEN" \\',
+        f"      -H 'Content-Type: application/json' -d '{body}'",
+        "",
+    ]

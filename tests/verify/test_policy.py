@@ -203,3 +203,14 @@ def test_yaml_is_read_safely(tmp_path: Path) -> None:
     errors = _errors(unsafe)
     assert errors and "not valid YAML" in errors[0]
     assert yaml.safe_load("a: 1") == {"a": 1}
+
+
+def test_the_committed_json_schema_is_the_one_the_code_validates_with() -> None:
+    import json
+
+    committed = json.loads((REPO / "policies" / "schema.json").read_text())
+    assert committed == PolicyBundle.model_json_schema(), (
+        "policies/schema.json is stale; regenerate it with: python -c 'import json; "
+        "from gateway.domain.policy import PolicyBundle; "
+        "print(json.dumps(PolicyBundle.model_json_schema(), indent=2, sort_keys=True))' > policies/schema.json"
+    )
