@@ -33,7 +33,7 @@ from gateway.domain.policy import VerificationLimits
 from gateway.errors import DependencyError, RateLimited
 
 _DB_FILE = "ledger.sqlite3"
-_PRUNE_EVERY = 1000
+_PRUNE_EVERY_SECONDS = 60.0
 _BATCH_LIMIT = 256
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS answers (
     until REAL NOT NULL,
     PRIMARY KEY (scope, window, fingerprint)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS counters_until ON counters(until);
+CREATE INDEX IF NOT EXISTS members_until ON members(until);
+CREATE INDEX IF NOT EXISTS answers_until ON answers(until);
 CREATE TABLE IF NOT EXISTS metering (
     grant_id TEXT NOT NULL, service TEXT NOT NULL, purpose TEXT NOT NULL, day TEXT NOT NULL,
     calls INTEGER NOT NULL, claims INTEGER NOT NULL, billable INTEGER NOT NULL,
@@ -135,7 +138,7 @@ class Ledger:
         self._path = path
         self._timeout = busy_timeout_seconds
         self._local = threading.local()
-        self._admissions = 0
+        self._pruned_at = time.monotonic()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
@@ -230,9 +233,8 @@ class Ledger:
                 future.set_exception(error)
             else:
                 future.set_result(result)
-        self._admissions += len(batch)
-        if self._admissions >= _PRUNE_EVERY:
-            self._admissions = 0
+        if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
             self._prune(conn, time.time())
 
     def close(self) -> None:
