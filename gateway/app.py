@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api import problems
 from gateway.api.middleware import RequestContext
-from gateway.api.routes import account, admin, audit, public, verify
+from gateway.api.routes import account, admin, audit, disclosure, public, verify
 from gateway.domain.trail import AuditEvent
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.state.settings = settings
     problems.install(app)
-    for router in (public.router, account.router, verify.router, audit.router, admin.router):
+    for router in (public.router, account.router, verify.router, disclosure.router, audit.router, admin.router):
         app.include_router(router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -21,8 +22,10 @@ from gateway.app import create_app
 from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
+from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
+from gateway.freezes import FreezeStore
 from gateway.services import audit_trail, authentication, doctor, policy_check, receipts, registration
 from gateway.services import demo_setup as demo_service
 from gateway.settings import Settings, load_settings
@@ -441,6 +444,34 @@ def policy_check_command(
         f"bundle {bundle.version}: {len(bundle.verification_services)} verification service(s), "
         f"{len(bundle.grants)} grant(s), {len(bundle.consumers)} consumer(s)"
     )
+
+
+@app.command("freeze")
+def freeze_command(
+    kind: Annotated[FreezeKind, typer.Argument(help="What to stop.")],
+    name: Annotated[str, typer.Argument(help="Client id, organisation, dataset or service name.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded and shown to those refused.")],
+    config: ConfigOption = None,
+) -> None:
+    """Emergency stop, effective on the next request of every gateway process; works without the API."""
+    settings = _settings(config)
+    with _run("freeze"):
+        made = FreezeStore(settings.freezes_file).freeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+    typer.echo(f"{made.kind.value} {made.name} frozen since {made.since.isoformat()}")
+
+
+@app.command("unfreeze")
+def unfreeze_command(
+    kind: Annotated[FreezeKind, typer.Argument(help="What to resume.")],
+    name: Annotated[str, typer.Argument(help="Client id, organisation, dataset or service name.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history.")],
+    config: ConfigOption = None,
+) -> None:
+    """Lift a freeze."""
+    settings = _settings(config)
+    with _run("unfreeze"):
+        FreezeStore(settings.freezes_file).unfreeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+    typer.echo(f"{kind.value} {name} no longer frozen")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -69,6 +69,13 @@ class SignatureInvalid(ClientError):
     title = "Signature invalid"
 
 
+class Frozen(PolicyDenied):
+    """An administrator stopped this use (a consumer, organisation, dataset or service)."""
+
+    type_slug = "frozen"
+    title = "Use stopped"
+
+
 class NotFound(ClientError):
     status = 404
     type_slug = "not-found"

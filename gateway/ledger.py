@@ -392,6 +392,18 @@ class Ledger:
         )
         return [(str(a), str(b), str(c), int(d), int(e), int(f)) for a, b, c, d, e, f in rows]
 
+    def monthly_usage(self) -> list[tuple[str, str, int, int]]:
+        """Per service and month (YYYY-MM): calls and counted claims, every grant together."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT service, substr(day, 1, 7) AS month, SUM(calls), SUM(claims) FROM metering "
+                "GROUP BY service, month ORDER BY month, service"
+            )
+            .fetchall()
+        )
+        return [(str(a), str(b), int(c), int(d)) for a, b, c, d in rows]
+
     def prune(self, now: float) -> None:
         """Drop rows whose window ended; metering is kept."""
         self._run(lambda conn: self._delete_ended(conn, now))

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         return self.state_dir / "audit"
 
     @property
+    def freezes_file(self) -> Path:
+        return self.state_dir / "freezes.json"
+
+    @property
     def clients_file(self) -> Path:
         return self.state_dir / "clients.json"
 

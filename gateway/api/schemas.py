@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.domain.policy import Freeze, FreezeKind
 from gateway.domain.principal import Role
 from gateway.domain.trail import AuditLeaf
 
@@ -210,3 +211,18 @@ class ReleasedResponse(_Response):
     privacy_spent: dict[str, str] | None
     audit_seq: int
     receipt: str
+
+
+class FreezeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FreezeKind
+    name: str = Field(min_length=1, max_length=128, description="Client id, organisation, dataset or service name.")
+    reason: str = Field(
+        min_length=1, max_length=500, description="Recorded with the freeze and shown to those refused."
+    )
+
+
+class FreezeListResponse(_Response):
+    active: list[Freeze]
+    history: list[dict[str, Any]]

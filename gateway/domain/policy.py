@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
 from gateway.domain.principal import Principal
-from gateway.errors import NotFound, PolicyDenied
+from gateway.errors import Frozen, NotFound, PolicyDenied
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 """Names of services, grants, purposes, organisations and price classes: safe in URLs and logs."""
@@ -285,6 +285,38 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
             elif check.check is CheckKind.EQUALS and column.type is not ColumnType.STRING:
                 issue(path, f"an equality check compares text; {check.column} is {column.type.value}")
     return issues
+
+
+class FreezeKind(StrEnum):
+    CONSUMER = "consumer"
+    ORGANISATION = "organisation"
+    DATASET = "dataset"
+    SERVICE = "service"
+
+
+class Freeze(_Frozen):
+    """An emergency stop: from `since`, nothing is served to or from what it names."""
+
+    kind: FreezeKind
+    name: str = Field(min_length=1, max_length=128)
+    since: datetime
+    by: str
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def check_not_frozen(
+    freezes: Mapping[tuple[FreezeKind, str], Freeze], *, consumer: str, organisation: str, service: str, dataset: str
+) -> None:
+    """Refuse if any of the four is frozen; the message names which, and why."""
+    for kind, name in (
+        (FreezeKind.CONSUMER, consumer),
+        (FreezeKind.ORGANISATION, organisation),
+        (FreezeKind.SERVICE, service),
+        (FreezeKind.DATASET, dataset),
+    ):
+        found = freezes.get((kind, name))
+        if found is not None:
+            raise Frozen(f"use of {kind.value} {name!r} is stopped since {found.since.isoformat()}: {found.reason}")
 
 
 def authorize(

@@ -8,6 +8,7 @@ from gateway.audit import AuditLog
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.engine import Domain
+from gateway.freezes import FreezeStore
 from gateway.ledger import Ledger
 from gateway.policy import PolicyHolder
 from gateway.services import policy_check
@@ -26,6 +27,7 @@ class Runtime:
     audit: AuditLog
     ledger: Ledger
     policy: PolicyHolder
+    freezes: FreezeStore
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -41,6 +43,7 @@ class Runtime:
             audit=AuditLog.open(settings.audit_dir),
             ledger=Ledger.open(settings.state_dir / "ledger"),
             policy=policy_check.load_for_serving(settings.policy_dir, catalog),
+            freezes=FreezeStore(settings.freezes_file),
         )
 
     def close(self) -> None:

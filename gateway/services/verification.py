@@ -25,7 +25,14 @@ from typing import Any
 
 from gateway.domain.catalog import CatalogEntry
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
-from gateway.domain.policy import CheckKind, FieldCheck, UnknownKey, VerificationService, authorize
+from gateway.domain.policy import (
+    CheckKind,
+    FieldCheck,
+    UnknownKey,
+    VerificationService,
+    authorize,
+    check_not_frozen,
+)
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InvalidRequest, ServiceUnavailable
@@ -196,6 +203,15 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     if service_name in policy.unavailable:
         raise ServiceUnavailable(f"service {service_name!r} is unavailable: {policy.unavailable[service_name]}")
     service = bundle.verification_services[service_name]
+    member = bundle.consumers.get(principal.client_id)
+    organisation = member.organisation if member is not None else principal.organisation
+    check_not_frozen(
+        rt.freezes.active(),
+        consumer=principal.client_id,
+        organisation=organisation,
+        service=service_name,
+        dataset=service.dataset,
+    )
     if len(call.claims) > service.max_batch:
         raise InvalidRequest(f"claims: at most {service.max_batch} claims per request for this service")
     record = rt.catalog.get(service.dataset)
@@ -222,10 +238,9 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
         fingerprint = rt.audit.pseudonym("claim", _text([service_name, key, asked]))
         billable = known or service.bill_unknown_keys
         uses.append(ClaimUse(fingerprint, key, asks, _text(answer), billable))
-    member = bundle.consumers.get(principal.client_id)
     request = VerificationRequest(
         consumer=principal.client_id,
-        organisation=member.organisation if member is not None else principal.organisation,
+        organisation=organisation,
         grant=grant_id,
         service=service_name,
         purpose=purpose,

@@ -12,7 +12,10 @@ from gateway.api.schemas import (
     ConsumerCreateRequest,
     DatasetAdminListResponse,
     DatasetAdminResponse,
+    FreezeListResponse,
+    FreezeRequest,
 )
+from gateway.domain.policy import Freeze
 from gateway.domain.principal import Principal, Role
 from gateway.services.runtime import Runtime
 
@@ -62,3 +65,32 @@ def disable_consumer(
     """Disable a client account: its tokens stop working on the next request."""
     rt.clients.disable(client_id)
     return Response(status_code=204)
+
+
+@router.post("/freeze", response_model=Freeze, status_code=201)
+def freeze(
+    body: FreezeRequest,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> Freeze:
+    """Emergency stop: refuse every request of a consumer, organisation, dataset or service, in
+    every process, from the next request on. `veilgate freeze` does the same without the API."""
+    return rt.freezes.freeze(body.kind, body.name, by=who.client_id, reason=body.reason)
+
+
+@router.post("/unfreeze", response_model=Freeze)
+def unfreeze(
+    body: FreezeRequest,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> Freeze:
+    """Lift a freeze; the history keeps both, with who and why."""
+    return rt.freezes.unfreeze(body.kind, body.name, by=who.client_id, reason=body.reason)
+
+
+@router.get("/freezes", response_model=FreezeListResponse)
+def freezes(
+    rt: Annotated[Runtime, Depends(runtime)],
+    _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
+) -> FreezeListResponse:
+    return FreezeListResponse(active=list(rt.freezes.active().values()), history=rt.freezes.history())

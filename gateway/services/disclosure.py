@@ -1,0 +1,92 @@
+"""Public disclosure: who is authorized to use which public data, for what, until when; the
+products and services with their prices; and how much they are used.
+
+Built from the bundle in force, the catalogue and the ledger's metering only; no request, key
+or answer is ever part of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.services.runtime import Runtime
+
+Json = dict[str, Any]
+
+
+def authorizations(rt: Runtime) -> list[Json]:
+    bundle = rt.policy.current
+    out = []
+    for grant_id, grant in sorted(bundle.grants.items()):
+        consumer = bundle.consumers.get(grant.consumer)
+        organisation = bundle.organisations.get(consumer.organisation) if consumer else None
+        services = [s for s in grant.services if s in bundle.verification_services]
+        out.append(
+            {
+                "grant": grant_id,
+                "consumer": grant.consumer,
+                "organisation": organisation.name if organisation else None,
+                "mode": grant.mode.value,
+                "scenario": grant.scenario,
+                "services": [{"name": s, "title": bundle.verification_services[s].title} for s in services],
+                "datasets": sorted({bundle.verification_services[s].dataset for s in services}),
+                "purposes": [
+                    {"name": p, "title": bundle.purposes[p].title, "kind": bundle.purposes[p].kind.value}
+                    for p in grant.purposes
+                    if p in bundle.purposes
+                ],
+                "not_before": grant.not_before.isoformat(),
+                "expires": grant.expires.isoformat(),
+                "price_class": grant.price_class,
+            }
+        )
+    return out
+
+
+def services(rt: Runtime) -> list[Json]:
+    bundle = rt.policy.state
+    titles = {r.entry.dataset: r.entry.title for r in rt.catalog.records()}
+    out = []
+    for name, service in sorted(bundle.bundle.verification_services.items()):
+        price = bundle.bundle.price_classes.get(service.price_class) if service.price_class else None
+        out.append(
+            {
+                "name": name,
+                "kind": "verification",
+                "title": service.title,
+                "description": service.description,
+                "dataset": service.dataset,
+                "dataset_title": titles.get(service.dataset),
+                "available": name not in bundle.unavailable,
+                "fields": [
+                    {"name": f, "check": c.check.value, "description": c.description, "thresholds": list(c.thresholds)}
+                    for f, c in service.fields.items()
+                ],
+                "price": None
+                if price is None
+                else {
+                    "title": price.title,
+                    "unit": price.unit,
+                    "price_yuan": str(price.price_yuan),
+                    "cap_yuan": str(price.cap_yuan),
+                },
+            }
+        )
+    return out
+
+
+def usage(rt: Runtime) -> list[Json]:
+    bundle = rt.policy.current
+    out = []
+    for service, month, calls, claims in rt.ledger.monthly_usage():
+        dataset = bundle.verification_services[service].dataset if service in bundle.verification_services else None
+        out.append(
+            {
+                "service": service,
+                "month": month,
+                "calls": calls,
+                "claims": claims,
+                "privacy_budget_spent": {dataset: {"epsilon": "0", "delta": "0"}} if dataset else {},
+            }
+        )
+    return out

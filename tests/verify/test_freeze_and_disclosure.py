@@ -1,0 +1,132 @@
+"""Emergency stops take effect on the next request in every process; disclosure matches the bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app as cli
+from gateway.domain.policy import FreezeKind
+from gateway.errors import Conflict, NotFound
+from gateway.freezes import FreezeStore
+from gateway.policy import load_bundle
+from tests.conftest import REPO, bearer, get_token
+from tests.verify.conftest import Gateway, enterprises
+
+
+def _claim(gw: Gateway, index: int = 0) -> list[dict[str, object]]:
+    return [{"keys": {"credit_code": enterprises(gw.installation)[index]["credit_code"]}, "checks": {"active": True}}]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("consumer", "demo-business"),
+        ("organisation", "demo-bank"),
+        ("service", "enterprise-registration"),
+        ("dataset", "enterprise_registry"),
+    ],
+)
+def test_a_freeze_stops_the_next_request_and_unfreeze_resumes(
+    gateway_for: Callable[..., Gateway], kind: str, name: str
+) -> None:
+    gw = gateway_for()
+    admin = bearer(get_token(gw.client, "demo-admin", gw.installation.credentials["demo-admin"]))
+    assert gw.verify(_claim(gw)).status_code == 200
+    made = gw.client.post("/v1/admin/freeze", json={"kind": kind, "name": name, "reason": "incident 42"}, headers=admin)
+    assert made.status_code == 201, made.text
+    refused = gw.verify(_claim(gw, 1))
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("/frozen") and "incident 42" in refused.json()["detail"]
+    again = gw.client.post("/v1/admin/freeze", json={"kind": kind, "name": name, "reason": "again"}, headers=admin)
+    assert again.status_code == 409
+    lifted = gw.client.post("/v1/admin/unfreeze", json={"kind": kind, "name": name, "reason": "fixed"}, headers=admin)
+    assert lifted.status_code == 200
+    assert gw.verify(_claim(gw, 1)).status_code == 200
+    listed = gw.client.get("/v1/admin/freezes", headers=admin).json()
+    assert listed["active"] == [] and [h["action"] for h in listed["history"]] == ["freeze", "unfreeze"]
+    assert listed["history"][0]["by"] == "demo-admin"
+
+
+def test_only_admins_freeze(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    body = {"kind": "consumer", "name": "demo-business", "reason": "x"}
+    for who in ("demo-business", "demo-auditor", "demo-researcher"):
+        token = bearer(get_token(gw.client, who, gw.installation.credentials[who]))
+        assert gw.client.post("/v1/admin/freeze", json=body, headers=token).status_code == 403
+    assert gw.client.post("/v1/admin/freeze", json=body).status_code == 401
+    auditor = bearer(get_token(gw.client, "demo-auditor", gw.installation.credentials["demo-auditor"]))
+    assert gw.client.get("/v1/admin/freezes", headers=auditor).status_code == 200
+
+
+def test_a_freeze_from_the_cli_reaches_a_running_gateway(gateway_for: Callable[..., Gateway]) -> None:
+    """What an operator does when the API itself is the problem: another process writes the stop."""
+    gw = gateway_for()
+    config = ["--config", str(gw.installation.root / "veilgate.toml")]
+    result = CliRunner().invoke(cli, ["freeze", "consumer", "demo-business", "--reason", "leaked secret", *config])
+    assert result.exit_code == 0, result.output
+    assert gw.verify(_claim(gw)).status_code == 403
+    twice = CliRunner().invoke(cli, ["freeze", "consumer", "demo-business", "--reason", "x", *config])
+    assert twice.exit_code == 1 and "already frozen" in twice.output
+    assert (
+        CliRunner().invoke(cli, ["unfreeze", "consumer", "demo-business", "--reason", "rotated", *config]).exit_code
+        == 0
+    )
+    assert gw.verify(_claim(gw)).status_code == 200
+
+
+def test_the_store_keeps_history_and_refuses_nonsense(tmp_path: Path) -> None:
+    store = FreezeStore(tmp_path / "freezes.json")
+    assert store.active() == {}
+    store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
+    with pytest.raises(Conflict):
+        store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
+    with pytest.raises(NotFound):
+        store.unfreeze(FreezeKind.DATASET, "tax_compliance", by="a", reason="r")
+    other_process = FreezeStore(tmp_path / "freezes.json")
+    assert (FreezeKind.SERVICE, "tax-compliance") in other_process.active()
+    other_process.unfreeze(FreezeKind.SERVICE, "tax-compliance", by="b", reason="r")
+    assert store.active() == {}
+    assert [h["by"] for h in store.history()] == ["a", "b"]
+
+
+def test_disclosure_matches_the_bundle(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    bundle = load_bundle(REPO / "policies")
+    authorizations = gw.client.get("/v1/disclosure/authorizations").json()
+    assert authorizations["policy_version"] == bundle.version
+    (grant,) = authorizations["authorizations"]
+    source = bundle.grants["bank-sme-credit-2026"]
+    assert grant["grant"] == "bank-sme-credit-2026" and grant["organisation"] == "Demo Commercial Bank"
+    assert [s["name"] for s in grant["services"]] == list(source.services)
+    assert grant["datasets"] == ["enterprise_registry", "tax_compliance"]
+    assert [p["name"] for p in grant["purposes"]] == list(source.purposes)
+    assert grant["expires"] == source.expires.isoformat()
+    services = {s["name"]: s for s in gw.client.get("/v1/disclosure/services").json()["services"]}
+    assert set(services) == set(bundle.verification_services)
+    registration = services["enterprise-registration"]
+    assert registration["price"] == {
+        "title": "Commercial verification, per claim",
+        "unit": "call",
+        "price_yuan": "0.05",
+        "cap_yuan": "0.10",
+    }
+    assert [f["name"] for f in registration["fields"]] == list(
+        bundle.verification_services["enterprise-registration"].fields
+    )
+    assert registration["available"] is True
+
+
+def test_usage_is_disclosed_per_service_and_month_without_keys(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    claims = _claim(gw, 0) + _claim(gw, 1)
+    assert gw.verify(claims).status_code == 200
+    assert gw.verify(claims).status_code == 200  # repeats: a call, but no new claims
+    response = gw.client.get("/v1/disclosure/usage")
+    (row,) = response.json()["usage"]
+    assert (row["service"], row["calls"], row["claims"]) == ("enterprise-registration", 2, 2)
+    assert row["privacy_budget_spent"] == {"enterprise_registry": {"epsilon": "0", "delta": "0"}}
+    assert all(c["keys"]["credit_code"] not in response.text for c in claims)  # type: ignore[index]
