@@ -7,10 +7,15 @@ fsync, rename, fsync the directory), so a reader sees the old content or the new
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import ConfigurationError
 
@@ -72,3 +77,20 @@ def check_secret_file(path: Path) -> None:
         raise ConfigurationError(f"secret file {path.name} is not a regular file")
     if info.st_mode & 0o077:
         raise ConfigurationError(f"secret file {path.name} is readable by others; chmod 600 it")
+
+
+@contextmanager
+def locked_json(path: Path, empty: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Read-modify-write of a JSON document, under an exclusive lock shared by every process.
+
+    Yields the current content (or a copy of `empty`); whatever the block leaves in it is written
+    back atomically, unless the block raises.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data: dict[str, Any] = (
+            json.loads(path.read_text(encoding="utf-8")) if path.exists() else json.loads(json.dumps(empty))
+        )
+        yield data
+        write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode())

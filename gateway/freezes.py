@@ -8,7 +8,6 @@ file lock, so two processes never lose each other's change. Every change is kept
 
 from __future__ import annotations
 
-import fcntl
 import json
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.atomic_files import Stamp, stamp, write_atomic
+from gateway.atomic_files import Stamp, locked_json, stamp
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.errors import Conflict, NotFound
 
@@ -81,10 +80,5 @@ class FreezeStore:
 
     @contextmanager
     def _changing(self) -> Iterator[dict[str, Any]]:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self._path.with_suffix(".lock")
-        with self._lock, lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = self._load()
+        with self._lock, locked_json(self._path, {"active": [], "history": []}) as data:
             yield data
-            write_atomic(self._path, json.dumps(data, indent=2, ensure_ascii=False).encode())
