@@ -154,8 +154,10 @@ class PolicyHolder:
     after the bundle was approved, say), with the reason; they are refused, the rest served.
     """
 
-    def __init__(self, bundle: PolicyBundle, unavailable: Mapping[str, str] | None = None) -> None:
-        self._state = PolicyState(bundle, dict(unavailable or {}))
+    def __init__(
+        self, bundle: PolicyBundle, unavailable: Mapping[str, str] | None = None, source: object = None
+    ) -> None:
+        self._state = PolicyState(bundle, dict(unavailable or {}), source)
 
     @property
     def state(self) -> PolicyState:
@@ -165,12 +167,13 @@ class PolicyHolder:
     def current(self) -> PolicyBundle:
         return self._state.bundle
 
-    def swap(self, bundle: PolicyBundle, unavailable: Mapping[str, str] | None = None) -> PolicyBundle:
-        previous, self._state = self._state, PolicyState(bundle, dict(unavailable or {}))
-        return previous.bundle
+    def swap(self, bundle: PolicyBundle, unavailable: Mapping[str, str] | None = None, source: object = None) -> None:
+        self._state = PolicyState(bundle, dict(unavailable or {}), source)
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyState:
     bundle: PolicyBundle
     unavailable: dict[str, str]
+    source: object = None
+    """Where the bundle was read from (a stamp of the policy store), to notice a newer one."""

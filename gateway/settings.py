@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `veilgate serve` binds.")
     engine_threads: int = Field(2, ge=1, le=64, description="DuckDB threads per open dataset version.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    policy_approvals: int = Field(
+        2, ge=1, le=2, description="Administrators who must approve a policy change (the proposer counts as one)."
+    )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."
     )
@@ -51,6 +54,10 @@ class Settings(BaseSettings):
     @property
     def audit_dir(self) -> Path:
         return self.state_dir / "audit"
+
+    @property
+    def policy_store_dir(self) -> Path:
+        return self.state_dir / "policy"
 
     @property
     def freezes_file(self) -> Path:

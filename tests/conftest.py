@@ -52,8 +52,11 @@ def session_installation(tmp_path_factory: pytest.TempPathFactory) -> Installati
 def installation(session_installation: Installation, tmp_path: Path) -> Installation:
     """A private copy of the demo installation, for tests that change state."""
     root = tmp_path / "demo"
-    # The ledger's counters belong to the requests that made them: each test starts without any.
-    shutil.copytree(session_installation.root, root, ignore=lambda d, _names: ["ledger"] if d.endswith("state") else [])
+    # Ledger counters and the policy in force belong to earlier requests: each copy starts without
+    # them, and takes its bundle from its own policy directory.
+    shutil.copytree(
+        session_installation.root, root, ignore=lambda d, _names: ["ledger", "policy"] if d.endswith("state") else []
+    )
     settings = session_installation.settings.model_copy(
         update={"state_dir": root / "state", "policy_dir": REPO / "policies"}
     )

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.services import policy_admin
 from gateway.services.runtime import Runtime
 
 Json = dict[str, Any]
 
 
 def authorizations(rt: Runtime) -> list[Json]:
-    bundle = rt.policy.current
+    bundle = policy_admin.current(rt).bundle
     out = []
     for grant_id, grant in sorted(bundle.grants.items()):
         consumer = bundle.consumers.get(grant.consumer)
@@ -44,7 +45,7 @@ def authorizations(rt: Runtime) -> list[Json]:
 
 
 def services(rt: Runtime) -> list[Json]:
-    bundle = rt.policy.state
+    bundle = policy_admin.current(rt)
     titles = {r.entry.dataset: r.entry.title for r in rt.catalog.records()}
     out = []
     for name, service in sorted(bundle.bundle.verification_services.items()):
@@ -76,7 +77,7 @@ def services(rt: Runtime) -> list[Json]:
 
 
 def usage(rt: Runtime) -> list[Json]:
-    bundle = rt.policy.current
+    bundle = policy_admin.current(rt).bundle
     out = []
     for service, month, calls, claims in rt.ledger.monthly_usage():
         dataset = bundle.verification_services[service].dataset if service in bundle.verification_services else None

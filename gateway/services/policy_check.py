@@ -6,9 +6,11 @@ import logging
 from pathlib import Path
 
 from gateway.catalog import CatalogStore
+from gateway.domain.catalog import CatalogEntry
 from gateway.domain.policy import PolicyBundle, check_against_catalog, check_references
 from gateway.errors import PolicyInvalid
 from gateway.policy import Located, PolicyHolder, locate_issues, read_bundle
+from gateway.policy_store import PolicyStore
 
 log = logging.getLogger("veilgate.policy")
 
@@ -18,25 +20,46 @@ def check(policy_dir: Path, catalog: CatalogStore) -> tuple[PolicyBundle | None,
     bundle, errors = read_bundle(policy_dir)
     if bundle is None:
         return None, errors
-    entries = {r.entry.dataset: r.entry for r in catalog.records() if r.is_served}
-    issues = check_references(bundle) + check_against_catalog(bundle, entries)
+    issues = check_references(bundle) + check_against_catalog(bundle, entries(catalog))
     return (None, locate_issues(policy_dir, issues)) if issues else (bundle, [])
 
 
-def load_for_serving(policy_dir: Path, catalog: CatalogStore) -> PolicyHolder:
-    """The bundle to serve: it must be whole and self-consistent, or nothing starts. Services
-    whose data the catalogue cannot serve now are marked unavailable, with the reason, and the
-    rest are served (deregistering a dataset must not stop the gateway)."""
-    bundle, errors = read_bundle(policy_dir)
-    if bundle is None:
-        raise PolicyInvalid(errors)
+def entries(catalog: CatalogStore) -> dict[str, CatalogEntry]:
+    return {r.entry.dataset: r.entry for r in catalog.records() if r.is_served}
+
+
+def validate(bundle: PolicyBundle, catalog: CatalogStore) -> list[str]:
+    """Everything `policy check` checks after parsing, as `path: message` lines."""
+    issues = check_references(bundle) + check_against_catalog(bundle, entries(catalog))
+    return [f"{'.'.join(str(p) for p in i.path)}: {i.message}" for i in issues]
+
+
+def serving_issues(bundle: PolicyBundle, catalog: CatalogStore) -> dict[str, str]:
+    """Services the catalogue cannot serve now, with the reason (the rest are served)."""
     references = check_references(bundle)
     if references:
-        raise PolicyInvalid(locate_issues(policy_dir, references))
-    entries = {r.entry.dataset: r.entry for r in catalog.records() if r.is_served}
+        raise PolicyInvalid([f"{'.'.join(str(p) for p in i.path)}: {i.message}" for i in references])
     unavailable: dict[str, str] = {}
-    for issue in check_against_catalog(bundle, entries):
-        service = str(issue.path[1])
-        unavailable.setdefault(service, issue.message)
-        log.warning("policy: service %s is unavailable: %s", service, issue.message)
-    return PolicyHolder(bundle, unavailable)
+    for issue in check_against_catalog(bundle, entries(catalog)):
+        unavailable.setdefault(str(issue.path[1]), issue.message)
+    for service, reason in unavailable.items():
+        log.warning("policy: service %s is unavailable: %s", service, reason)
+    return unavailable
+
+
+def open_policy(policy_dir: Path, store: PolicyStore, catalog: CatalogStore) -> PolicyHolder:
+    """The bundle in force: the store's, or on first start the one in `policy_dir`."""
+    source = store.stamp()
+    active = store.active_version()
+    if active is None:
+        bundle, errors = read_bundle(policy_dir)
+        if bundle is None:
+            raise PolicyInvalid(errors)
+        unavailable = serving_issues(bundle, catalog)
+        store.activate(bundle, by="startup", reason=f"first import of {policy_dir}")
+        return PolicyHolder(bundle, unavailable, store.stamp())
+    bundle = store.load(active)
+    on_disk, _errors = read_bundle(policy_dir)
+    if on_disk is not None and on_disk.version != bundle.version:
+        log.warning("policy: %s differs from the bundle in force; `veilgate policy reload` applies it", policy_dir)
+    return PolicyHolder(bundle, serving_issues(bundle, catalog), source)

@@ -11,6 +11,7 @@ from gateway.engine import Domain
 from gateway.freezes import FreezeStore
 from gateway.ledger import Ledger
 from gateway.policy import PolicyHolder
+from gateway.policy_store import PolicyStore
 from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
@@ -27,12 +28,14 @@ class Runtime:
     audit: AuditLog
     ledger: Ledger
     policy: PolicyHolder
+    policy_store: PolicyStore
     freezes: FreezeStore
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         """Open every leaf; fails with an error that says what to fix (a bad policy bundle too)."""
         catalog = CatalogStore(settings.data_path)
+        policy_store = PolicyStore(settings.policy_store_dir)
         return cls(
             settings=settings,
             catalog=catalog,
@@ -42,7 +45,8 @@ class Runtime:
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=AuditLog.open(settings.audit_dir),
             ledger=Ledger.open(settings.state_dir / "ledger"),
-            policy=policy_check.load_for_serving(settings.policy_dir, catalog),
+            policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog),
+            policy_store=policy_store,
             freezes=FreezeStore(settings.freezes_file),
         )
 

@@ -37,6 +37,7 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.ledger import Admission, ClaimUse, VerificationRequest
+from gateway.services import policy_admin
 from gateway.services.release import PendingRelease, Release, prepare_release, release
 from gateway.services.runtime import Runtime
 
@@ -197,7 +198,7 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     now = time.time()
     service_name, purpose = call.service, call.purpose
     # 1. Authorize against the bundle in force (read once: a swap cannot split this request).
-    policy = rt.policy.state
+    policy = policy_admin.current(rt)
     bundle = policy.bundle
     grant_id, grant = authorize(bundle, principal, service_name, purpose, datetime.fromtimestamp(now, UTC))
     if service_name in policy.unavailable:

@@ -76,6 +76,8 @@ def gateway_for(installation: Installation, tmp_path: Path) -> Iterator[Callable
     def factory(change: Callable[[dict[str, Any]], None] | None = None, who: str = "demo-business") -> Gateway:
         policies = policy_copy(tmp_path / f"policies-{len(made)}", change)
         settings = installation.settings.model_copy(update={"policy_dir": policies})
+        # Serve exactly this bundle: forget any bundle an earlier gateway of the test put in force.
+        shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
         client = TestClient(create_app(settings))
         made.append(client)
         token = get_token(client, who, installation.credentials[who])

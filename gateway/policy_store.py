@@ -1,0 +1,171 @@
+"""The bundle's lifecycle: stored versions, proposals, approvals, the version in force, rollback.
+
+Imports no other leaf. Under `state/policy/`: `versions/<version>.json` holds each bundle ever
+proposed (content-addressed, never changed), and `state.json` says which version is in force,
+which came before, the open proposals and the history of every change with who, when and the
+diff. Changes take an exclusive lock shared by all processes; every process re-reads `state.json`
+when its stamp changes, so a change is in force on the next request everywhere.
+
+Validation is the caller's: this store records decisions, it does not make them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.atomic_files import Stamp, locked_json, stamp, write_atomic
+from gateway.domain.policy import PolicyBundle
+from gateway.errors import Conflict, NotFound, PolicyDenied
+
+_EMPTY: dict[str, Any] = {"active": None, "previous": [], "proposals": {}, "history": []}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What happened: the version now in force (None if only proposed) and the proposal."""
+
+    active: str | None
+    proposal: dict[str, Any] | None
+
+
+class PolicyStore:
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._state = directory / "state.json"
+
+    def stamp(self) -> Stamp | None:
+        return stamp(self._state)
+
+    def _read(self) -> dict[str, Any]:
+        if not self._state.exists():
+            return json.loads(json.dumps(_EMPTY))  # type: ignore[no-any-return]
+        loaded: dict[str, Any] = json.loads(self._state.read_text(encoding="utf-8"))
+        return loaded
+
+    def active_version(self) -> str | None:
+        active = self._read()["active"]
+        return str(active) if active else None
+
+    def load(self, version: str) -> PolicyBundle:
+        path = self._dir / "versions" / f"{version}.json"
+        if not path.is_file():
+            raise NotFound(f"no stored policy version {version}")
+        return PolicyBundle.model_validate_json(path.read_bytes())
+
+    def _store(self, bundle: PolicyBundle) -> str:
+        path = self._dir / "versions" / f"{bundle.version}.json"
+        if not path.exists():
+            write_atomic(path, _pretty(bundle).encode())
+        return bundle.version
+
+    def proposals(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = self._read()["proposals"]
+        return found
+
+    def history(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._read()["history"]
+        return found
+
+    def propose(self, bundle: PolicyBundle, *, by: str, note: str, approvals_required: int) -> Change:
+        """Record a proposal; with one approval required, the proposer's own is enough."""
+        version = self._store(bundle)
+        with locked_json(self._state, _EMPTY) as state:
+            if state["active"] == version:
+                raise Conflict("the proposed bundle is the one in force")
+            proposal = {
+                "id": secrets.token_hex(6),
+                "version": version,
+                "base": state["active"],
+                "proposed_by": by,
+                "proposed_at": _now(),
+                "note": note,
+                "approvals": [by],
+                "diff": self._diff(state["active"], bundle),
+            }
+            if approvals_required <= 1:
+                self._activate(state, version, proposal, reason=note)
+                return Change(version, proposal)
+            state["proposals"][proposal["id"]] = proposal
+            state["history"].append({"action": "propose", "at": proposal["proposed_at"], "by": by, **_brief(proposal)})
+        return Change(None, proposal)
+
+    def approve(self, proposal_id: str, *, by: str, approvals_required: int) -> Change:
+        """A second administrator approves; nobody approves their own proposal."""
+        with locked_json(self._state, _EMPTY) as state:
+            proposal = state["proposals"].get(proposal_id)
+            if proposal is None:
+                raise NotFound(f"no open proposal {proposal_id}")
+            if by in proposal["approvals"]:
+                raise PolicyDenied("a proposal is approved by another administrator than the ones who already did")
+            if proposal["base"] != state["active"]:
+                raise Conflict("the bundle in force changed since this proposal was made; propose it again")
+            proposal["approvals"].append(by)
+            state["history"].append({"action": "approve", "at": _now(), "by": by, **_brief(proposal)})
+            if len(proposal["approvals"]) < approvals_required:
+                return Change(None, proposal)
+            del state["proposals"][proposal_id]
+            self._activate(state, proposal["version"], proposal, reason=proposal["note"])
+            return Change(proposal["version"], proposal)
+
+    def activate(self, bundle: PolicyBundle, *, by: str, reason: str) -> Change:
+        """Put a bundle in force at once: for restrictions (revoking a grant) and the first import."""
+        version = self._store(bundle)
+        with locked_json(self._state, _EMPTY) as state:
+            change = {"id": None, "version": version, "proposed_by": by, "approvals": [by],
+                      "diff": self._diff(state["active"], bundle)}  # fmt: skip
+            self._activate(state, version, change, reason=reason)
+        return Change(version, None)
+
+    def rollback(self, *, by: str) -> str:
+        """Restore the version in force before the current one."""
+        with locked_json(self._state, _EMPTY) as state:
+            if not state["previous"]:
+                raise Conflict("there is no earlier version to roll back to")
+            version = state["previous"].pop()
+            current = state["active"]
+            state["active"] = version
+            state["history"].append(
+                {"action": "rollback", "at": _now(), "by": by, "version": version, "replaced": current}
+            )
+        return str(version)
+
+    def _activate(self, state: dict[str, Any], version: str, change: dict[str, Any], *, reason: str) -> None:
+        if state["active"] is not None:
+            state["previous"].append(state["active"])
+        replaced, state["active"] = state["active"], version
+        state["history"].append(
+            {
+                "action": "activate",
+                "at": _now(),
+                "version": version,
+                "replaced": replaced,
+                "proposed_by": change["proposed_by"],
+                "approved_by": change["approvals"],
+                "reason": reason,
+                "diff": change["diff"],
+            }
+        )
+
+    def _diff(self, active: str | None, bundle: PolicyBundle) -> str:
+        before = _pretty(self.load(active)).splitlines() if active else []
+        return "\n".join(
+            difflib.unified_diff(before, _pretty(bundle).splitlines(), "in force", "proposed", lineterm="")
+        )
+
+
+def _pretty(bundle: PolicyBundle) -> str:
+    return json.dumps(bundle.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _brief(proposal: dict[str, Any]) -> dict[str, Any]:
+    return {"proposal": proposal["id"], "version": proposal["version"]}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
