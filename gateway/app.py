@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,8 +16,10 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api import problems
 from gateway.api.middleware import RequestContext
-from gateway.api.routes import account, admin, audit, disclosure, public, verify
+from gateway.api.routes import account, admin, audit, disclosure, policy, public, verify
 from gateway.domain.trail import AuditEvent
+from gateway.errors import VeilgateError
+from gateway.services import policy_admin
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
@@ -41,8 +44,19 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             except Exception:  # a failed checkpoint is retried next interval; serving goes on
                 log.exception("audit checkpoint failed")
 
+    def reload_policy() -> None:
+        try:
+            change = policy_admin.reload_from_disk(rt, by="sighup")
+            log.info("policy reloaded from %s: version %s in force", settings.policy_dir, change.active)
+        except VeilgateError as exc:  # the last good bundle stays in force
+            log.error("ALERT policy reload failed, the bundle in force is unchanged: %s", exc.detail)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.get_running_loop().run_in_executor(None, reload_policy)
+            )
         # A head at start covers what the last run logged after its last checkpoint (a crash).
         with contextlib.suppress(Exception):
             await asyncio.to_thread(checkpoint)
@@ -70,8 +84,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.state.settings = settings
     problems.install(app)
-    for router in (public.router, account.router, verify.router, disclosure.router, audit.router, admin.router):
-        app.include_router(router)
+    routers = (public, account, verify, disclosure, audit, admin, policy)
+    for module in routers:
+        app.include_router(module.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
     return app
 

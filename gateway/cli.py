@@ -26,8 +26,10 @@ from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
 from gateway.freezes import FreezeStore
-from gateway.services import audit_trail, authentication, doctor, policy_check, receipts, registration
+from gateway.policy_store import PolicyStore
+from gateway.services import audit_trail, authentication, doctor, policy_admin, policy_check, receipts, registration
 from gateway.services import demo_setup as demo_service
+from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
 from gateway.signing import KeyRing
 
@@ -444,6 +446,29 @@ def policy_check_command(
         f"bundle {bundle.version}: {len(bundle.verification_services)} verification service(s), "
         f"{len(bundle.grants)} grant(s), {len(bundle.consumers)} consumer(s)"
     )
+
+
+@policy_app.command("reload")
+def policy_reload_command(config: ConfigOption = None) -> None:
+    """Put the YAML bundle of `policy_dir` in force, after the same checks (a running server does
+    the same on SIGHUP); a bundle that fails changes nothing."""
+    settings = _settings(config)
+    with _run("policy reload"):
+        rt = Runtime.open(settings)
+        try:
+            change = policy_admin.reload_from_disk(rt, by=f"cli:{getpass.getuser()}")
+        finally:
+            rt.close()
+    typer.echo(f"bundle {change.active} in force")
+
+
+@policy_app.command("rollback")
+def policy_rollback_command(config: ConfigOption = None) -> None:
+    """Restore the bundle that was in force before the current one."""
+    settings = _settings(config)
+    with _run("policy rollback"):
+        version = PolicyStore(settings.policy_store_dir).rollback(by=f"cli:{getpass.getuser()}")
+    typer.echo(f"bundle {version} in force again")
 
 
 @app.command("freeze")

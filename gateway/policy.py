@@ -10,7 +10,7 @@ bundle or every error found.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +177,7 @@ class PolicyState:
     unavailable: dict[str, str]
     source: object = None
     """Where the bundle was read from (a stamp of the policy store), to notice a newer one."""
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", self.bundle.version)

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import InternalError, InvalidRequest, MethodNotAllowed, NotFound, VeilgateError
+from gateway.errors import InternalError, InvalidRequest, MethodNotAllowed, NotFound, PolicyInvalid, VeilgateError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("veilgate.api")
@@ -57,6 +57,8 @@ async def _on_veilgate_error(request: Request, exc: Exception) -> JSONResponse:
         return problem(request, unexpected_error(request_id_of(request), exc))
     if exc.status >= 500:
         log.error("request %s failed: %s", request_id_of(request), type(exc).__name__)
+    if isinstance(exc, PolicyInvalid):  # every error, so that a bundle is fixed in one round
+        return problem(request, exc, extra={"errors": exc.errors})
     return problem(request, exc)
 
 

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from functools import cached_property
 from typing import Annotated, Literal
 
 import rfc8785
@@ -187,9 +186,13 @@ class PolicyBundle(_Frozen):
     grants: dict[Name, Grant] = {}
     negative_list: NegativeList = Field(default_factory=NegativeList)
 
-    @cached_property
+    @property
     def version(self) -> str:
-        """Content hash: equal bundles have equal versions, whatever their file layout."""
+        """Content hash: equal bundles have equal versions, whatever their file layout.
+
+        Not cached on the model: `model_copy` would carry a cached value into a changed copy.
+        The bundle in force carries its version in `PolicyState`, computed once per swap.
+        """
         canonical = rfc8785.dumps(self.model_dump(mode="json"))
         return hashlib.sha256(canonical).hexdigest()[:32]
 

@@ -30,6 +30,7 @@ DEMO_CLIENTS = (
     ("demo-business", "Demo Commercial Bank", Role.CONSUMER),
     ("demo-researcher", "Demo University Institute of Labour Economics", Role.RESEARCHER),
     ("demo-admin", "Demo Public Data Administration", Role.ADMIN),
+    ("demo-approver", "Demo Public Data Administration", Role.ADMIN),  # the second of two who approve
     ("demo-auditor", "Demo Audit Office", Role.AUDITOR),
 )
 

@@ -51,8 +51,8 @@ def approve(rt: Runtime, proposal_id: str, *, by: str) -> Change:
 def add_grant(rt: Runtime, grant_id: str, grant: Grant, *, by: str) -> Change:
     """A new grant is a policy change: proposed, and in force once approved."""
     bundle = current(rt).bundle
-    grants = {**bundle.grants, grant_id: grant}
-    return propose(rt, bundle.model_copy(update={"grants": grants}), by=by, note=f"grant {grant_id}")
+    changed = PolicyBundle.model_validate({**bundle.model_dump(), "grants": {**bundle.grants, grant_id: grant}})
+    return propose(rt, changed, by=by, note=f"grant {grant_id}")
 
 
 def revoke_grant(rt: Runtime, grant_id: str, *, by: str, reason: str) -> Change:
@@ -61,9 +61,8 @@ def revoke_grant(rt: Runtime, grant_id: str, *, by: str, reason: str) -> Change:
     if grant_id not in bundle.grants:
         raise NotFound(f"no grant {grant_id!r}")
     grants = {k: v for k, v in bundle.grants.items() if k != grant_id}
-    return rt.policy_store.activate(
-        bundle.model_copy(update={"grants": grants}), by=by, reason=f"revoke grant {grant_id}: {reason}"
-    )
+    changed = PolicyBundle.model_validate({**bundle.model_dump(), "grants": grants})
+    return rt.policy_store.activate(changed, by=by, reason=f"revoke grant {grant_id}: {reason}")
 
 
 def reload_from_disk(rt: Runtime, *, by: str) -> Change:

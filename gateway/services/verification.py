@@ -256,7 +256,7 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
         grant_id,
         service,
         record.version,
-        bundle.version,
+        policy.version,
         tuple(valid),
         invalid,
         request,

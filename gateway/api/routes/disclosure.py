@@ -17,13 +17,13 @@ RuntimeDep = Annotated[Runtime, Depends(runtime)]
 @router.get("/authorizations")
 def authorizations(rt: RuntimeDep) -> dict[str, Any]:
     """Who is authorized to use which public data, for what content, scope and term."""
-    return {"policy_version": policy_admin.current(rt).bundle.version, "authorizations": disclosure.authorizations(rt)}
+    return {"policy_version": policy_admin.current(rt).version, "authorizations": disclosure.authorizations(rt)}
 
 
 @router.get("/services")
 def services(rt: RuntimeDep) -> dict[str, Any]:
     """The products and services on offer, what each answers, and its price and price cap."""
-    return {"policy_version": policy_admin.current(rt).bundle.version, "services": disclosure.services(rt)}
+    return {"policy_version": policy_admin.current(rt).version, "services": disclosure.services(rt)}
 
 
 @router.get("/usage")

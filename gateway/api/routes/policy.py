@@ -1,0 +1,96 @@
+"""Administration of the policy bundle and its grants. Changes are validated first, proposed,
+and in force once enough administrators approved (`policy_approvals`); revoking a grant only
+takes permission away and is in force at once. Auditors read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.deps import require_role, runtime
+from gateway.domain.policy import Grant, Name, PolicyBundle
+from gateway.domain.principal import Principal, Role
+from gateway.errors import NotFound
+from gateway.policy_store import Change
+from gateway.services import policy_admin
+from gateway.services.runtime import Runtime
+
+router = APIRouter(prefix="/v1/admin", tags=["administration"])
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+Reader = Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))]
+
+
+class PolicyProposal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: PolicyBundle
+    note: str = Field(min_length=1, max_length=500, description="Why: kept in the history with the diff.")
+
+
+class GrantProposal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Name
+    grant: Grant
+
+
+def _change(change: Change) -> JSONResponse:
+    body: dict[str, Any] = {"active": change.active, "proposal": change.proposal}
+    return JSONResponse(body, status_code=200 if change.active else 202)
+
+
+@router.get("/policy")
+def policy(rt: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    """The bundle in force, open proposals, and the history of changes with their diffs."""
+    state = policy_admin.current(rt)
+    return {
+        "version": state.bundle.version,
+        "bundle": state.bundle.model_dump(mode="json"),
+        "unavailable": state.unavailable,
+        "proposals": list(rt.policy_store.proposals().values()),
+        "history": rt.policy_store.history(),
+    }
+
+
+@router.put("/policy", status_code=202)
+def propose_policy(rt: RuntimeDep, who: Admin, body: PolicyProposal) -> JSONResponse:
+    """Propose a whole bundle: 202 while it waits for approval, 200 once in force."""
+    return _change(policy_admin.propose(rt, body.bundle, by=who.client_id, note=body.note))
+
+
+@router.post("/policy/proposals/{proposal_id}/approve")
+def approve_policy(rt: RuntimeDep, who: Admin, proposal_id: str) -> JSONResponse:
+    """Approve another administrator's proposal; nobody approves their own."""
+    return _change(policy_admin.approve(rt, proposal_id, by=who.client_id))
+
+
+@router.get("/grants")
+def grants(rt: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    bundle = policy_admin.current(rt).bundle
+    return {"grants": {gid: g.model_dump(mode="json") for gid, g in sorted(bundle.grants.items())}}
+
+
+@router.get("/grants/{grant_id}")
+def grant(rt: RuntimeDep, _who: Reader, grant_id: str) -> dict[str, Any]:
+    found = policy_admin.current(rt).bundle.grants.get(grant_id)
+    if found is None:
+        raise NotFound(f"no grant {grant_id!r}")
+    return {"id": grant_id, "grant": found.model_dump(mode="json")}
+
+
+@router.post("/grants", status_code=202)
+def add_grant(rt: RuntimeDep, who: Admin, body: GrantProposal) -> JSONResponse:
+    """A new grant is a policy change: validated, proposed, in force once approved."""
+    return _change(policy_admin.add_grant(rt, body.id, body.grant, by=who.client_id))
+
+
+@router.delete("/grants/{grant_id}")
+def revoke_grant(
+    rt: RuntimeDep, who: Admin, grant_id: str, reason: Annotated[str, Query(min_length=1, max_length=500)]
+) -> JSONResponse:
+    """Revoke a grant: in force on the next request, in every process."""
+    return _change(policy_admin.revoke_grant(rt, grant_id, by=who.client_id, reason=reason))

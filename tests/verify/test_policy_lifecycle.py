@@ -1,0 +1,180 @@
+"""Changing the policy: validated, approved by two administrators, swapped in whole, revoked at
+once, rolled back, reloaded from disk; every request under exactly one version."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from gateway.app import create_app
+from gateway.cli import app as cli
+from gateway.domain.policy import PolicyBundle
+from gateway.policy_store import PolicyStore
+from tests.conftest import bearer, get_token
+from tests.verify.conftest import Gateway, enterprises
+
+
+def _claim(gw: Gateway, index: int = 0) -> list[dict[str, Any]]:
+    return [{"keys": {"credit_code": enterprises(gw.installation)[index]["credit_code"]}, "checks": {"active": True}}]
+
+
+def _admin(gw: Gateway, who: str = "demo-admin") -> dict[str, str]:
+    return bearer(get_token(gw.client, who, gw.installation.credentials[who]))
+
+
+def _bundle(gw: Gateway) -> dict[str, Any]:
+    body: dict[str, Any] = gw.client.get("/v1/admin/policy", headers=_admin(gw)).json()
+    return body
+
+
+def test_one_administrator_alone_cannot_change_the_policy(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    before = _bundle(gw)
+    changed = before["bundle"]
+    changed["grants"]["bank-sme-credit-2026"]["services"] = ["enterprise-registration"]
+    proposed = gw.client.put("/v1/admin/policy", json={"bundle": changed, "note": "no tax data"}, headers=_admin(gw))
+    assert proposed.status_code == 202 and proposed.json()["active"] is None
+    proposal = proposed.json()["proposal"]
+    assert "tax-compliance" in proposal["diff"]
+    tax_claim = _claim(gw)
+    assert gw.verify(tax_claim, service="tax-compliance").status_code == 200  # not yet in force
+    own = gw.client.post(f"/v1/admin/policy/proposals/{proposal['id']}/approve", headers=_admin(gw))
+    assert own.status_code == 403
+    business = bearer(get_token(gw.client, "demo-business", gw.installation.credentials["demo-business"]))
+    assert gw.client.post(f"/v1/admin/policy/proposals/{proposal['id']}/approve", headers=business).status_code == 403
+    approved = gw.client.post(
+        f"/v1/admin/policy/proposals/{proposal['id']}/approve", headers=_admin(gw, "demo-approver")
+    )
+    assert approved.status_code == 200 and approved.json()["active"] == proposal["version"]
+    assert gw.verify(tax_claim, service="tax-compliance").status_code == 403
+    after = _bundle(gw)
+    assert after["version"] == proposal["version"] != before["version"]
+    activation = after["history"][-1]
+    assert activation["action"] == "activate" and activation["approved_by"] == ["demo-admin", "demo-approver"]
+    assert activation["proposed_by"] == "demo-admin" and "tax-compliance" in activation["diff"]
+
+
+def test_a_bad_bundle_is_refused_and_changes_nothing(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    before = _bundle(gw)
+    bad = before["bundle"]
+    bad["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
+    bad["verification_services"]["enterprise-registration"]["dataset"] = "social_insurance"
+    refused = gw.client.put("/v1/admin/policy", json={"bundle": bad, "note": "oops"}, headers=_admin(gw))
+    assert refused.status_code == 422
+    errors = refused.json()["errors"]
+    assert any("unknown consumer ghost" in e for e in errors)
+    assert any("important data is served only through DP aggregates" in e for e in errors)
+    malformed = gw.client.put("/v1/admin/policy", json={"bundle": {"grants": 7}, "note": "x"}, headers=_admin(gw))
+    assert malformed.status_code == 422
+    after = _bundle(gw)
+    assert after["version"] == before["version"] and after["proposals"] == []
+    assert gw.verify(_claim(gw)).status_code == 200
+
+
+def test_a_revoked_grant_is_refused_on_the_next_request_in_every_process(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    other = Gateway(TestClient(create_app(gw.client.app.state.settings)), gw.headers, gw.installation)  # type: ignore[attr-defined]
+    assert other.verify(_claim(gw)).status_code == 200
+    revoked = gw.client.delete("/v1/admin/grants/bank-sme-credit-2026?reason=contract ended", headers=_admin(gw))
+    assert revoked.status_code == 200
+    for gateway in (gw, other):  # the other one only sees the store change
+        refused = gateway.verify(_claim(gw, 1))
+        assert refused.status_code == 403 and "no grant of yours" in refused.json()["detail"]
+    other.client.close()
+
+
+def test_a_new_grant_waits_for_approval(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    researcher = bearer(get_token(gw.client, "demo-researcher", gw.installation.credentials["demo-researcher"]))
+    grant = {
+        "consumer": "demo-researcher",
+        "mode": "domain",
+        "services": ["enterprise-registration"],
+        "purposes": ["public_research"],
+        "scenario": "Studying firm survival",
+        "not_before": "2026-01-01T00:00:00Z",
+        "expires": "2030-01-01T00:00:00Z",
+        "price_class": "public-free",
+    }
+    body = {"purpose": "public_research", "claims": _claim(gw)}
+    assert gw.client.post("/v1/verify/enterprise-registration", json=body, headers=researcher).status_code == 403
+    proposed = gw.client.post("/v1/admin/grants", json={"id": "uni-firms", "grant": grant}, headers=_admin(gw))
+    assert proposed.status_code == 202
+    assert gw.client.get("/v1/admin/grants/uni-firms", headers=_admin(gw)).status_code == 404
+    pid = proposed.json()["proposal"]["id"]
+    gw.client.post(f"/v1/admin/policy/proposals/{pid}/approve", headers=_admin(gw, "demo-approver"))
+    assert (
+        gw.client.get("/v1/admin/grants/uni-firms", headers=_admin(gw)).json()["grant"]["consumer"] == "demo-researcher"
+    )
+    assert gw.client.post("/v1/verify/enterprise-registration", json=body, headers=researcher).status_code == 200
+    bad = {**grant, "services": ["mind-reading"]}
+    assert gw.client.post("/v1/admin/grants", json={"id": "bad", "grant": bad}, headers=_admin(gw)).status_code == 422
+
+
+def test_rollback_and_reload_from_disk(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(lambda _bundle: None)  # the bundle as one file, bundle.yaml
+    settings = gw.client.app.state.settings  # type: ignore[attr-defined]
+    config = ["--config", str(gw.installation.root / "veilgate.toml")]
+    env = {"VEILGATE_POLICY_DIR": str(settings.policy_dir)}
+    first = _bundle(gw)["version"]
+    gw.client.delete("/v1/admin/grants/bank-sme-credit-2026?reason=test", headers=_admin(gw))
+    assert gw.verify(_claim(gw)).status_code == 403
+    result = CliRunner().invoke(cli, ["policy", "rollback", *config], env=env)
+    assert result.exit_code == 0, result.output
+    assert gw.verify(_claim(gw)).status_code == 200 and _bundle(gw)["version"] == first
+    # Reload from disk: a good change goes in force, a bad one changes nothing.
+    grants_file = Path(settings.policy_dir) / "bundle.yaml"
+    data = yaml.safe_load(grants_file.read_text())
+    data["grants"]["bank-sme-credit-2026"]["purposes"] = ["merchant_onboarding"]
+    grants_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert CliRunner().invoke(cli, ["policy", "reload", *config], env=env).exit_code == 0
+    assert gw.verify(_claim(gw), purpose="merchant_onboarding").status_code == 200
+    data["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
+    grants_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    failed = CliRunner().invoke(cli, ["policy", "reload", *config], env=env)
+    assert failed.exit_code == 1 and "unknown consumer ghost" in failed.output
+    assert gw.verify(_claim(gw, 1), purpose="merchant_onboarding").status_code == 200
+
+
+def test_every_request_is_served_under_exactly_one_version(gateway_for: Callable[..., Gateway]) -> None:
+    """Swap two bundles back and forth (as another process would) under concurrent requests."""
+    gw = gateway_for()
+    store = PolicyStore(gw.client.app.state.settings.policy_store_dir)  # type: ignore[attr-defined]
+    one = store.load(store.active_version() or "")
+    data = one.model_dump(mode="json")
+    data["grants"] = {"bank-b": data["grants"]["bank-sme-credit-2026"]}
+    two = PolicyBundle.model_validate(data)
+    grant_of = {one.version: "bank-sme-credit-2026", two.version: "bank-b"}
+    rows = enterprises(gw.installation, 400)
+    seen: list[tuple[str, str]] = []
+    failures: list[str] = []
+
+    def load(offset: int) -> None:
+        for i in range(40):
+            claim = [{"keys": {"credit_code": rows[offset * 40 + i]["credit_code"]}, "checks": {"active": True}}]
+            response = gw.verify(claim)
+            if response.status_code != 200:
+                failures.append(response.text)
+                continue
+            body = response.json()
+            seen.append((body["policy_version"], body["result"]["grant"]))
+
+    workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    flip = 0
+    while any(w.is_alive() for w in workers):
+        store.activate((one, two)[flip % 2], by="test", reason="flip")
+        flip += 1
+    for worker in workers:
+        worker.join()
+    assert not failures
+    assert len(seen) == 160 and all(grant_of[version] == grant for version, grant in seen)
+    assert {version for version, _grant in seen} == {one.version, two.version}
