@@ -265,6 +265,16 @@ class AuditLog:
             rows = self._read.execute(sql, (*params, limit)).fetchall()
         return [AuditLeaf.model_validate_json(r[0]) for r in rows]
 
+    def find_subject(self, pseudonym: str, *, limit: int = 10_000) -> list[AuditLeaf]:
+        """Leaves whose subjects include `pseudonym`: who asked about one entity, when."""
+        sql = (
+            "SELECT record FROM leaves WHERE EXISTS "
+            "(SELECT 1 FROM json_each(record, '$.subjects') WHERE value = ?) ORDER BY seq LIMIT ?"
+        )
+        with self._read_lock:
+            rows = self._read.execute(sql, (pseudonym, limit)).fetchall()
+        return [AuditLeaf.model_validate_json(r[0]) for r in rows]
+
     def stored(self, *, batch: int = 10_000) -> Iterator[StoredLeaf]:
         """Every row in `seq` order, as stored, for verification and export."""
         conn = _connect(self._path)

@@ -27,7 +27,17 @@ from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
 from gateway.freezes import FreezeStore
 from gateway.policy_store import PolicyStore
-from gateway.services import audit_trail, authentication, doctor, policy_admin, policy_check, receipts, registration
+from gateway.services import (
+    audit_trail,
+    authentication,
+    doctor,
+    metering,
+    policy_admin,
+    policy_check,
+    receipts,
+    registration,
+    tracker,
+)
 from gateway.services import demo_setup as demo_service
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
@@ -39,11 +49,15 @@ clients_app = typer.Typer(help="Client accounts for OAuth2 client credentials.",
 demo_app = typer.Typer(help="The demo data domain.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Receipts: check them offline.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log: verify, export, checkpoint, witness.", no_args_is_help=True)
-policy_app = typer.Typer(help="The policy bundle: check it.", no_args_is_help=True)
+policy_app = typer.Typer(help="The policy bundle: check, reload, roll back.", no_args_is_help=True)
+usage_app = typer.Typer(help="Usage and fees.", no_args_is_help=True)
+disclosure_app = typer.Typer(help="Public disclosure.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+app.add_typer(usage_app, name="usage")
+app.add_typer(disclosure_app, name="disclosure")
 app.add_typer(clients_app, name="clients")
 app.add_typer(demo_app, name="demo")
 
@@ -469,6 +483,45 @@ def policy_rollback_command(config: ConfigOption = None) -> None:
     with _run("policy rollback"):
         version = PolicyStore(settings.policy_store_dir).rollback(by=f"cli:{getpass.getuser()}")
     typer.echo(f"bundle {version} in force again")
+
+
+@app.command("tracker")
+def tracker_command(
+    key: Annotated[str, typer.Argument(help="The credit code or resident id; - reads it from stdin.")],
+    config: ConfigOption = None,
+) -> None:
+    """Who asked about this key, when and under which grant, from the audit log's keyed hashes."""
+    settings = _settings(config)
+    value = sys.stdin.readline().strip() if key == "-" else key
+    with _run("tracker"):
+        rt = Runtime.open(settings)
+        try:
+            rows = tracker.track(rt, value)
+        finally:
+            rt.close()
+    for row in rows:
+        typer.echo(
+            f"{row['time']}  {row['consumer'] or '-':20} {row['service'] or '-':26} "
+            f"grant {row['grant'] or '-':24} {row['decision']} ({row['status']})  leaf {row['seq']}"
+        )
+    console.print(f"{len(rows)} request(s) about this key")
+
+
+@usage_app.command("report")
+def usage_report_command(
+    since: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First UTC day.")],
+    until: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Last UTC day.")],
+    config: ConfigOption = None,
+) -> None:
+    """Every consumer's statement for a period, as JSON: calls, claims, billable claims, fees."""
+    settings = _settings(config)
+    with _run("usage report"):
+        rt = Runtime.open(settings)
+        try:
+            report = metering.statement(rt, since.date(), until.date())
+        finally:
+            rt.close()
+    sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 @app.command("freeze")

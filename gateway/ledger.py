@@ -52,10 +52,11 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE INDEX IF NOT EXISTS counters_until ON counters(until);
 CREATE INDEX IF NOT EXISTS members_until ON members(until);
 CREATE INDEX IF NOT EXISTS answers_until ON answers(until);
-CREATE TABLE IF NOT EXISTS metering (
-    grant_id TEXT NOT NULL, service TEXT NOT NULL, purpose TEXT NOT NULL, day TEXT NOT NULL,
-    calls INTEGER NOT NULL, claims INTEGER NOT NULL, billable INTEGER NOT NULL,
-    PRIMARY KEY (grant_id, service, purpose, day)
+CREATE TABLE IF NOT EXISTS billing (
+    consumer TEXT NOT NULL, grant_id TEXT NOT NULL, service TEXT NOT NULL, purpose TEXT NOT NULL,
+    day TEXT NOT NULL, calls INTEGER NOT NULL, claims INTEGER NOT NULL, billable INTEGER NOT NULL,
+    fee_micro_yuan INTEGER NOT NULL,
+    PRIMARY KEY (consumer, grant_id, service, purpose, day)
 ) WITHOUT ROWID;
 """
 DAY = 86_400
@@ -105,6 +106,21 @@ class VerificationRequest:
     limits: VerificationLimits
     daily_quota: int
     claims: Sequence[ClaimUse]
+    fee_micro_yuan_per_claim: int = 0
+    """The price of one billable claim at admission time, in millionths of a yuan (exact)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRow:
+    consumer: str
+    grant: str
+    service: str
+    purpose: str
+    day: str
+    calls: int
+    claims: int
+    billable: int
+    fee_micro_yuan: int
 
 
 def _select_in(
@@ -363,12 +379,15 @@ class Ledger:
             [(answer_scope, probe, c.fingerprint, c.answer, probe_end) for c in fresh],
         )
         today = datetime.fromtimestamp(now, UTC).date().isoformat()
+        billable = sum(c.billable for c in fresh)
         conn.execute(
-            "INSERT INTO metering VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (grant_id, service, purpose, day) "
-            "DO UPDATE SET calls = calls + 1, claims = claims + excluded.claims, "
-            "billable = billable + excluded.billable",
-            (req.grant, req.service, req.purpose, today, len(fresh), sum(c.billable for c in fresh)),
-        )
+            "INSERT INTO billing VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) "
+            "ON CONFLICT (consumer, grant_id, service, purpose, day) DO UPDATE SET calls = calls + 1, "
+            "claims = claims + excluded.claims, billable = billable + excluded.billable, "
+            "fee_micro_yuan = fee_micro_yuan + excluded.fee_micro_yuan",
+            (req.consumer, req.grant, req.service, req.purpose, today, len(fresh), billable,
+             billable * req.fee_micro_yuan_per_claim),
+        )  # fmt: skip
         consumer_left = limits.consumer_per_minute - used[consumer_rate] - 1
         return Admission(
             tuple(answers),
@@ -384,8 +403,8 @@ class Ledger:
         rows = (
             self._conn()
             .execute(
-                "SELECT service, purpose, day, calls, claims, billable FROM metering "
-                "WHERE grant_id = ? ORDER BY day, service",
+                "SELECT service, purpose, day, SUM(calls), SUM(claims), SUM(billable) FROM billing "
+                "WHERE grant_id = ? GROUP BY service, purpose, day ORDER BY day, service",
                 (grant,),
             )
             .fetchall()
@@ -397,15 +416,24 @@ class Ledger:
         rows = (
             self._conn()
             .execute(
-                "SELECT service, substr(day, 1, 7) AS month, SUM(calls), SUM(claims) FROM metering "
+                "SELECT service, substr(day, 1, 7) AS month, SUM(calls), SUM(claims) FROM billing "
                 "GROUP BY service, month ORDER BY month, service"
             )
             .fetchall()
         )
         return [(str(a), str(b), int(c), int(d)) for a, b, c, d in rows]
 
+    def billing(self, since: str, until: str, consumer: str | None = None) -> list[BillingRow]:
+        """Billing rows of UTC days `since` to `until` (inclusive, YYYY-MM-DD), of one consumer or all."""
+        sql = "SELECT * FROM billing WHERE day >= ? AND day <= ?"
+        params: tuple[str, ...] = (since, until)
+        if consumer is not None:
+            sql, params = sql + " AND consumer = ?", (*params, consumer)
+        rows = self._conn().execute(sql + " ORDER BY consumer, day, grant_id, service", params).fetchall()
+        return [BillingRow(*row) for row in rows]
+
     def prune(self, now: float) -> None:
-        """Drop rows whose window ended; metering is kept."""
+        """Drop rows whose window ended; billing is kept."""
         self._run(lambda conn: self._delete_ended(conn, now))
 
     def _prune(self, conn: sqlite3.Connection, now: float) -> None:

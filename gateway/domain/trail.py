@@ -123,6 +123,7 @@ class AuditEvent(BaseModel):
     method: str
     route: str
     service: str | None = None
+    grant: str | None = None
     dataset: str | None = None
     dataset_version: str | None = None
     decision: Decision

@@ -52,6 +52,7 @@ def prepare_release(
     privacy_spent: PrivacySpent | None = None,
     cost: Cost | None = None,
     subjects: Iterable[str] = (),
+    grant: str | None = None,
 ) -> PendingRelease:
     """The leaf of an allowed request and the document that its receipt will sign.
 
@@ -63,6 +64,7 @@ def prepare_release(
         {
             **event.model_dump(),
             "service": service,
+            "grant": grant,
             "dataset": dataset,
             "dataset_version": dataset_version,
             "decision": Decision.ALLOWED,

@@ -28,6 +28,8 @@ from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.policy import (
     CheckKind,
     FieldCheck,
+    PolicyBundle,
+    PurposeKind,
     UnknownKey,
     VerificationService,
     authorize,
@@ -170,6 +172,15 @@ def _answer(rt: Runtime, service: VerificationService, version: str, claim: _Val
     return {"result": "match" if all(fields.values()) else "no_match", "fields": fields}, True
 
 
+def fee_per_claim(bundle: PolicyBundle, price_class: str, purpose: str) -> int:
+    """Millionths of a yuan per billable claim: public governance and welfare purposes are free."""
+    price = bundle.price_classes.get(price_class)
+    purpose_of = bundle.purposes.get(purpose)
+    if price is None or purpose_of is None or purpose_of.kind is not PurposeKind.COMMERCIAL or price.unit != "call":
+        return 0
+    return int(price.price_yuan * 1_000_000)
+
+
 def _text(value: Any) -> str:
     """Deterministic JSON for pseudonym inputs and stored answers (never signed or published,
     so the plain encoder suffices; signed documents use RFC 8785)."""
@@ -240,6 +251,7 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
         billable = known or service.bill_unknown_keys
         uses.append(ClaimUse(fingerprint, key, asks, _text(answer), billable))
     request = VerificationRequest(
+        fee_micro_yuan_per_claim=fee_per_claim(bundle, service.price_class or grant.price_class, purpose),
         consumer=principal.client_id,
         organisation=organisation,
         grant=grant_id,
@@ -285,6 +297,7 @@ def pending_release(rt: Runtime, prepared: Prepared, admission: Admission) -> Pe
         policy_version=prepared.policy_version,
         cost=Cost(quota_units=len(prepared.valid) - admission.repeats),
         subjects=prepared.subjects,
+        grant=prepared.grant_id,
     )
 
 

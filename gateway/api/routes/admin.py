@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import require_role, runtime
 from gateway.api.schemas import (
@@ -17,6 +18,7 @@ from gateway.api.schemas import (
 )
 from gateway.domain.policy import Freeze
 from gateway.domain.principal import Principal, Role
+from gateway.services import tracker
 from gateway.services.runtime import Runtime
 
 router = APIRouter(prefix="/v1/admin", tags=["administration"])
@@ -94,3 +96,19 @@ def freezes(
     _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
 ) -> FreezeListResponse:
     return FreezeListResponse(active=list(rt.freezes.active().values()), history=rt.freezes.history())
+
+
+class TrackerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=64, description="The credit code or resident id asked about.")
+
+
+@router.post("/tracker")
+def tracker_lookup(
+    body: TrackerRequest,
+    rt: Annotated[Runtime, Depends(runtime)],
+    _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
+) -> dict[str, Any]:
+    """Who asked about this key, when and under which grant (POST: the key stays out of URLs)."""
+    return {"requests": tracker.track(rt, body.key)}

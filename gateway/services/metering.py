@@ -1,0 +1,44 @@
+"""Usage statements: calls, counted and billable claims, and the fees charged, per consumer."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from gateway.errors import InvalidRequest
+from gateway.services.runtime import Runtime
+
+
+def _yuan(micro: int) -> str:
+    return str((Decimal(micro) / Decimal(1_000_000)).quantize(Decimal("0.000001")).normalize())
+
+
+def statement(rt: Runtime, since: date, until: date, consumer: str | None = None) -> dict[str, Any]:
+    """Rows per consumer, grant, service, purpose and UTC day, with fees in yuan (exact decimals)."""
+    if until < since:
+        raise InvalidRequest("until: must not be before since")
+    rows = rt.ledger.billing(since.isoformat(), until.isoformat(), consumer)
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "rows": [
+            {
+                "consumer": r.consumer,
+                "grant": r.grant,
+                "service": r.service,
+                "purpose": r.purpose,
+                "day": r.day,
+                "calls": r.calls,
+                "claims": r.claims,
+                "billable_claims": r.billable,
+                "fee_yuan": _yuan(r.fee_micro_yuan),
+            }
+            for r in rows
+        ],
+        "total": {
+            "calls": sum(r.calls for r in rows),
+            "billable_claims": sum(r.billable for r in rows),
+            "fee_yuan": _yuan(sum(r.fee_micro_yuan for r in rows)),
+        },
+    }
