@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api import problems
 from gateway.api.middleware import RequestContext
-from gateway.api.routes import account, admin, audit, disclosure, policy, public, usage, verify
+from gateway.api.routes import account, admin, audit, disclosure, objections, policy, public, usage, verify
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
 from gateway.services import policy_admin
@@ -49,7 +49,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             change = policy_admin.reload_from_disk(rt, by="sighup")
             log.info("policy reloaded from %s: version %s in force", settings.policy_dir, change.active)
         except VeilgateError as exc:  # the last good bundle stays in force
-            log.error("ALERT policy reload failed, the bundle in force is unchanged: %s", exc.detail)
+            log.error("policy reload failed, the bundle in force is unchanged: %s", exc.detail)
+            rt.ledger.raise_alert("policy_reload_failed", str(settings.policy_dir), exc.detail)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -84,7 +85,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.state.settings = settings
     problems.install(app)
-    routers = (public, account, usage, verify, disclosure, audit, admin, policy)
+    routers = (public, account, usage, verify, disclosure, objections, audit, admin, policy)
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)

@@ -30,6 +30,7 @@ from gateway.policy_store import PolicyStore
 from gateway.services import (
     audit_trail,
     authentication,
+    disclosure_report,
     doctor,
     metering,
     policy_admin,
@@ -522,6 +523,26 @@ def usage_report_command(
         finally:
             rt.close()
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+@disclosure_app.command("report")
+def disclosure_report_command(
+    year: Annotated[int, typer.Option(min=2000, max=2100, help="The calendar year.")],
+    out: Annotated[Path, typer.Option(help="Directory for disclosure-YEAR.json and disclosure-YEAR.md.")] = Path("."),
+    config: ConfigOption = None,
+) -> None:
+    """The annual disclosure report, as JSON and as a readable document."""
+    settings = _settings(config)
+    with _run("disclosure report"):
+        rt = Runtime.open(settings)
+        try:
+            report = disclosure_report.build(rt, year)
+        finally:
+            rt.close()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"disclosure-{year}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (out / f"disclosure-{year}.md").write_text(disclosure_report.markdown(report))
+    typer.echo(f"wrote {out / f'disclosure-{year}.json'} and {out / f'disclosure-{year}.md'}")
 
 
 @app.command("freeze")

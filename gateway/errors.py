@@ -135,6 +135,18 @@ class PolicyInvalid(VeilgateError):
         super().__init__(f"the policy bundle has {len(self.errors)} error(s): {shown}")
 
 
+class LimitReached(RateLimited):
+    """A verification limit refused the request; the ledger keeps which, for alerts."""
+
+    def __init__(
+        self, detail: str, *, retry_after_seconds: int, limit: str = "", consumer: str = "", grant: str = ""
+    ) -> None:
+        super().__init__(detail, retry_after_seconds=retry_after_seconds)
+        self.limit = limit
+        self.consumer = consumer
+        self.grant = grant
+
+
 class RegistrationError(VeilgateError):
     """A dataset file does not agree with its catalogue entry; nothing was registered."""
 

@@ -16,6 +16,7 @@ counted again.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.policy import VerificationLimits
-from gateway.errors import DependencyError, RateLimited
+from gateway.errors import DependencyError, LimitReached
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY_SECONDS = 60.0
@@ -52,6 +53,10 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE INDEX IF NOT EXISTS counters_until ON counters(until);
 CREATE INDEX IF NOT EXISTS members_until ON members(until);
 CREATE INDEX IF NOT EXISTS answers_until ON answers(until);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+    message TEXT NOT NULL, dedupe TEXT UNIQUE
+);
 CREATE TABLE IF NOT EXISTS billing (
     consumer TEXT NOT NULL, grant_id TEXT NOT NULL, service TEXT NOT NULL, purpose TEXT NOT NULL,
     day TEXT NOT NULL, calls INTEGER NOT NULL, claims INTEGER NOT NULL, billable INTEGER NOT NULL,
@@ -61,6 +66,11 @@ CREATE TABLE IF NOT EXISTS billing (
 """
 DAY = 86_400
 MINUTE = 60
+REFUSALS_ALERT_PER_MINUTE = 20
+"""A consumer refused by limits more often than this in a minute raises an alert."""
+ALERT_SHARE = 0.8
+"""A grant's quota or a consumer's request rate used to this share raises an alert."""
+log = logging.getLogger("veilgate.ledger")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +243,8 @@ class Ledger:
                     except Exception as exc:  # this admission only: undo it, keep the batch
                         conn.execute("ROLLBACK TO admission")
                         outcomes.append((future, None, exc))
+                        if isinstance(exc, LimitReached):
+                            _note_refusal(conn, exc, time.time())
                     conn.execute("RELEASE admission")
                 conn.execute("COMMIT")
             except BaseException:
@@ -334,26 +346,29 @@ class Ledger:
             }
 
         # The limits, in a fixed order; the first that trips refuses the whole request.
+        who = {"consumer": req.consumer, "grant": req.grant}
         if used[consumer_rate] + 1 > limits.consumer_per_minute:
             message = f"at most {limits.consumer_per_minute} requests a minute per consumer"
-            raise RateLimited(message, retry_after_seconds=minute_left)
+            raise LimitReached(message, retry_after_seconds=minute_left, limit="consumer_rate", **who)
         if used[organisation_rate] + 1 > limits.organisation_per_minute:
             message = f"at most {limits.organisation_per_minute} requests a minute per organisation"
-            raise RateLimited(message, retry_after_seconds=minute_left)
+            raise LimitReached(message, retry_after_seconds=minute_left, limit="organisation_rate", **who)
         if used[quota_scope] + len(fresh) > req.daily_quota:
             message = f"the grant's daily quota of {req.daily_quota} claims is used up"
-            raise RateLimited(message, retry_after_seconds=day_left)
+            raise LimitReached(message, retry_after_seconds=day_left, limit="quota", **who)
         new_keys = {key for key in asks_by_key if (keys_scope, key) not in members}
         if used[keys_scope] + len(new_keys) > limits.distinct_keys_per_day:
             message = f"at most {limits.distinct_keys_per_day} different entities a day per consumer"
-            raise RateLimited(message, retry_after_seconds=day_left)
+            raise LimitReached(message, retry_after_seconds=day_left, limit="distinct_keys", **who)
         new_asks = {key: {a for a in asks if (ask_scopes[key], a) not in members} for key, asks in asks_by_key.items()}
         for key, asks in new_asks.items():
             if used[ask_scopes[key]] + len(asks) > limits.probe_checks_per_key:
-                raise RateLimited(
+                raise LimitReached(
                     f"at most {limits.probe_checks_per_key} different questions about one entity "
                     f"in {limits.probe_window_seconds} seconds",
                     retry_after_seconds=probe_left,
+                    limit="probe",
+                    **who,
                 )
 
         # Everything holds: count it all.
@@ -388,6 +403,14 @@ class Ledger:
             (req.consumer, req.grant, req.service, req.purpose, today, len(fresh), billable,
              billable * req.fee_micro_yuan_per_claim),
         )  # fmt: skip
+        quota_share = ALERT_SHARE * req.daily_quota
+        if used[quota_scope] < quota_share <= used[quota_scope] + len(fresh):
+            _alert(
+                conn, "quota_80", req.grant, f"grant {req.grant} used 80% of its daily quota", f"q80:{req.grant}:{day}"
+            )
+        if used[consumer_rate] + 1 >= ALERT_SHARE * limits.consumer_per_minute:
+            message = f"{req.consumer} is at 80% of its request rate for {req.service}"
+            _alert(conn, "rate_80", req.consumer, message, f"r80:{req.consumer}:{minute}")
         consumer_left = limits.consumer_per_minute - used[consumer_rate] - 1
         return Admission(
             tuple(answers),
@@ -410,6 +433,21 @@ class Ledger:
             .fetchall()
         )
         return [(str(a), str(b), str(c), int(d), int(e), int(f)) for a, b, c, d, e, f in rows]
+
+    def raise_alert(self, kind: str, subject: str, message: str) -> None:
+        """Record an alert for administrators (a failed policy reload, say), and log it."""
+        self._run(lambda conn: _alert(conn, kind, subject, message, None))
+
+    def alerts(self, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, at, kind, subject, message FROM alerts WHERE at >= ? ORDER BY id DESC LIMIT ?",
+                (since or "", limit),
+            )
+            .fetchall()
+        )
+        return [{"id": i, "at": at, "kind": k, "subject": sub, "message": m} for i, at, k, sub, m in rows]
 
     def monthly_usage(self) -> list[tuple[str, str, int, int]]:
         """Per service and month (YYYY-MM): calls and counted claims, every grant together."""
@@ -449,3 +487,32 @@ class Ledger:
     def _delete_ended(conn: sqlite3.Connection, now: float) -> None:
         for table in ("counters", "members", "answers"):
             conn.execute(f"DELETE FROM {table} WHERE until < ?", (now,))  # noqa: S608 - fixed table names
+
+
+def _alert(conn: sqlite3.Connection, kind: str, subject: str, message: str, dedupe: str | None) -> None:
+    """Insert an alert once per `dedupe` key (None: always) and log it."""
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO alerts (at, kind, subject, message, dedupe) VALUES (?, ?, ?, ?, ?)",
+        (datetime.now(UTC).isoformat(timespec="seconds"), kind, subject, message, dedupe),
+    )
+    if cursor.rowcount:
+        log.warning("ALERT %s %s: %s", kind, subject, message)
+
+
+def _note_refusal(conn: sqlite3.Connection, refused: LimitReached, now: float) -> None:
+    """Outside the refused admission's savepoint: probing and enumeration limits alert at once;
+    a burst of refusals of one consumer alerts too."""
+    minute, minute_end, _left = _window(now, MINUTE)
+    day = int(now // DAY)
+    if refused.limit in ("probe", "distinct_keys", "quota"):
+        subject = refused.grant if refused.limit == "quota" else refused.consumer
+        _alert(conn, f"{refused.limit}_limit", subject, refused.detail, f"{refused.limit}:{subject}:{day}")
+    scope = f"refusals:{refused.consumer}"
+    conn.execute(
+        "INSERT INTO counters VALUES (?, ?, 1, ?) ON CONFLICT (scope, window) DO UPDATE SET used = used + 1",
+        (scope, minute, minute_end),
+    )
+    (count,) = conn.execute("SELECT used FROM counters WHERE scope = ? AND window = ?", (scope, minute)).fetchone()
+    if count > REFUSALS_ALERT_PER_MINUTE:
+        message = f"{refused.consumer} was refused {count} times this minute"
+        _alert(conn, "refusal_burst", refused.consumer, message, f"burst:{refused.consumer}:{minute}")

@@ -10,6 +10,7 @@ from gateway.clients import ClientStore
 from gateway.engine import Domain
 from gateway.freezes import FreezeStore
 from gateway.ledger import Ledger
+from gateway.objections import ObjectionStore
 from gateway.policy import PolicyHolder
 from gateway.policy_store import PolicyStore
 from gateway.services import policy_check
@@ -30,6 +31,7 @@ class Runtime:
     policy: PolicyHolder
     policy_store: PolicyStore
     freezes: FreezeStore
+    objections: ObjectionStore
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -48,6 +50,7 @@ class Runtime:
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog),
             policy_store=policy_store,
             freezes=FreezeStore(settings.freezes_file),
+            objections=ObjectionStore(settings.state_dir / "objections.json"),
         )
 
     def close(self) -> None:

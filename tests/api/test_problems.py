@@ -28,8 +28,8 @@ def _assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
 
 
 def _instantiate(cls: type[errors.VeilgateError]) -> errors.VeilgateError:
-    if cls is errors.RateLimited:
-        return errors.RateLimited("slow down", retry_after_seconds=7)
+    if issubclass(cls, errors.RateLimited):
+        return cls("slow down", retry_after_seconds=7)
     if cls is errors.Unauthenticated:
         return errors.Unauthenticated("who are you")
     return cls("a detail written for the caller")
@@ -51,7 +51,7 @@ def test_every_error_class_renders_as_a_problem(
         response = client.get("/raise")
     body = _assert_problem(response, cls.status, cls.type_slug)
     assert body["title"] == cls.title
-    if cls is errors.RateLimited:
+    if issubclass(cls, errors.RateLimited):
         assert response.headers["retry-after"] == "7"
 
 

@@ -112,3 +112,14 @@ def tracker_lookup(
 ) -> dict[str, Any]:
     """Who asked about this key, when and under which grant (POST: the key stays out of URLs)."""
     return {"requests": tracker.track(rt, body.key)}
+
+
+@router.get("/alerts")
+def alerts(
+    rt: Annotated[Runtime, Depends(runtime)],
+    _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
+    since: str | None = None,
+) -> dict[str, Any]:
+    """Early warnings, newest first: quotas at 80%, request rates at 80%, probing and enumeration
+    limits reached, bursts of refusals, failed policy reloads."""
+    return {"alerts": rt.ledger.alerts(since)}

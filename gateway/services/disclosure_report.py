@@ -1,0 +1,80 @@
+"""The annual disclosure report: for each authorized resource, its registration and authorization,
+the operator, the term, the fee cap and the fees actually charged; and the list of services."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from gateway.services import disclosure, metering, policy_admin
+from gateway.services.runtime import Runtime
+
+
+def build(rt: Runtime, year: int) -> dict[str, Any]:
+    bundle = policy_admin.current(rt).bundle
+    start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+    fees = metering.statement(rt, date(year, 1, 1), date(year, 12, 31))["rows"]
+    records = {r.entry.dataset: r for r in rt.catalog.records()}
+    resources = []
+    for grant_id, grant in sorted(bundle.grants.items()):
+        if grant.expires <= start or grant.not_before >= end:
+            continue
+        consumer = bundle.consumers.get(grant.consumer)
+        organisation = bundle.organisations.get(consumer.organisation) if consumer else None
+        price = bundle.price_classes.get(grant.price_class)
+        charged = sum((Decimal(r["fee_yuan"]) for r in fees if r["grant"] == grant_id), Decimal(0))
+        datasets = sorted(
+            {bundle.verification_services[s].dataset for s in grant.services if s in bundle.verification_services}
+        )
+        resources.append(
+            {
+                "grant": grant_id,
+                "resources": [
+                    {
+                        "dataset": d,
+                        "name": records[d].entry.title if d in records else d,
+                        "registration_code": records[d].entry.registration_code if d in records else None,
+                        "registration_status": records[d].status if d in records else "not registered",
+                    }
+                    for d in datasets
+                ],
+                "authorization_mode": grant.mode.value,
+                "operator": organisation.name if organisation else grant.consumer,
+                "scenario": grant.scenario,
+                "term": {"from": grant.not_before.isoformat(), "until": grant.expires.isoformat()},
+                "fee_cap": None if price is None else {"unit": price.unit, "cap_yuan": str(price.cap_yuan)},
+                "fees_charged_yuan": str(charged),
+            }
+        )
+    return {
+        "year": year,
+        "policy_version": bundle.version,
+        "authorized_resources": resources,
+        "products_and_services": disclosure.services(rt),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The same report as a readable document."""
+    lines = [f"# Public data authorized operation: disclosure report {report['year']}", ""]
+    lines += [f"Policy version in force: `{report['policy_version']}`.", "", "## Authorized resources", ""]
+    lines += [
+        "| resource | registration | mode | operator | term | fee cap | fees charged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for item in report["authorized_resources"]:
+        names = "; ".join(r["name"] for r in item["resources"]) or "-"
+        registration = "; ".join(f"{r['registration_code']} ({r['registration_status']})" for r in item["resources"])
+        cap = f"{item['fee_cap']['cap_yuan']} yuan per {item['fee_cap']['unit']}" if item["fee_cap"] else "-"
+        term = f"{item['term']['from'][:10]} to {item['term']['until'][:10]}"
+        lines.append(
+            f"| {names} | {registration or '-'} | {item['authorization_mode']} | {item['operator']} | {term} "
+            f"| {cap} | {item['fees_charged_yuan']} yuan |"
+        )
+    lines += ["", "## Products and services", "", "| service | what it answers | price |", "|---|---|---|"]
+    for service in report["products_and_services"]:
+        price = service["price"]
+        shown = f"{price['price_yuan']} yuan per {price['unit']} (cap {price['cap_yuan']})" if price else "-"
+        lines.append(f"| {service['title']} | {service['description'] or '-'} | {shown} |")
+    return "\n".join(lines) + "\n"
