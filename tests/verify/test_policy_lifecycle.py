@@ -3,11 +3,17 @@ once, rolled back, reloaded from disk; every request under exactly one version."
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import yaml
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -16,8 +22,8 @@ from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.domain.policy import PolicyBundle
 from gateway.policy_store import PolicyStore
-from tests.conftest import bearer, get_token
-from tests.verify.conftest import Gateway, enterprises
+from tests.conftest import Installation, bearer, free_port, get_token
+from tests.verify.conftest import Gateway, enterprises, policy_copy
 
 
 def _claim(gw: Gateway, index: int = 0) -> list[dict[str, Any]]:
@@ -178,3 +184,61 @@ def test_every_request_is_served_under_exactly_one_version(gateway_for: Callable
     assert not failures
     assert len(seen) == 160 and all(grant_of[version] == grant for version, grant in seen)
     assert {version for version, _grant in seen} == {one.version, two.version}
+
+
+def test_sighup_reloads_and_a_failed_reload_keeps_the_last_good_bundle(
+    installation: Installation, tmp_path: Path
+) -> None:
+    policies = policy_copy(tmp_path / "policies", lambda _bundle: None)
+    config = tmp_path / "veilgate.toml"
+    config.write_text(f'state_dir = "{installation.settings.state_dir}"\npolicy_dir = "{policies}"\n')
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def version() -> str:
+        return str(httpx2.get(f"{base}/v1/disclosure/authorizations").json()["policy_version"])
+
+    def wait_for(condition: Callable[[], bool]) -> bool:
+        for _ in range(100):
+            if condition():
+                return True
+            time.sleep(0.1)
+        return False
+
+    try:
+        assert wait_for(lambda: _up(base))
+        first = version()
+        data = yaml.safe_load((policies / "bundle.yaml").read_text())
+        data["grants"]["bank-sme-credit-2026"]["scenario"] = "Changed on disk"
+        (policies / "bundle.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+        os.kill(server.pid, signal.SIGHUP)
+        assert wait_for(lambda: version() != first)
+        second = version()
+        data["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
+        (policies / "bundle.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+        os.kill(server.pid, signal.SIGHUP)
+        secret = installation.credentials["demo-auditor"]
+        form = {"grant_type": "client_credentials", "client_id": "demo-auditor", "client_secret": secret}
+        token = httpx2.post(f"{base}/v1/token", data=form).json()["access_token"]
+
+        def alerted() -> bool:
+            found = httpx2.get(f"{base}/v1/admin/alerts", headers={"Authorization": f"Bearer {token}"}).json()
+            return any(a["kind"] == "policy_reload_failed" for a in found["alerts"])
+
+        assert wait_for(alerted)
+        assert version() == second  # the last good bundle stays in force
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx2.get(f"{base}/healthz").status_code == 200
+    except httpx2.TransportError:
+        return False
