@@ -206,6 +206,9 @@ class PolicyIssue(_Frozen):
     path: tuple[str | int, ...]
     message: str
 
+    def __str__(self) -> str:
+        return f"{'.'.join(str(p) for p in self.path)}: {self.message}"
+
 
 def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
     """Every name a bundle uses is defined in it."""

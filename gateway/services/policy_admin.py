@@ -7,11 +7,11 @@ process (one stat) and swaps the new bundle in whole.
 
 from __future__ import annotations
 
-from gateway.domain.policy import Grant, PolicyBundle, check_against_catalog, check_references
+from gateway.domain.policy import Grant, PolicyBundle
 from gateway.errors import NotFound, PolicyInvalid
-from gateway.policy import PolicyState, locate_issues, read_bundle
+from gateway.policy import PolicyState
 from gateway.policy_store import Change
-from gateway.services.policy_check import entries, serving_issues, validate
+from gateway.services.policy_check import check, serving_issues, validate
 from gateway.services.runtime import Runtime
 
 
@@ -66,12 +66,9 @@ def revoke_grant(rt: Runtime, grant_id: str, *, by: str, reason: str) -> Change:
 
 
 def reload_from_disk(rt: Runtime, *, by: str) -> Change:
-    """`veilgate policy reload` and SIGHUP: the YAML bundle, through the same checks; a bundle
-    that fails changes nothing (the last good one stays in force) and the error is raised."""
-    bundle, errors = read_bundle(rt.settings.policy_dir)
+    """`veilgate policy reload` and SIGHUP: the YAML bundle, through the same checks as
+    `policy check`; a bundle that fails changes nothing (the last good one stays in force)."""
+    bundle, errors = check(rt.settings.policy_dir, rt.catalog)
     if bundle is None:
         raise PolicyInvalid(errors)
-    issues = check_references(bundle) + check_against_catalog(bundle, entries(rt.catalog))
-    if issues:
-        raise PolicyInvalid(locate_issues(rt.settings.policy_dir, issues))
     return rt.policy_store.activate(bundle, by=by, reason=f"reload of {rt.settings.policy_dir}")

@@ -30,15 +30,14 @@ def entries(catalog: CatalogStore) -> dict[str, CatalogEntry]:
 
 def validate(bundle: PolicyBundle, catalog: CatalogStore) -> list[str]:
     """Everything `policy check` checks after parsing, as `path: message` lines."""
-    issues = check_references(bundle) + check_against_catalog(bundle, entries(catalog))
-    return [f"{'.'.join(str(p) for p in i.path)}: {i.message}" for i in issues]
+    return [str(i) for i in check_references(bundle) + check_against_catalog(bundle, entries(catalog))]
 
 
 def serving_issues(bundle: PolicyBundle, catalog: CatalogStore) -> dict[str, str]:
     """Services the catalogue cannot serve now, with the reason (the rest are served)."""
     references = check_references(bundle)
     if references:
-        raise PolicyInvalid([f"{'.'.join(str(p) for p in i.path)}: {i.message}" for i in references])
+        raise PolicyInvalid(references)
     unavailable: dict[str, str] = {}
     for issue in check_against_catalog(bundle, entries(catalog)):
         unavailable.setdefault(str(issue.path[1]), issue.message)

@@ -227,6 +227,8 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     if len(call.claims) > service.max_batch:
         raise InvalidRequest(f"claims: at most {service.max_batch} claims per request for this service")
     record = rt.catalog.get(service.dataset)
+    if not record.is_served or record.version is None:  # cancelled since the bundle was checked
+        raise ServiceUnavailable(f"service {service_name!r} is unavailable: its dataset is not served")
     # 2. Validate every claim before any data is read.
     invalid: dict[int, Json] = {}
     valid: list[_Valid] = []

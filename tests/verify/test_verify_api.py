@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from gateway.audit import AuditLog, LeafFilter
+from gateway.catalog import CatalogStore
+from gateway.services import registration
 from gateway.services.receipts import verify_receipt
 from tests.conftest import CANARY
 from tests.verify.conftest import Gateway, enterprises, valid_unknown_code
@@ -259,3 +261,12 @@ def test_the_request_rate_trips_exactly(gateway_for: Callable[..., Gateway]) -> 
     statuses = [gw.verify([{"keys": {"credit_code": code}, "checks": {"active": True}}]).status_code for _ in range(5)]
     # A refusal near the end of a minute window may fall into the next one; allow for that edge.
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
+
+
+def test_a_dataset_cancelled_while_serving_makes_its_service_unavailable(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    claim = [{"keys": {"credit_code": enterprises(gw.installation)[0]["credit_code"]}, "checks": {"active": True}}]
+    assert gw.verify(claim).status_code == 200
+    registration.cancel(CatalogStore(gw.installation.settings.data_path), "enterprise_registry", note="withdrawn")
+    refused = gw.verify(claim)
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/service-unavailable")
