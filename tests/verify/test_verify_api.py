@@ -270,3 +270,18 @@ def test_a_dataset_cancelled_while_serving_makes_its_service_unavailable(gateway
     registration.cancel(CatalogStore(gw.installation.settings.data_path), "enterprise_registry", note="withdrawn")
     refused = gw.verify(claim)
     assert refused.status_code == 409 and refused.json()["type"].endswith("/service-unavailable")
+
+
+def test_a_key_put_in_the_url_is_not_logged(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    code = enterprises(gw.installation)[0]["credit_code"]
+    response = gw.verify(_any_claim(gw), service=code)
+    assert response.status_code == 404
+    leaf = gw.client.app.state.runtime.audit.find(LeafFilter(), limit=10_000)[-1]  # type: ignore[attr-defined]
+    assert leaf.service is None and leaf.route == "/v1/verify/{service}"
+    for stored in gw.installation.settings.audit_dir.iterdir():  # the database and its WAL
+        assert code.encode() not in stored.read_bytes(), stored.name
+
+
+def _any_claim(gw: Gateway) -> list[dict[str, Any]]:
+    return [{"keys": {"credit_code": enterprises(gw.installation)[1]["credit_code"]}, "checks": {"active": True}}]

@@ -13,7 +13,7 @@ from gateway.api.deps import principal, runtime
 from gateway.api.schemas import ReleasedResponse, VerifyRequest
 from gateway.domain.principal import Principal
 from gateway.ledger import Window
-from gateway.services import verification
+from gateway.services import policy_admin, verification
 from gateway.services.runtime import Runtime
 
 router = APIRouter(tags=["verification"])
@@ -40,7 +40,8 @@ async def verify(
     Invalid claims get an error naming their index and field; the others are still answered.
     A tripped limit (429, Retry-After) refuses the whole request and counts nothing.
     """
-    note(request, service=service)
+    if service in policy_admin.current(rt).bundle.verification_services:
+        note(request, service=service)  # SECURITY: a name from the URL is logged only if it is a service
     audit_note = verification.AuditNote()
     call = verification.VerifyCall(
         service=service,
