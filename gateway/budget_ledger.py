@@ -1,0 +1,212 @@
+"""The privacy-budget ledger: reserve before execution, commit once data is read, release only
+what was never used. Two backends behind one interface: SQLite (embedded) and PostgreSQL (for
+several gateway processes or machines).
+
+Imports no other leaf. Every operation is one transaction. A reservation draws on three accounts
+at once (grant, organisation, dataset version; see `domain.budget`) and is refused if any of them
+would exceed its cap. The accounts are locked in name order, so two reservations never deadlock.
+A crash leaves a reservation counted: the ledger errs on the safe side and is never overspent.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.domain.budget import Accounts, Amount
+from gateway.errors import BudgetExhausted, DependencyError, NotFound
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS budget_reservations (
+        id TEXT PRIMARY KEY, state TEXT NOT NULL, micro_epsilon BIGINT NOT NULL, nano_delta BIGINT NOT NULL,
+        created TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS budget_postings (
+        reservation_id TEXT NOT NULL, account TEXT NOT NULL, PRIMARY KEY (reservation_id, account))""",
+    """CREATE TABLE IF NOT EXISTS budget_balances (
+        account TEXT PRIMARY KEY, reserved_e BIGINT NOT NULL, reserved_d BIGINT NOT NULL,
+        spent_e BIGINT NOT NULL, spent_d BIGINT NOT NULL)""",
+)
+_UNRESERVE = "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ? WHERE account = ?"
+_SPEND = (
+    "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ?, "
+    "spent_e = spent_e + ?, spent_d = spent_d + ? WHERE account = ?"
+)
+_LEVELS = ("the grant's budget on this dataset", "the organisation's budget on this dataset",
+           "the global budget of this dataset version")  # fmt: skip
+
+
+class _Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    spent: Amount
+    reserved: Amount
+
+
+class BudgetLedger:
+    """The backend-independent rules; subclasses give a transaction and the SQL dialect."""
+
+    select_balance = "SELECT reserved_e, reserved_d, spent_e, spent_d FROM budget_balances WHERE account = ?"
+    select_reservation = "SELECT state, micro_epsilon, nano_delta FROM budget_reservations WHERE id = ?"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Cursor]:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+        yield
+
+    def _q(self, sql: str) -> str:
+        return sql
+
+    def _rows(self, cur: _Cursor, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        result: list[tuple[Any, ...]] = cur.execute(self._q(sql), params).fetchall()
+        return result
+
+    def reserve(self, accounts: Accounts, amount: Amount) -> str:
+        """A reservation id; BudgetExhausted names the first account that cannot take it."""
+        reservation = secrets.token_hex(12)
+        levels = dict(zip((a for a, _cap in accounts.pairs()), _LEVELS, strict=True))
+        with self._transaction() as cur:
+            for account, _cap in sorted(accounts.pairs()):
+                cur.execute(
+                    self._q("INSERT INTO budget_balances VALUES (?, 0, 0, 0, 0) ON CONFLICT (account) DO NOTHING"),
+                    (account,),
+                )
+            for account, cap in sorted(accounts.pairs()):
+                ((re, rd, se, sd),) = self._rows(cur, self.select_balance, (account,))
+                if not amount.fits(Amount(int(re) + int(se), int(rd) + int(sd)), cap):
+                    raise BudgetExhausted(f"this release would exceed {levels[account]}")
+            cur.execute(
+                self._q("INSERT INTO budget_reservations VALUES (?, 'reserved', ?, ?, ?)"),
+                (reservation, amount.micro_epsilon, amount.nano_delta, datetime.now(UTC).isoformat()),
+            )
+            for account, _cap in accounts.pairs():
+                cur.execute(self._q("INSERT INTO budget_postings VALUES (?, ?)"), (reservation, account))
+                cur.execute(
+                    self._q(
+                        "UPDATE budget_balances SET reserved_e = reserved_e + ?, reserved_d = reserved_d + ? "
+                        "WHERE account = ?"
+                    ),
+                    (amount.micro_epsilon, amount.nano_delta, account),
+                )
+        return reservation
+
+    def commit(self, reservation: str) -> None:
+        """The data was read: the charge is spent for good (idempotent)."""
+        self._settle(reservation, spend=True)
+
+    def release(self, reservation: str) -> None:
+        """Nothing was read: give the reservation back (a committed one stays spent)."""
+        self._settle(reservation, spend=False)
+
+    def _settle(self, reservation: str, *, spend: bool) -> None:
+        with self._transaction() as cur:
+            rows = self._rows(cur, self.select_reservation, (reservation,))
+            if not rows:
+                raise NotFound(f"no budget reservation {reservation}")
+            state, eps, delta = rows[0]
+            if state != "reserved":
+                return  # committed already: spent stays spent
+            accounts = [r[0] for r in self._rows(
+                cur, "SELECT account FROM budget_postings WHERE reservation_id = ? ORDER BY account", (reservation,)
+            )]  # fmt: skip
+            for account in accounts:
+                if spend:
+                    cur.execute(self._q(_SPEND), (eps, delta, eps, delta, account))
+                else:
+                    cur.execute(self._q(_UNRESERVE), (eps, delta, account))
+            if spend:
+                cur.execute(self._q("UPDATE budget_reservations SET state = 'committed' WHERE id = ?"), (reservation,))
+            else:
+                cur.execute(self._q("DELETE FROM budget_postings WHERE reservation_id = ?"), (reservation,))
+                cur.execute(self._q("DELETE FROM budget_reservations WHERE id = ?"), (reservation,))
+
+    def balance(self, account: str) -> Balance:
+        with self._transaction() as cur:
+            rows = self._rows(
+                cur,
+                "SELECT reserved_e, reserved_d, spent_e, spent_d FROM budget_balances WHERE account = ?",
+                (account,),
+            )
+        if not rows:
+            return Balance(Amount(0, 0), Amount(0, 0))
+        re, rd, se, sd = (int(v) for v in rows[0])
+        return Balance(spent=Amount(se, sd), reserved=Amount(re, rd))
+
+    def close(self) -> None:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+
+
+class SqliteBudgetLedger(BudgetLedger):
+    """One file in WAL mode; BEGIN IMMEDIATE orders every process on the machine."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Cursor]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise DependencyError("the budget ledger is unavailable; nothing was released") from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresBudgetLedger(BudgetLedger):
+    """PostgreSQL: balance rows locked FOR UPDATE, in name order, inside one transaction."""
+
+    select_balance = BudgetLedger.select_balance + " FOR UPDATE"
+    select_reservation = BudgetLedger.select_reservation + " FOR UPDATE"
+
+    def __init__(self, dsn: str, *, schema: str = "public") -> None:
+        import psycopg  # noqa: PLC0415 - optional: only installations on PostgreSQL need the driver
+
+        self._psycopg = psycopg
+        try:
+            self._conn = psycopg.connect(dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise DependencyError("the budget ledger's PostgreSQL cannot be reached") from exc
+        self._conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema)))
+        self._conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+        self._lock = threading.Lock()
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Cursor]:
+        with self._lock:
+            try:
+                with self._conn.transaction():
+                    yield self._conn
+            except self._psycopg.OperationalError as exc:
+                raise DependencyError("the budget ledger is unavailable; nothing was released") from exc
+
+    def close(self) -> None:
+        self._conn.close()
