@@ -306,7 +306,9 @@ def serve(
     settings = _settings(config)
     with _run("startup"):
         application = create_app(settings)  # fails fast, with a message, before any worker starts
-    bind = {"host": host or settings.host, "port": port or settings.port, "log_level": "info"}
+    # SECURITY: no uvicorn access log. It would write raw paths and query strings, which a caller
+    # controls and could fill with a person's key; every request is in the audit log instead.
+    bind = {"host": host or settings.host, "port": port or settings.port, "log_level": "info", "access_log": False}
     if workers == 1:
         uvicorn.run(application, **bind)  # type: ignore[arg-type]
         return
