@@ -68,6 +68,8 @@ DAY = 86_400
 MINUTE = 60
 REFUSALS_ALERT_PER_MINUTE = 20
 """A consumer refused by limits more often than this in a minute raises an alert."""
+ALERTS_KEPT_DAYS = 400
+"""Alerts older than this are pruned: a year of early warnings, and a margin for the annual report."""
 ALERT_SHARE = 0.8
 """A grant's quota or a consumer's request rate used to this share raises an alert."""
 log = logging.getLogger("veilgate.ledger")
@@ -487,6 +489,8 @@ class Ledger:
     def _delete_ended(conn: sqlite3.Connection, now: float) -> None:
         for table in ("counters", "members", "answers"):
             conn.execute(f"DELETE FROM {table} WHERE until < ?", (now,))  # noqa: S608 - fixed table names
+        kept_since = datetime.fromtimestamp(now - ALERTS_KEPT_DAYS * DAY, UTC).isoformat(timespec="seconds")
+        conn.execute("DELETE FROM alerts WHERE at < ?", (kept_since,))
 
 
 def _alert(conn: sqlite3.Connection, kind: str, subject: str, message: str, dedupe: str | None) -> None:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `veilgate serve` binds.")
     engine_threads: int = Field(2, ge=1, le=64, description="DuckDB threads per open dataset version.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    lookup_index_max_rows: int = Field(
+        2_000_000, ge=0, description="Datasets up to this size are looked up from memory; larger ones in DuckDB."
+    )
     policy_approvals: int = Field(
         2, ge=1, le=2, description="Administrators who must approve a policy change (the proposer counts as one)."
     )

@@ -41,7 +41,9 @@ class Runtime:
         return cls(
             settings=settings,
             catalog=catalog,
-            domain=Domain(settings.data_path, threads=settings.engine_threads),
+            domain=Domain(
+                settings.data_path, threads=settings.engine_threads, index_max_rows=settings.lookup_index_max_rows
+            ),
             clients=ClientStore(settings.clients_file),
             token_keys=KeyRing.load(settings.token_keys_dir),
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),

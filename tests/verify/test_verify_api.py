@@ -8,12 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from gateway.app import create_app
 from gateway.audit import AuditLog, LeafFilter
 from gateway.catalog import CatalogStore
 from gateway.services import registration
 from gateway.services.receipts import verify_receipt
-from tests.conftest import CANARY
+from tests.conftest import CANARY, Installation, bearer, get_token
 from tests.verify.conftest import Gateway, enterprises, valid_unknown_code
 
 
@@ -285,3 +287,25 @@ def test_a_key_put_in_the_url_is_not_logged(gateway_for: Callable[..., Gateway])
 
 def _any_claim(gw: Gateway) -> list[dict[str, Any]]:
     return [{"keys": {"credit_code": enterprises(gw.installation)[1]["credit_code"]}, "checks": {"active": True}}]
+
+
+def test_answers_are_the_same_from_duckdb_lookups_as_from_the_memory_index(
+    gateway_for: Callable[..., Gateway], installation: Installation
+) -> None:
+    rows = enterprises(installation, 6)
+
+    def claims(*fields: str) -> list[dict[str, Any]]:
+        values = {"legal_representative": lambda r: r["legal_representative"], "active": lambda _r: True}
+        return [{"keys": {"credit_code": r["credit_code"]}, "checks": {f: values[f](r) for f in fields}} for r in rows]
+
+    # Different questions on each path, so that no answer comes from the ledger's stored repeats.
+    memory = gateway_for().verify(claims("legal_representative")).json()["result"]["answers"]
+    settings = installation.settings.model_copy(update={"lookup_index_max_rows": 0})
+    with TestClient(create_app(settings)) as client:
+        token = bearer(get_token(client, "demo-business", installation.credentials["demo-business"]))
+        body = {"purpose": "credit_assessment", "claims": claims("legal_representative", "active")}
+        response = client.post("/v1/verify/enterprise-registration", json=body, headers=token)
+    duckdb = response.json()["result"]["answers"]
+    assert [a["fields"]["legal_representative"] for a in memory] == [True] * len(rows)
+    assert [a["fields"]["legal_representative"] for a in duckdb] == [True] * len(rows)
+    assert [a["fields"]["active"] for a in duckdb] == [r["status"] == "active" for r in rows]
