@@ -1,9 +1,10 @@
-"""The ledger: rate, quota and probing state that must hold across processes.
+"""The ledger: rate, quota and probing state that must hold across processes; billing; alerts.
 
-Imports no other leaf. One SQLite file in WAL mode. Every admission is one `BEGIN IMMEDIATE`
-transaction, so several gateway processes on one machine see one ledger and a limit holds
-exactly: each check and its increment happen together or not at all. A request that trips any
-limit changes nothing.
+Imports no other leaf. One SQLite file in WAL mode. Admissions are applied in `BEGIN IMMEDIATE`
+transactions (several at a time, each in its own savepoint), so several gateway processes on one
+machine see one ledger and a limit holds exactly: each check and its increment happen together
+or not at all. A request that trips any limit changes nothing but the refusal count that alerts
+are raised from.
 
 Windows are fixed and aligned to UTC: the minute for rates, the day for quotas and distinct
 keys, `probe_window_seconds` for probing. Rows carry the end of their window and are pruned
