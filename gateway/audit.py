@@ -4,8 +4,8 @@ Imports no other leaf: checkpoints arrive already signed (the trust-core service
 
 Durability: `append` returns a future that resolves only after the leaf's transaction has
 committed with `synchronous=FULL` in WAL mode, so a record whose response left is on disk even
-if the process is killed the next instant. One writer thread groups whatever is waiting into a
-single transaction (group commit), so under load many requests share one fsync.
+if the process is killed the next instant. One writer thread (`group_commit`) groups whatever
+is waiting into a single transaction, so under load many requests share one fsync.
 
 Order: the writer takes `BEGIN IMMEDIATE` and numbers leaves after the largest stored `seq`, so
 several processes on one file append in one total order. The tree is rebuilt incrementally from
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import queue
 import secrets
 import sqlite3
 import threading
@@ -34,6 +33,7 @@ from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
 from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable
+from gateway.group_commit import GroupCommitter
 
 _DB_FILE = "log.sqlite3"
 _SUBJECT_KEY_FILE = "subject.key"
@@ -84,7 +84,7 @@ class LeafFilter:
 
 def _connect(path: Path, busy_timeout_seconds: float = 30.0) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")  # an int, not input
     conn.execute("PRAGMA synchronous = FULL")
     return conn
 
@@ -99,9 +99,12 @@ class AuditLog:
         self._read_lock = threading.Lock()
         self._tree = merkle.MerkleTree()
         self._tree_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[AuditEvent, Future[int]] | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
+        self._writer: GroupCommitter[tuple[AuditEvent, Future[int]]] = GroupCommitter(
+            "audit-writer",
+            lambda: _connect(self._path, self._busy_timeout_seconds),
+            self._commit,
+            limit=_BATCH_LIMIT,
+        )
         self._closed = False
 
     @classmethod
@@ -143,39 +146,11 @@ class AuditLog:
         if self._closed:
             raise AuditUnavailable("the audit log is closed")
         future: Future[int] = Future()
-        self._ensure_writer()
-        self._queue.put((event, future))
+        self._writer.put((event, future))
         return future
 
     def append_now(self, event: AuditEvent) -> int:
         return self.append(event).result()
-
-    def _ensure_writer(self) -> None:
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
-                self._writer.start()
-
-    def _write_loop(self) -> None:
-        conn = _connect(self._path, self._busy_timeout_seconds)
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < _BATCH_LIMIT:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._queue.put(None)  # stop after this batch
-                        break
-                    batch.append(item)
-                self._commit(conn, batch)
-        finally:
-            conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[tuple[AuditEvent, Future[int]]]) -> None:
         try:
@@ -321,11 +296,7 @@ class AuditLog:
     def close(self) -> None:
         """Let queued leaves commit, then stop the writer."""
         self._closed = True
-        with self._writer_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            self._queue.put(None)
-            writer.join()
+        self._writer.close()
         with self._read_lock:
             self._read.close()
 

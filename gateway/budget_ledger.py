@@ -190,6 +190,7 @@ class PostgresBudgetLedger(BudgetLedger):
             self._conn = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
             raise DependencyError("the budget ledger's PostgreSQL cannot be reached") from exc
+        # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
         self._conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema)))
         self._conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
         for statement in _SCHEMA:

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -97,6 +99,18 @@ class _Guard:
             console.print(f"[red]{self.action} failed:[/red] {exc.detail}")
             raise typer.Exit(1)
         return False
+
+
+@contextmanager
+def _runtime(action: str, config: Path | None) -> Iterator[Runtime]:
+    """The whole runtime, for a command that acts like the server; errors become one line."""
+    settings = _settings(config)
+    with _run(action):
+        rt = Runtime.open(settings)
+        try:
+            yield rt
+        finally:
+            rt.close()
 
 
 def _progress(*, transient: bool = False) -> Progress:
@@ -469,13 +483,8 @@ def policy_check_command(
 def policy_reload_command(config: ConfigOption = None) -> None:
     """Put the YAML bundle of `policy_dir` in force, after the same checks (a running server does
     the same on SIGHUP); a bundle that fails changes nothing."""
-    settings = _settings(config)
-    with _run("policy reload"):
-        rt = Runtime.open(settings)
-        try:
-            change = policy_admin.reload_from_disk(rt, by=f"cli:{getpass.getuser()}")
-        finally:
-            rt.close()
+    with _runtime("policy reload", config) as rt:
+        change = policy_admin.reload_from_disk(rt, by=f"cli:{getpass.getuser()}")
     typer.echo(f"bundle {change.active} in force")
 
 
@@ -494,14 +503,9 @@ def tracker_command(
     config: ConfigOption = None,
 ) -> None:
     """Who asked about this key, when and under which grant, from the audit log's keyed hashes."""
-    settings = _settings(config)
     value = sys.stdin.readline().strip() if key == "-" else key
-    with _run("tracker"):
-        rt = Runtime.open(settings)
-        try:
-            rows = tracker.track(rt, value)
-        finally:
-            rt.close()
+    with _runtime("tracker", config) as rt:
+        rows = tracker.track(rt, value)
     for row in rows:
         typer.echo(
             f"{row['time']}  {row['consumer'] or '-':20} {row['service'] or '-':26} "
@@ -517,13 +521,8 @@ def usage_report_command(
     config: ConfigOption = None,
 ) -> None:
     """Every consumer's statement for a period, as JSON: calls, claims, billable claims, fees."""
-    settings = _settings(config)
-    with _run("usage report"):
-        rt = Runtime.open(settings)
-        try:
-            report = metering.statement(rt, since.date(), until.date())
-        finally:
-            rt.close()
+    with _runtime("usage report", config) as rt:
+        report = metering.statement(rt, since.date(), until.date())
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -534,13 +533,8 @@ def disclosure_report_command(
     config: ConfigOption = None,
 ) -> None:
     """The annual disclosure report, as JSON and as a readable document."""
-    settings = _settings(config)
-    with _run("disclosure report"):
-        rt = Runtime.open(settings)
-        try:
-            report = disclosure_report.build(rt, year)
-        finally:
-            rt.close()
+    with _runtime("disclosure report", config) as rt:
+        report = disclosure_report.build(rt, year)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"disclosure-{year}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out / f"disclosure-{year}.md").write_text(disclosure_report.markdown(report))

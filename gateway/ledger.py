@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 from gateway.domain.policy import VerificationLimits
 from gateway.errors import DependencyError, LimitReached
+from gateway.group_commit import GroupCommitter
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY_SECONDS = 60.0
@@ -168,9 +168,9 @@ class Ledger:
         self._timeout = busy_timeout_seconds
         self._local = threading.local()
         self._pruned_at = time.monotonic()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
+        self._writer: GroupCommitter[_Job] = GroupCommitter(
+            "ledger-writer", self._connect, self._commit, limit=_BATCH_LIMIT
+        )
 
     @classmethod
     def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> Ledger:
@@ -186,7 +186,7 @@ class Ledger:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")  # an int, not input
         conn.execute("PRAGMA synchronous = FULL")
         return conn
 
@@ -201,36 +201,11 @@ class Ledger:
 
     def _submit(self, job: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
         future: Future[Any] = Future()
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
-                self._writer.start()
-        self._queue.put((job, future))
+        self._writer.put((job, future))
         return future
 
     def _run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
         return self._submit(job).result()
-
-    def _write_loop(self) -> None:
-        conn = self._connect()
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < _BATCH_LIMIT:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._queue.put(None)
-                        break
-                    batch.append(item)
-                self._commit(conn, batch)
-        finally:
-            conn.close()
 
     def _commit(
         self, conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]
@@ -269,11 +244,7 @@ class Ledger:
             self._prune(conn, time.time())
 
     def close(self) -> None:
-        with self._writer_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            self._queue.put(None)
-            writer.join()
+        self._writer.close()
 
     # -- admissions --------------------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -99,17 +102,49 @@ def serving(app: FastAPI) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{config.port}"
-    for _ in range(200):
-        try:
-            if httpx2.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx2.TransportError:
-            time.sleep(0.05)
+    wait_until_up(base)
     try:
         yield base
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_until_up(base: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until `/healthz` answers; fails with the server's stderr if the process died first."""
+    for _ in range(300):
+        if process is not None and process.poll() is not None:
+            stderr = process.stderr.read().decode() if process.stderr else ""
+            raise AssertionError(f"the server exited: {stderr}")
+        try:
+            if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    raise AssertionError(f"no server answered at {base}")
+
+
+@contextmanager
+def serve_process(config: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`veilgate serve --config CONFIG` in its own process (env: extra variables); yields its
+    base URL and the process, and stops it afterwards unless the test already killed it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base, process)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+        if process.stderr:
+            process.stderr.close()
 
 
 def get_token(client: TestClient, client_id: str, secret: str) -> str:

@@ -11,6 +11,7 @@ controls and could fill with a person's key; the principal only once its token v
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import Request
@@ -34,15 +35,17 @@ def note(
     dataset: str | None = None,
     dataset_version: str | None = None,
     client: tuple[str, str] | None = None,
+    subjects: Iterable[str] = (),
 ) -> None:
     """Record what this request is about, for its audit event.
 
     `client` is (client id, organisation) for a caller proven by other means than a bearer
-    token, such as the token endpoint's client secret.
+    token, such as the token endpoint's client secret. `subjects` are pseudonyms only.
     """
     request.state.audit_service = service
     request.state.audit_dataset = dataset
     request.state.audit_dataset_version = dataset_version
+    request.state.audit_subjects = tuple(subjects)
     if client is not None:
         request.state.audit_client = client
 

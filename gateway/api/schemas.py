@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.domain.principal import Role
-from gateway.domain.trail import AuditLeaf
+from gateway.domain.trail import AuditLeaf, ResultDocument
 
 
 class _Response(BaseModel):
@@ -195,21 +195,9 @@ class VerifyRequest(BaseModel):
     claims: list[ClaimRequest] = Field(min_length=1, max_length=1000)
 
 
-class ReleasedResponse(_Response):
+class ReleasedResponse(ResultDocument):
     """A signed result: the result document, and `receipt`, a JWS over exactly that document."""
 
-    iss: str
-    iat: int
-    request_id: str
-    consumer: str
-    service: str
-    dataset: str | None
-    dataset_version: str | None
-    policy_version: str | None
-    request_digest: str
-    result: dict[str, Any]
-    privacy_spent: dict[str, str] | None
-    audit_seq: int
     receipt: str
 
 

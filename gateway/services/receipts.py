@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -35,31 +35,33 @@ def _check_not_revoked(verified: VerifiedDocument, issued_at: float) -> None:
         raise SignatureInvalid("the signing key was revoked before this was issued")
 
 
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    return ".".join(str(p) for p in first["loc"]) or "payload"
+Signed = TypeVar("Signed", ResultDocument, TreeHead)
+
+
+def _verified(token: str, jwks: Mapping[str, Any], typ: str, shape: type[Signed], names: tuple[str, str]) -> Signed:
+    """Signature and key first (`verify_document`), then the payload's shape, then revocation.
+
+    `names`: what the JWS is called, and what its payload should be, for the error message.
+    """
+    verified = verify_document(token.strip(), jwks, typ=typ)
+    try:
+        payload = shape.model_validate_json(verified.payload)
+    except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "payload"
+        raise SignatureInvalid(f"the {names[0]}'s payload is not a {names[1]} ({where})") from None
+    issued = payload.iat if isinstance(payload, ResultDocument) else datetime.fromisoformat(payload.time).timestamp()
+    _check_not_revoked(verified, issued)
+    return payload
 
 
 def verify_receipt(token: str, jwks: Mapping[str, Any]) -> ResultDocument:
     """The result document of a valid receipt; SignatureInvalid names the rule that failed."""
-    verified = verify_document(token.strip(), jwks, typ=RECEIPT_TYPE)
-    try:
-        document = ResultDocument.model_validate_json(verified.payload)
-    except ValidationError as exc:
-        raise SignatureInvalid(f"the receipt's payload is not a result document ({_first_error(exc)})") from None
-    _check_not_revoked(verified, document.iat)
-    return document
+    return _verified(token, jwks, RECEIPT_TYPE, ResultDocument, ("receipt", "result document"))
 
 
 def verify_checkpoint(token: str, jwks: Mapping[str, Any]) -> TreeHead:
     """The tree head of a valid checkpoint (signed tree head)."""
-    verified = verify_document(token.strip(), jwks, typ=CHECKPOINT_TYPE)
-    try:
-        head = TreeHead.model_validate_json(verified.payload)
-    except ValidationError as exc:
-        raise SignatureInvalid(f"the checkpoint's payload is not a tree head ({_first_error(exc)})") from None
-    _check_not_revoked(verified, datetime.fromisoformat(head.time).timestamp())
-    return head
+    return _verified(token, jwks, CHECKPOINT_TYPE, TreeHead, ("checkpoint", "tree head"))
 
 
 def fetch_json(url: str) -> Any:

@@ -64,8 +64,11 @@ class VerifyCall:
 
 @dataclass(slots=True)
 class AuditNote:
-    """What the route records even when the request is refused: the pseudonyms asked about."""
+    """What the route records even when the request is refused: the service, once it is known to
+    be one (SECURITY: a name taken from the URL could be anything, a person's key included), and
+    the pseudonyms of the entities asked about."""
 
+    service: str | None = None
     subjects: list[str] = field(default_factory=list)
 
 
@@ -211,6 +214,8 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     # 1. Authorize against the bundle in force (read once: a swap cannot split this request).
     policy = policy_admin.current(rt)
     bundle = policy.bundle
+    if service_name in bundle.verification_services:
+        note.service = service_name
     grant_id, grant = authorize(bundle, principal, service_name, purpose, datetime.fromtimestamp(now, UTC))
     if service_name in policy.unavailable:
         raise ServiceUnavailable(f"service {service_name!r} is unavailable: {policy.unavailable[service_name]}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,45 +13,17 @@ import httpx2
 from gateway.audit import AuditLog, LeafFilter
 from gateway.services.audit_trail import verify_log
 from gateway.signing import KeyRing
-from tests.conftest import Installation, free_port
+from tests.conftest import Installation, serve_process
 
 CLIENTS = 8
 RESPONSES_BEFORE_KILL = 300
 
 
-def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited: {server.stderr.read().decode() if server.stderr else ''}")
-        try:
-            if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("the server did not start")
-
-
 def test_sigkill_under_load_loses_no_acknowledged_record(installation: Installation) -> None:
-    port = free_port()
-    env = {**os.environ, "VEILGATE_CHECKPOINT_INTERVAL_SECONDS": "1"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--config",
-            str(installation.root / "veilgate.toml"),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, server)
+    with serve_process(installation.root / "veilgate.toml", VEILGATE_CHECKPOINT_INTERVAL_SECONDS="1") as (
+        base,
+        server,
+    ):
         secret = installation.credentials["demo-business"]
         token = httpx2.post(
             f"{base}/v1/token",
@@ -89,12 +59,6 @@ def test_sigkill_under_load_loses_no_acknowledged_record(installation: Installat
         stop.set()
         for worker in workers:
             worker.join(timeout=10)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        if server.stderr:
-            server.stderr.close()
 
     assert len(acknowledged) >= RESPONSES_BEFORE_KILL
     log = AuditLog.open(installation.settings.audit_dir)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +20,7 @@ from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.domain.policy import PolicyBundle
 from gateway.policy_store import PolicyStore
-from tests.conftest import Installation, bearer, free_port, get_token
+from tests.conftest import Installation, bearer, get_token, serve_process
 from tests.verify.conftest import Gateway, enterprises, policy_copy
 
 
@@ -192,15 +190,8 @@ def test_sighup_reloads_and_a_failed_reload_keeps_the_last_good_bundle(
     policies = policy_copy(tmp_path / "policies", lambda _bundle: None)
     config = tmp_path / "veilgate.toml"
     config.write_text(f'state_dir = "{installation.settings.state_dir}"\npolicy_dir = "{policies}"\n')
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
 
-    def version() -> str:
+    def version(base: str) -> str:
         return str(httpx2.get(f"{base}/v1/disclosure/authorizations").json()["policy_version"])
 
     def wait_for(condition: Callable[[], bool]) -> bool:
@@ -210,15 +201,14 @@ def test_sighup_reloads_and_a_failed_reload_keeps_the_last_good_bundle(
             time.sleep(0.1)
         return False
 
-    try:
-        assert wait_for(lambda: _up(base))
-        first = version()
+    with serve_process(config) as (base, server):
+        first = version(base)
         data = yaml.safe_load((policies / "bundle.yaml").read_text())
         data["grants"]["bank-sme-credit-2026"]["scenario"] = "Changed on disk"
         (policies / "bundle.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
         os.kill(server.pid, signal.SIGHUP)
-        assert wait_for(lambda: version() != first)
-        second = version()
+        assert wait_for(lambda: version(base) != first)
+        second = version(base)
         data["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
         (policies / "bundle.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
         os.kill(server.pid, signal.SIGHUP)
@@ -231,14 +221,4 @@ def test_sighup_reloads_and_a_failed_reload_keeps_the_last_good_bundle(
             return any(a["kind"] == "policy_reload_failed" for a in found["alerts"])
 
         assert wait_for(alerted)
-        assert version() == second  # the last good bundle stays in force
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx2.get(f"{base}/healthz").status_code == 200
-    except httpx2.TransportError:
-        return False
+        assert version(base) == second  # the last good bundle stays in force

@@ -3,9 +3,6 @@ and an emergency stop made through one is in force in the other on its next requ
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +10,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.conftest import Installation, free_port
+from tests.conftest import Installation, serve_process
 from tests.verify.conftest import enterprises, policy_copy
 
 
@@ -26,30 +23,8 @@ def two_servers(installation: Installation, tmp_path: Path) -> Iterator[list[str
     policies = policy_copy(tmp_path / "policies", tight)
     config = tmp_path / "veilgate.toml"
     config.write_text(f'state_dir = "{installation.settings.state_dir}"\npolicy_dir = "{policies}"\n')
-    servers, bases = [], []
-    for _ in range(2):
-        port = free_port()
-        servers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        bases.append(f"http://127.0.0.1:{port}")
-    try:
-        for base in bases:
-            for _ in range(200):
-                try:
-                    if httpx2.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    time.sleep(0.05)
-        yield bases
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=30)
+    with serve_process(config) as (first, _one), serve_process(config) as (second, _two):
+        yield [first, second]
 
 
 def _token(base: str, installation: Installation, who: str) -> dict[str, str]:
