@@ -32,6 +32,11 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_balances (
         account TEXT PRIMARY KEY, reserved_e BIGINT NOT NULL, reserved_d BIGINT NOT NULL,
         spent_e BIGINT NOT NULL, spent_d BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS aggregate_releases (
+        query_key TEXT PRIMARY KEY, result TEXT NOT NULL, created TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS idempotency_keys (
+        consumer TEXT NOT NULL, idempotency_key TEXT NOT NULL, request_digest TEXT NOT NULL,
+        state TEXT NOT NULL, body TEXT, created TEXT NOT NULL, PRIMARY KEY (consumer, idempotency_key))""",
 )
 _UNRESERVE = "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ? WHERE account = ?"
 _SPEND = (
@@ -44,6 +49,14 @@ _LEVELS = ("the grant's budget on this dataset", "the organisation's budget on t
 
 class _Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentReplay:
+    request_digest: str
+    state: str
+    """`running` (another request holds the key) or `done` (`body` is the answer to replay)."""
+    body: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,36 +85,110 @@ class BudgetLedger:
 
     def reserve(self, accounts: Accounts, amount: Amount) -> str:
         """A reservation id; BudgetExhausted names the first account that cannot take it."""
-        reservation = secrets.token_hex(12)
-        levels = dict(zip((a for a, _cap in accounts.pairs()), _LEVELS, strict=True))
+        return self.reserve_all([(accounts, amount)])[0]
+
+    def reserve_all(self, charges: Sequence[tuple[Accounts, Amount]]) -> list[str]:
+        """One reservation per charge, all in one transaction: all are made or none is.
+
+        Charges of a batch that share an account are added up before the cap is checked.
+        """
+        reservations = [secrets.token_hex(12) for _ in charges]
+        needed: dict[str, Amount] = {}
+        caps: dict[str, Amount] = {}
+        levels: dict[str, str] = {}
+        for accounts, amount in charges:
+            for (account, cap), level in zip(accounts.pairs(), _LEVELS, strict=True):
+                needed[account] = needed.get(account, Amount(0, 0)) + amount
+                caps[account] = cap
+                levels[account] = level
+        created = datetime.now(UTC).isoformat()
         with self._transaction() as cur:
-            for account, _cap in sorted(accounts.pairs()):
+            for account in sorted(needed):
                 cur.execute(
                     self._q("INSERT INTO budget_balances VALUES (?, 0, 0, 0, 0) ON CONFLICT (account) DO NOTHING"),
                     (account,),
                 )
-            for account, cap in sorted(accounts.pairs()):
+            for account in sorted(needed):
                 ((re, rd, se, sd),) = self._rows(cur, self.select_balance, (account,))
-                if not amount.fits(Amount(int(re) + int(se), int(rd) + int(sd)), cap):
+                if not needed[account].fits(Amount(int(re) + int(se), int(rd) + int(sd)), caps[account]):
                     raise BudgetExhausted(f"this release would exceed {levels[account]}")
-            cur.execute(
-                self._q("INSERT INTO budget_reservations VALUES (?, 'reserved', ?, ?, ?)"),
-                (reservation, amount.micro_epsilon, amount.nano_delta, datetime.now(UTC).isoformat()),
-            )
-            for account, _cap in accounts.pairs():
-                cur.execute(self._q("INSERT INTO budget_postings VALUES (?, ?)"), (reservation, account))
+            for reservation, (accounts, amount) in zip(reservations, charges, strict=True):
                 cur.execute(
-                    self._q(
-                        "UPDATE budget_balances SET reserved_e = reserved_e + ?, reserved_d = reserved_d + ? "
-                        "WHERE account = ?"
-                    ),
-                    (amount.micro_epsilon, amount.nano_delta, account),
+                    self._q("INSERT INTO budget_reservations VALUES (?, 'reserved', ?, ?, ?)"),
+                    (reservation, amount.micro_epsilon, amount.nano_delta, created),
                 )
-        return reservation
+                for account, _cap in accounts.pairs():
+                    cur.execute(self._q("INSERT INTO budget_postings VALUES (?, ?)"), (reservation, account))
+                    cur.execute(
+                        self._q(
+                            "UPDATE budget_balances SET reserved_e = reserved_e + ?, reserved_d = reserved_d + ? "
+                            "WHERE account = ?"
+                        ),
+                        (amount.micro_epsilon, amount.nano_delta, account),
+                    )
+        return reservations
 
     def commit(self, reservation: str) -> None:
         """The data was read: the charge is spent for good (idempotent)."""
         self._settle(reservation, spend=True)
+
+    def commit_release(self, reservation: str, query_key: str, result: str) -> str:
+        """Spend the charge and store the release under its query key, in one transaction.
+
+        Returns the stored release: this one, or the one an identical query stored first (which
+        the caller then returns instead, so one question never has two answers).
+        """
+        with self._transaction() as cur:
+            self._settle_in(cur, reservation, spend=True)
+            cur.execute(
+                self._q("INSERT INTO aggregate_releases VALUES (?, ?, ?) ON CONFLICT (query_key) DO NOTHING"),
+                (query_key, result, datetime.now(UTC).isoformat()),
+            )
+            ((stored,),) = self._rows(cur, "SELECT result FROM aggregate_releases WHERE query_key = ?", (query_key,))
+        return str(stored)
+
+    def stored_release(self, query_key: str) -> str | None:
+        with self._transaction() as cur:
+            rows = self._rows(cur, "SELECT result FROM aggregate_releases WHERE query_key = ?", (query_key,))
+        return str(rows[0][0]) if rows else None
+
+    def claim_idempotency_key(self, consumer: str, key: str, request_digest: str) -> IdempotentReplay | None:
+        """None if this request now holds the key; else what the key already holds."""
+        with self._transaction() as cur:
+            inserted = cur.execute(
+                self._q(
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, 'running', NULL, ?) "
+                    "ON CONFLICT (consumer, idempotency_key) DO NOTHING"
+                ),
+                (consumer, key, request_digest, datetime.now(UTC).isoformat()),
+            ).rowcount
+            if inserted == 1:
+                return None
+            ((digest, state, body),) = self._rows(
+                cur,
+                "SELECT request_digest, state, body FROM idempotency_keys WHERE consumer = ? AND idempotency_key = ?",
+                (consumer, key),
+            )
+        return IdempotentReplay(str(digest), str(state), None if body is None else str(body))
+
+    def finish_idempotency_key(self, consumer: str, key: str, body: str | None) -> None:
+        """Store the answer to replay, or (body None) free the key after a refusal."""
+        with self._transaction() as cur:
+            if body is None:
+                cur.execute(
+                    self._q(
+                        "DELETE FROM idempotency_keys WHERE consumer = ? AND idempotency_key = ? AND state = 'running'"
+                    ),
+                    (consumer, key),
+                )
+            else:
+                cur.execute(
+                    self._q(
+                        "UPDATE idempotency_keys SET state = 'done', body = ? "
+                        "WHERE consumer = ? AND idempotency_key = ?"
+                    ),
+                    (body, consumer, key),
+                )
 
     def release(self, reservation: str) -> None:
         """Nothing was read: give the reservation back (a committed one stays spent)."""
@@ -109,25 +196,28 @@ class BudgetLedger:
 
     def _settle(self, reservation: str, *, spend: bool) -> None:
         with self._transaction() as cur:
-            rows = self._rows(cur, self.select_reservation, (reservation,))
-            if not rows:
-                raise NotFound(f"no budget reservation {reservation}")
-            state, eps, delta = rows[0]
-            if state != "reserved":
-                return  # committed already: spent stays spent
-            accounts = [r[0] for r in self._rows(
-                cur, "SELECT account FROM budget_postings WHERE reservation_id = ? ORDER BY account", (reservation,)
-            )]  # fmt: skip
-            for account in accounts:
-                if spend:
-                    cur.execute(self._q(_SPEND), (eps, delta, eps, delta, account))
-                else:
-                    cur.execute(self._q(_UNRESERVE), (eps, delta, account))
+            self._settle_in(cur, reservation, spend=spend)
+
+    def _settle_in(self, cur: _Cursor, reservation: str, *, spend: bool) -> None:
+        rows = self._rows(cur, self.select_reservation, (reservation,))
+        if not rows:
+            raise NotFound(f"no budget reservation {reservation}")
+        state, eps, delta = rows[0]
+        if state != "reserved":
+            return  # committed already: spent stays spent
+        accounts = [r[0] for r in self._rows(
+            cur, "SELECT account FROM budget_postings WHERE reservation_id = ? ORDER BY account", (reservation,)
+        )]  # fmt: skip
+        for account in accounts:
             if spend:
-                cur.execute(self._q("UPDATE budget_reservations SET state = 'committed' WHERE id = ?"), (reservation,))
+                cur.execute(self._q(_SPEND), (eps, delta, eps, delta, account))
             else:
-                cur.execute(self._q("DELETE FROM budget_postings WHERE reservation_id = ?"), (reservation,))
-                cur.execute(self._q("DELETE FROM budget_reservations WHERE id = ?"), (reservation,))
+                cur.execute(self._q(_UNRESERVE), (eps, delta, account))
+        if spend:
+            cur.execute(self._q("UPDATE budget_reservations SET state = 'committed' WHERE id = ?"), (reservation,))
+        else:
+            cur.execute(self._q("DELETE FROM budget_postings WHERE reservation_id = ?"), (reservation,))
+            cur.execute(self._q("DELETE FROM budget_reservations WHERE id = ?"), (reservation,))
 
     def balance(self, account: str) -> Balance:
         with self._transaction() as cur:

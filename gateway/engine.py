@@ -29,6 +29,7 @@ import duckdb
 import rfc8785
 
 from gateway.atomic_files import fsync_path, write_atomic
+from gateway.domain.aggregate import Measure, Plan
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS
 from gateway.errors import DependencyError, InternalError, NotFound, RegistrationError
@@ -302,6 +303,91 @@ class Snapshot:
             for row in batch:
                 index.setdefault(row[0], []).append(tuple(row[1:]))
         return index
+
+    def aggregate(self, plan: Plan) -> dict[str, list[int]]:
+        """The exact statistics a plan names, one integer per cell (times bin), in the plan's order.
+
+        Values are clamped to the catalogue bounds here although registration already refused
+        out-of-bound values: the sensitivity the noise is calibrated to must hold for whatever
+        the version file holds. NULL and NaN count as missing (no value, not in any bin);
+        infinities clamp to the bounds. Rows whose group keys are not in the public category
+        lists belong to no cell.
+        """
+        sql, params = _aggregate_sql(plan)
+        names = [s.name for s in plan.statistics]
+        bins = (
+            max(1, len(plan.template.bins) - 1) if plan.template.measure in (Measure.HISTOGRAM, Measure.QUANTILE) else 1
+        )
+        position = {cell: i for i, cell in enumerate(plan.cells)}
+        out = {name: [0] * (len(plan.cells) * bins) for name in names}
+        width = len(plan.group_by)
+        for row in self._cursor.execute(sql, params).fetchall():
+            cell = position.get(tuple(row[:width]))
+            if cell is None:
+                continue
+            slot = cell * bins + (int(row[width]) if bins > 1 else 0)
+            for name, value in zip(names, row[width + (1 if bins > 1 else 0) :], strict=True):
+                out[name][slot] = int(value or 0)
+        return out
+
+
+def _aggregate_sql(plan: Plan) -> tuple[str, list[Any]]:
+    """SQL for a plan: catalogue identifiers (quoted) and $n placeholders only."""
+    params: list[Any] = []
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    conditions: list[str] = []
+    for f in plan.filters:
+        if f.values is not None:
+            conditions.append(f"list_contains({bind(list(f.values))}, {quote(f.column)})")
+        else:
+            conditions.append(f"{quote(f.column)} BETWEEN {bind(f.low)} AND {bind(f.high)}")
+    selected = [quote(g) for g in plan.group_by]
+    inner = [*selected]
+    template = plan.template
+    if template.column is not None and plan.value_units is not None:
+        column = quote(template.column)
+        low, high = plan.value_units
+        as_double = f"CAST({column} AS DOUBLE)"
+        missing = f"{column} IS NULL OR isnan({as_double})"
+        upper, lower = bind(float(high * template.granularity)), bind(float(low * template.granularity))
+        clamped = f"greatest(least({as_double}, {upper}), {lower})"
+        rounded = f"CAST(round({clamped} / {bind(float(template.granularity))}) AS BIGINT)"
+        units = f"greatest(least({rounded}, {bind(high)}), {bind(low)})"
+        inner.append(f"CASE WHEN {missing} THEN NULL ELSE {units} END AS v")
+        if template.measure in (Measure.HISTOGRAM, Measure.QUANTILE):
+            edges = template.bins
+            steps = " ".join(f"WHEN {clamped} < {bind(float(e))} THEN {i}" for i, e in enumerate(edges[1:-1]))
+            inner.append(f"CASE WHEN {missing} THEN NULL {steps} ELSE {len(edges) - 2} END AS b")
+    else:
+        inner.append("NULL AS v")
+    inner.append(f"{quote(plan.privacy_unit)} AS u")
+    outer = [*selected]
+    where = " AND ".join(conditions) or "TRUE"
+    if template.measure in (Measure.HISTOGRAM, Measure.QUANTILE):
+        outer.append("b")
+        where_outer = "WHERE b IS NOT NULL"
+    else:
+        where_outer = ""
+    for statistic in plan.statistics:
+        outer.append(
+            {
+                "rows": "count(*)",
+                "values": "count(v)",
+                "sum": "sum(v)",
+                "units": "count(DISTINCT u)",
+                "bins": "count(*)",
+            }[statistic.name]
+        )
+    group = (
+        f"GROUP BY {', '.join(outer[: len(selected) + (1 if 'b' in outer else 0)])}" if selected or "b" in outer else ""
+    )
+    # SECURITY: every name is a catalogue identifier passed through quote(); every value is bound.
+    sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {TABLE} WHERE {where}) {where_outer} {group}"  # noqa: S608
+    return sql, params
 
 
 class _OpenVersion:

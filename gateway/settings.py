@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     policy_approvals: int = Field(
         2, ge=1, le=2, description="Administrators who must approve a policy change (the proposer counts as one)."
     )
+    ledger_dsn: str | None = Field(
+        None,
+        description="PostgreSQL DSN of the privacy-budget ledger, shared by several gateway processes or machines;"
+        " unset: SQLite under `state_dir`.",
+    )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."
     )

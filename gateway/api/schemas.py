@@ -214,3 +214,46 @@ class FreezeRequest(BaseModel):
 class FreezeListResponse(_Response):
     active: list[Freeze]
     history: list[dict[str, Any]]
+
+
+class RangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str | int | float | None = Field(None, alias="from", description="Inclusive lower end.")
+    to: str | int | float | None = Field(None, description="Inclusive upper end.")
+
+
+class AggregateParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filters: dict[str, list[str | bool] | RangeRequest] = Field(
+        default_factory=dict, description="Column to a list of allowed values, or to a range {from, to}."
+    )
+    group_by: list[str] = Field(default_factory=list, max_length=2)
+
+
+class AggregateQueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: AggregateParameters = Field(default_factory=AggregateParameters)
+    epsilon: str | int | float | None = Field(
+        None, description="Epsilon to spend, up to the template's maximum; the template's default if omitted."
+    )
+    max_interval_width: str | int | float | None = Field(
+        None, description="Refuse without charge if the expected 95% interval would be wider than this."
+    )
+
+
+class AggregateRequest(AggregateQueryRequest):
+    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
+
+
+class BatchQueryRequest(AggregateQueryRequest):
+    template: str = Field(min_length=1, max_length=64)
+
+
+class AggregateBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    queries: list[BatchQueryRequest] = Field(min_length=1, max_length=20)

@@ -11,7 +11,7 @@ bounds what one person can lose across all consumers together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 
 from gateway.errors import InvalidRequest
 
@@ -42,6 +42,14 @@ def micro_epsilon(value: Decimal | str | int) -> int:
 def nano_delta(value: Decimal | str | int) -> int:
     """Delta of a charge in nano-units, rounded up; zero is allowed (pure DP)."""
     return _exact(value, NANO, "delta", allow_zero=True)
+
+
+def cap(epsilon: Decimal, delta: Decimal) -> Amount:
+    """A budget as a cap, rounded down to whole units: the ledger can only err on the safe side."""
+    return Amount(
+        int((epsilon * MICRO).to_integral_value(rounding=ROUND_FLOOR)),
+        int((delta * NANO).to_integral_value(rounding=ROUND_FLOOR)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

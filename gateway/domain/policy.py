@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.domain.aggregate import AggregateTemplate, check_template
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
 from gateway.domain.principal import Principal
 from gateway.errors import Frozen, NotFound, PolicyDenied
@@ -165,6 +166,8 @@ class PriceClass(_Frozen):
 
 class Organisation(_Frozen):
     name: str = Field(min_length=1)
+    budget: Budget | None = None
+    """Privacy budget of all the organisation's consumers together, per dataset."""
 
 
 class Consumer(_Frozen):
@@ -183,6 +186,9 @@ class PolicyBundle(_Frozen):
     purposes: dict[Name, Purpose] = {}
     price_classes: dict[Name, PriceClass] = {}
     verification_services: dict[Name, VerificationService] = {}
+    aggregate_templates: dict[Name, AggregateTemplate] = {}
+    dataset_budgets: dict[Identifier, Budget] = {}
+    """Global privacy budget per dataset version: what one person can lose to all consumers together."""
     grants: dict[Name, Grant] = {}
     negative_list: NegativeList = Field(default_factory=NegativeList)
 
@@ -197,7 +203,14 @@ class PolicyBundle(_Frozen):
         return hashlib.sha256(canonical).hexdigest()[:32]
 
     def service_names(self) -> set[str]:
-        return set(self.verification_services)
+        return set(self.verification_services) | set(self.aggregate_templates)
+
+    def dataset_of(self, service: str) -> str | None:
+        if service in self.verification_services:
+            return self.verification_services[service].dataset
+        if service in self.aggregate_templates:
+            return self.aggregate_templates[service].dataset
+        return None
 
 
 class PolicyIssue(_Frozen):
@@ -221,10 +234,35 @@ def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
             issues.append(
                 PolicyIssue(path=("verification_services", name, "price_class"), message="unknown price class")
             )
+    overlap = set(bundle.verification_services) & set(bundle.aggregate_templates)
+    for name in sorted(overlap):
+        issues.append(PolicyIssue(path=("aggregate_templates", name), message="a verification service has this name"))
+    for name, template in bundle.aggregate_templates.items():
+        if template.price_class is not None and template.price_class not in bundle.price_classes:
+            issues.append(PolicyIssue(path=("aggregate_templates", name, "price_class"), message="unknown price class"))
+        if template.dataset not in bundle.dataset_budgets:
+            issues.append(
+                PolicyIssue(
+                    path=("aggregate_templates", name, "dataset"),
+                    message=f"dataset {template.dataset} has no entry in dataset_budgets (its global privacy budget)",
+                )
+            )
     for name, grant in bundle.grants.items():
         where = ("grants", name)
         if grant.consumer not in bundle.consumers:
             issues.append(PolicyIssue(path=(*where, "consumer"), message=f"unknown consumer {grant.consumer}"))
+        elif any(s in bundle.aggregate_templates for s in grant.services):
+            org_name = bundle.consumers[grant.consumer].organisation
+            organisation = bundle.organisations.get(org_name)
+            if organisation is not None and (organisation.budget is None or organisation.budget.epsilon <= 0):
+                issues.append(
+                    PolicyIssue(
+                        path=(*where, "services"),
+                        message=f"aggregates need a privacy budget for organisation {org_name}",
+                    )
+                )
+            if grant.budget.epsilon <= 0:
+                issues.append(PolicyIssue(path=(*where, "budget"), message="aggregates need a budget with epsilon > 0"))
         for i, service_name in enumerate(grant.services):
             if service_name not in bundle.service_names():
                 issues.append(PolicyIssue(path=(*where, "services", i), message=f"unknown service {service_name}"))
@@ -290,6 +328,33 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
                     issue((*path, "value"), f"{check.column} is boolean: the value must be true or false")
             elif check.check is CheckKind.EQUALS and column.type is not ColumnType.STRING:
                 issue(path, f"an equality check compares text; {check.column} is {column.type.value}")
+    for name, template in bundle.aggregate_templates.items():
+        where = ("aggregate_templates", name)
+        entry = entries.get(template.dataset)
+        if entry is None:
+            issues.append(
+                PolicyIssue(path=(*where, "dataset"), message=f"dataset {template.dataset} is not registered")
+            )
+            continue
+        if template.dataset in bundle.negative_list.datasets:
+            issues.append(
+                PolicyIssue(path=(*where, "dataset"), message=f"dataset {template.dataset} is on the negative list")
+            )
+        if entry.level is Level.CORE:
+            issues.append(PolicyIssue(path=(*where, "dataset"), message="core data is never served"))
+        used = [(("column",), template.column)] if template.column else []
+        used += [(("filters", c), c) for c in template.filters]
+        used += [(("group_by", i), c) for i, c in enumerate(template.group_by)]
+        for used_at, used_column in used:
+            if f"{template.dataset}.{used_column}" in banned_columns:
+                issues.append(
+                    PolicyIssue(
+                        path=(*where, *used_at),
+                        message=f"{template.dataset}.{used_column} is on the negative list",
+                    )
+                )
+        for path, message in check_template(name, template, entry):
+            issues.append(PolicyIssue(path=(*where, *path), message=message))
     return issues
 
 

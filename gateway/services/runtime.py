@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.audit import AuditLog
+from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.engine import Domain
@@ -28,6 +29,7 @@ class Runtime:
     receipt_keys: KeyRing
     audit: AuditLog
     ledger: Ledger
+    budget: BudgetLedger
     policy: PolicyHolder
     policy_store: PolicyStore
     freezes: FreezeStore
@@ -49,6 +51,9 @@ class Runtime:
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=AuditLog.open(settings.audit_dir),
             ledger=Ledger.open(settings.state_dir / "ledger"),
+            budget=PostgresBudgetLedger(settings.ledger_dsn)
+            if settings.ledger_dsn
+            else SqliteBudgetLedger(settings.state_dir / "ledger" / "budget.sqlite3"),
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog),
             policy_store=policy_store,
             freezes=FreezeStore(settings.freezes_file),
@@ -56,6 +61,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.budget.close()
         self.ledger.close()
         self.audit.close()
         self.domain.close()

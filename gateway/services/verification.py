@@ -37,7 +37,7 @@ from gateway.domain.policy import (
 )
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
-from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.ledger import Admission, ClaimUse, VerificationRequest
 from gateway.services import policy_admin
 from gateway.services.release import PendingRelease, Release, prepare_release, release
@@ -214,8 +214,9 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     # 1. Authorize against the bundle in force (read once: a swap cannot split this request).
     policy = policy_admin.current(rt)
     bundle = policy.bundle
-    if service_name in bundle.verification_services:
-        note.service = service_name
+    if service_name not in bundle.verification_services:
+        raise NotFound(f"no verification service named {service_name[:64]!r}")
+    note.service = service_name
     grant_id, grant = authorize(bundle, principal, service_name, purpose, datetime.fromtimestamp(now, UTC))
     if service_name in policy.unavailable:
         raise ServiceUnavailable(f"service {service_name!r} is unavailable: {policy.unavailable[service_name]}")

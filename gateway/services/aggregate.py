@@ -1,0 +1,435 @@
+"""Aggregate statistics under differential privacy (统计), charged to the privacy-budget ledger.
+
+One query, or a batch released together:
+1. authorize each query: a grant of this consumer covers the template and the purpose, now,
+   and nothing it touches is frozen;
+2. plan it from public facts only (template, catalogue, dataset version); every refusal about
+   parameters, epsilon or the accuracy asked for happens here, before any data is read;
+3. an identical query released before (same template, normalised parameters, epsilon and
+   dataset version) gets its stored release again, at no charge;
+4. reserve the charges of the rest, all or none, on three levels (grant, organisation, dataset
+   version);
+5. execute in the domain; from the moment data is read, the charge stays, whatever happens;
+6. add OpenDP noise to the exact statistics and post-process them into rows with intervals;
+7. commit the charge and store the release in one transaction (a release stored first by an
+   identical concurrent query wins, so one question has one answer);
+8. audit, sign, respond.
+SECURITY: the response holds only noisy statistics over public cells, and no error after step 2
+depends on the data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from gateway import privacy
+from gateway.domain.aggregate import (
+    CONFIDENCE,
+    Measure,
+    NoisyVector,
+    Plan,
+    assemble,
+    epsilon_text,
+    plan,
+)
+from gateway.domain.budget import Accounts, Amount, accounts, cap
+from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
+from gateway.domain.principal import Principal
+from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
+from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.services import policy_admin
+from gateway.services.release import Release, prepare_release, release
+from gateway.services.runtime import Runtime
+
+MAX_BATCH = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    template: str
+    parameters: dict[str, Any]
+    epsilon: str | None = None
+    max_interval_width: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Authorized:
+    query: Query
+    plan: Plan
+    grant_id: str
+    accounts: Accounts
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch after steps 1 and 2: nothing is reserved or read yet."""
+
+    purpose: str
+    items: tuple[Authorized, ...]
+    policy_version: str
+
+    @property
+    def total(self) -> Amount:
+        total = Amount(0, 0)
+        for item in self.items:
+            total += item.plan.amount
+        return total
+
+
+def _organisation(bundle: PolicyBundle, principal: Principal) -> str:
+    member = bundle.consumers.get(principal.client_id)
+    return member.organisation if member is not None else principal.organisation
+
+
+def known_templates(rt: Runtime, names: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, dataset) of the names that are templates: only those may reach an audit leaf."""
+    bundle = policy_admin.current(rt).bundle
+    found = {n: bundle.aggregate_templates[n].dataset for n in names if n in bundle.aggregate_templates}
+    return sorted(found.items())
+
+
+def templates_for(rt: Runtime, principal: Principal) -> list[Json]:
+    """The templates a consumer's current grants cover, with their public definition."""
+    bundle = policy_admin.current(rt).bundle
+    now = datetime.now(UTC)
+    mine = {
+        s
+        for g in bundle.grants.values()
+        if g.consumer == principal.client_id and g.not_before <= now < g.expires
+        for s in g.services
+    }
+    return [
+        {"name": name, **template.model_dump(mode="json", exclude={"price_class"})}
+        for name, template in sorted(bundle.aggregate_templates.items())
+        if name in mine
+    ]
+
+
+def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Sequence[Query]) -> Batch:
+    """Steps 1 and 2 for every query of a batch: the first refusal refuses the batch."""
+    if not 1 <= len(queries) <= MAX_BATCH:
+        raise InvalidRequest(f"queries: 1 to {MAX_BATCH} per batch")
+    policy = policy_admin.current(rt)
+    bundle = policy.bundle
+    now = datetime.now(UTC)
+    organisation = _organisation(bundle, principal)
+    freezes = rt.freezes.active()
+    items: list[Authorized] = []
+    for index, query in enumerate(queries):
+        where = f"queries.{index}." if len(queries) > 1 else ""
+        template = bundle.aggregate_templates.get(query.template)
+        if template is None:
+            raise NotFound(f"no aggregate template named {query.template[:64]!r}")
+        grant_id, grant = authorize(bundle, principal, query.template, purpose, now)
+        if query.template in policy.unavailable:
+            raise ServiceUnavailable(
+                f"template {query.template!r} is unavailable: {policy.unavailable[query.template]}"
+            )
+        check_not_frozen(
+            freezes,
+            consumer=principal.client_id,
+            organisation=organisation,
+            service=query.template,
+            dataset=template.dataset,
+        )
+        record = rt.catalog.get(template.dataset)
+        if not record.is_served:
+            raise ServiceUnavailable(f"template {query.template!r} is unavailable: its dataset is not served")
+        try:
+            compiled = plan(
+                query.template, template, record.entry, record.version, query.parameters, epsilon=query.epsilon
+            )
+            _check_accuracy(compiled, query.max_interval_width)
+        except InvalidRequest as bad:
+            raise InvalidRequest(f"{where}{bad}") from None
+        org_budget = bundle.organisations[organisation].budget if organisation in bundle.organisations else None
+        dataset_budget = bundle.dataset_budgets.get(template.dataset)
+        items.append(
+            Authorized(
+                query,
+                compiled,
+                grant_id,
+                accounts(
+                    grant=grant_id,
+                    consumer=principal.client_id,
+                    organisation=organisation,
+                    dataset=template.dataset,
+                    version=record.version,
+                    grant_cap=cap(grant.budget.epsilon, grant.budget.delta),
+                    organisation_cap=cap(org_budget.epsilon, org_budget.delta) if org_budget else Amount(0, 0),
+                    dataset_version_cap=cap(dataset_budget.epsilon, dataset_budget.delta)
+                    if dataset_budget
+                    else Amount(0, 0),
+                ),
+            )
+        )
+    return Batch(purpose, tuple(items), policy.version)
+
+
+def _expected(compiled: Plan) -> list[Json]:
+    """Per statistic: the mechanism, its scale and the half-width of its 95% interval; public."""
+    out: list[Json] = []
+    unit = compiled.template.granularity if any(s.name == "sum" for s in compiled.statistics) else Decimal(1)
+    for statistic in compiled.statistics:
+        scale = privacy.calibrate(statistic.sensitivity, statistic.micro_epsilon)
+        half = privacy.half_width(scale, statistic.alpha)
+        factor = unit if statistic.name == "sum" else Decimal(1)
+        out.append(
+            {
+                "statistic": statistic.name,
+                "mechanism": "discrete_laplace",
+                "sensitivity": statistic.sensitivity,
+                "scale": scale,
+                "epsilon": epsilon_text(statistic.micro_epsilon),
+                "confidence": 1 - statistic.alpha,
+                "half_width": _plain(Decimal(half) * factor),
+            }
+        )
+    return out
+
+
+def _plain(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def expected_interval_width(compiled: Plan) -> Decimal | None:
+    """The width of each released value's 95% interval, where it depends on public facts only."""
+    measure = compiled.template.measure
+    if measure in (Measure.MEAN, Measure.QUANTILE):
+        return None  # depends on how many rows fall in each cell
+    (statistic,) = compiled.statistics
+    half = privacy.half_width(privacy.calibrate(statistic.sensitivity, statistic.micro_epsilon), statistic.alpha)
+    factor = compiled.template.granularity if measure is Measure.SUM else Decimal(1)
+    return Decimal(2 * half) * factor
+
+
+def _check_accuracy(compiled: Plan, widest: Decimal | None) -> None:
+    if widest is None:
+        return
+    width = expected_interval_width(compiled)
+    if width is None:
+        raise InvalidRequest(
+            "max_interval_width: a mean's or a quantile's interval depends on the data; "
+            "give it only for count, count_units, sum and histogram templates"
+        )
+    if width > widest:
+        raise InvalidRequest(
+            f"max_interval_width: at this epsilon the 95% interval is {width} wide; raise epsilon or accept a wider one"
+        )
+
+
+def preview(batch: Batch) -> Json:
+    """What a batch would cost and how accurate it would be; reads no data and spends nothing."""
+    return {
+        "purpose": batch.purpose,
+        "total": {"epsilon": epsilon_text(batch.total.micro_epsilon), "delta": "0"},
+        "queries": [
+            {
+                "template": item.query.template,
+                "parameters": item.plan.parameters,
+                "epsilon": epsilon_text(item.plan.amount.micro_epsilon),
+                "delta": "0",
+                "rows": len(item.plan.cells) * _rows_per_cell(item.plan),
+                "interval_width": _optional_plain(expected_interval_width(item.plan)),
+                "noise": _expected(item.plan),
+            }
+            for item in batch.items
+        ],
+    }
+
+
+def _optional_plain(value: Decimal | None) -> int | float | None:
+    return None if value is None else _plain(value)
+
+
+def _rows_per_cell(compiled: Plan) -> int:
+    template = compiled.template
+    if template.measure is Measure.HISTOGRAM:
+        return len(template.bins) - 1
+    if template.measure is Measure.QUANTILE:
+        return len(template.quantiles)
+    return 1
+
+
+def _execute(rt: Runtime, compiled: Plan) -> Json:
+    """Steps 5 and 6 for one plan: the exact statistics, then the noise, then the rows."""
+    with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
+        exact = snapshot.aggregate(compiled)
+    noisy: dict[str, NoisyVector] = {}
+    for statistic in compiled.statistics:
+        released = privacy.add_noise(exact[statistic.name], statistic.sensitivity, statistic.micro_epsilon)
+        noisy[statistic.name] = NoisyVector(
+            released.values, released.scale, privacy.half_width(released.scale, statistic.alpha)
+        )
+    del exact
+    template = compiled.template
+    return {
+        "template": compiled.template_name,
+        "dataset": compiled.dataset,
+        "dataset_version": compiled.version,
+        "measure": template.measure.value,
+        "column": template.column,
+        "parameters": compiled.parameters,
+        "epsilon": epsilon_text(compiled.amount.micro_epsilon),
+        "delta": "0",
+        "confidence": float(CONFIDENCE),
+        "granularity": _plain(template.granularity),
+        "noise": _expected(compiled),
+        "rows": assemble(compiled, noisy),
+        "released_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
+    """Steps 3 to 7: each query's stored release, and whether this request paid for it."""
+    stored: dict[int, str] = {}
+    for i, item in enumerate(batch.items):
+        found = rt.budget.stored_release(item.plan.key)
+        if found is not None:
+            stored[i] = found
+    fresh = [i for i in range(len(batch.items)) if i not in stored]
+    reservations = dict(
+        zip(
+            fresh,
+            rt.budget.reserve_all([(batch.items[i].accounts, batch.items[i].plan.amount) for i in fresh]),
+            strict=True,
+        )
+    )
+    results: list[tuple[Json, bool]] = []
+    started: set[int] = set()
+    committed: set[int] = set()
+    try:
+        for i, item in enumerate(batch.items):
+            if i in stored:
+                results.append((json.loads(stored[i]), False))
+                continue
+            started.add(i)  # from here on data is read: the charge stays
+            released = _execute(rt, item.plan)
+            kept = rt.budget.commit_release(reservations[i], item.plan.key, json.dumps(released, sort_keys=True))
+            committed.add(i)
+            results.append((json.loads(kept), True))
+    finally:
+        for i, reservation in reservations.items():
+            if i not in started:
+                rt.budget.release(reservation)  # never read: give it back
+            elif i not in committed:
+                rt.budget.commit(reservation)  # read, then failed: the charge stays
+    return results
+
+
+def release_batch(rt: Runtime, principal: Principal, event: AuditEvent, batch: Batch, *, single: bool) -> Release:
+    """Steps 3 to 8: the signed document of a whole batch (or of one query)."""
+    results = run(rt, batch)
+    charged = Amount(0, 0)
+    for item, (_result, paid) in zip(batch.items, results, strict=True):
+        if paid:
+            charged += item.plan.amount
+    releases = [
+        {
+            **result,
+            "replayed": not paid,
+            "charged": {"epsilon": epsilon_text(item.plan.amount.micro_epsilon) if paid else "0", "delta": "0"},
+        }
+        for item, (result, paid) in zip(batch.items, results, strict=True)
+    ]
+    grants = sorted({item.grant_id for item in batch.items})
+    datasets = sorted({item.plan.dataset for item in batch.items})
+    body: Json = {"purpose": batch.purpose, "grant": grants[0] if len(grants) == 1 else grants}
+    body |= releases[0] if single else {"releases": releases}
+    spent = PrivacySpent(epsilon=charged.epsilon, delta=charged.delta)
+    first = batch.items[0]
+    pending = prepare_release(
+        rt,
+        event,
+        service=first.query.template if single else "aggregate-batch",
+        request={"purpose": batch.purpose, "queries": [request_of(item.query) for item in batch.items]},
+        result=body,
+        dataset=datasets[0] if len(datasets) == 1 else None,
+        dataset_version=first.plan.version if len(datasets) == 1 else None,
+        policy_version=batch.policy_version,
+        privacy_spent=spent,
+        cost=Cost(epsilon=charged.epsilon, delta=charged.delta),
+        grant=grants[0] if len(grants) == 1 else None,
+    )
+    del principal
+    return release(rt, pending)
+
+
+def request_of(query: Query) -> Json:
+    return {
+        "template": query.template,
+        "parameters": query.parameters,
+        "epsilon": query.epsilon,
+        "max_interval_width": None if query.max_interval_width is None else str(query.max_interval_width),
+    }
+
+
+def budget_view(rt: Runtime, principal: Principal) -> Json:
+    """Granted, spent, reserved and remaining at each level, for every dataset the consumer's
+    grants reach through aggregate templates."""
+    bundle = policy_admin.current(rt).bundle
+    organisation = _organisation(bundle, principal)
+    org = bundle.organisations.get(organisation)
+    now = time.time()
+    out: list[Json] = []
+    for grant_id, grant in sorted(bundle.grants.items()):
+        if grant.consumer != principal.client_id:
+            continue
+        datasets = sorted(
+            {bundle.aggregate_templates[s].dataset for s in grant.services if s in bundle.aggregate_templates}
+        )
+        for dataset in datasets:
+            try:
+                version = rt.catalog.get(dataset).version
+            except NotFound:
+                continue
+            keys = accounts(
+                grant=grant_id,
+                consumer=principal.client_id,
+                organisation=organisation,
+                dataset=dataset,
+                version=version,
+                grant_cap=cap(grant.budget.epsilon, grant.budget.delta),
+                organisation_cap=cap(org.budget.epsilon, org.budget.delta) if org and org.budget else Amount(0, 0),
+                dataset_version_cap=cap(bundle.dataset_budgets[dataset].epsilon, bundle.dataset_budgets[dataset].delta)
+                if dataset in bundle.dataset_budgets
+                else Amount(0, 0),
+            )
+            levels = {}
+            for level, (account, granted) in zip(
+                ("grant", "organisation", "dataset_version"), keys.pairs(), strict=True
+            ):
+                balance = rt.budget.balance(account)
+                used = balance.spent + balance.reserved
+                levels[level] = {
+                    "granted": _amount(granted),
+                    "spent": _amount(balance.spent),
+                    "reserved": _amount(balance.reserved),
+                    "remaining": _amount(
+                        Amount(
+                            max(0, granted.micro_epsilon - used.micro_epsilon),
+                            max(0, granted.nano_delta - used.nano_delta),
+                        )
+                    ),
+                }
+            out.append(
+                {
+                    "grant": grant_id,
+                    "dataset": dataset,
+                    "dataset_version": version,
+                    "term": {"not_before": grant.not_before.isoformat(), "expires": grant.expires.isoformat()},
+                    "active": grant.not_before.timestamp() <= now < grant.expires.timestamp(),
+                    "levels": levels,
+                }
+            )
+    return {"consumer": principal.client_id, "organisation": organisation, "budgets": out}
+
+
+def _amount(amount: Amount) -> Json:
+    return {"epsilon": epsilon_text(amount.micro_epsilon), "delta": format(amount.delta.normalize(), "f")}
