@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.domain.policy import PolicyBundle
 from gateway.services import policy_admin
 from gateway.services.runtime import Runtime
 
@@ -21,7 +22,7 @@ def authorizations(rt: Runtime) -> list[Json]:
     for grant_id, grant in sorted(bundle.grants.items()):
         consumer = bundle.consumers.get(grant.consumer)
         organisation = bundle.organisations.get(consumer.organisation) if consumer else None
-        services = [s for s in grant.services if s in bundle.verification_services]
+        services = [s for s in grant.services if s in bundle.service_names()]
         out.append(
             {
                 "grant": grant_id,
@@ -29,8 +30,8 @@ def authorizations(rt: Runtime) -> list[Json]:
                 "organisation": organisation.name if organisation else None,
                 "mode": grant.mode.value,
                 "scenario": grant.scenario,
-                "services": [{"name": s, "title": bundle.verification_services[s].title} for s in services],
-                "datasets": sorted({bundle.verification_services[s].dataset for s in services}),
+                "services": [{"name": s, "title": _title(bundle, s)} for s in services],
+                "datasets": sorted({d for s in services if (d := bundle.dataset_of(s)) is not None}),
                 "purposes": [
                     {"name": p, "title": bundle.purposes[p].title, "kind": bundle.purposes[p].kind.value}
                     for p in grant.purposes
@@ -44,12 +45,24 @@ def authorizations(rt: Runtime) -> list[Json]:
     return out
 
 
+def _title(bundle: PolicyBundle, service: str) -> str:
+    if service in bundle.verification_services:
+        return bundle.verification_services[service].title
+    return bundle.aggregate_templates[service].title
+
+
+def _price(bundle: PolicyBundle, price_class: str | None) -> Json | None:
+    price = bundle.price_classes.get(price_class) if price_class else None
+    if price is None:
+        return None
+    return {"title": price.title, "unit": price.unit, "price_yuan": str(price.price_yuan), "cap_yuan": str(price.cap_yuan)}
+
+
 def services(rt: Runtime) -> list[Json]:
     bundle = policy_admin.current(rt)
     titles = {r.entry.dataset: r.entry.title for r in rt.catalog.records()}
     out = []
     for name, service in sorted(bundle.bundle.verification_services.items()):
-        price = bundle.bundle.price_classes.get(service.price_class) if service.price_class else None
         out.append(
             {
                 "name": name,
@@ -63,14 +76,24 @@ def services(rt: Runtime) -> list[Json]:
                     {"name": f, "check": c.check.value, "description": c.description, "thresholds": list(c.thresholds)}
                     for f, c in service.fields.items()
                 ],
-                "price": None
-                if price is None
-                else {
-                    "title": price.title,
-                    "unit": price.unit,
-                    "price_yuan": str(price.price_yuan),
-                    "cap_yuan": str(price.cap_yuan),
-                },
+                "price": _price(bundle.bundle, service.price_class),
+            }
+        )
+    for name, template in sorted(bundle.bundle.aggregate_templates.items()):
+        out.append(
+            {
+                "name": name,
+                "kind": "aggregate",
+                "title": template.title,
+                "description": template.description,
+                "dataset": template.dataset,
+                "dataset_title": titles.get(template.dataset),
+                "available": name not in bundle.unavailable,
+                "measure": template.measure.value,
+                "column": template.column,
+                "group_by": list(template.group_by),
+                "epsilon": {"default": str(template.epsilon.default), "max": str(template.epsilon.max)},
+                "price": _price(bundle.bundle, template.price_class),
             }
         )
     return out

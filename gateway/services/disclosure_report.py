@@ -24,9 +24,7 @@ def build(rt: Runtime, year: int) -> dict[str, Any]:
         organisation = bundle.organisations.get(consumer.organisation) if consumer else None
         price = bundle.price_classes.get(grant.price_class)
         charged = sum((Decimal(r["fee_yuan"]) for r in fees if r["grant"] == grant_id), Decimal(0))
-        datasets = sorted(
-            {bundle.verification_services[s].dataset for s in grant.services if s in bundle.verification_services}
-        )
+        datasets = sorted({d for s in grant.services if (d := bundle.dataset_of(s)) is not None})
         resources.append(
             {
                 "grant": grant_id,

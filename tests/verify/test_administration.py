@@ -152,7 +152,9 @@ def test_the_annual_report(gateway_for: Callable[..., Gateway], tmp_path: Path) 
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / f"disclosure-{year}.json").read_text())
-    (item,) = report["authorized_resources"]
+    items = {i["grant"]: i for i in report["authorized_resources"]}
+    assert [r["registration_code"] for r in items["labour-research-2026"]["resources"]] == ["PDR-DEMO-2026-0002"]
+    item = items["bank-sme-credit-2026"]
     assert item["operator"] == "Demo Commercial Bank" and item["authorization_mode"] == "scenario"
     assert item["fees_charged_yuan"] == "0.1" and item["fee_cap"] == {"unit": "call", "cap_yuan": "0.10"}
     assert {r["registration_code"] for r in item["resources"]} == {"PDR-DEMO-2026-0001", "PDR-DEMO-2026-0003"}

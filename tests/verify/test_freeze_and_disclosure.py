@@ -98,7 +98,9 @@ def test_disclosure_matches_the_bundle(gateway_for: Callable[..., Gateway]) -> N
     bundle = load_bundle(REPO / "policies")
     authorizations = gw.client.get("/v1/disclosure/authorizations").json()
     assert authorizations["policy_version"] == bundle.version
-    (grant,) = authorizations["authorizations"]
+    by_name = {a["grant"]: a for a in authorizations["authorizations"]}
+    assert set(by_name) == set(bundle.grants)
+    grant = by_name["bank-sme-credit-2026"]
     source = bundle.grants["bank-sme-credit-2026"]
     assert grant["grant"] == "bank-sme-credit-2026" and grant["organisation"] == "Demo Commercial Bank"
     assert [s["name"] for s in grant["services"]] == list(source.services)
@@ -106,7 +108,11 @@ def test_disclosure_matches_the_bundle(gateway_for: Callable[..., Gateway]) -> N
     assert [p["name"] for p in grant["purposes"]] == list(source.purposes)
     assert grant["expires"] == source.expires.isoformat()
     services = {s["name"]: s for s in gw.client.get("/v1/disclosure/services").json()["services"]}
-    assert set(services) == set(bundle.verification_services)
+    assert set(services) == set(bundle.verification_services) | set(bundle.aggregate_templates)
+    assert {s["kind"] for n, s in services.items() if n in bundle.aggregate_templates} == {"aggregate"}
+    research = by_name["labour-research-2026"]
+    assert research["datasets"] == ["social_insurance"]
+    assert [s["name"] for s in research["services"]] == list(bundle.grants["labour-research-2026"].services)
     registration = services["enterprise-registration"]
     assert registration["price"] == {
         "title": "Commercial verification, per claim",

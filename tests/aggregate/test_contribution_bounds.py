@@ -1,0 +1,169 @@
+"""Contribution bounds and clamping hold against hostile data, so the sensitivities are exact.
+
+The noise is calibrated to a sensitivity: how far one privacy unit can move a statistic. These
+tests attack that number directly. They write version files that hold whatever an attacker
+could wish for (a unit with thousands of rows, values far outside the bounds, NaN, infinities,
+NULL), skipping the registration checks that would refuse most of it, and check that adding or
+removing any one unit moves each exact statistic by at most its stated L1 sensitivity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.domain.aggregate import AggregateTemplate, Plan, plan
+from gateway.domain.catalog import CatalogEntry
+from gateway.engine import Domain, version_path
+from tests.aggregate.conftest import HOSTILE_ROWS, PAYROLL_ENTRY, register_payroll
+from tests.conftest import CANARY, Installation
+
+ENTRY = CatalogEntry.model_validate(yaml.safe_load(PAYROLL_ENTRY))
+MAX_ROWS = ENTRY.privacy_unit.max_rows
+TEMPLATES = {
+    "count": {"measure": "count"},
+    "count_units": {"measure": "count_units"},
+    "sum": {"measure": "sum", "column": "amount", "granularity": "0.5"},
+    "sum_signed": {"measure": "sum", "column": "score"},
+    "mean": {"measure": "mean", "column": "score"},
+    "histogram": {"measure": "histogram", "column": "amount", "bins": [0, 25, 50, 75, 100]},
+    "quantile": {"measure": "quantile", "column": "amount", "bins": [0, 50, 100], "quantiles": ["0.5"]},
+}
+HOSTILE_FLOATS = [math.nan, math.inf, -math.inf, 1e300, -1e300, 100.0000001, -0.0001, None]
+HOSTILE_INTS = [10**15, -(10**15), 51, -51, 0]
+
+
+def _plan(kind: str, group_by: list[str]) -> Plan:
+    template = AggregateTemplate.model_validate(
+        {"title": "t", "dataset": "payroll", "group_by": ["region"], "epsilon": {"default": "1", "max": "5"}, **TEMPLATES[kind]}
+    )
+    return plan(kind, template, ENTRY, "v", {"group_by": group_by}, epsilon="1")
+
+
+def _write_version(data_dir: Path, version: str, rows: list[tuple[Any, ...]]) -> None:
+    path = version_path(data_dir, "payroll", version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE records (person VARCHAR, note VARCHAR, region VARCHAR, amount DOUBLE, score BIGINT)")
+    if rows:
+        con.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", rows)
+    con.close()
+
+
+unit_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["north", "south", "east", "west", "nowhere", None]),
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(HOSTILE_FLOATS)),
+        st.one_of(st.integers(-(10**12), 10**12), st.sampled_from(HOSTILE_INTS)),
+    ),
+    min_size=1,
+    max_size=MAX_ROWS,
+)
+
+
+@given(others=st.lists(unit_rows, max_size=6), target=unit_rows, group=st.sampled_from([[], ["region"]]))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_one_unit_moves_each_statistic_by_at_most_its_sensitivity(
+    tmp_path: Path, others: list[list[tuple[Any, ...]]], target: list[tuple[Any, ...]], group: list[str]
+) -> None:
+    def rows(units: list[list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+        return [(f"U{i}", None, region, amount, score) for i, unit in enumerate(units) for region, amount, score in unit]
+
+    data_dir = tmp_path / f"d{len(list(tmp_path.iterdir()))}"
+    _write_version(data_dir, "with", rows([*others, target]))
+    _write_version(data_dir, "without", rows(others))
+    domain = Domain(data_dir, threads=1)
+    try:
+        for kind in TEMPLATES:
+            compiled = _plan(kind, group)
+            with domain.snapshot("payroll", "with") as snap:
+                with_unit = snap.aggregate(compiled)
+            with domain.snapshot("payroll", "without") as snap:
+                without_unit = snap.aggregate(compiled)
+            for statistic in compiled.statistics:
+                moved = sum(abs(a - b) for a, b in zip(with_unit[statistic.name], without_unit[statistic.name], strict=True))
+                assert moved <= statistic.sensitivity, (kind, statistic, moved)
+    finally:
+        domain.close()
+
+
+def test_clamping_and_missing_values_are_exact(tmp_path: Path) -> None:
+    rows = [
+        ("A", None, "north", math.nan, 0),
+        ("B", None, "north", math.inf, 10**15),
+        ("C", None, "north", -math.inf, -(10**15)),
+        ("D", None, "north", None, 7),
+        ("E", None, "north", 1e300, 3),
+        ("F", None, "south", 40.25, -3),
+        ("G", None, "nowhere", 50.0, 1),  # not a public category: in no cell
+    ]
+    _write_version(tmp_path, "v", rows)
+    domain = Domain(tmp_path, threads=1)
+    try:
+        with domain.snapshot("payroll", "v") as snap:
+            sums = snap.aggregate(_plan("sum", ["region"]))
+            means = snap.aggregate(_plan("mean", ["region"]))
+            counts = snap.aggregate(_plan("count", ["region"]))
+            histogram = snap.aggregate(_plan("histogram", ["region"]))
+    finally:
+        domain.close()
+    # amount in [0, 100], granularity 0.5: NaN and NULL are missing, +inf and 1e300 clamp to 100
+    # (200 units), -inf to 0; 40.25 is 80.5 units, rounded half away from zero to 81.
+    assert sums["sum"] == [400, 81, 0, 0]
+    # score in [-50, 50]: 10^15 clamps to 50, -10^15 to -50
+    assert means["sum"] == [0 + 50 - 50 + 7 + 3, -3, 0, 0]
+    assert means["values"] == [5, 1, 0, 0]
+    assert counts["rows"] == [5, 1, 0, 0]
+    # bins [0,25) [25,50) [50,75) [75,100]: three values of north have a value, clamped
+    assert histogram["bins"] == [1, 0, 0, 2] + [0, 1, 0, 0] + [0] * 8
+
+
+def test_registration_bounds_the_unit_with_thousands_of_rows(installation: Installation) -> None:
+    register_payroll(installation)
+    record = _record(installation)
+    assert record.rows_dropped_by_contribution_bound == HOSTILE_ROWS - MAX_ROWS
+    domain = Domain(installation.settings.data_path, threads=1)
+    try:
+        assert len(domain.find("payroll", record.version, "person", CANARY, ["region"])) == MAX_ROWS
+        with domain.snapshot("payroll", record.version) as snap:
+            counts = snap.aggregate(_plan("count", []))
+        assert counts["rows"] == [sum(1 + p % 3 for p in range(20)) + MAX_ROWS]
+    finally:
+        domain.close()
+
+
+def _record(installation: Installation) -> Any:
+    from gateway.catalog import CatalogStore
+
+    return CatalogStore(installation.settings.data_path).get("payroll")
+
+
+@pytest.mark.parametrize("kind", list(TEMPLATES))
+def test_sensitivities_follow_the_registered_bound(kind: str) -> None:
+    compiled = _plan(kind, ["region"])
+    names = {s.name: s.sensitivity for s in compiled.statistics}
+    expected = {
+        "count": {"rows": MAX_ROWS},
+        "count_units": {"units": min(MAX_ROWS, 4)},
+        "sum": {"sum": MAX_ROWS * 200},
+        "sum_signed": {"sum": MAX_ROWS * 50},
+        "mean": {"sum": MAX_ROWS * 50, "values": MAX_ROWS},
+        "histogram": {"bins": MAX_ROWS},
+        "quantile": {"bins": MAX_ROWS},
+    }[kind]
+    assert names == expected
+    assert sum(s.micro_epsilon for s in compiled.statistics) == compiled.amount.micro_epsilon
+
+
+def test_every_cell_is_planned_whatever_the_data() -> None:
+    compiled = _plan("count", ["region"])
+    assert compiled.cells == tuple((r,) for r in ("north", "south", "east", "west"))
+    assert list(itertools.chain.from_iterable(compiled.cells)) == list(ENTRY.column("region").categories or ())

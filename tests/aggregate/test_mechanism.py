@@ -1,0 +1,149 @@
+"""The noise: calibrated to the charge by OpenDP's own map, distributed as stated, and intervals
+that cover the true value as often as they claim."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import privacy
+from gateway.domain.aggregate import AggregateTemplate, NoisyVector, assemble, plan
+from gateway.domain.catalog import CatalogEntry
+from gateway.errors import InternalError
+from tests.aggregate.conftest import PAYROLL_ENTRY
+
+import yaml
+
+ENTRY = CatalogEntry.model_validate(yaml.safe_load(PAYROLL_ENTRY))
+
+
+def _template(**fields: object) -> AggregateTemplate:
+    base: dict[str, object] = {"title": "t", "dataset": "payroll", "group_by": ["region"], "epsilon": {"default": "1", "max": "5"}}
+    return AggregateTemplate.model_validate({**base, **fields})
+
+
+@given(sensitivity=st.integers(1, 10**7), micro=st.integers(1, 10**7))
+@settings(max_examples=150, deadline=None)
+def test_calibration_never_costs_more_than_the_charge(sensitivity: int, micro: int) -> None:
+    scale = privacy.calibrate(sensitivity, micro)
+    mechanism = privacy._mechanism(scale)
+    assert Decimal(mechanism.map(sensitivity)) <= Decimal(micro) / 1_000_000
+    # and it is not wastefully loose: a scale one part in 10^9 smaller would be within a hair
+    assert scale <= sensitivity / (micro / 1_000_000) * (1 + 1e-9)
+
+
+def test_the_rounding_trap_is_handled() -> None:
+    # 36 / 0.3 in floats gives a map of 0.30000000000000004 > 0.3: the scale must be nudged up.
+    scale = privacy.calibrate(36, 300_000)
+    assert Decimal(privacy._mechanism(scale).map(36)) <= Decimal("0.3")
+    assert scale > 120.0
+
+
+def test_calibration_refuses_nonsense() -> None:
+    with pytest.raises(InternalError):
+        privacy.calibrate(0, 1)
+    with pytest.raises(InternalError):
+        privacy.calibrate(1, 0)
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 2.0, 7.5, 72.0, 1e4, 2.88e6])
+@pytest.mark.parametrize("alpha", [0.05, 0.025, 0.05 / 30])
+def test_half_width_is_the_smallest_that_covers(scale: float, alpha: float) -> None:
+    k = privacy.half_width(scale, alpha)
+    assert privacy.tail(scale, k) <= alpha
+    assert k == 0 or privacy.tail(scale, k - 1) > alpha
+    # OpenDP's own accuracy figure (P[|X| >= a] <= alpha) agrees to within one unit
+    assert abs(k - privacy.expected_half_width(scale, alpha)) <= 1
+
+
+def _pmf(scale: float, k: int) -> float:
+    r = math.exp(-1 / scale)
+    return (1 - r) / (1 + r) * r ** abs(k)
+
+
+@pytest.mark.parametrize("scale", [1.5, 4.0])
+def test_noise_follows_the_stated_distribution(scale: float) -> None:
+    """Chi-square goodness of fit of 40,000 draws against the discrete Laplace pmf."""
+    draws = 40_000
+    noisy = privacy.add_noise([0] * draws, 1, round(1_000_000 / scale))
+    stated = noisy.scale
+    counts = Counter(noisy.values)
+    edge = privacy.half_width(stated, 0.01)
+    chi2 = 0.0
+    cells = 0
+    for k in range(-edge, edge + 1):
+        expected = draws * _pmf(stated, k)
+        chi2 += (counts.get(k, 0) - expected) ** 2 / expected
+        cells += 1
+    tails = sum(c for k, c in counts.items() if abs(k) > edge)
+    expected_tails = draws * privacy.tail(stated, edge)
+    chi2 += (tails - expected_tails) ** 2 / expected_tails
+    dof = cells  # cells + 1 bins, minus one constraint
+    # The 99.99% quantile of chi-square is below dof + 4.3 * sqrt(2 dof) + 12 for these dof.
+    assert chi2 < dof + 4.3 * math.sqrt(2 * dof) + 12, chi2
+    mean = sum(noisy.values) / draws
+    variance = sum(v * v for v in noisy.values) / draws - mean**2
+    r = math.exp(-1 / stated)
+    assert abs(variance / (2 * r / (1 - r) ** 2) - 1) < 0.06
+    assert abs(mean) < 6 * math.sqrt(2 * r / (1 - r) ** 2 / draws)
+
+
+def _coverage(template: AggregateTemplate, truth: dict[str, list[int]], epsilon: str, trials: int) -> tuple[int, int]:
+    compiled = plan("t", template, ENTRY, "v", {"group_by": ["region"]}, epsilon=epsilon)
+    covered = total = 0
+    exact_rows = assemble(compiled, {s.name: NoisyVector(tuple(truth[s.name]), 1.0, 0) for s in compiled.statistics})
+    for _ in range(trials):
+        noisy = {}
+        for statistic in compiled.statistics:
+            released = privacy.add_noise(truth[statistic.name], statistic.sensitivity, statistic.micro_epsilon)
+            noisy[statistic.name] = NoisyVector(
+                released.values, released.scale, privacy.half_width(released.scale, statistic.alpha)
+            )
+        for row, exact in zip(assemble(compiled, noisy), exact_rows, strict=True):
+            low, high = row["interval"]
+            covered += low <= exact["value"] <= high
+            total += 1
+    return covered, total
+
+
+def test_count_intervals_cover_about_95_percent() -> None:
+    truth = {"rows": [400, 3, 0, 1200]}
+    covered, total = _coverage(_template(measure="count"), truth, "0.5", 2500)
+    assert 0.94 <= covered / total <= 0.965, covered / total
+
+
+def test_sum_intervals_cover_about_95_percent() -> None:
+    truth = {"sum": [4000, 0, 120, 99999]}  # in units of the granularity (0.5)
+    covered, total = _coverage(_template(measure="sum", column="amount", granularity="0.5"), truth, "2", 2500)
+    assert 0.94 <= covered / total <= 0.965, covered / total
+
+
+def test_mean_intervals_cover_at_least_95_percent() -> None:
+    # score in [-50, 50]: sums and counts of rows with a value, per region
+    truth = {"sum": [2000, -300, 0, 50], "values": [100, 30, 0, 400]}
+    covered, total = _coverage(_template(measure="mean", column="score"), truth, "3", 1500)
+    assert covered / total >= 0.95, covered / total
+
+
+def test_quantile_intervals_cover_at_least_95_percent() -> None:
+    template = _template(measure="quantile", column="amount", bins=[0, 10, 20, 30, 40, 50, 100], quantiles=["0.5"])
+    truth = {"bins": [5, 40, 60, 20, 1, 0] + [0] * 6 + [100, 0, 0, 0, 0, 300] + [50] * 6}
+    compiled = plan("t", template, ENTRY, "v", {"group_by": ["region"]}, epsilon="2")
+    # the true median of each region, read from the true histogram
+    exact = assemble(compiled, {"bins": NoisyVector(tuple(truth["bins"]), 1.0, 0)})
+    bins = compiled.template.bins
+    for row, counts in zip(exact, [truth["bins"][i * 6 : (i + 1) * 6] for i in range(4)], strict=True):
+        if sum(counts):
+            below = 0
+            for j, c in enumerate(counts):
+                below += c
+                if below >= sum(counts) / 2:
+                    assert bins[j] <= row["value"] <= bins[j + 1]
+                    break
+    covered, total = _coverage(template, truth, "2", 800)
+    assert covered / total >= 0.95, covered / total
