@@ -475,7 +475,8 @@ def policy_check_command(
         return
     typer.echo(
         f"bundle {bundle.version}: {len(bundle.verification_services)} verification service(s), "
-        f"{len(bundle.aggregate_templates)} aggregate template(s), {len(bundle.grants)} grant(s), {len(bundle.consumers)} consumer(s)"
+        f"{len(bundle.aggregate_templates)} aggregate template(s), "
+        f"{len(bundle.grants)} grant(s), {len(bundle.consumers)} consumer(s)"
     )
 
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN of the privacy-budget ledger, shared by several gateway processes or machines;"
         " unset: SQLite under `state_dir`.",
     )
+    ledger_schema: str = Field(
+        "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the budget ledger's tables."
+    )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."
     )

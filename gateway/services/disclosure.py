@@ -55,7 +55,12 @@ def _price(bundle: PolicyBundle, price_class: str | None) -> Json | None:
     price = bundle.price_classes.get(price_class) if price_class else None
     if price is None:
         return None
-    return {"title": price.title, "unit": price.unit, "price_yuan": str(price.price_yuan), "cap_yuan": str(price.cap_yuan)}
+    return {
+        "title": price.title,
+        "unit": price.unit,
+        "price_yuan": str(price.price_yuan),
+        "cap_yuan": str(price.cap_yuan),
+    }
 
 
 def services(rt: Runtime) -> list[Json]:

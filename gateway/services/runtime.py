@@ -51,7 +51,7 @@ class Runtime:
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=AuditLog.open(settings.audit_dir),
             ledger=Ledger.open(settings.state_dir / "ledger"),
-            budget=PostgresBudgetLedger(settings.ledger_dsn)
+            budget=PostgresBudgetLedger(settings.ledger_dsn, schema=settings.ledger_schema)
             if settings.ledger_dsn
             else SqliteBudgetLedger(settings.state_dir / "ledger" / "budget.sqlite3"),
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog),

@@ -121,7 +121,9 @@ class Research:
         )
 
     def preview(self, template: str, **body: Any) -> Any:
-        return self.client.post(f"/v1/aggregate/{template}/preview", json={"purpose": PURPOSE, **body}, headers=self.headers)
+        return self.client.post(
+            f"/v1/aggregate/{template}/preview", json={"purpose": PURPOSE, **body}, headers=self.headers
+        )
 
     def spent(self, dataset: str = "social_insurance", level: str = "grant") -> str:
         view = self.client.get("/v1/budget", headers=self.headers).json()

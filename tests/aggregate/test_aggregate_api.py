@@ -24,13 +24,17 @@ def _spent_everywhere(r: Research) -> list[str]:
 
 def test_a_release_is_signed_charged_exactly_and_has_every_cell(research: Callable[..., Research]) -> None:
     r = research()
-    response = r.release(COUNT, parameters={"group_by": ["region", "industry"], "filters": {"paid": [True]}}, epsilon="0.3")
+    response = r.release(
+        COUNT, parameters={"group_by": ["region", "industry"], "filters": {"paid": [True]}}, epsilon="0.3"
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     result = body["result"]
     regions = r.client.get("/v1/catalog/social_insurance", headers=r.headers).json()
     categories = {c["name"]: c.get("categories") for c in regions["columns"]}
-    expected = [{"region": a, "industry": b} for a, b in itertools.product(categories["region"], categories["industry"])]
+    expected = [
+        {"region": a, "industry": b} for a, b in itertools.product(categories["region"], categories["industry"])
+    ]
     assert [row["group"] for row in result["rows"]] == expected  # every cell, empty ones too, in a fixed order
     for row in result["rows"]:
         low, high = row["interval"]
@@ -54,7 +58,9 @@ def test_the_same_question_gets_the_same_answer_free_even_after_a_restart(resear
     assert again["result"]["rows"] == first["result"]["rows"]
     assert again["result"]["replayed"] is True and again["privacy_spent"] == {"epsilon": "0", "delta": "0"}
     restarted = research()
-    third = restarted.release(COUNT, parameters={"filters": {"industry": ["C", "F"]}, **BY_REGION}, epsilon="0.5").json()
+    third = restarted.release(
+        COUNT, parameters={"filters": {"industry": ["C", "F"]}, **BY_REGION}, epsilon="0.5"
+    ).json()
     assert third["result"]["rows"] == first["result"]["rows"]
     assert restarted.spent() == "0.5"
     # another epsilon is another question
@@ -86,7 +92,10 @@ def test_an_idempotency_key_replays_the_first_answer_byte_for_byte(research: Cal
         ({"parameters": {"filters": {"industry": ["Z"]}}}, "parameters.filters.industry"),
         ({"parameters": {"filters": {"industry": []}}}, "parameters.filters.industry"),
         ({"parameters": {"filters": {"month": {"from": "2019-01-01"}}}}, "parameters.filters.month"),
-        ({"parameters": {"filters": {"month": {"from": "2025-02-01", "to": "2025-01-01"}}}}, "parameters.filters.month"),
+        (
+            {"parameters": {"filters": {"month": {"from": "2025-02-01", "to": "2025-01-01"}}}},
+            "parameters.filters.month",
+        ),
         ({"parameters": {"filters": {"month": {"from": "yesterday"}}}}, "parameters.filters.month.from"),
         ({"parameters": {"filters": {"month": ["2025-01-01"]}}}, "parameters.filters.month"),
         ({"parameters": {"filters": {"paid": ["yes"]}}}, "parameters.filters.paid"),

@@ -43,7 +43,13 @@ HOSTILE_INTS = [10**15, -(10**15), 51, -51, 0]
 
 def _plan(kind: str, group_by: list[str]) -> Plan:
     template = AggregateTemplate.model_validate(
-        {"title": "t", "dataset": "payroll", "group_by": ["region"], "epsilon": {"default": "1", "max": "5"}, **TEMPLATES[kind]}
+        {
+            "title": "t",
+            "dataset": "payroll",
+            "group_by": ["region"],
+            "epsilon": {"default": "1", "max": "5"},
+            **TEMPLATES[kind],
+        }
     )
     return plan(kind, template, ENTRY, "v", {"group_by": group_by}, epsilon="1")
 
@@ -75,7 +81,9 @@ def test_one_unit_moves_each_statistic_by_at_most_its_sensitivity(
     tmp_path: Path, others: list[list[tuple[Any, ...]]], target: list[tuple[Any, ...]], group: list[str]
 ) -> None:
     def rows(units: list[list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
-        return [(f"U{i}", None, region, amount, score) for i, unit in enumerate(units) for region, amount, score in unit]
+        return [
+            (f"U{i}", None, region, amount, score) for i, unit in enumerate(units) for region, amount, score in unit
+        ]
 
     data_dir = tmp_path / f"d{len(list(tmp_path.iterdir()))}"
     _write_version(data_dir, "with", rows([*others, target]))
@@ -89,7 +97,9 @@ def test_one_unit_moves_each_statistic_by_at_most_its_sensitivity(
             with domain.snapshot("payroll", "without") as snap:
                 without_unit = snap.aggregate(compiled)
             for statistic in compiled.statistics:
-                moved = sum(abs(a - b) for a, b in zip(with_unit[statistic.name], without_unit[statistic.name], strict=True))
+                moved = sum(
+                    abs(a - b) for a, b in zip(with_unit[statistic.name], without_unit[statistic.name], strict=True)
+                )
                 assert moved <= statistic.sensitivity, (kind, statistic, moved)
     finally:
         domain.close()

@@ -8,6 +8,7 @@ from collections import Counter
 from decimal import Decimal
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,13 +18,16 @@ from gateway.domain.catalog import CatalogEntry
 from gateway.errors import InternalError
 from tests.aggregate.conftest import PAYROLL_ENTRY
 
-import yaml
-
 ENTRY = CatalogEntry.model_validate(yaml.safe_load(PAYROLL_ENTRY))
 
 
 def _template(**fields: object) -> AggregateTemplate:
-    base: dict[str, object] = {"title": "t", "dataset": "payroll", "group_by": ["region"], "epsilon": {"default": "1", "max": "5"}}
+    base: dict[str, object] = {
+        "title": "t",
+        "dataset": "payroll",
+        "group_by": ["region"],
+        "epsilon": {"default": "1", "max": "5"},
+    }
     return AggregateTemplate.model_validate({**base, **fields})
 
 
