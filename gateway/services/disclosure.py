@@ -66,7 +66,7 @@ def _price(bundle: PolicyBundle, price_class: str | None) -> Json | None:
 def services(rt: Runtime) -> list[Json]:
     bundle = policy_admin.current(rt)
     titles = {r.entry.dataset: r.entry.title for r in rt.catalog.records()}
-    out = []
+    out: list[Json] = []
     for name, service in sorted(bundle.bundle.verification_services.items()):
         out.append(
             {
