@@ -33,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/registration.py
 	$(BIN)/python benchmarks/audit_log.py
+	$(BIN)/python benchmarks/aggregate.py
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

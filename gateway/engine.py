@@ -280,10 +280,17 @@ def _scalar_int(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] 
 class Snapshot:
     """One dataset version, read-only, for the length of one request."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, dataset: str, version: str) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        dataset: str,
+        version: str,
+        value_checks: dict[tuple[str, str, str, float, float], tuple[bool, bool]] | None = None,
+    ) -> None:
         self._cursor = cursor
         self.dataset = dataset
         self.version = version
+        self._value_checks = {} if value_checks is None else value_checks
 
     def count_rows(self) -> int:
         return _scalar_int(self._cursor, COUNT_SQL)
@@ -313,7 +320,7 @@ class Snapshot:
         infinities clamp to the bounds. Rows whose group keys are not in the public category
         lists belong to no cell.
         """
-        sql, params = _aggregate_sql(plan)
+        sql, params = _aggregate_sql(plan, *self._checked_values(plan))
         names = [s.name for s in plan.statistics]
         bins = (
             max(1, len(plan.template.bins) - 1) if plan.template.measure in (Measure.HISTOGRAM, Measure.QUANTILE) else 1
@@ -330,8 +337,40 @@ class Snapshot:
                 out[name][slot] = int(value or 0)
         return out
 
+    def _checked_values(self, plan: Plan) -> tuple[bool, bool]:
+        """(every value of the measured column lies in the bounds and none is NaN, it is stored
+        as an integer), checked once per version file and column: a version file never changes.
 
-def _aggregate_sql(plan: Plan) -> tuple[str, list[Any]]:
+        When both hold and the granularity is 1, the values already are whole units inside the
+        clamping range, so the query sums the column as it is and scans at raw speed (clamping
+        row by row costs 2-5x the scan); otherwise it clamps and rounds every value.
+        """
+        column = plan.template.column
+        if column is None or plan.value_units is None:
+            return False, False
+        low = float(plan.value_units[0] * plan.template.granularity)
+        high = float(plan.value_units[1] * plan.template.granularity)
+        key = (self.dataset, self.version, column, low, high)
+        known = self._value_checks.get(key)
+        if known is None:
+            row = self._cursor.execute(
+                "SELECT data_type FROM information_schema.columns WHERE table_name = $1 AND column_name = $2",
+                [TABLE, column],
+            ).fetchone()
+            is_integer = row is not None and str(row[0]) in _INTEGER_TYPES
+            name = quote(column)
+            nan = "FALSE" if is_integer else f"isnan(CAST({name} AS DOUBLE))"
+            outside = _scalar_int(
+                self._cursor,
+                f"SELECT count(*) FROM {TABLE} WHERE {name} < $1 OR {name} > $2 OR {nan}",  # noqa: S608
+                [low, high],
+            )
+            known = (outside == 0, is_integer)
+            self._value_checks[key] = known
+        return known
+
+
+def _aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = False) -> tuple[str, list[Any]]:
     """SQL for a plan: catalogue identifiers (quoted) and $n placeholders only."""
     params: list[Any] = []
 
@@ -353,11 +392,18 @@ def _aggregate_sql(plan: Plan) -> tuple[str, list[Any]]:
         low, high = plan.value_units
         as_double = f"CAST({column} AS DOUBLE)"
         missing = f"{column} IS NULL OR isnan({as_double})"
-        upper, lower = bind(float(high * template.granularity)), bind(float(low * template.granularity))
-        clamped = f"greatest(least({as_double}, {upper}), {lower})"
-        rounded = f"CAST(round({clamped} / {bind(float(template.granularity))}) AS BIGINT)"
-        units = f"greatest(least({rounded}, {bind(high)}), {bind(low)})"
-        inner.append(f"CASE WHEN {missing} THEN NULL ELSE {units} END AS v")
+        if within_bounds:  # checked on this very version file (Snapshot._checked_values)
+            missing = f"{column} IS NULL"
+            clamped = column
+        else:
+            upper, lower = bind(float(high * template.granularity)), bind(float(low * template.granularity))
+            clamped = f"greatest(least({as_double}, {upper}), {lower})"
+        if within_bounds and is_integer and template.granularity == 1:
+            inner.append(f"{column} AS v")
+        else:
+            rounded = f"CAST(round({clamped} / {bind(float(template.granularity))}) AS BIGINT)"
+            units = f"greatest(least({rounded}, {bind(high)}), {bind(low)})"
+            inner.append(f"CASE WHEN {missing} THEN NULL ELSE {units} END AS v")
         if template.measure in (Measure.HISTOGRAM, Measure.QUANTILE):
             edges = template.bins
             steps = " ".join(f"WHEN {clamped} < {bind(float(e))} THEN {i}" for i, e in enumerate(edges[1:-1]))
@@ -408,6 +454,7 @@ class Domain:
         self._index_max_rows = index_max_rows
         self._indexes: dict[tuple[str, str, tuple[str, ...]], tuple[str, dict[str, list[tuple[Any, ...]]] | None]] = {}
         self._index_lock = threading.Lock()
+        self._value_checks: dict[tuple[str, str, str, float, float], tuple[bool, bool]] = {}
 
     def find(
         self, dataset: str, version: str, key_column: str, key: str, columns: Sequence[str]
@@ -447,7 +494,7 @@ class Domain:
             held.users += 1
             cursor = held.connection.cursor()
         try:
-            yield Snapshot(cursor, dataset, version)
+            yield Snapshot(cursor, dataset, version, self._value_checks)
         finally:
             cursor.close()
             with self._lock:

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.domain.aggregate import AggregateTemplate, check_template
+from gateway.domain.aggregate import AggregateTemplate, Measure, check_template
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
 from gateway.domain.principal import Principal
 from gateway.errors import Frozen, NotFound, PolicyDenied
@@ -345,6 +345,8 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
         used = [(("column",), template.column)] if template.column else []
         used += [(("filters", c), c) for c in template.filters]
         used += [(("group_by", i), c) for i, c in enumerate(template.group_by)]
+        if template.measure is Measure.COUNT_UNITS:  # counting distinct units reads the unit column
+            used.append((("measure",), entry.privacy_unit.column))
         for used_at, used_column in used:
             if f"{template.dataset}.{used_column}" in banned_columns:
                 issues.append(

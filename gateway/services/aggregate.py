@@ -185,7 +185,7 @@ def _expected(compiled: Plan) -> list[Json]:
                 "statistic": statistic.name,
                 "mechanism": "discrete_laplace",
                 "sensitivity": statistic.sensitivity,
-                "scale": scale,
+                "scale": int(scale) if scale.is_integer() else scale,
                 "epsilon": epsilon_text(statistic.micro_epsilon),
                 "confidence": 1 - statistic.alpha,
                 "half_width": _plain(Decimal(half) * factor),

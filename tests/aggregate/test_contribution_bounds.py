@@ -177,3 +177,46 @@ def test_every_cell_is_planned_whatever_the_data() -> None:
     compiled = _plan("count", ["region"])
     assert compiled.cells == tuple((r,) for r in ("north", "south", "east", "west"))
     assert list(itertools.chain.from_iterable(compiled.cells)) == list(ENTRY.column("region").categories or ())
+
+
+clean_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["north", "south", "east", "west"]),
+        st.one_of(st.none(), st.floats(0, 100)),
+        st.integers(-50, 50),
+    ),
+    max_size=40,
+)
+
+
+@given(rows=clean_rows)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_unclamped_scan_of_a_checked_version_equals_the_clamped_one(
+    tmp_path: Path, rows: list[tuple[Any, ...]]
+) -> None:
+    """A version whose values were checked to lie in the bounds is summed without clamping; the
+    answer is the one clamping would give, and a version with one value out of bounds is clamped."""
+    from gateway.engine import _aggregate_sql
+
+    data_dir = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+    records = [(f"U{i // 3}", None, region, amount, score) for i, (region, amount, score) in enumerate(rows)]
+    _write_version(data_dir, "clean", records)
+    _write_version(data_dir, "dirty", [*records, ("X", None, "north", 100.5, 51)])
+    con = duckdb.connect(str(version_path(data_dir, "payroll", "clean")), read_only=True)
+    try:
+        for kind in TEMPLATES:
+            compiled = _plan(kind, ["region"])
+            fast = con.execute(*_aggregate_sql(compiled, True, kind in ("sum_signed", "mean"))).fetchall()
+            slow = con.execute(*_aggregate_sql(compiled)).fetchall()
+            assert sorted(fast, key=repr) == sorted(slow, key=repr), kind
+    finally:
+        con.close()
+    domain = Domain(data_dir, threads=1)
+    try:
+        for version, expected in (("clean", True), ("dirty", False)):
+            with domain.snapshot("payroll", version) as snap:
+                assert snap._checked_values(_plan("mean", []))[0] is expected
+                assert snap._checked_values(_plan("mean", [])) == (expected, True)
+                assert snap._checked_values(_plan("sum", []))[1] is False  # amount is a float column
+    finally:
+        domain.close()

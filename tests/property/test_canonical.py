@@ -17,6 +17,9 @@ scalars = st.one_of(
     st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
     st.integers(),
     st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=1e-5, max_value=1e17),
+    st.floats(min_value=-1e17, max_value=-1e-5),
+    st.sampled_from([1e-4, 0.0001000000001, 9.999999999999998e15, 1e16, 0.95, 0.975, 1 / 3, 2.5, -0.0, 5e-324]),
     st.text(alphabet=st.characters(blacklist_categories=["Cs"])),
 )
 documents: st.SearchStrategy[Any] = st.recursive(
@@ -26,7 +29,7 @@ documents: st.SearchStrategy[Any] = st.recursive(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=2000)
 @given(documents)
 def test_canonical_equals_rfc8785(document: Any) -> None:
     try:
@@ -40,3 +43,9 @@ def test_the_tricky_characters() -> None:
     for text in ("\u2028\u2029", "\x7f", "\x00\x1f\b\f\n\r\t", '"\\/', "é中𝄞", "\ue000\U0001f600"):
         assert canonical({"k": text, "é": [text]}) == rfc8785.dumps({"k": text, "é": [text]})
     assert canonical({"b": 1, "a": [True, None, 2**53 - 1]}) == rfc8785.dumps({"b": 1, "a": [True, None, 2**53 - 1]})
+
+
+@settings(max_examples=5000)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_every_float_is_written_as_rfc8785_writes_it(number: float) -> None:
+    assert canonical({"x": [number]}) == rfc8785.dumps({"x": [number]})
