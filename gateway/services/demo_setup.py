@@ -132,6 +132,7 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         f'  curl -s "{base_url}/v1/admin/audit?limit=5" -H "Authorization: Bearer $TOKEN"',
         "",
         *_verification_tour(setup_result, base_url),
+        *_aggregate_tour(setup_result, base_url),
         "Trust: keys that sign receipts and checkpoints, and the audit log's signed tree heads:",
         f"  curl -s {base_url}/.well-known/jwks.json",
         f"  curl -s {base_url}/v1/audit/checkpoints",
@@ -143,6 +144,25 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         f"API reference: {base_url}/docs",
     ]
     return "\n".join(lines)
+
+
+def _aggregate_tour(setup_result: DemoSetup, base_url: str) -> list[str]:
+    """A researcher previews and releases a DP mean, then looks at the budget."""
+    body = json.dumps(
+        {"purpose": "public_research", "parameters": {"group_by": ["region"], "filters": {"industry": ["C"]}}}
+    )
+    secret = setup_result.credentials["demo-researcher"]
+    post = f"-H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{body}'"
+    return [
+        "Ask an aggregate question as the researcher (demo-researcher): DP statistics with 95% intervals:",
+        f"  TOKEN=$(curl -s {base_url}/v1/token -d grant_type=client_credentials \\",
+        f"      -d client_id=demo-researcher -d client_secret={secret} \\",
+        "      | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+        f"  curl -s {base_url}/v1/aggregate/wage-base-mean/preview {post}   # cost and accuracy, free",
+        f"  curl -s {base_url}/v1/aggregate/wage-base-mean {post}           # released, signed, charged once",
+        f'  curl -s {base_url}/v1/budget -H "Authorization: Bearer $TOKEN"',
+        "",
+    ]
 
 
 def _verification_tour(setup_result: DemoSetup, base_url: str) -> list[str]:
