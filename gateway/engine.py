@@ -337,6 +337,21 @@ class Snapshot:
                 out[name][slot] = int(value or 0)
         return out
 
+    def grouped_counts(self, plan: Plan) -> dict[tuple[str, ...], int]:
+        """Exact row counts per group key observed in the data (as text), for DP key selection.
+
+        Groups with a NULL in a key are left out. The keys come from the data, so only the
+        mechanism's thresholded output may ever leave.
+        """
+        sql, params = _aggregate_sql(plan)
+        width = len(plan.group_by)
+        out: dict[tuple[str, ...], int] = {}
+        for row in self._cursor.execute(sql, params).fetchall():
+            if any(v is None for v in row[:width]):
+                continue
+            out[tuple(v.isoformat() if hasattr(v, "isoformat") else str(v) for v in row[:width])] = int(row[width])
+        return out
+
     def _checked_values(self, plan: Plan) -> tuple[bool, bool]:
         """(every value of the measured column lies in the bounds and none is NaN, it is stored
         as an integer), checked once per version file and column: a version file never changes.

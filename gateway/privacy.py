@@ -71,6 +71,55 @@ def add_noise(values: Sequence[int], sensitivity: int, micro_epsilon: int) -> No
     return Noised(tuple(int(v) for v in noisy), scale)
 
 
+@dataclass(frozen=True, slots=True)
+class Selected:
+    counts: dict[str, int]
+    """Noisy counts of the keys that cleared the threshold."""
+    scale: float
+    threshold: int
+
+
+@lru_cache(maxsize=256)
+def _threshold_mechanism(scale: float, threshold: int) -> Any:
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64"))
+    metric = dp.l01inf_distance(dp.absolute_distance(T="i64"))
+    return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
+
+
+@lru_cache(maxsize=256)
+def calibrate_threshold(max_rows: int, micro_epsilon: int, nano_delta: int) -> tuple[float, int]:
+    """Scale and the smallest threshold for which OpenDP's map of a count by key, where one unit
+    adds at most `max_rows` rows spread over at most `max_rows` keys, gives at most (epsilon, delta)."""
+    epsilon = Decimal(micro_epsilon) / MICRO
+    delta = Decimal(nano_delta) / 1_000_000_000
+    scale = calibrate(max_rows, micro_epsilon)
+    distance = (max_rows, max_rows, max_rows)
+
+    def fits(threshold: int) -> bool:
+        spent_e, spent_d = _threshold_mechanism(scale, threshold).map(distance)
+        return Decimal(spent_e) <= epsilon and Decimal(spent_d) <= delta
+
+    low, high = max_rows, max_rows
+    while not fits(high):
+        low, high = high, high * 2
+        if high > 2**52:
+            raise InternalError("no threshold meets this delta (this is a bug)")
+    while low < high:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return scale, high
+
+
+def select_keys(counts: dict[str, int], max_rows: int, micro_epsilon: int, nano_delta: int) -> Selected:
+    """Noisy counts of the keys whose noisy count clears the threshold; every other key is withheld."""
+    scale, threshold = calibrate_threshold(max_rows, micro_epsilon, nano_delta)
+    released = _threshold_mechanism(scale, threshold)(counts) if counts else {}
+    return Selected({str(k): int(v) for k, v in released.items()}, scale, threshold)
+
+
 def tail(scale: float, k: int) -> float:
     """P(|X| > k) for discrete Laplace noise X with this scale: 2 r^(k+1) / (1 + r), r = e^(-1/scale)."""
     r = math.exp(-1.0 / scale)

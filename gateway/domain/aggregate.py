@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.domain.budget import MICRO, Amount, micro_epsilon
+from gateway.domain.budget import MICRO, Amount, micro_epsilon, nano_delta
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, Column, ColumnType, Identifier
 from gateway.errors import InvalidRequest
 
@@ -86,6 +86,14 @@ class EpsilonRange(_Frozen):
         return self
 
 
+class KeySelection(_Frozen):
+    """DP key selection for group-by columns without a public category list: only groups whose
+    noisy count clears a threshold are released, and the threshold is set so that a group made
+    by one privacy unit shows with probability at most `delta`."""
+
+    delta: Decimal = Field(gt=0, le=Decimal("0.0001"))
+
+
 class AggregateTemplate(_Frozen):
     title: str = Field(min_length=1)
     description: str = ""
@@ -100,7 +108,9 @@ class AggregateTemplate(_Frozen):
     quantiles: tuple[Decimal, ...] = ()
     filters: dict[Identifier, FilterRule] = {}
     group_by: tuple[Identifier, ...] = ()
-    """Columns a caller may group by (up to two at once); each needs a public category list."""
+    """Columns a caller may group by (up to two at once). A column with a public category list
+    gives every category; one without needs `key_selection` (count templates only)."""
+    key_selection: KeySelection | None = None
     epsilon: EpsilonRange
     price_class: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")] | None = None
 
@@ -120,6 +130,8 @@ class AggregateTemplate(_Frozen):
             raise ValueError("`quantiles` are only for the quantile measure")
         if len(set(self.group_by)) != len(self.group_by):
             raise ValueError("`group_by` columns must be unique")
+        if self.key_selection is not None and self.measure is not Measure.COUNT:
+            raise ValueError("`key_selection` is offered for count templates only")
         return self
 
 
@@ -163,9 +175,15 @@ def check_template(
         if column is None:
             issues.append((("group_by", i), f"{template.dataset} has no column {column_name}"))
         elif _categories(column) is None:
-            issues.append(
-                (("group_by", i), f"{column_name} has no public category list; only such columns can be grouped by")
-            )
+            if template.key_selection is None:
+                issues.append(
+                    (
+                        ("group_by", i),
+                        f"{column_name} has no public category list: grouping by it needs `key_selection`",
+                    )
+                )
+            if column.sensitivity.value != "public":
+                issues.append((("group_by", i), f"{column_name} is {column.sensitivity.value}: not a group key"))
         else:
             cells *= len(_categories(column) or ())
     largest = cells if len(template.group_by) <= MAX_GROUP_BY else 0
@@ -236,7 +254,8 @@ class Plan:
     filters: tuple[Filter, ...]
     group_by: tuple[str, ...]
     cells: tuple[tuple[str | bool, ...], ...]
-    """Every combination of the group-by columns' public categories, in catalogue order."""
+    """Every combination of the group-by columns' public categories, in catalogue order; empty
+    when the groups are chosen by DP key selection (`selects_keys`)."""
     value_units: tuple[int, int] | None
     """The measured column's bounds in multiples of the granularity (clamping range)."""
     statistics: tuple[Statistic, ...]
@@ -249,6 +268,10 @@ class Plan:
     @property
     def epsilon(self) -> Decimal:
         return self.amount.epsilon
+
+    @property
+    def selects_keys(self) -> bool:
+        return self.amount.nano_delta > 0
 
 
 def _parse_number(value: Any, where: str) -> Decimal:
@@ -386,8 +409,9 @@ def plan(
     if len(set(asked_groups)) != len(asked_groups) or len(asked_groups) > MAX_GROUP_BY:
         raise InvalidRequest(f"parameters.group_by: up to {MAX_GROUP_BY} different columns")
     group_by = tuple(g for g in template.group_by if g in asked_groups)
-    category_lists = [_categories(columns[g]) or () for g in group_by]
-    cells = tuple(itertools.product(*category_lists))
+    category_lists = [_categories(columns[g]) for g in group_by]
+    selects_keys = any(c is None for c in category_lists)
+    cells = () if selects_keys else tuple(itertools.product(*(c or () for c in category_lists)))
     bins = max(1, len(template.bins) - 1)
     if len(cells) * bins > MAX_CELLS:
         raise InvalidRequest(f"parameters.group_by: over {MAX_CELLS} output rows")
@@ -418,7 +442,12 @@ def plan(
         },
         "group_by": list(group_by),
     }
-    amount = Amount(epsilon_micro, 0)
+    delta_nano = 0
+    if selects_keys:
+        if template.key_selection is None:  # unreachable: the policy check refuses such a template
+            raise InvalidRequest("parameters.group_by: this column cannot be grouped by")
+        delta_nano = nano_delta(template.key_selection.delta)
+    amount = Amount(epsilon_micro, delta_nano)
     key_material = {
         "template": name,
         "definition": template.model_dump(mode="json"),
@@ -606,3 +635,11 @@ def _quantile(plan: Plan, counts: Sequence[int], q: Decimal, half_width: int) ->
     low, high = _quantize(edges[j_lo], g, up=False), _quantize(edges[j_hi + 1], g, up=True)
     estimate = min(max(estimate, low), high)
     return {"value": _number(estimate), "interval": [_number(low), _number(high)]}
+
+
+def assemble_selected(plan: Plan, released: Mapping[tuple[str, ...], int], half_width: int) -> list[dict[str, Any]]:
+    """The rows of a key-selected count: the groups that cleared the threshold, sorted by key."""
+    return [
+        {"group": dict(zip(plan.group_by, key, strict=True)), **_count(value, half_width)}
+        for key, value in sorted(released.items())
+    ]

@@ -35,6 +35,7 @@ from gateway.domain.aggregate import (
     NoisyVector,
     Plan,
     assemble,
+    assemble_selected,
     epsilon_text,
     plan,
 )
@@ -191,7 +192,16 @@ def _expected(compiled: Plan) -> list[Json]:
                 "half_width": _plain(Decimal(half) * factor),
             }
         )
+    if compiled.selects_keys:
+        scale, threshold = privacy.calibrate_threshold(
+            compiled.max_rows, compiled.amount.micro_epsilon, compiled.amount.nano_delta
+        )
+        out[0] |= {"mechanism": "discrete_laplace_threshold", "threshold": threshold, "delta": _delta(compiled.amount)}
     return out
+
+
+def _delta(amount: Amount) -> str:
+    return format(amount.delta.normalize(), "f")
 
 
 def _plain(value: Decimal) -> int | float:
@@ -228,14 +238,14 @@ def preview(batch: Batch) -> Json:
     """What a batch would cost and how accurate it would be; reads no data and spends nothing."""
     return {
         "purpose": batch.purpose,
-        "total": {"epsilon": epsilon_text(batch.total.micro_epsilon), "delta": "0"},
+        "total": _amount(batch.total),
         "queries": [
             {
                 "template": item.query.template,
                 "parameters": item.plan.parameters,
                 "epsilon": epsilon_text(item.plan.amount.micro_epsilon),
-                "delta": "0",
-                "rows": len(item.plan.cells) * _rows_per_cell(item.plan),
+                "delta": _delta(item.plan.amount),
+                "rows": None if item.plan.selects_keys else len(item.plan.cells) * _rows_per_cell(item.plan),
                 "interval_width": _optional_plain(expected_interval_width(item.plan)),
                 "noise": _expected(item.plan),
             }
@@ -259,15 +269,19 @@ def _rows_per_cell(compiled: Plan) -> int:
 
 def _execute(rt: Runtime, compiled: Plan) -> Json:
     """Steps 5 and 6 for one plan: the exact statistics, then the noise, then the rows."""
-    with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
-        exact = snapshot.aggregate(compiled)
-    noisy: dict[str, NoisyVector] = {}
-    for statistic in compiled.statistics:
-        released = privacy.add_noise(exact[statistic.name], statistic.sensitivity, statistic.micro_epsilon)
-        noisy[statistic.name] = NoisyVector(
-            released.values, released.scale, privacy.half_width(released.scale, statistic.alpha)
-        )
-    del exact
+    if compiled.selects_keys:
+        rows = _select_keys(rt, compiled)
+    else:
+        with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
+            exact = snapshot.aggregate(compiled)
+        noisy: dict[str, NoisyVector] = {}
+        for statistic in compiled.statistics:
+            released = privacy.add_noise(exact[statistic.name], statistic.sensitivity, statistic.micro_epsilon)
+            noisy[statistic.name] = NoisyVector(
+                released.values, released.scale, privacy.half_width(released.scale, statistic.alpha)
+            )
+        del exact
+        rows = assemble(compiled, noisy)
     template = compiled.template
     return {
         "template": compiled.template_name,
@@ -277,13 +291,25 @@ def _execute(rt: Runtime, compiled: Plan) -> Json:
         "column": template.column,
         "parameters": compiled.parameters,
         "epsilon": epsilon_text(compiled.amount.micro_epsilon),
-        "delta": "0",
+        "delta": _delta(compiled.amount),
         "confidence": float(CONFIDENCE),
         "granularity": _plain(template.granularity),
         "noise": _expected(compiled),
-        "rows": assemble(compiled, noisy),
+        "rows": rows,
         "released_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _select_keys(rt: Runtime, compiled: Plan) -> list[Json]:
+    """Counts by keys observed in the data, through OpenDP's thresholded mechanism: a key made by
+    few units is withheld (with probability at least 1 - delta for a single unit's key)."""
+    with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
+        exact = {json.dumps(list(key)): count for key, count in snapshot.grouped_counts(compiled).items()}
+    (statistic,) = compiled.statistics
+    selected = privacy.select_keys(exact, compiled.max_rows, statistic.micro_epsilon, compiled.amount.nano_delta)
+    del exact
+    released = {tuple(json.loads(key)): value for key, value in selected.counts.items()}
+    return assemble_selected(compiled, released, privacy.half_width(selected.scale, statistic.alpha))
 
 
 def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
@@ -334,7 +360,7 @@ def release_batch(rt: Runtime, principal: Principal, event: AuditEvent, batch: B
         {
             **result,
             "replayed": not paid,
-            "charged": {"epsilon": epsilon_text(item.plan.amount.micro_epsilon) if paid else "0", "delta": "0"},
+            "charged": _amount(item.plan.amount if paid else Amount(0, 0)),
         }
         for item, (result, paid) in zip(batch.items, results, strict=True)
     ]

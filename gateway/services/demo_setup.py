@@ -154,12 +154,13 @@ def _aggregate_tour(setup_result: DemoSetup, base_url: str) -> list[str]:
     secret = setup_result.credentials["demo-researcher"]
     post = f"-H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{body}'"
     return [
-        "Ask an aggregate question as the researcher (demo-researcher): DP statistics with 95% intervals:",
+        "Ask an aggregate question as the researcher (demo-researcher): preview cost and accuracy (free),",
+        "release DP statistics with 95% intervals (signed, charged once), and see the budget:",
         f"  TOKEN=$(curl -s {base_url}/v1/token -d grant_type=client_credentials \\",
         f"      -d client_id=demo-researcher -d client_secret={secret} \\",
         "      | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
-        f"  curl -s {base_url}/v1/aggregate/wage-base-mean/preview {post}   # cost and accuracy, free",
-        f"  curl -s {base_url}/v1/aggregate/wage-base-mean {post}           # released, signed, charged once",
+        f"  curl -s {base_url}/v1/aggregate/wage-base-mean/preview {post}",
+        f"  curl -s {base_url}/v1/aggregate/wage-base-mean {post}",
         f'  curl -s {base_url}/v1/budget -H "Authorization: Bearer $TOKEN"',
         "",
     ]

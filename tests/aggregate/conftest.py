@@ -33,6 +33,7 @@ columns:
   - {name: person, type: string, sensitivity: identifier}
   - {name: note, type: string, sensitivity: personal, nullable: true}
   - {name: region, type: string, sensitivity: public, categories: [north, south, east, west]}
+  - {name: city, type: string, sensitivity: public}
   - {name: amount, type: float, sensitivity: personal, bounds: [0, 100], nullable: true}
   - {name: score, type: integer, sensitivity: personal, bounds: [-50, 50]}
 """
@@ -51,12 +52,15 @@ def payroll_rows() -> list[dict[str, Any]]:
                     "person": f"P{p:03d}",
                     "note": None,
                     "region": regions[p % 3],
+                    "city": "Springfield",
                     "amount": float(10 + p + r) if p != 7 else None,
                     "score": (p * 7 + r) % 101 - 50,
                 }
             )
     for r in range(HOSTILE_ROWS):
-        rows.append({"person": CANARY, "note": CANARY, "region": "north", "amount": 100.0, "score": 50 - r % 2})
+        rows.append(
+            {"person": CANARY, "note": CANARY, "region": "north", "city": CANARY, "amount": 100.0, "score": 50 - r % 2}
+        )
     return rows
 
 
@@ -86,7 +90,15 @@ def payroll_templates(bundle: dict[str, Any]) -> None:
             },
         }
     )
-    bundle["dataset_budgets"]["payroll"] = {"epsilon": "100"}
+    bundle["aggregate_templates"]["payroll-by-city"] = {
+        "title": "Rows by city",
+        "measure": "count",
+        "dataset": "payroll",
+        "group_by": ["city"],
+        "key_selection": {"delta": "0.000001"},
+        "epsilon": {"default": "5", "max": "5"},
+    }
+    bundle["dataset_budgets"]["payroll"] = {"epsilon": "100", "delta": "0.001"}
     bundle["grants"]["labour-research-2026"]["services"] += [
         "payroll-count",
         "payroll-persons",
@@ -94,6 +106,7 @@ def payroll_templates(bundle: dict[str, Any]) -> None:
         "payroll-mean",
         "payroll-histogram",
         "payroll-median",
+        "payroll-by-city",
     ]
 
 
@@ -102,8 +115,8 @@ def register_payroll(inst: Installation, rows: list[dict[str, Any]] | None = Non
     entry.write_text(PAYROLL_ENTRY)
     source = inst.root / "payroll.parquet"
     schema = pa.schema(
-        [("person", pa.string()), ("note", pa.string()), ("region", pa.string()), ("amount", pa.float64()),
-         ("score", pa.int64())]
+        [("person", pa.string()), ("note", pa.string()), ("region", pa.string()), ("city", pa.string()),
+         ("amount", pa.float64()), ("score", pa.int64())]
     )  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows or payroll_rows(), schema=schema), source)
     registration.register(CatalogStore(inst.settings.data_path), inst.settings.data_path, entry, source)
