@@ -20,9 +20,10 @@ depends on the data.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -267,12 +268,17 @@ def _rows_per_cell(compiled: Plan) -> int:
     return 1
 
 
-def _execute(rt: Runtime, compiled: Plan) -> Json:
-    """Steps 5 and 6 for one plan: the exact statistics, then the noise, then the rows."""
+def _execute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
+    """Steps 5 and 6 for one plan: the exact statistics, then the noise, then the rows.
+
+    `reading` is called once the dataset version is open, just before the query runs: a
+    failure before it (the version cannot be opened) leaves the reservation to be returned.
+    """
     if compiled.selects_keys:
-        rows = _select_keys(rt, compiled)
+        rows = _select_keys(rt, compiled, reading)
     else:
         with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
+            reading()
             exact = snapshot.aggregate(compiled)
         noisy: dict[str, NoisyVector] = {}
         for statistic in compiled.statistics:
@@ -300,10 +306,11 @@ def _execute(rt: Runtime, compiled: Plan) -> Json:
     }
 
 
-def _select_keys(rt: Runtime, compiled: Plan) -> list[Json]:
+def _select_keys(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> list[Json]:
     """Counts by keys observed in the data, through OpenDP's thresholded mechanism: a key made by
     few units is withheld (with probability at least 1 - delta for a single unit's key)."""
     with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
+        reading()
         exact = {json.dumps(list(key)): count for key, count in snapshot.grouped_counts(compiled).items()}
     (statistic,) = compiled.statistics
     selected = privacy.select_keys(exact, compiled.max_rows, statistic.micro_epsilon, compiled.amount.nano_delta)
@@ -335,8 +342,7 @@ def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
             if i in stored:
                 results.append((json.loads(stored[i]), False))
                 continue
-            started.add(i)  # from here on data is read: the charge stays
-            released = _execute(rt, item.plan)
+            released = _execute(rt, item.plan, functools.partial(started.add, i))  # read: the charge stays
             kept = rt.budget.commit_release(reservations[i], item.plan.key, json.dumps(released, sort_keys=True))
             committed.add(i)
             results.append((json.loads(kept), True))

@@ -227,3 +227,38 @@ def test_every_measure_releases_the_same_shape(research: Callable[..., Research]
     assert len(keys) == 1  # one row shape, whatever the data
     assert [row["group"]["region"] for row in first["rows"]][:: len(first["rows"]) // 4] == [
         "north", "south", "east", "west"]  # fmt: skip
+
+
+def test_a_failure_before_the_read_returns_the_charge_and_after_it_keeps_it(
+    research: Callable[..., Research], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import privacy
+    from gateway.engine import Domain
+
+    r = research()
+    real_snapshot = Domain.snapshot
+
+    def unopenable(self: Domain, dataset: str, version: str) -> Any:
+        from gateway.errors import DependencyError
+
+        raise DependencyError("the data domain cannot be opened")
+
+    monkeypatch.setattr(Domain, "snapshot", unopenable)
+    before = r.release(COUNT, parameters=BY_REGION, epsilon="0.3")
+    assert before.status_code == 503
+    assert _spent_everywhere(r) == ["0", "0", "0"]
+    monkeypatch.setattr(Domain, "snapshot", real_snapshot)
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("the mechanism failed")
+
+    monkeypatch.setattr(privacy, "add_noise", broken)
+    after = r.release(COUNT, parameters=BY_REGION, epsilon="0.3")
+    assert after.status_code == 500 and "the mechanism failed" not in after.text
+    assert _spent_everywhere(r) == ["0.3", "0.3", "0.3"]  # data was read: the charge stays
+    view = r.client.get("/v1/budget", headers=r.headers).json()["budgets"]
+    (levels,) = [b["levels"] for b in view if b["dataset"] == "social_insurance"]
+    assert levels["grant"]["reserved"]["epsilon"] == "0"
+    monkeypatch.undo()
+    again = r.release(COUNT, parameters=BY_REGION, epsilon="0.3")
+    assert again.status_code == 200 and again.json()["result"]["replayed"] is False
