@@ -16,7 +16,19 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api import problems
 from gateway.api.middleware import RequestContext
-from gateway.api.routes import account, admin, aggregate, audit, disclosure, objections, policy, public, usage, verify
+from gateway.api.routes import (
+    account,
+    admin,
+    aggregate,
+    audit,
+    disclosure,
+    models,
+    objections,
+    policy,
+    public,
+    usage,
+    verify,
+)
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
 from gateway.services import policy_admin
@@ -85,7 +97,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.state.settings = settings
     problems.install(app)
-    routers = (public, account, usage, verify, aggregate, disclosure, objections, audit, admin, policy)
+    routers = (public, account, usage, verify, aggregate, models, disclosure, objections, audit, admin, policy)
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)

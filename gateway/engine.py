@@ -352,6 +352,47 @@ class Snapshot:
             out[tuple(v.isoformat() if hasattr(v, "isoformat") else str(v) for v in row[:width])] = int(row[width])
         return out
 
+    def cross_products(self, columns: Sequence[tuple[str, float, float]], units: int) -> tuple[list[int], int]:
+        """Sums of products of fixed-point columns, for least squares from sufficient statistics.
+
+        Each column (name, low, high) is clamped to its bounds and scaled to whole units of
+        `max(|low|, |high|) / units`, so every value lies in [-units, units]; an intercept column
+        of constant `units` comes first. Rows with NULL or NaN in any column are left out.
+        Returns the sums over i <= j of u_i * u_j in row-major order of the upper triangle, and
+        the number of rows used (an exact figure: never released as such).
+        """
+        params: list[Any] = []
+
+        def bind(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        scaled = [bind(units)]
+        present: list[str] = []
+        for name, low, high in columns:
+            column = f"CAST({quote(name)} AS DOUBLE)"
+            largest = max(abs(low), abs(high)) or 1.0
+            clamped = f"greatest(least({column}, {bind(high)}), {bind(low)})"
+            scaled.append(f"CAST(round({clamped} / {bind(largest)} * {bind(units)}) AS BIGINT)")
+            present.append(f"{quote(name)} IS NOT NULL AND NOT isnan({column})")
+        inner = ", ".join(f"{expr} AS u{i}" for i, expr in enumerate(scaled))
+        products = [f"sum(CAST(u{i} AS HUGEINT) * u{j})" for i in range(len(scaled)) for j in range(i, len(scaled))]
+        # SECURITY: quoted catalogue identifiers and bound values only.
+        sql = (
+            f"SELECT count(*), {', '.join(products)} FROM (SELECT {inner} FROM {TABLE}"  # noqa: S608
+            f" WHERE {' AND '.join(present) or 'TRUE'})"
+        )
+        row = self._cursor.execute(sql, params).fetchone()
+        if row is None:
+            raise InternalError("an aggregate query returned no row (this is a bug)")
+        return [int(v or 0) for v in row[1:]], int(row[0])
+
+    def pair_counts(self, first: str, second: str) -> dict[tuple[Any, Any], int]:
+        """Rows per (first, second) value pair, NULLs left out: the counts behind naive Bayes."""
+        a, b = quote(first), quote(second)
+        sql = f"SELECT {a}, {b}, count(*) FROM {TABLE} WHERE {a} IS NOT NULL AND {b} IS NOT NULL GROUP BY 1, 2"  # noqa: S608
+        return {(row[0], row[1]): int(row[2]) for row in self._cursor.execute(sql).fetchall()}
+
     def _checked_values(self, plan: Plan) -> tuple[bool, bool]:
         """(every value of the measured column lies in the bounds and none is NaN, it is stored
         as an integer), checked once per version file and column: a version file never changes.

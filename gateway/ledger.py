@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.policy import VerificationLimits
+from gateway.domain.limits import VerificationLimits
 from gateway.errors import DependencyError, LimitReached
 from gateway.group_commit import GroupCommitter
 

@@ -257,3 +257,17 @@ class AggregateBatchRequest(BaseModel):
 
     purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     queries: list[BatchQueryRequest] = Field(min_length=1, max_length=20)
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
+    keys: list[str] = Field(min_length=1, max_length=1000, description="Entity keys, in full (one or a batch).")
+
+
+class FitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
+    epsilon: str | int | float | None = Field(None, description="Epsilon to spend; the model's default if omitted.")

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.domain.aggregate import AggregateTemplate, Measure, check_template
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
+from gateway.domain.limits import VerificationLimits
+from gateway.domain.models import Model, ScoringModel, check_model
 from gateway.domain.principal import Principal
 from gateway.errors import Frozen, NotFound, PolicyDenied
 
@@ -68,19 +70,6 @@ class UnknownKey(StrEnum):
     """An unknown key answers exactly like a record that does not match (the default)."""
     NOT_FOUND = "not_found"
     """An unknown key answers `not_found`: this tells the caller that no record exists."""
-
-
-class VerificationLimits(_Frozen):
-    """Against enumeration and probing; every window is a fixed window in UTC."""
-
-    consumer_per_minute: int = Field(600, ge=1)
-    organisation_per_minute: int = Field(1200, ge=1)
-    distinct_keys_per_day: int = Field(1000, ge=1)
-    """How many different entities one consumer may ask about in a UTC day."""
-    probe_window_seconds: int = Field(86_400, ge=60, le=30 * 86_400)
-    probe_checks_per_key: int = Field(4, ge=1, le=100)
-    """How many different questions (field and supplied value or threshold) one consumer may
-    ask about one entity in a window: a threshold cannot be binary-searched, nor a name guessed."""
 
 
 class VerificationService(_Frozen):
@@ -187,6 +176,8 @@ class PolicyBundle(_Frozen):
     price_classes: dict[Name, PriceClass] = {}
     verification_services: dict[Name, VerificationService] = {}
     aggregate_templates: dict[Name, AggregateTemplate] = {}
+    models: dict[Name, Model] = {}
+    """Scorecards run in the domain, and DP model fitting templates."""
     dataset_budgets: dict[Identifier, Budget] = {}
     """Global privacy budget per dataset version: what one person can lose to all consumers together."""
     grants: dict[Name, Grant] = {}
@@ -203,14 +194,22 @@ class PolicyBundle(_Frozen):
         return hashlib.sha256(canonical).hexdigest()[:32]
 
     def service_names(self) -> set[str]:
-        return set(self.verification_services) | set(self.aggregate_templates)
+        return set(self.verification_services) | set(self.aggregate_templates) | set(self.models)
+
+    def spends_budget(self, service: str) -> bool:
+        """Aggregate templates and model fits draw on privacy budgets; the rest do not."""
+        model = self.models.get(service)
+        return service in self.aggregate_templates or (model is not None and not isinstance(model, ScoringModel))
 
     def dataset_of(self, service: str) -> str | None:
         if service in self.verification_services:
             return self.verification_services[service].dataset
         if service in self.aggregate_templates:
             return self.aggregate_templates[service].dataset
-        return None
+        model = self.models.get(service)
+        if isinstance(model, ScoringModel):
+            return model.entity_dataset
+        return model.dataset if model is not None else None
 
 
 class PolicyIssue(_Frozen):
@@ -237,6 +236,18 @@ def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
     overlap = set(bundle.verification_services) & set(bundle.aggregate_templates)
     for name in sorted(overlap):
         issues.append(PolicyIssue(path=("aggregate_templates", name), message="a verification service has this name"))
+    for name in sorted(set(bundle.models) & (set(bundle.verification_services) | set(bundle.aggregate_templates))):
+        issues.append(PolicyIssue(path=("models", name), message="a service or template has this name"))
+    for name, model in bundle.models.items():
+        if model.price_class is not None and model.price_class not in bundle.price_classes:
+            issues.append(PolicyIssue(path=("models", name, "price_class"), message="unknown price class"))
+        if not isinstance(model, ScoringModel) and model.dataset not in bundle.dataset_budgets:
+            issues.append(
+                PolicyIssue(
+                    path=("models", name, "dataset"),
+                    message=f"dataset {model.dataset} has no entry in dataset_budgets (its global privacy budget)",
+                )
+            )
     for name, template in bundle.aggregate_templates.items():
         if template.price_class is not None and template.price_class not in bundle.price_classes:
             issues.append(PolicyIssue(path=("aggregate_templates", name, "price_class"), message="unknown price class"))
@@ -251,7 +262,7 @@ def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
         where = ("grants", name)
         if grant.consumer not in bundle.consumers:
             issues.append(PolicyIssue(path=(*where, "consumer"), message=f"unknown consumer {grant.consumer}"))
-        elif any(s in bundle.aggregate_templates for s in grant.services):
+        elif any(bundle.spends_budget(s) for s in grant.services):
             org_name = bundle.consumers[grant.consumer].organisation
             organisation = bundle.organisations.get(org_name)
             if organisation is not None and (organisation.budget is None or organisation.budget.epsilon <= 0):
@@ -357,6 +368,30 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
                 )
         for path, message in check_template(name, template, entry):
             issues.append(PolicyIssue(path=(*where, *path), message=message))
+    for name, model in bundle.models.items():
+        where = ("models", name)
+        for path, message in check_model(model, entries):
+            issues.append(PolicyIssue(path=(*where, *path), message=message))
+        if isinstance(model, ScoringModel):
+            reads = [(f.dataset, f.column) for f in model.features.values()] + [
+                (f.dataset, f.key) for f in model.features.values()
+            ]
+        else:
+            reads = [(model.dataset, c) for c in (*model.features, model.target)]
+        for dataset, read in sorted(set(reads)):
+            if f"{dataset}.{read}" in banned_columns:
+                issues.append(PolicyIssue(path=where, message=f"{dataset}.{read} is on the negative list"))
+        for dataset in sorted({d for d, _c in reads}):
+            entry = entries.get(dataset)
+            if entry is None:
+                continue
+            if dataset in bundle.negative_list.datasets:
+                issues.append(PolicyIssue(path=where, message=f"dataset {dataset} is on the negative list"))
+            if entry.level is Level.CORE:
+                issues.append(PolicyIssue(path=where, message="core data is never served"))
+            elif entry.level is Level.IMPORTANT and isinstance(model, ScoringModel):
+                message = f"{dataset} is important data: only DP aggregates and fits"
+                issues.append(PolicyIssue(path=where, message=message))
     return issues
 
 

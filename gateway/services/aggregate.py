@@ -45,7 +45,7 @@ from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.services import policy_admin
+from gateway.services import charging, policy_admin
 from gateway.services.release import Release, prepare_release, release
 from gateway.services.runtime import Runtime
 
@@ -320,39 +320,14 @@ def _select_keys(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> li
 
 
 def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
-    """Steps 3 to 7: each query's stored release, and whether this request paid for it."""
-    stored: dict[int, str] = {}
-    for i, item in enumerate(batch.items):
-        found = rt.budget.stored_release(item.plan.key)
-        if found is not None:
-            stored[i] = found
-    fresh = [i for i in range(len(batch.items)) if i not in stored]
-    reservations = dict(
-        zip(
-            fresh,
-            rt.budget.reserve_all([(batch.items[i].accounts, batch.items[i].plan.amount) for i in fresh]),
-            strict=True,
-        )
+    """Steps 3 to 7 (services.charging): each query's release, and whether this request paid."""
+    return charging.run(
+        rt,
+        [
+            charging.Charge(item.plan.key, item.plan.amount, item.accounts, functools.partial(_execute, rt, item.plan))
+            for item in batch.items
+        ],
     )
-    results: list[tuple[Json, bool]] = []
-    started: set[int] = set()
-    committed: set[int] = set()
-    try:
-        for i, item in enumerate(batch.items):
-            if i in stored:
-                results.append((json.loads(stored[i]), False))
-                continue
-            released = _execute(rt, item.plan, functools.partial(started.add, i))  # read: the charge stays
-            kept = rt.budget.commit_release(reservations[i], item.plan.key, json.dumps(released, sort_keys=True))
-            committed.add(i)
-            results.append((json.loads(kept), True))
-    finally:
-        for i, reservation in reservations.items():
-            if i not in started:
-                rt.budget.release(reservation)  # never read: give it back
-            elif i not in committed:
-                rt.budget.commit(reservation)  # read, then failed: the charge stays
-    return results
 
 
 def release_batch(rt: Runtime, principal: Principal, event: AuditEvent, batch: Batch, *, single: bool) -> Release:
@@ -404,7 +379,7 @@ def request_of(query: Query) -> Json:
 
 def budget_view(rt: Runtime, principal: Principal) -> Json:
     """Granted, spent, reserved and remaining at each level, for every dataset the consumer's
-    grants reach through aggregate templates."""
+    grants reach through aggregate templates and model fits."""
     bundle = policy_admin.current(rt).bundle
     organisation = _organisation(bundle, principal)
     org = bundle.organisations.get(organisation)
@@ -413,9 +388,7 @@ def budget_view(rt: Runtime, principal: Principal) -> Json:
     for grant_id, grant in sorted(bundle.grants.items()):
         if grant.consumer != principal.client_id:
             continue
-        datasets = sorted(
-            {bundle.aggregate_templates[s].dataset for s in grant.services if s in bundle.aggregate_templates}
-        )
+        datasets = sorted({d for s in grant.services if bundle.spends_budget(s) and (d := bundle.dataset_of(s))})
         for dataset in datasets:
             try:
                 version = rt.catalog.get(dataset).version

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.domain.policy import VerificationLimits
+from gateway.domain.limits import VerificationLimits
 from gateway.errors import RateLimited
 from gateway.ledger import DAY, ClaimUse, Ledger, VerificationRequest
 

@@ -1,0 +1,65 @@
+"""Model routes: the public registry, in-domain scoring of one entity or a batch, DP fitting."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from gateway.api.auditing import allowed_event, note, released_body
+from gateway.api.deps import principal, runtime
+from gateway.api.routes.verify import rate_limit_headers
+from gateway.api.schemas import FitRequest, ReleasedResponse, ScoreRequest
+from gateway.domain.principal import Principal
+from gateway.services import models
+from gateway.services.runtime import Runtime
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models")
+async def registry(rt: Annotated[Runtime, Depends(runtime)]) -> dict[str, Any]:
+    """Approved models with the public part of their cards and their version hashes."""
+    return {"models": models.catalogue(rt)}
+
+
+@router.post("/v1/models/{model}/score", response_model=ReleasedResponse)
+async def score(
+    request: Request,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(principal)],
+    model: str,
+    body: ScoreRequest,
+) -> JSONResponse:
+    """Score each entity in the domain: only its score and/or grade band leave, signed."""
+    audit_note = models.AuditNote()
+    call = models.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
+    try:
+        prepared = models.prepare_scoring(rt, who, allowed_event(request), call, audit_note)
+        admission = await asyncio.wrap_future(rt.ledger.submit_verification(prepared.admission, now=prepared.now))
+    finally:
+        note(request, service=audit_note.service, subjects=audit_note.subjects)
+    pending = models.pending_scoring(rt, prepared, admission)
+    released = pending.complete(rt, await asyncio.wrap_future(rt.audit.append(pending.leaf)))
+    return JSONResponse(released_body(request, released), headers=rate_limit_headers(admission.windows))
+
+
+@router.post("/v1/models/{model}/fit", response_model=ReleasedResponse)
+async def fit(
+    request: Request,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(principal)],
+    model: str,
+    body: FitRequest,
+) -> JSONResponse:
+    """Fit an approved model under DP, charged to your budget once (the same fit again is free)."""
+    epsilon = None if body.epsilon is None else str(body.epsilon)
+    plan = await run_in_threadpool(models.authorize_fit, rt, who, model, body.purpose, epsilon)
+    note(request, service=plan.name, dataset=plan.model.dataset)
+    released = await run_in_threadpool(
+        models.release_fit, rt, allowed_event(request), plan, body.model_dump(mode="json")
+    )
+    return JSONResponse(released_body(request, released))

@@ -1,0 +1,135 @@
+"""Scoring in the domain: scores match a reference computation, only the score and grade leave,
+and unknown keys, frozen models and keys past their limits are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+
+from gateway.services.receipts import verify_receipt
+from tests.conftest import CANARY, REPO
+from tests.models.conftest import Client
+from tests.verify.conftest import valid_unknown_code
+
+MODEL = "enterprise-credit-risk"
+
+
+def _both(bundle: dict[str, Any]) -> None:
+    bundle["models"][MODEL]["output"] = "both"
+
+
+def _reference(inst: Any, limit: int = 40) -> dict[str, tuple[int, str]]:
+    """The scorecard of policies/models.yaml computed straight from the provider's files."""
+    card = yaml.safe_load((REPO / "policies" / "models.yaml").read_text())["models"][MODEL]
+    registry = pq.read_table(inst.source / "enterprise_registry.parquet").to_pylist()[:limit]
+    tax: dict[str, list[dict[str, Any]]] = {}
+    for row in pq.read_table(inst.source / "tax_compliance.parquet").to_pylist():
+        tax.setdefault(row["credit_code"], []).append(row)
+    today = datetime.now(UTC).date()
+
+    def points(feature: str, value: Any) -> int:
+        if value is None:
+            return int(card["missing_points"].get(feature, 0))
+        for rule in card["points"][feature]:
+            if "below" in rule and not isinstance(value, (bool, str)) and value < rule["below"]:
+                return int(rule["points"])
+            if "equals" in rule and value == rule["equals"] and type(value) is type(rule["equals"]):
+                return int(rule["points"])
+            if "below" not in rule and "equals" not in rule:
+                return int(rule["points"])
+        return 0
+
+    out = {}
+    for enterprise in registry:
+        years = sorted(tax.get(enterprise["credit_code"], []), key=lambda r: r["tax_year"], reverse=True)
+        established: date = enterprise["established"]
+        features = {
+            "status": enterprise["status"],
+            "years_established": today.year
+            - established.year
+            - ((today.month, today.day) < (established.month, established.day)),
+            "registered_capital": enterprise["registered_capital"],
+            "arrears_recent": sum(r["arrears_months"] for r in years[:2]) if years else None,
+            "tax_paid_latest": years[0]["tax_paid"] if years else None,
+            "filed_on_time_latest": years[0]["filed_on_time"] if years else None,
+        }
+        total = card["base_points"] + sum(points(f, v) for f, v in features.items())
+        grade = next(g["grade"] for g in card["grades"] if "min_score" not in g or total >= g["min_score"])
+        out[enterprise["credit_code"]] = (total, grade)
+    return out
+
+
+def test_scores_match_the_reference_computation(models_gateway: Callable[..., Client]) -> None:
+    bank = models_gateway(_both, who="demo-business")
+    expected = _reference(bank.installation)
+    keys = list(expected)
+    answers = []
+    for start in range(0, len(keys), 20):
+        response = bank.score(keys[start : start + 20])
+        assert response.status_code == 200, response.text
+        answers += response.json()["result"]["answers"]
+    got = {keys[i // 1]: (a["score"], a["grade"]) for i, a in enumerate(answers)}
+    assert got == expected
+    assert len({grade for _score, grade in expected.values()}) >= 2  # the test data exercise several bands
+
+
+def test_only_the_grade_leaves_and_receipts_verify(models_gateway: Callable[..., Client]) -> None:
+    bank = models_gateway(who="demo-business")
+    keys = list(_reference(bank.installation, 6))  # the first enterprise carries the canary
+    unknown = valid_unknown_code(bank.installation)
+    response = bank.score([*keys, unknown, "not-a-code"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    answers = body["result"]["answers"]
+    assert all(set(a) == {"entity", "result", "grade", "transaction_id"} for a in answers[: len(keys)])
+    assert answers[len(keys)] == {
+        "entity": len(keys),
+        "result": "not_found",
+        "transaction_id": answers[len(keys)]["transaction_id"],
+    }
+    assert answers[-1]["result"] == "invalid" and answers[-1]["error"]["field"] == "key"
+    assert CANARY not in response.text
+    registry = pq.read_table(bank.installation.source / "enterprise_registry.parquet").to_pylist()[:6]
+    for enterprise in registry:  # no feature value reaches the response
+        assert str(enterprise["registered_capital"]) not in response.text
+        assert enterprise["established"].isoformat() not in response.text
+    jwks = bank.client.get("/.well-known/jwks.json").json()
+    assert verify_receipt(body["receipt"], jwks).result == body["result"]
+    assert "RateLimit" in response.headers
+
+
+def test_frozen_models_and_keys_past_their_limits_are_refused(models_gateway: Callable[..., Client]) -> None:
+    def tight(bundle: dict[str, Any]) -> None:
+        bundle["models"][MODEL]["limits"]["distinct_keys_per_day"] = 3
+
+    bank = models_gateway(tight, who="demo-business")
+    keys = list(_reference(bank.installation, 5))
+    assert bank.score(keys[:3]).status_code == 200
+    again = bank.score(keys[:3])  # the same entities again: stored answers, nothing counted
+    assert again.status_code == 200
+    refused = bank.score([keys[3]])
+    assert refused.status_code == 429 and refused.json()["type"].endswith("/rate-limited")
+    assert "Retry-After" in refused.headers
+    admin = models_gateway(tight, who="demo-admin")
+    stop = {"kind": "service", "name": MODEL, "reason": "model under review"}
+    assert admin.client.post("/v1/admin/freeze", json=stop, headers=admin.headers).status_code == 201
+    frozen = bank.score(keys[:1])
+    assert frozen.status_code == 403 and "model under review" in frozen.json()["detail"]
+    assert bank.score(keys[:1], purpose="public_research").status_code == 403
+    researcher = models_gateway(who="demo-researcher")
+    assert researcher.score(keys[:1]).status_code == 403
+    assert bank.score(keys[:1], model="synthetic-regression").status_code == 404
+
+
+def test_the_registry_shows_cards_but_no_weights(models_gateway: Callable[..., Client]) -> None:
+    client = models_gateway().client
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    card = listed[MODEL]
+    assert card["kind"] == "scorecard" and card["version"].startswith("sha256:")
+    assert card["card"]["owner"] and card["grades"] == ["A", "B", "C", "D"]
+    assert "points" not in card and "base_points" not in card
+    assert listed["synthetic-regression"]["kind"] == "linear_regression"
