@@ -1,7 +1,7 @@
 """Verification under load, over loopback, against a bare endpoint of the same server.
 
 Starts a demo gateway (`veilgate serve`, one uvicorn worker unless --workers) on a fresh demo domain, then
-drives it with wrk for a fixed time at a fixed number of connections:
+drives it with wrk for a fixed time at a fixed number of connections (benchmarks/load.py):
 
 - baseline: `GET /healthz`, which does no work at all;
 - verification: `POST /v1/verify/enterprise-registration` with one claim per request, every
@@ -19,75 +19,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import load
 import pyarrow.parquet as pq
 import yaml
 
-from gateway.services import demo_setup
-
-REPO = Path(__file__).resolve().parent.parent
-
-LUA = """
-local bodies = {}
-local token = os.getenv("VG_TOKEN")
-local path = os.getenv("VG_PATH")
-for line in io.lines(os.getenv("VG_BODIES")) do bodies[#bodies + 1] = line end
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("offset", threads * 7919)
-end
-function init(args)
-  counter = offset or 0
-end
-function request()
-  counter = counter + 1
-  local body = bodies[(counter % #bodies) + 1]
-  return wrk.format("POST", path, {["Content-Type"] = "application/json",
-                                   ["Authorization"] = "Bearer " .. token}, body)
-end
-"""
+RAISED = {
+    "consumer_per_minute": 10_000_000,
+    "organisation_per_minute": 10_000_000,
+    "distinct_keys_per_day": 10_000_000,
+    "probe_checks_per_key": 100,
+}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _bench_bundle(target: Path) -> None:
+def raise_limits(target: Path) -> None:
     """The demo bundle with limits raised so that the load is measured, not refused."""
-    shutil.copytree(REPO / "policies", target)
-    services = yaml.safe_load((target / "verification.yaml").read_text())
-    for service in services["verification_services"].values():
-        service["limits"] = {
-            "consumer_per_minute": 10_000_000,
-            "organisation_per_minute": 10_000_000,
-            "distinct_keys_per_day": 10_000_000,
-            "probe_checks_per_key": 100,
-        }
-    (target / "verification.yaml").write_text(yaml.safe_dump(services, allow_unicode=True))
+    for name, section in (("verification.yaml", "verification_services"), ("models.yaml", "models")):
+        data = yaml.safe_load((target / name).read_text())
+        for service in data[section].values():
+            if section == "verification_services" or service.get("kind") == "scorecard":
+                service["limits"] = dict(RAISED)
+        (target / name).write_text(yaml.safe_dump(data, allow_unicode=True))
     grants = yaml.safe_load((target / "grants.yaml").read_text())
     for grant in grants["grants"].values():
         grant["quotas"] = {"daily_claims": 100_000_000}
     (target / "grants.yaml").write_text(yaml.safe_dump(grants, allow_unicode=True))
 
 
-def _bodies(source: Path, count: int) -> list[str]:
+def _bodies(source: Path, count: int = 200_000) -> list[str]:
     codes = pq.read_table(source / "enterprise_registry.parquet", columns=["credit_code"]).column(0).to_pylist()
     rng = random.Random(20261128)
     bodies = []
@@ -103,28 +65,6 @@ def _bodies(source: Path, count: int) -> list[str]:
     return bodies
 
 
-def _wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict[str, str]) -> dict[str, float]:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    if script is not None:
-        command[1:1] = ["-s", str(script)]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout  # noqa: S603
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return {
-        "rps": rate,
-        "p50": percentile("50"),
-        "p99": percentile("99"),
-        "non2xx": float(bad.group(1)) if bad else 0.0,
-        "socket_errors": 1.0 if errors else 0.0,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=15)
@@ -132,68 +72,18 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("this benchmark needs wrk: apt install wrk")
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _bench_bundle(root / "policies")
-        setup = demo_setup.setup(root / "demo", root / "policies", scale=args.scale)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(  # noqa: S603 - our own CLI
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "serve",
-                "--config",
-                str(setup.config_file),
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(f"{base}/healthz", timeout=1).read()  # noqa: S310 - loopback
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            form = (
-                "grant_type=client_credentials&client_id=demo-business&client_secret="
-                + setup.credentials["demo-business"]
-            )
-            token_request = urllib.request.Request(f"{base}/v1/token", data=form.encode(), method="POST")  # noqa: S310
-            token = json.load(urllib.request.urlopen(token_request))["access_token"]  # noqa: S310
-            bodies_file, script = root / "bodies.jsonl", root / "verify.lua"
-            bodies_file.write_text("\n".join(_bodies(root / "demo" / "source", 200_000)) + "\n")
-            script.write_text(LUA)
-            env = {
-                **os.environ,
-                "VG_TOKEN": token,
-                "VG_BODIES": str(bodies_file),
-                "VG_PATH": "/v1/verify/enterprise-registration",
-            }
-            _wrk(f"{base}/healthz", 2, args.connections, None, env)  # warm up
-            _wrk(base, 2, args.connections, script, env)
-            bare = _wrk(f"{base}/healthz", args.seconds, args.connections, None, env)
-            verify = _wrk(base, args.seconds, args.connections, script, env)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-    workers = f"{args.workers} uvicorn worker(s)"
-    print(f"{args.connections} connections, {args.seconds} s each, {workers}, {os.cpu_count()} cores")
-    for name, run in (("bare GET /healthz (baseline)", bare), ("verification, one claim", verify)):
-        print(
-            f"{name:32} {run['rps']:8.0f} req/s   p50 {run['p50']:6.2f} ms   p99 {run['p99']:6.2f} ms"
-            f"   non-2xx {run['non2xx']:.0f}"
-        )
-    print(f"verification throughput / bare: {verify['rps'] / bare['rps']:.2f}  (target >= 0.50)")
-    print(f"verification p99: {verify['p99']:.2f} ms  (target < 25 ms)")
+    bare, verify = load.run(
+        path="/v1/verify/enterprise-registration",
+        client="demo-business",
+        adapt_bundle=raise_limits,
+        make_bodies=_bodies,
+        seconds=args.seconds,
+        connections=args.connections,
+        scale=args.scale,
+        workers=args.workers,
+    )
+    load.report("verification, one claim", bare, verify, connections=args.connections, seconds=args.seconds,
+                workers=args.workers, ratio_target=0.5, p99_target=25)  # fmt: skip
 
 
 if __name__ == "__main__":

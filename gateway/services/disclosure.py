@@ -48,7 +48,9 @@ def authorizations(rt: Runtime) -> list[Json]:
 def _title(bundle: PolicyBundle, service: str) -> str:
     if service in bundle.verification_services:
         return bundle.verification_services[service].title
-    return bundle.aggregate_templates[service].title
+    if service in bundle.aggregate_templates:
+        return bundle.aggregate_templates[service].title
+    return bundle.models[service].title
 
 
 def _price(bundle: PolicyBundle, price_class: str | None) -> Json | None:
@@ -99,6 +101,21 @@ def services(rt: Runtime) -> list[Json]:
                 "group_by": list(template.group_by),
                 "epsilon": {"default": str(template.epsilon.default), "max": str(template.epsilon.max)},
                 "price": _price(bundle.bundle, template.price_class),
+            }
+        )
+    for name, model in sorted(bundle.bundle.models.items()):
+        out.append(
+            {
+                "name": name,
+                "kind": "model",
+                "model_kind": model.kind,
+                "title": model.title,
+                "description": model.description,
+                "dataset": bundle.bundle.dataset_of(name),
+                "dataset_title": titles.get(bundle.bundle.dataset_of(name) or ""),
+                "available": name not in bundle.unavailable,
+                "card": model.card.model_dump(mode="json"),
+                "price": _price(bundle.bundle, model.price_class),
             }
         )
     return out

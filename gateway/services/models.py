@@ -97,8 +97,20 @@ def catalogue(rt: Runtime) -> list[Json]:
     return out
 
 
+_VERSIONS: dict[int, tuple[object, str]] = {}
+
+
 def _version(model: ScoringModel | LinearRegressionFit | NaiveBayesFit) -> str:
-    return "sha256:" + hashlib.sha256(canonical(model.model_dump(mode="json"))).hexdigest()
+    """What exactly was approved: a hash of the whole definition, computed once per model object
+    (a bundle swap brings new objects; the cache holds the object, so an id is never reused)."""
+    held = _VERSIONS.get(id(model))
+    if held is not None and held[0] is model:
+        return held[1]
+    version = "sha256:" + hashlib.sha256(canonical(model.model_dump(mode="json"))).hexdigest()
+    if len(_VERSIONS) > 1024:
+        _VERSIONS.clear()
+    _VERSIONS[id(model)] = (model, version)
+    return version
 
 
 # --- scoring -------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_references_must_resolve(tmp_path: Path, session_installation: Installat
         "grants.bank-sme-credit-2026.consumer: unknown consumer nobody",
         "grants.bank-sme-credit-2026.purposes.0: unknown purpose gambling",
         "grants.bank-sme-credit-2026.price_class: unknown price class cheap",
-        "grants.bank-sme-credit-2026.services.2: unknown service mind-reading",
+        "grants.bank-sme-credit-2026.services.3: unknown service mind-reading",
         "consumers.demo-business.organisation: unknown organisation",
     }, errors
 

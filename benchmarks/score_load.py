@@ -1,0 +1,51 @@
+"""Scoring under load, over loopback, against a bare endpoint of the same server.
+
+`POST /v1/models/enterprise-credit-risk/score` with one enterprise per request (authentication,
+policy, the features computed in the domain from two datasets, the scorecard, the ledger's
+limits, the audit leaf durable before the response, the signed receipt), next to `GET /healthz`
+of the same server in the same run (benchmarks/load.py). Every request scores a different
+enterprise until all have been scored; repeats are then answered from the ledger, as in service.
+Needs wrk (`apt install wrk`).
+
+    python benchmarks/score_load.py [--seconds 15] [--connections 16] [--scale 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import load
+import pyarrow.parquet as pq
+from verify_load import raise_limits
+
+
+def _bodies(source: Path) -> list[str]:
+    codes = pq.read_table(source / "enterprise_registry.parquet", columns=["credit_code"]).column(0).to_pylist()
+    return [json.dumps({"purpose": "credit_assessment", "keys": [code]}) for code in codes]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    args = parser.parse_args()
+    bare, scored = load.run(
+        path="/v1/models/enterprise-credit-risk/score",
+        client="demo-business",
+        adapt_bundle=raise_limits,
+        make_bodies=_bodies,
+        seconds=args.seconds,
+        connections=args.connections,
+        scale=args.scale,
+        workers=args.workers,
+    )
+    load.report("scoring, one entity", bare, scored, connections=args.connections, seconds=args.seconds,
+                workers=args.workers, ratio_target=0.4, p99_target=None)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
