@@ -133,3 +133,28 @@ def test_the_registry_shows_cards_but_no_weights(models_gateway: Callable[..., C
     assert card["card"]["owner"] and card["grades"] == ["A", "B", "C", "D"]
     assert "points" not in card and "base_points" not in card
     assert listed["synthetic-regression"]["kind"] == "linear_regression"
+
+
+def test_a_new_model_version_is_an_approved_and_audited_change(models_gateway: Callable[..., Client]) -> None:
+    admin = models_gateway(who="demo-admin")
+    approver = models_gateway(who="demo-approver")
+    bank = models_gateway(who="demo-business")
+    before = {m["name"]: m["version"] for m in bank.client.get("/v1/models").json()["models"]}[MODEL]
+    bundle = admin.client.get("/v1/admin/policy", headers=admin.headers).json()["bundle"]
+    bundle["models"][MODEL]["base_points"] = 650
+    proposed = admin.client.put(
+        "/v1/admin/policy", json={"bundle": bundle, "note": "recalibrated base"}, headers=admin.headers
+    )
+    assert proposed.status_code == 202, proposed.text
+    assert {m["name"]: m["version"] for m in bank.client.get("/v1/models").json()["models"]}[MODEL] == before
+    proposal = proposed.json()["proposal"]["id"]
+    approved = approver.client.post(f"/v1/admin/policy/proposals/{proposal}/approve", headers=approver.headers)
+    assert approved.status_code == 200, approved.text
+    after = {m["name"]: m["version"] for m in bank.client.get("/v1/models").json()["models"]}[MODEL]
+    assert after != before
+    scored = bank.score(list(_reference(bank.installation, 2)))
+    assert scored.json()["result"]["model_version"] == after
+    trail = admin.client.get("/v1/admin/audit?limit=1000", headers=admin.headers).json()
+    routes = [(leaf["principal"], leaf["route"]) for leaf in trail["leaves"]]
+    assert ("demo-admin", "/v1/admin/policy") in routes
+    assert ("demo-approver", "/v1/admin/policy/proposals/{proposal_id}/approve") in routes
