@@ -25,8 +25,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests benchmarks
-	$(BIN)/ruff format --check gateway tests benchmarks
+	$(BIN)/ruff check gateway sandbox tests benchmarks
+	$(BIN)/ruff format --check gateway sandbox tests benchmarks
 	$(BIN)/mypy --strict gateway
 	$(BIN)/lint-imports
 

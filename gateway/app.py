@@ -22,6 +22,7 @@ from gateway.api.routes import (
     aggregate,
     audit,
     disclosure,
+    jobs,
     models,
     objections,
     policy,
@@ -97,7 +98,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     app.state.settings = settings
     problems.install(app)
-    routers = (public, account, usage, verify, aggregate, models, disclosure, objections, audit, admin, policy)
+    routers = (public, account, usage, verify, aggregate, models, jobs, disclosure, objections, audit, admin, policy)
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)

@@ -337,6 +337,18 @@ class Snapshot:
                 out[name][slot] = int(value or 0)
         return out
 
+    def export(self, target: Path, columns: Sequence[str]) -> int:
+        """The version's rows (these columns only) as a Parquet file for an approved job's
+        sandbox; read through the serving connection, written by PyArrow. Returns the row count."""
+        import pyarrow.parquet as pq  # noqa: PLC0415 - only jobs need it
+
+        selected = ", ".join(quote(c) for c in columns)
+        table = self._cursor.sql(f"SELECT {selected} FROM {TABLE}").to_arrow_table()  # noqa: S608
+        if table is None:
+            raise InternalError("an export returned no table (this is a bug)")
+        pq.write_table(table, target)
+        return int(table.num_rows)
+
     def grouped_counts(self, plan: Plan) -> dict[tuple[str, ...], int]:
         """Exact row counts per group key observed in the data (as text), for DP key selection.
 

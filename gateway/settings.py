@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     ledger_schema: str = Field(
         "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the budget ledger's tables."
     )
+    sandbox_unsafe_run_without_isolation: bool = Field(
+        False,
+        description="Development only: run approved jobs without namespaces where they cannot be built; logged loudly.",
+    )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."
     )

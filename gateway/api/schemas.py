@@ -271,3 +271,20 @@ class FitRequest(BaseModel):
 
     purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
     epsilon: str | int | float | None = Field(None, description="Epsilon to spend; the model's default if omitted.")
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=64, description="The job service your grant names.")
+    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    code: str = Field(min_length=1, max_length=262_144, description="Python source of the job (one file).")
+    datasets: list[str] = Field(min_length=1, max_length=8)
+    outputs: list[str] = Field(min_length=1, max_length=20, description="Names of the outputs the job will produce.")
+    epsilon: str | int | float | None = Field(None, description="For DP job services: the epsilon of all outputs.")
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.domain.aggregate import AggregateTemplate, Measure, check_template
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
+from gateway.domain.jobs import JobService
 from gateway.domain.limits import VerificationLimits
 from gateway.domain.models import Model, ScoringModel, check_model
 from gateway.domain.principal import Principal
@@ -177,6 +178,8 @@ class PolicyBundle(_Frozen):
     verification_services: dict[Name, VerificationService] = {}
     aggregate_templates: dict[Name, AggregateTemplate] = {}
     models: dict[Name, Model] = {}
+    job_services: dict[Name, JobService] = {}
+    """Approved analysis code: which datasets a job may read and how its outputs are checked."""
     """Scorecards run in the domain, and DP model fitting templates."""
     dataset_budgets: dict[Identifier, Budget] = {}
     """Global privacy budget per dataset version: what one person can lose to all consumers together."""
@@ -194,18 +197,27 @@ class PolicyBundle(_Frozen):
         return hashlib.sha256(canonical).hexdigest()[:32]
 
     def service_names(self) -> set[str]:
-        return set(self.verification_services) | set(self.aggregate_templates) | set(self.models)
+        return (
+            set(self.verification_services) | set(self.aggregate_templates) | set(self.models) | set(self.job_services)
+        )
 
     def spends_budget(self, service: str) -> bool:
         """Aggregate templates and model fits draw on privacy budgets; the rest do not."""
         model = self.models.get(service)
-        return service in self.aggregate_templates or (model is not None and not isinstance(model, ScoringModel))
+        job = self.job_services.get(service)
+        return (
+            service in self.aggregate_templates
+            or (model is not None and not isinstance(model, ScoringModel))
+            or (job is not None and job.output_check == "dp")
+        )
 
     def dataset_of(self, service: str) -> str | None:
         if service in self.verification_services:
             return self.verification_services[service].dataset
         if service in self.aggregate_templates:
             return self.aggregate_templates[service].dataset
+        if service in self.job_services:
+            return self.job_services[service].datasets[0]
         model = self.models.get(service)
         if isinstance(model, ScoringModel):
             return model.entity_dataset
@@ -238,6 +250,17 @@ def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
         issues.append(PolicyIssue(path=("aggregate_templates", name), message="a verification service has this name"))
     for name in sorted(set(bundle.models) & (set(bundle.verification_services) | set(bundle.aggregate_templates))):
         issues.append(PolicyIssue(path=("models", name), message="a service or template has this name"))
+    others = set(bundle.verification_services) | set(bundle.aggregate_templates) | set(bundle.models)
+    for name in sorted(set(bundle.job_services) & others):
+        issues.append(PolicyIssue(path=("job_services", name), message="another service has this name"))
+    for name, job in bundle.job_services.items():
+        for dataset in job.datasets:
+            if job.output_check == "dp" and dataset not in bundle.dataset_budgets:
+                issues.append(
+                    PolicyIssue(
+                        path=("job_services", name, "datasets"), message=f"{dataset} has no dataset_budgets entry"
+                    )
+                )
     for name, model in bundle.models.items():
         if model.price_class is not None and model.price_class not in bundle.price_classes:
             issues.append(PolicyIssue(path=("models", name, "price_class"), message="unknown price class"))
@@ -368,6 +391,18 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
                 )
         for path, message in check_template(name, template, entry):
             issues.append(PolicyIssue(path=(*where, *path), message=message))
+    for name, job in bundle.job_services.items():
+        for i, dataset in enumerate(job.datasets):
+            at: tuple[str | int, ...] = ("job_services", name, "datasets", i)
+            entry = entries.get(dataset)
+            if entry is None:
+                issues.append(PolicyIssue(path=at, message=f"dataset {dataset} is not registered"))
+            elif dataset in bundle.negative_list.datasets:
+                issues.append(PolicyIssue(path=at, message=f"dataset {dataset} is on the negative list"))
+            elif entry.level is Level.CORE:
+                issues.append(PolicyIssue(path=at, message="core data is never served"))
+            elif entry.level is Level.IMPORTANT and job.output_check != "dp":
+                issues.append(PolicyIssue(path=at, message=f"{dataset} is important data: job outputs only through DP"))
     for name, model in bundle.models.items():
         where = ("models", name)
         for path, message in check_model(model, entries):

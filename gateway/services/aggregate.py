@@ -268,7 +268,7 @@ def _rows_per_cell(compiled: Plan) -> int:
     return 1
 
 
-def _execute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
+def compute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
     """Steps 5 and 6 for one plan: the exact statistics, then the noise, then the rows.
 
     `reading` is called once the dataset version is open, just before the query runs: a
@@ -324,7 +324,7 @@ def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
     return charging.run(
         rt,
         [
-            charging.Charge(item.plan.key, item.plan.amount, item.accounts, functools.partial(_execute, rt, item.plan))
+            charging.Charge(item.plan.key, item.plan.amount, item.accounts, functools.partial(compute, rt, item.plan))
             for item in batch.items
         ],
     )

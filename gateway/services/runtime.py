@@ -10,6 +10,7 @@ from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.engine import Domain
 from gateway.freezes import FreezeStore
+from gateway.jobs import JobStore
 from gateway.ledger import Ledger
 from gateway.objections import ObjectionStore
 from gateway.policy import PolicyHolder
@@ -34,6 +35,7 @@ class Runtime:
     policy_store: PolicyStore
     freezes: FreezeStore
     objections: ObjectionStore
+    jobs: JobStore
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -58,9 +60,11 @@ class Runtime:
             policy_store=policy_store,
             freezes=FreezeStore(settings.freezes_file),
             objections=ObjectionStore(settings.state_dir / "objections.json"),
+            jobs=JobStore(settings.state_dir / "jobs" / "jobs.sqlite3"),
         )
 
     def close(self) -> None:
+        self.jobs.close()
         self.budget.close()
         self.ledger.close()
         self.audit.close()

@@ -1,0 +1,177 @@
+"""The job store: submitted analysis code, its reviews, its state and its outcome.
+
+Imports no other leaf. One SQLite file in WAL mode; every change is one transaction, so two
+gateway processes reviewing the same job cannot both take it past its last review. A job's
+code is stored with its SHA-256 at submission, and the hash is what reviewers approve.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import Conflict, DependencyError, NotFound
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, submitter TEXT NOT NULL, organisation TEXT NOT NULL, service TEXT NOT NULL,
+    purpose TEXT NOT NULL, grant_id TEXT NOT NULL, code TEXT NOT NULL, code_sha256 TEXT NOT NULL,
+    datasets TEXT NOT NULL, outputs TEXT NOT NULL, epsilon TEXT, status TEXT NOT NULL,
+    reviews TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
+    result TEXT, stdout TEXT, stderr TEXT, reason TEXT)"""
+_COLUMNS = (
+    "id, submitter, organisation, service, purpose, grant_id, code, code_sha256, datasets, outputs, epsilon, "
+    "status, reviews, created, updated, result, stdout, stderr, reason"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    submitter: str
+    organisation: str
+    service: str
+    purpose: str
+    grant_id: str
+    code: str
+    code_sha256: str
+    datasets: list[str]
+    outputs: list[str]
+    epsilon: str | None
+    status: str
+    """submitted, approved, rejected, running, finished, failed."""
+    reviews: list[dict[str, Any]]
+    created: str
+    updated: str
+    result: dict[str, Any] | None
+    stdout: str | None
+    stderr: str | None
+    reason: str | None
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    values = list(row)
+    for i in (8, 9, 12):
+        values[i] = json.loads(values[i])
+    values[15] = json.loads(values[15]) if values[15] is not None else None
+    return Job(*values)
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute(_SCHEMA)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise DependencyError("the job store is unavailable") from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def submit(self, **fields: Any) -> Job:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        job_id = "job-" + secrets.token_hex(8)
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 19)})",  # noqa: S608 - constant columns
+                (
+                    job_id, fields["submitter"], fields["organisation"], fields["service"], fields["purpose"],
+                    fields["grant_id"], fields["code"], fields["code_sha256"], json.dumps(fields["datasets"]),
+                    json.dumps(fields["outputs"]), fields["epsilon"], "submitted", "[]", now, now,
+                    None, None, None, None,
+                ),
+            )  # fmt: skip
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            row = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()  # noqa: S608
+        if row is None:
+            raise NotFound(f"no job {job_id[:40]}")
+        return _job(row)
+
+    def list(self, *, submitter: str | None = None, limit: int = 100) -> list[Job]:
+        sql = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 - constant columns
+        params: tuple[Any, ...] = ()
+        if submitter is not None:
+            sql += " WHERE submitter = ?"
+            params = (submitter,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY created DESC LIMIT ?", (*params, limit)).fetchall()
+        return [_job(r) for r in rows]
+
+    def review(self, job_id: str, reviewer: str, decision: str, reason: str, needed: int) -> Job:
+        """Record one review; the job is approved when `needed` different reviewers approved it."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()  # noqa: S608
+            if row is None:
+                raise NotFound(f"no job {job_id[:40]}")
+            job = _job(row)
+            if job.status != "submitted":
+                raise Conflict(f"job {job_id} is {job.status}: it takes no more reviews")
+            if job.submitter == reviewer:
+                raise Conflict("nobody reviews their own job")
+            if any(r["reviewer"] == reviewer for r in job.reviews):
+                raise Conflict("you have reviewed this job already: another administrator must review it")
+            reviews = [*job.reviews, {"reviewer": reviewer, "decision": decision, "reason": reason,
+                                      "code_sha256": job.code_sha256, "at": now}]  # fmt: skip
+            approvals = sum(r["decision"] == "approve" for r in reviews)
+            status = "rejected" if decision == "reject" else ("approved" if approvals >= needed else "submitted")
+            conn.execute(
+                "UPDATE jobs SET reviews = ?, status = ?, updated = ?, reason = ? WHERE id = ?",
+                (json.dumps(reviews), status, now, reason if decision == "reject" else None, job_id),
+            )
+        return self.get(job_id)
+
+    def claim_run(self, job_id: str) -> Job:
+        """approved -> running, once: only one process runs a job."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            updated = conn.execute(
+                "UPDATE jobs SET status = 'running', updated = ? WHERE id = ? AND status = 'approved'", (now, job_id)
+            ).rowcount
+        if updated != 1:
+            raise Conflict(f"job {job_id} is not waiting to run")
+        return self.get(job_id)
+
+    def finish(
+        self, job_id: str, *, status: str, result: dict[str, Any] | None, stdout: str, stderr: str, reason: str | None
+    ) -> Job:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = ?, result = ?, stdout = ?, stderr = ?, reason = ?, updated = ? WHERE id = ?",
+                (status, None if result is None else json.dumps(result), stdout, stderr, reason, now, job_id),
+            )
+        return self.get(job_id)
+
+    def code_of(self, job_id: str) -> tuple[str, str]:
+        """The stored code and the hash recorded at submission, read afresh for the run."""
+        with self._lock:
+            row = self._conn.execute("SELECT code, code_sha256 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id[:40]}")
+        return str(row[0]), str(row[1])
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,171 @@
+"""Running one approved job in the sandbox, and collecting what it left behind.
+
+Imports no other leaf and never imports `sandbox/`: it starts `python -m sandbox.launch` inside
+new network, mount and PID namespaces (`unshare`) and speaks to it through files: a request
+(JSON), the job's inputs (its code and the Parquet files of its datasets), and the outputs file
+the job API writes. The job directory is private (0700, scratch owned by `nobody`) and removed
+afterwards, whatever happened.
+
+Where isolation cannot be set up, a job is refused, unless the deployment explicitly allows
+`unsafe_run_without_isolation` for development; every such run logs a warning and is marked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ServiceUnavailable
+
+log = logging.getLogger("veilgate.sandbox")
+NOBODY = 65534
+MAX_OUTPUTS_BYTES = 4 * 1024 * 1024
+MAX_LOG_BYTES = 64 * 1024
+UNSHARE = ("unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    cpu_seconds: int
+    wall_seconds: int
+    memory_mb: int
+    file_mb: int
+    processes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    exit_code: int | None
+    timed_out: bool
+    stdout: str
+    stderr: str
+    outputs: dict[str, Any] | None
+    """The job's outputs file, parsed; None if it wrote none or an unreadable one."""
+    problem: str | None
+    isolation: str
+
+
+def isolation_problem() -> str | None:
+    """Why namespaces cannot be used here, or None if they can (checked by a real probe)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return "the sandbox needs unshare and root to build its namespaces"
+    try:
+        probe = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10, check=False)  # noqa: S603
+    except (OSError, subprocess.SubprocessError):
+        return "unshare could not create namespaces"
+    return None if probe.returncode == 0 else "unshare could not create namespaces"
+
+
+def run(
+    *,
+    work_dir: Path,
+    hide: list[Path],
+    code: str,
+    write_inputs: Callable[[Path], None],
+    limits: Limits,
+    unsafe_run_without_isolation: bool = False,
+) -> Outcome:
+    """Run `code` with the inputs `write_inputs` puts in `<inputs>/data`; always cleans up."""
+    problem = isolation_problem()
+    if problem is not None and not unsafe_run_without_isolation:
+        raise ServiceUnavailable(f"jobs cannot run here: {problem}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    job = Path(tempfile.mkdtemp(prefix="job-", dir=work_dir))
+    try:
+        os.chmod(job, 0o711)  # noqa: S103 - traversable, not listable: the launcher binds its parts
+        inputs, scratch = job / "inputs", job / "scratch"
+        (inputs / "data").mkdir(parents=True)
+        scratch.mkdir()
+        (inputs / "job.py").write_text(code)
+        write_inputs(inputs / "data")
+        for path in (inputs, inputs / "data", *(inputs / "data").iterdir(), inputs / "job.py"):
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        if problem is None:
+            os.chown(scratch, NOBODY, NOBODY)
+            os.chmod(scratch, 0o700)
+            request = {
+                "protocol": 1,
+                "job_dir": str(job),
+                "hidden": [str(p) for p in hide],
+                "site_packages": site.getsitepackages(),
+                "limits": {
+                    "cpu_seconds": limits.cpu_seconds,
+                    "memory_mb": limits.memory_mb,
+                    "file_mb": limits.file_mb,
+                    "processes": limits.processes,
+                },
+            }
+            (job / "request.json").write_text(json.dumps(request))
+            command = [*UNSHARE, sys.executable, "-m", "sandbox.launch", str(job / "request.json")]
+            isolation = "namespaces"
+        else:
+            log.warning("UNSAFE: running a job WITHOUT isolation (unsafe_run_without_isolation is set)")
+            harness = _sandbox_dir() / "harness.py"
+            command = [sys.executable, "-I", "-S", str(harness), str(scratch), str(inputs), *site.getsitepackages()]
+            isolation = "none (unsafe_run_without_isolation)"
+        return _execute(command, scratch, limits, isolation)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+
+
+def _sandbox_dir() -> Path:
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("sandbox")  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceUnavailable("the sandbox package is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _execute(command: list[str], scratch: Path, limits: Limits, isolation: str) -> Outcome:
+    process = subprocess.Popen(  # noqa: S603 - our own launcher, fixed arguments
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+    )
+    timed_out = False
+    try:
+        stdout, stderr = process.communicate(timeout=limits.wall_seconds)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+    outputs: dict[str, Any] | None = None
+    problem = None
+    written = scratch / "outputs.json"
+    if written.is_file() and not written.is_symlink():
+        if written.stat().st_size > MAX_OUTPUTS_BYTES:
+            problem = "the outputs are larger than 4 MiB"
+        else:
+            try:
+                loaded = json.loads(written.read_text())
+            except (ValueError, UnicodeDecodeError):
+                problem = "the outputs file is not valid JSON"
+            else:
+                if isinstance(loaded, dict) and loaded.get("protocol") == 1 and isinstance(loaded.get("outputs"), dict):
+                    outputs = loaded["outputs"]
+                else:
+                    problem = "the outputs file does not follow the job API"
+    return Outcome(
+        exit_code=None if timed_out else process.returncode,
+        timed_out=timed_out,
+        stdout=stdout[-MAX_LOG_BYTES:].decode("utf-8", errors="replace"),
+        stderr=stderr[-MAX_LOG_BYTES:].decode("utf-8", errors="replace"),
+        outputs=outputs,
+        problem=problem,
+        isolation=isolation,
+    )

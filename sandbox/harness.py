@@ -1,0 +1,32 @@
+"""Inside the sandbox, as nobody: make the job API importable and run the job's code.
+
+argv: scratch directory, inputs directory, then the site-packages directories to search
+(the interpreter runs with -I -S, so nothing else is on the path).
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+
+def main() -> None:
+    scratch, inputs, *site = sys.argv[1:]
+    sys.path[:0] = [str(Path(__file__).parent), *site]
+    import veilgate_job  # noqa: PLC0415 - only importable once the path is set
+
+    veilgate_job.configure(Path(scratch), Path(inputs))
+    try:
+        runpy.run_path(str(Path(inputs) / "job.py"), run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(3)
+    veilgate_job.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Hostile jobs: each attempt is stopped or its output withheld, and nothing of the data or the
+keys leaves. The researcher's view of every job is searched for raw values and key material."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import CANARY
+from tests.jobs.conftest import Jobs, needs_isolation
+
+pytestmark = needs_isolation
+
+
+def _tight(bundle: dict[str, Any]) -> None:
+    limits = {"cpu_seconds": 4, "wall_seconds": 8, "memory_mb": 1024, "file_mb": 8, "processes": 16}
+    bundle["job_services"]["enterprise-tables"]["limits"] = limits
+
+
+def _secrets(jobs: Jobs) -> list[str]:
+    """Strings that must never reach a researcher: raw values and key material."""
+    state = jobs.installation.settings.state_dir
+    found = [CANARY]
+    registry = pq.read_table(jobs.installation.source / "enterprise_registry.parquet").to_pylist()[:20]
+    found += [row["credit_code"] for row in registry] + [row["legal_representative"] for row in registry[1:]]
+    for pem in (state / "keys").rglob("*.pem"):
+        found += [line for line in pem.read_text().splitlines() if line and not line.startswith("-----")]
+    return found
+
+
+HOSTILE = {
+    "socket": "import socket\nsocket.create_connection(('127.0.0.1', 5432), timeout=2)\n",
+    "keys": "import glob\nfor p in glob.glob('{state}/keys/**/*.pem', recursive=True): print(open(p).read())\n"
+    "print(open('{state}/keys/receipt/keyring.json').read())\n",
+    "state": "import os\nprint(os.listdir('{state}'))\n",
+    "write": "open('{state}/../escaped.txt', 'w').write('x')\n",
+    "fork": "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n",
+    "memory": "blocks = []\nwhile True: blocks.append(bytearray(256 * 1024 * 1024))\n",
+    "forever": "while True: pass\n",
+    "sleep": "import time\ntime.sleep(3600)\n",
+}
+
+
+@pytest.mark.parametrize("attack", list(HOSTILE))
+def test_a_hostile_job_is_stopped(jobs_gateway: Callable[..., Jobs], attack: str) -> None:
+    jobs = jobs_gateway(_tight)
+    state = jobs.installation.settings.state_dir
+    code = HOSTILE[attack].replace("{state}", str(state))
+    outcome = jobs.run(code)
+    assert outcome["status"] == "failed", outcome
+    assert outcome["result"]["result"]["outputs"]["counts"]["status"] == "withheld"
+    assert outcome["result"]["result"]["completed"] is False
+    text = str(outcome)
+    assert [s[:12] for s in _secrets(jobs) if s in text] == []
+    assert not (state.parent / "escaped.txt").exists()
+    stderr = jobs.admin_view(outcome["id"])["stderr"]
+    expected = {
+        "socket": "Network is unreachable",
+        "keys": "No such file or directory",
+        "state": "No such file or directory",
+        "write": "No such file or directory",
+        "memory": "MemoryError",
+    }.get(attack)
+    if expected:
+        assert expected in stderr, stderr
+    if attack in ("forever", "sleep"):
+        assert "stopped" in outcome["reason"]
+    if attack == "fork":
+        assert "Resource temporarily unavailable" in stderr, stderr
+
+
+def test_raw_rows_printed_or_returned_never_reach_the_researcher(jobs_gateway: Callable[..., Jobs]) -> None:
+    jobs = jobs_gateway()
+    code = (
+        "import veilgate_job as vg\n"
+        "t = vg.dataset('enterprise_registry').to_pylist()\n"
+        "print(t[:50], [r for r in t if 'CANARY' in r['name']])\n"
+        "vg.table('counts', [{'credit_code': r['credit_code'], 'n': 100} for r in t[:50]],"
+        " keys=['credit_code'], counts=['n'])\n"
+        "vg.table('records', t[:50], keys=['industry'], counts=['registered_capital'])\n"
+        "vg.table('undeclared', [{'industry': 'C', 'n': 50}], keys=['industry'], counts=['n'])\n"
+    )
+    outcome = jobs.run(code, outputs=["counts", "records"])
+    assert outcome["status"] == "finished"  # the job ran to its end; its outputs are another matter
+    outputs = outcome["result"]["result"]["outputs"]
+    assert all(o["status"] == "withheld" for o in outputs.values())
+    assert outputs["counts"] == {
+        "status": "withheld",
+        "reason": "key column 'credit_code' is not a public category column of the job's datasets",
+    }
+    assert outputs["records"]["status"] == "withheld" and "neither a key nor a count" in outputs["records"]["reason"]
+    assert outputs["undeclared"]["status"] == "withheld"
+    assert [s[:12] for s in _secrets(jobs) if s in str(outcome)] == []
+    assert CANARY in jobs.admin_view(outcome["id"])["stdout"]  # printed rows: for administrators only

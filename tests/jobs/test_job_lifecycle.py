@@ -1,0 +1,117 @@
+"""A job's life: review by two administrators, an isolated run, checked outputs, a signed and
+charged release; changed code does not run, and nobody reviews their own job."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import Conflict
+from gateway.jobs import JobStore
+from gateway.services.receipts import verify_receipt
+from tests.conftest import REPO
+from tests.jobs.conftest import Jobs, needs_isolation
+
+EXAMPLES = REPO / "sandbox" / "examples"
+
+pytestmark = needs_isolation
+
+
+def test_the_example_table_job_runs_end_to_end(jobs_gateway: Callable[..., Jobs]) -> None:
+    jobs = jobs_gateway()
+    code = (EXAMPLES / "enterprises_by_status.py").read_text()
+    outcome = jobs.run(code, outputs=["enterprises_by_status"])
+    assert outcome["status"] == "finished", outcome
+    document = outcome["result"]
+    result = document["result"]
+    assert result["isolation"] == "namespaces" and result["completed"] is True
+    table = result["outputs"]["enterprises_by_status"]
+    assert table["status"] == "released" and table["keys"] == ["industry", "status"]
+    counts = [row["enterprises"] for row in table["rows"]]
+    assert all(c is None or c % 5 == 0 for c in counts) and any(c is None for c in counts)
+    assert any(c is not None and c > 7 for c in counts)
+    jwks = jobs.client.get("/.well-known/jwks.json").json()
+    assert verify_receipt(document["receipt"], jwks).result == result
+    assert "stdout" not in outcome and "code" not in outcome  # the researcher sees results only
+
+
+def test_the_example_dp_job_is_released_and_charged_exactly(jobs_gateway: Callable[..., Jobs]) -> None:
+    jobs = jobs_gateway()
+    code = (EXAMPLES / "wage_by_industry.py").read_text()
+    outcome = jobs.run(
+        code,
+        service="labour-analysis",
+        datasets=["social_insurance"],
+        outputs=["mean_wage_by_industry", "records_by_industry_paid"],
+        epsilon="1",
+    )
+    assert outcome["status"] == "finished", outcome
+    result = outcome["result"]["result"]
+    for name in ("mean_wage_by_industry", "records_by_industry_paid"):
+        output = result["outputs"][name]
+        assert output["status"] == "released" and output["kind"] == "dp", output
+        assert len(output["rows"]) == 20 and output["epsilon"] == "0.5"
+    assert outcome["result"]["privacy_spent"]["epsilon"] == "1"
+    budgets = jobs.client.get("/v1/budget", headers=jobs.headers["demo-researcher"]).json()["budgets"]
+    (social,) = [b for b in budgets if b["dataset"] == "social_insurance"]
+    assert social["levels"]["grant"]["spent"]["epsilon"] == "1"
+    # the job's stdout (it printed the years it found) is for administrators only
+    assert "rows over the years" in jobs.admin_view(outcome["id"])["stdout"]
+    assert "rows over the years" not in str(outcome)
+
+
+def test_changed_code_after_approval_does_not_run(jobs_gateway: Callable[..., Jobs]) -> None:
+    jobs = jobs_gateway()
+    submitted = jobs.submit("import veilgate_job as vg\nvg.table('counts', [], keys=[], counts=['n'])\n")
+    job_id = submitted.json()["id"]
+    assert jobs.review(job_id, "demo-admin").status_code == 200
+    store = jobs.installation.settings.state_dir / "jobs" / "jobs.sqlite3"
+    with sqlite3.connect(store) as conn:  # someone with access to the store swaps the code
+        conn.execute("UPDATE jobs SET code = ? WHERE id = ?", ("import os\nprint(os.listdir('/'))\n", job_id))
+    assert jobs.review(job_id, "demo-approver").status_code == 200
+    outcome = jobs.wait(job_id)
+    assert outcome["status"] == "failed" and "not the code that was approved" in outcome["reason"]
+    assert outcome["result"] is None
+
+
+def test_reviews_are_independent(jobs_gateway: Callable[..., Jobs], tmp_path: Path) -> None:
+    jobs = jobs_gateway()
+    job_id = jobs.submit("print('hello')\n").json()["id"]
+    assert jobs.review(job_id, "demo-admin").status_code == 200
+    again = jobs.review(job_id, "demo-admin")
+    assert again.status_code == 409 and "another administrator" in again.json()["detail"]
+    assert jobs.review(job_id, "demo-researcher").status_code == 403  # not an administrator
+    assert jobs.status(job_id)["status"] == "submitted"
+    rejected = jobs.review(job_id, "demo-approver", "reject", "reads more than it needs")
+    assert rejected.status_code == 200
+    assert jobs.status(job_id)["status"] == "rejected" and jobs.status(job_id)["reason"] == "reads more than it needs"
+    # nobody reviews their own job: the store refuses it whoever asks
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    own = store.submit(
+        submitter="demo-admin", organisation="o", service="s", purpose="p", grant_id="g", code="x",
+        code_sha256="h", datasets=["d"], outputs=["o"], epsilon=None,
+    )  # fmt: skip
+    with pytest.raises(Conflict, match="own job"):
+        store.review(own.id, "demo-admin", "approve", "mine", 1)
+    store.close()
+
+
+def test_submissions_are_checked_before_review(jobs_gateway: Callable[..., Jobs]) -> None:
+    jobs = jobs_gateway()
+    assert jobs.submit("x", datasets=["social_insurance"]).status_code == 422  # not a dataset of the service
+    assert jobs.submit("x", service="no-such-service").status_code == 404
+    assert jobs.submit("x", service="labour-analysis", datasets=["social_insurance"], epsilon="9").status_code == 422
+    assert jobs.submit("x", epsilon="1").status_code == 422  # an SDC service takes no epsilon
+    business = jobs.client.post(
+        "/v1/jobs",
+        json={"service": "enterprise-tables", "purpose": "public_research", "code": "x",
+              "datasets": ["enterprise_registry"], "outputs": ["o"]},
+        headers=jobs.headers["demo-business"],
+    )  # fmt: skip
+    assert business.status_code == 403
+    job_id = jobs.submit("print(1)\n").json()["id"]
+    other = jobs.client.get(f"/v1/jobs/{job_id}", headers=jobs.headers["demo-business"])
+    assert other.status_code == 404  # another's job does not exist for you
