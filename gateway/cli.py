@@ -28,6 +28,7 @@ from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
 from gateway.freezes import FreezeStore
+from gateway.policy import load_bundle
 from gateway.policy_store import PolicyStore
 from gateway.services import (
     audit_trail,
@@ -42,6 +43,7 @@ from gateway.services import (
     tracker,
 )
 from gateway.services import demo_setup as demo_service
+from gateway.services import jobs as jobs_service
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
 from gateway.signing import KeyRing
@@ -55,12 +57,14 @@ audit_app = typer.Typer(help="The audit log: verify, export, checkpoint, witness
 policy_app = typer.Typer(help="The policy bundle: check, reload, roll back.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and fees.", no_args_is_help=True)
 disclosure_app = typer.Typer(help="Public disclosure.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Approved analysis code.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(usage_app, name="usage")
 app.add_typer(disclosure_app, name="disclosure")
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(clients_app, name="clients")
 app.add_typer(demo_app, name="demo")
 
@@ -513,6 +517,36 @@ def tracker_command(
             f"grant {row['grant'] or '-':24} {row['decision']} ({row['status']})  leaf {row['seq']}"
         )
     console.print(f"{len(rows)} request(s) about this key")
+
+
+@jobs_app.command("run-local")
+def jobs_run_local(
+    code: Annotated[Path, typer.Argument(help="The job's Python file.", exists=True, dir_okay=False)],
+    *,
+    service: Annotated[str, typer.Option(help="The job service it will be submitted under.")],
+    dataset: Annotated[list[str], typer.Option(help="A dataset the job reads (repeat for several).")],
+    output: Annotated[list[str], typer.Option(help="An output the job declares (repeat for several).")],
+    rows: Annotated[int, typer.Option(min=1, max=100_000, help="Rows of the synthetic sample.")] = 1000,
+    config: ConfigOption = None,
+) -> None:
+    """Run a job on the synthetic sample of its datasets, with the job API and the output checks
+    of the domain, and print the outcome in the shape the gateway releases it."""
+    settings = _settings(config)
+    try:
+        bundle = load_bundle(settings.policy_dir)
+        catalog = CatalogStore(settings.data_path)
+        entries = [catalog.get(name).entry for name in dataset]
+        outcome = jobs_service.run_local(
+            bundle, service, entries, code.read_text(), list(output), rows=rows,
+            work_dir=settings.state_dir / "jobs" / "local",
+        )  # fmt: skip
+    except VeilgateError as exc:
+        _fail(str(exc))
+        return
+    console.print("[dim]synthetic sample made from the catalogue alone; run without isolation[/dim]")
+    typer.echo(json.dumps(outcome, indent=2, ensure_ascii=False, default=str))
+    if not outcome["completed"]:
+        raise typer.Exit(1)
 
 
 @usage_app.command("report")

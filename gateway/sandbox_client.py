@@ -128,9 +128,20 @@ def _sandbox_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _limit(limits: Limits) -> None:
+    """Resource limits for a job run without namespaces (the launcher sets its own)."""
+    import resource  # noqa: PLC0415 - Unix only, and only in the child
+
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * 1024 * 1024,) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 1024 * 1024,) * 2)
+
+
 def _execute(command: list[str], scratch: Path, limits: Limits, isolation: str) -> Outcome:
+    unisolated = isolation != "namespaces"
     process = subprocess.Popen(  # noqa: S603 - our own launcher, fixed arguments
         command,
+        preexec_fn=(lambda: _limit(limits)) if unisolated else None,  # noqa: PLW1509 - rlimits only
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

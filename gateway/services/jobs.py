@@ -22,14 +22,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway import sandbox_client
 from gateway.domain.aggregate import AggregateTemplate, FilterRule, epsilon_text, plan
 from gateway.domain.budget import Amount, accounts, cap, micro_epsilon
-from gateway.domain.catalog import CatalogEntry
+from gateway.domain.catalog import CatalogEntry, ColumnType
 from gateway.domain.jobs import JobService, check_table, public_values
 from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
 from gateway.domain.principal import Principal
@@ -420,9 +420,24 @@ def run_local(
 
     service = _service(bundle, service_name)
 
+    arrow_types = {
+        ColumnType.STRING: pa.string(),
+        ColumnType.INTEGER: pa.int64(),
+        ColumnType.FLOAT: pa.float64(),
+        ColumnType.BOOLEAN: pa.bool_(),
+        ColumnType.DATE: pa.date32(),
+    }
+
     def write_inputs(target: Path) -> None:
         for entry in entries:
-            pq.write_table(pa.Table.from_pylist(mock_rows(entry, rows, seed=1)), target / f"{entry.dataset}.parquet")
+            # the same column types as the domain's export, so code that works here works there
+            schema = pa.schema([(c.name, arrow_types[c.type]) for c in entry.columns])
+            dates = {c.name for c in entry.columns if c.type is ColumnType.DATE}
+            sample = [
+                {k: date.fromisoformat(v) if k in dates and isinstance(v, str) else v for k, v in r.items()}
+                for r in mock_rows(entry, rows, seed=1)
+            ]
+            pq.write_table(pa.Table.from_pylist(sample, schema=schema), target / f"{entry.dataset}.parquet")
 
     limits = service.limits
     outcome = sandbox_client.run(

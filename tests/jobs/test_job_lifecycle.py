@@ -3,6 +3,7 @@ charged release; changed code does not run, and nobody reviews their own job."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -115,3 +116,28 @@ def test_submissions_are_checked_before_review(jobs_gateway: Callable[..., Jobs]
     job_id = jobs.submit("print(1)\n").json()["id"]
     other = jobs.client.get(f"/v1/jobs/{job_id}", headers=jobs.headers["demo-business"])
     assert other.status_code == 404  # another's job does not exist for you
+
+
+def test_run_local_gives_the_same_shape_on_the_synthetic_sample(
+    jobs_gateway: Callable[..., Jobs], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    jobs = jobs_gateway()
+    example = EXAMPLES / "enterprises_by_status.py"
+    in_domain = jobs.run(example.read_text(), outputs=["enterprises_by_status"])["result"]["result"]["outputs"]
+    config = jobs.installation.root / "veilgate.toml"
+    result = CliRunner().invoke(
+        app,
+        ["jobs", "run-local", str(example), "--service", "enterprise-tables", "--dataset", "enterprise_registry",
+         "--output", "enterprises_by_status", "--config", str(config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    local = json.loads(result.stdout[result.stdout.index("{") :])["outputs"]
+    assert local.keys() == in_domain.keys()
+    for name, output in local.items():
+        assert output["status"] == in_domain[name]["status"] == "released"
+        assert output["keys"] == in_domain[name]["keys"] and output["counts"] == in_domain[name]["counts"]
+        assert set(output["rows"][0]) == set(in_domain[name]["rows"][0])
