@@ -201,6 +201,22 @@ class PolicyBundle(_Frozen):
             set(self.verification_services) | set(self.aggregate_templates) | set(self.models) | set(self.job_services)
         )
 
+    def datasets_of(self, service: str) -> tuple[str, ...]:
+        """Every dataset a service reads (a scorecard's features, a job service's datasets)."""
+        if service in self.job_services:
+            return self.job_services[service].datasets
+        model = self.models.get(service)
+        if isinstance(model, ScoringModel):
+            return tuple(sorted({f.dataset for f in model.features.values()}))
+        found = self.dataset_of(service)
+        return (found,) if found is not None else ()
+
+    def title_of(self, service: str) -> str:
+        for section in (self.verification_services, self.aggregate_templates, self.models, self.job_services):
+            if service in section:
+                return section[service].title
+        return service
+
     def spends_budget(self, service: str) -> bool:
         """Aggregate templates and model fits draw on privacy budgets; the rest do not."""
         model = self.models.get(service)

@@ -388,7 +388,7 @@ def budget_view(rt: Runtime, principal: Principal) -> Json:
     for grant_id, grant in sorted(bundle.grants.items()):
         if grant.consumer != principal.client_id:
             continue
-        datasets = sorted({d for s in grant.services if bundle.spends_budget(s) and (d := bundle.dataset_of(s))})
+        datasets = sorted({d for s in grant.services if bundle.spends_budget(s) for d in bundle.datasets_of(s)})
         for dataset in datasets:
             try:
                 version = rt.catalog.get(dataset).version

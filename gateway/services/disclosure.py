@@ -30,8 +30,8 @@ def authorizations(rt: Runtime) -> list[Json]:
                 "organisation": organisation.name if organisation else None,
                 "mode": grant.mode.value,
                 "scenario": grant.scenario,
-                "services": [{"name": s, "title": _title(bundle, s)} for s in services],
-                "datasets": sorted({d for s in services if (d := bundle.dataset_of(s)) is not None}),
+                "services": [{"name": s, "title": bundle.title_of(s)} for s in services],
+                "datasets": sorted({d for s in services for d in bundle.datasets_of(s)}),
                 "purposes": [
                     {"name": p, "title": bundle.purposes[p].title, "kind": bundle.purposes[p].kind.value}
                     for p in grant.purposes
@@ -43,14 +43,6 @@ def authorizations(rt: Runtime) -> list[Json]:
             }
         )
     return out
-
-
-def _title(bundle: PolicyBundle, service: str) -> str:
-    if service in bundle.verification_services:
-        return bundle.verification_services[service].title
-    if service in bundle.aggregate_templates:
-        return bundle.aggregate_templates[service].title
-    return bundle.models[service].title
 
 
 def _price(bundle: PolicyBundle, price_class: str | None) -> Json | None:
@@ -116,6 +108,20 @@ def services(rt: Runtime) -> list[Json]:
                 "available": name not in bundle.unavailable,
                 "card": model.card.model_dump(mode="json"),
                 "price": _price(bundle.bundle, model.price_class),
+            }
+        )
+    for name, job in sorted(bundle.bundle.job_services.items()):
+        out.append(
+            {
+                "name": name,
+                "kind": "job",
+                "title": job.title,
+                "description": job.description,
+                "datasets": list(job.datasets),
+                "available": name not in bundle.unavailable,
+                "output_check": job.output_check,
+                "reviewers": job.reviewers,
+                "price": None,
             }
         )
     return out

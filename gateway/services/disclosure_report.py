@@ -24,7 +24,7 @@ def build(rt: Runtime, year: int) -> dict[str, Any]:
         organisation = bundle.organisations.get(consumer.organisation) if consumer else None
         price = bundle.price_classes.get(grant.price_class)
         charged = sum((Decimal(r["fee_yuan"]) for r in fees if r["grant"] == grant_id), Decimal(0))
-        datasets = sorted({d for s in grant.services if (d := bundle.dataset_of(s)) is not None})
+        datasets = sorted({d for s in grant.services for d in bundle.datasets_of(s)})
         resources.append(
             {
                 "grant": grant_id,

@@ -154,7 +154,7 @@ def test_the_annual_report(gateway_for: Callable[..., Gateway], tmp_path: Path) 
     report = json.loads((tmp_path / f"disclosure-{year}.json").read_text())
     items = {i["grant"]: i for i in report["authorized_resources"]}
     research = [r["registration_code"] for r in items["labour-research-2026"]["resources"]]
-    assert research == ["PDR-DEMO-2026-0002", "PDR-DEMO-2026-0003"]
+    assert research == ["PDR-DEMO-2026-0001", "PDR-DEMO-2026-0002", "PDR-DEMO-2026-0003"]
     item = items["bank-sme-credit-2026"]
     assert item["operator"] == "Demo Commercial Bank" and item["authorization_mode"] == "scenario"
     assert item["fees_charged_yuan"] == "0.1" and item["fee_cap"] == {"unit": "call", "cap_yuan": "0.10"}

@@ -108,10 +108,12 @@ def test_disclosure_matches_the_bundle(gateway_for: Callable[..., Gateway]) -> N
     assert [p["name"] for p in grant["purposes"]] == list(source.purposes)
     assert grant["expires"] == source.expires.isoformat()
     services = {s["name"]: s for s in gw.client.get("/v1/disclosure/services").json()["services"]}
-    assert set(services) == set(bundle.verification_services) | set(bundle.aggregate_templates) | set(bundle.models)
+    assert set(services) == set(bundle.verification_services) | set(bundle.aggregate_templates) | set(
+        bundle.models
+    ) | set(bundle.job_services)
     assert {s["kind"] for n, s in services.items() if n in bundle.aggregate_templates} == {"aggregate"}
     research = by_name["labour-research-2026"]
-    assert research["datasets"] == ["social_insurance", "tax_compliance"]
+    assert research["datasets"] == ["enterprise_registry", "social_insurance", "tax_compliance"]
     assert [s["name"] for s in research["services"]] == list(bundle.grants["labour-research-2026"].services)
     registration = services["enterprise-registration"]
     assert registration["price"] == {
