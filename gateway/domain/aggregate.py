@@ -77,6 +77,17 @@ class EpsilonRange(_Frozen):
     default: Decimal = Field(gt=0)
     max: Decimal = Field(gt=0)
 
+    def charge(self, asked: Decimal | str | None, what: str) -> int:
+        """Micro-epsilon of a request: the default if none is asked, refused outside the range;
+        errors name the `epsilon` parameter and say the maximum for `what` (a template...)."""
+        try:
+            micro = micro_epsilon(self.default if asked is None else asked)
+        except InvalidRequest as bad:
+            raise InvalidRequest(f"epsilon: {str(bad).removeprefix('epsilon: ')}") from None
+        if micro > micro_epsilon(self.max):
+            raise InvalidRequest(f"epsilon: at most {self.max} for this {what}")
+        return micro
+
     @model_validator(mode="after")
     def _order(self) -> EpsilonRange:
         if self.default > self.max:
@@ -415,13 +426,7 @@ def plan(
     bins = max(1, len(template.bins) - 1)
     if len(cells) * bins > MAX_CELLS:
         raise InvalidRequest(f"parameters.group_by: over {MAX_CELLS} output rows")
-    chosen = template.epsilon.default if epsilon is None else epsilon
-    try:
-        epsilon_micro = micro_epsilon(chosen)
-    except InvalidRequest as bad:
-        raise InvalidRequest(f"epsilon: {str(bad).removeprefix('epsilon: ')}") from None
-    if epsilon_micro > micro_epsilon(template.epsilon.max):
-        raise InvalidRequest(f"epsilon: at most {template.epsilon.max} for this template")
+    epsilon_micro = template.epsilon.charge(epsilon, "template")
     if template.measure is Measure.MEAN and epsilon_micro < 2:
         raise InvalidRequest("epsilon: a mean needs at least 0.000002 (it is split in two)")
     value_units: tuple[int, int] | None = None

@@ -111,32 +111,27 @@ class ScoringModel(_Frozen):
         return self
 
 
-class LinearRegressionFit(_Frozen):
+class _FitTemplate(_Frozen):
+    title: str = Field(min_length=1)
+    description: str = ""
+    card: ModelCard
+    dataset: Identifier
+    features: tuple[Identifier, ...] = Field(min_length=1, max_length=8)
+    target: Identifier
+    epsilon: EpsilonRange
+    price_class: Name | None = None
+
+
+class LinearRegressionFit(_FitTemplate):
     """Least squares on bounded columns, from private sufficient statistics."""
 
     kind: Literal["linear_regression"]
-    title: str = Field(min_length=1)
-    description: str = ""
-    card: ModelCard
-    dataset: Identifier
-    features: tuple[Identifier, ...] = Field(min_length=1, max_length=8)
-    target: Identifier
-    epsilon: EpsilonRange
-    price_class: Name | None = None
 
 
-class NaiveBayesFit(_Frozen):
+class NaiveBayesFit(_FitTemplate):
     """A DP histogram-based classifier: naive Bayes from noisy counts over public categories."""
 
     kind: Literal["naive_bayes"]
-    title: str = Field(min_length=1)
-    description: str = ""
-    card: ModelCard
-    dataset: Identifier
-    features: tuple[Identifier, ...] = Field(min_length=1, max_length=8)
-    target: Identifier
-    epsilon: EpsilonRange
-    price_class: Name | None = None
 
 
 Model = Annotated[ScoringModel | LinearRegressionFit | NaiveBayesFit, Field(discriminator="kind")]

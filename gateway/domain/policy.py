@@ -21,6 +21,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.domain.aggregate import AggregateTemplate, Measure, check_template
+from gateway.domain.budget import Accounts, Amount, accounts, cap
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
 from gateway.domain.jobs import JobService
 from gateway.domain.limits import VerificationLimits
@@ -200,6 +201,31 @@ class PolicyBundle(_Frozen):
         return (
             set(self.verification_services) | set(self.aggregate_templates) | set(self.models) | set(self.job_services)
         )
+
+    def budget_accounts(
+        self, *, grant_id: str, consumer: str, organisation: str, dataset: str, version: str
+    ) -> Accounts:
+        """The three accounts a charge draws on, with their caps from this bundle (a level
+        without a budget has a cap of zero: deny by default)."""
+        grant = self.grants[grant_id].budget
+        org = self.organisations.get(organisation)
+        org_budget = org.budget if org is not None else None
+        dataset_budget = self.dataset_budgets.get(dataset)
+        return accounts(
+            grant=grant_id,
+            consumer=consumer,
+            organisation=organisation,
+            dataset=dataset,
+            version=version,
+            grant_cap=cap(grant.epsilon, grant.delta),
+            organisation_cap=cap(org_budget.epsilon, org_budget.delta) if org_budget else Amount(0, 0),
+            dataset_version_cap=cap(dataset_budget.epsilon, dataset_budget.delta) if dataset_budget else Amount(0, 0),
+        )
+
+    def organisation_of(self, principal: Principal) -> str:
+        """The organisation a consumer acts for: the bundle's word, else the account's."""
+        member = self.consumers.get(principal.client_id)
+        return member.organisation if member is not None else principal.organisation
 
     def datasets_of(self, service: str) -> tuple[str, ...]:
         """Every dataset a service reads (a scorecard's features, a job service's datasets)."""

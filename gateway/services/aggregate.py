@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,8 +39,8 @@ from gateway.domain.aggregate import (
     epsilon_text,
     plan,
 )
-from gateway.domain.budget import Accounts, Amount, accounts, cap
-from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
+from gateway.domain.budget import Accounts, Amount
+from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -84,11 +83,6 @@ class Batch:
         return total
 
 
-def _organisation(bundle: PolicyBundle, principal: Principal) -> str:
-    member = bundle.consumers.get(principal.client_id)
-    return member.organisation if member is not None else principal.organisation
-
-
 def known_templates(rt: Runtime, names: Sequence[str]) -> list[tuple[str, str]]:
     """(name, dataset) of the names that are templates: only those may reach an audit leaf."""
     bundle = policy_admin.current(rt).bundle
@@ -120,7 +114,7 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
     policy = policy_admin.current(rt)
     bundle = policy.bundle
     now = datetime.now(UTC)
-    organisation = _organisation(bundle, principal)
+    organisation = bundle.organisation_of(principal)
     freezes = rt.freezes.active()
     items: list[Authorized] = []
     for index, query in enumerate(queries):
@@ -128,7 +122,7 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
         template = bundle.aggregate_templates.get(query.template)
         if template is None:
             raise NotFound(f"no aggregate template named {query.template[:64]!r}")
-        grant_id, grant = authorize(bundle, principal, query.template, purpose, now)
+        grant_id, _grant = authorize(bundle, principal, query.template, purpose, now)
         if query.template in policy.unavailable:
             raise ServiceUnavailable(
                 f"template {query.template!r} is unavailable: {policy.unavailable[query.template]}"
@@ -150,24 +144,17 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
             _check_accuracy(compiled, query.max_interval_width)
         except InvalidRequest as bad:
             raise InvalidRequest(f"{where}{bad}") from None
-        org_budget = bundle.organisations[organisation].budget if organisation in bundle.organisations else None
-        dataset_budget = bundle.dataset_budgets.get(template.dataset)
         items.append(
             Authorized(
                 query,
                 compiled,
                 grant_id,
-                accounts(
-                    grant=grant_id,
+                bundle.budget_accounts(
+                    grant_id=grant_id,
                     consumer=principal.client_id,
                     organisation=organisation,
                     dataset=template.dataset,
                     version=record.version,
-                    grant_cap=cap(grant.budget.epsilon, grant.budget.delta),
-                    organisation_cap=cap(org_budget.epsilon, org_budget.delta) if org_budget else Amount(0, 0),
-                    dataset_version_cap=cap(dataset_budget.epsilon, dataset_budget.delta)
-                    if dataset_budget
-                    else Amount(0, 0),
                 ),
             )
         )
@@ -239,7 +226,7 @@ def preview(batch: Batch) -> Json:
     """What a batch would cost and how accurate it would be; reads no data and spends nothing."""
     return {
         "purpose": batch.purpose,
-        "total": _amount(batch.total),
+        "total": amount_json(batch.total),
         "queries": [
             {
                 "template": item.query.template,
@@ -341,7 +328,7 @@ def release_batch(rt: Runtime, principal: Principal, event: AuditEvent, batch: B
         {
             **result,
             "replayed": not paid,
-            "charged": _amount(item.plan.amount if paid else Amount(0, 0)),
+            "charged": amount_json(item.plan.amount if paid else Amount(0, 0)),
         }
         for item, (result, paid) in zip(batch.items, results, strict=True)
     ]
@@ -377,64 +364,6 @@ def request_of(query: Query) -> Json:
     }
 
 
-def budget_view(rt: Runtime, principal: Principal) -> Json:
-    """Granted, spent, reserved and remaining at each level, for every dataset the consumer's
-    grants reach through aggregate templates and model fits."""
-    bundle = policy_admin.current(rt).bundle
-    organisation = _organisation(bundle, principal)
-    org = bundle.organisations.get(organisation)
-    now = time.time()
-    out: list[Json] = []
-    for grant_id, grant in sorted(bundle.grants.items()):
-        if grant.consumer != principal.client_id:
-            continue
-        datasets = sorted({d for s in grant.services if bundle.spends_budget(s) for d in bundle.datasets_of(s)})
-        for dataset in datasets:
-            try:
-                version = rt.catalog.get(dataset).version
-            except NotFound:
-                continue
-            keys = accounts(
-                grant=grant_id,
-                consumer=principal.client_id,
-                organisation=organisation,
-                dataset=dataset,
-                version=version,
-                grant_cap=cap(grant.budget.epsilon, grant.budget.delta),
-                organisation_cap=cap(org.budget.epsilon, org.budget.delta) if org and org.budget else Amount(0, 0),
-                dataset_version_cap=cap(bundle.dataset_budgets[dataset].epsilon, bundle.dataset_budgets[dataset].delta)
-                if dataset in bundle.dataset_budgets
-                else Amount(0, 0),
-            )
-            levels = {}
-            for level, (account, granted) in zip(
-                ("grant", "organisation", "dataset_version"), keys.pairs(), strict=True
-            ):
-                balance = rt.budget.balance(account)
-                used = balance.spent + balance.reserved
-                levels[level] = {
-                    "granted": _amount(granted),
-                    "spent": _amount(balance.spent),
-                    "reserved": _amount(balance.reserved),
-                    "remaining": _amount(
-                        Amount(
-                            max(0, granted.micro_epsilon - used.micro_epsilon),
-                            max(0, granted.nano_delta - used.nano_delta),
-                        )
-                    ),
-                }
-            out.append(
-                {
-                    "grant": grant_id,
-                    "dataset": dataset,
-                    "dataset_version": version,
-                    "term": {"not_before": grant.not_before.isoformat(), "expires": grant.expires.isoformat()},
-                    "active": grant.not_before.timestamp() <= now < grant.expires.timestamp(),
-                    "levels": levels,
-                }
-            )
-    return {"consumer": principal.client_id, "organisation": organisation, "budgets": out}
-
-
-def _amount(amount: Amount) -> Json:
+def amount_json(amount: Amount) -> Json:
+    """An amount as exact decimal strings."""
     return {"epsilon": epsilon_text(amount.micro_epsilon), "delta": format(amount.delta.normalize(), "f")}

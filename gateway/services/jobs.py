@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway import sandbox_client
 from gateway.domain.aggregate import AggregateTemplate, FilterRule, epsilon_text, plan
-from gateway.domain.budget import Amount, accounts, cap, micro_epsilon
+from gateway.domain.budget import Amount, micro_epsilon
 from gateway.domain.catalog import CatalogEntry, ColumnType
 from gateway.domain.jobs import JobService, check_table, public_values
 from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
@@ -55,11 +55,6 @@ class Submission:
     epsilon: str | None = None
 
 
-def _organisation(bundle: PolicyBundle, principal: Principal) -> str:
-    member = bundle.consumers.get(principal.client_id)
-    return member.organisation if member is not None else principal.organisation
-
-
 def _service(bundle: PolicyBundle, name: str) -> JobService:
     service = bundle.job_services.get(name)
     if service is None:
@@ -73,7 +68,7 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
     bundle = policy.bundle
     service = _service(bundle, submission.service)
     grant_id, _grant = authorize(bundle, principal, submission.service, submission.purpose, datetime.now(UTC))
-    organisation = _organisation(bundle, principal)
+    organisation = bundle.organisation_of(principal)
     for dataset in submission.datasets:
         check_not_frozen(
             rt.freezes.active(),
@@ -93,14 +88,7 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
     if service.output_check == "dp":
         if service.epsilon is None:  # unreachable: the policy check requires it
             raise ServiceUnavailable("this job service has no epsilon range")
-        chosen = submission.epsilon or str(service.epsilon.default)
-        try:
-            micro = micro_epsilon(chosen)
-        except InvalidRequest as bad:
-            raise InvalidRequest(f"epsilon: {str(bad).removeprefix('epsilon: ')}") from None
-        if micro > micro_epsilon(service.epsilon.max):
-            raise InvalidRequest(f"epsilon: at most {service.epsilon.max} for this job service")
-        epsilon = epsilon_text(micro)
+        epsilon = epsilon_text(service.epsilon.charge(submission.epsilon, "job service"))
     elif submission.epsilon is not None:
         raise InvalidRequest("epsilon: this job service checks outputs by disclosure control, not DP")
     return rt.jobs.submit(
@@ -291,28 +279,18 @@ def _dp_outputs(
         return results
     if not plans:
         return results
-    grant = bundle.grants[job.grant_id]
-    organisation = bundle.organisations.get(job.organisation)
     charges = []
     for _name, compiled in plans:
-        dataset_budget = bundle.dataset_budgets.get(compiled.dataset)
         charges.append(
             charging.Charge(
                 compiled.key,  # the same question as an aggregate's: one answer, charged once
                 compiled.amount,
-                accounts(
-                    grant=job.grant_id,
+                bundle.budget_accounts(
+                    grant_id=job.grant_id,
                     consumer=job.submitter,
                     organisation=job.organisation,
                     dataset=compiled.dataset,
                     version=compiled.version,
-                    grant_cap=cap(grant.budget.epsilon, grant.budget.delta),
-                    organisation_cap=cap(organisation.budget.epsilon, organisation.budget.delta)
-                    if organisation and organisation.budget
-                    else Amount(0, 0),
-                    dataset_version_cap=cap(dataset_budget.epsilon, dataset_budget.delta)
-                    if dataset_budget
-                    else Amount(0, 0),
                 ),
                 functools.partial(aggregate.compute, rt, compiled),
             )

@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from gateway import privacy
 from gateway.domain.aggregate import CONFIDENCE, epsilon_text
-from gateway.domain.budget import Accounts, Amount, accounts, cap, micro_epsilon
+from gateway.domain.budget import Accounts, Amount
 from gateway.domain.catalog import CatalogEntry, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.models import (
@@ -41,7 +41,7 @@ from gateway.domain.models import (
     feature_value,
     score,
 )
-from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
+from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent, canonical
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -49,7 +49,7 @@ from gateway.ledger import Admission, ClaimUse, VerificationRequest
 from gateway.services import charging, policy_admin
 from gateway.services.release import PendingRelease, Release, prepare_release, release
 from gateway.services.runtime import Runtime
-from gateway.services.verification import ENTITY_KINDS, fee_per_claim
+from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim
 
 UNITS = 1000
 """Fixed point of a fit: every clamped value becomes a whole number in [-UNITS, UNITS]."""
@@ -58,11 +58,6 @@ MONTE_CARLO_DRAWS = 200
 
 def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _organisation(bundle: PolicyBundle, principal: Principal) -> str:
-    member = bundle.consumers.get(principal.client_id)
-    return member.organisation if member is not None else principal.organisation
 
 
 def catalogue(rt: Runtime) -> list[Json]:
@@ -116,12 +111,6 @@ def _version(model: ScoringModel | LinearRegressionFit | NaiveBayesFit) -> str:
 # --- scoring -------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class AuditNote:
-    service: str | None = None
-    subjects: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True, slots=True)
 class ScoreCall:
     model: str
@@ -158,7 +147,7 @@ def prepare_scoring(
     grant_id, grant = authorize(bundle, principal, call.model, call.purpose, datetime.fromtimestamp(now, UTC))
     if call.model in policy.unavailable:
         raise ServiceUnavailable(f"model {call.model!r} is unavailable: {policy.unavailable[call.model]}")
-    organisation = _organisation(bundle, principal)
+    organisation = bundle.organisation_of(principal)
     datasets = sorted({f.dataset for f in model.features.values()})
     freezes = rt.freezes.active()
     for dataset in datasets:
@@ -291,10 +280,10 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
     model = bundle.models.get(name)
     if model is None or model.kind not in FIT_KINDS or isinstance(model, ScoringModel):
         raise NotFound(f"no model fitting template named {name[:64]!r}")
-    grant_id, grant = authorize(bundle, principal, name, purpose, datetime.now(UTC))
+    grant_id, _grant = authorize(bundle, principal, name, purpose, datetime.now(UTC))
     if name in policy.unavailable:
         raise ServiceUnavailable(f"model {name!r} is unavailable: {policy.unavailable[name]}")
-    organisation = _organisation(bundle, principal)
+    organisation = bundle.organisation_of(principal)
     check_not_frozen(
         rt.freezes.active(),
         consumer=principal.client_id,
@@ -305,15 +294,7 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
     record = rt.catalog.get(model.dataset)
     if not record.is_served:
         raise ServiceUnavailable(f"model {name!r} is unavailable: its dataset is not served")
-    chosen = model.epsilon.default if epsilon is None else epsilon
-    try:
-        micro = micro_epsilon(chosen)
-    except InvalidRequest as bad:
-        raise InvalidRequest(f"epsilon: {str(bad).removeprefix('epsilon: ')}") from None
-    if micro > micro_epsilon(model.epsilon.max):
-        raise InvalidRequest(f"epsilon: at most {model.epsilon.max} for this model")
-    org = bundle.organisations.get(organisation)
-    dataset_budget = bundle.dataset_budgets.get(model.dataset)
+    micro = model.epsilon.charge(epsilon, "model")
     key_material: dict[str, Any] = {
         "model": name,
         "definition": model.model_dump(mode="json"),
@@ -329,15 +310,12 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
         purpose=purpose,
         policy_version=policy.version,
         amount=Amount(micro, 0),
-        accounts=accounts(
-            grant=grant_id,
+        accounts=bundle.budget_accounts(
+            grant_id=grant_id,
             consumer=principal.client_id,
             organisation=organisation,
             dataset=model.dataset,
             version=record.version,
-            grant_cap=cap(grant.budget.epsilon, grant.budget.delta),
-            organisation_cap=cap(org.budget.epsilon, org.budget.delta) if org and org.budget else Amount(0, 0),
-            dataset_version_cap=cap(dataset_budget.epsilon, dataset_budget.delta) if dataset_budget else Amount(0, 0),
         ),
         key="fit:" + hashlib.sha256(canonical(key_material)).hexdigest(),
     )

@@ -221,8 +221,7 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     if service_name in policy.unavailable:
         raise ServiceUnavailable(f"service {service_name!r} is unavailable: {policy.unavailable[service_name]}")
     service = bundle.verification_services[service_name]
-    member = bundle.consumers.get(principal.client_id)
-    organisation = member.organisation if member is not None else principal.organisation
+    organisation = bundle.organisation_of(principal)
     check_not_frozen(
         rt.freezes.active(),
         consumer=principal.client_id,

@@ -20,7 +20,7 @@ from gateway.api.schemas import AggregateBatchRequest, AggregateQueryRequest, Ag
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json, digest
 from gateway.errors import Conflict, InvalidRequest
-from gateway.services import aggregate
+from gateway.services import aggregate, budget
 from gateway.services.runtime import Runtime
 
 router = APIRouter(tags=["aggregates"])
@@ -166,6 +166,8 @@ async def _release(
 
 
 @router.get("/v1/budget")
-async def budget(rt: Annotated[Runtime, Depends(runtime)], who: Annotated[Principal, Depends(principal)]) -> Json:
+async def budget_status(
+    rt: Annotated[Runtime, Depends(runtime)], who: Annotated[Principal, Depends(principal)]
+) -> Json:
     """Your privacy budget: granted, spent, reserved and remaining, per grant and dataset, at each level."""
-    return await run_in_threadpool(aggregate.budget_view, rt, who)
+    return await run_in_threadpool(budget.budget_view, rt, who)

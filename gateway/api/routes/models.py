@@ -16,6 +16,7 @@ from gateway.api.schemas import FitRequest, ReleasedResponse, ScoreRequest
 from gateway.domain.principal import Principal
 from gateway.services import models
 from gateway.services.runtime import Runtime
+from gateway.services.verification import AuditNote
 
 router = APIRouter(tags=["models"])
 
@@ -35,7 +36,7 @@ async def score(
     body: ScoreRequest,
 ) -> JSONResponse:
     """Score each entity in the domain: only its score and/or grade band leave, signed."""
-    audit_note = models.AuditNote()
+    audit_note = AuditNote()
     call = models.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
     try:
         prepared = models.prepare_scoring(rt, who, allowed_event(request), call, audit_note)
