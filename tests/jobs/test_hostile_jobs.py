@@ -4,12 +4,13 @@ keys leaves. The researcher's view of every job is searched for raw values and k
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CANARY
+from tests.conftest import CANARY, REPO
 from tests.jobs.conftest import Jobs, needs_isolation
 
 pytestmark = needs_isolation
@@ -37,6 +38,9 @@ HOSTILE = {
     "print(open('{state}/keys/receipt/keyring.json').read())\n",
     "state": "import os\nprint(os.listdir('{state}'))\n",
     "write": "open('{state}/../escaped.txt', 'w').write('x')\n",
+    "write_tmp": "open('/var/tmp/escaped.txt', 'w').write('x')\n",
+    "write_inputs": "open('/mnt/inputs/job.py', 'a').write('x')\n",
+    "write_repo": "open('{repo}/escaped.txt', 'w').write('x')\n",
     "fork": "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n",
     "memory": "blocks = []\nwhile True: blocks.append(bytearray(256 * 1024 * 1024))\n",
     "forever": "while True: pass\n",
@@ -48,20 +52,24 @@ HOSTILE = {
 def test_a_hostile_job_is_stopped(jobs_gateway: Callable[..., Jobs], attack: str) -> None:
     jobs = jobs_gateway(_tight)
     state = jobs.installation.settings.state_dir
-    code = HOSTILE[attack].replace("{state}", str(state))
+    code = HOSTILE[attack].replace("{state}", str(state)).replace("{repo}", str(REPO))
     outcome = jobs.run(code)
     assert outcome["status"] == "failed", outcome
     assert outcome["result"]["result"]["outputs"]["counts"]["status"] == "withheld"
     assert outcome["result"]["result"]["completed"] is False
     text = str(outcome)
     assert [s[:12] for s in _secrets(jobs) if s in text] == []
-    assert not (state.parent / "escaped.txt").exists()
+    assert not (state.parent / "escaped.txt").exists() and not (REPO / "escaped.txt").exists()
+    assert not Path("/var/tmp/escaped.txt").exists()
     stderr = jobs.admin_view(outcome["id"])["stderr"]
     expected = {
         "socket": "Network is unreachable",
         "keys": "No such file or directory",
         "state": "No such file or directory",
         "write": "No such file or directory",
+        "write_tmp": "Read-only file system",
+        "write_inputs": "Permission denied",  # and read-only besides
+        "write_repo": "Permission denied",
         "memory": "MemoryError",
     }.get(attack)
     if expected:
