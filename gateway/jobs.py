@@ -22,13 +22,14 @@ from gateway.errors import Conflict, DependencyError, NotFound
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, submitter TEXT NOT NULL, organisation TEXT NOT NULL, service TEXT NOT NULL,
-    purpose TEXT NOT NULL, grant_id TEXT NOT NULL, code TEXT NOT NULL, code_sha256 TEXT NOT NULL,
+    purpose TEXT NOT NULL, grant_id TEXT NOT NULL, code TEXT NOT NULL, code_kind TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
     datasets TEXT NOT NULL, outputs TEXT NOT NULL, epsilon TEXT, status TEXT NOT NULL,
     reviews TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
     result TEXT, stdout TEXT, stderr TEXT, reason TEXT)"""
 _COLUMNS = (
-    "id, submitter, organisation, service, purpose, grant_id, code, code_sha256, datasets, outputs, epsilon, "
-    "status, reviews, created, updated, result, stdout, stderr, reason"
+    "id, submitter, organisation, service, purpose, grant_id, code, code_kind, code_sha256, datasets, outputs, "
+    "epsilon, status, reviews, created, updated, result, stdout, stderr, reason"
 )
 
 
@@ -41,6 +42,8 @@ class Job:
     purpose: str
     grant_id: str
     code: str
+    """The Python file, or (code_kind `archive`) the zip archive in base64."""
+    code_kind: str
     code_sha256: str
     datasets: list[str]
     outputs: list[str]
@@ -58,9 +61,9 @@ class Job:
 
 def _job(row: tuple[Any, ...]) -> Job:
     values = list(row)
-    for i in (8, 9, 12):
+    for i in (9, 10, 13):
         values[i] = json.loads(values[i])
-    values[15] = json.loads(values[15]) if values[15] is not None else None
+    values[16] = json.loads(values[16]) if values[16] is not None else None
     return Job(*values)
 
 
@@ -92,10 +95,11 @@ class JobStore:
         job_id = "job-" + secrets.token_hex(8)
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 19)})",  # noqa: S608 - constant columns
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 20)})",  # noqa: S608 - constant columns
                 (
                     job_id, fields["submitter"], fields["organisation"], fields["service"], fields["purpose"],
-                    fields["grant_id"], fields["code"], fields["code_sha256"], json.dumps(fields["datasets"]),
+                    fields["grant_id"], fields["code"], fields["code_kind"], fields["code_sha256"],
+                    json.dumps(fields["datasets"]),
                     json.dumps(fields["outputs"]), fields["epsilon"], "submitted", "[]", now, now,
                     None, None, None, None,
                 ),
@@ -165,13 +169,13 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def code_of(self, job_id: str) -> tuple[str, str]:
-        """The stored code and the hash recorded at submission, read afresh for the run."""
+    def code_of(self, job_id: str) -> tuple[str, str, str]:
+        """(code, its kind, the hash recorded at submission), read afresh for the run."""
         with self._lock:
-            row = self._conn.execute("SELECT code, code_sha256 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self._conn.execute("SELECT code, code_kind, code_sha256 FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id[:40]}")
-        return str(row[0]), str(row[1])
+        return str(row[0]), str(row[1]), str(row[2])
 
     def close(self) -> None:
         self._conn.close()

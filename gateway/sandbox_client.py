@@ -71,12 +71,13 @@ def run(
     *,
     work_dir: Path,
     hide: list[Path],
-    code: str,
+    files: dict[str, bytes],
     write_inputs: Callable[[Path], None],
     limits: Limits,
     unsafe_run_without_isolation: bool = False,
 ) -> Outcome:
-    """Run `code` with the inputs `write_inputs` puts in `<inputs>/data`; always cleans up."""
+    """Run the job whose `files` (relative paths, `main.py` first to run) go to `<inputs>/job`,
+    with the inputs `write_inputs` puts in `<inputs>/data`; always cleans up."""
     problem = isolation_problem()
     if problem is not None and not unsafe_run_without_isolation:
         raise ServiceUnavailable(f"jobs cannot run here: {problem}")
@@ -86,10 +87,14 @@ def run(
         os.chmod(job, 0o711)  # noqa: S103 - traversable, not listable: the launcher binds its parts
         inputs, scratch = job / "inputs", job / "scratch"
         (inputs / "data").mkdir(parents=True)
+        (inputs / "job").mkdir()
         scratch.mkdir()
-        (inputs / "job.py").write_text(code)
+        for name, content in files.items():  # names were checked by the caller (services.jobs)
+            target = inputs / "job" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
         write_inputs(inputs / "data")
-        for path in (inputs, inputs / "data", *(inputs / "data").iterdir(), inputs / "job.py"):
+        for path in (inputs, *inputs.rglob("*")):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         if problem is None:
             os.chown(scratch, NOBODY, NOBODY)

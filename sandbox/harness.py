@@ -18,8 +18,9 @@ def main() -> None:
     import veilgate_job  # noqa: PLC0415 - only importable once the path is set
 
     veilgate_job.configure(Path(scratch), Path(inputs))
+    sys.path.insert(0, str(Path(inputs) / "job"))  # modules of an archive import each other
     try:
-        runpy.run_path(str(Path(inputs) / "job.py"), run_name="__main__")
+        runpy.run_path(str(Path(inputs) / "job" / "main.py"), run_name="__main__")
     except SystemExit:
         raise
     except BaseException:

@@ -278,7 +278,12 @@ class JobRequest(BaseModel):
 
     service: str = Field(min_length=1, max_length=64, description="The job service your grant names.")
     purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
-    code: str = Field(min_length=1, max_length=262_144, description="Python source of the job (one file).")
+    code: str | None = Field(None, min_length=1, max_length=262_144, description="Python source of the job (one file).")
+    archive: str | None = Field(
+        None,
+        max_length=1_500_000,
+        description="Or: a zip archive in base64, with `main.py` at its top (at most 1 MiB).",
+    )
     datasets: list[str] = Field(min_length=1, max_length=8)
     outputs: list[str] = Field(min_length=1, max_length=20, description="Names of the outputs the job will produce.")
     epsilon: str | int | float | None = Field(None, description="For DP job services: the epsilon of all outputs.")

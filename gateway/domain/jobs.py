@@ -11,14 +11,18 @@ researcher can act on.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.domain.aggregate import EpsilonRange
 from gateway.domain.catalog import CatalogEntry, ColumnType, Identifier
+from gateway.errors import InvalidRequest
 
 OutputName = str
 
@@ -59,6 +63,36 @@ class JobService(_Frozen):
         if self.output_check == "dp" and self.epsilon is None:
             raise ValueError("a job service with output_check dp needs `epsilon`")
         return self
+
+
+MAX_ARCHIVE_FILES = 100
+MAX_ARCHIVE_BYTES = 4 * 1024 * 1024
+
+
+def unpack_archive(data: bytes) -> dict[str, bytes]:
+    """The files of a job archive (zip), checked: relative paths without `..`, at most 100 files
+    and 4 MiB unpacked, and a `main.py` at the top, which is what runs."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, ValueError):
+        raise InvalidRequest("archive: not a zip file") from None
+    if len(infos) > MAX_ARCHIVE_FILES:
+        raise InvalidRequest(f"archive: at most {MAX_ARCHIVE_FILES} files")
+    if sum(i.file_size for i in infos) > MAX_ARCHIVE_BYTES:
+        raise InvalidRequest("archive: at most 4 MiB unpacked")
+    files: dict[str, bytes] = {}
+    for info in infos:
+        parts = PurePosixPath(info.filename).parts
+        if info.filename.startswith("/") or "\\" in info.filename or not parts or ".." in parts:
+            raise InvalidRequest(f"archive: {info.filename[:60]!r} is not a plain relative path")
+        content = archive.read(info)
+        if len(content) != info.file_size:
+            raise InvalidRequest("archive: a file's size does not match its entry")
+        files[PurePosixPath(*parts).as_posix()] = content
+    if "main.py" not in files:
+        raise InvalidRequest("archive: needs a main.py at its top, which is what runs")
+    return files
 
 
 @dataclass(frozen=True, slots=True)

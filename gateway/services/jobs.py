@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import logging
@@ -30,7 +31,7 @@ from gateway import sandbox_client
 from gateway.domain.aggregate import AggregateTemplate, FilterRule, epsilon_text, plan
 from gateway.domain.budget import Amount, micro_epsilon
 from gateway.domain.catalog import CatalogEntry, ColumnType
-from gateway.domain.jobs import JobService, check_table, public_values
+from gateway.domain.jobs import JobService, check_table, public_values, unpack_archive
 from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, utc_now
@@ -49,10 +50,22 @@ MAX_OUTPUTS = 20
 class Submission:
     service: str
     purpose: str
-    code: str
+    code: str | None
+    """One Python file, or None when `archive` is given."""
     datasets: list[str]
     outputs: list[str]
     epsilon: str | None = None
+    archive: bytes | None = None
+    """A zip archive with `main.py` at its top."""
+
+
+def job_files(code: str, kind: str) -> tuple[dict[str, bytes], str]:
+    """The files a stored job runs, and the SHA-256 of what was submitted (the file's text, or
+    the archive's bytes): what reviewers approve and what a run checks again."""
+    if kind == "archive":
+        data = base64.b64decode(code)
+        return unpack_archive(data), hashlib.sha256(data).hexdigest()
+    return {"main.py": code.encode()}, hashlib.sha256(code.encode()).hexdigest()
 
 
 def _service(bundle: PolicyBundle, name: str) -> JobService:
@@ -77,8 +90,15 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
             service=submission.service,
             dataset=dataset,
         )
-    if len(submission.code.encode()) > MAX_CODE_BYTES:
-        raise InvalidRequest("code: at most 256 KiB")
+    if (submission.code is None) == (submission.archive is None):
+        raise InvalidRequest("code: give the code as one file (`code`) or a zip archive (`archive`), not both")
+    if submission.code is not None:
+        kind, stored = "file", submission.code
+        if len(submission.code.encode()) > MAX_CODE_BYTES:
+            raise InvalidRequest("code: at most 256 KiB")
+    else:
+        kind, stored = "archive", base64.b64encode(submission.archive or b"").decode()
+    _files, code_sha256 = job_files(stored, kind)  # an archive is checked here, before review
     unknown = [d for d in submission.datasets if d not in service.datasets]
     if not submission.datasets or unknown or len(set(submission.datasets)) != len(submission.datasets):
         raise InvalidRequest(f"datasets: one or more of {', '.join(service.datasets)}, each once")
@@ -97,8 +117,9 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
         service=submission.service,
         purpose=submission.purpose,
         grant_id=grant_id,
-        code=submission.code,
-        code_sha256=hashlib.sha256(submission.code.encode()).hexdigest(),
+        code=stored,
+        code_kind=kind,
+        code_sha256=code_sha256,
         datasets=submission.datasets,
         outputs=submission.outputs,
         epsilon=epsilon,
@@ -137,8 +158,11 @@ def _run(rt: Runtime, job: Job) -> Job:
     bundle = policy.bundle
     service = _service(bundle, job.service)
     # 3. Only the exact code approved runs.
-    code, recorded = rt.jobs.code_of(job.id)
-    digest = hashlib.sha256(code.encode()).hexdigest()
+    code, kind, recorded = rt.jobs.code_of(job.id)
+    try:
+        files, digest = job_files(code, kind)
+    except (InvalidRequest, ValueError):
+        files, digest = {}, ""
     approved = {r["code_sha256"] for r in job.reviews if r["decision"] == "approve"}
     if digest != recorded or approved != {recorded}:
         return rt.jobs.finish(
@@ -158,7 +182,7 @@ def _run(rt: Runtime, job: Job) -> Job:
     outcome = sandbox_client.run(
         work_dir=rt.settings.state_dir / "jobs" / "runs",
         hide=sorted({rt.settings.state_dir.resolve(), rt.settings.data_path.resolve()}),
-        code=code,
+        files=files,
         write_inputs=write_inputs,
         limits=sandbox_client.Limits(
             limits.cpu_seconds, limits.wall_seconds, limits.memory_mb, limits.file_mb, limits.processes
@@ -372,6 +396,7 @@ def view(job: Job, *, for_admin: bool) -> Json:
     }
     if for_admin:
         body |= {"submitter": job.submitter, "organisation": job.organisation, "code": job.code,
+                 "code_kind": job.code_kind,
                  "reviews": job.reviews, "stdout": job.stdout, "stderr": job.stderr}  # fmt: skip
     return body
 
@@ -421,7 +446,7 @@ def run_local(
     outcome = sandbox_client.run(
         work_dir=work_dir,
         hide=[],
-        code=code,
+        files={"main.py": code.encode()},
         write_inputs=write_inputs,
         limits=sandbox_client.Limits(
             limits.cpu_seconds, limits.wall_seconds, limits.memory_mb, limits.file_mb, limits.processes
@@ -430,7 +455,8 @@ def run_local(
     )
     job = Job(
         id="local", submitter="local", organisation="local", service=service_name, purpose="local", grant_id="local",
-        code=code, code_sha256=hashlib.sha256(code.encode()).hexdigest(), datasets=[e.dataset for e in entries],
+        code=code, code_kind="file", code_sha256=hashlib.sha256(code.encode()).hexdigest(),
+        datasets=[e.dataset for e in entries],
         outputs=outputs, epsilon=epsilon or (str(service.epsilon.default) if service.epsilon else None),
         status="local", reviews=[], created="", updated="", result=None, stdout=None, stderr=None, reason=None,
     )  # fmt: skip

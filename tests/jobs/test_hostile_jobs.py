@@ -39,7 +39,7 @@ HOSTILE = {
     "state": "import os\nprint(os.listdir('{state}'))\n",
     "write": "open('{state}/../escaped.txt', 'w').write('x')\n",
     "write_tmp": "open('/var/tmp/escaped.txt', 'w').write('x')\n",
-    "write_inputs": "open('/mnt/inputs/job.py', 'a').write('x')\n",
+    "write_inputs": "open('/mnt/inputs/job/main.py', 'a').write('x')\n",
     "write_repo": "open('{repo}/escaped.txt', 'w').write('x')\n",
     "fork": "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n",
     "memory": "blocks = []\nwhile True: blocks.append(bytearray(256 * 1024 * 1024))\n",

@@ -3,6 +3,7 @@ charged release; changed code does not run, and nobody reviews their own job."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -92,7 +93,7 @@ def test_reviews_are_independent(jobs_gateway: Callable[..., Jobs], tmp_path: Pa
     # nobody reviews their own job: the store refuses it whoever asks
     store = JobStore(tmp_path / "jobs.sqlite3")
     own = store.submit(
-        submitter="demo-admin", organisation="o", service="s", purpose="p", grant_id="g", code="x",
+        submitter="demo-admin", organisation="o", service="s", purpose="p", grant_id="g", code="x", code_kind="file",
         code_sha256="h", datasets=["d"], outputs=["o"], epsilon=None,
     )  # fmt: skip
     with pytest.raises(Conflict, match="own job"):
@@ -141,3 +142,61 @@ def test_run_local_gives_the_same_shape_on_the_synthetic_sample(
         assert output["status"] == in_domain[name]["status"] == "released"
         assert output["keys"] == in_domain[name]["keys"] and output["counts"] == in_domain[name]["counts"]
         assert set(output["rows"][0]) == set(in_domain[name]["rows"][0])
+
+
+def test_a_small_archive_runs_its_main_and_its_modules(jobs_gateway: Callable[..., Jobs]) -> None:
+    import base64
+    import io
+    import zipfile
+
+    jobs = jobs_gateway()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("main.py", "import tally\ntally.publish()\n")
+        archive.writestr(
+            "tally.py",
+            "from collections import Counter\nimport veilgate_job as vg\n\n"
+            "def publish():\n"
+            "    t = vg.dataset('enterprise_registry')\n"
+            "    c = Counter(t.column('status').to_pylist())\n"
+            "    rows = [{'status': s, 'n': n} for s, n in sorted(c.items())]\n"
+            "    vg.table('counts', rows, keys=['status'], counts=['n'])\n",
+        )
+    body = base64.b64encode(buffer.getvalue()).decode()
+    response = jobs.client.post(
+        "/v1/jobs",
+        json={"service": "enterprise-tables", "purpose": "public_research", "archive": body,
+              "datasets": ["enterprise_registry"], "outputs": ["counts"]},
+        headers=jobs.headers["demo-researcher"],
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    assert response.json()["code_sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
+    assert jobs.review(job_id, "demo-admin").status_code == jobs.review(job_id, "demo-approver").status_code == 200
+    outcome = jobs.wait(job_id)
+    assert outcome["status"] == "finished", jobs.admin_view(job_id)["stderr"]
+    assert outcome["result"]["result"]["outputs"]["counts"]["status"] == "released"
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [{"../escape.py": "x", "main.py": "x"}, {"/abs.py": "x", "main.py": "x"}, {"other.py": "x"}],
+)
+def test_a_hostile_archive_is_refused_at_submission(jobs_gateway: Callable[..., Jobs], entries: dict[str, str]) -> None:
+    import base64
+    import io
+    import zipfile
+
+    jobs = jobs_gateway()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in entries.items():
+            archive.writestr(name, text)
+    response = jobs.client.post(
+        "/v1/jobs",
+        json={"service": "enterprise-tables", "purpose": "public_research",
+              "archive": base64.b64encode(buffer.getvalue()).decode(),
+              "datasets": ["enterprise_registry"], "outputs": ["counts"]},
+        headers=jobs.headers["demo-researcher"],
+    )  # fmt: skip
+    assert response.status_code == 422 and "archive" in response.json()["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -12,6 +13,7 @@ from gateway.api.auditing import note
 from gateway.api.deps import principal, require_role, runtime
 from gateway.api.schemas import JobRequest, ReviewRequest
 from gateway.domain.principal import Principal, Role
+from gateway.errors import InvalidRequest
 from gateway.services import jobs
 from gateway.services.runtime import Runtime
 
@@ -27,10 +29,15 @@ async def submit(
     body: JobRequest,
 ) -> JSONResponse:
     """Submit code to run next to the data; it waits for review, then runs in the sandbox."""
+    try:
+        archive = None if body.archive is None else base64.b64decode(body.archive, validate=True)
+    except ValueError:
+        raise InvalidRequest("archive: not base64") from None
     submission = jobs.Submission(
         service=body.service,
         purpose=body.purpose,
         code=body.code,
+        archive=archive,
         datasets=body.datasets,
         outputs=body.outputs,
         epsilon=None if body.epsilon is None else str(body.epsilon),
