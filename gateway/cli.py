@@ -479,7 +479,8 @@ def policy_check_command(
         return
     typer.echo(
         f"bundle {bundle.version}: {len(bundle.verification_services)} verification service(s), "
-        f"{len(bundle.aggregate_templates)} aggregate template(s), "
+        f"{len(bundle.aggregate_templates)} aggregate template(s), {len(bundle.models)} model(s), "
+        f"{len(bundle.job_services)} job service(s), "
         f"{len(bundle.grants)} grant(s), {len(bundle.consumers)} consumer(s)"
     )
 
