@@ -157,7 +157,13 @@ def _run(rt: Runtime, job: Job) -> Job:
     policy = policy_admin.current(rt)
     bundle = policy.bundle
     service = _service(bundle, job.service)
-    # 3. Only the exact code approved runs.
+    # 3. Nothing it touches was stopped since its submission (raises Frozen, recorded as the reason);
+    for dataset in job.datasets:
+        check_not_frozen(
+            rt.freezes.active(), consumer=job.submitter, organisation=job.organisation, service=job.service,
+            dataset=dataset,
+        )  # fmt: skip
+    # and only the exact code approved runs.
     code, kind, recorded = rt.jobs.code_of(job.id)
     try:
         files, digest = job_files(code, kind)

@@ -200,3 +200,14 @@ def test_a_hostile_archive_is_refused_at_submission(jobs_gateway: Callable[..., 
         headers=jobs.headers["demo-researcher"],
     )  # fmt: skip
     assert response.status_code == 422 and "archive" in response.json()["detail"]
+
+
+def test_a_freeze_after_approval_stops_the_run(jobs_gateway: Callable[..., Jobs]) -> None:
+    jobs = jobs_gateway()
+    job_id = jobs.submit("print('hello')\n").json()["id"]
+    assert jobs.review(job_id, "demo-admin").status_code == 200
+    stop = {"kind": "consumer", "name": "demo-researcher", "reason": "investigation"}
+    assert jobs.client.post("/v1/admin/freeze", json=stop, headers=jobs.headers["demo-admin"]).status_code == 201
+    assert jobs.review(job_id, "demo-approver").status_code == 200
+    outcome = jobs.wait(job_id)
+    assert outcome["status"] == "failed" and "investigation" in outcome["reason"] and outcome["result"] is None
