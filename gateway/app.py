@@ -74,6 +74,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         # A head at start covers what the last run logged after its last checkpoint (a crash).
         with contextlib.suppress(Exception):
             await asyncio.to_thread(checkpoint)
+        for job_id in await asyncio.to_thread(rt.jobs.fail_orphans):
+            log.warning("job %s was running in a process that stopped; marked failed", job_id)
         task = asyncio.create_task(checkpoint_every_interval())
         try:
             yield

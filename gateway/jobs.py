@@ -8,7 +8,9 @@ code is stored with its SHA-256 at submission, and the hash is what reviewers ap
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     code_sha256 TEXT NOT NULL,
     datasets TEXT NOT NULL, outputs TEXT NOT NULL, epsilon TEXT, status TEXT NOT NULL,
     reviews TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
-    result TEXT, stdout TEXT, stderr TEXT, reason TEXT)"""
+    result TEXT, stdout TEXT, stderr TEXT, reason TEXT, runner TEXT)"""
 _COLUMNS = (
     "id, submitter, organisation, service, purpose, grant_id, code, code_kind, code_sha256, datasets, outputs, "
     "epsilon, status, reviews, created, updated, result, stdout, stderr, reason"
@@ -59,12 +61,27 @@ class Job:
     reason: str | None
 
 
+def runner_id() -> str:
+    """This process, as the runner of a job: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _job(row: tuple[Any, ...]) -> Job:
     values = list(row)
     for i in (9, 10, 13):
         values[i] = json.loads(values[i])
     values[16] = json.loads(values[16]) if values[16] is not None else None
     return Job(*values)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JobStore:
@@ -74,6 +91,9 @@ class JobStore:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.execute(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        if "runner" not in columns:  # a store made before runners were recorded
+            self._conn.execute("ALTER TABLE jobs ADD COLUMN runner TEXT")
         self._lock = threading.Lock()
 
     @contextmanager
@@ -113,7 +133,7 @@ class JobStore:
             raise NotFound(f"no job {job_id[:40]}")
         return _job(row)
 
-    def list(self, *, submitter: str | None = None, limit: int = 100) -> list[Job]:
+    def recent(self, *, submitter: str | None = None, limit: int = 100) -> list[Job]:
         sql = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 - constant columns
         params: tuple[Any, ...] = ()
         if submitter is not None:
@@ -152,7 +172,8 @@ class JobStore:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
             updated = conn.execute(
-                "UPDATE jobs SET status = 'running', updated = ? WHERE id = ? AND status = 'approved'", (now, job_id)
+                "UPDATE jobs SET status = 'running', updated = ?, runner = ? WHERE id = ? AND status = 'approved'",
+                (now, runner_id(), job_id),
             ).rowcount
         if updated != 1:
             raise Conflict(f"job {job_id} is not waiting to run")
@@ -168,6 +189,24 @@ class JobStore:
                 (status, None if result is None else json.dumps(result), stdout, stderr, reason, now, job_id),
             )
         return self.get(job_id)
+
+    def fail_orphans(self) -> list[str]:
+        """Jobs left `running` by a process of this host that is gone (a crash or a stop during the
+        run) are marked failed, so nobody waits for them forever. Returns their ids."""
+        host = socket.gethostname()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        orphans: list[str] = []
+        with self._transaction() as conn:
+            for job_id, runner in conn.execute("SELECT id, runner FROM jobs WHERE status = 'running'").fetchall():
+                name, _, pid = str(runner or "").rpartition(":")
+                if name == host and pid.isdigit() and not _alive(int(pid)):
+                    orphans.append(str(job_id))
+            for job_id in orphans:
+                conn.execute(
+                    "UPDATE jobs SET status = 'failed', updated = ?, reason = ? WHERE id = ?",
+                    (now, "the gateway process running this job stopped during the run; submit it again", job_id),
+                )
+        return orphans
 
     def code_of(self, job_id: str) -> tuple[str, str, str]:
         """(code, its kind, the hash recorded at submission), read afresh for the run."""

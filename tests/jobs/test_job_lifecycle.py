@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +88,9 @@ def test_reviews_are_independent(jobs_gateway: Callable[..., Jobs], tmp_path: Pa
     again = jobs.review(job_id, "demo-admin")
     assert again.status_code == 409 and "another administrator" in again.json()["detail"]
     assert jobs.review(job_id, "demo-researcher").status_code == 403  # not an administrator
+    listed = jobs.client.get("/v1/admin/jobs", headers=jobs.headers["demo-admin"]).json()["jobs"]
+    assert [j["id"] for j in listed] == [job_id]
+    assert jobs.client.get("/v1/admin/jobs", headers=jobs.headers["demo-researcher"]).status_code == 403
     assert jobs.status(job_id)["status"] == "submitted"
     rejected = jobs.review(job_id, "demo-approver", "reject", "reads more than it needs")
     assert rejected.status_code == 200
@@ -211,3 +216,24 @@ def test_a_freeze_after_approval_stops_the_run(jobs_gateway: Callable[..., Jobs]
     assert jobs.review(job_id, "demo-approver").status_code == 200
     outcome = jobs.wait(job_id)
     assert outcome["status"] == "failed" and "investigation" in outcome["reason"] and outcome["result"] is None
+
+
+def test_a_job_left_running_by_a_stopped_process_is_marked_failed(jobs_gateway: Callable[..., Jobs]) -> None:
+    jobs = jobs_gateway()
+    job_id = jobs.submit("print('hello')\n").json()["id"]
+    store = jobs.installation.settings.state_dir / "jobs" / "jobs.sqlite3"
+    with sqlite3.connect(store) as conn:
+        conn.execute(
+            "UPDATE jobs SET status = 'running', runner = ? WHERE id = ?",
+            (f"{socket.gethostname()}:{_finished_pid()}", job_id),
+        )
+    restarted = jobs_gateway()
+    with restarted.client:  # startup runs the lifespan, which looks for orphans
+        outcome = restarted.status(job_id)
+    assert outcome["status"] == "failed" and "stopped during the run" in outcome["reason"]
+
+
+def _finished_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

@@ -58,7 +58,7 @@ async def status(
 
 @router.get("/v1/admin/jobs")
 async def list_jobs(rt: Annotated[Runtime, Depends(runtime)], _who: Admin) -> dict[str, Any]:
-    return {"jobs": [jobs.view(j, for_admin=False) for j in await run_in_threadpool(rt.jobs.list)]}
+    return {"jobs": [jobs.view(j, for_admin=False) for j in await run_in_threadpool(rt.jobs.recent)]}
 
 
 @router.get("/v1/admin/jobs/{job_id}")
