@@ -8,6 +8,7 @@ endpoint with the caller's bodies (one per request, cycling). Needs wrk (`apt in
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -75,6 +76,16 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict
         "non2xx": float(bad.group(1)) if bad else 0.0,
         "socket_errors": 1.0 if errors else 0.0,
     }
+
+
+def arguments(doc: str | None) -> argparse.Namespace:
+    """The options every load benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    return parser.parse_args()
 
 
 def run(

@@ -12,7 +12,6 @@ Needs wrk (`apt install wrk`).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -27,12 +26,7 @@ def _bodies(source: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    args = parser.parse_args()
+    args = load.arguments(__doc__)
     bare, scored = load.run(
         path="/v1/models/enterprise-credit-risk/score",
         client="demo-business",

@@ -17,7 +17,6 @@ limits measure their cost instead of refusing the load. Needs wrk (`apt install 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
@@ -66,12 +65,7 @@ def _bodies(source: Path, count: int = 200_000) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    args = parser.parse_args()
+    args = load.arguments(__doc__)
     bare, verify = load.run(
         path="/v1/verify/enterprise-registration",
         client="demo-business",

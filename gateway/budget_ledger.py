@@ -11,7 +11,6 @@ A crash leaves a reservation counted: the ledger errs on the safe side and is ne
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 from gateway.domain.budget import Accounts, Amount
 from gateway.errors import BudgetExhausted, DependencyError, NotFound
+from gateway.sqlite_files import immediate, open_wal, reading
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_reservations (
@@ -43,6 +43,7 @@ _SPEND = (
     "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ?, "
     "spent_e = spent_e + ?, spent_d = spent_d + ? WHERE account = ?"
 )
+_UNAVAILABLE = "the budget ledger is unavailable; nothing was released"
 _LEVELS = ("the grant's budget on this dataset", "the organisation's budget on this dataset",
            "the global budget of this dataset version")  # fmt: skip
 
@@ -75,6 +76,12 @@ class BudgetLedger:
     def _transaction(self) -> Iterator[_Cursor]:  # pragma: no cover - each backend has its own
         raise NotImplementedError
         yield
+
+    @contextmanager
+    def _read(self) -> Iterator[_Cursor]:
+        """Reads only: backends that can read without the write lock say so."""
+        with self._transaction() as cur:
+            yield cur
 
     def _q(self, sql: str) -> str:
         return sql
@@ -148,7 +155,7 @@ class BudgetLedger:
         return str(stored)
 
     def stored_release(self, query_key: str) -> str | None:
-        with self._transaction() as cur:
+        with self._read() as cur:
             rows = self._rows(cur, "SELECT result FROM aggregate_releases WHERE query_key = ?", (query_key,))
         return str(rows[0][0]) if rows else None
 
@@ -220,7 +227,7 @@ class BudgetLedger:
             cur.execute(self._q("DELETE FROM budget_reservations WHERE id = ?"), (reservation,))
 
     def balance(self, account: str) -> Balance:
-        with self._transaction() as cur:
+        with self._read() as cur:
             rows = self._rows(
                 cur,
                 "SELECT reserved_e, reserved_d, spent_e, spent_d FROM budget_balances WHERE account = ?",
@@ -239,28 +246,22 @@ class SqliteBudgetLedger(BudgetLedger):
     """One file in WAL mode; BEGIN IMMEDIATE orders every process on the machine."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn = open_wal(path)
         for statement in _SCHEMA:
             self._conn.execute(statement)
         self._lock = threading.Lock()
 
     @contextmanager
     def _transaction(self) -> Iterator[_Cursor]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise DependencyError("the budget ledger is unavailable; nothing was released") from exc
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[_Cursor]:
+        """Without BEGIN IMMEDIATE: a lookup on the request path never waits for another
+        process's write lock (each SELECT sees one committed state)."""
+        with reading(self._conn, self._lock, _UNAVAILABLE) as conn:
+            yield conn
 
     def close(self) -> None:
         self._conn.close()
@@ -297,7 +298,7 @@ class PostgresBudgetLedger(BudgetLedger):
                 with self._conn.transaction():
                     yield self._conn
             except self._psycopg.OperationalError as exc:
-                raise DependencyError("the budget ledger is unavailable; nothing was released") from exc
+                raise DependencyError(_UNAVAILABLE) from exc
 
     def close(self) -> None:
         self._conn.close()

@@ -29,7 +29,7 @@ import duckdb
 import rfc8785
 
 from gateway.atomic_files import fsync_path, write_atomic
-from gateway.domain.aggregate import Measure, Plan
+from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan, bin_count
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS
 from gateway.errors import DependencyError, InternalError, NotFound, RegistrationError
@@ -322,9 +322,8 @@ class Snapshot:
         """
         sql, params = _aggregate_sql(plan, *self._checked_values(plan))
         names = [s.name for s in plan.statistics]
-        bins = (
-            max(1, len(plan.template.bins) - 1) if plan.template.measure in (Measure.HISTOGRAM, Measure.QUANTILE) else 1
-        )
+        bins = bin_count(plan.template)
+        binned = plan.template.measure in MEASURES_WITH_BINS  # the query then returns a bin index
         position = {cell: i for i, cell in enumerate(plan.cells)}
         out = {name: [0] * (len(plan.cells) * bins) for name in names}
         width = len(plan.group_by)
@@ -332,8 +331,8 @@ class Snapshot:
             cell = position.get(tuple(row[:width]))
             if cell is None:
                 continue
-            slot = cell * bins + (int(row[width]) if bins > 1 else 0)
-            for name, value in zip(names, row[width + (1 if bins > 1 else 0) :], strict=True):
+            slot = cell * bins + (int(row[width]) if binned else 0)
+            for name, value in zip(names, row[width + (1 if binned else 0) :], strict=True):
                 out[name][slot] = int(value or 0)
         return out
 
@@ -472,7 +471,7 @@ def _aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = F
             rounded = f"CAST(round({clamped} / {bind(float(template.granularity))}) AS BIGINT)"
             units = f"greatest(least({rounded}, {bind(high)}), {bind(low)})"
             inner.append(f"CASE WHEN {missing} THEN NULL ELSE {units} END AS v")
-        if template.measure in (Measure.HISTOGRAM, Measure.QUANTILE):
+        if template.measure in MEASURES_WITH_BINS:
             edges = template.bins
             steps = " ".join(f"WHEN {clamped} < {bind(float(e))} THEN {i}" for i, e in enumerate(edges[1:-1]))
             inner.append(f"CASE WHEN {missing} THEN NULL {steps} ELSE {len(edges) - 2} END AS b")
@@ -481,7 +480,7 @@ def _aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = F
     inner.append(f"{quote(plan.privacy_unit)} AS u")
     outer = [*selected]
     where = " AND ".join(conditions) or "TRUE"
-    if template.measure in (Measure.HISTOGRAM, Measure.QUANTILE):
+    if template.measure in MEASURES_WITH_BINS:
         outer.append("b")
         where_outer = "WHERE b IS NOT NULL"
     else:

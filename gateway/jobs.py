@@ -13,14 +13,14 @@ import secrets
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import Conflict, DependencyError, NotFound
+from gateway.errors import Conflict, NotFound
+from gateway.sqlite_files import immediate, open_wal
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, submitter TEXT NOT NULL, organisation TEXT NOT NULL, service TEXT NOT NULL,
@@ -33,6 +33,10 @@ _COLUMNS = (
     "id, submitter, organisation, service, purpose, grant_id, code, code_kind, code_sha256, datasets, outputs, "
     "epsilon, status, reviews, created, updated, result, stdout, stderr, reason"
 )
+# SQL text is built once, here, from the constant column list above; values are always bound.
+_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"  # noqa: S608
+_SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608
+_SELECT_ONE = _SELECT + " WHERE id = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,36 +90,22 @@ def _alive(pid: int) -> bool:
 
 class JobStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn = open_wal(path)
         self._conn.execute(_SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
         if "runner" not in columns:  # a store made before runners were recorded
             self._conn.execute("ALTER TABLE jobs ADD COLUMN runner TEXT")
         self._lock = threading.Lock()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise DependencyError("the job store is unavailable") from exc
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn, self._lock, "the job store is unavailable")
 
     def submit(self, **fields: Any) -> Job:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         job_id = "job-" + secrets.token_hex(8)
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 20)})",  # noqa: S608 - constant columns
+                _INSERT,
                 (
                     job_id, fields["submitter"], fields["organisation"], fields["service"], fields["purpose"],
                     fields["grant_id"], fields["code"], fields["code_kind"], fields["code_sha256"],
@@ -128,13 +118,13 @@ class JobStore:
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()  # noqa: S608
+            row = self._conn.execute(_SELECT_ONE, (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id[:40]}")
         return _job(row)
 
     def recent(self, *, submitter: str | None = None, limit: int = 100) -> list[Job]:
-        sql = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 - constant columns
+        sql = _SELECT
         params: tuple[Any, ...] = ()
         if submitter is not None:
             sql += " WHERE submitter = ?"
@@ -147,7 +137,7 @@ class JobStore:
         """Record one review; the job is approved when `needed` different reviewers approved it."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()  # noqa: S608
+            row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no job {job_id[:40]}")
             job = _job(row)

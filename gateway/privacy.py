@@ -137,8 +137,3 @@ def half_width(scale: float, alpha: float) -> int:
     while tail(scale, guess) > alpha:
         guess += 1
     return guess
-
-
-def expected_half_width(scale: float, alpha: float) -> float:
-    """OpenDP's own accuracy figure for the same question, used to cross-check `half_width`."""
-    return float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha))

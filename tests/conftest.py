@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
+import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -85,6 +86,39 @@ def shared_client(session_installation: Installation) -> Iterator[TestClient]:
     """A client on the shared installation, for read-only tests."""
     with TestClient(create_app(session_installation.settings)) as client:
         yield client
+
+
+def policy_copy(target: Path, change: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """The demo bundle copied to `target`, with `change` applied to the merged sections."""
+    shutil.copytree(REPO / "policies", target)
+    if change is None:
+        return target
+    merged: dict[str, Any] = {}
+    for path in sorted(target.glob("*.yaml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+        path.unlink()
+    change(merged)
+    (target / "bundle.yaml").write_text(yaml.safe_dump(merged, allow_unicode=True, sort_keys=False))
+    return target
+
+
+@pytest.fixture
+def bundle_app(installation: Installation, tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """A factory: a client of a new app on the test's installation, serving the demo bundle with
+    `change` applied (and no bundle an earlier app of the test put in force)."""
+    made: list[TestClient] = []
+
+    def factory(change: Callable[[dict[str, Any]], None] | None = None) -> TestClient:
+        policies = policy_copy(tmp_path / f"policies-{len(made)}", change)
+        settings = installation.settings.model_copy(update={"policy_dir": policies})
+        shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
+        client = TestClient(create_app(settings))
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close()
 
 
 def free_port() -> int:

@@ -146,9 +146,12 @@ class AggregateTemplate(_Frozen):
         return self
 
 
-def check_template(
-    name: str, template: AggregateTemplate, entry: CatalogEntry
-) -> list[tuple[tuple[str | int, ...], str]]:
+def bin_count(template: AggregateTemplate) -> int:
+    """Bins per cell: those of a histogram or quantile, else one."""
+    return len(template.bins) - 1 if template.measure in MEASURES_WITH_BINS else 1
+
+
+def check_template(template: AggregateTemplate, entry: CatalogEntry) -> list[tuple[tuple[str | int, ...], str]]:
     """What is wrong with a template given its dataset's catalogue entry: (path, message) pairs."""
     issues: list[tuple[tuple[str | int, ...], str]] = []
     columns = {c.name: c for c in entry.columns}
@@ -198,8 +201,7 @@ def check_template(
         else:
             cells *= len(_categories(column) or ())
     largest = cells if len(template.group_by) <= MAX_GROUP_BY else 0
-    bins = max(1, len(template.bins) - 1)
-    if largest * bins > MAX_CELLS:
+    if largest * bin_count(template) > MAX_CELLS:
         issues.append((("group_by",), f"grouping by every allowed column gives over {MAX_CELLS} cells"))
     return issues
 
@@ -423,7 +425,7 @@ def plan(
     category_lists = [_categories(columns[g]) for g in group_by]
     selects_keys = any(c is None for c in category_lists)
     cells = () if selects_keys else tuple(itertools.product(*(c or () for c in category_lists)))
-    bins = max(1, len(template.bins) - 1)
+    bins = bin_count(template)
     if len(cells) * bins > MAX_CELLS:
         raise InvalidRequest(f"parameters.group_by: over {MAX_CELLS} output rows")
     epsilon_micro = template.epsilon.charge(epsilon, "template")
@@ -569,7 +571,7 @@ def assemble(plan: Plan, noisy: Mapping[str, NoisyVector]) -> list[dict[str, Any
             rows.append({"group": _group(plan, cell), **_mean(plan, total, count, sums.half_width, counts.half_width)})
     else:
         stat = noisy["bins"]
-        width = len(template.bins) - 1
+        width = bin_count(template)
         for i, cell in enumerate(plan.cells):
             counts_in_cell = stat.values[i * width : (i + 1) * width]
             for q in template.quantiles:

@@ -431,7 +431,7 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
                         message=f"{template.dataset}.{used_column} is on the negative list",
                     )
                 )
-        for path, message in check_template(name, template, entry):
+        for path, message in check_template(template, entry):
             issues.append(PolicyIssue(path=(*where, *path), message=message))
     for name, job in bundle.job_services.items():
         for i, dataset in enumerate(job.datasets):

@@ -36,6 +36,7 @@ from gateway.domain.aggregate import (
     Plan,
     assemble,
     assemble_selected,
+    bin_count,
     epsilon_text,
     plan,
 )
@@ -248,11 +249,7 @@ def _optional_plain(value: Decimal | None) -> int | float | None:
 
 def _rows_per_cell(compiled: Plan) -> int:
     template = compiled.template
-    if template.measure is Measure.HISTOGRAM:
-        return len(template.bins) - 1
-    if template.measure is Measure.QUANTILE:
-        return len(template.quantiles)
-    return 1
+    return len(template.quantiles) if template.measure is Measure.QUANTILE else bin_count(template)
 
 
 def compute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:

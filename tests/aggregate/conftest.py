@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -13,11 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.catalog import CatalogStore
 from gateway.services import registration
 from tests.conftest import CANARY, Installation, bearer, get_token
-from tests.verify.conftest import policy_copy
 
 PURPOSE = "public_research"
 PAYROLL_ENTRY = """\
@@ -146,11 +142,10 @@ class Research:
 
 
 @pytest.fixture
-def research(installation: Installation, tmp_path: Path) -> Iterator[Callable[..., Research]]:
+def research(installation: Installation, bundle_app: Callable[..., TestClient]) -> Callable[..., Research]:
     """A factory: a researcher's client on a private installation with the payroll dataset, under
     the demo bundle plus the payroll templates, with `change` applied last."""
     register_payroll(installation)
-    made: list[TestClient] = []
 
     def factory(change: Callable[[dict[str, Any]], None] | None = None, who: str = "demo-researcher") -> Research:
         def apply(bundle: dict[str, Any]) -> None:
@@ -158,13 +153,7 @@ def research(installation: Installation, tmp_path: Path) -> Iterator[Callable[..
             if change is not None:
                 change(bundle)
 
-        policies = policy_copy(tmp_path / f"policies-{len(made)}", apply)
-        settings = installation.settings.model_copy(update={"policy_dir": policies})
-        shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
-        client = TestClient(create_app(settings))
-        made.append(client)
+        client = bundle_app(apply)
         return Research(client, bearer(get_token(client, who, installation.credentials[who])), installation)
 
-    yield factory
-    for client in made:
-        client.close()
+    return factory

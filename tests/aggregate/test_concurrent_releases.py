@@ -17,8 +17,7 @@ import httpx2
 import pytest
 
 from tests.aggregate.conftest import PURPOSE
-from tests.conftest import Installation, serve_process
-from tests.verify.conftest import policy_copy
+from tests.conftest import Installation, policy_copy, serve_process
 
 PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
 REQUESTS = 200

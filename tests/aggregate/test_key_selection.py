@@ -12,8 +12,7 @@ from gateway import privacy
 from gateway.catalog import CatalogStore
 from gateway.services.policy_check import check
 from tests.aggregate.conftest import Research, payroll_templates, register_payroll
-from tests.conftest import CANARY, Installation
-from tests.verify.conftest import policy_copy
+from tests.conftest import CANARY, Installation, policy_copy
 
 
 def test_only_groups_above_the_threshold_are_released(research: Callable[..., Research]) -> None:

@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from decimal import Decimal
 
+import opendp.prelude as dp
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -62,7 +63,7 @@ def test_half_width_is_the_smallest_that_covers(scale: float, alpha: float) -> N
     assert privacy.tail(scale, k) <= alpha
     assert k == 0 or privacy.tail(scale, k - 1) > alpha
     # OpenDP's own accuracy figure (P[|X| >= a] <= alpha) agrees to within one unit
-    assert abs(k - privacy.expected_half_width(scale, alpha)) <= 1
+    assert abs(k - dp.discrete_laplacian_scale_to_accuracy(scale, alpha)) <= 1
 
 
 def _pmf(scale: float, k: int) -> float:

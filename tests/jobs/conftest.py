@@ -3,20 +3,16 @@ helper that submits a job, has it approved by two administrators and waits for i
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.sandbox_client import isolation_problem
 from tests.conftest import Installation, bearer, get_token
-from tests.verify.conftest import policy_copy
 
 needs_isolation = pytest.mark.skipif(
     isolation_problem() is not None, reason=f"the sandbox cannot build namespaces here: {isolation_problem()}"
@@ -74,19 +70,11 @@ class Jobs:
 
 
 @pytest.fixture
-def jobs_gateway(installation: Installation, tmp_path: Path) -> Iterator[Callable[..., Jobs]]:
-    made: list[TestClient] = []
-
+def jobs_gateway(installation: Installation, bundle_app: Callable[..., TestClient]) -> Callable[..., Jobs]:
     def factory(change: Callable[[dict[str, Any]], None] | None = None) -> Jobs:
-        policies = policy_copy(tmp_path / f"policies-{len(made)}", change)
-        settings = installation.settings.model_copy(update={"policy_dir": policies})
-        shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
-        client = TestClient(create_app(settings))
-        made.append(client)
+        client = bundle_app(change)
         who = ("demo-researcher", "demo-admin", "demo-approver", "demo-business")
         headers = {w: bearer(get_token(client, w, installation.credentials[w])) for w in who}
         return Jobs(client, installation, headers)
 
-    yield factory
-    for client in made:
-        client.close()
+    return factory

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,11 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.catalog import CatalogStore
 from gateway.services import registration
 from tests.conftest import Installation, bearer, get_token
-from tests.verify.conftest import policy_copy
 
 TRUE_COEFFICIENTS = {"intercept": 2.0, "x1": 1.5, "x2": -0.8}
 SYNTHETIC_ROWS = 20_000
@@ -115,9 +111,8 @@ class Client:
 
 
 @pytest.fixture
-def models_gateway(installation: Installation, tmp_path: Path) -> Iterator[Callable[..., Client]]:
+def models_gateway(installation: Installation, bundle_app: Callable[..., TestClient]) -> Callable[..., Client]:
     register_synthetic(installation)
-    made: list[TestClient] = []
 
     def factory(change: Callable[[dict[str, Any]], None] | None = None, who: str = "demo-researcher") -> Client:
         def apply(bundle: dict[str, Any]) -> None:
@@ -125,13 +120,7 @@ def models_gateway(installation: Installation, tmp_path: Path) -> Iterator[Calla
             if change is not None:
                 change(bundle)
 
-        policies = policy_copy(tmp_path / f"policies-{len(made)}", apply)
-        settings = installation.settings.model_copy(update={"policy_dir": policies})
-        shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
-        client = TestClient(create_app(settings))
-        made.append(client)
+        client = bundle_app(apply)
         return Client(client, bearer(get_token(client, who, installation.credentials[who])), installation)
 
-    yield factory
-    for client in made:
-        client.close()
+    return factory

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.domain.identifiers import is_valid_uscc, org_code_check_char, uscc_check_char
-from tests.conftest import REPO, Installation, bearer, get_token
+from tests.conftest import Installation, bearer, get_token
 
 PURPOSE = "credit_assessment"
 SERVICE = "enterprise-registration"
-
-
-def policy_copy(target: Path, change: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """The demo bundle copied to `target`, with `change` applied to the merged sections."""
-    shutil.copytree(REPO / "policies", target)
-    if change is None:
-        return target
-    merged: dict[str, Any] = {}
-    for path in sorted(target.glob("*.yaml")):
-        merged.update(yaml.safe_load(path.read_text()) or {})
-        path.unlink()
-    change(merged)
-    (target / "bundle.yaml").write_text(yaml.safe_dump(merged, allow_unicode=True, sort_keys=False))
-    return target
 
 
 def enterprises(inst: Installation, limit: int = 50) -> list[dict[str, Any]]:
@@ -70,19 +52,9 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway_for(installation: Installation, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    made: list[TestClient] = []
-
+def gateway_for(installation: Installation, bundle_app: Callable[..., TestClient]) -> Callable[..., Gateway]:
     def factory(change: Callable[[dict[str, Any]], None] | None = None, who: str = "demo-business") -> Gateway:
-        policies = policy_copy(tmp_path / f"policies-{len(made)}", change)
-        settings = installation.settings.model_copy(update={"policy_dir": policies})
-        # Serve exactly this bundle: forget any bundle an earlier gateway of the test put in force.
-        shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
-        client = TestClient(create_app(settings))
-        made.append(client)
-        token = get_token(client, who, installation.credentials[who])
-        return Gateway(client, bearer(token), installation)
+        client = bundle_app(change)
+        return Gateway(client, bearer(get_token(client, who, installation.credentials[who])), installation)
 
-    yield factory
-    for client in made:
-        client.close()
+    return factory

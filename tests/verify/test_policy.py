@@ -18,8 +18,7 @@ from gateway.domain.principal import Principal, Role
 from gateway.errors import NotFound, PolicyDenied, PolicyInvalid
 from gateway.policy import load_bundle, read_bundle
 from gateway.services import policy_check
-from tests.conftest import REPO, Installation
-from tests.verify.conftest import policy_copy
+from tests.conftest import REPO, Installation, policy_copy
 
 BANK = Principal("demo-business", "Demo Commercial Bank", frozenset({Role.CONSUMER}), "t")
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)

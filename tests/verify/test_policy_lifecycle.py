@@ -20,8 +20,8 @@ from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.domain.policy import PolicyBundle
 from gateway.policy_store import PolicyStore
-from tests.conftest import Installation, bearer, get_token, serve_process
-from tests.verify.conftest import Gateway, enterprises, policy_copy
+from tests.conftest import Installation, bearer, get_token, policy_copy, serve_process
+from tests.verify.conftest import Gateway, enterprises
 
 
 def _claim(gw: Gateway, index: int = 0) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.conftest import Installation, serve_process
-from tests.verify.conftest import enterprises, policy_copy
+from tests.conftest import Installation, policy_copy, serve_process
+from tests.verify.conftest import enterprises
 
 
 @pytest.fixture
