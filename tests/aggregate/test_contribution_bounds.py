@@ -220,3 +220,20 @@ def test_the_unclamped_scan_of_a_checked_version_equals_the_clamped_one(
                 assert snap._checked_values(_plan("sum", []))[1] is False  # amount is a float column
     finally:
         domain.close()
+
+
+def test_a_histogram_of_one_bin_counts_the_rows_with_a_value(tmp_path: Path) -> None:
+    template = AggregateTemplate.model_validate(
+        {"title": "t", "dataset": "payroll", "group_by": ["region"], "epsilon": {"default": "1", "max": "5"},
+         "measure": "histogram", "column": "amount", "bins": [0, 100]}
+    )  # fmt: skip
+    compiled = plan("one-bin", template, ENTRY, "v", {"group_by": ["region"]}, epsilon="1")
+    _write_version(
+        tmp_path, "v", [("A", None, "north", 5.0, 0), ("B", None, "north", None, 0), ("C", None, "east", 1e9, 0)]
+    )
+    domain = Domain(tmp_path, threads=1)
+    try:
+        with domain.snapshot("payroll", "v") as snap:
+            assert snap.aggregate(compiled)["bins"] == [1, 0, 1, 0]  # NULL is in no bin; 1e9 clamps in
+    finally:
+        domain.close()
