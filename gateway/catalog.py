@@ -8,6 +8,7 @@ old record or the new one, never a mix; the record names the data version that i
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class CatalogStore:
 
     def __init__(self, data_dir: Path) -> None:
         self._dir = data_dir / "catalog"
+        self._prefix = f"{self._dir}{os.sep}"
         self._cache: dict[str, tuple[Stamp, DatasetRecord]] = {}
         self._lock = threading.Lock()
 
@@ -48,7 +50,7 @@ class CatalogStore:
         return sorted(p.stem for p in self._dir.glob("*.json"))
 
     def find(self, dataset: str) -> DatasetRecord | None:
-        path = self._dir / f"{dataset}.json"
+        path = f"{self._prefix}{dataset}.json"
         current = stamp(path)
         if current is None:
             return None
@@ -56,7 +58,7 @@ class CatalogStore:
             cached = self._cache.get(dataset)
             if cached is not None and cached[0] == current:
                 return cached[1]
-        record = DatasetRecord.model_validate_json(path.read_bytes())
+        record = DatasetRecord.model_validate_json(Path(path).read_bytes())
         with self._lock:
             self._cache[dataset] = (current, record)
         return record

@@ -17,6 +17,7 @@ counted again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -147,6 +148,44 @@ def _select_in(
     return conn.execute(query, (*params, *items)).fetchall()
 
 
+_EXACT_ROWS = 500
+"""Key tuples per read: far below SQLite's limit on bound parameters, for any batch."""
+
+
+@functools.cache
+def _exact_sql(counters: int, members: int) -> str:
+    """Counters and members read by their exact primary keys, as joins with a VALUES list: each
+    key is one seek (an IN list per column would seek every combination of the columns)."""
+    # SECURITY: only placeholders are formatted in; every value is bound.
+    parts = []
+    if counters:
+        rows = ", ".join(["(?, ?)"] * counters)
+        parts.append(
+            f"SELECT 'c', t.scope, t.used FROM (VALUES {rows}) AS v "  # noqa: S608
+            "CROSS JOIN counters AS t ON t.scope = v.column1 AND t.window = v.column2"
+        )
+    if members:
+        rows = ", ".join(["(?, ?, ?)"] * members)
+        parts.append(
+            f"SELECT 'm', t.scope, t.item FROM (VALUES {rows}) AS v "  # noqa: S608
+            "CROSS JOIN members AS t ON t.scope = v.column1 AND t.window = v.column2 AND t.item = v.column3"
+        )
+    return " UNION ALL ".join(parts)
+
+
+def _read_exact(
+    conn: sqlite3.Connection, counters: list[tuple[str, int]], members: list[tuple[str, int, str]]
+) -> list[tuple[str, str, Any]]:
+    """('c', scope, used) for each counter found and ('m', scope, item) for each member found."""
+    found: list[tuple[str, str, Any]] = []
+    while counters or members:
+        some_counters, counters = counters[:_EXACT_ROWS], counters[_EXACT_ROWS:]
+        some_members, members = members[:_EXACT_ROWS], members[_EXACT_ROWS:]
+        params = [value for row in (*some_counters, *some_members) for value in row]
+        found += conn.execute(_exact_sql(len(some_counters), len(some_members)), params).fetchall()
+    return found
+
+
 def _window(now: float, seconds: int) -> tuple[int, float, int]:
     """(window number, end time, seconds until it ends)."""
     number = int(now // seconds)
@@ -183,6 +222,10 @@ class Ledger:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(_SCHEMA)
         return ledger
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
@@ -294,30 +337,18 @@ class Ledger:
             asks_by_key.setdefault(claim.key, set()).update(claim.asks)
         ask_scopes = {key: f"asks:{req.consumer}:{key}" for key in asks_by_key}
 
-        # Every counter this admission touches, in one read.
+        # Every counter and member this admission touches, in one read of exact keys.
         windows = {consumer_rate: minute, organisation_rate: minute, quota_scope: day, keys_scope: day}
         windows.update(dict.fromkeys(ask_scopes.values(), probe))
         used = dict.fromkeys(windows, 0)
-        # SECURITY: only placeholders are formatted in; every value is bound.
-        counters_sql = "SELECT scope, window, used FROM counters WHERE scope IN ({}) AND window IN ({})".format(  # noqa: S608
-            ", ".join("?" for _ in windows), ", ".join("?" for _ in set(windows.values()))
-        )
-        for scope, window, count in conn.execute(counters_sql, (*windows, *set(windows.values()))):
-            if windows[scope] == window:
-                used[scope] = int(count)
-        scopes = {keys_scope, *ask_scopes.values()}
-        items = set(asks_by_key) | {a for asks in asks_by_key.values() for a in asks}
+        wanted_members = [(keys_scope, day, key) for key in asks_by_key]
+        wanted_members += [(ask_scopes[key], probe, ask) for key, asks in asks_by_key.items() for ask in asks]
         members: set[tuple[str, str]] = set()
-        if items:
-            # SECURITY: only placeholders are formatted in; every value is bound.
-            sql = "SELECT scope, window, item FROM members WHERE scope IN ({}) AND item IN ({})".format(  # noqa: S608
-                ", ".join("?" for _ in scopes), ", ".join("?" for _ in items)
-            )
-            members = {
-                (str(scope), str(item))
-                for scope, window, item in conn.execute(sql, (*scopes, *items))
-                if windows[scope] == window
-            }
+        for kind, scope, value in _read_exact(conn, list(windows.items()), wanted_members):
+            if kind == "c":
+                used[scope] = int(value)
+            else:
+                members.add((scope, value))
 
         # The limits, in a fixed order; the first that trips refuses the whole request.
         who = {"consumer": req.consumer, "grant": req.grant}

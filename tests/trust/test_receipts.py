@@ -13,6 +13,7 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws as joserfc_jws
 from joserfc.jwk import KeySet
@@ -62,6 +63,19 @@ def test_a_receipt_verifies_and_gives_back_the_document(receipt_keys: KeyRing) -
     header, payload, _ = _parts(token)
     assert header == {"alg": "EdDSA", "kid": receipt_keys.active.kid, "typ": RECEIPT_TYPE}
     assert payload == canonical(signed.model_dump(mode="json"))  # RFC 8785 bytes, exactly
+
+
+def test_receipts_are_the_bytes_pyjwt_writes(receipt_keys: KeyRing, tmp_path: Path) -> None:
+    """The JWS is assembled by hand on the request path; Ed25519 is deterministic, so PyJWT
+    signing the same payload with the same key must give the very same token."""
+    kid = receipt_keys.active.kid
+    key = serialization.load_pem_private_key((tmp_path / "keys" / "receipt" / f"{kid}.pem").read_bytes(), None)
+    for signed in (document(), document(result={"answers": [], "note": "é ü 中"}, iat=1)):
+        payload = canonical(signed.model_dump(mode="json"))
+        expected = pyjwt.api_jws.encode(payload, key, algorithm="EdDSA", headers={"kid": kid, "typ": RECEIPT_TYPE})
+        assert sign_result(receipt_keys, signed) == expected
+    receipt_keys.rotate()  # a new key gets its own header, not the cached one of the old key
+    assert _parts(sign_result(receipt_keys, document()))[0]["kid"] == receipt_keys.active.kid != kid
 
 
 # RFC 9864 deprecates the polymorphic name EdDSA in favour of Ed25519; our format and PyJWT

@@ -4,13 +4,14 @@ counting, and holds with several processes admitting at once."""
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import RateLimited
-from gateway.ledger import DAY, ClaimUse, Ledger, VerificationRequest
+from gateway.ledger import _EXACT_ROWS, DAY, ClaimUse, Ledger, VerificationRequest, _exact_sql
 
 NOON = 1_795_000_000.0 - (1_795_000_000.0 % DAY) + DAY / 2  # a UTC noon, far from window edges
 
@@ -145,3 +146,26 @@ def test_pruning_drops_ended_windows_only(ledger: Ledger, tmp_path: Path) -> Non
         ledger.admit_verification(request(claim("k", "y"), limits=limits), now=NOON + 10)
     ledger.prune(NOON + DAY + 1)
     ledger.admit_verification(request(claim("k", "y"), limits=limits), now=NOON + DAY + 1)
+
+
+def test_limit_state_is_read_by_key_seeks_never_by_scanning(ledger: Ledger) -> None:
+    """A scan would make every admission slower as the day's members grow (it did once: the
+    members of a consumer's day were scanned on every request)."""
+    conn = sqlite3.connect(ledger.path)
+    plan = conn.execute("EXPLAIN QUERY PLAN " + _exact_sql(5, 3), [0] * (5 * 2 + 3 * 3)).fetchall()
+    steps = [str(row[3]) for row in plan]
+    assert "SEARCH t USING PRIMARY KEY (scope=? AND window=?)" in steps
+    assert "SEARCH t USING PRIMARY KEY (scope=? AND window=? AND item=?)" in steps
+    assert not [s for s in steps if s.startswith("SCAN t")]
+
+
+def test_a_batch_beyond_one_read_chunk_is_counted_exactly(ledger: Ledger) -> None:
+    """More keys than one read takes (`_EXACT_ROWS`): every one still counts, and a repeat of
+    the whole batch adds none."""
+    many = [claim(f"key{i}", "a", "b") for i in range(_EXACT_ROWS + 7)]
+    limits = VerificationLimits(distinct_keys_per_day=_EXACT_ROWS + 7)
+    ledger.admit_verification(request(*many, limits=limits, quota=10_000), now=NOON)
+    again = ledger.admit_verification(request(*many, limits=limits, quota=10_000), now=NOON + 1)
+    assert again.repeats == len(many)
+    with pytest.raises(RateLimited, match="different entities"):
+        ledger.admit_verification(request(claim("one-more"), limits=limits, quota=10_000), now=NOON + 2)

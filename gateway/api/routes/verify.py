@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.auditing import allowed_event, note, released_body
-from gateway.api.deps import principal, runtime
+from gateway.api.deps import body_schema, json_body, principal
 from gateway.api.schemas import ReleasedResponse, VerifyRequest
-from gateway.domain.principal import Principal
 from gateway.ledger import Window
 from gateway.services import verification
 from gateway.services.runtime import Runtime
@@ -27,19 +25,17 @@ def rate_limit_headers(windows: tuple[Window, ...]) -> dict[str, str]:
     }
 
 
-@router.post("/v1/verify/{service}", response_model=ReleasedResponse)
-async def verify(
-    request: Request,
-    rt: Annotated[Runtime, Depends(runtime)],
-    who: Annotated[Principal, Depends(principal)],
-    service: str,
-    body: VerifyRequest,
-) -> JSONResponse:
+@router.post("/v1/verify/{service}", response_model=ReleasedResponse, openapi_extra=body_schema(VerifyRequest))
+async def verify(request: Request, service: str) -> JSONResponse:
     """Answer each claim with match, no_match (or not_found, where the service says so) per field.
 
     Invalid claims get an error naming their index and field; the others are still answered.
     A tripped limit (429, Retry-After) refuses the whole request and counts nothing.
     """
+    # The hot path takes no dependencies (see `deps.json_body`); authentication comes first.
+    who = await principal(request)
+    body = await json_body(request, VerifyRequest)
+    rt: Runtime = request.app.state.runtime
     audit_note = verification.AuditNote()
     call = verification.VerifyCall(
         service=service,
