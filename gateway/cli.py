@@ -28,6 +28,7 @@ from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
 from gateway.freezes import FreezeStore
+from gateway.http_server import NoDelayH11Protocol
 from gateway.policy import load_bundle
 from gateway.policy_store import PolicyStore
 from gateway.services import (
@@ -326,7 +327,13 @@ def serve(
         application = create_app(settings)  # fails fast, with a message, before any worker starts
     # SECURITY: no uvicorn access log. It would write raw paths and query strings, which a caller
     # controls and could fill with a person's key; every request is in the audit log instead.
-    bind = {"host": host or settings.host, "port": port or settings.port, "log_level": "info", "access_log": False}
+    bind = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_level": "info",
+        "access_log": False,
+        "http": NoDelayH11Protocol,
+    }
     if workers == 1:
         uvicorn.run(application, **bind)  # type: ignore[arg-type]
         return
