@@ -26,7 +26,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 
 from gateway.atomic_files import check_secret_file, create_secret_file
@@ -136,8 +135,8 @@ class AuditLog:
 
     def pseudonym(self, kind: str, key: str) -> str:
         """A keyed hash of an entity key: equal keys give equal pseudonyms, nothing gives the key."""
-        mac = hmac.new(self._subject_key, f"{kind}\x00{key}".encode(), sha256)
-        return f"{kind}:{mac.hexdigest()[:32]}"
+        mac = hmac.digest(self._subject_key, f"{kind}\x00{key}".encode(), "sha256")  # one call, in C
+        return f"{kind}:{mac.hex()[:32]}"
 
     # -- appending ---------------------------------------------------------------------------
 

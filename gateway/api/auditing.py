@@ -11,14 +11,14 @@ controls and could fill with a person's key; the principal only once its token v
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from starlette.types import Scope
 
 from gateway.domain.principal import Principal
-from gateway.domain.trail import AuditEvent, Decision, Json, utc_now
+from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.services.release import Release
 
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz"})
@@ -79,7 +79,7 @@ def allowed_event(request: Request) -> AuditEvent:
     return event_for(request.scope, 200)
 
 
-def released_body(request: Request, released: Release) -> Json:
-    """The response body of a released result; the middleware will not append a second leaf."""
-    setattr(request.state, AUDITED_AS, released.document.audit_seq)
-    return released.body()
+def released_response(request: Request, released: Release, headers: Mapping[str, str] | None = None) -> Response:
+    """The response of a released result; the middleware will not append a second leaf."""
+    setattr(request.state, AUDITED_AS, released.audit_seq)
+    return Response(released.body_bytes(), media_type="application/json", headers=headers)

@@ -11,19 +11,29 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, ResultDocument, digest
-from gateway.services.receipts import sign_result
+from gateway.domain.trail import RECEIPT_TYPE, AuditEvent, Cost, Decision, Json, PrivacySpent, canonical, digest
 from gateway.services.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    document: ResultDocument
+    document: Json
+    """The signed result document (a `ResultDocument`), as JSON values."""
+    payload: bytes
+    """Exactly what the receipt signs: the document's RFC 8785 bytes."""
     receipt: str
+
+    @property
+    def audit_seq(self) -> int:
+        return int(self.document["audit_seq"])
 
     def body(self) -> Json:
         """The response body: the signed document itself, plus the receipt that signs it."""
-        return {**self.document.model_dump(mode="json"), "receipt": self.receipt}
+        return {**self.document, "receipt": self.receipt}
+
+    def body_bytes(self) -> bytes:
+        """`body()` as JSON bytes, from the signed bytes (one encoding per release, not two)."""
+        return b'%s,"receipt":"%s"}' % (self.payload[:-1], self.receipt.encode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +42,14 @@ class PendingRelease:
 
     leaf: AuditEvent
     unsigned: Json
-    """The result document without `audit_seq`."""
+    """The result document without `audit_seq`, as JSON values."""
 
     def complete(self, rt: Runtime, seq: int) -> Release:
-        document = ResultDocument.model_validate({**self.unsigned, "audit_seq": seq})
-        return Release(document, sign_result(rt.receipt_keys, document))
+        # The document is built from JSON values of known shape in `prepare_release` (the result
+        # and the request already passed `digest`), so it is encoded as is: no model round trip.
+        document = {**self.unsigned, "audit_seq": seq}
+        payload = canonical(document)
+        return Release(document, payload, rt.receipt_keys.sign_document(payload, typ=RECEIPT_TYPE))
 
 
 def prepare_release(
@@ -60,9 +73,8 @@ def prepare_release(
     """
     if event.principal is None:
         raise ValueError("a result is released only to an authenticated principal")
-    leaf = AuditEvent.model_validate(
-        {
-            **event.model_dump(),
+    leaf = event.model_copy(
+        update={
             "service": service,
             "grant": grant,
             "dataset": dataset,
@@ -85,7 +97,7 @@ def prepare_release(
         "policy_version": policy_version,
         "request_digest": digest(request),
         "result": result,
-        "privacy_spent": privacy_spent,
+        "privacy_spent": None if privacy_spent is None else privacy_spent.model_dump(mode="json"),
     }
     return PendingRelease(leaf, unsigned)
 

@@ -8,15 +8,15 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.testclient import TestClient
 
-from gateway.api.auditing import allowed_event, released_body
+from gateway.api.auditing import allowed_event, released_response
 from gateway.api.deps import principal
 from gateway.app import create_app
 from gateway.domain import merkle
 from gateway.domain.principal import Principal
-from gateway.domain.trail import AuditLeaf, Json, digest
+from gateway.domain.trail import AuditLeaf, digest
 from gateway.errors import AuditUnavailable
 from gateway.services.audit_trail import make_checkpoint, verify_log
 from gateway.services.receipts import verify_checkpoint, verify_receipt
@@ -32,7 +32,7 @@ def _with_result_route(app: FastAPI) -> FastAPI:
     rt: Runtime = app.state.runtime
 
     @app.post("/v1/test/echo")
-    def echo(request: Request, _who: Annotated[Principal, Depends(principal)], body: dict[str, Any]) -> Json:
+    def echo(request: Request, _who: Annotated[Principal, Depends(principal)], body: dict[str, Any]) -> Response:
         pending = prepare_release(
             rt,
             allowed_event(request),
@@ -43,7 +43,7 @@ def _with_result_route(app: FastAPI) -> FastAPI:
             dataset_version="v" * 32,
             subjects=[rt.audit.pseudonym("enterprise", ENTERPRISE_KEY)],
         )
-        return released_body(request, release(rt, pending))
+        return released_response(request, release(rt, pending))
 
     return app
 

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from gateway.api.auditing import allowed_event, note, released_body
+from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import principal, runtime
 from gateway.api.schemas import AggregateBatchRequest, AggregateQueryRequest, AggregateRequest, ReleasedResponse
 from gateway.domain.principal import Principal
@@ -157,7 +157,7 @@ async def _release(
         if idempotency_key is not None:
             await run_in_threadpool(rt.budget.finish_idempotency_key, who.client_id, idempotency_key, None)
         raise
-    response = JSONResponse(released_body(request, released))
+    response = released_response(request, released)
     if idempotency_key is not None:
         await run_in_threadpool(
             rt.budget.finish_idempotency_key, who.client_id, idempotency_key, bytes(response.body).decode()

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
-from gateway.api.auditing import allowed_event, note, released_body
+from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import principal, runtime
 from gateway.api.routes.verify import rate_limit_headers
 from gateway.api.schemas import FitRequest, ReleasedResponse, ScoreRequest
@@ -34,7 +34,7 @@ async def score(
     who: Annotated[Principal, Depends(principal)],
     model: str,
     body: ScoreRequest,
-) -> JSONResponse:
+) -> Response:
     """Score each entity in the domain: only its score and/or grade band leave, signed."""
     audit_note = AuditNote()
     call = models.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
@@ -45,7 +45,7 @@ async def score(
         note(request, service=audit_note.service, subjects=audit_note.subjects)
     pending = models.pending_scoring(rt, prepared, admission)
     released = pending.complete(rt, await asyncio.wrap_future(rt.audit.append(pending.leaf)))
-    return JSONResponse(released_body(request, released), headers=rate_limit_headers(admission.windows))
+    return released_response(request, released, rate_limit_headers(admission.windows))
 
 
 @router.post("/v1/models/{model}/fit", response_model=ReleasedResponse)
@@ -55,7 +55,7 @@ async def fit(
     who: Annotated[Principal, Depends(principal)],
     model: str,
     body: FitRequest,
-) -> JSONResponse:
+) -> Response:
     """Fit an approved model under DP, charged to your budget once (the same fit again is free)."""
     epsilon = None if body.epsilon is None else str(body.epsilon)
     plan = await run_in_threadpool(models.authorize_fit, rt, who, model, body.purpose, epsilon)
@@ -63,4 +63,4 @@ async def fit(
     released = await run_in_threadpool(
         models.release_fit, rt, allowed_event(request), plan, body.model_dump(mode="json")
     )
-    return JSONResponse(released_body(request, released))
+    return released_response(request, released)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
-from gateway.api.auditing import allowed_event, note, released_body
+from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import body_schema, json_body, principal
 from gateway.api.schemas import ReleasedResponse, VerifyRequest
 from gateway.ledger import Window
@@ -26,7 +26,7 @@ def rate_limit_headers(windows: tuple[Window, ...]) -> dict[str, str]:
 
 
 @router.post("/v1/verify/{service}", response_model=ReleasedResponse, openapi_extra=body_schema(VerifyRequest))
-async def verify(request: Request, service: str) -> JSONResponse:
+async def verify(request: Request, service: str) -> Response:
     """Answer each claim with match, no_match (or not_found, where the service says so) per field.
 
     Invalid claims get an error naming their index and field; the others are still answered.
@@ -52,4 +52,4 @@ async def verify(request: Request, service: str) -> JSONResponse:
         note(request, service=audit_note.service, subjects=audit_note.subjects)
     pending = verification.pending_release(rt, prepared, admission)
     released = pending.complete(rt, await asyncio.wrap_future(rt.audit.append(pending.leaf)))
-    return JSONResponse(released_body(request, released), headers=rate_limit_headers(admission.windows))
+    return released_response(request, released, rate_limit_headers(admission.windows))
