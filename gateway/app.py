@@ -88,7 +88,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             rt.close()
 
     async def record(event: AuditEvent) -> int:
-        return await asyncio.wrap_future(rt.audit.append(event))
+        return await rt.audit.append_async(event)
 
     app = FastAPI(
         title="Veilgate",

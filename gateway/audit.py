@@ -18,6 +18,7 @@ again without showing the key.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import secrets
@@ -32,7 +33,7 @@ from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
 from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import GroupCommitter
+from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve
 
 _DB_FILE = "log.sqlite3"
 _SUBJECT_KEY_FILE = "subject.key"
@@ -60,6 +61,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     jws TEXT NOT NULL
 );
 """
+
+
+_Append = tuple[AuditEvent, Waiter]
+
+
+def _fail(batch: list[_Append], cause: BaseException) -> None:
+    """Every waiter learns that its leaf is not durable."""
+    for _event, waiter in batch:
+        failure = AuditUnavailable("the audit log cannot be written; nothing was released")
+        failure.__cause__ = cause
+        resolve(waiter, None, failure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +110,19 @@ class AuditLog:
         self._read_lock = threading.Lock()
         self._tree = merkle.MerkleTree()
         self._tree_lock = threading.Lock()
-        self._writer: GroupCommitter[tuple[AuditEvent, Future[int]]] = GroupCommitter(
+        self._writer: GroupCommitter[_Append] = GroupCommitter(
             "audit-writer",
             lambda: _connect(self._path, self._busy_timeout_seconds),
             self._commit,
             limit=_BATCH_LIMIT,
+        )
+        self._loop_writer: LoopCommitter[_Append] = LoopCommitter(
+            "audit-commit",
+            lambda: _connect(self._path, 0.0),
+            self._apply,
+            limit=_BATCH_LIMIT,
+            fail=_fail,
+            busy_timeout_seconds=busy_timeout_seconds,
         )
         self._closed = False
 
@@ -151,28 +171,49 @@ class AuditLog:
     def append_now(self, event: AuditEvent) -> int:
         return self.append(event).result()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[AuditEvent, Future[int]]]) -> None:
+    async def append_async(self, event: AuditEvent) -> int:
+        """`append` from the event loop: written on the loop, committed by a thread (LoopCommitter)."""
+        if self._closed:
+            raise AuditUnavailable("the audit log is closed")
+        if not self._loop_writer.usable():  # a second loop on this log: the writer thread
+            return await asyncio.wrap_future(self.append(event))
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._loop_writer.put((event, waiter))
+        return await waiter
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
+        """The writer thread's transaction: BEGIN IMMEDIATE, the leaves, COMMIT, then the outcomes."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                (next_seq,) = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM leaves").fetchone()
-                rows = []
-                for offset, (event, _future) in enumerate(batch):
-                    record = AuditLeaf.of(event, next_seq + offset).encode()
-                    rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
-                conn.executemany("INSERT INTO leaves (seq, record, hash) VALUES (?, ?, ?)", rows)
+                settle = self._apply(conn, batch)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        except Exception as exc:  # every waiter learns that its leaf is not durable
-            failure = AuditUnavailable("the audit log cannot be written; nothing was released")
-            failure.__cause__ = exc
-            for _event, future in batch:
-                future.set_exception(failure)
+        except Exception as exc:
+            _fail(batch, exc)
             return
-        for offset, (_event, future) in enumerate(batch):
-            future.set_result(next_seq + offset)
+        settle(None)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, batch: list[_Append]) -> Settle:
+        """Number the batch after the largest stored `seq` (whoever wrote it) and insert it."""
+        (next_seq,) = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM leaves").fetchone()
+        rows = []
+        for offset, (event, _waiter) in enumerate(batch):
+            record = AuditLeaf.of(event, next_seq + offset).encode()
+            rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
+        conn.executemany("INSERT INTO leaves (seq, record, hash) VALUES (?, ?, ?)", rows)
+
+        def settle(error: BaseException | None) -> None:
+            if error is not None:
+                _fail(batch, error)
+                return
+            for offset, (_event, waiter) in enumerate(batch):
+                resolve(waiter, next_seq + offset, None)
+
+        return settle
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -295,6 +336,7 @@ class AuditLog:
     def close(self) -> None:
         """Let queued leaves commit, then stop the writer."""
         self._closed = True
+        self._loop_writer.close()
         self._writer.close()
         with self._read_lock:
             self._read.close()

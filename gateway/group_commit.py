@@ -1,18 +1,27 @@
-"""One writer thread per store that commits whatever is waiting in one transaction.
+"""Group commit: whatever is waiting is written in one transaction, with one fsync.
 
-Below the leaves (the audit log and the ledger use it). Callers `put` items; the writer takes
-the first, then everything else already queued (up to `limit`), and hands the batch to
-`commit` with its own connection. Under load many callers share one commit and one fsync;
-alone, a caller waits for exactly one. `close` lets what is queued commit, then stops.
+Below the leaves (the audit log and the ledger use it), in two forms over the same file:
+`GroupCommitter`, one writer thread per store for blocking callers, and `LoopCommitter`, driven
+by the event loop for the request path. Under load many callers share one commit and one fsync;
+alone, a caller waits for exactly one. Both take SQLite's write lock with BEGIN IMMEDIATE, so
+they, and other processes, take turns on one file.
+
+`GroupCommitter`: callers `put` items; the writer takes the first, then everything else already
+queued (up to `limit`), and hands the batch to `commit` with its own connection. `close` lets
+what is queued commit, then stops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 
@@ -69,3 +78,148 @@ class GroupCommitter(Generic[Item]):
                 self._commit(conn, batch)
         finally:
             conn.close()
+
+
+Waiter = Future[Any] | asyncio.Future[Any]
+"""Where one caller learns its outcome: a thread's future, or a coroutine's."""
+
+
+def resolve(waiter: Waiter, result: Any, error: BaseException | None) -> None:
+    """Tell one caller its outcome, unless it stopped waiting (a request whose client left)."""
+    if waiter.done():
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(result)
+
+
+Settle = Callable[[BaseException | None], None]
+"""Given how the COMMIT ended (None: durable), tells every caller of a batch its outcome."""
+
+_RETRY_FIRST_SECONDS = 0.0002
+_RETRY_MOST_SECONDS = 0.005
+
+
+class LoopCommitter(Generic[Item]):
+    """Group commit driven by the event loop, for callers that are coroutines.
+
+    The statements of a batch run on the loop, which owns the GIL anyway, and only the COMMIT
+    (the fsync) runs in a thread. A writer thread that ran the statements itself would take and
+    give back the GIL around every SQLite call while the loop holds it for request work: measured
+    here, those hand-offs cost more CPU than the statements. Items that arrive while a COMMIT is
+    in flight form the next batch, so a slow disk makes batches larger, not queues longer.
+
+    The loop never waits on the file lock: BEGIN IMMEDIATE is tried without a busy timeout and,
+    while another writer (another process, or this process's `GroupCommitter`) holds the lock,
+    retried a moment later, for at most `busy_timeout_seconds`. `apply` runs a batch inside the
+    open transaction and returns how to settle it; it must not block. Bound to the first loop
+    that uses it; `usable()` tells a caller on another loop to take the threaded path instead.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], sqlite3.Connection],
+        apply: Callable[[sqlite3.Connection, list[Item]], Settle],
+        *,
+        limit: int,
+        fail: Callable[[list[Item], BaseException], None],
+        busy_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._connect = connect
+        self._apply = apply
+        self._fail = fail
+        self._limit = limit
+        self._busy_timeout = busy_timeout_seconds
+        self._conn: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Item] = []
+        self._running = False
+        self._locked_since: float | None = None
+        self._retry_delay = _RETRY_FIRST_SECONDS
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._closed = False
+
+    def usable(self) -> bool:
+        """Whether the running loop may `put` here: the loop this is bound to, or any while idle."""
+        if self._closed:
+            return False
+        loop = asyncio.get_running_loop()
+        return self._loop is loop or not self._running
+
+    def put(self, item: Item) -> None:
+        """Queue `item` from the running loop (check `usable()` first)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._pending.append(item)
+        if not self._running:
+            self._running = True
+            loop.call_soon(self._flush)  # after the callbacks already ready: they may add to the batch
+
+    def close(self) -> None:
+        self._closed = True
+        self._committer.shutdown(wait=True)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._fail(pending, RuntimeError("the store closed before this was written"))
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _flush(self) -> None:
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - set by `put`, which scheduled this
+        if self._closed:
+            return
+        if self._conn is None:
+            self._conn = self._connect()
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if self._wait_for_lock(exc):
+                loop.call_later(self._retry_delay, self._flush)
+                return
+            batch, self._pending = self._pending, []
+            self._fail(batch, exc)
+            self._after()
+            return
+        self._locked_since, self._retry_delay = None, _RETRY_FIRST_SECONDS
+        batch, self._pending = self._pending[: self._limit], self._pending[self._limit :]
+        try:
+            settle = self._apply(conn, batch)
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            self._fail(batch, exc)
+            self._after()
+            return
+        committing = loop.run_in_executor(self._committer, conn.execute, "COMMIT")
+        committing.add_done_callback(lambda done: self._committed(conn, done, settle))
+
+    def _wait_for_lock(self, exc: sqlite3.OperationalError) -> bool:
+        """Whether to try again later: the lock is held by another writer, not for too long."""
+        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+            return False
+        now = time.monotonic()
+        if self._locked_since is None:
+            self._locked_since = now
+        elif now - self._locked_since > self._busy_timeout:
+            self._locked_since, self._retry_delay = None, _RETRY_FIRST_SECONDS
+            return False
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MOST_SECONDS)
+        return True
+
+    def _committed(self, conn: sqlite3.Connection, done: asyncio.Future[Any], settle: Settle) -> None:
+        error = done.exception()
+        if error is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        settle(error)
+        self._after()
+
+    def _after(self) -> None:
+        if self._pending and self._loop is not None and not self._closed:
+            self._loop.call_soon(self._flush)
+        else:
+            self._running = False

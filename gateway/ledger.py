@@ -17,6 +17,7 @@ counted again.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -33,7 +34,7 @@ from typing import Any
 
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import DependencyError, LimitReached
-from gateway.group_commit import GroupCommitter
+from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY_SECONDS = 60.0
@@ -193,7 +194,15 @@ def _window(now: float, seconds: int) -> tuple[int, float, int]:
     return number, end, max(1, math.ceil(end - now))
 
 
-_Job = tuple[Callable[[sqlite3.Connection], Any], Future[Any]]
+_Job = tuple[Callable[[sqlite3.Connection], Any], Waiter]
+
+
+def _fail(batch: list[_Job], cause: BaseException) -> None:
+    """Nothing of the batch is durable: every caller learns it."""
+    for _job, waiter in batch:
+        failure = DependencyError("the ledger is unavailable; nothing was released")
+        failure.__cause__ = cause
+        resolve(waiter, None, failure)
 
 
 class Ledger:
@@ -209,6 +218,14 @@ class Ledger:
         self._pruned_at = time.monotonic()
         self._writer: GroupCommitter[_Job] = GroupCommitter(
             "ledger-writer", self._connect, self._commit, limit=_BATCH_LIMIT
+        )
+        self._loop_writer: LoopCommitter[_Job] = LoopCommitter(
+            "ledger-commit",
+            lambda: self._connect(wait=False),
+            self._apply,
+            limit=_BATCH_LIMIT,
+            fail=_fail,
+            busy_timeout_seconds=busy_timeout_seconds,
         )
 
     @classmethod
@@ -227,9 +244,11 @@ class Ledger:
     def path(self) -> Path:
         return self._path
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")  # an int, not input
+    def _connect(self, *, wait: bool = True) -> sqlite3.Connection:
+        """`wait=False`: for the event loop, which must never sleep on the lock (LoopCommitter)."""
+        timeout = self._timeout if wait else 0.0
+        conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=wait)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")  # an int, not input
         conn.execute("PRAGMA synchronous = FULL")
         return conn
 
@@ -250,43 +269,50 @@ class Ledger:
     def _run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
         return self._submit(job).result()
 
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]
-    ) -> None:
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """The writer thread's transaction: BEGIN IMMEDIATE, the batch, COMMIT, then the outcomes."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for job, future in batch:
-                    conn.execute("SAVEPOINT admission")
-                    try:
-                        outcomes.append((future, job(conn), None))
-                    except Exception as exc:  # this admission only: undo it, keep the batch
-                        conn.execute("ROLLBACK TO admission")
-                        outcomes.append((future, None, exc))
-                        if isinstance(exc, LimitReached):
-                            _note_refusal(conn, exc, time.time())
-                    conn.execute("RELEASE admission")
+                settle = self._apply(conn, batch)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         except Exception as exc:  # nothing of the batch is durable: every caller learns it
-            failure = DependencyError("the ledger is unavailable; nothing was released")
-            failure.__cause__ = exc
-            for _job, future in batch:
-                future.set_exception(failure)
+            _fail(batch, exc)
             return
-        for future, result, error in outcomes:
+        settle(None)
+
+    def _apply(self, conn: sqlite3.Connection, batch: list[_Job]) -> Settle:
+        """Each job of a batch in its own savepoint (a refused admission leaves no trace but its
+        refusal count); the outcomes reach the callers only once the COMMIT is durable."""
+        outcomes: list[tuple[Waiter, Any, BaseException | None]] = []
+        for job, waiter in batch:
+            conn.execute("SAVEPOINT admission")
+            try:
+                outcomes.append((waiter, job(conn), None))
+            except Exception as exc:  # this admission only: undo it, keep the batch
+                conn.execute("ROLLBACK TO admission")
+                outcomes.append((waiter, None, exc))
+                if isinstance(exc, LimitReached):
+                    _note_refusal(conn, exc, time.time())
+            conn.execute("RELEASE admission")
+
+        def settle(error: BaseException | None) -> None:
             if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-        if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_SECONDS:
-            self._pruned_at = time.monotonic()
-            self._prune(conn, time.time())
+                _fail(batch, error)
+                return
+            for waiter, result, refused in outcomes:
+                resolve(waiter, result, refused)
+            if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_SECONDS:
+                self._pruned_at = time.monotonic()
+                self._submit(lambda conn: self._delete_ended(conn, time.time()))
+
+        return settle
 
     def close(self) -> None:
+        self._loop_writer.close()
         self._writer.close()
 
     # -- admissions --------------------------------------------------------------------------
@@ -298,12 +324,18 @@ class Ledger:
         is counted. Repeated claims (same fingerprint in the probe window) get their stored
         answer and are not counted again.
         """
-        admission: Admission = self.submit_verification(request, now=now).result()
+        admission: Admission = self._submit(lambda conn: self._admit(conn, request, now)).result()
         return admission
 
-    def submit_verification(self, request: VerificationRequest, *, now: float) -> Future[Admission]:
-        """The same without blocking: the future resolves once the admission is durable."""
-        return self._submit(lambda conn: self._admit(conn, request, now))
+    async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
+        """The same from the event loop: applied on the loop, committed by a thread (LoopCommitter)."""
+        job: Callable[[sqlite3.Connection], Admission] = lambda conn: self._admit(conn, request, now)  # noqa: E731
+        if not self._loop_writer.usable():  # a second loop on this ledger: the writer thread
+            admission: Admission = await asyncio.wrap_future(self._submit(job))
+            return admission
+        waiter: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        self._loop_writer.put((job, waiter))
+        return await waiter
 
     def _admit(self, conn: sqlite3.Connection, req: VerificationRequest, now: float) -> Admission:
         """One admission in few statements: all counters read at once, all writes batched."""
@@ -478,15 +510,6 @@ class Ledger:
     def prune(self, now: float) -> None:
         """Drop rows whose window ended; billing is kept."""
         self._run(lambda conn: self._delete_ended(conn, now))
-
-    def _prune(self, conn: sqlite3.Connection, now: float) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._delete_ended(conn, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     @staticmethod
     def _delete_ended(conn: sqlite3.Connection, now: float) -> None:

@@ -105,7 +105,7 @@ def prepare_release(
 def release(rt: Runtime, pending: PendingRelease) -> Release:
     """Append the leaf (blocking until it is durable), then sign the document naming it.
 
-    Async routes do the same without blocking: await `rt.audit.append(pending.leaf)`, then
+    Async routes do the same without blocking: await `rt.audit.append_async(pending.leaf)`, then
     `pending.complete(rt, seq)`.
     """
     return pending.complete(rt, rt.audit.append_now(pending.leaf))

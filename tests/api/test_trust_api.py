@@ -189,7 +189,11 @@ def test_nothing_leaves_when_the_audit_log_refuses(
     def refuse(*_args: object, **_kwargs: object) -> object:
         raise AuditUnavailable("disk full")
 
+    async def refuse_async(*_args: object, **_kwargs: object) -> object:
+        raise AuditUnavailable("disk full")
+
     rt.audit.append = refuse  # type: ignore[method-assign]
+    rt.audit.append_async = refuse_async  # type: ignore[method-assign]
     for response in (client.get("/v1/me", headers=headers), client.get("/v1/catalog")):
         assert response.status_code == 503
         assert response.json()["type"].endswith("/audit-unavailable")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -40,11 +39,11 @@ async def score(
     call = models.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
     try:
         prepared = models.prepare_scoring(rt, who, allowed_event(request), call, audit_note)
-        admission = await asyncio.wrap_future(rt.ledger.submit_verification(prepared.admission, now=prepared.now))
+        admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
     finally:
         note(request, service=audit_note.service, subjects=audit_note.subjects)
     pending = models.pending_scoring(rt, prepared, admission)
-    released = pending.complete(rt, await asyncio.wrap_future(rt.audit.append(pending.leaf)))
+    released = pending.complete(rt, await rt.audit.append_async(pending.leaf))
     return released_response(request, released, rate_limit_headers(admission.windows))
 
 

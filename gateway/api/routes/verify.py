@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -47,9 +45,9 @@ async def verify(request: Request, service: str) -> Response:
     # the CPU work is a fraction of a millisecond, and thread hops under load cost more.
     try:
         prepared = verification.prepare(rt, who, allowed_event(request), call, audit_note)
-        admission = await asyncio.wrap_future(rt.ledger.submit_verification(prepared.admission, now=prepared.now))
+        admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
     finally:  # what the leaf records, refusals included
         note(request, service=audit_note.service, subjects=audit_note.subjects)
     pending = verification.pending_release(rt, prepared, admission)
-    released = pending.complete(rt, await asyncio.wrap_future(rt.audit.append(pending.leaf)))
+    released = pending.complete(rt, await rt.audit.append_async(pending.leaf))
     return released_response(request, released, rate_limit_headers(admission.windows))
