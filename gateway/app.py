@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -32,7 +33,8 @@ from gateway.api.routes import (
 )
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
-from gateway.services import policy_admin
+from gateway.services import models as model_services
+from gateway.services import policy_admin, verification
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
@@ -65,6 +67,19 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             log.error("policy reload failed, the bundle in force is unchanged: %s", exc.detail)
             rt.ledger.raise_alert("policy_reload_failed", str(settings.policy_dir), exc.detail)
 
+    def warm_up() -> None:
+        try:
+            services = verification.warm_up(rt) + model_services.warm_up(rt)
+        except VeilgateError as exc:  # a dataset that cannot be read: its first request will say so
+            log.warning("warm-up stopped: %s", exc.detail)
+            return
+        # What is alive now (the lookup indexes, the bundle, the libraries) lives as long as the
+        # process: frozen, it is left out of every later collection, and full collections pause
+        # serving for a few milliseconds instead of 80 (measured under load).
+        gc.collect()
+        gc.freeze()
+        log.info("warmed %d services; %d objects kept out of garbage collection", services, gc.get_freeze_count())
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
@@ -76,6 +91,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             await asyncio.to_thread(checkpoint)
         for job_id in await asyncio.to_thread(rt.jobs.fail_orphans):
             log.warning("job %s was running in a process that stopped; marked failed", job_id)
+        await asyncio.to_thread(warm_up)
         task = asyncio.create_task(checkpoint_every_interval())
         try:
             yield

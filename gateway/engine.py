@@ -544,6 +544,10 @@ class Domain:
                 return snap.lookup(key_column, key, columns)
         return list(held[1].get(key, ()))
 
+    def indexed(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        """The lookup indexes held: (dataset, version, key column, columns)."""
+        return [(dataset, held[0], key, columns) for (dataset, key, columns), held in self._indexes.items()]
+
     @contextmanager
     def snapshot(self, dataset: str, version: str) -> Iterator[Snapshot]:
         key = (dataset, version)

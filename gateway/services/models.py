@@ -35,6 +35,7 @@ from gateway.domain.catalog import CatalogEntry, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.models import (
     FIT_KINDS,
+    Feature,
     LinearRegressionFit,
     NaiveBayesFit,
     ScoringModel,
@@ -206,12 +207,33 @@ def prepare_scoring(
     )
 
 
+def _feature_columns(feature: Feature) -> list[str]:
+    return [feature.column, *([feature.order_by] if feature.order_by else [])]
+
+
+def warm_up(rt: Runtime) -> int:
+    """Build the lookup index of every feature of every scorecard now, not on its first key.
+    Returns how many scorecards were warmed (those whose datasets are all served)."""
+    warmed = 0
+    for model in policy_admin.current(rt).bundle.models.values():
+        if not isinstance(model, ScoringModel):
+            continue
+        records = {f.dataset: rt.catalog.find(f.dataset) for f in model.features.values()}
+        versions = {name: r.version for name, r in records.items() if r is not None and r.is_served and r.version}
+        if len(versions) < len(records):
+            continue
+        for feature in model.features.values():
+            rt.domain.find(feature.dataset, versions[feature.dataset], feature.key, "", _feature_columns(feature))
+        warmed += 1
+    return warmed
+
+
 def _score_one(rt: Runtime, model: ScoringModel, versions: dict[str, str], key: str, today: Any) -> tuple[Json, bool]:
     """The answer for one valid key (score and/or grade, or not_found), and whether it is known."""
     values: dict[str, Any] = {}
     known = False
     for name, feature in model.features.items():
-        wanted = [feature.column, *([feature.order_by] if feature.order_by else [])]
+        wanted = _feature_columns(feature)
         rows = rt.domain.find(feature.dataset, versions[feature.dataset], feature.key, key, wanted)
         if feature.dataset == model.entity_dataset and rows:
             known = True

@@ -155,24 +155,46 @@ def _matches(spec: FieldCheck, asked: Any, actual: Any) -> bool:
     return bool(actual <= asked)
 
 
+def lookup_columns(service: VerificationService) -> list[str]:
+    """Every column a claim on `service` may read, in one order: one lookup index per service,
+    whichever fields a claim asks (an index per combination of fields would copy the dataset
+    once for each)."""
+    _first, *others = service.keys
+    columns = [*others, *dict.fromkeys(spec.column for spec in service.fields.values())]
+    if service.latest_by is not None:
+        columns.append(service.latest_by)
+    return columns
+
+
 def _answer(rt: Runtime, service: VerificationService, version: str, claim: _Valid) -> tuple[Json, bool]:
     """The answer (no record value in it) and whether the key is known."""
     first, *others = service.keys
-    wanted = [*others, *(service.fields[f].column for f in claim.checks)]
-    if service.latest_by is not None:
-        wanted.append(service.latest_by)
-    rows = rt.domain.find(service.dataset, version, first, claim.keys[first], wanted)
+    columns = lookup_columns(service)
+    rows = rt.domain.find(service.dataset, version, first, claim.keys[first], columns)
     rows = [r for r in rows if all(r[i] == claim.keys[k] for i, k in enumerate(others))]
     if not rows:
         result = "not_found" if service.unknown_key is UnknownKey.NOT_FOUND else "no_match"
         return {"result": result, "fields": dict.fromkeys(claim.checks, False)}, False
     row = max(rows, key=lambda r: r[-1]) if service.latest_by is not None else rows[0]
-    offset = len(others)
     fields = {
-        name: _matches(service.fields[name], asked, row[offset + i])
-        for i, (name, asked) in enumerate(claim.checks.items())
+        name: _matches(service.fields[name], asked, row[columns.index(service.fields[name].column)])
+        for name, asked in claim.checks.items()
     }
     return {"result": "match" if all(fields.values()) else "no_match", "fields": fields}, True
+
+
+def warm_up(rt: Runtime) -> int:
+    """Build the lookup index of every served verification service now, not on its first claim
+    (building one reads the whole dataset version). Returns how many services were warmed."""
+    bundle = policy_admin.current(rt).bundle
+    warmed = 0
+    for service in bundle.verification_services.values():
+        record = rt.catalog.find(service.dataset)
+        if record is None or not record.is_served or record.version is None:
+            continue
+        rt.domain.find(service.dataset, record.version, service.keys[0], "", lookup_columns(service))
+        warmed += 1
+    return warmed
 
 
 def fee_per_claim(bundle: PolicyBundle, price_class: str, purpose: str) -> int:

@@ -309,3 +309,18 @@ def test_answers_are_the_same_from_duckdb_lookups_as_from_the_memory_index(
     assert [a["fields"]["legal_representative"] for a in memory] == [True] * len(rows)
     assert [a["fields"]["legal_representative"] for a in duckdb] == [True] * len(rows)
     assert [a["fields"]["active"] for a in duckdb] == [r["status"] == "active" for r in rows]
+
+
+def test_lookup_indexes_are_built_at_startup_one_per_service(gateway_for: Callable[..., Gateway]) -> None:
+    """Built before the first claim (building one reads the dataset version), and one per service
+    whichever fields are asked: an index per combination of fields would copy the data each time."""
+    gw = gateway_for()
+    domain = gw.client.app.state.runtime.domain  # type: ignore[attr-defined]
+    assert domain.indexed() == []
+    with gw.client:  # the server starts
+        at_start = sorted(domain.indexed())
+        assert ("enterprise_registry", "credit_code") in {(dataset, key) for dataset, _v, key, _c in at_start}
+        e = enterprises(gw.installation)[0]
+        for checks in ({"active": True}, {"name": e["name"]}, {"name": e["name"], "legal_representative": "x"}):
+            assert gw.verify([{"keys": {"credit_code": e["credit_code"]}, "checks": checks}]).status_code == 200
+        assert sorted(domain.indexed()) == at_start
