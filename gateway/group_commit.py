@@ -97,8 +97,8 @@ def resolve(waiter: Waiter, result: Any, error: BaseException | None) -> None:
 Settle = Callable[[BaseException | None], None]
 """Given how the COMMIT ended (None: durable), tells every caller of a batch its outcome."""
 
-_RETRY_FIRST_SECONDS = 0.0002
-_RETRY_MOST_SECONDS = 0.005
+_RETRY_FIRST_SECONDS = 0.0001
+_RETRY_MOST_SECONDS = 0.001
 
 
 class LoopCommitter(Generic[Item]):
