@@ -172,16 +172,16 @@ class LoopCommitter(Generic[Item]):
         assert loop is not None  # noqa: S101 - set by `put`, which scheduled this
         if self._closed:
             return
-        if self._conn is None:
-            self._conn = self._connect()
-        conn = self._conn
         try:
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if self._wait_for_lock(exc):
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and self._wait_for_lock(exc):
                 loop.call_later(self._retry_delay, self._flush)
                 return
-            batch, self._pending = self._pending, []
+            batch, self._pending = self._pending, []  # the file cannot be written: tell everyone
             self._fail(batch, exc)
             self._after()
             return
@@ -189,12 +189,13 @@ class LoopCommitter(Generic[Item]):
         batch, self._pending = self._pending[: self._limit], self._pending[self._limit :]
         try:
             settle = self._apply(conn, batch)
-        except BaseException as exc:
-            conn.execute("ROLLBACK")
+            committing = loop.run_in_executor(self._committer, conn.execute, "COMMIT")
+        except BaseException as exc:  # nothing of the batch is written; the next one may be
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             self._fail(batch, exc)
             self._after()
             return
-        committing = loop.run_in_executor(self._committer, conn.execute, "COMMIT")
         committing.add_done_callback(lambda done: self._committed(conn, done, settle))
 
     def _wait_for_lock(self, exc: sqlite3.OperationalError) -> bool:

@@ -1,0 +1,81 @@
+"""LoopCommitter: a batch that cannot be written fails its callers and never stalls the next."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.group_commit import LoopCommitter, Settle, Waiter, resolve
+
+Item = tuple[int, Waiter]
+
+
+def _fail(batch: list[Item], cause: BaseException) -> None:
+    for _value, waiter in batch:
+        resolve(waiter, None, RuntimeError(f"not written: {cause}"))
+
+
+def _committer(path: Path, apply: Any, connect: Any = None) -> LoopCommitter[Item]:
+    def default_connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+        return conn
+
+    return LoopCommitter("test-commit", connect or default_connect, apply, limit=64, fail=_fail)
+
+
+def _insert(conn: sqlite3.Connection, batch: list[Item]) -> Settle:
+    if any(value < 0 for value, _waiter in batch):
+        raise ValueError("a negative value")
+    conn.executemany("INSERT INTO t VALUES (?)", [(value,) for value, _waiter in batch])
+
+    def settle(error: BaseException | None) -> None:
+        for value, waiter in batch:
+            resolve(waiter, value, error)
+
+    return settle
+
+
+async def _put(committer: LoopCommitter[Item], value: int) -> Any:
+    waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    committer.put((value, waiter))
+    return await waiter
+
+
+def test_a_batch_that_fails_to_apply_fails_its_callers_and_the_next_batch_commits(tmp_path: Path) -> None:
+    committer = _committer(tmp_path / "db.sqlite3", _insert)
+
+    async def scenario() -> None:
+        first = await asyncio.gather(_put(committer, 1), _put(committer, -1), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in first)  # one batch: all or nothing
+        assert await _put(committer, 2) == 2
+
+    asyncio.run(scenario())
+    committer.close()
+    assert sqlite3.connect(tmp_path / "db.sqlite3").execute("SELECT v FROM t").fetchall() == [(2,)]
+
+
+def test_a_file_that_cannot_be_opened_fails_its_callers_and_does_not_stall(tmp_path: Path) -> None:
+    attempts = {"n": 0}
+
+    def flaky_connect() -> sqlite3.Connection:
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        conn = sqlite3.connect(tmp_path / "db.sqlite3", timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+        return conn
+
+    committer = _committer(tmp_path / "db.sqlite3", _insert, flaky_connect)
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="unable to open"):
+            await asyncio.wait_for(_put(committer, 1), timeout=5)
+        assert await asyncio.wait_for(_put(committer, 2), timeout=5) == 2
+
+    asyncio.run(scenario())
+    committer.close()
