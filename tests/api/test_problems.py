@@ -119,3 +119,32 @@ def test_oversized_body_is_refused_before_it_is_read(shared_client: TestClient) 
 def test_sample_size_limits(shared_client: TestClient) -> None:
     _assert_problem(shared_client.get("/v1/catalog/enterprise_registry/sample?rows=100000"), 422, "invalid-request")
     _assert_problem(shared_client.get("/v1/catalog/enterprise_registry/sample?rows=abc"), 422, "invalid-request")
+
+
+@pytest.mark.parametrize(
+    ("path", "required"),
+    [("/v1/verify/{service}", {"purpose", "claims"}), ("/v1/models/{model}/score", {"purpose", "keys"})],
+)
+def test_hot_routes_that_read_their_own_body_document_it(
+    shared_client: TestClient, path: str, required: set[str]
+) -> None:
+    """These routes parse their body themselves (`deps.json_body`); the API docs still show it."""
+    operation = shared_client.get("/openapi.json").json()["paths"][path]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert operation["requestBody"]["required"] is True
+    assert required <= set(schema["properties"]) and required <= set(schema["required"])
+
+
+def test_a_hot_route_refuses_a_bad_body_like_any_other(
+    shared_client: TestClient, session_installation: Installation
+) -> None:
+    token = get_token(shared_client, "demo-business", session_installation.credentials["demo-business"])
+    response = shared_client.post(
+        "/v1/verify/enterprise-registration",
+        content=b"{not json",
+        headers={**bearer(token), "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["location"].startswith("body")
+    missing = shared_client.post("/v1/models/enterprise-credit-risk/score", json={"keys": []}, headers=bearer(token))
+    assert missing.status_code == 422 and "body.purpose" in {e["location"] for e in missing.json()["errors"]}

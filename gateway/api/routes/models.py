@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from gateway.api.auditing import allowed_event, note, released_response
-from gateway.api.deps import principal, runtime
+from gateway.api.deps import body_schema, json_body, principal, runtime
 from gateway.api.routes.verify import rate_limit_headers
 from gateway.api.schemas import FitRequest, ReleasedResponse, ScoreRequest
 from gateway.domain.principal import Principal
@@ -26,15 +26,13 @@ async def registry(rt: Annotated[Runtime, Depends(runtime)]) -> dict[str, Any]:
     return {"models": models.catalogue(rt)}
 
 
-@router.post("/v1/models/{model}/score", response_model=ReleasedResponse)
-async def score(
-    request: Request,
-    rt: Annotated[Runtime, Depends(runtime)],
-    who: Annotated[Principal, Depends(principal)],
-    model: str,
-    body: ScoreRequest,
-) -> Response:
+@router.post("/v1/models/{model}/score", response_model=ReleasedResponse, openapi_extra=body_schema(ScoreRequest))
+async def score(request: Request, model: str) -> Response:
     """Score each entity in the domain: only its score and/or grade band leave, signed."""
+    # A hot path like verification: no dependencies (see `deps.json_body`); authentication first.
+    who = await principal(request)
+    body = await json_body(request, ScoreRequest)
+    rt: Runtime = request.app.state.runtime
     audit_note = AuditNote()
     call = models.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
     try:
