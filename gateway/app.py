@@ -70,15 +70,14 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     def warm_up() -> None:
         try:
             services = verification.warm_up(rt) + model_services.warm_up(rt)
-        except VeilgateError as exc:  # a dataset that cannot be read: its first request will say so
+            log.info("lookup indexes built for %d services", services)
+        except VeilgateError as exc:  # a dataset that cannot be read: /readyz and its requests say so
             log.warning("warm-up stopped: %s", exc.detail)
-            return
         # What is alive now (the lookup indexes, the bundle, the libraries) lives as long as the
         # process: frozen, it is left out of every later collection, and full collections pause
         # serving for a few milliseconds instead of 80 (measured under load).
         gc.collect()
         gc.freeze()
-        log.info("warmed %d services; %d objects kept out of garbage collection", services, gc.get_freeze_count())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -2,10 +2,11 @@
 
 Imports no other leaf: checkpoints arrive already signed (the trust-core service signs them).
 
-Durability: `append` returns a future that resolves only after the leaf's transaction has
-committed with `synchronous=FULL` in WAL mode, so a record whose response left is on disk even
-if the process is killed the next instant. One writer thread (`group_commit`) groups whatever
-is waiting into a single transaction, so under load many requests share one fsync.
+Durability: `append` (and `append_async`, its form for the event loop) resolves only after the
+leaf's transaction has committed with `synchronous=FULL` in WAL mode, so a record whose response
+left is on disk even if the process is killed the next instant. Whatever is waiting goes into a
+single transaction (`group_commit`: a writer thread for `append`, the loop for `append_async`),
+so under load many requests share one fsync.
 
 Order: the writer takes `BEGIN IMMEDIATE` and numbers leaves after the largest stored `seq`, so
 several processes on one file append in one total order. The tree is rebuilt incrementally from

@@ -206,10 +206,12 @@ def _fail(batch: list[_Job], cause: BaseException) -> None:
 
 
 class Ledger:
-    """Admissions run on one writer thread per process, in group commits: whatever is waiting
-    goes into one `BEGIN IMMEDIATE` transaction, each admission inside its own savepoint (so a
-    refused one leaves no trace), then one COMMIT (`synchronous=FULL`) and every caller learns
-    its outcome. Admissions in a batch are applied in order, each seeing the ones before it."""
+    """Admissions run in group commits: whatever is waiting goes into one `BEGIN IMMEDIATE`
+    transaction, each admission inside its own savepoint (so a refused one leaves no trace),
+    then one COMMIT (`synchronous=FULL`) and every caller learns its outcome. Admissions in a
+    batch are applied in order, each seeing the ones before it. Blocking callers go through a
+    writer thread; the request path (`admit_verification_async`) through the event loop, with
+    only the COMMIT in a thread (`group_commit.LoopCommitter`)."""
 
     def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0) -> None:
         self._path = path
