@@ -71,8 +71,9 @@ class Grade(_Frozen):
     """The lowest score of this band; the last band has none (every lower score)."""
 
 
-class ScoringModel(_Frozen):
-    kind: Literal["scorecard"] = "scorecard"
+class Scorer(_Frozen):
+    """What every model that scores one entity in the domain has: a scorecard or an ONNX model."""
+
     title: str = Field(min_length=1)
     description: str = ""
     card: ModelCard
@@ -82,10 +83,6 @@ class ScoringModel(_Frozen):
     entity_dataset: Identifier
     """The register whose record makes an entity known; unknown keys are answered `not_found`."""
     features: dict[Name, Feature] = Field(min_length=1, max_length=32)
-    base_points: int = Field(ge=-10_000, le=10_000)
-    points: dict[Name, tuple[Bin, ...]]
-    missing_points: dict[Name, int] = {}
-    """Points for a feature with no value (no row); 0 if not given."""
     grades: tuple[Grade, ...] = Field(min_length=1)
     output: Literal["grade", "score", "both"] = "grade"
     max_batch: int = Field(20, ge=1, le=1000)
@@ -94,11 +91,7 @@ class ScoringModel(_Frozen):
     price_class: Name | None = None
 
     @model_validator(mode="after")
-    def _shape(self) -> ScoringModel:
-        if set(self.points) != set(self.features):
-            raise ValueError("`points` must give bins for exactly the `features`")
-        if not set(self.missing_points) <= set(self.features):
-            raise ValueError("`missing_points` names a feature that is not declared")
+    def _bands_and_features(self) -> Scorer:
         *banded, last = self.grades
         if last.min_score is not None or any(g.min_score is None for g in banded):
             raise ValueError("every grade band but the last has `min_score`; the last has none")
@@ -108,6 +101,53 @@ class ScoringModel(_Frozen):
         for name, feature in self.features.items():
             if feature.transform in ("sum", "max", "count", "value") and feature.last > 1 and feature.order_by is None:
                 raise ValueError(f"feature {name}: `last` needs `order_by`")
+        return self
+
+
+class ScoringModel(Scorer):
+    """A declarative scorecard: bins and points per feature, read by a reviewer as it runs."""
+
+    kind: Literal["scorecard"] = "scorecard"
+    base_points: int = Field(ge=-10_000, le=10_000)
+    points: dict[Name, tuple[Bin, ...]]
+    missing_points: dict[Name, int] = {}
+    """Points for a feature with no value (no row); 0 if not given."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> ScoringModel:
+        if set(self.points) != set(self.features):
+            raise ValueError("`points` must give bins for exactly the `features`")
+        if not set(self.missing_points) <= set(self.features):
+            raise ValueError("`missing_points` names a feature that is not declared")
+        return self
+
+
+class OnnxModel(Scorer):
+    """An approved ONNX model run in the domain: the features, as one row of numbers in their
+    declared order, go in; one number comes out, and only the score or grade made from it leaves.
+
+    The file is named relative to the policy directory and pinned by its SHA-256: a file that
+    differs from what was approved is never run."""
+
+    kind: Literal["onnx"]
+    file: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.onnx$", max_length=200)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input_name: str = Field("features", min_length=1, max_length=128)
+    """The model's input: a float tensor of shape [rows, features]."""
+    output_name: str | None = Field(None, min_length=1, max_length=128)
+    """The output holding one number per row (a probability, say); None: the first output."""
+    score_scale: Decimal = Field(Decimal(1000), gt=0, le=Decimal(1_000_000))
+    """The released score is the output times this, rounded to an integer (the grade bands
+    compare that integer)."""
+    missing_values: dict[Name, float] = {}
+    """The input for a feature with no value (no row); 0 if not given."""
+
+    @model_validator(mode="after")
+    def _missing_known(self) -> OnnxModel:
+        if ".." in self.file.split("/"):
+            raise ValueError("`file` is a path inside the policy directory, without `..`")
+        if not set(self.missing_values) <= set(self.features):
+            raise ValueError("`missing_values` names a feature that is not declared")
         return self
 
 
@@ -134,15 +174,15 @@ class NaiveBayesFit(_FitTemplate):
     kind: Literal["naive_bayes"]
 
 
-Model = Annotated[ScoringModel | LinearRegressionFit | NaiveBayesFit, Field(discriminator="kind")]
+Model = Annotated[ScoringModel | OnnxModel | LinearRegressionFit | NaiveBayesFit, Field(discriminator="kind")]
 FIT_KINDS = ("linear_regression", "naive_bayes")
 
 
 def check_model(
-    model: ScoringModel | LinearRegressionFit | NaiveBayesFit, entries: Mapping[str, CatalogEntry]
+    model: Scorer | LinearRegressionFit | NaiveBayesFit, entries: Mapping[str, CatalogEntry]
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """(path, message) for everything wrong with a model given the catalogue."""
-    if isinstance(model, ScoringModel):
+    if isinstance(model, Scorer):
         return _check_scorecard(model, entries)
     issues: list[tuple[tuple[str | int, ...], str]] = []
     entry = entries.get(model.dataset)
@@ -160,9 +200,7 @@ def check_model(
     return issues
 
 
-def _check_scorecard(
-    model: ScoringModel, entries: Mapping[str, CatalogEntry]
-) -> list[tuple[tuple[str | int, ...], str]]:
+def _check_scorecard(model: Scorer, entries: Mapping[str, CatalogEntry]) -> list[tuple[tuple[str | int, ...], str]]:
     issues: list[tuple[tuple[str | int, ...], str]] = []
     if model.entity_dataset not in {f.dataset for f in model.features.values()}:
         issues.append((("entity_dataset",), "the entity dataset must be one that a feature reads"))
@@ -189,6 +227,9 @@ def _check_scorecard(
             issues.append(((*where, "transform"), f"{feature.transform} needs a numeric column"))
         if entry.privacy_unit.max_rows > 1 and feature.order_by is None and feature.transform != "count":
             issues.append(((*where, "order_by"), f"{feature.dataset} has several rows per key: say which come first"))
+        numeric = column.type in NUMERIC_TYPES or column.type is ColumnType.BOOLEAN
+        if isinstance(model, OnnxModel) and feature.transform in ("value", "sum", "max") and not numeric:
+            issues.append(((*where, "column"), "an ONNX model takes numbers: a numeric or boolean column"))
     return issues
 
 
@@ -232,7 +273,26 @@ def score(model: ScoringModel, features: Mapping[str, Any]) -> tuple[int, str]:
             total += model.missing_points.get(name, 0)
             continue
         total += points_for(model.points[name], value) or 0
+    return total, grade_for(model, total)
+
+
+def grade_for(model: Scorer, total: int) -> str:
     for band in model.grades:
         if band.min_score is None or total >= band.min_score:
-            return total, band.grade
-    return total, model.grades[-1].grade  # unreachable: the last band has no minimum
+            return band.grade
+    return model.grades[-1].grade  # unreachable: the last band has no minimum
+
+
+def onnx_row(model: OnnxModel, features: Mapping[str, Any]) -> list[float]:
+    """The model's input row: each feature as a number, in declared order (None: its missing value)."""
+    row = []
+    for name in model.features:
+        value = features.get(name)
+        row.append(model.missing_values.get(name, 0.0) if value is None else float(value))
+    return row
+
+
+def onnx_score(model: OnnxModel, output: float) -> tuple[int, str]:
+    """Score and grade band from the model's output for one entity."""
+    total = int((Decimal(repr(output)) * model.score_scale).to_integral_value())
+    return total, grade_for(model, total)

@@ -25,7 +25,7 @@ from gateway.domain.budget import Accounts, Amount, accounts, cap
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier, Level
 from gateway.domain.jobs import JobService
 from gateway.domain.limits import VerificationLimits
-from gateway.domain.models import Model, ScoringModel, check_model
+from gateway.domain.models import Model, Scorer, check_model
 from gateway.domain.principal import Principal
 from gateway.errors import Frozen, NotFound, PolicyDenied
 
@@ -232,7 +232,7 @@ class PolicyBundle(_Frozen):
         if service in self.job_services:
             return self.job_services[service].datasets
         model = self.models.get(service)
-        if isinstance(model, ScoringModel):
+        if isinstance(model, Scorer):
             return tuple(sorted({f.dataset for f in model.features.values()}))
         found = self.dataset_of(service)
         return (found,) if found is not None else ()
@@ -249,7 +249,7 @@ class PolicyBundle(_Frozen):
         job = self.job_services.get(service)
         return (
             service in self.aggregate_templates
-            or (model is not None and not isinstance(model, ScoringModel))
+            or (model is not None and not isinstance(model, Scorer))
             or (job is not None and job.output_check == "dp")
         )
 
@@ -261,7 +261,7 @@ class PolicyBundle(_Frozen):
         if service in self.job_services:
             return self.job_services[service].datasets[0]
         model = self.models.get(service)
-        if isinstance(model, ScoringModel):
+        if isinstance(model, Scorer):
             return model.entity_dataset
         return model.dataset if model is not None else None
 
@@ -306,7 +306,7 @@ def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
     for name, model in bundle.models.items():
         if model.price_class is not None and model.price_class not in bundle.price_classes:
             issues.append(PolicyIssue(path=("models", name, "price_class"), message="unknown price class"))
-        if not isinstance(model, ScoringModel) and model.dataset not in bundle.dataset_budgets:
+        if not isinstance(model, Scorer) and model.dataset not in bundle.dataset_budgets:
             issues.append(
                 PolicyIssue(
                     path=("models", name, "dataset"),
@@ -449,7 +449,7 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
         where = ("models", name)
         for path, message in check_model(model, entries):
             issues.append(PolicyIssue(path=(*where, *path), message=message))
-        if isinstance(model, ScoringModel):
+        if isinstance(model, Scorer):
             reads = [(f.dataset, f.column) for f in model.features.values()] + [
                 (f.dataset, f.key) for f in model.features.values()
             ]
@@ -466,7 +466,7 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
                 issues.append(PolicyIssue(path=where, message=f"dataset {dataset} is on the negative list"))
             if entry.level is Level.CORE:
                 issues.append(PolicyIssue(path=where, message="core data is never served"))
-            elif entry.level is Level.IMPORTANT and isinstance(model, ScoringModel):
+            elif entry.level is Level.IMPORTANT and isinstance(model, Scorer):
                 message = f"{dataset} is important data: only DP aggregates and fits"
                 issues.append(PolicyIssue(path=where, message=message))
     return issues

@@ -38,8 +38,12 @@ from gateway.domain.models import (
     Feature,
     LinearRegressionFit,
     NaiveBayesFit,
+    OnnxModel,
+    Scorer,
     ScoringModel,
     feature_value,
+    onnx_row,
+    onnx_score,
     score,
 )
 from gateway.domain.policy import authorize, check_not_frozen
@@ -75,7 +79,7 @@ def catalogue(rt: Runtime) -> list[Json]:
             "version": _version(model),
             "available": name not in policy.unavailable,
         }
-        if isinstance(model, ScoringModel):
+        if isinstance(model, Scorer):
             entry |= {
                 "key": model.key,
                 "features": {n: f.description for n, f in model.features.items()},
@@ -96,7 +100,7 @@ def catalogue(rt: Runtime) -> list[Json]:
 _VERSIONS: dict[int, tuple[object, str]] = {}
 
 
-def _version(model: ScoringModel | LinearRegressionFit | NaiveBayesFit) -> str:
+def _version(model: Scorer | LinearRegressionFit | NaiveBayesFit) -> str:
     """What exactly was approved: a hash of the whole definition, computed once per model object
     (a bundle swap brings new objects; the cache holds the object, so an id is never reused)."""
     held = _VERSIONS.get(id(model))
@@ -126,7 +130,7 @@ class ScoringPrepared:
     call: ScoreCall
     now: float
     grant_id: str
-    model: ScoringModel
+    model: Scorer
     policy_version: str
     valid: tuple[int, ...]
     invalid: dict[int, Json]
@@ -142,7 +146,7 @@ def prepare_scoring(
     policy = policy_admin.current(rt)
     bundle = policy.bundle
     model = bundle.models.get(call.model)
-    if not isinstance(model, ScoringModel):
+    if not isinstance(model, Scorer):
         raise NotFound(f"no scoring model named {call.model[:64]!r}")
     note.service = call.model
     grant_id, grant = authorize(bundle, principal, call.model, call.purpose, datetime.fromtimestamp(now, UTC))
@@ -216,7 +220,7 @@ def warm_up(rt: Runtime) -> int:
     Returns how many scorecards were warmed (those whose datasets are all served)."""
     warmed = 0
     for model in policy_admin.current(rt).bundle.models.values():
-        if not isinstance(model, ScoringModel):
+        if not isinstance(model, Scorer):
             continue
         records = {f.dataset: rt.catalog.find(f.dataset) for f in model.features.values()}
         versions = {name: r.version for name, r in records.items() if r is not None and r.is_served and r.version}
@@ -228,7 +232,7 @@ def warm_up(rt: Runtime) -> int:
     return warmed
 
 
-def _score_one(rt: Runtime, model: ScoringModel, versions: dict[str, str], key: str, today: Any) -> tuple[Json, bool]:
+def _score_one(rt: Runtime, model: Scorer, versions: dict[str, str], key: str, today: Any) -> tuple[Json, bool]:
     """The answer for one valid key (score and/or grade, or not_found), and whether it is known."""
     values: dict[str, Any] = {}
     known = False
@@ -240,7 +244,18 @@ def _score_one(rt: Runtime, model: ScoringModel, versions: dict[str, str], key: 
         values[name] = feature_value(feature, [(r[0], r[1] if len(r) > 1 else None) for r in rows], today)
     if not known:
         return {"result": "not_found"}, False
-    points, grade = score(model, values)
+    if isinstance(model, ScoringModel):
+        points, grade = score(model, values)
+    else:
+        assert isinstance(model, OnnxModel)  # noqa: S101 - the two kinds of Scorer
+        (output,) = rt.onnx.run(
+            model.file,
+            model.sha256,
+            input_name=model.input_name,
+            output_name=model.output_name,
+            rows=[onnx_row(model, values)],
+        )
+        points, grade = onnx_score(model, output)
     answer: Json = {"result": "scored"}
     if model.output in ("score", "both"):
         answer["score"] = points
@@ -300,7 +315,7 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
     policy = policy_admin.current(rt)
     bundle = policy.bundle
     model = bundle.models.get(name)
-    if model is None or model.kind not in FIT_KINDS or isinstance(model, ScoringModel):
+    if model is None or model.kind not in FIT_KINDS or isinstance(model, Scorer):
         raise NotFound(f"no model fitting template named {name[:64]!r}")
     grant_id, _grant = authorize(bundle, principal, name, purpose, datetime.now(UTC))
     if name in policy.unavailable:

@@ -23,13 +23,13 @@ def current(rt: Runtime) -> PolicyState:
         active = rt.policy_store.active_version()
         if active is not None:
             bundle = rt.policy_store.load(active)
-            rt.policy.swap(bundle, serving_issues(bundle, rt.catalog), source)
+            rt.policy.swap(bundle, serving_issues(bundle, rt.catalog, rt.onnx), source)
         state = rt.policy.state
     return state
 
 
 def _checked(rt: Runtime, bundle: PolicyBundle) -> PolicyBundle:
-    errors = validate(bundle, rt.catalog)
+    errors = validate(bundle, rt.catalog, rt.onnx)
     if errors:
         raise PolicyInvalid(errors)
     return bundle

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from gateway.catalog import CatalogStore
 from gateway.domain.catalog import CatalogEntry
-from gateway.domain.policy import PolicyBundle, check_against_catalog, check_references
+from gateway.domain.models import OnnxModel
+from gateway.domain.policy import PolicyBundle, PolicyIssue, check_against_catalog, check_references
 from gateway.errors import PolicyInvalid
+from gateway.onnx_models import OnnxModels
 from gateway.policy import Located, PolicyHolder, locate_issues, read_bundle
 from gateway.policy_store import PolicyStore
 
@@ -21,6 +23,7 @@ def check(policy_dir: Path, catalog: CatalogStore) -> tuple[PolicyBundle | None,
     if bundle is None:
         return None, errors
     issues = check_references(bundle) + check_against_catalog(bundle, entries(catalog))
+    issues += model_file_issues(bundle, OnnxModels(policy_dir))
     return (None, locate_issues(policy_dir, issues)) if issues else (bundle, [])
 
 
@@ -28,25 +31,40 @@ def entries(catalog: CatalogStore) -> dict[str, CatalogEntry]:
     return {r.entry.dataset: r.entry for r in catalog.records() if r.is_served}
 
 
-def validate(bundle: PolicyBundle, catalog: CatalogStore) -> list[str]:
+def model_file_issues(bundle: PolicyBundle, onnx: OnnxModels) -> list[PolicyIssue]:
+    """ONNX models whose file is missing, is not the approved bytes, or does not fit its features."""
+    issues = []
+    for name, model in bundle.models.items():
+        if isinstance(model, OnnxModel):
+            width = len(model.features)
+            problem = onnx.problem(
+                model.file, model.sha256, input_name=model.input_name, output_name=model.output_name, width=width
+            )
+            if problem is not None:
+                issues.append(PolicyIssue(path=("models", name, "file"), message=problem))
+    return issues
+
+
+def validate(bundle: PolicyBundle, catalog: CatalogStore, onnx: OnnxModels) -> list[str]:
     """Everything `policy check` checks after parsing, as `path: message` lines."""
-    return [str(i) for i in check_references(bundle) + check_against_catalog(bundle, entries(catalog))]
+    issues = check_references(bundle) + check_against_catalog(bundle, entries(catalog))
+    return [str(i) for i in issues + model_file_issues(bundle, onnx)]
 
 
-def serving_issues(bundle: PolicyBundle, catalog: CatalogStore) -> dict[str, str]:
+def serving_issues(bundle: PolicyBundle, catalog: CatalogStore, onnx: OnnxModels) -> dict[str, str]:
     """Services the catalogue cannot serve now, with the reason (the rest are served)."""
     references = check_references(bundle)
     if references:
         raise PolicyInvalid(references)
     unavailable: dict[str, str] = {}
-    for issue in check_against_catalog(bundle, entries(catalog)):
+    for issue in check_against_catalog(bundle, entries(catalog)) + model_file_issues(bundle, onnx):
         unavailable.setdefault(str(issue.path[1]), issue.message)
     for service, reason in unavailable.items():
         log.warning("policy: service %s is unavailable: %s", service, reason)
     return unavailable
 
 
-def open_policy(policy_dir: Path, store: PolicyStore, catalog: CatalogStore) -> PolicyHolder:
+def open_policy(policy_dir: Path, store: PolicyStore, catalog: CatalogStore, onnx: OnnxModels) -> PolicyHolder:
     """The bundle in force: the store's, or on first start the one in `policy_dir`."""
     source = store.stamp()
     active = store.active_version()
@@ -54,11 +72,11 @@ def open_policy(policy_dir: Path, store: PolicyStore, catalog: CatalogStore) -> 
         bundle, errors = read_bundle(policy_dir)
         if bundle is None:
             raise PolicyInvalid(errors)
-        unavailable = serving_issues(bundle, catalog)
+        unavailable = serving_issues(bundle, catalog, onnx)
         store.activate(bundle, by="startup", reason=f"first import of {policy_dir}")
         return PolicyHolder(bundle, unavailable, store.stamp())
     bundle = store.load(active)
     on_disk, _errors = read_bundle(policy_dir)
     if on_disk is not None and on_disk.version != bundle.version:
         log.warning("policy: %s differs from the bundle in force; `veilgate policy reload` applies it", policy_dir)
-    return PolicyHolder(bundle, serving_issues(bundle, catalog), source)
+    return PolicyHolder(bundle, serving_issues(bundle, catalog, onnx), source)

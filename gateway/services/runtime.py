@@ -13,6 +13,7 @@ from gateway.freezes import FreezeStore
 from gateway.jobs import JobStore
 from gateway.ledger import Ledger
 from gateway.objections import ObjectionStore
+from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
 from gateway.policy_store import PolicyStore
 from gateway.services import policy_check
@@ -36,12 +37,14 @@ class Runtime:
     freezes: FreezeStore
     objections: ObjectionStore
     jobs: JobStore
+    onnx: OnnxModels
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         """Open every leaf; fails with an error that says what to fix (a bad policy bundle too)."""
         catalog = CatalogStore(settings.data_path)
         policy_store = PolicyStore(settings.policy_store_dir)
+        onnx = OnnxModels(settings.policy_dir)
         return cls(
             settings=settings,
             catalog=catalog,
@@ -56,11 +59,12 @@ class Runtime:
             budget=PostgresBudgetLedger(settings.ledger_dsn, schema=settings.ledger_schema)
             if settings.ledger_dsn
             else SqliteBudgetLedger(settings.state_dir / "ledger" / "budget.sqlite3"),
-            policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog),
+            policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog, onnx),
             policy_store=policy_store,
             freezes=FreezeStore(settings.freezes_file),
             objections=ObjectionStore(settings.state_dir / "objections.json"),
             jobs=JobStore(settings.state_dir / "jobs" / "jobs.sqlite3"),
+            onnx=onnx,
         )
 
     def close(self) -> None:

@@ -1,0 +1,105 @@
+"""Approved ONNX models, run in the domain with onnxruntime.
+
+A leaf: the only module that imports onnxruntime (an optional dependency, `veilgate[onnx]`).
+A model file is named relative to the policy directory and pinned by the SHA-256 the bundle
+approved; it is read, checked against that hash, and opened once per (file, hash), so a file
+changed on disk after approval is never run: the model is unavailable until a bundle approves
+the new bytes.
+
+SECURITY: the session runs on the CPU provider only, single-threaded, with no custom operators;
+its inputs are the numbers the service computed from the domain, and only one number per row
+comes back to be turned into a score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import ServiceUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    session: Any
+    input_name: str
+    output_name: str
+
+
+class OnnxModels:
+    def __init__(self, policy_dir: Path) -> None:
+        self._dir = policy_dir
+        self._opened: dict[tuple[str, str, str, str | None], _Opened] = {}
+        self._lock = threading.Lock()
+
+    def problem(self, file: str, sha256: str, *, input_name: str, output_name: str | None, width: int) -> str | None:
+        """Why this model cannot run, or None: for `policy check` and for serving."""
+        try:
+            self._open(file, sha256, input_name, output_name, width)
+        except ServiceUnavailable as exc:
+            return exc.detail
+        return None
+
+    def run(
+        self, file: str, sha256: str, *, input_name: str, output_name: str | None, rows: list[list[float]]
+    ) -> list[float]:
+        """One number per row; ServiceUnavailable if the file is not the approved one or the
+        model gives anything but one finite number per row."""
+        width = len(rows[0]) if rows else 0
+        opened = self._open(file, sha256, input_name, output_name, width)
+        batch = np.asarray(rows, dtype=np.float32)
+        try:
+            (result,) = opened.session.run([opened.output_name], {opened.input_name: batch})
+        except Exception as exc:  # onnxruntime raises its own types; the cause goes to the log only
+            raise ServiceUnavailable("the model failed to run") from exc
+        values = np.asarray(result, dtype=np.float64).reshape(-1)
+        if values.shape[0] != len(rows) or not all(math.isfinite(v) for v in values.tolist()):
+            raise ServiceUnavailable("the model did not give one finite number per entity")
+        return [float(v) for v in values.tolist()]
+
+    def _open(self, file: str, sha256: str, input_name: str, output_name: str | None, width: int) -> _Opened:
+        slot = (file, sha256, input_name, output_name)
+        with self._lock:
+            held = self._opened.get(slot)
+            if held is None:
+                held = self._opened[slot] = self._load(file, sha256, input_name, output_name)
+        shape = held.session.get_inputs()[0].shape if width else None
+        if shape is not None and (len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width)):
+            raise ServiceUnavailable(f"the model's input is {shape}, not [rows, {width}] for its {width} features")
+        return held
+
+    def _load(self, file: str, sha256: str, input_name: str, output_name: str | None) -> _Opened:
+        try:
+            import onnxruntime  # noqa: PLC0415 - optional (`veilgate[onnx]`), needed once a model opens
+        except ImportError:
+            raise ServiceUnavailable("ONNX models need onnxruntime: pip install 'veilgate[onnx]'") from None
+        path = (self._dir / file).resolve()
+        if not path.is_relative_to(self._dir.resolve()):
+            raise ServiceUnavailable(f"model file {file} is outside the policy directory")
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise ServiceUnavailable(f"model file {file} cannot be read") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ServiceUnavailable(f"model file {file} is not the approved one (its SHA-256 differs)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            session = onnxruntime.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a file that hashes right but does not load: say so, log the cause
+            raise ServiceUnavailable(f"model file {file} does not load as an ONNX model") from exc
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if inputs != [input_name]:
+            raise ServiceUnavailable(f"the model's inputs are {inputs}, not [{input_name!r}]")
+        chosen = output_name or outputs[0]
+        if chosen not in outputs:
+            raise ServiceUnavailable(f"the model has no output {chosen!r} (it has {outputs})")
+        return _Opened(session, input_name, chosen)
