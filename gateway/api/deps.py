@@ -49,8 +49,8 @@ async def json_body(request: Request, model: type[Body]) -> Body:
     """The request body parsed straight from its bytes into `model` (one pass in pydantic-core).
 
     For the hottest routes, which take it instead of a body parameter: FastAPI's dependency
-    solving for a body and two dependencies costs several times the verification itself.
-    Errors are FastAPI's own, located under `body`, so they read as on every other route.
+    solving for a body and two dependencies cost about a tenth of a whole verification (measured
+    in process). Errors are FastAPI's own, located under `body`, so they read as on every route.
     """
     try:
         return model.model_validate_json(await request.body())
