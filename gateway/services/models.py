@@ -216,8 +216,8 @@ def _feature_columns(feature: Feature) -> list[str]:
 
 
 def warm_up(rt: Runtime) -> int:
-    """Build the lookup index of every feature of every scorecard now, not on its first key.
-    Returns how many scorecards were warmed (those whose datasets are all served)."""
+    """Build the lookup index of every feature of every scoring model now, not on its first key.
+    Returns how many models were warmed (those whose datasets are all served)."""
     warmed = 0
     for model in policy_admin.current(rt).bundle.models.values():
         if not isinstance(model, Scorer):
