@@ -160,3 +160,31 @@ def report(name: str, results: list[tuple[dict[str, float], dict[str, float]]], 
     print(f"{name} throughput / bare: {ratio:.2f}  (target >= {ratio_target:.2f})")
     if p99_target is not None:
         print(f"{name} p99: {p99:.2f} ms  (target < {p99_target:g} ms)")
+
+
+def measure(
+    doc: str | None,
+    *,
+    name: str,
+    path: str,
+    client: str,
+    adapt_bundle: Callable[[Path], None],
+    make_bodies: Callable[[Path], list[str]],
+    ratio_target: float,
+    p99_target: float | None,
+) -> None:
+    """A load benchmark's whole run: its options from the command line, the rounds, the report."""
+    args = arguments(doc)
+    results = run(
+        path=path,
+        client=client,
+        adapt_bundle=adapt_bundle,
+        make_bodies=make_bodies,
+        seconds=args.seconds,
+        connections=args.connections,
+        scale=args.scale,
+        workers=args.workers,
+        rounds=args.rounds,
+    )
+    report(name, results, connections=args.connections, seconds=args.seconds, workers=args.workers,
+           ratio_target=ratio_target, p99_target=p99_target)  # fmt: skip

@@ -26,20 +26,16 @@ def _bodies(source: Path) -> list[str]:
 
 
 def main() -> None:
-    args = load.arguments(__doc__)
-    results = load.run(
+    load.measure(
+        __doc__,
+        name="scoring, one entity",
         path="/v1/models/enterprise-credit-risk/score",
         client="demo-business",
         adapt_bundle=raise_limits,
         make_bodies=_bodies,
-        seconds=args.seconds,
-        connections=args.connections,
-        scale=args.scale,
-        workers=args.workers,
-        rounds=args.rounds,
+        ratio_target=0.4,
+        p99_target=None,
     )
-    load.report("scoring, one entity", results, connections=args.connections, seconds=args.seconds,
-                workers=args.workers, ratio_target=0.4, p99_target=None)  # fmt: skip
 
 
 if __name__ == "__main__":

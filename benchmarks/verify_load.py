@@ -65,20 +65,16 @@ def _bodies(source: Path, count: int = 200_000) -> list[str]:
 
 
 def main() -> None:
-    args = load.arguments(__doc__)
-    results = load.run(
+    load.measure(
+        __doc__,
+        name="verification, one claim",
         path="/v1/verify/enterprise-registration",
         client="demo-business",
         adapt_bundle=raise_limits,
         make_bodies=_bodies,
-        seconds=args.seconds,
-        connections=args.connections,
-        scale=args.scale,
-        workers=args.workers,
-        rounds=args.rounds,
+        ratio_target=0.5,
+        p99_target=25,
     )
-    load.report("verification, one claim", results, connections=args.connections, seconds=args.seconds,
-                workers=args.workers, ratio_target=0.5, p99_target=25)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ again without showing the key.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import os
 import secrets
@@ -34,7 +33,7 @@ from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
 from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve
+from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
 
 _DB_FILE = "log.sqlite3"
 _SUBJECT_KEY_FILE = "subject.key"
@@ -114,8 +113,9 @@ class AuditLog:
         self._writer: GroupCommitter[_Append] = GroupCommitter(
             "audit-writer",
             lambda: _connect(self._path, self._busy_timeout_seconds),
-            self._commit,
+            self._apply,
             limit=_BATCH_LIMIT,
+            fail=_fail,
         )
         self._loop_writer: LoopCommitter[_Append] = LoopCommitter(
             "audit-commit",
@@ -176,26 +176,8 @@ class AuditLog:
         """`append` from the event loop: written on the loop, committed by a thread (LoopCommitter)."""
         if self._closed:
             raise AuditUnavailable("the audit log is closed")
-        if not self._loop_writer.usable():  # a second loop on this log: the writer thread
-            return await asyncio.wrap_future(self.append(event))
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._loop_writer.put((event, waiter))
-        return await waiter
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
-        """The writer thread's transaction: BEGIN IMMEDIATE, the leaves, COMMIT, then the outcomes."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                settle = self._apply(conn, batch)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except Exception as exc:
-            _fail(batch, exc)
-            return
-        settle(None)
+        seq: int = await written(event, self._loop_writer, self._writer)
+        return seq
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, batch: list[_Append]) -> Settle:

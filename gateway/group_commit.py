@@ -6,9 +6,11 @@ by the event loop for the request path. Under load many callers share one commit
 alone, a caller waits for exactly one. Both take SQLite's write lock with BEGIN IMMEDIATE, so
 they, and other processes, take turns on one file.
 
-`GroupCommitter`: callers `put` items; the writer takes the first, then everything else already
-queued (up to `limit`), and hands the batch to `commit` with its own connection. `close` lets
-what is queued commit, then stops.
+Each store gives both the same two functions: `apply` runs a batch inside the open transaction
+and returns how to settle it once the COMMIT has ended, and `fail` tells a batch's callers that
+nothing of it is durable. `GroupCommitter`: callers `put` items; the writer takes the first, then
+everything else already queued (up to `limit`), and writes the batch with its own connection.
+`close` lets what is queued commit, then stops.
 """
 
 from __future__ import annotations
@@ -24,6 +26,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
+Payload = TypeVar("Payload")
+
+
+Waiter = Future[Any] | asyncio.Future[Any]
+"""Where one caller learns its outcome: a thread's future, or a coroutine's."""
+
+
+def resolve(waiter: Waiter, result: Any, error: BaseException | None) -> None:
+    """Tell one caller its outcome, unless it stopped waiting (a request whose client left)."""
+    if waiter.done():
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(result)
+
+
+Settle = Callable[[BaseException | None], None]
+"""Given how the COMMIT ended (None: durable), tells every caller of a batch its outcome."""
 
 
 class GroupCommitter(Generic[Item]):
@@ -31,13 +52,15 @@ class GroupCommitter(Generic[Item]):
         self,
         name: str,
         connect: Callable[[], sqlite3.Connection],
-        commit: Callable[[sqlite3.Connection, list[Item]], None],
+        apply: Callable[[sqlite3.Connection, list[Item]], Settle],
         *,
         limit: int,
+        fail: Callable[[list[Item], BaseException], None],
     ) -> None:
         self._name = name
         self._connect = connect
-        self._commit = commit
+        self._apply = apply
+        self._fail = fail
         self._limit = limit
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -75,27 +98,25 @@ class GroupCommitter(Generic[Item]):
                         self._queue.put(None)  # stop after this batch
                         break
                     batch.append(item)
-                self._commit(conn, batch)
+                self._write(conn, batch)
         finally:
             conn.close()
 
+    def _write(self, conn: sqlite3.Connection, batch: list[Item]) -> None:
+        """BEGIN IMMEDIATE, the batch, COMMIT; then every caller learns its outcome."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                settle = self._apply(conn, batch)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # nothing of the batch is durable: every caller learns it
+            self._fail(batch, exc)
+            return
+        settle(None)
 
-Waiter = Future[Any] | asyncio.Future[Any]
-"""Where one caller learns its outcome: a thread's future, or a coroutine's."""
-
-
-def resolve(waiter: Waiter, result: Any, error: BaseException | None) -> None:
-    """Tell one caller its outcome, unless it stopped waiting (a request whose client left)."""
-    if waiter.done():
-        return
-    if error is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(result)
-
-
-Settle = Callable[[BaseException | None], None]
-"""Given how the COMMIT ended (None: durable), tells every caller of a batch its outcome."""
 
 _RETRY_FIRST_SECONDS = 0.0001
 _RETRY_MOST_SECONDS = 0.001
@@ -224,3 +245,19 @@ class LoopCommitter(Generic[Item]):
             self._loop.call_soon(self._flush)
         else:
             self._running = False
+
+
+async def written(
+    payload: Payload,
+    loop_writer: LoopCommitter[tuple[Payload, Waiter]],
+    thread_writer: GroupCommitter[tuple[Payload, Waiter]],
+) -> Any:
+    """What `payload` gets once its batch is durable, written from the running loop: by the loop's
+    committer, or by the writer thread when that committer is bound to another loop."""
+    if loop_writer.usable():
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop_writer.put((payload, waiter))
+        return await waiter
+    future: Future[Any] = Future()
+    thread_writer.put((payload, future))
+    return await asyncio.wrap_future(future)

@@ -17,7 +17,6 @@ counted again.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import math
@@ -34,7 +33,7 @@ from typing import Any
 
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import DependencyError, LimitReached
-from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve
+from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY_SECONDS = 60.0
@@ -219,7 +218,7 @@ class Ledger:
         self._local = threading.local()
         self._pruned_at = time.monotonic()
         self._writer: GroupCommitter[_Job] = GroupCommitter(
-            "ledger-writer", self._connect, self._commit, limit=_BATCH_LIMIT
+            "ledger-writer", self._connect, self._apply, limit=_BATCH_LIMIT, fail=_fail
         )
         self._loop_writer: LoopCommitter[_Job] = LoopCommitter(
             "ledger-commit",
@@ -271,21 +270,6 @@ class Ledger:
     def _run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
         return self._submit(job).result()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        """The writer thread's transaction: BEGIN IMMEDIATE, the batch, COMMIT, then the outcomes."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                settle = self._apply(conn, batch)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except Exception as exc:  # nothing of the batch is durable: every caller learns it
-            _fail(batch, exc)
-            return
-        settle(None)
-
     def _apply(self, conn: sqlite3.Connection, batch: list[_Job]) -> Settle:
         """Each job of a batch in its own savepoint (a refused admission leaves no trace but its
         refusal count); the outcomes reach the callers only once the COMMIT is durable."""
@@ -331,13 +315,10 @@ class Ledger:
 
     async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
         """The same from the event loop: applied on the loop, committed by a thread (LoopCommitter)."""
-        job: Callable[[sqlite3.Connection], Admission] = lambda conn: self._admit(conn, request, now)  # noqa: E731
-        if not self._loop_writer.usable():  # a second loop on this ledger: the writer thread
-            admission: Admission = await asyncio.wrap_future(self._submit(job))
-            return admission
-        waiter: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        self._loop_writer.put((job, waiter))
-        return await waiter
+        admission: Admission = await written(
+            lambda conn: self._admit(conn, request, now), self._loop_writer, self._writer
+        )
+        return admission
 
     def _admit(self, conn: sqlite3.Connection, req: VerificationRequest, now: float) -> Admission:
         """One admission in few statements: all counters read at once, all writes batched."""

@@ -35,7 +35,7 @@ class _Opened:
 class OnnxModels:
     def __init__(self, policy_dir: Path) -> None:
         self._dir = policy_dir
-        self._opened: dict[tuple[str, str, str, str | None], _Opened] = {}
+        self._opened: dict[tuple[str, str, str, str | None, int], _Opened] = {}
         self._lock = threading.Lock()
 
     def problem(self, file: str, sha256: str, *, input_name: str, output_name: str | None, width: int) -> str | None:
@@ -51,8 +51,9 @@ class OnnxModels:
     ) -> list[float]:
         """One number per row; ServiceUnavailable if the file is not the approved one or the
         model gives anything but one finite number per row."""
-        width = len(rows[0]) if rows else 0
-        opened = self._open(file, sha256, input_name, output_name, width)
+        if not rows:
+            return []
+        opened = self._open(file, sha256, input_name, output_name, len(rows[0]))
         batch = np.asarray(rows, dtype=np.float32)
         try:
             (result,) = opened.session.run([opened.output_name], {opened.input_name: batch})
@@ -64,17 +65,14 @@ class OnnxModels:
         return [float(v) for v in values.tolist()]
 
     def _open(self, file: str, sha256: str, input_name: str, output_name: str | None, width: int) -> _Opened:
-        slot = (file, sha256, input_name, output_name)
+        slot = (file, sha256, input_name, output_name, width)
         with self._lock:
             held = self._opened.get(slot)
             if held is None:
-                held = self._opened[slot] = self._load(file, sha256, input_name, output_name)
-        shape = held.session.get_inputs()[0].shape if width else None
-        if shape is not None and (len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width)):
-            raise ServiceUnavailable(f"the model's input is {shape}, not [rows, {width}] for its {width} features")
+                held = self._opened[slot] = self._load(file, sha256, input_name, output_name, width)
         return held
 
-    def _load(self, file: str, sha256: str, input_name: str, output_name: str | None) -> _Opened:
+    def _load(self, file: str, sha256: str, input_name: str, output_name: str | None, width: int) -> _Opened:
         try:
             import onnxruntime  # noqa: PLC0415 - optional (`veilgate[onnx]`), needed once a model opens
         except ImportError:
@@ -102,4 +100,7 @@ class OnnxModels:
         chosen = output_name or outputs[0]
         if chosen not in outputs:
             raise ServiceUnavailable(f"the model has no output {chosen!r} (it has {outputs})")
+        shape = session.get_inputs()[0].shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
+            raise ServiceUnavailable(f"the model's input is {shape}, not [rows, {width}] for its {width} features")
         return _Opened(session, input_name, chosen)

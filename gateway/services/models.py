@@ -54,15 +54,11 @@ from gateway.ledger import Admission, ClaimUse, VerificationRequest
 from gateway.services import charging, policy_admin
 from gateway.services.release import PendingRelease, Release, prepare_release, release
 from gateway.services.runtime import Runtime
-from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim
+from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim, stable_text
 
 UNITS = 1000
 """Fixed point of a fit: every clamped value becomes a whole number in [-UNITS, UNITS]."""
 MONTE_CARLO_DRAWS = 200
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def catalogue(rt: Runtime) -> list[Json]:
@@ -184,13 +180,13 @@ def prepare_scoring(
         answer, known = _score_one(rt, model, versions, key, today)
         subject = rt.audit.pseudonym(ENTITY_KINDS[model.key_format], key)
         note.subjects.append(subject)
-        question = _text([call.model, _version(model), subject])
+        question = stable_text([call.model, _version(model), subject])
         uses.append(
             ClaimUse(
                 rt.audit.pseudonym("claim", question),
                 subject,
                 (rt.audit.pseudonym("ask", question),),
-                _text(answer),
+                stable_text(answer),
                 known,
             )
         )

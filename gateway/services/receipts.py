@@ -23,8 +23,13 @@ _FETCH_TIMEOUT_SECONDS = 10
 _FETCH_MAX_BYTES = 8 * 1_048_576
 
 
+def sign_receipt(keys: KeyRing, payload: bytes) -> str:
+    """The receipt over a result document's canonical bytes."""
+    return keys.sign_document(payload, typ=RECEIPT_TYPE)
+
+
 def sign_result(keys: KeyRing, document: ResultDocument) -> str:
-    return keys.sign_document(document.encode(), typ=RECEIPT_TYPE)
+    return sign_receipt(keys, document.encode())
 
 
 def _check_not_revoked(verified: VerifiedDocument, issued_at: float) -> None:

@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.domain.trail import RECEIPT_TYPE, AuditEvent, Cost, Decision, Json, PrivacySpent, canonical, digest
+from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, canonical, digest
+from gateway.services.receipts import sign_receipt
 from gateway.services.runtime import Runtime
 
 
@@ -49,7 +50,7 @@ class PendingRelease:
         # and the request already passed `digest`), so it is encoded as is: no model round trip.
         document = {**self.unsigned, "audit_seq": seq}
         payload = canonical(document)
-        return Release(document, payload, rt.receipt_keys.sign_document(payload, typ=RECEIPT_TYPE))
+        return Release(document, payload, sign_receipt(rt.receipt_keys, payload))
 
 
 def prepare_release(

@@ -166,10 +166,12 @@ def lookup_columns(service: VerificationService) -> list[str]:
     return columns
 
 
-def _answer(rt: Runtime, service: VerificationService, version: str, claim: _Valid) -> tuple[Json, bool]:
-    """The answer (no record value in it) and whether the key is known."""
+def _answer(
+    rt: Runtime, service: VerificationService, version: str, columns: list[str], claim: _Valid
+) -> tuple[Json, bool]:
+    """The answer (no record value in it) and whether the key is known; `columns`: the
+    service's `lookup_columns`."""
     first, *others = service.keys
-    columns = lookup_columns(service)
     rows = rt.domain.find(service.dataset, version, first, claim.keys[first], columns)
     rows = [r for r in rows if all(r[i] == claim.keys[k] for i, k in enumerate(others))]
     if not rows:
@@ -206,7 +208,7 @@ def fee_per_claim(bundle: PolicyBundle, price_class: str, purpose: str) -> int:
     return int(price.price_yuan * 1_000_000)
 
 
-def _text(value: Any) -> str:
+def stable_text(value: Any) -> str:
     """Deterministic JSON for pseudonym inputs and stored answers (never signed or published,
     so the plain encoder suffices; signed documents use RFC 8785)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -270,15 +272,16 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
             }
     # 3. Look up and answer in the domain; pseudonyms only from here on.
     uses: list[ClaimUse] = []
+    columns = lookup_columns(service)
     for checked in valid:
-        answer, known = _answer(rt, service, record.version, checked)
+        answer, known = _answer(rt, service, record.version, columns, checked)
         key = rt.audit.pseudonym(checked.kind, "|".join(checked.keys[k] for k in service.keys))
         note.subjects.append(key)
         asked = sorted(checked.checks.items())
-        asks = tuple(rt.audit.pseudonym("ask", _text([service_name, key, name, value])) for name, value in asked)
-        fingerprint = rt.audit.pseudonym("claim", _text([service_name, key, asked]))
+        asks = tuple(rt.audit.pseudonym("ask", stable_text([service_name, key, name, value])) for name, value in asked)
+        fingerprint = rt.audit.pseudonym("claim", stable_text([service_name, key, asked]))
         billable = known or service.bill_unknown_keys
-        uses.append(ClaimUse(fingerprint, key, asks, _text(answer), billable))
+        uses.append(ClaimUse(fingerprint, key, asks, stable_text(answer), billable))
     request = VerificationRequest(
         fee_micro_yuan_per_claim=fee_per_claim(bundle, service.price_class or grant.price_class, purpose),
         consumer=principal.client_id,
