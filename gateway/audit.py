@@ -110,7 +110,7 @@ class AuditLog:
         self._read_lock = threading.Lock()
         self._tree = merkle.MerkleTree()
         self._tree_lock = threading.Lock()
-        self._writer: GroupCommitter[_Append] = GroupCommitter(
+        self._writer: GroupCommitter[_Append, sqlite3.Connection] = GroupCommitter(
             "audit-writer",
             lambda: _connect(self._path, self._busy_timeout_seconds),
             self._apply,

@@ -23,10 +23,21 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 Item = TypeVar("Item")
 Payload = TypeVar("Payload")
+
+
+class Connection(Protocol):
+    """What a writer thread needs of a connection: sqlite3's, or a PostgreSQL one wrapped alike."""
+
+    def execute(self, sql: str, /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+Conn = TypeVar("Conn", bound=Connection)
 
 
 Waiter = Future[Any] | asyncio.Future[Any]
@@ -47,17 +58,22 @@ Settle = Callable[[BaseException | None], None]
 """Given how the COMMIT ended (None: durable), tells every caller of a batch its outcome."""
 
 
-class GroupCommitter(Generic[Item]):
+class GroupCommitter(Generic[Item, Conn]):
+    """`begin`: the statements that open a batch's transaction and take the store's write lock
+    (SQLite: BEGIN IMMEDIATE; PostgreSQL: BEGIN and an advisory lock)."""
+
     def __init__(
         self,
         name: str,
-        connect: Callable[[], sqlite3.Connection],
-        apply: Callable[[sqlite3.Connection, list[Item]], Settle],
+        connect: Callable[[], Conn],
+        apply: Callable[[Conn, list[Item]], Settle],
         *,
         limit: int,
         fail: Callable[[list[Item], BaseException], None],
+        begin: tuple[str, ...] = ("BEGIN IMMEDIATE",),
     ) -> None:
         self._name = name
+        self._begin = begin
         self._connect = connect
         self._apply = apply
         self._fail = fail
@@ -82,7 +98,7 @@ class GroupCommitter(Generic[Item]):
             writer.join()
 
     def _loop(self) -> None:
-        conn = self._connect()
+        conn: Conn | None = None
         try:
             while True:
                 first = self._queue.get()
@@ -98,23 +114,35 @@ class GroupCommitter(Generic[Item]):
                         self._queue.put(None)  # stop after this batch
                         break
                     batch.append(item)
-                self._write(conn, batch)
+                try:
+                    if conn is None:
+                        conn = self._connect()
+                    self._write(conn, batch)
+                except Exception as exc:  # nothing of the batch is durable: every caller learns it
+                    self._fail(batch, exc)
+                    # A connection that failed may be broken (a database server restarted): the
+                    # next batch opens a new one.
+                    with contextlib.suppress(Exception):
+                        if conn is not None:
+                            conn.close()
+                    conn = None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Item]) -> None:
-        """BEGIN IMMEDIATE, the batch, COMMIT; then every caller learns its outcome."""
+    def _write(self, conn: Conn, batch: list[Item]) -> None:
+        """BEGIN (taking the write lock), the batch, COMMIT; then every caller learns its outcome.
+        Raises if nothing of the batch is durable."""
+        conn.execute(self._begin[0])
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                settle = self._apply(conn, batch)
-                conn.execute("COMMIT")
-            except BaseException:
+            for statement in self._begin[1:]:
+                conn.execute(statement)
+            settle = self._apply(conn, batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
-                raise
-        except Exception as exc:  # nothing of the batch is durable: every caller learns it
-            self._fail(batch, exc)
-            return
+            raise
         settle(None)
 
 
@@ -250,7 +278,7 @@ class LoopCommitter(Generic[Item]):
 async def written(
     payload: Payload,
     loop_writer: LoopCommitter[tuple[Payload, Waiter]],
-    thread_writer: GroupCommitter[tuple[Payload, Waiter]],
+    thread_writer: GroupCommitter[tuple[Payload, Waiter], Any],
 ) -> Any:
     """What `payload` gets once its batch is durable, written from the running loop: by the loop's
     committer, or by the writer thread when that committer is bound to another loop."""

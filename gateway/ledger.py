@@ -1,10 +1,11 @@
 """The ledger: rate, quota and probing state that must hold across processes; billing; alerts.
 
-Imports no other leaf. One SQLite file in WAL mode. Admissions are applied in `BEGIN IMMEDIATE`
-transactions (several at a time, each in its own savepoint), so several gateway processes on one
-machine see one ledger and a limit holds exactly: each check and its increment happen together
-or not at all. A request that trips any limit changes nothing but the refusal count that alerts
-are raised from.
+Imports no other leaf. Two backends under one set of rules (`Ledger`): one SQLite file in WAL
+mode, shared by the gateway processes of one machine (`SqliteLedger`), or PostgreSQL, shared by
+replicas on several machines (`PostgresLedger`). Admissions are applied in transactions that hold
+the ledger's write lock (several at a time, each in its own savepoint), so every process sees one
+ledger and a limit holds exactly: each check and its increment happen together or not at all. A
+request that trips any limit changes nothing but the refusal count that alerts are raised from.
 
 Windows are fixed and aligned to UTC: the minute for rates, the day for quotas and distinct
 keys, `probe_window_seconds` for probing. Rows carry the end of their window and are pruned
@@ -17,6 +18,8 @@ counted again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -24,12 +27,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import DependencyError, LimitReached
@@ -66,6 +69,29 @@ CREATE TABLE IF NOT EXISTS billing (
     PRIMARY KEY (consumer, grant_id, service, purpose, day)
 ) WITHOUT ROWID;
 """
+_PG_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS counters (
+        scope TEXT NOT NULL, "window" BIGINT NOT NULL, used BIGINT NOT NULL, until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, "window"))""",
+    """CREATE TABLE IF NOT EXISTS members (
+        scope TEXT NOT NULL, "window" BIGINT NOT NULL, item TEXT NOT NULL, until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, "window", item))""",
+    """CREATE TABLE IF NOT EXISTS answers (
+        scope TEXT NOT NULL, "window" BIGINT NOT NULL, fingerprint TEXT NOT NULL, answer TEXT NOT NULL,
+        until DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, "window", fingerprint))""",
+    "CREATE INDEX IF NOT EXISTS counters_until ON counters(until)",
+    "CREATE INDEX IF NOT EXISTS members_until ON members(until)",
+    "CREATE INDEX IF NOT EXISTS answers_until ON answers(until)",
+    """CREATE TABLE IF NOT EXISTS alerts (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL,
+        subject TEXT NOT NULL, message TEXT NOT NULL, dedupe TEXT UNIQUE)""",
+    """CREATE TABLE IF NOT EXISTS billing (
+        consumer TEXT NOT NULL, grant_id TEXT NOT NULL, service TEXT NOT NULL, purpose TEXT NOT NULL,
+        day TEXT NOT NULL, calls BIGINT NOT NULL, claims BIGINT NOT NULL, billable BIGINT NOT NULL,
+        fee_micro_yuan BIGINT NOT NULL, PRIMARY KEY (consumer, grant_id, service, purpose, day))""",
+)
+_PG_LOCK = 0x76676C6564676572
+"""The advisory lock every PostgreSQL admission batch holds: one writer at a time, as in SQLite."""
 DAY = 86_400
 MINUTE = 60
 REFUSALS_ALERT_PER_MINUTE = 20
@@ -137,15 +163,14 @@ class BillingRow:
     fee_micro_yuan: int
 
 
-def _select_in(
-    conn: sqlite3.Connection, sql: str, params: tuple[object, ...], items: set[str]
-) -> list[tuple[Any, ...]]:
+def _select_in(conn: Db, sql: str, params: tuple[object, ...], items: set[str]) -> list[tuple[Any, ...]]:
     """Run `sql` with its `IN ({})` filled with one placeholder per item; no items, no rows."""
     if not items:
         return []
     # SECURITY: only placeholders are formatted in; every value is bound.
     query = sql.format(", ".join("?" for _ in items))
-    return conn.execute(query, (*params, *items)).fetchall()
+    rows: list[tuple[Any, ...]] = conn.execute(query, (*params, *items)).fetchall()
+    return rows
 
 
 _EXACT_ROWS = 500
@@ -153,28 +178,29 @@ _EXACT_ROWS = 500
 
 
 @functools.cache
-def _exact_sql(counters: int, members: int) -> str:
+def _exact_sql(counters: int, members: int, join: str = "CROSS JOIN") -> str:
     """Counters and members read by their exact primary keys, as joins with a VALUES list: each
-    key is one seek (an IN list per column would seek every combination of the columns)."""
+    key is one seek (an IN list per column would seek every combination of the columns).
+    `join`: SQLite's CROSS JOIN keeps the VALUES list the outer loop; PostgreSQL plans a JOIN."""
     # SECURITY: only placeholders are formatted in; every value is bound.
     parts = []
     if counters:
         rows = ", ".join(["(?, ?)"] * counters)
         parts.append(
-            f"SELECT 'c', t.scope, t.used FROM (VALUES {rows}) AS v "  # noqa: S608
-            "CROSS JOIN counters AS t ON t.scope = v.column1 AND t.window = v.column2"
+            f"SELECT 'c', t.scope, CAST(t.used AS TEXT) FROM (VALUES {rows}) AS v "  # noqa: S608
+            f'{join} counters AS t ON t.scope = v.column1 AND t."window" = v.column2'
         )
     if members:
         rows = ", ".join(["(?, ?, ?)"] * members)
         parts.append(
             f"SELECT 'm', t.scope, t.item FROM (VALUES {rows}) AS v "  # noqa: S608
-            "CROSS JOIN members AS t ON t.scope = v.column1 AND t.window = v.column2 AND t.item = v.column3"
+            f'{join} members AS t ON t.scope = v.column1 AND t."window" = v.column2 AND t.item = v.column3'
         )
     return " UNION ALL ".join(parts)
 
 
 def _read_exact(
-    conn: sqlite3.Connection, counters: list[tuple[str, int]], members: list[tuple[str, int, str]]
+    conn: Db, counters: list[tuple[str, int]], members: list[tuple[str, int, str]], join: str = "CROSS JOIN"
 ) -> list[tuple[str, str, Any]]:
     """('c', scope, used) for each counter found and ('m', scope, item) for each member found."""
     found: list[tuple[str, str, Any]] = []
@@ -182,7 +208,7 @@ def _read_exact(
         some_counters, counters = counters[:_EXACT_ROWS], counters[_EXACT_ROWS:]
         some_members, members = members[:_EXACT_ROWS], members[_EXACT_ROWS:]
         params = [value for row in (*some_counters, *some_members) for value in row]
-        found += conn.execute(_exact_sql(len(some_counters), len(some_members)), params).fetchall()
+        found += conn.execute(_exact_sql(len(some_counters), len(some_members), join), params).fetchall()
     return found
 
 
@@ -193,7 +219,17 @@ def _window(now: float, seconds: int) -> tuple[int, float, int]:
     return number, end, max(1, math.ceil(end - now))
 
 
-_Job = tuple[Callable[[sqlite3.Connection], Any], Waiter]
+class Db(Protocol):
+    """What the rules need of a connection: sqlite3's, or `_PostgresDb` over psycopg."""
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+_Job = tuple[Callable[[Db], Any], Waiter]
 
 
 def _fail(batch: list[_Job], cause: BaseException) -> None:
@@ -205,72 +241,43 @@ def _fail(batch: list[_Job], cause: BaseException) -> None:
 
 
 class Ledger:
-    """Admissions run in group commits: whatever is waiting goes into one `BEGIN IMMEDIATE`
-    transaction, each admission inside its own savepoint (so a refused one leaves no trace),
-    then one COMMIT (`synchronous=FULL`) and every caller learns its outcome. Admissions in a
-    batch are applied in order, each seeing the ones before it. Blocking callers go through a
-    writer thread; the request path (`admit_verification_async`) through the event loop, with
-    only the COMMIT in a thread (`group_commit.LoopCommitter`)."""
+    """The rules, whichever database holds them (`SqliteLedger`, `PostgresLedger`).
 
-    def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0) -> None:
-        self._path = path
-        self._timeout = busy_timeout_seconds
-        self._local = threading.local()
+    Admissions run in group commits: whatever is waiting goes into one transaction that holds
+    the ledger's write lock, each admission inside its own savepoint (so a refused one leaves no
+    trace), then one COMMIT, and every caller learns its outcome. Admissions in a batch are
+    applied in order, each seeing the ones before it. Blocking callers go through a writer
+    thread; the request path calls `admit_verification_async`.
+    """
+
+    _join = "JOIN"
+    """How the exact-key read joins its VALUES list to a table (`_exact_sql`)."""
+
+    def __init__(self, writer: GroupCommitter[_Job, Any]) -> None:
+        self._writer = writer
         self._pruned_at = time.monotonic()
-        self._writer: GroupCommitter[_Job] = GroupCommitter(
-            "ledger-writer", self._connect, self._apply, limit=_BATCH_LIMIT, fail=_fail
-        )
-        self._loop_writer: LoopCommitter[_Job] = LoopCommitter(
-            "ledger-commit",
-            lambda: self._connect(wait=False),
-            self._apply,
-            limit=_BATCH_LIMIT,
-            fail=_fail,
-            busy_timeout_seconds=busy_timeout_seconds,
-        )
 
-    @classmethod
-    def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> Ledger:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / _DB_FILE
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        ledger = cls(path, busy_timeout_seconds=busy_timeout_seconds)
-        conn = ledger._conn()
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(_SCHEMA)
-        return ledger
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Db]:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+        yield
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def _connect(self, *, wait: bool = True) -> sqlite3.Connection:
-        """`wait=False`: for the event loop, which must never sleep on the lock (LoopCommitter)."""
-        timeout = self._timeout if wait else 0.0
-        conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=wait)
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")  # an int, not input
-        conn.execute("PRAGMA synchronous = FULL")
-        return conn
-
-    def _conn(self) -> sqlite3.Connection:
-        """A reading connection per thread: sqlite3 connections are not shared across threads."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._reading() as db:
+            rows: list[tuple[Any, ...]] = db.execute(sql, params).fetchall()
+            return rows
 
     # -- the writer --------------------------------------------------------------------------
 
-    def _submit(self, job: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+    def _submit(self, job: Callable[[Db], Any]) -> Future[Any]:
         future: Future[Any] = Future()
         self._writer.put((job, future))
         return future
 
-    def _run(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _run(self, job: Callable[[Db], Any]) -> Any:
         return self._submit(job).result()
 
-    def _apply(self, conn: sqlite3.Connection, batch: list[_Job]) -> Settle:
+    def _apply(self, conn: Db, batch: list[_Job]) -> Settle:
         """Each job of a batch in its own savepoint (a refused admission leaves no trace but its
         refusal count); the outcomes reach the callers only once the COMMIT is durable."""
         outcomes: list[tuple[Waiter, Any, BaseException | None]] = []
@@ -298,7 +305,6 @@ class Ledger:
         return settle
 
     def close(self) -> None:
-        self._loop_writer.close()
         self._writer.close()
 
     # -- admissions --------------------------------------------------------------------------
@@ -314,13 +320,11 @@ class Ledger:
         return admission
 
     async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
-        """The same from the event loop: applied on the loop, committed by a thread (LoopCommitter)."""
-        admission: Admission = await written(
-            lambda conn: self._admit(conn, request, now), self._loop_writer, self._writer
-        )
+        """The same from the event loop, without blocking it."""
+        admission: Admission = await asyncio.wrap_future(self._submit(lambda conn: self._admit(conn, request, now)))
         return admission
 
-    def _admit(self, conn: sqlite3.Connection, req: VerificationRequest, now: float) -> Admission:
+    def _admit(self, conn: Db, req: VerificationRequest, now: float) -> Admission:
         """One admission in few statements: all counters read at once, all writes batched."""
         limits = req.limits
         minute, minute_end, minute_left = _window(now, MINUTE)
@@ -335,7 +339,7 @@ class Ledger:
         # Repeats inside the probe window: the stored answer, and not counted again.
         stored = _select_in(
             conn,
-            "SELECT fingerprint, answer FROM answers WHERE scope = ? AND window = ? AND fingerprint IN ({})",
+            'SELECT fingerprint, answer FROM answers WHERE scope = ? AND "window" = ? AND fingerprint IN ({})',
             (answer_scope, probe),
             {c.fingerprint for c in req.claims},
         )
@@ -359,7 +363,7 @@ class Ledger:
         wanted_members = [(keys_scope, day, key) for key in asks_by_key]
         wanted_members += [(ask_scopes[key], probe, ask) for key, asks in asks_by_key.items() for ask in asks]
         members: set[tuple[str, str]] = set()
-        for kind, scope, value in _read_exact(conn, list(windows.items()), wanted_members):
+        for kind, scope, value in _read_exact(conn, list(windows.items()), wanted_members, self._join):
             if kind == "c":
                 used[scope] = int(value)
             else:
@@ -401,7 +405,7 @@ class Ledger:
         ]
         conn.executemany(
             "INSERT INTO counters VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (scope, window) DO UPDATE SET used = used + excluded.used",
+            'ON CONFLICT (scope, "window") DO UPDATE SET used = counters.used + excluded.used',
             [row for row in increments if row[2]],
         )
         conn.executemany(
@@ -417,9 +421,9 @@ class Ledger:
         billable = sum(c.billable for c in fresh)
         conn.execute(
             "INSERT INTO billing VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) "
-            "ON CONFLICT (consumer, grant_id, service, purpose, day) DO UPDATE SET calls = calls + 1, "
-            "claims = claims + excluded.claims, billable = billable + excluded.billable, "
-            "fee_micro_yuan = fee_micro_yuan + excluded.fee_micro_yuan",
+            "ON CONFLICT (consumer, grant_id, service, purpose, day) DO UPDATE SET calls = billing.calls + 1, "
+            "claims = billing.claims + excluded.claims, billable = billing.billable + excluded.billable, "
+            "fee_micro_yuan = billing.fee_micro_yuan + excluded.fee_micro_yuan",
             (req.consumer, req.grant, req.service, req.purpose, today, len(fresh), billable,
              billable * req.fee_micro_yuan_per_claim),
         )  # fmt: skip
@@ -443,14 +447,10 @@ class Ledger:
 
     def usage(self, grant: str) -> list[tuple[str, str, str, int, int, int]]:
         """Metering rows of a grant: (service, purpose, day, calls, claims, billable claims)."""
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT service, purpose, day, SUM(calls), SUM(claims), SUM(billable) FROM billing "
-                "WHERE grant_id = ? GROUP BY service, purpose, day ORDER BY day, service",
-                (grant,),
-            )
-            .fetchall()
+        rows = self._rows(
+            "SELECT service, purpose, day, SUM(calls), SUM(claims), SUM(billable) FROM billing "
+            "WHERE grant_id = ? GROUP BY service, purpose, day ORDER BY day, service",
+            (grant,),
         )
         return [(str(a), str(b), str(c), int(d), int(e), int(f)) for a, b, c, d, e, f in rows]
 
@@ -459,25 +459,17 @@ class Ledger:
         self._run(lambda conn: _alert(conn, kind, subject, message, None))
 
     def alerts(self, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT id, at, kind, subject, message FROM alerts WHERE at >= ? ORDER BY id DESC LIMIT ?",
-                (since or "", limit),
-            )
-            .fetchall()
+        rows = self._rows(
+            "SELECT id, at, kind, subject, message FROM alerts WHERE at >= ? ORDER BY id DESC LIMIT ?",
+            (since or "", limit),
         )
         return [{"id": i, "at": at, "kind": k, "subject": sub, "message": m} for i, at, k, sub, m in rows]
 
     def monthly_usage(self) -> list[tuple[str, str, int, int]]:
         """Per service and month (YYYY-MM): calls and counted claims, every grant together."""
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT service, substr(day, 1, 7) AS month, SUM(calls), SUM(claims) FROM billing "
-                "GROUP BY service, month ORDER BY month, service"
-            )
-            .fetchall()
+        rows = self._rows(
+            "SELECT service, substr(day, 1, 7) AS month, SUM(calls), SUM(claims) FROM billing "
+            "GROUP BY service, month ORDER BY month, service"
         )
         return [(str(a), str(b), int(c), int(d)) for a, b, c, d in rows]
 
@@ -487,7 +479,7 @@ class Ledger:
         params: tuple[str, ...] = (since, until)
         if consumer is not None:
             sql, params = sql + " AND consumer = ?", (*params, consumer)
-        rows = self._conn().execute(sql + " ORDER BY consumer, day, grant_id, service", params).fetchall()
+        rows = self._rows(sql + " ORDER BY consumer, day, grant_id, service", params)
         return [BillingRow(*row) for row in rows]
 
     def prune(self, now: float) -> None:
@@ -495,24 +487,169 @@ class Ledger:
         self._run(lambda conn: self._delete_ended(conn, now))
 
     @staticmethod
-    def _delete_ended(conn: sqlite3.Connection, now: float) -> None:
+    def _delete_ended(conn: Db, now: float) -> None:
         for table in ("counters", "members", "answers"):
             conn.execute(f"DELETE FROM {table} WHERE until < ?", (now,))  # noqa: S608 - fixed table names
         kept_since = datetime.fromtimestamp(now - ALERTS_KEPT_DAYS * DAY, UTC).isoformat(timespec="seconds")
         conn.execute("DELETE FROM alerts WHERE at < ?", (kept_since,))
 
 
-def _alert(conn: sqlite3.Connection, kind: str, subject: str, message: str, dedupe: str | None) -> None:
+class SqliteLedger(Ledger):
+    """One SQLite file in WAL mode: the processes of one machine share it, BEGIN IMMEDIATE
+    orders them. The request path writes from the event loop, with only the COMMIT in a thread
+    (`group_commit.LoopCommitter`)."""
+
+    _join = "CROSS JOIN"
+
+    def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0) -> None:
+        self._path = path
+        self._timeout = busy_timeout_seconds
+        self._local = threading.local()
+        super().__init__(GroupCommitter("ledger-writer", self._connect, self._apply, limit=_BATCH_LIMIT, fail=_fail))
+        self._loop_writer: LoopCommitter[_Job] = LoopCommitter(
+            "ledger-commit",
+            lambda: self._connect(wait=False),
+            self._apply,
+            limit=_BATCH_LIMIT,
+            fail=_fail,
+            busy_timeout_seconds=busy_timeout_seconds,
+        )
+
+    @classmethod
+    def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> SqliteLedger:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / _DB_FILE
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        ledger = cls(path, busy_timeout_seconds=busy_timeout_seconds)
+        conn = ledger._conn()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(_SCHEMA)
+        return ledger
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _connect(self, *, wait: bool = True) -> sqlite3.Connection:
+        """`wait=False`: for the event loop, which must never sleep on the lock (LoopCommitter)."""
+        timeout = self._timeout if wait else 0.0
+        conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=wait)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")  # an int, not input
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        """A reading connection per thread: sqlite3 connections are not shared across threads."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Db]:
+        yield self._conn()
+
+    async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
+        """Applied on the loop, committed by a thread (LoopCommitter)."""
+        admission: Admission = await written(
+            lambda conn: self._admit(conn, request, now), self._loop_writer, self._writer
+        )
+        return admission
+
+    def close(self) -> None:
+        self._loop_writer.close()
+        super().close()
+
+
+class _PostgresDb:
+    """A psycopg connection that takes the rules' SQL as written for SQLite (`?` placeholders)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @staticmethod
+    @functools.cache
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
+        return self._conn.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any:
+        rows = list(rows)
+        if rows:
+            self._conn.cursor().executemany(self._sql(sql), rows)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresLedger(Ledger):
+    """PostgreSQL, for gateway replicas on several machines: one ledger, so a limit holds across
+    all of them. Each batch holds one transaction-level advisory lock, as SQLite's BEGIN
+    IMMEDIATE does: admissions of every replica are applied one batch at a time."""
+
+    def __init__(self, dsn: str, *, schema: str = "public") -> None:
+        import psycopg  # noqa: PLC0415 - optional: only installations on PostgreSQL need the driver
+
+        self._psycopg = psycopg
+        self._dsn = dsn
+        # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
+        self._search_path = psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema))
+        self._read_lock = threading.Lock()
+        self._read = self._connect()
+        self._read.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema)))
+        with self._read.transaction():
+            self._read.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))  # one replica creates the tables
+            for statement in _PG_SCHEMA:
+                self._read.execute(statement)
+        super().__init__(
+            GroupCommitter(
+                "ledger-writer",
+                self._connect_writer,
+                self._apply,
+                limit=_BATCH_LIMIT,
+                fail=_fail,
+                begin=("BEGIN", f"SELECT pg_advisory_xact_lock({_PG_LOCK})"),  # a constant, not input
+            )
+        )
+
+    def _connect(self) -> Any:
+        try:
+            conn = self._psycopg.connect(self._dsn, autocommit=True)
+        except self._psycopg.Error as exc:
+            raise DependencyError("the ledger's PostgreSQL cannot be reached") from exc
+        conn.execute(self._search_path)  # the schema may not exist yet: it is resolved at each use
+        return conn
+
+    def _connect_writer(self) -> _PostgresDb:
+        return _PostgresDb(self._connect())
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Db]:
+        with self._read_lock:
+            try:
+                yield _PostgresDb(self._read)
+            except self._psycopg.OperationalError as exc:
+                raise DependencyError("the ledger's PostgreSQL cannot be reached") from exc
+
+    def close(self) -> None:
+        super().close()
+        self._read.close()
+
+
+def _alert(conn: Db, kind: str, subject: str, message: str, dedupe: str | None) -> None:
     """Insert an alert once per `dedupe` key (None: always) and log it."""
     cursor = conn.execute(
-        "INSERT OR IGNORE INTO alerts (at, kind, subject, message, dedupe) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO alerts (at, kind, subject, message, dedupe) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (datetime.now(UTC).isoformat(timespec="seconds"), kind, subject, message, dedupe),
     )
     if cursor.rowcount:
         log.warning("ALERT %s %s: %s", kind, subject, message)
 
 
-def _note_refusal(conn: sqlite3.Connection, refused: LimitReached, now: float) -> None:
+def _note_refusal(conn: Db, refused: LimitReached, now: float) -> None:
     """Outside the refused admission's savepoint: probing and enumeration limits alert at once;
     a burst of refusals of one consumer alerts too."""
     minute, minute_end, _left = _window(now, MINUTE)
@@ -522,10 +659,10 @@ def _note_refusal(conn: sqlite3.Connection, refused: LimitReached, now: float) -
         _alert(conn, f"{refused.limit}_limit", subject, refused.detail, f"{refused.limit}:{subject}:{day}")
     scope = f"refusals:{refused.consumer}"
     conn.execute(
-        "INSERT INTO counters VALUES (?, ?, 1, ?) ON CONFLICT (scope, window) DO UPDATE SET used = used + 1",
+        'INSERT INTO counters VALUES (?, ?, 1, ?) ON CONFLICT (scope, "window") DO UPDATE SET used = counters.used + 1',
         (scope, minute, minute_end),
     )
-    (count,) = conn.execute("SELECT used FROM counters WHERE scope = ? AND window = ?", (scope, minute)).fetchone()
+    (count,) = conn.execute('SELECT used FROM counters WHERE scope = ? AND "window" = ?', (scope, minute)).fetchone()
     if count > REFUSALS_ALERT_PER_MINUTE:
         message = f"{refused.consumer} was refused {count} times this minute"
         _alert(conn, "refusal_burst", refused.consumer, message, f"burst:{refused.consumer}:{minute}")

@@ -40,11 +40,11 @@ class Settings(BaseSettings):
     )
     ledger_dsn: str | None = Field(
         None,
-        description="PostgreSQL DSN of the privacy-budget ledger, shared by several gateway processes or machines;"
-        " unset: SQLite under `state_dir`.",
+        description="PostgreSQL DSN of the ledgers (privacy budget; verification rates, quotas and probing),"
+        " shared by gateway replicas on several machines; unset: SQLite under `state_dir`.",
     )
     ledger_schema: str = Field(
-        "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the budget ledger's tables."
+        "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the ledgers' tables."
     )
     sandbox_unsafe_run_without_isolation: bool = Field(
         False,

@@ -11,7 +11,7 @@ from gateway.clients import ClientStore
 from gateway.engine import Domain
 from gateway.freezes import FreezeStore
 from gateway.jobs import JobStore
-from gateway.ledger import Ledger
+from gateway.ledger import Ledger, PostgresLedger, SqliteLedger
 from gateway.objections import ObjectionStore
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
@@ -55,7 +55,9 @@ class Runtime:
             token_keys=KeyRing.load(settings.token_keys_dir),
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=AuditLog.open(settings.audit_dir),
-            ledger=Ledger.open(settings.state_dir / "ledger"),
+            ledger=PostgresLedger(settings.ledger_dsn, schema=settings.ledger_schema)
+            if settings.ledger_dsn
+            else SqliteLedger.open(settings.state_dir / "ledger"),
             budget=PostgresBudgetLedger(settings.ledger_dsn, schema=settings.ledger_schema)
             if settings.ledger_dsn
             else SqliteBudgetLedger(settings.state_dir / "ledger" / "budget.sqlite3"),

@@ -1,17 +1,35 @@
 """The ledger: each limit trips exactly at its value, resets with its window, refuses without
-counting, and holds with several processes admitting at once."""
+counting, and holds with several processes admitting at once. On both backends: SQLite always,
+PostgreSQL when VEILGATE_TEST_PG_DSN is set (each process then stands for a replica)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import secrets
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import RateLimited
-from gateway.ledger import _EXACT_ROWS, DAY, ClaimUse, Ledger, VerificationRequest, _exact_sql
+from gateway.ledger import (
+    _EXACT_ROWS,
+    DAY,
+    ClaimUse,
+    Ledger,
+    PostgresLedger,
+    SqliteLedger,
+    VerificationRequest,
+    _exact_sql,
+)
+
+PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
+needs_pg = pytest.mark.skipif(PG_DSN is None, reason="set VEILGATE_TEST_PG_DSN to run against PostgreSQL")
+Where = tuple[str, str]
+"""('sqlite', directory) or ('postgres', schema): enough for another process to open the same ledger."""
 
 NOON = 1_795_000_000.0 - (1_795_000_000.0 % DAY) + DAY / 2  # a UTC noon, far from window edges
 
@@ -32,9 +50,45 @@ def request(
     )
 
 
+def open_at(where: Where) -> Ledger:
+    backend, place = where
+    if backend == "sqlite":
+        return SqliteLedger.open(Path(place))
+    assert PG_DSN is not None
+    return PostgresLedger(PG_DSN, schema=place)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_pg])])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Where]:
+    """Where one ledger lives; every `open_at` opens another handle on it (another process)."""
+    if request.param == "sqlite":
+        yield ("sqlite", str(tmp_path))
+        return
+    schema = f"vg_test_{secrets.token_hex(6)}"
+    yield ("postgres", schema)
+    import psycopg
+
+    assert PG_DSN is not None
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger.open(tmp_path)
+def open_ledger(where: Where) -> Iterator[Callable[[], Ledger]]:
+    opened: list[Ledger] = []
+
+    def factory() -> Ledger:
+        opened.append(open_at(where))
+        return opened[-1]
+
+    yield factory
+    for handle in opened:
+        handle.close()
+
+
+@pytest.fixture
+def ledger(open_ledger: Callable[[], Ledger]) -> Ledger:
+    return open_ledger()
 
 
 def test_the_consumer_rate_trips_at_its_value_and_resets_next_minute(ledger: Ledger) -> None:
@@ -113,8 +167,8 @@ def test_metering_counts_billable_claims(ledger: Ledger) -> None:
     assert (service, purpose, calls, claims, billable) == ("svc", "credit_assessment", 2, 2, 1)
 
 
-def _admit_many(directory: str, worker: int, attempts: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    ledger = Ledger.open(Path(directory))
+def _admit_many(where: Where, worker: int, attempts: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    ledger = open_at(where)
     admitted = 0
     for i in range(attempts):
         try:
@@ -122,23 +176,24 @@ def _admit_many(directory: str, worker: int, attempts: int, results: multiproces
             admitted += 1
         except RateLimited:
             pass
+    ledger.close()
     results.put(admitted)
 
 
-def test_several_processes_never_exceed_the_quota(tmp_path: Path) -> None:
-    Ledger.open(tmp_path)
+def test_several_processes_never_exceed_the_quota(where: Where, open_ledger: Callable[[], Ledger]) -> None:
+    open_ledger()  # the tables exist before the race
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    workers = [context.Process(target=_admit_many, args=(str(tmp_path), w, 30, results)) for w in range(4)]
+    workers = [context.Process(target=_admit_many, args=(where, w, 30, results)) for w in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=120)
     assert sum(results.get(timeout=10) for _ in workers) == 50  # 120 attempts, exactly 50 admitted
-    assert Ledger.open(tmp_path).usage("g1")[0][4] == 50
+    assert open_ledger().usage("g1")[0][4] == 50
 
 
-def test_pruning_drops_ended_windows_only(ledger: Ledger, tmp_path: Path) -> None:
+def test_pruning_drops_ended_windows_only(ledger: Ledger) -> None:
     limits = VerificationLimits(probe_checks_per_key=1, probe_window_seconds=600)
     ledger.admit_verification(request(claim("k", "x"), limits=limits), now=NOON)
     ledger.prune(NOON + 10)
@@ -148,10 +203,10 @@ def test_pruning_drops_ended_windows_only(ledger: Ledger, tmp_path: Path) -> Non
     ledger.admit_verification(request(claim("k", "y"), limits=limits), now=NOON + DAY + 1)
 
 
-def test_limit_state_is_read_by_key_seeks_never_by_scanning(ledger: Ledger) -> None:
+def test_limit_state_is_read_by_key_seeks_never_by_scanning(tmp_path: Path) -> None:
     """A scan would make every admission slower as the day's members grow (it did once: the
     members of a consumer's day were scanned on every request)."""
-    conn = sqlite3.connect(ledger.path)
+    conn = sqlite3.connect(SqliteLedger.open(tmp_path).path)
     plan = conn.execute("EXPLAIN QUERY PLAN " + _exact_sql(5, 3), [0] * (5 * 2 + 3 * 3)).fetchall()
     steps = [str(row[3]) for row in plan]
     assert "SEARCH t USING PRIMARY KEY (scope=? AND window=?)" in steps

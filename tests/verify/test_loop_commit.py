@@ -14,13 +14,13 @@ import pytest
 
 from gateway.audit import AuditLog
 from gateway.errors import DependencyError, RateLimited
-from gateway.ledger import Ledger
+from gateway.ledger import SqliteLedger
 from tests.trust.conftest import event
 from tests.verify.test_ledger import NOON, _admit_many, claim, request
 
 
 def test_the_loop_keeps_serving_while_another_writer_holds_the_lock(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+    ledger = SqliteLedger.open(tmp_path)
     holder = sqlite3.connect(ledger.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # as another process mid-transaction
 
@@ -41,8 +41,8 @@ def test_the_loop_keeps_serving_while_another_writer_holds_the_lock(tmp_path: Pa
 
 
 def test_a_lock_held_past_the_busy_timeout_fails_the_batch_cleanly(tmp_path: Path) -> None:
-    Ledger.open(tmp_path).close()
-    ledger = Ledger.open(tmp_path, busy_timeout_seconds=0.05)
+    SqliteLedger.open(tmp_path).close()
+    ledger = SqliteLedger.open(tmp_path, busy_timeout_seconds=0.05)
     holder = sqlite3.connect(ledger.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
 
@@ -57,7 +57,7 @@ def test_a_lock_held_past_the_busy_timeout_fails_the_batch_cleanly(tmp_path: Pat
 
 
 def test_the_loop_and_the_writer_thread_share_one_quota_exactly(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+    ledger = SqliteLedger.open(tmp_path)
     admitted = {"thread": 0, "loop": 0}
 
     def from_thread() -> None:
@@ -95,10 +95,10 @@ def test_the_loop_and_the_writer_thread_share_one_quota_exactly(tmp_path: Path) 
 
 
 def test_the_loop_path_holds_the_quota_against_other_processes(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+    ledger = SqliteLedger.open(tmp_path)
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    workers = [context.Process(target=_admit_many, args=(str(tmp_path), w, 30, results)) for w in range(2)]
+    workers = [context.Process(target=_admit_many, args=(("sqlite", str(tmp_path)), w, 30, results)) for w in range(2)]
     for worker in workers:
         worker.start()
 

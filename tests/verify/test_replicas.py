@@ -1,0 +1,86 @@
+"""Two gateway replicas that share nothing but PostgreSQL (each its own state directory, as on two
+machines): a consumer's quota and probing limit hold across both, counted once."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.conftest import Installation, policy_copy, serve_process
+from tests.verify.conftest import SERVICE, enterprises
+
+PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(PG_DSN is None, reason="set VEILGATE_TEST_PG_DSN to run against PostgreSQL"),
+]
+
+
+@pytest.fixture
+def replicas(installation: Installation, tmp_path: Path) -> Iterator[list[str]]:
+    def tight(bundle: dict[str, Any]) -> None:
+        bundle["grants"]["bank-sme-credit-2026"]["quotas"] = {"daily_claims": 12}
+        bundle["verification_services"][SERVICE]["limits"].update(probe_checks_per_key=3)
+
+    policies = policy_copy(tmp_path / "policies", tight)
+    schema = f"vg_test_{secrets.token_hex(6)}"
+    configs = []
+    for name in ("a", "b"):
+        state = tmp_path / f"replica-{name}"
+        shutil.copytree(installation.settings.state_dir, state)
+        config = tmp_path / f"replica-{name}.toml"
+        config.write_text(
+            f'state_dir = "{state}"\npolicy_dir = "{policies}"\n'
+            f'ledger_dsn = "{PG_DSN}"\nledger_schema = "{schema}"\n'
+        )
+        configs.append(config)
+    try:
+        with serve_process(configs[0]) as (first, _one), serve_process(configs[1]) as (second, _two):
+            yield [first, second]
+    finally:
+        import psycopg
+
+        assert PG_DSN is not None
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
+def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installation: Installation) -> None:
+    first, second = replicas
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "demo-business",
+        "client_secret": installation.credentials["demo-business"],
+    }
+    token = httpx2.post(f"{first}/v1/token", data=form).json()["access_token"]
+    bank = {"Authorization": f"Bearer {token}"}
+    rows = enterprises(installation, 20)
+
+    def verify(base: str, index: int, checks: dict[str, Any] | None = None) -> httpx2.Response:
+        claim = {"keys": {"credit_code": rows[index]["credit_code"]}, "checks": checks or {"active": True}}
+        return httpx2.post(
+            f"{base}/v1/verify/{SERVICE}", json={"purpose": "credit_assessment", "claims": [claim]}, headers=bank
+        )
+
+    # Three questions about one entity are allowed; asked alternately through both replicas.
+    asked = [verify((first, second)[i % 2], 19, {"name": f"guess {i}"}) for i in range(4)]
+    assert [r.status_code for r in asked] == [200, 200, 200, 429]
+    assert "different questions about one entity" in asked[3].json()["detail"]
+    # A repeat through the other replica gets the stored answer and is not counted again.
+    repeat = verify(first, 19, {"name": "guess 1"})
+    assert repeat.status_code == 200
+    assert repeat.json()["result"]["answers"][0]["result"] == asked[1].json()["result"]["answers"][0]["result"]
+
+    # The rest of the daily quota of 12 claims (3 used), spent alternately through both.
+    statuses = [verify((first, second)[i % 2], i).status_code for i in range(11)]
+    assert statuses[:9] == [200] * 9 and statuses[9:] == [429, 429]
+    refused = verify(second, 15)
+    assert "daily quota of 12 claims" in refused.json()["detail"]
+    assert refused.headers["Retry-After"].isdigit()
