@@ -37,8 +37,7 @@ def replicas(installation: Installation, tmp_path: Path) -> Iterator[list[str]]:
         shutil.copytree(installation.settings.state_dir, state)
         config = tmp_path / f"replica-{name}.toml"
         config.write_text(
-            f'state_dir = "{state}"\npolicy_dir = "{policies}"\n'
-            f'ledger_dsn = "{PG_DSN}"\nledger_schema = "{schema}"\n'
+            f'state_dir = "{state}"\npolicy_dir = "{policies}"\nledger_dsn = "{PG_DSN}"\nledger_schema = "{schema}"\n'
         )
         configs.append(config)
     try:
