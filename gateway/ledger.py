@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -257,15 +257,9 @@ class Ledger:
         self._writer = writer
         self._pruned_at = time.monotonic()
 
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[Db]:  # pragma: no cover - each backend has its own
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:  # pragma: no cover
+        """A read outside the writer (reports, alerts): each backend has its own connection."""
         raise NotImplementedError
-        yield
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._reading() as db:
-            rows: list[tuple[Any, ...]] = db.execute(sql, params).fetchall()
-            return rows
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -546,9 +540,9 @@ class SqliteLedger(Ledger):
             conn = self._local.conn = self._connect()
         return conn
 
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[Db]:
-        yield self._conn()
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._conn().execute(sql, params).fetchall()
+        return rows
 
     async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
         """Applied on the loop, committed by a thread (LoopCommitter)."""
@@ -617,7 +611,7 @@ class PostgresLedger(Ledger):
 
     def _connect(self) -> Any:
         try:
-            conn = self._psycopg.connect(self._dsn, autocommit=True)
+            conn = self._psycopg.connect(self._dsn, autocommit=True, application_name="veilgate-ledger")
         except self._psycopg.Error as exc:
             raise DependencyError("the ledger's PostgreSQL cannot be reached") from exc
         conn.execute(self._search_path)  # the schema may not exist yet: it is resolved at each use
@@ -626,13 +620,23 @@ class PostgresLedger(Ledger):
     def _connect_writer(self) -> _PostgresDb:
         return _PostgresDb(self._connect())
 
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[Db]:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """On the reading connection; once more on a new one if it was cut (a restart, a failover)."""
         with self._read_lock:
             try:
-                yield _PostgresDb(self._read)
+                return self._fetch(sql, params)
+            except self._psycopg.OperationalError:
+                with contextlib.suppress(Exception):
+                    self._read.close()
+                self._read = self._connect()
+            try:
+                return self._fetch(sql, params)
             except self._psycopg.OperationalError as exc:
                 raise DependencyError("the ledger's PostgreSQL cannot be reached") from exc
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = _PostgresDb(self._read).execute(sql, params).fetchall()
+        return rows
 
     def close(self) -> None:
         super().close()

@@ -9,12 +9,13 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from gateway.domain.limits import VerificationLimits
-from gateway.errors import RateLimited
+from gateway.errors import DependencyError, RateLimited
 from gateway.ledger import (
     _EXACT_ROWS,
     DAY,
@@ -58,19 +59,28 @@ def open_at(where: Where) -> Ledger:
     return PostgresLedger(PG_DSN, schema=place)
 
 
+@contextmanager
+def postgres_schema() -> Iterator[Where]:
+    """A schema of its own, dropped afterwards."""
+    schema = f"vg_test_{secrets.token_hex(6)}"
+    try:
+        yield ("postgres", schema)
+    finally:
+        import psycopg
+
+        assert PG_DSN is not None
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_pg])])
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Where]:
     """Where one ledger lives; every `open_at` opens another handle on it (another process)."""
     if request.param == "sqlite":
         yield ("sqlite", str(tmp_path))
         return
-    schema = f"vg_test_{secrets.token_hex(6)}"
-    yield ("postgres", schema)
-    import psycopg
-
-    assert PG_DSN is not None
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+    with postgres_schema() as place:
+        yield place
 
 
 @pytest.fixture
@@ -224,3 +234,34 @@ def test_a_batch_beyond_one_read_chunk_is_counted_exactly(ledger: Ledger) -> Non
     assert again.repeats == len(many)
     with pytest.raises(RateLimited, match="different entities"):
         ledger.admit_verification(request(claim("one-more"), limits=limits, quota=10_000), now=NOON + 2)
+
+
+@pytest.mark.postgres
+@needs_pg
+def test_postgres_ledger_recovers_when_its_connections_are_cut() -> None:
+    """A database restart or failover: the batch in flight fails (503, nothing counted), the next
+    one runs on a new connection."""
+    with postgres_schema() as place:
+        ledger = open_at(place)
+        try:
+            _cut_and_recover(ledger)
+        finally:
+            ledger.close()
+
+
+def _cut_and_recover(ledger: Ledger) -> None:
+    import psycopg
+
+    ledger.admit_verification(request(claim("a"), quota=3), now=NOON)
+    assert PG_DSN is not None
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'veilgate-ledger'"
+        )
+    with pytest.raises(DependencyError, match="ledger is unavailable"):
+        ledger.admit_verification(request(claim("b"), quota=3), now=NOON)
+    ledger.admit_verification(request(claim("b"), quota=3), now=NOON)
+    ledger.admit_verification(request(claim("c"), quota=3), now=NOON)
+    with pytest.raises(RateLimited, match="daily quota of 3"):  # the failed one counted nothing
+        ledger.admit_verification(request(claim("d"), quota=3), now=NOON)
+    assert ledger.usage("g1")[0][4] == 3  # reports read again, on a new connection
