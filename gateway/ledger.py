@@ -163,52 +163,47 @@ class BillingRow:
     fee_micro_yuan: int
 
 
-def _select_in(conn: Db, sql: str, params: tuple[object, ...], items: set[str]) -> list[tuple[Any, ...]]:
-    """Run `sql` with its `IN ({})` filled with one placeholder per item; no items, no rows."""
-    if not items:
-        return []
-    # SECURITY: only placeholders are formatted in; every value is bound.
-    query = sql.format(", ".join("?" for _ in items))
-    rows: list[tuple[Any, ...]] = conn.execute(query, (*params, *items)).fetchall()
-    return rows
-
-
 _EXACT_ROWS = 500
 """Key tuples per read: far below SQLite's limit on bound parameters, for any batch."""
+_READS = (
+    ("c", "CAST(t.used AS TEXT)", "counters", ("scope", '"window"')),
+    ("m", "t.item", "members", ("scope", '"window"', "item")),
+    ("a", "t.answer", "answers", ("scope", '"window"', "fingerprint")),
+)
+"""Per kind of row read by exact key: its tag, the value returned, its table, its primary key."""
 
 
 @functools.cache
-def _exact_sql(counters: int, members: int, join: str = "CROSS JOIN") -> str:
-    """Counters and members read by their exact primary keys, as joins with a VALUES list: each
-    key is one seek (an IN list per column would seek every combination of the columns).
+def _exact_sql(counts: tuple[int, int, int], join: str = "CROSS JOIN") -> str:
+    """Counters, members and stored answers read by their exact primary keys, as joins with
+    VALUES lists: each key is one seek (an IN list per column would seek every combination of
+    the columns). Each row comes back as (tag, scope or fingerprint, value), the value as text.
     `join`: SQLite's CROSS JOIN keeps the VALUES list the outer loop; PostgreSQL plans a JOIN."""
-    # SECURITY: only placeholders are formatted in; every value is bound.
+    # SECURITY: only placeholders and fixed names are formatted in; every value is bound.
     parts = []
-    if counters:
-        rows = ", ".join(["(?, ?)"] * counters)
-        parts.append(
-            f"SELECT 'c', t.scope, CAST(t.used AS TEXT) FROM (VALUES {rows}) AS v "  # noqa: S608
-            f'{join} counters AS t ON t.scope = v.column1 AND t."window" = v.column2'
-        )
-    if members:
-        rows = ", ".join(["(?, ?, ?)"] * members)
-        parts.append(
-            f"SELECT 'm', t.scope, t.item FROM (VALUES {rows}) AS v "  # noqa: S608
-            f'{join} members AS t ON t.scope = v.column1 AND t."window" = v.column2 AND t.item = v.column3'
-        )
+    for count, (tag, value, table, key) in zip(counts, _READS, strict=True):
+        if not count:
+            continue
+        rows = ", ".join(["(" + ", ".join("?" * len(key)) + ")"] * count)
+        match = " AND ".join(f"t.{column} = v.column{n}" for n, column in enumerate(key, 1))
+        found = "t.fingerprint" if table == "answers" else "t.scope"
+        parts.append(f"SELECT '{tag}', {found}, {value} FROM (VALUES {rows}) AS v {join} {table} AS t ON {match}")  # noqa: S608
     return " UNION ALL ".join(parts)
 
 
 def _read_exact(
-    conn: Db, counters: list[tuple[str, int]], members: list[tuple[str, int, str]], join: str = "CROSS JOIN"
-) -> list[tuple[str, str, Any]]:
-    """('c', scope, used) for each counter found and ('m', scope, item) for each member found."""
-    found: list[tuple[str, str, Any]] = []
-    while counters or members:
-        some_counters, counters = counters[:_EXACT_ROWS], counters[_EXACT_ROWS:]
-        some_members, members = members[:_EXACT_ROWS], members[_EXACT_ROWS:]
-        params = [value for row in (*some_counters, *some_members) for value in row]
-        found += conn.execute(_exact_sql(len(some_counters), len(some_members), join), params).fetchall()
+    conn: Db, wanted: tuple[list[tuple[Any, ...]], ...], join: str = "CROSS JOIN"
+) -> list[tuple[str, str, str]]:
+    """`wanted`: the keys of counters, members and answers; per row found, ('c', scope, used),
+    ('m', scope, item) or ('a', fingerprint, answer)."""
+    found: list[tuple[str, str, str]] = []
+    lists = [list(keys) for keys in wanted]
+    while any(lists):
+        chunks = [keys[:_EXACT_ROWS] for keys in lists]
+        lists = [keys[_EXACT_ROWS:] for keys in lists]
+        params = [value for chunk in chunks for row in chunk for value in row]
+        counts = (len(chunks[0]), len(chunks[1]), len(chunks[2]))
+        found += conn.execute(_exact_sql(counts, join), params).fetchall()
     return found
 
 
@@ -330,16 +325,32 @@ class Ledger:
         keys_scope = f"keys:{req.consumer}"
         answer_scope = f"answer:{req.consumer}:{req.service}"
 
+        # Everything this admission may touch, in one read of exact keys: the stored answers of
+        # its claims, its counters, and the members of every key it asks about (a repeat's are
+        # read and not used: deciding which claims repeat would take a read of its own).
+        asked: dict[str, set[str]] = {}
+        for claim in req.claims:
+            asked.setdefault(claim.key, set()).update(claim.asks)
+        ask_scopes = {key: f"asks:{req.consumer}:{key}" for key in asked}
+        windows = {consumer_rate: minute, organisation_rate: minute, quota_scope: day, keys_scope: day}
+        windows.update(dict.fromkeys(ask_scopes.values(), probe))
+        wanted_members = [(keys_scope, day, key) for key in asked]
+        wanted_members += [(ask_scopes[key], probe, ask) for key, asks in asked.items() for ask in asks]
+        wanted_answers = [(answer_scope, probe, f) for f in {c.fingerprint for c in req.claims}]
+        used = dict.fromkeys(windows, 0)
+        members: set[tuple[str, str]] = set()
+        known: dict[str, str] = {}
+        for kind, name, value in _read_exact(conn, (list(windows.items()), wanted_members, wanted_answers), self._join):
+            if kind == "c":
+                used[name] = int(value)
+            elif kind == "m":
+                members.add((name, value))
+            else:
+                known[name] = value
+
         # Repeats inside the probe window: the stored answer, and not counted again.
-        stored = _select_in(
-            conn,
-            'SELECT fingerprint, answer FROM answers WHERE scope = ? AND "window" = ? AND fingerprint IN ({})',
-            (answer_scope, probe),
-            {c.fingerprint for c in req.claims},
-        )
         answers: list[str] = []
         fresh: list[ClaimUse] = []
-        known: dict[str, str] = {str(f): str(a) for f, a in stored}
         for claim in req.claims:
             if claim.fingerprint not in known:
                 fresh.append(claim)
@@ -348,20 +359,6 @@ class Ledger:
         asks_by_key: dict[str, set[str]] = {}
         for claim in fresh:
             asks_by_key.setdefault(claim.key, set()).update(claim.asks)
-        ask_scopes = {key: f"asks:{req.consumer}:{key}" for key in asks_by_key}
-
-        # Every counter and member this admission touches, in one read of exact keys.
-        windows = {consumer_rate: minute, organisation_rate: minute, quota_scope: day, keys_scope: day}
-        windows.update(dict.fromkeys(ask_scopes.values(), probe))
-        used = dict.fromkeys(windows, 0)
-        wanted_members = [(keys_scope, day, key) for key in asks_by_key]
-        wanted_members += [(ask_scopes[key], probe, ask) for key, asks in asks_by_key.items() for ask in asks]
-        members: set[tuple[str, str]] = set()
-        for kind, scope, value in _read_exact(conn, list(windows.items()), wanted_members, self._join):
-            if kind == "c":
-                used[scope] = int(value)
-            else:
-                members.add((scope, value))
 
         # The limits, in a fixed order; the first that trips refuses the whole request.
         who = {"consumer": req.consumer, "grant": req.grant}
@@ -575,6 +572,9 @@ class _PostgresDb:
         if rows:
             self._conn.cursor().executemany(self._sql(sql), rows)
 
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        return self._conn.pipeline()  # type: ignore[no-any-return]
+
     def close(self) -> None:
         self._conn.close()
 
@@ -619,6 +619,13 @@ class PostgresLedger(Ledger):
 
     def _connect_writer(self) -> _PostgresDb:
         return _PostgresDb(self._connect())
+
+    def _apply(self, conn: Db, batch: list[_Job]) -> Settle:
+        """In pipeline mode: statements whose results are not read (the savepoints, the writes)
+        travel with the next read instead of waiting for a round trip each."""
+        assert isinstance(conn, _PostgresDb)  # noqa: S101 - the writer's connections are
+        with conn.pipeline():
+            return super()._apply(conn, batch)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """On the reading connection; once more on a new one if it was cut (a restart, a failover)."""

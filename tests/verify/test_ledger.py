@@ -217,10 +217,11 @@ def test_limit_state_is_read_by_key_seeks_never_by_scanning(tmp_path: Path) -> N
     """A scan would make every admission slower as the day's members grow (it did once: the
     members of a consumer's day were scanned on every request)."""
     conn = sqlite3.connect(SqliteLedger.open(tmp_path).path)
-    plan = conn.execute("EXPLAIN QUERY PLAN " + _exact_sql(5, 3), [0] * (5 * 2 + 3 * 3)).fetchall()
+    plan = conn.execute("EXPLAIN QUERY PLAN " + _exact_sql((5, 3, 2)), [0] * (5 * 2 + 3 * 3 + 2 * 3)).fetchall()
     steps = [str(row[3]) for row in plan]
     assert "SEARCH t USING PRIMARY KEY (scope=? AND window=?)" in steps
     assert "SEARCH t USING PRIMARY KEY (scope=? AND window=? AND item=?)" in steps
+    assert "SEARCH t USING PRIMARY KEY (scope=? AND window=? AND fingerprint=?)" in steps
     assert not [s for s in steps if s.startswith("SCAN t")]
 
 
