@@ -159,6 +159,11 @@ class AuditLog:
         mac = hmac.digest(self._subject_key, f"{kind}\x00{key}".encode(), "sha256")  # one call, in C
         return f"{kind}:{mac.hex()[:32]}"
 
+    def pseudonym_key_id(self) -> str:
+        """Names the subject secret without revealing it: equal for equal secrets, so that stores
+        shared by several machines can tell that each of them makes the same pseudonyms."""
+        return self.pseudonym("key-id", "veilgate")
+
     # -- appending ---------------------------------------------------------------------------
 
     def append(self, event: AuditEvent) -> Future[int]:

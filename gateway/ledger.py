@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.domain.limits import VerificationLimits
-from gateway.errors import DependencyError, LimitReached
+from gateway.errors import ConfigurationError, DependencyError, LimitReached
 from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
 
 _DB_FILE = "ledger.sqlite3"
@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS billing (
     fee_micro_yuan INTEGER NOT NULL,
     PRIMARY KEY (consumer, grant_id, service, purpose, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _PG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS counters (
@@ -89,6 +90,7 @@ _PG_SCHEMA = (
         consumer TEXT NOT NULL, grant_id TEXT NOT NULL, service TEXT NOT NULL, purpose TEXT NOT NULL,
         day TEXT NOT NULL, calls BIGINT NOT NULL, claims BIGINT NOT NULL, billable BIGINT NOT NULL,
         fee_micro_yuan BIGINT NOT NULL, PRIMARY KEY (consumer, grant_id, service, purpose, day))""",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _PG_LOCK = 0x76676C6564676572
 """The advisory lock every PostgreSQL admission batch holds: one writer at a time, as in SQLite."""
@@ -295,6 +297,29 @@ class Ledger:
 
     def close(self) -> None:
         self._writer.close()
+
+    def bind_pseudonyms(self, key_id: str) -> None:
+        """Refuse a ledger written with pseudonyms of another subject secret.
+
+        Every key, question and claim reaches the ledger as a pseudonym. A process whose secret
+        differs (a replica set up on its own) would make other pseudonyms for the same entity,
+        and the distinct-key and probing limits would count each entity once per secret. The
+        first process records which secret it uses (`AuditLog.pseudonym_key_id`); the others
+        must match it.
+        """
+
+        def bind(conn: Db) -> str:
+            conn.execute("INSERT INTO meta VALUES ('pseudonym_key', ?) ON CONFLICT DO NOTHING", (key_id,))
+            (bound,) = conn.execute("SELECT value FROM meta WHERE name = 'pseudonym_key'").fetchone()
+            return str(bound)
+
+        bound = self._run(bind)
+        if bound != key_id:
+            raise ConfigurationError(
+                "this gateway's subject secret (state/audit/subject.key) is not the one the ledger was written "
+                "with: copy it from the gateway that first used this ledger, or the verification limits "
+                "would count every entity once per secret"
+            )
 
     # -- admissions --------------------------------------------------------------------------
 

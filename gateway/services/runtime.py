@@ -45,6 +45,18 @@ class Runtime:
         catalog = CatalogStore(settings.data_path)
         policy_store = PolicyStore(settings.policy_store_dir)
         onnx = OnnxModels(settings.policy_dir)
+        audit = AuditLog.open(settings.audit_dir)
+        ledger: Ledger = (
+            PostgresLedger(settings.ledger_dsn, schema=settings.ledger_schema)
+            if settings.ledger_dsn
+            else SqliteLedger.open(settings.state_dir / "ledger")
+        )
+        try:
+            ledger.bind_pseudonyms(audit.pseudonym_key_id())
+        except BaseException:
+            ledger.close()
+            audit.close()
+            raise
         return cls(
             settings=settings,
             catalog=catalog,
@@ -54,10 +66,8 @@ class Runtime:
             clients=ClientStore(settings.clients_file),
             token_keys=KeyRing.load(settings.token_keys_dir),
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
-            audit=AuditLog.open(settings.audit_dir),
-            ledger=PostgresLedger(settings.ledger_dsn, schema=settings.ledger_schema)
-            if settings.ledger_dsn
-            else SqliteLedger.open(settings.state_dir / "ledger"),
+            audit=audit,
+            ledger=ledger,
             budget=PostgresBudgetLedger(settings.ledger_dsn, schema=settings.ledger_schema)
             if settings.ledger_dsn
             else SqliteBudgetLedger(settings.state_dir / "ledger" / "budget.sqlite3"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.domain.limits import VerificationLimits
-from gateway.errors import DependencyError, RateLimited
+from gateway.errors import ConfigurationError, DependencyError, RateLimited
 from gateway.ledger import (
     _EXACT_ROWS,
     DAY,
@@ -266,3 +266,12 @@ def _cut_and_recover(ledger: Ledger) -> None:
     with pytest.raises(RateLimited, match="daily quota of 3"):  # the failed one counted nothing
         ledger.admit_verification(request(claim("d"), quota=3), now=NOON)
     assert ledger.usage("g1")[0][4] == 3  # reports read again, on a new connection
+
+
+def test_a_ledger_refuses_pseudonyms_of_another_secret(open_ledger: Callable[[], Ledger]) -> None:
+    """Another secret makes other pseudonyms for the same entity: each would be counted once per
+    secret, so a process with another secret is refused before it admits anything."""
+    open_ledger().bind_pseudonyms("key-id:first")
+    open_ledger().bind_pseudonyms("key-id:first")  # the same secret, from another process
+    with pytest.raises(ConfigurationError, match=r"subject secret \(state/audit/subject.key\)"):
+        open_ledger().bind_pseudonyms("key-id:other")

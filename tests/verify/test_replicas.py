@@ -13,6 +13,8 @@ from typing import Any
 import httpx2
 import pytest
 
+from gateway.errors import ConfigurationError
+from gateway.services.runtime import Runtime
 from tests.conftest import Installation, policy_copy, serve_process
 from tests.verify.conftest import SERVICE, enterprises
 
@@ -83,3 +85,26 @@ def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installati
     refused = verify(second, 15)
     assert "daily quota of 12 claims" in refused.json()["detail"]
     assert refused.headers["Retry-After"].isdigit()
+
+
+def test_a_replica_with_another_subject_secret_does_not_start(installation: Installation, tmp_path: Path) -> None:
+    """Set up on its own, a replica has another secret, so other pseudonyms for the same entities:
+    against a shared ledger it would let each entity be asked about once more per secret."""
+    schema = f"vg_test_{secrets.token_hex(6)}"
+    first = installation.settings.model_copy(update={"ledger_dsn": PG_DSN, "ledger_schema": schema})
+    state = tmp_path / "replica-own-secret"
+    shutil.copytree(installation.settings.state_dir, state)
+    (state / "audit" / "subject.key").unlink()  # made anew on open, as on a freshly set-up machine
+    second = first.model_copy(update={"state_dir": state})
+    try:
+        Runtime.open(first).close()
+        with pytest.raises(ConfigurationError, match="subject secret"):
+            Runtime.open(second)
+        (state / "audit" / "subject.key").write_bytes((installation.settings.audit_dir / "subject.key").read_bytes())
+        Runtime.open(second).close()  # with the first one's secret copied over, it starts
+    finally:
+        import psycopg
+
+        assert PG_DSN is not None
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
