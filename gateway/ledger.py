@@ -19,7 +19,6 @@ counted again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway import postgres_db
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, LimitReached
 from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
@@ -217,7 +217,7 @@ def _window(now: float, seconds: int) -> tuple[int, float, int]:
 
 
 class Db(Protocol):
-    """What the rules need of a connection: sqlite3's, or `_PostgresDb` over psycopg."""
+    """What the rules need of a connection: sqlite3's, or `postgres_db.Db` over psycopg."""
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any: ...
 
@@ -229,10 +229,13 @@ class Db(Protocol):
 _Job = tuple[Callable[[Db], Any], Waiter]
 
 
+_UNAVAILABLE = "the ledger is unavailable; nothing was released"
+
+
 def _fail(batch: list[_Job], cause: BaseException) -> None:
     """Nothing of the batch is durable: every caller learns it."""
     for _job, waiter in batch:
-        failure = DependencyError("the ledger is unavailable; nothing was released")
+        failure = DependencyError(_UNAVAILABLE)
         failure.__cause__ = cause
         resolve(waiter, None, failure)
 
@@ -578,55 +581,22 @@ class SqliteLedger(Ledger):
         super().close()
 
 
-class _PostgresDb:
-    """A psycopg connection that takes the rules' SQL as written for SQLite (`?` placeholders)."""
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    @staticmethod
-    @functools.cache
-    def _sql(sql: str) -> str:
-        return sql.replace("?", "%s")
-
-    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
-        return self._conn.execute(self._sql(sql), params)
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any:
-        rows = list(rows)
-        if rows:
-            self._conn.cursor().executemany(self._sql(sql), rows)
-
-    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
-        return self._conn.pipeline()  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self._conn.close()
-
-
 class PostgresLedger(Ledger):
     """PostgreSQL, for gateway replicas on several machines: one ledger, so a limit holds across
     all of them. Each batch holds one transaction-level advisory lock, as SQLite's BEGIN
     IMMEDIATE does: admissions of every replica are applied one batch at a time."""
 
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
-        import psycopg  # noqa: PLC0415 - optional: only installations on PostgreSQL need the driver
-
-        self._psycopg = psycopg
-        self._dsn = dsn
-        # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
-        self._search_path = psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema))
-        self._read_lock = threading.Lock()
-        self._read = self._connect()
-        self._read.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema)))
-        with self._read.transaction():
-            self._read.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))  # one replica creates the tables
+        connect = functools.partial(postgres_db.connect, dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE)
+        self._read = postgres_db.Reader(dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE)
+        with self._read.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))  # one replica creates the tables
             for statement in _PG_SCHEMA:
-                self._read.execute(statement)
+                db.execute(statement)
         super().__init__(
             GroupCommitter(
                 "ledger-writer",
-                self._connect_writer,
+                lambda: postgres_db.Db(connect()),
                 self._apply,
                 limit=_BATCH_LIMIT,
                 fail=_fail,
@@ -634,41 +604,15 @@ class PostgresLedger(Ledger):
             )
         )
 
-    def _connect(self) -> Any:
-        try:
-            conn = self._psycopg.connect(self._dsn, autocommit=True, application_name="veilgate-ledger")
-        except self._psycopg.Error as exc:
-            raise DependencyError("the ledger's PostgreSQL cannot be reached") from exc
-        conn.execute(self._search_path)  # the schema may not exist yet: it is resolved at each use
-        return conn
-
-    def _connect_writer(self) -> _PostgresDb:
-        return _PostgresDb(self._connect())
-
     def _apply(self, conn: Db, batch: list[_Job]) -> Settle:
         """In pipeline mode: statements whose results are not read (the savepoints, the writes)
         travel with the next read instead of waiting for a round trip each."""
-        assert isinstance(conn, _PostgresDb)  # noqa: S101 - the writer's connections are
+        assert isinstance(conn, postgres_db.Db)  # noqa: S101 - the writer's connections are
         with conn.pipeline():
             return super()._apply(conn, batch)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """On the reading connection; once more on a new one if it was cut (a restart, a failover)."""
-        with self._read_lock:
-            try:
-                return self._fetch(sql, params)
-            except self._psycopg.OperationalError:
-                with contextlib.suppress(Exception):
-                    self._read.close()
-                self._read = self._connect()
-            try:
-                return self._fetch(sql, params)
-            except self._psycopg.OperationalError as exc:
-                raise DependencyError("the ledger's PostgreSQL cannot be reached") from exc
-
-    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = _PostgresDb(self._read).execute(sql, params).fetchall()
-        return rows
+        return self._read.rows(sql, params)
 
     def close(self) -> None:
         super().close()

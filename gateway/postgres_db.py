@@ -1,0 +1,115 @@
+"""PostgreSQL for the stores that replicas on several machines share (the ledger, the audit log).
+
+The stores keep one set of SQL, written with SQLite's `?` placeholders; `Db` runs it on a psycopg
+connection. Connections are named (`application_name`), live in the deployment's schema, and
+`Reader` reads once more on a new connection after a cut (a restart, a failover). psycopg is
+imported only here and only when a DSN is configured: installations on SQLite need no driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from types import ModuleType
+from typing import Any
+
+from gateway.errors import ConfigurationError, DependencyError
+
+
+def driver() -> ModuleType:
+    try:
+        import psycopg  # noqa: PLC0415 - optional: only installations on PostgreSQL need the driver
+    except ImportError:
+        raise ConfigurationError("PostgreSQL is configured but its driver is not installed: "
+                                 "pip install 'veilgate[postgres]'") from None  # fmt: skip
+    return psycopg
+
+
+def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> Any:
+    """An autocommit connection whose search path is `schema` (created if missing).
+
+    `unavailable`: the message of the DependencyError raised when the server cannot be reached.
+    """
+    psycopg = driver()
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, application_name=name)
+        # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
+        identifier = psycopg.sql.Identifier(schema)
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+    except psycopg.Error as exc:
+        raise DependencyError(unavailable) from exc
+    return conn
+
+
+class Db:
+    """A psycopg connection that takes SQL as written for SQLite (`?` placeholders, no `%`)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @staticmethod
+    @functools.cache
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
+        return self._conn.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        rows = list(rows)
+        if rows:
+            self._conn.cursor().executemany(self._sql(sql), rows)
+
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        """Statements whose results are not read go with the next read, not one round trip each."""
+        return self._conn.pipeline()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Reader:
+    """One reading connection shared by threads, renewed once when it was cut."""
+
+    def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str) -> None:
+        self._open = functools.partial(connect, dsn, schema, name=name, unavailable=unavailable)
+        self._unavailable = unavailable
+        self._lock = threading.Lock()
+        self._conn = self._open()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            found: list[tuple[Any, ...]] = self._run(sql, params).fetchall()
+            return found
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement in its own transaction (autocommit); how many rows it changed."""
+        with self._lock:
+            changed: int = self._run(sql, params).rowcount
+            return changed
+
+    def _run(self, sql: str, params: Sequence[Any]) -> Any:
+        operational = driver().OperationalError
+        try:
+            return Db(self._conn).execute(sql, params)
+        except operational:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = self._open()
+        try:
+            return Db(self._conn).execute(sql, params)
+        except operational as exc:
+            raise DependencyError(self._unavailable) from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Db]:
+        """A transaction on the reading connection (for setting up tables), under the lock."""
+        with self._lock, self._conn.transaction():
+            yield Db(self._conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
