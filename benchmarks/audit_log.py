@@ -23,7 +23,7 @@ import httpx2
 from fastapi import FastAPI
 
 from gateway.app import create_app
-from gateway.audit import AuditLog
+from gateway.audit import SqliteAuditLog
 from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.services import demo_setup
 
@@ -41,14 +41,14 @@ def _event(n: int) -> AuditEvent:
 
 
 def appends(root: Path, events: int, concurrency: int) -> None:
-    log = AuditLog.open(root / "sequential")
+    log = SqliteAuditLog.open(root / "sequential")
     started = time.perf_counter()
     for n in range(events):
         log.append_now(_event(n))
     sequential = events / (time.perf_counter() - started)
     log.close()
 
-    log = AuditLog.open(root / "grouped")
+    log = SqliteAuditLog.open(root / "grouped")
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(lambda n: log.append_now(_event(n)), range(events)))

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from gateway import demo_data
 from gateway.app import create_app
-from gateway.audit import AuditLog
+from gateway.audit import AuditLog, open_log
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.policy import FreezeKind
@@ -384,9 +384,9 @@ def receipt_verify(
 
 
 def _open_audit(settings: Settings) -> AuditLog:
-    if not (settings.audit_dir / "log.sqlite3").exists():
+    if not settings.audit_dsn and not (settings.audit_dir / "log.sqlite3").exists():
         _fail(f"no audit log under {settings.audit_dir}; has this installation served yet?")
-    return AuditLog.open(settings.audit_dir)
+    return open_log(settings.audit_dir, dsn=settings.audit_dsn, schema=settings.audit_schema)
 
 
 @audit_app.command("verify")

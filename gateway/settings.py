@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     ledger_schema: str = Field(
         "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the ledgers' tables."
     )
+    audit_dsn: str | None = Field(
+        None,
+        description="PostgreSQL DSN of the audit log, one log for gateway replicas on several machines;"
+        " unset: SQLite under `state_dir`.",
+    )
+    audit_schema: str = Field(
+        "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the audit log's tables."
+    )
     sandbox_unsafe_run_without_isolation: bool = Field(
         False,
         description="Development only: run approved jobs without namespaces where they cannot be built; logged loudly.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,26 @@ from gateway.services import demo_setup
 from gateway.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
+needs_pg = pytest.mark.skipif(PG_DSN is None, reason="set VEILGATE_TEST_PG_DSN to run against PostgreSQL")
+ON_POSTGRES = pytest.param("postgres", marks=[pytest.mark.postgres, needs_pg])
+"""The PostgreSQL case of a test parametrized over backends: run by CI, skipped without a DSN."""
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A PostgreSQL schema of its own for one test, dropped afterwards."""
+    schema = f"vg_test_{secrets.token_hex(6)}"
+    try:
+        yield schema
+    finally:
+        import psycopg
+
+        assert PG_DSN is not None
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
 CANARY = "CANARY-7Q4Z"
 """Planted in raw values of the demo data; must never appear in anything the gateway emits."""
 TEST_SCALE = 0.02

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from gateway import demo_data
-from gateway.audit import AuditLog
+from gateway.audit import open_log
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
@@ -85,7 +85,7 @@ def setup(
     KeyRing.create(settings.token_keys_dir)
     KeyRing.create(settings.receipt_keys_dir)
     # 5. The audit log and its secret for pseudonyms, so that `veilgate doctor` finds them.
-    AuditLog.open(settings.audit_dir).close()
+    open_log(settings.audit_dir, dsn=settings.audit_dsn, schema=settings.audit_schema).close()
     # 6. Clients: made once; their secrets are kept in a 0600 file for the demo only.
     credentials_file = settings.state_dir / "demo-credentials.json"
     clients = ClientStore(settings.clients_file)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from gateway.atomic_files import check_secret_file
-from gateway.audit import AuditLog
+from gateway.audit import open_log
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.domain.principal import Role
@@ -70,11 +70,12 @@ def _domain(settings: Settings) -> list[Finding]:
     return findings
 
 
-def _audit(directory: Path) -> Finding:
-    if not (directory / "log.sqlite3").exists():
+def _audit(settings: Settings) -> Finding:
+    directory = settings.audit_dir
+    if not settings.audit_dsn and not (directory / "log.sqlite3").exists():
         return Finding("audit log", True, "none yet: it is created when the gateway first starts")
     try:
-        log = AuditLog.open(directory)
+        log = open_log(directory, dsn=settings.audit_dsn, schema=settings.audit_schema)
     except VeilgateError as exc:
         return Finding("audit log", False, exc.detail)
     try:
@@ -119,6 +120,6 @@ def diagnose(settings: Settings) -> list[Finding]:
         _keys(settings.receipt_keys_dir, "receipt-signing"),
         _clients(settings.clients_file),
         *_domain(settings),
-        _audit(settings.audit_dir),
+        _audit(settings),
         _policy(settings.policy_dir),
     ]

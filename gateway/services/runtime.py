@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.audit import AuditLog
+from gateway.audit import AuditLog, open_log
 from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
@@ -45,7 +45,7 @@ class Runtime:
         catalog = CatalogStore(settings.data_path)
         policy_store = PolicyStore(settings.policy_store_dir)
         onnx = OnnxModels(settings.policy_dir)
-        audit = AuditLog.open(settings.audit_dir)
+        audit = open_log(settings.audit_dir, dsn=settings.audit_dsn, schema=settings.audit_schema)
         ledger: Ledger = (
             PostgresLedger(settings.ledger_dsn, schema=settings.ledger_schema)
             if settings.ledger_dsn

@@ -5,8 +5,7 @@ exactly 10 are released, 190 refused, and the ledger shows exactly the budget sp
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -17,14 +16,12 @@ import httpx2
 import pytest
 
 from tests.aggregate.conftest import PURPOSE
-from tests.conftest import Installation, policy_copy, serve_process
+from tests.conftest import ON_POSTGRES, PG_DSN, Installation, pg_schema, policy_copy, serve_process
 
-PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
 REQUESTS = 200
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(
-    PG_DSN is None, reason="set VEILGATE_TEST_PG_DSN to run against PostgreSQL"))])  # fmt: skip
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
 def two_servers(request: pytest.FixtureRequest, installation: Installation, tmp_path: Path) -> Iterator[list[str]]:
     def ten_releases(bundle: dict[str, Any]) -> None:
         bundle["grants"]["labour-research-2026"]["budget"] = {"epsilon": "1"}  # ten releases of 0.1
@@ -32,17 +29,13 @@ def two_servers(request: pytest.FixtureRequest, installation: Installation, tmp_
     policies = policy_copy(tmp_path / "policies", ten_releases)
     config = tmp_path / "veilgate.toml"
     lines = [f'state_dir = "{installation.settings.state_dir}"', f'policy_dir = "{policies}"']
-    schema = f"vg_test_{secrets.token_hex(6)}"
-    if request.param == "postgres":
-        lines += [f'ledger_dsn = "{PG_DSN}"', f'ledger_schema = "{schema}"']
-    config.write_text("\n".join(lines) + "\n")
-    with serve_process(config) as (first, _one), serve_process(config) as (second, _two):
-        yield [first, second]
-    if request.param == "postgres" and PG_DSN is not None:
-        import psycopg
-
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            schema = stack.enter_context(pg_schema())
+            lines += [f'ledger_dsn = "{PG_DSN}"', f'ledger_schema = "{schema}"']
+        config.write_text("\n".join(lines) + "\n")
+        with serve_process(config) as (first, _one), serve_process(config) as (second, _two):
+            yield [first, second]
 
 
 async def _fire(servers: list[str], token: str) -> list[httpx2.Response]:

@@ -10,7 +10,7 @@ import time
 
 import httpx2
 
-from gateway.audit import AuditLog, LeafFilter
+from gateway.audit import LeafFilter, SqliteAuditLog
 from gateway.services.audit_trail import verify_log
 from gateway.signing import KeyRing
 from tests.conftest import Installation, serve_process
@@ -61,7 +61,7 @@ def test_sigkill_under_load_loses_no_acknowledged_record(installation: Installat
             worker.join(timeout=10)
 
     assert len(acknowledged) >= RESPONSES_BEFORE_KILL
-    log = AuditLog.open(installation.settings.audit_dir)
+    log = SqliteAuditLog.open(installation.settings.audit_dir)
     try:
         report = verify_log(log, KeyRing.load(installation.settings.receipt_keys_dir).jwks())
         assert report.ok, report.failure

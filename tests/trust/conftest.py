@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog
+from gateway.audit import AuditLog, PostgresAuditLog, SqliteAuditLog
 from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.signing import KeyRing
+from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
 
 
 def event(n: int = 0, *, principal: str | None = "demo-business", status: int = 200, **over: object) -> AuditEvent:
@@ -32,8 +34,26 @@ def receipt_keys(tmp_path: Path) -> KeyRing:
     return KeyRing.create(tmp_path / "keys" / "receipt")
 
 
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
+def open_audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], AuditLog]]:
+    """A factory: every call opens another handle on one log (another process, or a replica)."""
+    opened: list[AuditLog] = []
+    with contextlib.ExitStack() as stack:
+        schema = stack.enter_context(pg_schema()) if request.param == "postgres" else ""
+
+        def factory() -> AuditLog:
+            if request.param == "sqlite":
+                opened.append(SqliteAuditLog.open(tmp_path / "audit"))
+            else:
+                assert PG_DSN is not None
+                opened.append(PostgresAuditLog(PG_DSN, schema=schema, key_directory=tmp_path / "audit"))
+            return opened[-1]
+
+        yield factory
+        for log in opened:
+            log.close()
+
+
 @pytest.fixture
-def audit_log(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog.open(tmp_path / "audit")
-    yield log
-    log.close()
+def audit_log(open_audit: Callable[[], AuditLog]) -> AuditLog:
+    return open_audit()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog, LeafFilter
+from gateway.audit import AuditLog, LeafFilter, SqliteAuditLog
 from gateway.domain import merkle
-from gateway.domain.trail import AuditLeaf, Decision
+from gateway.domain.trail import AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable, ConfigurationError
 from tests.trust.conftest import event
 
@@ -36,27 +37,37 @@ def test_concurrent_appends_share_commits_and_leave_no_gap(audit_log: AuditLog) 
     assert {by_seq[s] for s in seqs} == {f"req-{i:06d}" for i in range(400)}
 
 
-def test_two_writers_on_one_file_keep_one_total_order(tmp_path: Path) -> None:
-    """Two replicas (two AuditLog objects, each with its own writer) append to the same log."""
-    first, second = AuditLog.open(tmp_path / "audit"), AuditLog.open(tmp_path / "audit")
-    try:
+def test_two_writers_on_one_log_keep_one_total_order(open_audit: Callable[[], AuditLog]) -> None:
+    """Two processes or replicas (two AuditLog objects, each with its own writer) append to one log."""
+    first, second = open_audit(), open_audit()
 
-        def write(log: AuditLog, offset: int) -> list[int]:
-            return [log.append_now(event(offset + i)) for i in range(100)]
+    def write(log: AuditLog, offset: int) -> list[int]:
+        return [log.append_now(event(offset + i)) for i in range(100)]
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            a, b = pool.map(write, (first, second), (0, 1000))
-        assert sorted(a + b) == list(range(200))
-        assert first.size() == second.size() == 200
-        assert first.root(200) == second.root(200)
-        assert first.inclusion_proof(7, 200) == second.inclusion_proof(7, 200)
-    finally:
-        first.close()
-        second.close()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        a, b = pool.map(write, (first, second), (0, 1000))
+    assert sorted(a + b) == list(range(200))
+    assert first.size() == second.size() == 200
+    assert first.root(200) == second.root(200)
+    assert first.inclusion_proof(7, 200) == second.inclusion_proof(7, 200)
+    assert first.consistency_proof(50, 200) == second.consistency_proof(50, 200)
+
+
+def test_leaves_are_found_by_subject_and_checkpoints_stored_once(audit_log: AuditLog) -> None:
+    entity, other = audit_log.pseudonym("enterprise", "A"), audit_log.pseudonym("enterprise", "B")
+    for i in range(6):
+        audit_log.append_now(event(i, subjects=(entity,) if i % 2 else (other, entity) if i == 4 else (other,)))
+    assert [leaf.seq for leaf in audit_log.find_subject(entity)] == [1, 3, 4, 5]
+    assert audit_log.find_subject(audit_log.pseudonym("enterprise", "C")) == []
+    head = Checkpoint(size=6, root=audit_log.root(6).hex(), time="2026-11-28T00:00:00.000Z", jws="x.y.z")
+    assert audit_log.add_checkpoint(head)
+    assert not audit_log.add_checkpoint(head)  # another replica made it first
+    assert audit_log.latest_checkpoint() == head
+    assert audit_log.checkpoints(after_size=5) == [head]
 
 
 def test_a_leaf_is_on_disk_when_its_append_returns(tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path / "audit")
+    log = SqliteAuditLog.open(tmp_path / "audit")
     seq = log.append_now(event(1))
     # Read with a fresh connection, as a process starting after a crash would.
     with sqlite3.connect(tmp_path / "audit" / "log.sqlite3") as conn:
@@ -73,14 +84,14 @@ def test_files_are_private(audit_log: AuditLog, tmp_path: Path) -> None:
 
 
 def test_a_readable_subject_key_is_refused(tmp_path: Path) -> None:
-    AuditLog.open(tmp_path / "audit").close()
+    SqliteAuditLog.open(tmp_path / "audit").close()
     (tmp_path / "audit" / "subject.key").chmod(0o644)
     with pytest.raises(ConfigurationError, match="readable by others"):
-        AuditLog.open(tmp_path / "audit")
+        SqliteAuditLog.open(tmp_path / "audit")
 
 
 def test_pseudonyms_are_keyed_stable_and_hide_the_key(tmp_path: Path) -> None:
-    one, other = AuditLog.open(tmp_path / "one"), AuditLog.open(tmp_path / "other")
+    one, other = SqliteAuditLog.open(tmp_path / "one"), SqliteAuditLog.open(tmp_path / "other")
     key = "91330106MA2B3C4D5X"
     assert one.pseudonym("enterprise", key) == one.pseudonym("enterprise", key)
     assert one.pseudonym("enterprise", key) != one.pseudonym("person", key)
@@ -112,7 +123,7 @@ def test_find_filters_and_pages(audit_log: AuditLog) -> None:
 
 
 def test_a_failed_commit_fails_every_waiter_and_writes_nothing(tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path / "audit", busy_timeout_seconds=0.05)
+    log = SqliteAuditLog.open(tmp_path / "audit", busy_timeout_seconds=0.05)
     log.append_now(event(0))
     blocker = sqlite3.connect(tmp_path / "audit" / "log.sqlite3", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock beyond the timeout
@@ -130,7 +141,7 @@ def test_a_failed_commit_fails_every_waiter_and_writes_nothing(tmp_path: Path) -
 
 
 def test_a_closed_log_takes_nothing(tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path / "audit")
+    log = SqliteAuditLog.open(tmp_path / "audit")
     log.append_now(event())
     log.close()
     with pytest.raises(AuditUnavailable):
@@ -138,7 +149,7 @@ def test_a_closed_log_takes_nothing(tmp_path: Path) -> None:
 
 
 def test_appends_from_many_threads_while_closing_all_resolve(tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path / "audit")
+    log = SqliteAuditLog.open(tmp_path / "audit")
     futures = [log.append(event(i)) for i in range(200)]
     closer = threading.Thread(target=log.close)
     closer.start()

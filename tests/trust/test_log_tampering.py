@@ -20,11 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import AuditLog
+from gateway.audit import PostgresAuditLog, SqliteAuditLog
 from gateway.domain import merkle
 from gateway.domain.trail import AuditLeaf, canonical
 from gateway.services.audit_trail import make_checkpoint, verify_log
 from gateway.signing import KeyRing
+from tests.conftest import PG_DSN, needs_pg, pg_schema
 from tests.trust.conftest import event
 
 SIZE = 40
@@ -42,7 +43,7 @@ class Template:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     root = tmp_path_factory.mktemp("log")
     keys = KeyRing.create(root / "keys")
-    log = AuditLog.open(root / "audit")
+    log = SqliteAuditLog.open(root / "audit")
     witnessed: dict[int, str] = {}
     for i in range(SIZE):
         log.append_now(event(i, principal="demo-business" if i % 2 else None, status=(200, 401, 404)[i % 3]))
@@ -66,7 +67,7 @@ def copy_of(template: Template) -> Iterator[tuple[Path, sqlite3.Connection]]:
 
 
 def _verify(root: Path, template: Template, witnessed: tuple[str, ...] = ()) -> str | None:
-    log = AuditLog.open(root / "audit")
+    log = SqliteAuditLog.open(root / "audit")
     try:
         return verify_log(log, template.jwks, witnessed=witnessed).failure
     finally:
@@ -232,7 +233,7 @@ def test_a_consistent_rewrite_with_the_signing_key_is_caught_by_a_witness(templa
         _renumber(db, records)
         db.execute("DELETE FROM checkpoints")
         keys = KeyRing.load(root / "keys")
-        log = AuditLog.open(root / "audit")
+        log = SqliteAuditLog.open(root / "audit")
         make_checkpoint(log, keys, issuer="veilgate")
         log.close()
         assert _verify(root, template) is None  # the forger's own checkpoints agree with the forgery
@@ -253,10 +254,39 @@ def test_an_edited_checkpoint_is_detected(template: Template) -> None:
 def test_a_checkpoint_signed_by_another_key_is_detected(template: Template, tmp_path: Path) -> None:
     with copy_of(template) as (root, db):
         db.execute("DELETE FROM checkpoints WHERE size = 40")
-        log = AuditLog.open(root / "audit")
+        log = SqliteAuditLog.open(root / "audit")
         make_checkpoint(log, KeyRing.create(tmp_path / "foreign"), issuer="veilgate")
         log.close()
         failure = _verify(root, template)
     assert failure is not None
     assert "the checkpoint of size 40" in failure
     assert "does not verify: the JWS is signed by a key that the JWKS does not publish" in failure
+
+
+@pytest.mark.postgres
+@needs_pg
+def test_a_leaf_changed_in_postgres_is_found(tmp_path: Path) -> None:
+    """The same checks on the PostgreSQL store: whoever can write its rows changes a leaf."""
+    import psycopg
+
+    keys = KeyRing.create(tmp_path / "keys")
+    with pg_schema() as schema:
+        assert PG_DSN is not None
+        log = PostgresAuditLog(PG_DSN, schema=schema, key_directory=tmp_path / "audit")
+        try:
+            for i in range(12):
+                log.append_now(event(i))
+            assert make_checkpoint(log, keys, issuer="veilgate") is not None
+            assert verify_log(log, keys.jwks()).failure is None
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                leaves = psycopg.sql.Identifier(schema, "leaves")
+                conn.execute(
+                    psycopg.sql.SQL(
+                        "UPDATE {} SET record = replace(record, 'req-000005', 'req-999999') WHERE seq = 5"
+                    ).format(leaves)
+                )
+            failure = verify_log(log, keys.jwks()).failure
+        finally:
+            log.close()
+    assert failure is not None
+    assert failure.startswith("leaf 5 was changed after it was written")

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws as joserfc_jws
 from joserfc.jwk import KeySet
 
-from gateway.audit import AuditLog
+from gateway.audit import SqliteAuditLog
 from gateway.domain.trail import CHECKPOINT_TYPE, RECEIPT_TYPE, PrivacySpent, ResultDocument, canonical, digest
 from gateway.errors import SignatureInvalid
 from gateway.services.audit_trail import make_checkpoint
@@ -146,7 +146,7 @@ def test_hmac_keyed_with_the_public_key_fails(receipt_keys: KeyRing) -> None:
 
 
 def test_a_checkpoint_never_passes_for_a_receipt_nor_the_reverse(receipt_keys: KeyRing, tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path / "audit")
+    log = SqliteAuditLog.open(tmp_path / "audit")
     log.append_now(event())
     checkpoint = make_checkpoint(log, receipt_keys, issuer="veilgate")
     log.close()

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from gateway.app import create_app
-from gateway.audit import AuditLog
+from gateway.audit import SqliteAuditLog
 from gateway.cli import app as cli
 from gateway.domain import merkle
 from gateway.services.receipts import sign_result
@@ -72,7 +72,7 @@ def test_audit_verify_checkpoint_and_export(installation: Installation, tmp_path
     )
     verified = runner.invoke(cli, ["audit", "verify", *_config(installation)])
     assert verified.exit_code == 0, verified.output
-    log = AuditLog.open(installation.settings.audit_dir)
+    log = SqliteAuditLog.open(installation.settings.audit_dir)
     checkpoints, size = len(log.checkpoints()), log.size()
     log.close()
     assert checkpoints >= 2
@@ -80,7 +80,7 @@ def test_audit_verify_checkpoint_and_export(installation: Installation, tmp_path
     out = tmp_path / "audit.jsonl"
     assert runner.invoke(cli, ["audit", "export", "--out", str(out), *_config(installation)]).exit_code == 0
     lines = out.read_bytes().splitlines()
-    log = AuditLog.open(installation.settings.audit_dir)
+    log = SqliteAuditLog.open(installation.settings.audit_dir)
     try:
         assert merkle.root([merkle.leaf_hash(line) for line in lines]) == log.root(log.size())
     finally:

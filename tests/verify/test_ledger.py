@@ -5,11 +5,8 @@ PostgreSQL when VEILGATE_TEST_PG_DSN is set (each process then stands for a repl
 from __future__ import annotations
 
 import multiprocessing
-import os
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,9 +23,8 @@ from gateway.ledger import (
     VerificationRequest,
     _exact_sql,
 )
+from tests.conftest import ON_POSTGRES, PG_DSN, needs_pg, pg_schema
 
-PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
-needs_pg = pytest.mark.skipif(PG_DSN is None, reason="set VEILGATE_TEST_PG_DSN to run against PostgreSQL")
 Where = tuple[str, str]
 """('sqlite', directory) or ('postgres', schema): enough for another process to open the same ledger."""
 
@@ -59,28 +55,14 @@ def open_at(where: Where) -> Ledger:
     return PostgresLedger(PG_DSN, schema=place)
 
 
-@contextmanager
-def postgres_schema() -> Iterator[Where]:
-    """A schema of its own, dropped afterwards."""
-    schema = f"vg_test_{secrets.token_hex(6)}"
-    try:
-        yield ("postgres", schema)
-    finally:
-        import psycopg
-
-        assert PG_DSN is not None
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_pg])])
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Where]:
     """Where one ledger lives; every `open_at` opens another handle on it (another process)."""
     if request.param == "sqlite":
         yield ("sqlite", str(tmp_path))
         return
-    with postgres_schema() as place:
-        yield place
+    with pg_schema() as schema:
+        yield ("postgres", schema)
 
 
 @pytest.fixture
@@ -242,8 +224,8 @@ def test_a_batch_beyond_one_read_chunk_is_counted_exactly(ledger: Ledger) -> Non
 def test_postgres_ledger_recovers_when_its_connections_are_cut() -> None:
     """A database restart or failover: the batch in flight fails (503, nothing counted), the next
     one runs on a new connection."""
-    with postgres_schema() as place:
-        ledger = open_at(place)
+    with pg_schema() as schema:
+        ledger = open_at(("postgres", schema))
         try:
             _cut_and_recover(ledger)
         finally:

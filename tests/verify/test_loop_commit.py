@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog
+from gateway.audit import SqliteAuditLog
 from gateway.errors import DependencyError, RateLimited
 from gateway.ledger import SqliteLedger
 from tests.trust.conftest import event
@@ -121,7 +121,7 @@ def test_the_loop_path_holds_the_quota_against_other_processes(tmp_path: Path) -
 
 
 def test_a_caller_that_stops_waiting_does_not_disturb_its_batch(tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path / "audit")
+    log = SqliteAuditLog.open(tmp_path / "audit")
 
     async def scenario() -> list[int]:
         tasks = [asyncio.create_task(log.append_async(event(i))) for i in range(8)]

@@ -1,10 +1,9 @@
 """Two gateway replicas that share nothing but PostgreSQL (each its own state directory, as on two
-machines): a consumer's quota and probing limit hold across both, counted once."""
+machines): a consumer's quota and probing limit hold across both, counted once, and both write
+one audit log."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,14 +14,10 @@ import pytest
 
 from gateway.errors import ConfigurationError
 from gateway.services.runtime import Runtime
-from tests.conftest import Installation, policy_copy, serve_process
+from tests.conftest import PG_DSN, Installation, needs_pg, pg_schema, policy_copy, serve_process
 from tests.verify.conftest import SERVICE, enterprises
 
-PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(PG_DSN is None, reason="set VEILGATE_TEST_PG_DSN to run against PostgreSQL"),
-]
+pytestmark = [pytest.mark.postgres, needs_pg]
 
 
 @pytest.fixture
@@ -32,25 +27,20 @@ def replicas(installation: Installation, tmp_path: Path) -> Iterator[list[str]]:
         bundle["verification_services"][SERVICE]["limits"].update(probe_checks_per_key=3)
 
     policies = policy_copy(tmp_path / "policies", tight)
-    schema = f"vg_test_{secrets.token_hex(6)}"
     configs = []
-    for name in ("a", "b"):
-        state = tmp_path / f"replica-{name}"
-        shutil.copytree(installation.settings.state_dir, state)
-        config = tmp_path / f"replica-{name}.toml"
-        config.write_text(
-            f'state_dir = "{state}"\npolicy_dir = "{policies}"\nledger_dsn = "{PG_DSN}"\nledger_schema = "{schema}"\n'
-        )
-        configs.append(config)
-    try:
+    with pg_schema() as schema:
+        for name in ("a", "b"):
+            state = tmp_path / f"replica-{name}"
+            shutil.copytree(installation.settings.state_dir, state)
+            config = tmp_path / f"replica-{name}.toml"
+            config.write_text(
+                f'state_dir = "{state}"\npolicy_dir = "{policies}"\n'
+                f'ledger_dsn = "{PG_DSN}"\nledger_schema = "{schema}"\n'
+                f'audit_dsn = "{PG_DSN}"\naudit_schema = "{schema}"\n'
+            )
+            configs.append(config)
         with serve_process(configs[0]) as (first, _one), serve_process(configs[1]) as (second, _two):
             yield [first, second]
-    finally:
-        import psycopg
-
-        assert PG_DSN is not None
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
 
 
 def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installation: Installation) -> None:
@@ -86,25 +76,28 @@ def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installati
     assert "daily quota of 12 claims" in refused.json()["detail"]
     assert refused.headers["Retry-After"].isdigit()
 
+    # One audit log: a receipt from one replica names a leaf the other proves, in one tree.
+    released = verify(first, 0)  # a repeat, answered from storage
+    seq = released.json()["audit_seq"]
+    leaf = httpx2.get(f"{second}/v1/audit/leaves/{seq}", headers=bank)
+    assert leaf.status_code == 200 and leaf.json()["request_id"] == released.json()["request_id"]
+    size = seq + 1
+    proofs = [httpx2.get(f"{base}/v1/audit/proof/inclusion", params={"leaf": seq, "size": size}) for base in replicas]
+    assert proofs[0].status_code == proofs[1].status_code == 200
+    assert proofs[0].json() == proofs[1].json()
+
 
 def test_a_replica_with_another_subject_secret_does_not_start(installation: Installation, tmp_path: Path) -> None:
     """Set up on its own, a replica has another secret, so other pseudonyms for the same entities:
     against a shared ledger it would let each entity be asked about once more per secret."""
-    schema = f"vg_test_{secrets.token_hex(6)}"
-    first = installation.settings.model_copy(update={"ledger_dsn": PG_DSN, "ledger_schema": schema})
     state = tmp_path / "replica-own-secret"
     shutil.copytree(installation.settings.state_dir, state)
     (state / "audit" / "subject.key").unlink()  # made anew on open, as on a freshly set-up machine
-    second = first.model_copy(update={"state_dir": state})
-    try:
+    with pg_schema() as schema:
+        first = installation.settings.model_copy(update={"ledger_dsn": PG_DSN, "ledger_schema": schema})
+        second = first.model_copy(update={"state_dir": state})
         Runtime.open(first).close()
         with pytest.raises(ConfigurationError, match="subject secret"):
             Runtime.open(second)
         (state / "audit" / "subject.key").write_bytes((installation.settings.audit_dir / "subject.key").read_bytes())
         Runtime.open(second).close()  # with the first one's secret copied over, it starts
-    finally:
-        import psycopg
-
-        assert PG_DSN is not None
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.audit import AuditLog, LeafFilter
+from gateway.audit import LeafFilter, SqliteAuditLog
 from gateway.catalog import CatalogStore
 from gateway.services import registration
 from gateway.services.receipts import verify_receipt
@@ -134,7 +134,7 @@ def test_nothing_of_the_record_or_the_input_comes_back(gateway_for: Callable[...
             texts.extend(f"{k}: {v}" for k, v in response.headers.items())
     assert not [t for t in texts if CANARY in t]
     assert not [t for t in texts if planted["credit_code"] in t]  # the key comes back neither
-    log = AuditLog.open(gw.installation.settings.audit_dir)
+    log = SqliteAuditLog.open(gw.installation.settings.audit_dir)
     try:
         leaves = log.find(LeafFilter(service="enterprise-registration"), limit=1000)
     finally:
