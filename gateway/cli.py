@@ -27,7 +27,7 @@ from gateway.clients import ClientStore
 from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
-from gateway.freezes import FreezeStore
+from gateway.freezes import open_freezes
 from gateway.http_server import NoDelayH11Protocol
 from gateway.policy import load_bundle
 from gateway.policy_store import PolicyStore
@@ -384,9 +384,9 @@ def receipt_verify(
 
 
 def _open_audit(settings: Settings) -> AuditLog:
-    if not settings.audit_dsn and not (settings.audit_dir / "log.sqlite3").exists():
+    if not settings.database_dsn and not (settings.audit_dir / "log.sqlite3").exists():
         _fail(f"no audit log under {settings.audit_dir}; has this installation served yet?")
-    return open_log(settings.audit_dir, dsn=settings.audit_dsn, schema=settings.audit_schema)
+    return open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema)
 
 
 @audit_app.command("verify")
@@ -594,7 +594,13 @@ def freeze_command(
     """Emergency stop, effective on the next request of every gateway process; works without the API."""
     settings = _settings(config)
     with _run("freeze"):
-        made = FreezeStore(settings.freezes_file).freeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+        store = open_freezes(
+            settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
+        )
+        try:
+            made = store.freeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+        finally:
+            store.close()
     typer.echo(f"{made.kind.value} {made.name} frozen since {made.since.isoformat()}")
 
 
@@ -608,7 +614,13 @@ def unfreeze_command(
     """Lift a freeze."""
     settings = _settings(config)
     with _run("unfreeze"):
-        FreezeStore(settings.freezes_file).unfreeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+        store = open_freezes(
+            settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
+        )
+        try:
+            store.unfreeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+        finally:
+            store.close()
     typer.echo(f"{kind.value} {name} no longer frozen")
 
 

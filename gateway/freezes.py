@@ -1,14 +1,24 @@
 """Emergency stops: which consumers, organisations, datasets and services are frozen.
 
-Imports no other leaf. One JSON file in the state directory, replaced whole (atomic_files) and
-re-read when its stamp changes, so a freeze made by any process, or by `veilgate freeze` while
-the API is down, takes effect on the next request of every process. Changes take an exclusive
-file lock, so two processes never lose each other's change. Every change is kept in `history`.
+Imports no other leaf. Two stores, one promise: a freeze made by any process, or by `veilgate
+freeze` while the API is down, is in force on the next request of every process. Every change is
+kept in `history`.
+
+- `FileFreezeStore`, the processes of one machine: one JSON file in the state directory,
+  replaced whole (atomic_files) and re-read when its stamp changes. Changes take an exclusive
+  file lock, so two processes never lose each other's change.
+- `PostgresFreezeStore`, replicas on several machines: rows in PostgreSQL. Each change notifies
+  every replica (NOTIFY), which reloads at once; a replica whose listening connection is down
+  reads the rows on every request instead, and refuses (503) while it cannot read them: a stop
+  it cannot see must not be ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,14 +26,40 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import postgres_db
 from gateway.atomic_files import Stamp, locked_json, stamp
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.errors import Conflict, NotFound
 
 Freezes = dict[tuple[FreezeKind, str], Freeze]
+log = logging.getLogger("veilgate.freezes")
 
 
 class FreezeStore:
+    """What the request path and the administrators use, whichever store holds the freezes."""
+
+    def active(self) -> Freezes:  # pragma: no cover - each store has its own
+        raise NotImplementedError
+
+    def history(self) -> list[dict[str, Any]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def freeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:  # pragma: no cover
+        raise NotImplementedError
+
+    def unfreeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the store holds open (nothing, for the file)."""
+
+
+def _unfrozen(kind: FreezeKind, name: str, *, by: str, reason: str) -> dict[str, Any]:
+    return {"action": "unfreeze", "kind": kind.value, "name": name, "since": datetime.now(UTC).isoformat(),
+            "by": by, "reason": reason}  # fmt: skip
+
+
+class FileFreezeStore(FreezeStore):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._cache: tuple[Stamp, Freezes] | None = None
@@ -60,16 +96,7 @@ class FreezeStore:
             if found is None:
                 raise NotFound(f"{kind.value} {name!r} is not frozen")
             data["active"].remove(found)
-            data["history"].append(
-                {
-                    "action": "unfreeze",
-                    "kind": kind.value,
-                    "name": name,
-                    "since": datetime.now(UTC).isoformat(),
-                    "by": by,
-                    "reason": reason,
-                }
-            )
+            data["history"].append(_unfrozen(kind, name, by=by, reason=reason))
         return Freeze.model_validate(found)
 
     def _load(self) -> dict[str, Any]:
@@ -82,3 +109,126 @@ class FreezeStore:
     def _changing(self) -> Iterator[dict[str, Any]]:
         with self._lock, locked_json(self._path, {"active": [], "history": []}) as data:
             yield data
+
+
+_PG_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS freezes (
+        kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (kind, name))""",
+    """CREATE TABLE IF NOT EXISTS freeze_history (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event TEXT NOT NULL)""",
+)
+_CHANNEL = "veilgate_freezes"
+_UNAVAILABLE = "the freezes cannot be read, so nothing is served until they can"
+_RECONNECT_SECONDS = 1.0
+
+
+class PostgresFreezeStore(FreezeStore):
+    """Freezes in PostgreSQL, kept in memory by every replica and renewed on each NOTIFY."""
+
+    def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
+        """`listen=False`: no snapshot, every `active()` reads the rows (a CLI command, say)."""
+        self._connect = functools.partial(
+            postgres_db.connect, dsn, schema, name="veilgate-freezes-listener", unavailable=_UNAVAILABLE
+        )
+        self._db = postgres_db.Reader(dsn, schema, name="veilgate-freezes", unavailable=_UNAVAILABLE)
+        with self._db.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_freezes'))")  # one replica creates them
+            for statement in _PG_SCHEMA:
+                db.execute(statement)
+        self._snapshot: Freezes | None = None
+        """What is frozen, while the listener is connected; None: read the rows on every request."""
+        self._reload_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listening = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="freezes-listener", daemon=True)
+        if listen:
+            self._listener.start()
+            self._listening.wait(timeout=5)  # usually at once; until then, requests read the rows
+
+    def active(self) -> Freezes:
+        snapshot = self._snapshot
+        return snapshot if snapshot is not None else self._load()
+
+    def _load(self) -> Freezes:
+        rows = self._db.rows("SELECT record FROM freezes")
+        frozen = (Freeze.model_validate_json(record) for (record,) in rows)
+        return {(f.kind, f.name): f for f in frozen}
+
+    def history(self) -> list[dict[str, Any]]:
+        return [json.loads(event) for (event,) in self._db.rows("SELECT event FROM freeze_history ORDER BY id")]
+
+    def freeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
+        made = Freeze(kind=kind, name=name, since=datetime.now(UTC), by=by, reason=reason)
+        with self._db.transaction() as db:
+            inserted = db.execute(
+                "INSERT INTO freezes VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (kind.value, name, made.model_dump_json()),
+            ).rowcount
+            if inserted != 1:
+                raise Conflict(f"{kind.value} {name!r} is already frozen")
+            self._record(db, {"action": "freeze", **made.model_dump(mode="json")})
+        self._renew()
+        return made
+
+    def unfreeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "DELETE FROM freezes WHERE kind = ? AND name = ? RETURNING record", (kind.value, name)
+            ).fetchall()
+            if not rows:
+                raise NotFound(f"{kind.value} {name!r} is not frozen")
+            self._record(db, _unfrozen(kind, name, by=by, reason=reason))
+        self._renew()
+        return Freeze.model_validate_json(rows[0][0])
+
+    @staticmethod
+    def _record(db: postgres_db.Db, event: dict[str, Any]) -> None:
+        """The history row, and the notice every replica reloads on (sent when the change commits)."""
+        db.execute("INSERT INTO freeze_history (event) VALUES (?)", (json.dumps(event, ensure_ascii=False),))
+        db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+
+    def _renew(self) -> None:
+        """This process's own change is in force here on its next request, notice or not."""
+        if self._snapshot is not None:
+            self._reload()
+
+    def _reload(self) -> None:
+        """Read and replace the snapshot as one step: a read that began before a change cannot
+        replace one that saw it."""
+        with self._reload_lock:
+            self._snapshot = self._load()
+
+    def _listen(self) -> None:
+        """LISTEN, load, then reload on every notice; on a failure, drop the snapshot (requests
+        read the rows) and connect again."""
+        while not self._stopping.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                conn.execute(f"LISTEN {_CHANNEL}")  # a fixed name, not input
+                self._reload()  # after LISTEN: no change falls between the two
+                self._listening.set()
+                while not self._stopping.is_set():
+                    for _notice in conn.notifies(timeout=_RECONNECT_SECONDS, stop_after=1):
+                        self._reload()
+            except Exception:  # any failure: serve from the rows, and try again
+                self._snapshot = None
+                log.warning("freezes: listening to PostgreSQL failed; reading freezes on every request", exc_info=True)
+                self._stopping.wait(_RECONNECT_SECONDS)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._listener.is_alive():
+            self._listener.join(timeout=2 * _RECONNECT_SECONDS + 1)
+        self._db.close()
+
+
+def open_freezes(path: Path, *, dsn: str | None = None, schema: str = "veilgate", listen: bool = True) -> FreezeStore:
+    """The freezes as configured: in PostgreSQL when `dsn` is set, else the file at `path`."""
+    if dsn:
+        return PostgresFreezeStore(dsn, schema=schema, listen=listen)
+    return FileFreezeStore(path)

@@ -38,21 +38,14 @@ class Settings(BaseSettings):
     policy_approvals: int = Field(
         2, ge=1, le=2, description="Administrators who must approve a policy change (the proposer counts as one)."
     )
-    ledger_dsn: str | None = Field(
+    database_dsn: str | None = Field(
         None,
-        description="PostgreSQL DSN of the ledgers (privacy budget; verification rates, quotas and probing),"
-        " shared by gateway replicas on several machines; unset: SQLite under `state_dir`.",
+        description="PostgreSQL DSN of the state that gateway replicas on several machines share: the ledgers"
+        " (privacy budget; verification rates, quotas and probing), the audit log and the freezes;"
+        " unset: SQLite and files under `state_dir`.",
     )
-    ledger_schema: str = Field(
-        "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the ledgers' tables."
-    )
-    audit_dsn: str | None = Field(
-        None,
-        description="PostgreSQL DSN of the audit log, one log for gateway replicas on several machines;"
-        " unset: SQLite under `state_dir`.",
-    )
-    audit_schema: str = Field(
-        "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of the audit log's tables."
+    database_schema: str = Field(
+        "veilgate", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="PostgreSQL schema of those tables."
     )
     sandbox_unsafe_run_without_isolation: bool = Field(
         False,

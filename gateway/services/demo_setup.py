@@ -85,7 +85,7 @@ def setup(
     KeyRing.create(settings.token_keys_dir)
     KeyRing.create(settings.receipt_keys_dir)
     # 5. The audit log and its secret for pseudonyms, so that `veilgate doctor` finds them.
-    open_log(settings.audit_dir, dsn=settings.audit_dsn, schema=settings.audit_schema).close()
+    open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema).close()
     # 6. Clients: made once; their secrets are kept in a 0600 file for the demo only.
     credentials_file = settings.state_dir / "demo-credentials.json"
     clients = ClientStore(settings.clients_file)

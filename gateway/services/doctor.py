@@ -72,10 +72,10 @@ def _domain(settings: Settings) -> list[Finding]:
 
 def _audit(settings: Settings) -> Finding:
     directory = settings.audit_dir
-    if not settings.audit_dsn and not (directory / "log.sqlite3").exists():
+    if not settings.database_dsn and not (directory / "log.sqlite3").exists():
         return Finding("audit log", True, "none yet: it is created when the gateway first starts")
     try:
-        log = open_log(directory, dsn=settings.audit_dsn, schema=settings.audit_schema)
+        log = open_log(directory, dsn=settings.database_dsn, schema=settings.database_schema)
     except VeilgateError as exc:
         return Finding("audit log", False, exc.detail)
     try:

@@ -9,7 +9,7 @@ from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudg
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.engine import Domain
-from gateway.freezes import FreezeStore
+from gateway.freezes import FreezeStore, open_freezes
 from gateway.jobs import JobStore
 from gateway.ledger import Ledger, PostgresLedger, SqliteLedger
 from gateway.objections import ObjectionStore
@@ -45,10 +45,10 @@ class Runtime:
         catalog = CatalogStore(settings.data_path)
         policy_store = PolicyStore(settings.policy_store_dir)
         onnx = OnnxModels(settings.policy_dir)
-        audit = open_log(settings.audit_dir, dsn=settings.audit_dsn, schema=settings.audit_schema)
+        audit = open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema)
         ledger: Ledger = (
-            PostgresLedger(settings.ledger_dsn, schema=settings.ledger_schema)
-            if settings.ledger_dsn
+            PostgresLedger(settings.database_dsn, schema=settings.database_schema)
+            if settings.database_dsn
             else SqliteLedger.open(settings.state_dir / "ledger")
         )
         try:
@@ -68,18 +68,19 @@ class Runtime:
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=audit,
             ledger=ledger,
-            budget=PostgresBudgetLedger(settings.ledger_dsn, schema=settings.ledger_schema)
-            if settings.ledger_dsn
+            budget=PostgresBudgetLedger(settings.database_dsn, schema=settings.database_schema)
+            if settings.database_dsn
             else SqliteBudgetLedger(settings.state_dir / "ledger" / "budget.sqlite3"),
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog, onnx),
             policy_store=policy_store,
-            freezes=FreezeStore(settings.freezes_file),
+            freezes=open_freezes(settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema),
             objections=ObjectionStore(settings.state_dir / "objections.json"),
             jobs=JobStore(settings.state_dir / "jobs" / "jobs.sqlite3"),
             onnx=onnx,
         )
 
     def close(self) -> None:
+        self.freezes.close()
         self.jobs.close()
         self.budget.close()
         self.ledger.close()

@@ -32,7 +32,7 @@ def two_servers(request: pytest.FixtureRequest, installation: Installation, tmp_
     with contextlib.ExitStack() as stack:
         if request.param == "postgres":
             schema = stack.enter_context(pg_schema())
-            lines += [f'ledger_dsn = "{PG_DSN}"', f'ledger_schema = "{schema}"']
+            lines += [f'database_dsn = "{PG_DSN}"', f'database_schema = "{schema}"']
         config.write_text("\n".join(lines) + "\n")
         with serve_process(config) as (first, _one), serve_process(config) as (second, _two):
             yield [first, second]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +11,10 @@ from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from gateway.domain.policy import FreezeKind
-from gateway.errors import Conflict, NotFound
-from gateway.freezes import FreezeStore
+from gateway.errors import Conflict, DependencyError, NotFound
+from gateway.freezes import FileFreezeStore, PostgresFreezeStore
 from gateway.policy import load_bundle
-from tests.conftest import REPO, bearer, get_token
+from tests.conftest import PG_DSN, REPO, bearer, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 
 
@@ -79,14 +80,14 @@ def test_a_freeze_from_the_cli_reaches_a_running_gateway(gateway_for: Callable[.
 
 
 def test_the_store_keeps_history_and_refuses_nonsense(tmp_path: Path) -> None:
-    store = FreezeStore(tmp_path / "freezes.json")
+    store = FileFreezeStore(tmp_path / "freezes.json")
     assert store.active() == {}
     store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
     with pytest.raises(Conflict):
         store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
     with pytest.raises(NotFound):
         store.unfreeze(FreezeKind.DATASET, "tax_compliance", by="a", reason="r")
-    other_process = FreezeStore(tmp_path / "freezes.json")
+    other_process = FileFreezeStore(tmp_path / "freezes.json")
     assert (FreezeKind.SERVICE, "tax-compliance") in other_process.active()
     other_process.unfreeze(FreezeKind.SERVICE, "tax-compliance", by="b", reason="r")
     assert store.active() == {}
@@ -138,3 +139,76 @@ def test_usage_is_disclosed_per_service_and_month_without_keys(gateway_for: Call
     assert (row["service"], row["calls"], row["claims"]) == ("enterprise-registration", 2, 2)
     assert row["privacy_budget_spent"] == {"enterprise_registry": {"epsilon": "0", "delta": "0"}}
     assert all(c["keys"]["credit_code"] not in response.text for c in claims)  # type: ignore[index]
+
+
+def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> float:
+    """How long `check` took to hold (a notice travelling between replicas); fails after `seconds`."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > seconds:
+            raise AssertionError(f"not in force after {seconds} s")
+        time.sleep(0.002)
+    return time.monotonic() - start
+
+
+@pytest.mark.postgres
+@needs_pg
+def test_freezes_in_postgres_reach_every_replica_and_survive_a_cut_listener() -> None:
+    import psycopg
+
+    assert PG_DSN is not None
+    with pg_schema() as schema:
+        here, there = PostgresFreezeStore(PG_DSN, schema=schema), PostgresFreezeStore(PG_DSN, schema=schema)
+        try:
+            service = (FreezeKind.SERVICE, "enterprise-registration")
+            here.freeze(*service, by="admin-a", reason="incident")
+            assert service in here.active()  # where it was made: on the next request
+            _eventually(lambda: service in there.active())  # elsewhere: once the notice arrives
+            with pytest.raises(Conflict):
+                there.freeze(*service, by="admin-b", reason="again")
+
+            # The other replica's listener is cut: it reads the rows until it listens again.
+            with psycopg.connect(PG_DSN, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'veilgate-freezes-listener'"
+                )
+            consumer = (FreezeKind.CONSUMER, "demo-business")
+            here.freeze(*consumer, by="admin-a", reason="abuse")
+            _eventually(lambda: consumer in there.active())
+            there.unfreeze(*service, by="admin-b", reason="resolved")
+            assert service not in there.active()
+            _eventually(lambda: service not in here.active())
+            assert [(h["action"], h["by"]) for h in here.history()] == [
+                ("freeze", "admin-a"),
+                ("freeze", "admin-a"),
+                ("unfreeze", "admin-b"),
+            ]
+        finally:
+            here.close()
+            there.close()
+
+
+def test_freezes_refuse_to_start_without_their_database() -> None:
+    with pytest.raises(DependencyError, match="freezes cannot be read"):
+        PostgresFreezeStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", schema="veilgate")
+
+
+@pytest.mark.postgres
+@needs_pg
+def test_the_cli_freezes_in_postgres_while_the_api_is_down(tmp_path: Path) -> None:
+    with pg_schema() as schema:
+        config = tmp_path / "veilgate.toml"
+        config.write_text(
+            f'state_dir = "{tmp_path / "state"}"\ndatabase_dsn = "{PG_DSN}"\ndatabase_schema = "{schema}"\n'
+        )
+        args = ["consumer", "demo-business", "--reason", "leaked secret", "--config", str(config)]
+        assert CliRunner().invoke(cli, ["freeze", *args]).exit_code == 0
+        assert PG_DSN is not None
+        replica = PostgresFreezeStore(PG_DSN, schema=schema)
+        try:
+            assert (FreezeKind.CONSUMER, "demo-business") in replica.active()
+            assert CliRunner().invoke(cli, ["unfreeze", *args]).exit_code == 0
+            _eventually(lambda: replica.active() == {})
+        finally:
+            replica.close()

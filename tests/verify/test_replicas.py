@@ -1,10 +1,11 @@
 """Two gateway replicas that share nothing but PostgreSQL (each its own state directory, as on two
-machines): a consumer's quota and probing limit hold across both, counted once, and both write
-one audit log."""
+machines): a consumer's quota and probing limit hold across both, counted once, both write one
+audit log, and an emergency stop made through one is in force in the other."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,7 @@ def replicas(installation: Installation, tmp_path: Path) -> Iterator[list[str]]:
             config = tmp_path / f"replica-{name}.toml"
             config.write_text(
                 f'state_dir = "{state}"\npolicy_dir = "{policies}"\n'
-                f'ledger_dsn = "{PG_DSN}"\nledger_schema = "{schema}"\n'
-                f'audit_dsn = "{PG_DSN}"\naudit_schema = "{schema}"\n'
+                f'database_dsn = "{PG_DSN}"\ndatabase_schema = "{schema}"\n'
             )
             configs.append(config)
         with serve_process(configs[0]) as (first, _one), serve_process(configs[1]) as (second, _two):
@@ -86,6 +86,17 @@ def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installati
     assert proofs[0].status_code == proofs[1].status_code == 200
     assert proofs[0].json() == proofs[1].json()
 
+    # An emergency stop made through one replica is in force in the other once its notice
+    # arrives (milliseconds), without a shared state directory.
+    form["client_id"], form["client_secret"] = "demo-admin", installation.credentials["demo-admin"]
+    admin = {"Authorization": f"Bearer {httpx2.post(f'{second}/v1/token', data=form).json()['access_token']}"}
+    body = {"kind": "consumer", "name": "demo-business", "reason": "incident"}
+    assert httpx2.post(f"{second}/v1/admin/freeze", json=body, headers=admin).status_code == 201
+    deadline = time.monotonic() + 5
+    while (stopped := verify(first, 1)).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stopped.status_code == 403 and stopped.json()["type"].endswith("/frozen")
+
 
 def test_a_replica_with_another_subject_secret_does_not_start(installation: Installation, tmp_path: Path) -> None:
     """Set up on its own, a replica has another secret, so other pseudonyms for the same entities:
@@ -94,7 +105,7 @@ def test_a_replica_with_another_subject_secret_does_not_start(installation: Inst
     shutil.copytree(installation.settings.state_dir, state)
     (state / "audit" / "subject.key").unlink()  # made anew on open, as on a freshly set-up machine
     with pg_schema() as schema:
-        first = installation.settings.model_copy(update={"ledger_dsn": PG_DSN, "ledger_schema": schema})
+        first = installation.settings.model_copy(update={"database_dsn": PG_DSN, "database_schema": schema})
         second = first.model_copy(update={"state_dir": state})
         Runtime.open(first).close()
         with pytest.raises(ConfigurationError, match="subject secret"):
