@@ -1,8 +1,10 @@
 """The job store: submitted analysis code, its reviews, its state and its outcome.
 
-Imports no other leaf. One SQLite file in WAL mode; every change is one transaction, so two
-gateway processes reviewing the same job cannot both take it past its last review. A job's
-code is stored with its SHA-256 at submission, and the hash is what reviewers approve.
+Imports no other leaf. One SQLite file in WAL mode for the processes of one machine
+(`SqliteJobStore`), or PostgreSQL for replicas on several (`PostgresJobStore`). Every change is
+one transaction that holds the job (SQLite: the file's write lock; PostgreSQL: its row), so two
+gateway processes reviewing the same job cannot both take it past its last review. A job's code
+is stored with its SHA-256 at submission, and the hash is what reviewers approve.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import postgres_db
 from gateway.errors import Conflict, NotFound
 from gateway.sqlite_files import immediate, open_wal
 
@@ -37,6 +40,7 @@ _COLUMNS = (
 _INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"  # noqa: S608
 _SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608
 _SELECT_ONE = _SELECT + " WHERE id = ?"
+_UNAVAILABLE = "the job store is unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +93,16 @@ def _alive(pid: int) -> bool:
 
 
 class JobStore:
-    def __init__(self, path: Path) -> None:
-        self._conn = open_wal(path)
-        self._conn.execute(_SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
-        if "runner" not in columns:  # a store made before runners were recorded
-            self._conn.execute("ALTER TABLE jobs ADD COLUMN runner TEXT")
-        self._lock = threading.Lock()
+    """The rules, whichever database holds the jobs; each backend gives its transactions."""
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate(self._conn, self._lock, "the job store is unavailable")
+    _select_for_update = _SELECT_ONE
+    """The job a change reads, held until the change commits."""
+
+    def _transaction(self) -> AbstractContextManager[Any]:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:  # pragma: no cover
+        raise NotImplementedError
 
     def submit(self, **fields: Any) -> Job:
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -117,11 +121,10 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
-        with self._lock:
-            row = self._conn.execute(_SELECT_ONE, (job_id,)).fetchone()
-        if row is None:
+        rows = self._rows(_SELECT_ONE, (job_id,))
+        if not rows:
             raise NotFound(f"no job {job_id[:40]}")
-        return _job(row)
+        return _job(rows[0])
 
     def recent(self, *, submitter: str | None = None, limit: int = 100) -> list[Job]:
         sql = _SELECT
@@ -129,15 +132,14 @@ class JobStore:
         if submitter is not None:
             sql += " WHERE submitter = ?"
             params = (submitter,)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY created DESC LIMIT ?", (*params, limit)).fetchall()
+        rows = self._rows(sql + " ORDER BY created DESC LIMIT ?", (*params, limit))
         return [_job(r) for r in rows]
 
     def review(self, job_id: str, reviewer: str, decision: str, reason: str, needed: int) -> Job:
         """Record one review; the job is approved when `needed` different reviewers approved it."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
-            row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
+            row = conn.execute(self._select_for_update, (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no job {job_id[:40]}")
             job = _job(row)
@@ -200,11 +202,58 @@ class JobStore:
 
     def code_of(self, job_id: str) -> tuple[str, str, str]:
         """(code, its kind, the hash recorded at submission), read afresh for the run."""
-        with self._lock:
-            row = self._conn.execute("SELECT code, code_kind, code_sha256 FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+        rows = self._rows("SELECT code, code_kind, code_sha256 FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
             raise NotFound(f"no job {job_id[:40]}")
-        return str(row[0]), str(row[1]), str(row[2])
+        return str(rows[0][0]), str(rows[0][1]), str(rows[0][2])
+
+    def close(self) -> None:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+
+
+class SqliteJobStore(JobStore):
+    def __init__(self, path: Path) -> None:
+        self._conn = open_wal(path)
+        self._conn.execute(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        if "runner" not in columns:  # a store made before runners were recorded
+            self._conn.execute("ALTER TABLE jobs ADD COLUMN runner TEXT")
+        self._lock = threading.Lock()
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn, self._lock, _UNAVAILABLE)
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
         self._conn.close()
+
+
+class PostgresJobStore(JobStore):
+    """Jobs in PostgreSQL, seen by every replica; a change holds its job's row (FOR UPDATE)."""
+
+    _select_for_update = _SELECT_ONE + " FOR UPDATE"
+
+    def __init__(self, dsn: str, *, schema: str) -> None:
+        self._db = postgres_db.Reader(dsn, schema, name="veilgate-jobs", unavailable=_UNAVAILABLE)
+        with self._db.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_jobs'))")  # one replica creates the table
+            db.execute(_SCHEMA)
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        return self._db.transaction()
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._db.rows(sql, params)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_jobs(path: Path, *, dsn: str | None = None, schema: str = "veilgate") -> JobStore:
+    """The job store as configured: in PostgreSQL when `dsn` is set, else the file at `path`."""
+    if dsn:
+        return PostgresJobStore(dsn, schema=schema)
+    return SqliteJobStore(path)

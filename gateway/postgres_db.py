@@ -72,13 +72,16 @@ class Db:
 
 
 class Reader:
-    """One reading connection shared by threads, renewed once when it was cut."""
+    """One connection shared by the threads of a process, for what is not written in group
+    commits (reads, setting up tables, a store's own small transactions). A connection that was
+    cut (a restart, a failover) is replaced: a read is tried once more at once, a transaction
+    fails (DependencyError) and the next one runs on a new connection."""
 
     def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str) -> None:
         self._open = functools.partial(connect, dsn, schema, name=name, unavailable=unavailable)
         self._unavailable = unavailable
         self._lock = threading.Lock()
-        self._conn = self._open()
+        self._conn: Any = self._open()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -92,24 +95,39 @@ class Reader:
             return changed
 
     def _run(self, sql: str, params: Sequence[Any]) -> Any:
-        operational = driver().OperationalError
         try:
-            return Db(self._conn).execute(sql, params)
-        except operational:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = self._open()
+            return Db(self._connection()).execute(sql, params)
+        except driver().OperationalError:
+            self._drop()
         try:
-            return Db(self._conn).execute(sql, params)
-        except operational as exc:
+            return Db(self._connection()).execute(sql, params)
+        except driver().OperationalError as exc:
+            self._drop()
             raise DependencyError(self._unavailable) from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Db]:
-        """A transaction on the reading connection (for setting up tables), under the lock."""
-        with self._lock, self._conn.transaction():
-            yield Db(self._conn)
+        """One transaction, under the lock: committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    yield Db(conn)
+            except driver().OperationalError as exc:
+                self._drop()
+                raise DependencyError(self._unavailable) from exc
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _drop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = None
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()

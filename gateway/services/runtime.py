@@ -10,7 +10,7 @@ from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore
 from gateway.engine import Domain
 from gateway.freezes import FreezeStore, open_freezes
-from gateway.jobs import JobStore
+from gateway.jobs import JobStore, open_jobs
 from gateway.ledger import Ledger, PostgresLedger, SqliteLedger
 from gateway.objections import ObjectionStore
 from gateway.onnx_models import OnnxModels
@@ -75,7 +75,9 @@ class Runtime:
             policy_store=policy_store,
             freezes=open_freezes(settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema),
             objections=ObjectionStore(settings.state_dir / "objections.json"),
-            jobs=JobStore(settings.state_dir / "jobs" / "jobs.sqlite3"),
+            jobs=open_jobs(
+                settings.state_dir / "jobs" / "jobs.sqlite3", dsn=settings.database_dsn, schema=settings.database_schema
+            ),
             onnx=onnx,
         )
 

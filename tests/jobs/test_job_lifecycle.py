@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import Conflict
-from gateway.jobs import JobStore
+from gateway.jobs import SqliteJobStore
 from gateway.services.receipts import verify_receipt
 from tests.conftest import REPO
 from tests.jobs.conftest import Jobs, needs_isolation
@@ -96,7 +96,7 @@ def test_reviews_are_independent(jobs_gateway: Callable[..., Jobs], tmp_path: Pa
     assert rejected.status_code == 200
     assert jobs.status(job_id)["status"] == "rejected" and jobs.status(job_id)["reason"] == "reads more than it needs"
     # nobody reviews their own job: the store refuses it whoever asks
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
     own = store.submit(
         submitter="demo-admin", organisation="o", service="s", purpose="p", grant_id="g", code="x", code_kind="file",
         code_sha256="h", datasets=["d"], outputs=["o"], epsilon=None,

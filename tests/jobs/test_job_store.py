@@ -1,0 +1,112 @@
+"""The job store on both backends: SQLite always, PostgreSQL when VEILGATE_TEST_PG_DSN is set.
+Reviews and runs race through several handles (processes, or replicas) and none is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import Conflict, NotFound
+from gateway.jobs import Job, JobStore, PostgresJobStore, SqliteJobStore
+from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
+
+
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], JobStore]]:
+    """A factory: every call opens another handle on one store."""
+    opened: list[JobStore] = []
+    with contextlib.ExitStack() as stack:
+        schema = stack.enter_context(pg_schema()) if request.param == "postgres" else ""
+
+        def factory() -> JobStore:
+            if request.param == "sqlite":
+                opened.append(SqliteJobStore(tmp_path / "jobs.sqlite3"))
+            else:
+                assert PG_DSN is not None
+                opened.append(PostgresJobStore(PG_DSN, schema=schema))
+            return opened[-1]
+
+        yield factory
+        for store in opened:
+            store.close()
+
+
+def submit(store: JobStore, submitter: str = "demo-researcher") -> Job:
+    return store.submit(
+        submitter=submitter, organisation="o", service="s", purpose="p", grant_id="g", code="print(1)",
+        code_kind="file", code_sha256="h", datasets=["d"], outputs=["out"], epsilon="0.5",
+    )  # fmt: skip
+
+
+def test_a_job_goes_from_submitted_to_finished(open_store: Callable[[], JobStore]) -> None:
+    store = open_store()
+    job = submit(store)
+    assert store.get(job.id) == job and job.status == "submitted" and job.datasets == ["d"]
+    with pytest.raises(Conflict, match="own job"):
+        store.review(job.id, "demo-researcher", "approve", "mine", 1)
+    assert store.review(job.id, "admin-a", "approve", "fine", 2).status == "submitted"
+    with pytest.raises(Conflict, match="reviewed this job already"):
+        store.review(job.id, "admin-a", "approve", "again", 2)
+    approved = store.review(job.id, "admin-b", "approve", "fine", 2)
+    assert approved.status == "approved" and [r["reviewer"] for r in approved.reviews] == ["admin-a", "admin-b"]
+    assert store.claim_run(job.id).status == "running"
+    done = store.finish(job.id, status="finished", result={"outputs": {"out": 1}}, stdout="ok", stderr="", reason=None)
+    assert done.result == {"outputs": {"out": 1}} and done.stdout == "ok"
+    assert store.code_of(job.id) == ("print(1)", "file", "h")
+    assert [j.id for j in store.recent(submitter="demo-researcher")] == [job.id]
+    assert store.recent(submitter="nobody") == []
+    with pytest.raises(NotFound):
+        store.get("job-unknown")
+
+
+def test_concurrent_reviews_through_several_handles_lose_none(open_store: Callable[[], JobStore]) -> None:
+    """Eight administrators approve at once through two handles; three approvals are needed. Each
+    review reads the job and writes it back: without holding the job, one would overwrite another."""
+    handles = [open_store(), open_store()]
+    job = submit(handles[0])
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def approve(n: int) -> None:
+        start.wait()
+        try:
+            handles[n % 2].review(job.id, f"admin-{n}", "approve", "fine", 3)
+            outcomes.append("taken")
+        except Conflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=approve, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = handles[1].get(job.id)
+    assert final.status == "approved"
+    assert outcomes.count("taken") == len(final.reviews) == 3
+
+
+def test_only_one_handle_runs_a_job(open_store: Callable[[], JobStore]) -> None:
+    handles = [open_store(), open_store()]
+    job = submit(handles[0])
+    handles[0].review(job.id, "admin-a", "approve", "fine", 1)
+    claimed: list[bool] = []
+    start = threading.Barrier(6)
+
+    def claim(n: int) -> None:
+        start.wait()
+        try:
+            handles[n % 2].claim_run(job.id)
+            claimed.append(True)
+        except Conflict:
+            claimed.append(False)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert claimed.count(True) == 1
