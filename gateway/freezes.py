@@ -15,10 +15,7 @@ kept in `history`.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +29,6 @@ from gateway.domain.policy import Freeze, FreezeKind
 from gateway.errors import Conflict, NotFound
 
 Freezes = dict[tuple[FreezeKind, str], Freeze]
-log = logging.getLogger("veilgate.freezes")
 
 
 class FreezeStore:
@@ -119,35 +115,30 @@ _PG_SCHEMA = (
 )
 _CHANNEL = "veilgate_freezes"
 _UNAVAILABLE = "the freezes cannot be read, so nothing is served until they can"
-_RECONNECT_SECONDS = 1.0
 
 
 class PostgresFreezeStore(FreezeStore):
     """Freezes in PostgreSQL, kept in memory by every replica and renewed on each NOTIFY."""
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
-        """`listen=False`: no snapshot, every `active()` reads the rows (a CLI command, say)."""
-        self._connect = functools.partial(
-            postgres_db.connect, dsn, schema, name="veilgate-freezes-listener", unavailable=_UNAVAILABLE
-        )
+        """`listen=False`: no copy in memory, every `active()` reads the rows (a CLI command, say)."""
         self._db = postgres_db.Reader(dsn, schema, name="veilgate-freezes", unavailable=_UNAVAILABLE)
         with self._db.transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_freezes'))")  # one replica creates them
             for statement in _PG_SCHEMA:
                 db.execute(statement)
-        self._snapshot: Freezes | None = None
-        """What is frozen, while the listener is connected; None: read the rows on every request."""
-        self._reload_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
-        self._listener = threading.Thread(target=self._listen, name="freezes-listener", daemon=True)
-        if listen:
-            self._listener.start()
-            self._listening.wait(timeout=5)  # usually at once; until then, requests read the rows
+        self._watched = postgres_db.Watched(
+            dsn,
+            schema,
+            name="veilgate-freezes-listener",
+            channel=_CHANNEL,
+            load=self._load,
+            unavailable=_UNAVAILABLE,
+            listen=listen,
+        )
 
     def active(self) -> Freezes:
-        snapshot = self._snapshot
-        return snapshot if snapshot is not None else self._load()
+        return self._watched.get()
 
     def _load(self) -> Freezes:
         rows = self._db.rows("SELECT record FROM freezes")
@@ -167,7 +158,7 @@ class PostgresFreezeStore(FreezeStore):
             if inserted != 1:
                 raise Conflict(f"{kind.value} {name!r} is already frozen")
             self._record(db, {"action": "freeze", **made.model_dump(mode="json")})
-        self._renew()
+        self._watched.renew()
         return made
 
     def unfreeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
@@ -178,7 +169,7 @@ class PostgresFreezeStore(FreezeStore):
             if not rows:
                 raise NotFound(f"{kind.value} {name!r} is not frozen")
             self._record(db, _unfrozen(kind, name, by=by, reason=reason))
-        self._renew()
+        self._watched.renew()
         return Freeze.model_validate_json(rows[0][0])
 
     @staticmethod
@@ -187,43 +178,8 @@ class PostgresFreezeStore(FreezeStore):
         db.execute("INSERT INTO freeze_history (event) VALUES (?)", (json.dumps(event, ensure_ascii=False),))
         db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
 
-    def _renew(self) -> None:
-        """This process's own change is in force here on its next request, notice or not."""
-        if self._snapshot is not None:
-            self._reload()
-
-    def _reload(self) -> None:
-        """Read and replace the snapshot as one step: a read that began before a change cannot
-        replace one that saw it."""
-        with self._reload_lock:
-            self._snapshot = self._load()
-
-    def _listen(self) -> None:
-        """LISTEN, load, then reload on every notice; on a failure, drop the snapshot (requests
-        read the rows) and connect again."""
-        while not self._stopping.is_set():
-            conn = None
-            try:
-                conn = self._connect()
-                conn.execute(f"LISTEN {_CHANNEL}")  # a fixed name, not input
-                self._reload()  # after LISTEN: no change falls between the two
-                self._listening.set()
-                while not self._stopping.is_set():
-                    for _notice in conn.notifies(timeout=_RECONNECT_SECONDS, stop_after=1):
-                        self._reload()
-            except Exception:  # any failure: serve from the rows, and try again
-                self._snapshot = None
-                log.warning("freezes: listening to PostgreSQL failed; reading freezes on every request", exc_info=True)
-                self._stopping.wait(_RECONNECT_SECONDS)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-
     def close(self) -> None:
-        self._stopping.set()
-        if self._listener.is_alive():
-            self._listener.join(timeout=2 * _RECONNECT_SECONDS + 1)
+        self._watched.close()
         self._db.close()
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.errors import ConfigurationError, DependencyError
+
+Value = TypeVar("Value")
+log = logging.getLogger("veilgate.postgres")
 
 
 def driver() -> ModuleType:
@@ -131,3 +135,83 @@ class Reader:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+_RELISTEN_SECONDS = 1.0
+
+
+class Watched(Generic[Value]):
+    """A value read from PostgreSQL and kept in memory, renewed whenever a change NOTIFYs
+    `channel`: what every request consults (freezes, client accounts) at no database cost.
+
+    While the listening connection is down, `get` reads the value on every call instead (a
+    change is never missed, only slower to see), and fails while it cannot read it. A change made
+    through this process calls `renew`, so it is in force here on the next request, notice or not.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        name: str,
+        channel: str,
+        load: Callable[[], Value],
+        unavailable: str,
+        listen: bool = True,
+    ) -> None:
+        """`name`: of the listening connection; `listen=False`: no copy, `get` always reads."""
+        self._connect = functools.partial(connect, dsn, schema, name=name, unavailable=unavailable)
+        self._channel = channel
+        self._load = load
+        self._value: Value | None = None
+        self._reload_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
+        if listen:
+            listening = threading.Event()
+            self._listener = threading.Thread(target=self._listen, args=(listening,), name=name, daemon=True)
+            self._listener.start()
+            listening.wait(timeout=5)  # usually at once; until then, `get` reads
+
+    def get(self) -> Value:
+        value = self._value
+        return value if value is not None else self._load()
+
+    def renew(self) -> None:
+        if self._value is not None:
+            self._reload()
+
+    def _reload(self) -> None:
+        """Read and replace as one step: a read that began before a change cannot replace one
+        that saw it."""
+        with self._reload_lock:
+            self._value = self._load()
+
+    def _listen(self, listening: threading.Event) -> None:
+        """LISTEN, load, then reload on every notice; on a failure, drop the value (`get` reads)
+        and connect again."""
+        while not self._stopping.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                conn.execute(f"LISTEN {self._channel}")  # a fixed name of the store, not input
+                self._reload()  # after LISTEN: no change falls between the two
+                listening.set()
+                while not self._stopping.is_set():
+                    for _notice in conn.notifies(timeout=_RELISTEN_SECONDS, stop_after=1):
+                        self._reload()
+            except Exception:  # any failure: read on every call, and try again
+                self._value = None
+                log.warning("%s: listening failed; reading on every request until it works", self._channel,
+                            exc_info=True)  # fmt: skip
+                self._stopping.wait(_RELISTEN_SECONDS)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(timeout=2 * _RELISTEN_SECONDS + 1)
