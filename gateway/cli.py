@@ -23,7 +23,7 @@ from gateway import demo_data
 from gateway.app import create_app
 from gateway.audit import AuditLog, open_log
 from gateway.catalog import CatalogStore
-from gateway.clients import ClientStore
+from gateway.clients import ClientStore, open_clients
 from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
@@ -245,6 +245,18 @@ def keys_revoke(
     typer.echo(f"{purpose.value}: key {kid} revoked since {since.isoformat()}")
 
 
+@contextmanager
+def _client_store(settings: Settings) -> Iterator[ClientStore]:
+    """The accounts as configured, for one command (no listening: it reads what it needs)."""
+    store = open_clients(
+        settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 @clients_app.command("add")
 def clients_add(
     client_id: str,
@@ -254,8 +266,8 @@ def clients_add(
 ) -> None:
     """Create a client; its secret is printed once and stored only as a hash."""
     settings = _settings(config)
-    with _run("client creation"):
-        secret = ClientStore(settings.clients_file).add(client_id, org, role)
+    with _run("client creation"), _client_store(settings) as clients:
+        secret = clients.add(client_id, org, role)
     typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
 
 
@@ -263,15 +275,17 @@ def clients_add(
 def clients_disable(client_id: str, config: ConfigOption = None) -> None:
     """Disable a client: its tokens stop working on the next request."""
     settings = _settings(config)
-    with _run("disabling"):
-        ClientStore(settings.clients_file).disable(client_id)
+    with _run("disabling"), _client_store(settings) as clients:
+        clients.disable(client_id)
     typer.echo(f"{client_id}: disabled")
 
 
 @clients_app.command("list")
 def clients_list(config: ConfigOption = None) -> None:
     settings = _settings(config)
-    for c in ClientStore(settings.clients_file).all():
+    with _client_store(settings) as clients:
+        accounts = clients.all()
+    for c in accounts:
         roles = ",".join(sorted(r.value for r in c.roles))
         typer.echo(f"{c.client_id}\t{c.organisation}\t{roles}\t{'disabled' if c.disabled else 'enabled'}")
 
@@ -283,8 +297,8 @@ def token(
 ) -> None:
     """Print an access token for a client, for local administration (needs the key files)."""
     settings = _settings(config)
-    with _run("token"):
-        found = ClientStore(settings.clients_file).find(client)
+    with _run("token"), _client_store(settings) as clients:
+        found = clients.find(client)
         if found is None or found.disabled:
             _fail(f"no enabled client {client!r}")
             return

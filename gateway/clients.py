@@ -1,9 +1,12 @@
-"""Client accounts for OAuth2 client credentials: `<state_dir>/clients.json`.
+"""Client accounts for OAuth2 client credentials: `<state_dir>/clients.json`, or PostgreSQL.
 
 Owns client records. Imports no other leaf. Invariants:
 - a client secret is shown once, when it is made, and stored only as a salted scrypt hash;
 - checking a secret costs the same whether or not the client exists, and compares in constant
   time, so timing tells nothing about which client ids exist;
+- disabling a client stops its tokens on the next request: in every process of the machine
+  (the file is re-read when it changes) and, on PostgreSQL, on every replica once the change's
+  notice arrives;
 - the file is replaced atomically and is readable by its owner only.
 """
 
@@ -12,17 +15,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from gateway import postgres_db
 from gateway.atomic_files import Stamp, stamp, write_atomic
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, NotFound
 
+log = logging.getLogger("veilgate.clients")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _SECRET_PREFIX = "vgs_"  # noqa: S105 - a visible prefix so leaked secrets are recognisable
 
@@ -59,7 +66,64 @@ class Client:
     disabled: bool = False
 
 
+def _record(client: Client) -> dict[str, Any]:
+    return {
+        "client_id": client.client_id,
+        "organisation": client.organisation,
+        "roles": sorted(r.value for r in client.roles),
+        "secret_hash": client.secret_hash,
+        "created_at": client.created_at.isoformat(),
+        "disabled": client.disabled,
+    }
+
+
+def _client(item: dict[str, Any]) -> Client:
+    return Client(
+        client_id=item["client_id"],
+        organisation=item["organisation"],
+        roles=frozenset(Role(r) for r in item["roles"]),
+        secret_hash=item["secret_hash"],
+        created_at=datetime.fromisoformat(item["created_at"]),
+        disabled=bool(item.get("disabled", False)),
+    )
+
+
+def _new_secret() -> str:
+    return _SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
 class ClientStore:
+    """The accounts, whichever store holds them (`FileClientStore`, `PostgresClientStore`)."""
+
+    def _clients(self) -> dict[str, Client]:  # pragma: no cover - each store has its own
+        raise NotImplementedError
+
+    def add(self, client_id: str, organisation: str, roles: Iterable[Role]) -> str:  # pragma: no cover
+        """Create a client and return its secret, which is not stored and cannot be shown again."""
+        raise NotImplementedError
+
+    def disable(self, client_id: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def find(self, client_id: str) -> Client | None:
+        return self._clients().get(client_id)
+
+    def all(self) -> list[Client]:
+        return list(self._clients().values())
+
+    def check_credentials(self, client_id: str, secret: str) -> Client | None:
+        """The enabled client these credentials belong to, or None; same cost either way."""
+        client = self.find(client_id)
+        matches = is_secret_match(secret, client.secret_hash if client else _DUMMY_HASH)
+        if client is None or not matches or client.disabled:
+            return None
+        return client
+
+    def close(self) -> None:
+        """Release what the store holds open (nothing, for the file)."""
+
+
+class FileClientStore(ClientStore):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
@@ -72,39 +136,20 @@ class ClientStore:
         if self._cache is not None and self._cache[0] == current:
             return self._cache[1]
         raw = json.loads(self._path.read_text(encoding="utf-8"))
-        clients = {
-            item["client_id"]: Client(
-                client_id=item["client_id"],
-                organisation=item["organisation"],
-                roles=frozenset(Role(r) for r in item["roles"]),
-                secret_hash=item["secret_hash"],
-                created_at=datetime.fromisoformat(item["created_at"]),
-                disabled=bool(item.get("disabled", False)),
-            )
-            for item in raw["clients"]
-        }
+        clients = {item["client_id"]: _client(item) for item in raw["clients"]}
         self._cache = (current, clients)
         return clients
 
+    def _clients(self) -> dict[str, Client]:
+        with self._lock:
+            return self._read()
+
     def _write(self, clients: dict[str, Client]) -> None:
-        body = {
-            "clients": [
-                {
-                    "client_id": c.client_id,
-                    "organisation": c.organisation,
-                    "roles": sorted(r.value for r in c.roles),
-                    "secret_hash": c.secret_hash,
-                    "created_at": c.created_at.isoformat(),
-                    "disabled": c.disabled,
-                }
-                for c in clients.values()
-            ]
-        }
+        body = {"clients": [_record(c) for c in clients.values()]}
         write_atomic(self._path, json.dumps(body, indent=2).encode())
 
     def add(self, client_id: str, organisation: str, roles: Iterable[Role]) -> str:
-        """Create a client and return its secret, which is not stored and cannot be shown again."""
-        secret = _SECRET_PREFIX + secrets.token_urlsafe(32)
+        secret = _new_secret()
         with self._lock:
             clients = dict(self._read())
             if client_id in clients:
@@ -126,18 +171,78 @@ class ClientStore:
             )
             self._write(clients)
 
-    def find(self, client_id: str) -> Client | None:
-        with self._lock:
-            return self._read().get(client_id)
 
-    def all(self) -> list[Client]:
-        with self._lock:
-            return list(self._read().values())
+_PG_SCHEMA = "CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, record TEXT NOT NULL)"
+_CHANNEL = "veilgate_clients"
+_UNAVAILABLE = "the client accounts cannot be read"
 
-    def check_credentials(self, client_id: str, secret: str) -> Client | None:
-        """The enabled client these credentials belong to, or None; same cost either way."""
-        client = self.find(client_id)
-        matches = is_secret_match(secret, client.secret_hash if client else _DUMMY_HASH)
-        if client is None or not matches or client.disabled:
-            return None
-        return client
+
+class PostgresClientStore(ClientStore):
+    """Accounts in PostgreSQL, kept in memory by every replica and renewed on each NOTIFY: a
+    token is checked against them on every request, at no database cost."""
+
+    def __init__(self, dsn: str, *, schema: str, listen: bool = True, seed_from: Path | None = None) -> None:
+        """`seed_from`: a `clients.json` whose accounts are copied in if the table is empty (the
+        first replica of an installation that kept its accounts in the file)."""
+        self._db = postgres_db.Reader(dsn, schema, name="veilgate-clients", unavailable=_UNAVAILABLE)
+        with self._db.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_clients'))")  # one replica creates it
+            db.execute(_PG_SCHEMA)
+            empty = db.execute("SELECT NOT EXISTS (SELECT 1 FROM clients)").fetchone()[0]
+            if empty and seed_from is not None and seed_from.exists():
+                seeded = FileClientStore(seed_from).all()
+                db.executemany(
+                    "INSERT INTO clients VALUES (?, ?)", [(c.client_id, json.dumps(_record(c))) for c in seeded]
+                )
+                log.warning("client accounts: %d copied from %s into PostgreSQL", len(seeded), seed_from)
+        self._watched = postgres_db.Watched(
+            dsn,
+            schema,
+            name="veilgate-clients-listener",
+            channel=_CHANNEL,
+            load=self._load,
+            unavailable=_UNAVAILABLE,
+            listen=listen,
+        )
+
+    def _load(self) -> dict[str, Client]:
+        return {
+            key: _client(json.loads(record)) for key, record in self._db.rows("SELECT client_id, record FROM clients")
+        }
+
+    def _clients(self) -> dict[str, Client]:
+        return self._watched.get()
+
+    def add(self, client_id: str, organisation: str, roles: Iterable[Role]) -> str:
+        secret = _new_secret()
+        made = Client(client_id, organisation, frozenset(roles), hash_secret(secret), datetime.now(UTC))
+        with self._db.transaction() as db:
+            inserted = db.execute(
+                "INSERT INTO clients VALUES (?, ?) ON CONFLICT DO NOTHING", (client_id, json.dumps(_record(made)))
+            ).rowcount
+            if inserted != 1:
+                raise Conflict(f"client {client_id!r} already exists")
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+        return secret
+
+    def disable(self, client_id: str) -> None:
+        with self._db.transaction() as db:
+            rows = db.execute("SELECT record FROM clients WHERE client_id = ? FOR UPDATE", (client_id,)).fetchall()
+            if not rows:
+                raise NotFound(f"no client {client_id!r}")
+            record = {**json.loads(rows[0][0]), "disabled": True}
+            db.execute("UPDATE clients SET record = ? WHERE client_id = ?", (json.dumps(record), client_id))
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+
+    def close(self) -> None:
+        self._watched.close()
+        self._db.close()
+
+
+def open_clients(path: Path, *, dsn: str | None = None, schema: str = "veilgate", listen: bool = True) -> ClientStore:
+    """The accounts as configured: in PostgreSQL when `dsn` is set, else the file at `path`."""
+    if dsn:
+        return PostgresClientStore(dsn, schema=schema, listen=listen, seed_from=path)
+    return FileClientStore(path)

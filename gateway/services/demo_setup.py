@@ -9,6 +9,7 @@ Layout under the demo directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 from gateway import demo_data
 from gateway.audit import open_log
 from gateway.catalog import CatalogStore
-from gateway.clients import ClientStore
+from gateway.clients import open_clients
 from gateway.domain.principal import Role
 from gateway.services import registration
 from gateway.settings import Settings, load_settings
@@ -88,16 +89,19 @@ def setup(
     open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema).close()
     # 6. Clients: made once; their secrets are kept in a 0600 file for the demo only.
     credentials_file = settings.state_dir / "demo-credentials.json"
-    clients = ClientStore(settings.clients_file)
     credentials: dict[str, str] = {}
-    if credentials_file.exists():
-        credentials = json.loads(credentials_file.read_text(encoding="utf-8"))
-    for client_id, organisation, role in DEMO_CLIENTS:
-        if client_id in credentials and clients.find(client_id) is not None:
-            continue
-        if clients.find(client_id) is not None:
-            raise RuntimeError(f"{client_id} exists but its secret is lost; delete {settings.state_dir} and rerun")
-        credentials[client_id] = clients.add(client_id, organisation, [role])
+    store = open_clients(
+        settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
+    )
+    with contextlib.closing(store) as clients:
+        if credentials_file.exists():
+            credentials = json.loads(credentials_file.read_text(encoding="utf-8"))
+        for client_id, organisation, role in DEMO_CLIENTS:
+            if client_id in credentials and clients.find(client_id) is not None:
+                continue
+            if clients.find(client_id) is not None:
+                raise RuntimeError(f"{client_id} exists but its secret is lost; delete {settings.state_dir} and rerun")
+            credentials[client_id] = clients.add(client_id, organisation, [role])
     fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(credentials, handle, indent=2)

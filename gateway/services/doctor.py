@@ -11,7 +11,7 @@ import yaml
 from gateway.atomic_files import check_secret_file
 from gateway.audit import open_log
 from gateway.catalog import CatalogStore
-from gateway.clients import ClientStore
+from gateway.clients import open_clients
 from gateway.domain.principal import Role
 from gateway.engine import Domain
 from gateway.errors import VeilgateError
@@ -34,10 +34,17 @@ def _keys(directory: Path, purpose: str) -> Finding:
     return Finding(f"{purpose} keys", True, f"{len(ring.keys)} key(s), active {ring.active.kid}")
 
 
-def _clients(path: Path) -> Finding:
+def _clients(settings: Settings) -> Finding:
     try:
-        check_secret_file(path)
-        clients = ClientStore(path).all()
+        if not settings.database_dsn:
+            check_secret_file(settings.clients_file)
+        store = open_clients(
+            settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
+        )
+        try:
+            clients = store.all()
+        finally:
+            store.close()
     except VeilgateError as exc:
         return Finding("client accounts", False, f"{exc.detail}; create one with `veilgate clients add`")
     admins = [c for c in clients if Role.ADMIN in c.roles and not c.disabled]
@@ -118,7 +125,7 @@ def diagnose(settings: Settings) -> list[Finding]:
         state,
         _keys(settings.token_keys_dir, "token-signing"),
         _keys(settings.receipt_keys_dir, "receipt-signing"),
-        _clients(settings.clients_file),
+        _clients(settings),
         *_domain(settings),
         _audit(settings),
         _policy(settings.policy_dir),

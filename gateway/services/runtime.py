@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from gateway.audit import AuditLog, open_log
 from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
 from gateway.catalog import CatalogStore
-from gateway.clients import ClientStore
+from gateway.clients import ClientStore, open_clients
 from gateway.engine import Domain
 from gateway.freezes import FreezeStore, open_freezes
 from gateway.jobs import JobStore, open_jobs
@@ -63,7 +63,7 @@ class Runtime:
             domain=Domain(
                 settings.data_path, threads=settings.engine_threads, index_max_rows=settings.lookup_index_max_rows
             ),
-            clients=ClientStore(settings.clients_file),
+            clients=open_clients(settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema),
             token_keys=KeyRing.load(settings.token_keys_dir),
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=audit,
@@ -82,6 +82,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.clients.close()
         self.freezes.close()
         self.jobs.close()
         self.budget.close()

@@ -1,6 +1,6 @@
 """Two gateway replicas that share nothing but PostgreSQL (each its own state directory, as on two
 machines): a consumer's quota and probing limit hold across both, counted once, both write one
-audit log, and an emergency stop made through one is in force in the other."""
+audit log, and an emergency stop or a disabled account made through one is in force in the other."""
 
 from __future__ import annotations
 
@@ -96,6 +96,26 @@ def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installati
     while (stopped := verify(first, 1)).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert stopped.status_code == 403 and stopped.json()["type"].endswith("/frozen")
+
+    # An account made through one replica works on the other; disabled there, it stops here.
+    made = httpx2.post(
+        f"{second}/v1/admin/consumers",
+        json={"client_id": "bank-two", "organisation": "Demo Commercial Bank", "roles": ["consumer"]},
+        headers=admin,
+    )
+    assert made.status_code == 201
+    own = {"grant_type": "client_credentials", "client_id": "bank-two", "client_secret": made.json()["client_secret"]}
+    deadline = time.monotonic() + 5
+    while (issued := httpx2.post(f"{first}/v1/token", data=own)).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert issued.status_code == 200
+    mine = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+    assert httpx2.get(f"{first}/v1/me", headers=mine).status_code == 200
+    assert httpx2.delete(f"{second}/v1/admin/consumers/bank-two", headers=admin).status_code == 204
+    deadline = time.monotonic() + 5
+    while (me := httpx2.get(f"{first}/v1/me", headers=mine)).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert me.status_code == 401
 
 
 def test_a_replica_with_another_subject_secret_does_not_start(installation: Installation, tmp_path: Path) -> None:
