@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx2
 import pytest
@@ -46,6 +47,33 @@ def pg_schema() -> Iterator[str]:
         assert PG_DSN is not None
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+Store = TypeVar("Store", bound=Closable)
+
+
+@contextmanager
+def store_handles(
+    backend: str, local: Callable[[], Store], postgres: Callable[[str], Store]
+) -> Iterator[Callable[[], Store]]:
+    """A factory of handles on one store, each standing for another process or replica:
+    `local()` for SQLite or a file, `postgres(schema)` in a schema of its own. All are closed
+    afterwards, and the schema dropped."""
+    opened: list[Store] = []
+    with contextlib.ExitStack() as stack:
+        schema = stack.enter_context(pg_schema()) if backend == "postgres" else ""
+
+        def factory() -> Store:
+            opened.append(postgres(schema) if backend == "postgres" else local())
+            return opened[-1]
+
+        yield factory
+        for handle in opened:
+            handle.close()
 
 
 CANARY = "CANARY-7Q4Z"

@@ -3,7 +3,6 @@ Reviews and runs race through several handles (processes, or replicas) and none 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,27 +11,19 @@ import pytest
 
 from gateway.errors import Conflict, NotFound
 from gateway.jobs import Job, JobStore, PostgresJobStore, SqliteJobStore
-from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
+from tests.conftest import ON_POSTGRES, PG_DSN, store_handles
 
 
 @pytest.fixture(params=["sqlite", ON_POSTGRES])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], JobStore]]:
     """A factory: every call opens another handle on one store."""
-    opened: list[JobStore] = []
-    with contextlib.ExitStack() as stack:
-        schema = stack.enter_context(pg_schema()) if request.param == "postgres" else ""
 
-        def factory() -> JobStore:
-            if request.param == "sqlite":
-                opened.append(SqliteJobStore(tmp_path / "jobs.sqlite3"))
-            else:
-                assert PG_DSN is not None
-                opened.append(PostgresJobStore(PG_DSN, schema=schema))
-            return opened[-1]
+    def on_postgres(schema: str) -> JobStore:
+        assert PG_DSN is not None
+        return PostgresJobStore(PG_DSN, schema=schema)
 
+    with store_handles(request.param, lambda: SqliteJobStore(tmp_path / "jobs.sqlite3"), on_postgres) as factory:
         yield factory
-        for store in opened:
-            store.close()
 
 
 def submit(store: JobStore, submitter: str = "demo-researcher") -> Job:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from gateway.audit import AuditLog, PostgresAuditLog, SqliteAuditLog
 from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.signing import KeyRing
-from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
+from tests.conftest import ON_POSTGRES, PG_DSN, store_handles
 
 
 def event(n: int = 0, *, principal: str | None = "demo-business", status: int = 200, **over: object) -> AuditEvent:
@@ -37,21 +36,13 @@ def receipt_keys(tmp_path: Path) -> KeyRing:
 @pytest.fixture(params=["sqlite", ON_POSTGRES])
 def open_audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], AuditLog]]:
     """A factory: every call opens another handle on one log (another process, or a replica)."""
-    opened: list[AuditLog] = []
-    with contextlib.ExitStack() as stack:
-        schema = stack.enter_context(pg_schema()) if request.param == "postgres" else ""
 
-        def factory() -> AuditLog:
-            if request.param == "sqlite":
-                opened.append(SqliteAuditLog.open(tmp_path / "audit"))
-            else:
-                assert PG_DSN is not None
-                opened.append(PostgresAuditLog(PG_DSN, schema=schema, key_directory=tmp_path / "audit"))
-            return opened[-1]
+    def on_postgres(schema: str) -> AuditLog:
+        assert PG_DSN is not None
+        return PostgresAuditLog(PG_DSN, schema=schema, key_directory=tmp_path / "audit")
 
+    with store_handles(request.param, lambda: SqliteAuditLog.open(tmp_path / "audit"), on_postgres) as factory:
         yield factory
-        for log in opened:
-            log.close()
 
 
 @pytest.fixture

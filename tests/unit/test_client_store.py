@@ -3,7 +3,6 @@ A client disabled through one handle (another process, or a replica) is refused 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,27 +12,19 @@ import pytest
 from gateway.clients import ClientStore, FileClientStore, PostgresClientStore
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, NotFound
-from tests.conftest import ON_POSTGRES, PG_DSN, needs_pg, pg_schema
+from tests.conftest import ON_POSTGRES, PG_DSN, needs_pg, pg_schema, store_handles
 
 
 @pytest.fixture(params=["file", ON_POSTGRES])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], ClientStore]]:
     """A factory: every call opens another handle on one set of accounts."""
-    opened: list[ClientStore] = []
-    with contextlib.ExitStack() as stack:
-        schema = stack.enter_context(pg_schema()) if request.param == "postgres" else ""
 
-        def factory() -> ClientStore:
-            if request.param == "file":
-                opened.append(FileClientStore(tmp_path / "clients.json"))
-            else:
-                assert PG_DSN is not None
-                opened.append(PostgresClientStore(PG_DSN, schema=schema))
-            return opened[-1]
+    def on_postgres(schema: str) -> ClientStore:
+        assert PG_DSN is not None
+        return PostgresClientStore(PG_DSN, schema=schema)
 
+    with store_handles(request.param, lambda: FileClientStore(tmp_path / "clients.json"), on_postgres) as factory:
         yield factory
-        for store in opened:
-            store.close()
 
 
 def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
