@@ -5,7 +5,11 @@ several gateway processes or machines).
 Imports no other leaf. Every operation is one transaction. A reservation draws on three accounts
 at once (grant, organisation, dataset version; see `domain.budget`) and is refused if any of them
 would exceed its cap. The accounts are locked in name order, so two reservations never deadlock.
-A crash leaves a reservation counted: the ledger errs on the safe side and is never overspent.
+
+A reservation is `reserved`, then `reading` once its computation is about to read data (from then
+on its charge stays, whatever happens), then `committed`. A crash leaves it counted: the ledger
+errs on the safe side and is never overspent. `stale` lists what crashes left, and `settle_stale`
+gives back what never read data and commits what did.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.domain.budget import Accounts, Amount
-from gateway.errors import BudgetExhausted, DependencyError, NotFound
+from gateway.errors import BudgetExhausted, Conflict, DependencyError, NotFound
 from gateway.sqlite_files import immediate, open_wal, reading
 
 _SCHEMA = (
@@ -58,6 +62,16 @@ class IdempotentReplay:
     state: str
     """`running` (another request holds the key) or `done` (`body` is the answer to replay)."""
     body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StaleReservation:
+    id: str
+    state: str
+    """`reserved` (no data was read: it may be given back) or `reading` (the charge stays)."""
+    amount: Amount
+    created: str
+    accounts: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,58 @@ class BudgetLedger:
         """The data was read: the charge is spent for good (idempotent)."""
         self._settle(reservation, spend=True)
 
+    def mark_reading(self, reservation: str) -> None:
+        """Data is about to be read: from now on the charge stays, even after a crash.
+
+        Raises Conflict if the reservation was given back meanwhile (`settle_stale` took it for
+        abandoned): then no data may be read for it.
+        """
+        with self._transaction() as cur:
+            changed = cur.execute(
+                self._q(
+                    "UPDATE budget_reservations SET state = 'reading' WHERE id = ? AND state IN ('reserved', 'reading')"
+                ),
+                (reservation,),
+            ).rowcount
+        if changed != 1:
+            raise Conflict(f"budget reservation {reservation} is no longer held; nothing was read")
+
+    def stale(self, older_than: str) -> list[StaleReservation]:
+        """Reservations made before `older_than` (ISO time) and never committed: what crashes left."""
+        with self._read() as cur:
+            rows = self._rows(
+                cur,
+                "SELECT id, state, micro_epsilon, nano_delta, created FROM budget_reservations "
+                "WHERE state IN ('reserved', 'reading') AND created < ? ORDER BY created",
+                (older_than,),
+            )
+            found = []
+            for rid, state, eps, delta, created in rows:
+                accounts = self._rows(
+                    cur, "SELECT account FROM budget_postings WHERE reservation_id = ? ORDER BY account", (rid,)
+                )
+                found.append(
+                    StaleReservation(str(rid), str(state), Amount(int(eps), int(delta)), str(created),
+                                     tuple(str(a) for (a,) in accounts))
+                )  # fmt: skip
+        return found
+
+    def settle_stale(self, older_than: str) -> tuple[int, int]:
+        """Give back the stale reservations that never read data, commit those that did; returns
+        (given back, committed). Only for requests that are over: a computation still running
+        past `older_than` finds its reservation gone before it reads (`mark_reading`)."""
+        returned = committed = 0
+        for stale in self.stale(older_than):
+            with self._transaction() as cur:
+                rows = self._rows(cur, self.select_reservation, (stale.id,))
+                if not rows or rows[0][0] not in ("reserved", "reading"):
+                    continue  # settled meanwhile
+                spend = rows[0][0] == "reading"
+                self._settle_in(cur, stale.id, spend=spend)
+            committed += spend
+            returned += not spend
+        return returned, committed
+
     def commit_release(self, reservation: str, query_key: str, result: str) -> str:
         """Spend the charge and store the release under its query key, in one transaction.
 
@@ -210,8 +276,10 @@ class BudgetLedger:
         if not rows:
             raise NotFound(f"no budget reservation {reservation}")
         state, eps, delta = rows[0]
-        if state != "reserved":
-            return  # committed already: spent stays spent
+        if state == "committed":
+            return  # spent stays spent
+        if state == "reading" and not spend:
+            raise Conflict(f"budget reservation {reservation} read data: its charge stays")
         accounts = [r[0] for r in self._rows(
             cur, "SELECT account FROM budget_postings WHERE reservation_id = ? ORDER BY account", (reservation,)
         )]  # fmt: skip

@@ -9,7 +9,8 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -57,6 +58,7 @@ receipt_app = typer.Typer(help="Receipts: check them offline.", no_args_is_help=
 audit_app = typer.Typer(help="The audit log: verify, export, checkpoint, witness.", no_args_is_help=True)
 policy_app = typer.Typer(help="The policy bundle: check, reload, roll back.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and fees.", no_args_is_help=True)
+budget_app = typer.Typer(help="Privacy budgets.", no_args_is_help=True)
 disclosure_app = typer.Typer(help="Public disclosure.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Approved analysis code.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -64,6 +66,7 @@ app.add_typer(receipt_app, name="receipt")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(usage_app, name="usage")
+app.add_typer(budget_app, name="budget")
 app.add_typer(disclosure_app, name="disclosure")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(clients_app, name="clients")
@@ -581,6 +584,28 @@ def usage_report_command(
     with _runtime("usage report", config) as rt:
         report = metering.statement(rt, since.date(), until.date())
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+@budget_app.command("stale")
+def budget_stale(
+    older_than_minutes: Annotated[
+        int, typer.Option(min=1, help="Older than this, a reservation's request is over (longer than any query).")
+    ] = 60,
+    settle: Annotated[bool, typer.Option(help="Give back those that read no data; commit the others.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Budget reservations that crashed requests left: listed, or settled with --settle."""
+    cutoff = (datetime.now(UTC) - timedelta(minutes=older_than_minutes)).isoformat()
+    with _runtime("stale reservations", config) as rt:
+        stale = rt.budget.stale(cutoff)
+        for found in stale:
+            eps = Decimal(found.amount.micro_epsilon) / 1_000_000
+            typer.echo(f"{found.id}\t{found.state}\tepsilon {eps}\t{found.created}\t{','.join(found.accounts)}")
+        if settle:
+            returned, committed = rt.budget.settle_stale(cutoff)
+            typer.echo(f"given back (no data read): {returned}; committed (data read, the charge stays): {committed}")
+        elif stale:
+            typer.echo(f"{len(stale)} stale reservation(s); --settle gives back those that read no data")
 
 
 @disclosure_app.command("report")

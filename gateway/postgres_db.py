@@ -1,4 +1,5 @@
-"""PostgreSQL for the stores that replicas on several machines share (the ledger, the audit log).
+"""PostgreSQL for the stores that replicas on several machines share: the ledgers, the audit log,
+the freezes, the jobs and the client accounts.
 
 The stores keep one set of SQL, written with SQLite's `?` placeholders; `Db` runs it on a psycopg
 connection. Connections are named (`application_name`), live in the deployment's schema, and
@@ -165,6 +166,8 @@ class Watched(Generic[Value]):
         self._channel = channel
         self._load = load
         self._value: Value | None = None
+        self._live = False
+        """Whether the listener is connected: only then is a copy kept (`_value`)."""
         self._reload_lock = threading.Lock()
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
@@ -179,14 +182,26 @@ class Watched(Generic[Value]):
         return value if value is not None else self._load()
 
     def renew(self) -> None:
-        if self._value is not None:
+        """After a change made through this process (already committed): a failed read drops
+        the copy, so that `get` reads until the next notice."""
+        try:
             self._reload()
+        except Exception:
+            with self._reload_lock:
+                self._value = None
+            log.warning("%s: renewing after a change failed; reading on every request", self._channel, exc_info=True)
 
     def _reload(self) -> None:
-        """Read and replace as one step: a read that began before a change cannot replace one
-        that saw it."""
+        """Read and replace as one step, and only while listening: a read that began before a
+        change cannot replace one that saw it, nor a copy outlive its listener."""
         with self._reload_lock:
-            self._value = self._load()
+            if self._live:
+                self._value = self._load()
+
+    def _set_live(self, live: bool) -> None:
+        with self._reload_lock:
+            self._live = live
+            self._value = None
 
     def _listen(self, listening: threading.Event) -> None:
         """LISTEN, load, then reload on every notice; on a failure, drop the value (`get` reads)
@@ -196,13 +211,14 @@ class Watched(Generic[Value]):
             try:
                 conn = self._connect()
                 conn.execute(f"LISTEN {self._channel}")  # a fixed name of the store, not input
+                self._set_live(True)
                 self._reload()  # after LISTEN: no change falls between the two
                 listening.set()
                 while not self._stopping.is_set():
                     for _notice in conn.notifies(timeout=_RELISTEN_SECONDS, stop_after=1):
                         self._reload()
             except Exception:  # any failure: read on every call, and try again
-                self._value = None
+                self._set_live(False)
                 log.warning("%s: listening failed; reading on every request until it works", self._channel,
                             exc_info=True)  # fmt: skip
                 self._stopping.wait(_RELISTEN_SECONDS)

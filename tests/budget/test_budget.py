@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
 from gateway.domain.budget import Accounts, Amount, accounts, micro_epsilon, nano_delta
-from gateway.errors import BudgetExhausted, InvalidRequest, NotFound
+from gateway.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
 from tests.budget.conftest import PG_DSN, Opener
 
 
@@ -58,6 +59,33 @@ def test_reserve_commit_release(open_ledger: Opener) -> None:
         ledger.reserve(acc, Amount(1))
     with pytest.raises(NotFound):
         ledger.commit("no-such-reservation")
+
+
+def test_what_a_crash_left_is_given_back_only_if_no_data_was_read(open_ledger: Opener) -> None:
+    """Two requests died: one before reading data, one after. The first's reservation is given
+    back, the second's charge stays; a request still running past the cut-off reads nothing."""
+    ledger, other_process = open_ledger(), open_ledger()
+    acc = _accounts(Amount(1_000_000))
+    never_read = ledger.reserve(acc, Amount(300_000))
+    read = ledger.reserve(acc, Amount(300_000))
+    ledger.mark_reading(read)
+    ledger.mark_reading(read)  # once or twice, the same
+    with pytest.raises(Conflict, match="read data"):
+        ledger.release(read)  # the charge of a read stays
+    cutoff = datetime.now(UTC).isoformat()
+    recent = ledger.reserve(acc, Amount(300_000))  # after the cut-off: not stale
+    stale = other_process.stale(cutoff)
+    assert {s.id: s.state for s in stale} == {never_read: "reserved", read: "reading"}
+    assert all(s.amount == Amount(300_000) and acc.grant in s.accounts for s in stale)
+    assert other_process.settle_stale(cutoff) == (1, 1)
+    assert ledger.stale(cutoff) == []
+    balance = ledger.balance(acc.grant)
+    assert balance.spent == Amount(300_000) and balance.reserved == Amount(300_000)  # `recent` still held
+    with pytest.raises(Conflict, match="no longer held"):
+        ledger.mark_reading(never_read)  # its request, had it lived, may not read now
+    ledger.mark_reading(recent)
+    ledger.commit(recent)
+    assert ledger.balance(acc.grant).spent == Amount(600_000)
 
 
 def test_every_level_holds(open_ledger: Opener) -> None:

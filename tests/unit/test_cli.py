@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 from typer.testing import CliRunner
 
+from gateway.budget_ledger import SqliteBudgetLedger
 from gateway.cli import app
+from gateway.domain.budget import Amount, accounts
 from tests.conftest import Installation
 
 runner = CliRunner()
@@ -57,3 +61,29 @@ def test_deregister_and_keys_rotate(installation: Installation) -> None:
     assert again.exit_code == 1 and "already cancelled" in again.output
     rotated = runner.invoke(app, ["keys", "rotate", "--purpose", "token", "--config", _config(installation)])
     assert rotated.exit_code == 0 and "new active key" in rotated.output
+
+
+def test_budget_stale_lists_then_settles_what_crashed_requests_left(installation: Installation) -> None:
+    """Two requests died two hours ago, one before reading data and one after."""
+    ledger = SqliteBudgetLedger(installation.settings.state_dir / "ledger" / "budget.sqlite3")
+    acc = accounts(
+        grant="g1", consumer="c1", organisation="org", dataset="social_insurance", version="v1",
+        grant_cap=Amount(1_000_000), organisation_cap=Amount(1_000_000), dataset_version_cap=Amount(1_000_000),
+    )  # fmt: skip
+    never_read, read = ledger.reserve(acc, Amount(100_000)), ledger.reserve(acc, Amount(200_000))
+    ledger.mark_reading(read)
+    with sqlite3.connect(installation.settings.state_dir / "ledger" / "budget.sqlite3") as conn:
+        conn.execute(
+            "UPDATE budget_reservations SET created = ?", ((datetime.now(UTC) - timedelta(hours=2)).isoformat(),)
+        )
+    listed = runner.invoke(app, ["budget", "stale", "--config", _config(installation)])
+    assert listed.exit_code == 0, listed.output
+    assert f"{never_read}\treserved\tepsilon 0.1" in listed.output and f"{read}\treading\tepsilon 0.2" in listed.output
+    assert ledger.balance(acc.grant).reserved == Amount(300_000)  # listing changes nothing
+    settled = runner.invoke(app, ["budget", "stale", "--settle", "--config", _config(installation)])
+    assert settled.exit_code == 0, settled.output
+    assert "given back (no data read): 1; committed (data read, the charge stays): 1" in settled.output
+    balance = ledger.balance(acc.grant)
+    assert balance.spent == Amount(200_000) and balance.reserved == Amount(0)
+    assert "stale" not in runner.invoke(app, ["budget", "stale", "--config", _config(installation)]).output
+    ledger.close()
