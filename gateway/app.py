@@ -33,6 +33,7 @@ from gateway.api.routes import (
 )
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
+from gateway.services import jobs as job_services
 from gateway.services import models as model_services
 from gateway.services import policy_admin, verification
 from gateway.services.audit_trail import make_checkpoint
@@ -51,13 +52,22 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         if made is not None:
             log.info("audit checkpoint signed: %d leaves", made.size)
 
-    async def checkpoint_every_interval() -> None:
+    def fail_overdue_jobs() -> None:
+        for job_id in job_services.fail_overdue(rt):
+            log.warning("job %s is long past its time limit and still running: its process stopped; marked failed",
+                        job_id)  # fmt: skip
+
+    async def housekeeping_every_interval() -> None:
         while True:
             await asyncio.sleep(settings.checkpoint_interval_seconds)
             try:
                 await asyncio.to_thread(checkpoint)
             except Exception:  # a failed checkpoint is retried next interval; serving goes on
                 log.exception("audit checkpoint failed")
+            try:
+                await asyncio.to_thread(fail_overdue_jobs)
+            except Exception:  # tried again next interval
+                log.exception("looking for overdue jobs failed")
 
     def reload_policy() -> None:
         try:
@@ -90,8 +100,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             await asyncio.to_thread(checkpoint)
         for job_id in await asyncio.to_thread(rt.jobs.fail_orphans):
             log.warning("job %s was running in a process that stopped; marked failed", job_id)
+        await asyncio.to_thread(fail_overdue_jobs)
         await asyncio.to_thread(warm_up)
-        task = asyncio.create_task(checkpoint_every_interval())
+        task = asyncio.create_task(housekeeping_every_interval())
         try:
             yield
         finally:

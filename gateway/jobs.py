@@ -200,6 +200,20 @@ class JobStore:
                 )
         return orphans
 
+    def running(self) -> list[Job]:
+        """Every job some process is running now, or was when it stopped."""
+        return [_job(r) for r in self._rows(_SELECT + " WHERE status = 'running' ORDER BY updated", ())]
+
+    def fail_if_running(self, job_id: str, reason: str) -> bool:
+        """running -> failed, with `reason`; False if the job was not running (it just finished)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE jobs SET status = 'failed', updated = ?, reason = ? WHERE id = ? AND status = 'running'",
+                (now, reason, job_id),
+            ).rowcount
+        return bool(changed == 1)
+
     def code_of(self, job_id: str) -> tuple[str, str, str]:
         """(code, its kind, the hash recorded at submission), read afresh for the run."""
         rows = self._rows("SELECT code, code_kind, code_sha256 FROM jobs WHERE id = ?", (job_id,))

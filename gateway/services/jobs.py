@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,28 @@ def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason:
     if reviewed.status == "approved":
         threading.Thread(target=run, args=(rt, job_id), name=f"job-{job_id}", daemon=True).start()
     return reviewed
+
+
+OVERDUE_GRACE_SECONDS = 600
+"""Beyond its service's wall-clock limit, what a run may still take: exporting its inputs,
+checking its outputs, releasing them."""
+
+
+def fail_overdue(rt: Runtime, now: datetime | None = None) -> list[str]:
+    """Jobs still `running` long after their sandbox's wall-clock limit: whatever process ran them
+    stopped, on this host or another (replicas share the job store). Marked failed, so nobody
+    waits for them forever; returns their ids."""
+    now = now or datetime.now(UTC)
+    bundle = policy_admin.current(rt).bundle
+    failed = []
+    for job in rt.jobs.running():
+        service = bundle.job_services.get(job.service)
+        wall = service.limits.wall_seconds if service is not None else 0
+        if now - datetime.fromisoformat(job.updated) > timedelta(seconds=wall + OVERDUE_GRACE_SECONDS):
+            reason = "the gateway process running this job stopped (it is long past its time limit); submit it again"
+            if rt.jobs.fail_if_running(job.id, reason):
+                failed.append(job.id)
+    return failed
 
 
 def run(rt: Runtime, job_id: str) -> Job:

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,21 @@ def _finished_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def test_a_job_left_running_by_another_host_is_failed_once_overdue(jobs_gateway: Callable[..., Jobs]) -> None:
+    """Replicas share the job store: a job whose runner on another machine stopped is found by
+    its age, once it is far past the wall-clock limit of its service, and not before."""
+    jobs = jobs_gateway()
+    overdue, recent = (jobs.submit(f"print({n})\n").json()["id"] for n in (1, 2))
+    store = jobs.installation.settings.state_dir / "jobs" / "jobs.sqlite3"
+    long_ago = (datetime.now(UTC) - timedelta(hours=3)).isoformat(timespec="seconds")
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE jobs SET status = 'running', runner = 'another-host:4242', updated = ? WHERE id = ?",
+                     (long_ago, overdue))  # fmt: skip
+        conn.execute("UPDATE jobs SET status = 'running', runner = 'another-host:4242' WHERE id = ?", (recent,))
+    restarted = jobs_gateway()
+    with restarted.client:  # startup looks for overdue jobs
+        failed, running = restarted.status(overdue), restarted.status(recent)
+    assert failed["status"] == "failed" and "long past its time limit" in failed["reason"]
+    assert running["status"] == "running"  # it may still be running over there
