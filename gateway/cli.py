@@ -31,7 +31,7 @@ from gateway.errors import VeilgateError
 from gateway.freezes import open_freezes
 from gateway.http_server import NoDelayH11Protocol
 from gateway.policy import load_bundle
-from gateway.policy_store import PolicyStore
+from gateway.policy_store import open_policy_store
 from gateway.services import (
     audit_trail,
     authentication,
@@ -523,7 +523,13 @@ def policy_rollback_command(config: ConfigOption = None) -> None:
     """Restore the bundle that was in force before the current one."""
     settings = _settings(config)
     with _run("policy rollback"):
-        version = PolicyStore(settings.policy_store_dir).rollback(by=f"cli:{getpass.getuser()}")
+        store = open_policy_store(
+            settings.policy_store_dir, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
+        )
+        try:
+            version = store.rollback(by=f"cli:{getpass.getuser()}")
+        finally:
+            store.close()
     typer.echo(f"bundle {version} in force again")
 
 

@@ -1,10 +1,14 @@
 """The bundle's lifecycle: stored versions, proposals, approvals, the version in force, rollback.
 
-Imports no other leaf. Under `state/policy/`: `versions/<version>.json` holds each bundle ever
-proposed (content-addressed, never changed), and `state.json` says which version is in force,
-which came before, the open proposals and the history of every change with who, when and the
-diff. Changes take an exclusive lock shared by all processes; every process re-reads `state.json`
-when its stamp changes, so a change is in force on the next request everywhere.
+Imports no other leaf. Each bundle ever proposed is kept (content-addressed, never changed), and
+one state document says which version is in force, which came before, the open proposals and the
+history of every change with who, when and the diff. Two stores:
+
+- `FilePolicyStore`, under `state/policy/`: `versions/<version>.json` and `state.json`. Changes
+  take an exclusive lock shared by all processes; every process re-reads `state.json` when its
+  stamp changes, so a change is in force on the next request everywhere on the machine.
+- `PostgresPolicyStore`, for replicas on several machines: the same in two tables. A change holds
+  the state's row and NOTIFYs every replica, which sees a new stamp and loads the version in force.
 
 Validation is the caller's: this store records decisions, it does not make them.
 """
@@ -14,11 +18,14 @@ from __future__ import annotations
 import difflib
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import postgres_db
 from gateway.atomic_files import Stamp, locked_json, stamp, write_atomic
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyDenied
@@ -35,34 +42,33 @@ class Change:
 
 
 class PolicyStore:
-    def __init__(self, directory: Path) -> None:
-        self._dir = directory
-        self._state = directory / "state.json"
+    """The lifecycle's rules, whichever store keeps the versions and the state document."""
 
-    def stamp(self) -> Stamp | None:
-        return stamp(self._state)
+    def stamp(self) -> Stamp | None:  # pragma: no cover - each store has its own
+        """Changes whenever the state does: a process that sees a new stamp loads the version in force."""
+        raise NotImplementedError
 
-    def _read(self) -> dict[str, Any]:
-        if not self._state.exists():
-            return json.loads(json.dumps(_EMPTY))  # type: ignore[no-any-return]
-        loaded: dict[str, Any] = json.loads(self._state.read_text(encoding="utf-8"))
-        return loaded
+    def _read(self) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _changing(self) -> AbstractContextManager[dict[str, Any]]:  # pragma: no cover
+        """Read-modify-write of the state document, one change at a time across processes;
+        written back unless the block raises."""
+        raise NotImplementedError
+
+    def load(self, version: str) -> PolicyBundle:  # pragma: no cover
+        raise NotImplementedError
+
+    def _store(self, bundle: PolicyBundle) -> str:  # pragma: no cover
+        """Keep `bundle` under its version (once); returns the version."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the store holds open (nothing, for the files)."""
 
     def active_version(self) -> str | None:
         active = self._read()["active"]
         return str(active) if active else None
-
-    def load(self, version: str) -> PolicyBundle:
-        path = self._dir / "versions" / f"{version}.json"
-        if not path.is_file():
-            raise NotFound(f"no stored policy version {version}")
-        return PolicyBundle.model_validate_json(path.read_bytes())
-
-    def _store(self, bundle: PolicyBundle) -> str:
-        path = self._dir / "versions" / f"{bundle.version}.json"
-        if not path.exists():
-            write_atomic(path, _pretty(bundle).encode())
-        return bundle.version
 
     def proposals(self) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = self._read()["proposals"]
@@ -75,7 +81,7 @@ class PolicyStore:
     def propose(self, bundle: PolicyBundle, *, by: str, note: str, approvals_required: int) -> Change:
         """Record a proposal; with one approval required, the proposer's own is enough."""
         version = self._store(bundle)
-        with locked_json(self._state, _EMPTY) as state:
+        with self._changing() as state:
             if state["active"] == version:
                 raise Conflict("the proposed bundle is the one in force")
             proposal = {
@@ -97,7 +103,7 @@ class PolicyStore:
 
     def approve(self, proposal_id: str, *, by: str, approvals_required: int) -> Change:
         """A second administrator approves; nobody approves their own proposal."""
-        with locked_json(self._state, _EMPTY) as state:
+        with self._changing() as state:
             proposal = state["proposals"].get(proposal_id)
             if proposal is None:
                 raise NotFound(f"no open proposal {proposal_id}")
@@ -116,7 +122,7 @@ class PolicyStore:
     def activate(self, bundle: PolicyBundle, *, by: str, reason: str) -> Change:
         """Put a bundle in force at once: for restrictions (revoking a grant) and the first import."""
         version = self._store(bundle)
-        with locked_json(self._state, _EMPTY) as state:
+        with self._changing() as state:
             change = {"id": None, "version": version, "proposed_by": by, "approvals": [by],
                       "diff": self._diff(state["active"], bundle)}  # fmt: skip
             self._activate(state, version, change, reason=reason)
@@ -124,7 +130,7 @@ class PolicyStore:
 
     def rollback(self, *, by: str) -> str:
         """Restore the version in force before the current one."""
-        with locked_json(self._state, _EMPTY) as state:
+        with self._changing() as state:
             if not state["previous"]:
                 raise Conflict("there is no earlier version to roll back to")
             version = state["previous"].pop()
@@ -169,3 +175,112 @@ def _brief(proposal: dict[str, Any]) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class FilePolicyStore(PolicyStore):
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._state = directory / "state.json"
+
+    def stamp(self) -> Stamp | None:
+        return stamp(self._state)
+
+    def _read(self) -> dict[str, Any]:
+        if not self._state.exists():
+            return json.loads(json.dumps(_EMPTY))  # type: ignore[no-any-return]
+        loaded: dict[str, Any] = json.loads(self._state.read_text(encoding="utf-8"))
+        return loaded
+
+    def _changing(self) -> AbstractContextManager[dict[str, Any]]:
+        return locked_json(self._state, _EMPTY)
+
+    def load(self, version: str) -> PolicyBundle:
+        path = self._dir / "versions" / f"{version}.json"
+        if not path.is_file():
+            raise NotFound(f"no stored policy version {version}")
+        return PolicyBundle.model_validate_json(path.read_bytes())
+
+    def _store(self, bundle: PolicyBundle) -> str:
+        path = self._dir / "versions" / f"{bundle.version}.json"
+        if not path.exists():
+            write_atomic(path, _pretty(bundle).encode())
+        return bundle.version
+
+
+_PG_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS policy_versions (version TEXT PRIMARY KEY, bundle TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS policy_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, changes BIGINT NOT NULL)""",
+)
+_CHANNEL = "veilgate_policy"
+_UNAVAILABLE = "the policy store cannot be read"
+
+
+class PostgresPolicyStore(PolicyStore):
+    """Versions and the state document in PostgreSQL; the stamp is the state's change count,
+    kept in memory by every replica and renewed on each NOTIFY."""
+
+    def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
+        self._db = postgres_db.Reader(dsn, schema, name="veilgate-policy", unavailable=_UNAVAILABLE)
+        with self._db.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_policy'))")  # one replica creates them
+            for statement in _PG_SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(_EMPTY),))
+        self._watched = postgres_db.Watched(
+            dsn,
+            schema,
+            name="veilgate-policy-listener",
+            channel=_CHANNEL,
+            load=self._changes,
+            unavailable=_UNAVAILABLE,
+            listen=listen,
+        )
+
+    def _changes(self) -> int:
+        return int(self._db.rows("SELECT changes FROM policy_state WHERE id = 1")[0][0])
+
+    def stamp(self) -> Stamp | None:
+        return (self._watched.get(), 0)
+
+    def _read(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(self._db.rows("SELECT state FROM policy_state WHERE id = 1")[0][0])
+        return state
+
+    @contextmanager
+    def _changing(self) -> Iterator[dict[str, Any]]:
+        with self._db.transaction() as db:
+            (text,) = db.execute("SELECT state FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
+            state: dict[str, Any] = json.loads(text)
+            yield state
+            db.execute(
+                "UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1",
+                (json.dumps(state, ensure_ascii=False),),
+            )
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+
+    def load(self, version: str) -> PolicyBundle:
+        rows = self._db.rows("SELECT bundle FROM policy_versions WHERE version = ?", (version,))
+        if not rows:
+            raise NotFound(f"no stored policy version {version}")
+        return PolicyBundle.model_validate_json(rows[0][0])
+
+    def _store(self, bundle: PolicyBundle) -> str:
+        self._db.write(
+            "INSERT INTO policy_versions VALUES (?, ?) ON CONFLICT DO NOTHING", (bundle.version, _pretty(bundle))
+        )
+        return bundle.version
+
+    def close(self) -> None:
+        self._watched.close()
+        self._db.close()
+
+
+def open_policy_store(
+    directory: Path, *, dsn: str | None = None, schema: str = "veilgate", listen: bool = True
+) -> PolicyStore:
+    """The policy store as configured: in PostgreSQL when `dsn` is set, else files under `directory`."""
+    if dsn:
+        return PostgresPolicyStore(dsn, schema=schema, listen=listen)
+    return FilePolicyStore(directory)

@@ -85,7 +85,7 @@ class Reader:
     def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str) -> None:
         self._open = functools.partial(connect, dsn, schema, name=name, unavailable=unavailable)
         self._unavailable = unavailable
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a read inside a store's transaction runs in it
         self._conn: Any = self._open()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -139,6 +139,9 @@ class Reader:
 
 
 _RELISTEN_SECONDS = 1.0
+"""After a failure, how long the listener waits before it connects again."""
+_WAKE_SECONDS = 0.25
+"""How often a waiting listener checks whether it should stop (`close` waits at most this long)."""
 
 
 class Watched(Generic[Value]):
@@ -215,7 +218,7 @@ class Watched(Generic[Value]):
                 self._reload()  # after LISTEN: no change falls between the two
                 listening.set()
                 while not self._stopping.is_set():
-                    for _notice in conn.notifies(timeout=_RELISTEN_SECONDS, stop_after=1):
+                    for _notice in conn.notifies(timeout=_WAKE_SECONDS, stop_after=1):
                         self._reload()
             except Exception:  # any failure: read on every call, and try again
                 self._set_live(False)
@@ -230,4 +233,4 @@ class Watched(Generic[Value]):
     def close(self) -> None:
         self._stopping.set()
         if self._listener is not None:
-            self._listener.join(timeout=2 * _RELISTEN_SECONDS + 1)
+            self._listener.join(timeout=_RELISTEN_SECONDS + _WAKE_SECONDS + 1)

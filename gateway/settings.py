@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     database_dsn: str | None = Field(
         None,
         description="PostgreSQL DSN of the state that gateway replicas on several machines share: the ledgers"
-        " (privacy budget; verification rates, quotas and probing), the audit log, the freezes, the jobs and the"
-        " client accounts;"
+        " (privacy budget; verification rates, quotas and probing), the audit log, the freezes, the jobs, the"
+        " client accounts and the policy;"
         " unset: SQLite and files under `state_dir`.",
     )
     database_schema: str = Field(

@@ -49,6 +49,15 @@ def pg_schema() -> Iterator[str]:
             conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
 
 
+def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Until `check` holds: what another process or replica learns from a notice, not at once.
+    Fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not seen after {seconds} s"
+        time.sleep(0.002)
+
+
 class Closable(Protocol):
     def close(self) -> None: ...
 

@@ -15,7 +15,7 @@ from gateway.ledger import Ledger, PostgresLedger, SqliteLedger
 from gateway.objections import ObjectionStore
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
-from gateway.policy_store import PolicyStore
+from gateway.policy_store import PolicyStore, open_policy_store
 from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
@@ -43,7 +43,9 @@ class Runtime:
     def open(cls, settings: Settings) -> Runtime:
         """Open every leaf; fails with an error that says what to fix (a bad policy bundle too)."""
         catalog = CatalogStore(settings.data_path)
-        policy_store = PolicyStore(settings.policy_store_dir)
+        policy_store = open_policy_store(
+            settings.policy_store_dir, dsn=settings.database_dsn, schema=settings.database_schema
+        )
         onnx = OnnxModels(settings.policy_dir)
         audit = open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema)
         ledger: Ledger = (
@@ -82,6 +84,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.policy_store.close()
         self.clients.close()
         self.freezes.close()
         self.jobs.close()

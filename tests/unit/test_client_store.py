@@ -3,7 +3,6 @@ A client disabled through one handle (another process, or a replica) is refused 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from gateway.clients import ClientStore, FileClientStore, PostgresClientStore
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, NotFound
-from tests.conftest import ON_POSTGRES, PG_DSN, needs_pg, pg_schema, store_handles
+from tests.conftest import ON_POSTGRES, PG_DSN, eventually, needs_pg, pg_schema, store_handles
 
 
 @pytest.fixture(params=["file", ON_POSTGRES])
@@ -27,14 +26,6 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         yield factory
 
 
-def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Until `check` holds: another handle learns a change when its notice arrives."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"not seen after {seconds} s"
-        time.sleep(0.002)
-
-
 def test_accounts_are_made_checked_and_disabled_across_handles(open_store: Callable[[], ClientStore]) -> None:
     here, there = open_store(), open_store()
     secret = here.add("bank-1", "Bank One", [Role.CONSUMER])
@@ -45,10 +36,10 @@ def test_accounts_are_made_checked_and_disabled_across_handles(open_store: Calla
     assert found is not None and found.roles == frozenset({Role.CONSUMER})
     assert here.check_credentials("bank-1", secret + "x") is None
     assert here.check_credentials("nobody", secret) is None
-    _eventually(lambda: there.check_credentials("bank-1", secret) is not None)
+    eventually(lambda: there.check_credentials("bank-1", secret) is not None)
     there.disable("bank-1")
     assert there.check_credentials("bank-1", secret) is None  # where it was disabled: at once
-    _eventually(lambda: here.check_credentials("bank-1", secret) is None)
+    eventually(lambda: here.check_credentials("bank-1", secret) is None)
     with pytest.raises(NotFound):
         there.disable("nobody")
     assert [(c.client_id, c.disabled) for c in here.all()] == [("bank-1", True)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from gateway.domain.policy import FreezeKind
 from gateway.errors import Conflict, DependencyError, NotFound
 from gateway.freezes import FileFreezeStore, PostgresFreezeStore
 from gateway.policy import load_bundle
-from tests.conftest import PG_DSN, REPO, bearer, get_token, needs_pg, pg_schema
+from tests.conftest import PG_DSN, REPO, bearer, eventually, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 
 
@@ -141,16 +140,6 @@ def test_usage_is_disclosed_per_service_and_month_without_keys(gateway_for: Call
     assert all(c["keys"]["credit_code"] not in response.text for c in claims)  # type: ignore[index]
 
 
-def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> float:
-    """How long `check` took to hold (a notice travelling between replicas); fails after `seconds`."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > seconds:
-            raise AssertionError(f"not in force after {seconds} s")
-        time.sleep(0.002)
-    return time.monotonic() - start
-
-
 @pytest.mark.postgres
 @needs_pg
 def test_freezes_in_postgres_reach_every_replica_and_survive_a_cut_listener() -> None:
@@ -163,7 +152,7 @@ def test_freezes_in_postgres_reach_every_replica_and_survive_a_cut_listener() ->
             service = (FreezeKind.SERVICE, "enterprise-registration")
             here.freeze(*service, by="admin-a", reason="incident")
             assert service in here.active()  # where it was made: on the next request
-            _eventually(lambda: service in there.active())  # elsewhere: once the notice arrives
+            eventually(lambda: service in there.active())  # elsewhere: once the notice arrives
             with pytest.raises(Conflict):
                 there.freeze(*service, by="admin-b", reason="again")
 
@@ -175,10 +164,10 @@ def test_freezes_in_postgres_reach_every_replica_and_survive_a_cut_listener() ->
                 )
             consumer = (FreezeKind.CONSUMER, "demo-business")
             here.freeze(*consumer, by="admin-a", reason="abuse")
-            _eventually(lambda: consumer in there.active())
+            eventually(lambda: consumer in there.active())
             there.unfreeze(*service, by="admin-b", reason="resolved")
             assert service not in there.active()
-            _eventually(lambda: service not in here.active())
+            eventually(lambda: service not in here.active())
             assert [(h["action"], h["by"]) for h in here.history()] == [
                 ("freeze", "admin-a"),
                 ("freeze", "admin-a"),
@@ -209,6 +198,6 @@ def test_the_cli_freezes_in_postgres_while_the_api_is_down(tmp_path: Path) -> No
         try:
             assert (FreezeKind.CONSUMER, "demo-business") in replica.active()
             assert CliRunner().invoke(cli, ["unfreeze", *args]).exit_code == 0
-            _eventually(lambda: replica.active() == {})
+            eventually(lambda: replica.active() == {})
         finally:
             replica.close()

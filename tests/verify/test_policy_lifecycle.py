@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.domain.policy import PolicyBundle
-from gateway.policy_store import PolicyStore
+from gateway.policy_store import FilePolicyStore
 from tests.conftest import Installation, bearer, get_token, policy_copy, serve_process
 from tests.verify.conftest import Gateway, enterprises
 
@@ -150,7 +150,7 @@ def test_rollback_and_reload_from_disk(gateway_for: Callable[..., Gateway]) -> N
 def test_every_request_is_served_under_exactly_one_version(gateway_for: Callable[..., Gateway]) -> None:
     """Swap two bundles back and forth (as another process would) under concurrent requests."""
     gw = gateway_for()
-    store = PolicyStore(gw.client.app.state.settings.policy_store_dir)  # type: ignore[attr-defined]
+    store = FilePolicyStore(gw.client.app.state.settings.policy_store_dir)  # type: ignore[attr-defined]
     one = store.load(store.active_version() or "")
     data = one.model_dump(mode="json")
     data["grants"] = {"bank-b": data["grants"]["bank-sme-credit-2026"]}

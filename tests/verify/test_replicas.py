@@ -1,6 +1,7 @@
 """Two gateway replicas that share nothing but PostgreSQL (each its own state directory, as on two
 machines): a consumer's quota and probing limit hold across both, counted once, both write one
-audit log, and an emergency stop or a disabled account made through one is in force in the other."""
+audit log, and an emergency stop, a disabled account or a revoked grant made through one is in
+force in the other."""
 
 from __future__ import annotations
 
@@ -116,6 +117,23 @@ def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installati
     while (me := httpx2.get(f"{first}/v1/me", headers=mine)).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert me.status_code == 401
+
+    # The stop lifted through one replica, then the grant revoked through it: the other serves
+    # again, then refuses, without a shared policy directory.
+    body = {"kind": "consumer", "name": "demo-business", "reason": "resolved"}
+    assert httpx2.post(f"{second}/v1/admin/unfreeze", json=body, headers=admin).status_code == 200
+    deadline = time.monotonic() + 5
+    while (served := verify(first, 1)).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert served.status_code == 200
+    revoked = httpx2.delete(
+        f"{second}/v1/admin/grants/bank-sme-credit-2026", params={"reason": "contract ended"}, headers=admin
+    )
+    assert revoked.status_code == 200, revoked.text
+    deadline = time.monotonic() + 5
+    while (denied := verify(first, 1)).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert denied.status_code == 403 and denied.json()["type"].endswith("/policy-denied")
 
 
 def test_a_replica_with_another_subject_secret_does_not_start(installation: Installation, tmp_path: Path) -> None:

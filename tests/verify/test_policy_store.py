@@ -1,0 +1,48 @@
+"""The policy store on both backends: files always, PostgreSQL when VEILGATE_TEST_PG_DSN is set.
+A change made through one handle (another process, or a replica) is seen by the others."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import Conflict, NotFound, PolicyDenied
+from gateway.policy import load_bundle
+from gateway.policy_store import FilePolicyStore, PolicyStore, PostgresPolicyStore
+from tests.conftest import ON_POSTGRES, PG_DSN, REPO, eventually, store_handles
+
+
+@pytest.fixture(params=["files", ON_POSTGRES])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], PolicyStore]]:
+    def on_postgres(schema: str) -> PolicyStore:
+        assert PG_DSN is not None
+        return PostgresPolicyStore(PG_DSN, schema=schema)
+
+    with store_handles(request.param, lambda: FilePolicyStore(tmp_path / "policy"), on_postgres) as factory:
+        yield factory
+
+
+def test_a_change_takes_two_administrators_and_reaches_every_handle(open_store: Callable[[], PolicyStore]) -> None:
+    here, there = open_store(), open_store()
+    demo = load_bundle(REPO / "policies")
+    first = here.activate(demo, by="setup", reason="first import")
+    assert first.active == demo.version and there.active_version() == demo.version
+    changed = demo.model_copy(update={"grants": {k: v for k, v in demo.grants.items() if k != "bank-sme-credit-2026"}})
+    before = there.stamp()
+    proposed = here.propose(changed, by="admin-a", note="contract ended", approvals_required=2)
+    assert proposed.active is None and "bank-sme-credit-2026" in proposed.proposal["diff"]  # type: ignore[index]
+    proposal_id = proposed.proposal["id"]  # type: ignore[index]
+    with pytest.raises(PolicyDenied):
+        there.approve(proposal_id, by="admin-a", approvals_required=2)
+    approved = there.approve(proposal_id, by="admin-b", approvals_required=2)
+    assert approved.active == changed.version
+    eventually(lambda: here.stamp() != before and here.active_version() == changed.version)
+    assert here.load(changed.version) == changed
+    assert [h["action"] for h in here.history()] == ["activate", "propose", "approve", "activate"]
+    assert here.rollback(by="admin-a") == demo.version and there.active_version() == demo.version
+    with pytest.raises(Conflict):
+        there.rollback(by="admin-b")
+    with pytest.raises(NotFound):
+        here.load("no-such-version")
