@@ -2,7 +2,8 @@
 administrator moves the objection open -> accepted -> corrected, or rejects it, with a reply.
 
 Imports no other leaf. One JSON document under the state directory, changed under the shared
-file lock (atomic_files.locked_json). Every step is kept with who and when.
+file lock (atomic_files.locked_json), or rows in PostgreSQL for replicas on several machines (a
+move holds its objection's row). Every step is kept with who and when.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gateway import postgres_db
 from gateway.atomic_files import locked_json
 from gateway.errors import Conflict, NotFound
 
@@ -39,15 +41,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class ObjectionStore:
-    def __init__(self, path: Path) -> None:
-        self._path = path
+def _move(found: dict[str, Any], status: Status, *, reply: str, by: str) -> None:
+    current = Status(found["status"])
+    if status not in NEXT[current]:
+        allowed = ", ".join(sorted(s.value for s in NEXT[current])) or "nothing: it is closed"
+        raise Conflict(f"an objection that is {current.value} can move to {allowed}")
+    found["status"] = status.value
+    found["steps"].append({"status": status.value, "reply": reply, "by": by, "at": _now()})
 
-    def _all(self) -> dict[str, dict[str, Any]]:
-        if not self._path.exists():
-            return {}
-        found: dict[str, dict[str, Any]] = json.loads(self._path.read_text(encoding="utf-8"))["objections"]
-        return found
+
+class ObjectionStore:
+    """The objections, whichever store keeps them (`FileObjectionStore`, `PostgresObjectionStore`)."""
 
     def file(self, *, consumer: str, about: str, subject: str, text: str) -> dict[str, Any]:
         made = {
@@ -60,9 +64,39 @@ class ObjectionStore:
             "filed_at": _now(),
             "steps": [],
         }
+        self._add(made)
+        return made
+
+    def _add(self, made: dict[str, Any]) -> None:  # pragma: no cover - each store has its own
+        raise NotImplementedError
+
+    def get(self, objection_id: str) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def list(self, consumer: str | None = None) -> list[dict[str, Any]]:  # pragma: no cover
+        """Oldest first; one consumer's or all."""
+        raise NotImplementedError
+
+    def move(self, objection_id: str, status: Status, *, reply: str, by: str) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the store holds open (nothing, for the file)."""
+
+
+class FileObjectionStore(ObjectionStore):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _all(self) -> dict[str, dict[str, Any]]:
+        if not self._path.exists():
+            return {}
+        found: dict[str, dict[str, Any]] = json.loads(self._path.read_text(encoding="utf-8"))["objections"]
+        return found
+
+    def _add(self, made: dict[str, Any]) -> None:
         with locked_json(self._path, _EMPTY) as data:
             data["objections"][made["id"]] = made
-        return made
 
     def get(self, objection_id: str) -> dict[str, Any]:
         found = self._all().get(objection_id)
@@ -79,10 +113,58 @@ class ObjectionStore:
             found: dict[str, Any] | None = data["objections"].get(objection_id)
             if found is None:
                 raise NotFound(f"no objection {objection_id}")
-            current = Status(found["status"])
-            if status not in NEXT[current]:
-                allowed = ", ".join(sorted(s.value for s in NEXT[current])) or "nothing: it is closed"
-                raise Conflict(f"an objection that is {current.value} can move to {allowed}")
-            found["status"] = status.value
-            found["steps"].append({"status": status.value, "reply": reply, "by": by, "at": _now()})
+            _move(found, status, reply=reply, by=by)
         return found
+
+
+_PG_SCHEMA = """CREATE TABLE IF NOT EXISTS objections (
+    id TEXT PRIMARY KEY, consumer TEXT NOT NULL, filed_at TEXT NOT NULL, record TEXT NOT NULL)"""
+_UNAVAILABLE = "the objections cannot be read or written"
+
+
+class PostgresObjectionStore(ObjectionStore):
+    def __init__(self, dsn: str, *, schema: str) -> None:
+        self._db = postgres_db.Reader(dsn, schema, name="veilgate-objections", unavailable=_UNAVAILABLE)
+        with self._db.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_objections'))")  # one replica creates it
+            db.execute(_PG_SCHEMA)
+
+    def _add(self, made: dict[str, Any]) -> None:
+        self._db.write(
+            "INSERT INTO objections VALUES (?, ?, ?, ?)",
+            (made["id"], made["consumer"], made["filed_at"], json.dumps(made)),
+        )
+
+    def get(self, objection_id: str) -> dict[str, Any]:
+        rows = self._db.rows("SELECT record FROM objections WHERE id = ?", (objection_id,))
+        if not rows:
+            raise NotFound(f"no objection {objection_id}")
+        found: dict[str, Any] = json.loads(rows[0][0])
+        return found
+
+    def list(self, consumer: str | None = None) -> list[dict[str, Any]]:
+        if consumer is None:
+            rows = self._db.rows("SELECT record FROM objections ORDER BY filed_at, id")
+        else:
+            rows = self._db.rows("SELECT record FROM objections WHERE consumer = ? ORDER BY filed_at, id", (consumer,))
+        return [json.loads(record) for (record,) in rows]
+
+    def move(self, objection_id: str, status: Status, *, reply: str, by: str) -> dict[str, Any]:
+        with self._db.transaction() as db:
+            rows = db.execute("SELECT record FROM objections WHERE id = ? FOR UPDATE", (objection_id,)).fetchall()
+            if not rows:
+                raise NotFound(f"no objection {objection_id}")
+            found: dict[str, Any] = json.loads(rows[0][0])
+            _move(found, status, reply=reply, by=by)
+            db.execute("UPDATE objections SET record = ? WHERE id = ?", (json.dumps(found), objection_id))
+        return found
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_objections(path: Path, *, dsn: str | None = None, schema: str = "veilgate") -> ObjectionStore:
+    """The objections as configured: in PostgreSQL when `dsn` is set, else the file at `path`."""
+    if dsn:
+        return PostgresObjectionStore(dsn, schema=schema)
+    return FileObjectionStore(path)

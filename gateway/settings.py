@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         None,
         description="PostgreSQL DSN of the state that gateway replicas on several machines share: the ledgers"
         " (privacy budget; verification rates, quotas and probing), the audit log, the freezes, the jobs, the"
-        " client accounts and the policy;"
+        " client accounts, the policy and the objections;"
         " unset: SQLite and files under `state_dir`.",
     )
     database_schema: str = Field(

@@ -12,7 +12,7 @@ from gateway.engine import Domain
 from gateway.freezes import FreezeStore, open_freezes
 from gateway.jobs import JobStore, open_jobs
 from gateway.ledger import Ledger, PostgresLedger, SqliteLedger
-from gateway.objections import ObjectionStore
+from gateway.objections import ObjectionStore, open_objections
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
 from gateway.policy_store import PolicyStore, open_policy_store
@@ -76,7 +76,9 @@ class Runtime:
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog, onnx),
             policy_store=policy_store,
             freezes=open_freezes(settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema),
-            objections=ObjectionStore(settings.state_dir / "objections.json"),
+            objections=open_objections(
+                settings.state_dir / "objections.json", dsn=settings.database_dsn, schema=settings.database_schema
+            ),
             jobs=open_jobs(
                 settings.state_dir / "jobs" / "jobs.sqlite3", dsn=settings.database_dsn, schema=settings.database_schema
             ),
@@ -84,6 +86,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.objections.close()
         self.policy_store.close()
         self.clients.close()
         self.freezes.close()
