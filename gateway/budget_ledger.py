@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway import postgres_db
 from gateway.domain.budget import Accounts, Amount
 from gateway.errors import BudgetExhausted, Conflict, DependencyError, NotFound
 from gateway.sqlite_files import immediate, open_wal, reading
@@ -342,16 +343,8 @@ class PostgresBudgetLedger(BudgetLedger):
     select_reservation = BudgetLedger.select_reservation + " FOR UPDATE"
 
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
-        import psycopg  # noqa: PLC0415 - optional: only installations on PostgreSQL need the driver
-
-        self._psycopg = psycopg
-        try:
-            self._conn = psycopg.connect(dsn, autocommit=True)
-        except psycopg.Error as exc:
-            raise DependencyError("the budget ledger's PostgreSQL cannot be reached") from exc
-        # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
-        self._conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema)))
-        self._conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
+        self._psycopg = postgres_db.driver()
+        self._conn = postgres_db.connect(dsn, schema, name="veilgate-budget", unavailable=_UNAVAILABLE)
         for statement in _SCHEMA:
             self._conn.execute(statement)
         self._lock = threading.Lock()
