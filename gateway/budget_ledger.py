@@ -363,3 +363,10 @@ class PostgresBudgetLedger(BudgetLedger):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def open_budget_ledger(path: Path, *, dsn: str | None = None, schema: str = "veilgate") -> BudgetLedger:
+    """The budget ledger as configured: in PostgreSQL when `dsn` is set, else the SQLite file at `path`."""
+    if dsn:
+        return PostgresBudgetLedger(dsn, schema=schema)
+    return SqliteBudgetLedger(path)

@@ -619,6 +619,13 @@ class PostgresLedger(Ledger):
         self._read.close()
 
 
+def open_ledger(directory: Path, *, dsn: str | None = None, schema: str = "veilgate") -> Ledger:
+    """The ledger as configured: in PostgreSQL when `dsn` is set, else the SQLite file under `directory`."""
+    if dsn:
+        return PostgresLedger(dsn, schema=schema)
+    return SqliteLedger.open(directory)
+
+
 def _alert(conn: Db, kind: str, subject: str, message: str, dedupe: str | None) -> None:
     """Insert an alert once per `dedupe` key (None: always) and log it."""
     cursor = conn.execute(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.audit import AuditLog, open_log
-from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
+from gateway.budget_ledger import BudgetLedger, open_budget_ledger
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore, open_clients
 from gateway.engine import Domain
 from gateway.freezes import FreezeStore, open_freezes
 from gateway.jobs import JobStore, open_jobs
-from gateway.ledger import Ledger, PostgresLedger, SqliteLedger
+from gateway.ledger import Ledger, open_ledger
 from gateway.objections import ObjectionStore, open_objections
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
@@ -41,18 +41,18 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        """Open every leaf; fails with an error that says what to fix (a bad policy bundle too)."""
+        """Open every leaf; fails with an error that says what to fix (a bad policy bundle too).
+
+        With `database_dsn`, the state replicas share lives in PostgreSQL; otherwise in SQLite
+        files and JSON documents under the state directory.
+        """
+        dsn, schema = settings.database_dsn, settings.database_schema
+        state = settings.state_dir
         catalog = CatalogStore(settings.data_path)
-        policy_store = open_policy_store(
-            settings.policy_store_dir, dsn=settings.database_dsn, schema=settings.database_schema
-        )
+        policy_store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema)
         onnx = OnnxModels(settings.policy_dir)
-        audit = open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema)
-        ledger: Ledger = (
-            PostgresLedger(settings.database_dsn, schema=settings.database_schema)
-            if settings.database_dsn
-            else SqliteLedger.open(settings.state_dir / "ledger")
-        )
+        audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
+        ledger = open_ledger(state / "ledger", dsn=dsn, schema=schema)
         try:
             ledger.bind_pseudonyms(audit.pseudonym_key_id())
         except BaseException:
@@ -65,23 +65,17 @@ class Runtime:
             domain=Domain(
                 settings.data_path, threads=settings.engine_threads, index_max_rows=settings.lookup_index_max_rows
             ),
-            clients=open_clients(settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema),
+            clients=open_clients(settings.clients_file, dsn=dsn, schema=schema),
             token_keys=KeyRing.load(settings.token_keys_dir),
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=audit,
             ledger=ledger,
-            budget=PostgresBudgetLedger(settings.database_dsn, schema=settings.database_schema)
-            if settings.database_dsn
-            else SqliteBudgetLedger(settings.state_dir / "ledger" / "budget.sqlite3"),
+            budget=open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema),
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog, onnx),
             policy_store=policy_store,
-            freezes=open_freezes(settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema),
-            objections=open_objections(
-                settings.state_dir / "objections.json", dsn=settings.database_dsn, schema=settings.database_schema
-            ),
-            jobs=open_jobs(
-                settings.state_dir / "jobs" / "jobs.sqlite3", dsn=settings.database_dsn, schema=settings.database_schema
-            ),
+            freezes=open_freezes(settings.freezes_file, dsn=dsn, schema=schema),
+            objections=open_objections(state / "objections.json", dsn=dsn, schema=schema),
+            jobs=open_jobs(state / "jobs" / "jobs.sqlite3", dsn=dsn, schema=schema),
             onnx=onnx,
         )
 
