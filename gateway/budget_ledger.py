@@ -295,6 +295,11 @@ class BudgetLedger:
             cur.execute(self._q("DELETE FROM budget_postings WHERE reservation_id = ?"), (reservation,))
             cur.execute(self._q("DELETE FROM budget_reservations WHERE id = ?"), (reservation,))
 
+    def has_history(self) -> bool:
+        """Whether any budget was ever reserved here."""
+        with self._read() as cur:
+            return bool(self._rows(cur, "SELECT 1 FROM budget_reservations LIMIT 1", ()))
+
     def balance(self, account: str) -> Balance:
         with self._read() as cur:
             rows = self._rows(

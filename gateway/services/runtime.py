@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.audit import AuditLog, open_log
-from gateway.budget_ledger import BudgetLedger, open_budget_ledger
+from gateway.audit import AuditLog, SqliteAuditLog, open_log
+from gateway.budget_ledger import BudgetLedger, SqliteBudgetLedger, open_budget_ledger
 from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore, open_clients
 from gateway.engine import Domain
+from gateway.errors import ConfigurationError
 from gateway.freezes import FreezeStore, open_freezes
 from gateway.jobs import JobStore, open_jobs
 from gateway.ledger import Ledger, open_ledger
@@ -53,9 +54,13 @@ class Runtime:
         onnx = OnnxModels(settings.policy_dir)
         audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
         ledger = open_ledger(state / "ledger", dsn=dsn, schema=schema)
+        budget = open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema)
         try:
             ledger.bind_pseudonyms(audit.pseudonym_key_id())
+            if dsn:
+                _refuse_to_leave_history_behind(settings, budget, audit)
         except BaseException:
+            budget.close()
             ledger.close()
             audit.close()
             raise
@@ -70,7 +75,7 @@ class Runtime:
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=audit,
             ledger=ledger,
-            budget=open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema),
+            budget=budget,
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog, onnx),
             policy_store=policy_store,
             freezes=open_freezes(settings.freezes_file, dsn=dsn, schema=schema),
@@ -89,3 +94,31 @@ class Runtime:
         self.ledger.close()
         self.audit.close()
         self.domain.close()
+
+
+def _refuse_to_leave_history_behind(settings: Settings, budget: BudgetLedger, audit: AuditLog) -> None:
+    """An installation switched to PostgreSQL whose history is still in its SQLite files would
+    start again from zero: budgets already spent would be spent again, and the audit trail would
+    begin anew under receipts that name the old one. Moving it is not automated, so refuse."""
+    budget_file = settings.state_dir / "ledger" / "budget.sqlite3"
+    if budget_file.exists() and not budget.has_history():
+        local = SqliteBudgetLedger(budget_file)
+        try:
+            if local.has_history():
+                raise ConfigurationError(
+                    f"privacy budgets were spent in {budget_file}, and PostgreSQL has none: starting on "
+                    "PostgreSQL would forget them. Set database_dsn on a new installation (see docs/operations.md)"
+                )
+        finally:
+            local.close()
+    log_file = settings.audit_dir / "log.sqlite3"
+    if log_file.exists() and audit.size() == 0:
+        local_log = SqliteAuditLog.open(settings.audit_dir)
+        try:
+            if local_log.size():
+                raise ConfigurationError(
+                    f"the audit log in {log_file} has leaves, and PostgreSQL's has none: starting on PostgreSQL "
+                    "would begin the trail anew. Set database_dsn on a new installation (see docs/operations.md)"
+                )
+        finally:
+            local_log.close()

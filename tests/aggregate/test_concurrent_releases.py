@@ -33,6 +33,8 @@ def two_servers(request: pytest.FixtureRequest, installation: Installation, tmp_
         if request.param == "postgres":
             schema = stack.enter_context(pg_schema())
             lines += [f'database_dsn = "{PG_DSN}"', f'database_schema = "{schema}"']
+            for trail in installation.settings.audit_dir.glob("log.sqlite3*"):
+                trail.unlink()  # a new installation on PostgreSQL: no trail of its own in a file
         config.write_text("\n".join(lines) + "\n")
         with serve_process(config) as (first, _one), serve_process(config) as (second, _two):
             yield [first, second]

@@ -14,12 +14,23 @@ from typing import Any
 import httpx2
 import pytest
 
+from gateway.audit import SqliteAuditLog
+from gateway.budget_ledger import SqliteBudgetLedger
+from gateway.domain.budget import Accounts, Amount, accounts
 from gateway.errors import ConfigurationError
 from gateway.services.runtime import Runtime
 from tests.conftest import PG_DSN, Installation, needs_pg, pg_schema, policy_copy, serve_process
+from tests.trust.conftest import event
 from tests.verify.conftest import SERVICE, enterprises
 
 pytestmark = [pytest.mark.postgres, needs_pg]
+
+
+def new_replica(installation: Installation, state: Path) -> Path:
+    """The installation's state directory for a replica on PostgreSQL: its own audit file left out,
+    as on a new installation (one with a trail of its own would not start, see below)."""
+    shutil.copytree(installation.settings.state_dir, state, ignore=shutil.ignore_patterns("log.sqlite3*"))
+    return state
 
 
 @pytest.fixture
@@ -33,7 +44,7 @@ def replicas(installation: Installation, tmp_path: Path) -> Iterator[list[str]]:
     with pg_schema() as schema:
         for name in ("a", "b"):
             state = tmp_path / f"replica-{name}"
-            shutil.copytree(installation.settings.state_dir, state)
+            new_replica(installation, state)
             config = tmp_path / f"replica-{name}.toml"
             config.write_text(
                 f'state_dir = "{state}"\npolicy_dir = "{policies}"\n'
@@ -139,14 +150,46 @@ def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installati
 def test_a_replica_with_another_subject_secret_does_not_start(installation: Installation, tmp_path: Path) -> None:
     """Set up on its own, a replica has another secret, so other pseudonyms for the same entities:
     against a shared ledger it would let each entity be asked about once more per secret."""
-    state = tmp_path / "replica-own-secret"
-    shutil.copytree(installation.settings.state_dir, state)
+    state = new_replica(installation, tmp_path / "replica-own-secret")
     (state / "audit" / "subject.key").unlink()  # made anew on open, as on a freshly set-up machine
     with pg_schema() as schema:
-        first = installation.settings.model_copy(update={"database_dsn": PG_DSN, "database_schema": schema})
+        first = installation.settings.model_copy(
+            update={"state_dir": new_replica(installation, tmp_path / "first"), "database_dsn": PG_DSN,
+                    "database_schema": schema}
+        )  # fmt: skip
         second = first.model_copy(update={"state_dir": state})
         Runtime.open(first).close()
         with pytest.raises(ConfigurationError, match="subject secret"):
             Runtime.open(second)
-        (state / "audit" / "subject.key").write_bytes((installation.settings.audit_dir / "subject.key").read_bytes())
+        (state / "audit" / "subject.key").write_bytes((first.audit_dir / "subject.key").read_bytes())
         Runtime.open(second).close()  # with the first one's secret copied over, it starts
+
+
+def test_an_installation_with_history_in_its_files_does_not_start_on_postgres(
+    installation: Installation, tmp_path: Path
+) -> None:
+    """Switched to PostgreSQL, it would spend again budgets already spent, and begin its audit
+    trail anew under receipts that name the old one."""
+    with pg_schema() as schema:
+        on_postgres = installation.settings.model_copy(update={"database_dsn": PG_DSN, "database_schema": schema})
+        served = SqliteAuditLog.open(installation.settings.audit_dir)  # it has served before
+        served.append_now(event(1))
+        served.close()
+        with pytest.raises(ConfigurationError, match="begin the trail anew"):
+            Runtime.open(on_postgres)
+    state = new_replica(installation, tmp_path / "spent")
+    ledger = SqliteBudgetLedger(state / "ledger" / "budget.sqlite3")
+    ledger.commit(ledger.reserve(_accounts(), Amount(100_000)))
+    ledger.close()
+    with pg_schema() as schema:
+        spent = installation.settings.model_copy(
+            update={"state_dir": state, "database_dsn": PG_DSN, "database_schema": schema}
+        )
+        with pytest.raises(ConfigurationError, match="would forget them"):
+            Runtime.open(spent)
+
+
+def _accounts() -> Accounts:
+    big = Amount(10**9)
+    return accounts(grant="g", consumer="c", organisation="o", dataset="d", version="v",
+                    grant_cap=big, organisation_cap=big, dataset_version_cap=big)  # fmt: skip
