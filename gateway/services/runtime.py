@@ -10,7 +10,7 @@ from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore, open_clients
 from gateway.engine import Domain
 from gateway.errors import ConfigurationError
-from gateway.freezes import FreezeStore, open_freezes
+from gateway.freezes import FileFreezeStore, FreezeStore, open_freezes
 from gateway.jobs import JobStore, open_jobs
 from gateway.ledger import Ledger, open_ledger
 from gateway.objections import ObjectionStore, open_objections
@@ -55,14 +55,14 @@ class Runtime:
         audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
         ledger = open_ledger(state / "ledger", dsn=dsn, schema=schema)
         budget = open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema)
+        freezes = open_freezes(settings.freezes_file, dsn=dsn, schema=schema)
         try:
             ledger.bind_pseudonyms(audit.pseudonym_key_id())
             if dsn:
-                _refuse_to_leave_history_behind(settings, budget, audit)
+                _refuse_to_leave_history_behind(settings, budget, audit, freezes)
         except BaseException:
-            budget.close()
-            ledger.close()
-            audit.close()
+            for opened in (freezes, budget, ledger, audit):
+                opened.close()
             raise
         return cls(
             settings=settings,
@@ -78,7 +78,7 @@ class Runtime:
             budget=budget,
             policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog, onnx),
             policy_store=policy_store,
-            freezes=open_freezes(settings.freezes_file, dsn=dsn, schema=schema),
+            freezes=freezes,
             objections=open_objections(state / "objections.json", dsn=dsn, schema=schema),
             jobs=open_jobs(state / "jobs" / "jobs.sqlite3", dsn=dsn, schema=schema),
             onnx=onnx,
@@ -96,10 +96,21 @@ class Runtime:
         self.domain.close()
 
 
-def _refuse_to_leave_history_behind(settings: Settings, budget: BudgetLedger, audit: AuditLog) -> None:
-    """An installation switched to PostgreSQL whose history is still in its SQLite files would
-    start again from zero: budgets already spent would be spent again, and the audit trail would
-    begin anew under receipts that name the old one. Moving it is not automated, so refuse."""
+def _refuse_to_leave_history_behind(
+    settings: Settings, budget: BudgetLedger, audit: AuditLog, freezes: FreezeStore
+) -> None:
+    """An installation switched to PostgreSQL whose history is still in its files would start
+    again from zero: budgets already spent would be spent again, the audit trail would begin anew
+    under receipts that name the old one, and emergency stops would be lifted. Moving it is not
+    automated, so refuse."""
+    if settings.freezes_file.exists() and not freezes.active():
+        stopped = FileFreezeStore(settings.freezes_file).active()
+        if stopped:
+            names = ", ".join(f"{kind.value} {name}" for kind, name in sorted(stopped))
+            raise ConfigurationError(
+                f"{settings.freezes_file} stops {names}, and PostgreSQL stops nothing: starting on PostgreSQL "
+                "would lift those stops. Make them again with `veilgate freeze` under this configuration first"
+            )
     budget_file = settings.state_dir / "ledger" / "budget.sqlite3"
     if budget_file.exists() and not budget.has_history():
         local = SqliteBudgetLedger(budget_file)

@@ -17,7 +17,9 @@ import pytest
 from gateway.audit import SqliteAuditLog
 from gateway.budget_ledger import SqliteBudgetLedger
 from gateway.domain.budget import Accounts, Amount, accounts
+from gateway.domain.policy import FreezeKind
 from gateway.errors import ConfigurationError
+from gateway.freezes import FileFreezeStore, PostgresFreezeStore
 from gateway.services.runtime import Runtime
 from tests.conftest import PG_DSN, Installation, needs_pg, pg_schema, policy_copy, serve_process
 from tests.trust.conftest import event
@@ -168,8 +170,8 @@ def test_a_replica_with_another_subject_secret_does_not_start(installation: Inst
 def test_an_installation_with_history_in_its_files_does_not_start_on_postgres(
     installation: Installation, tmp_path: Path
 ) -> None:
-    """Switched to PostgreSQL, it would spend again budgets already spent, and begin its audit
-    trail anew under receipts that name the old one."""
+    """Switched to PostgreSQL, it would spend again budgets already spent, begin its audit trail
+    anew under receipts that name the old one, and lift its emergency stops."""
     with pg_schema() as schema:
         on_postgres = installation.settings.model_copy(update={"database_dsn": PG_DSN, "database_schema": schema})
         served = SqliteAuditLog.open(installation.settings.audit_dir)  # it has served before
@@ -187,6 +189,20 @@ def test_an_installation_with_history_in_its_files_does_not_start_on_postgres(
         )
         with pytest.raises(ConfigurationError, match="would forget them"):
             Runtime.open(spent)
+
+    stopped = new_replica(installation, tmp_path / "stopped")
+    FileFreezeStore(stopped / "freezes.json").freeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="abuse")
+    with pg_schema() as schema:
+        on_postgres = installation.settings.model_copy(
+            update={"state_dir": stopped, "database_dsn": PG_DSN, "database_schema": schema}
+        )
+        with pytest.raises(ConfigurationError, match="would lift those stops"):
+            Runtime.open(on_postgres)
+        assert PG_DSN is not None
+        again = PostgresFreezeStore(PG_DSN, schema=schema, listen=False)  # made again, as the message says
+        again.freeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="abuse")
+        again.close()
+        Runtime.open(on_postgres).close()
 
 
 def _accounts() -> Accounts:
