@@ -593,23 +593,21 @@ class PostgresLedger(Ledger):
             db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))  # one replica creates the tables
             for statement in _PG_SCHEMA:
                 db.execute(statement)
-        super().__init__(
-            GroupCommitter(
-                "ledger-writer",
-                lambda: postgres_db.Db(connect()),
-                self._apply,
-                limit=_BATCH_LIMIT,
-                fail=_fail,
-                begin=("BEGIN", f"SELECT pg_advisory_xact_lock({_PG_LOCK})"),  # a constant, not input
-            )
+        writer: GroupCommitter[_Job, postgres_db.Db] = GroupCommitter(
+            "ledger-writer",
+            lambda: postgres_db.Db(connect()),
+            self._apply_pipelined,
+            limit=_BATCH_LIMIT,
+            fail=_fail,
+            begin=("BEGIN", f"SELECT pg_advisory_xact_lock({_PG_LOCK})"),  # a constant, not input
         )
+        super().__init__(writer)
 
-    def _apply(self, conn: Db, batch: list[_Job]) -> Settle:
+    def _apply_pipelined(self, conn: postgres_db.Db, batch: list[_Job]) -> Settle:
         """In pipeline mode: statements whose results are not read (the savepoints, the writes)
         travel with the next read instead of waiting for a round trip each."""
-        assert isinstance(conn, postgres_db.Db)  # noqa: S101 - the writer's connections are
         with conn.pipeline():
-            return super()._apply(conn, batch)
+            return self._apply(conn, batch)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._read.rows(sql, params)

@@ -15,9 +15,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.errors import ConfigurationError, DependencyError
+
+if TYPE_CHECKING:  # the driver is optional at run time
+    from psycopg import Connection
+
+    PgConnection = Connection[tuple[Any, ...]]
 
 Value = TypeVar("Value")
 log = logging.getLogger("veilgate.postgres")
@@ -32,14 +37,14 @@ def driver() -> ModuleType:
     return psycopg
 
 
-def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> Any:
+def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnection:
     """An autocommit connection whose search path is `schema` (created if missing).
 
     `unavailable`: the message of the DependencyError raised when the server cannot be reached.
     """
     psycopg = driver()
     try:
-        conn = psycopg.connect(dsn, autocommit=True, application_name=name)
+        conn: PgConnection = psycopg.connect(dsn, autocommit=True, application_name=name)
         # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
         identifier = psycopg.sql.Identifier(schema)
         conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
@@ -52,7 +57,7 @@ def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> Any:
 class Db:
     """A psycopg connection that takes SQL as written for SQLite (`?` placeholders, no `%`)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
 
     @staticmethod
@@ -70,7 +75,7 @@ class Db:
 
     def pipeline(self) -> contextlib.AbstractContextManager[Any]:
         """Statements whose results are not read go with the next read, not one round trip each."""
-        return self._conn.pipeline()  # type: ignore[no-any-return]
+        return self._conn.pipeline()
 
     def close(self) -> None:
         self._conn.close()
@@ -86,7 +91,7 @@ class Reader:
         self._open = functools.partial(connect, dsn, schema, name=name, unavailable=unavailable)
         self._unavailable = unavailable
         self._lock = threading.RLock()  # a read inside a store's transaction runs in it
-        self._conn: Any = self._open()
+        self._conn: PgConnection | None = self._open()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -122,14 +127,15 @@ class Reader:
                 self._drop()
                 raise DependencyError(self._unavailable) from exc
 
-    def _connection(self) -> Any:
+    def _connection(self) -> PgConnection:
         if self._conn is None:
             self._conn = self._open()
         return self._conn
 
     def _drop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._conn.close()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
         self._conn = None
 
     def close(self) -> None:
