@@ -218,8 +218,7 @@ class LoopCommitter(Generic[Item]):
 
     def _flush(self) -> None:
         loop = self._loop
-        assert loop is not None  # noqa: S101 - set by `put`, which scheduled this
-        if self._closed:
+        if loop is None or self._closed:  # `put` sets the loop before it schedules this
             return
         try:
             if self._conn is None:

@@ -49,7 +49,7 @@ from gateway.domain.models import (
 from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent, canonical
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import InternalError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.ledger import Admission, ClaimUse, VerificationRequest
 from gateway.services import charging, policy_admin
 from gateway.services.release import PendingRelease, Release, prepare_release, release
@@ -242,8 +242,9 @@ def _score_one(rt: Runtime, model: Scorer, versions: dict[str, str], key: str, t
         return {"result": "not_found"}, False
     if isinstance(model, ScoringModel):
         points, grade = score(model, values)
+    elif not isinstance(model, OnnxModel):  # the bundle's schema allows no third kind
+        raise InternalError("a scoring model of no kind this gateway runs")
     else:
-        assert isinstance(model, OnnxModel)  # noqa: S101 - the two kinds of Scorer
         (output,) = rt.onnx.run(
             model.file,
             model.sha256,
