@@ -86,6 +86,11 @@ _PG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS checkpoints (
         size BIGINT PRIMARY KEY, root TEXT NOT NULL, time TEXT NOT NULL, jws TEXT NOT NULL)""",
 )
+_TABLES: postgres_db.Tables = (
+    ("leaves", ("seq", "record", "hash")),
+    ("checkpoints", ("size", "root", "time", "jws")),
+)
+"""What an installation's trail holds, for `PostgresAuditLog.import_from`."""
 _PG_LOCK = 0x7667617564697400
 """The advisory lock every PostgreSQL append batch holds: leaves are numbered one batch at a time."""
 _UNAVAILABLE = "the audit log cannot be written; nothing was released"
@@ -414,6 +419,15 @@ class PostgresAuditLog(AuditLog):
 
     def _write_one(self, sql: str, params: Sequence[Any]) -> int:
         return self._read.write(sql, params)
+
+    def import_from(self, directory: Path) -> int | None:
+        """Copy an installation's SQLite log here, byte for byte, if this one is empty (else None).
+        The tree is the same tree: old receipts' leaves and checkpoints still prove."""
+        with self._read.transaction() as db:
+            db.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")  # a constant, not input
+            if not postgres_db.is_empty(db, _TABLES):
+                return None
+            return postgres_db.copy_tables(db, directory / _DB_FILE, _TABLES)
 
     def close(self) -> None:
         super().close()

@@ -341,6 +341,15 @@ class SqliteBudgetLedger(BudgetLedger):
         self._conn.close()
 
 
+_TABLES: postgres_db.Tables = (
+    ("budget_reservations", ("id", "state", "micro_epsilon", "nano_delta", "created")),
+    ("budget_postings", ("reservation_id", "account")),
+    ("budget_balances", ("account", "reserved_e", "reserved_d", "spent_e", "spent_d")),
+    ("aggregate_releases", ("query_key", "result", "created")),
+    ("idempotency_keys", ("consumer", "idempotency_key", "request_digest", "state", "body", "created")),
+)
+
+
 class PostgresBudgetLedger(BudgetLedger):
     """PostgreSQL: balance rows locked FOR UPDATE, in name order, inside one transaction."""
 
@@ -353,6 +362,12 @@ class PostgresBudgetLedger(BudgetLedger):
         for statement in _SCHEMA:
             self._conn.execute(statement)
         self._lock = threading.Lock()
+
+    def import_from(self, source: Path) -> int | None:
+        """Copy an installation's SQLite budget ledger here, if this one is empty (else None)."""
+        with self._lock, self._conn.transaction():
+            db = postgres_db.Db(self._conn)
+            return postgres_db.copy_tables(db, source, _TABLES) if postgres_db.is_empty(db, _TABLES) else None
 
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s")

@@ -35,6 +35,7 @@ from gateway.policy_store import open_policy_store
 from gateway.services import (
     audit_trail,
     authentication,
+    database_import,
     disclosure_report,
     doctor,
     metering,
@@ -59,6 +60,7 @@ audit_app = typer.Typer(help="The audit log: verify, export, checkpoint, witness
 policy_app = typer.Typer(help="The policy bundle: check, reload, roll back.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and fees.", no_args_is_help=True)
 budget_app = typer.Typer(help="Privacy budgets.", no_args_is_help=True)
+database_app = typer.Typer(help="The PostgreSQL database that replicas share.", no_args_is_help=True)
 disclosure_app = typer.Typer(help="Public disclosure.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Approved analysis code.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -67,6 +69,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(usage_app, name="usage")
 app.add_typer(budget_app, name="budget")
+app.add_typer(database_app, name="database")
 app.add_typer(disclosure_app, name="disclosure")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(clients_app, name="clients")
@@ -612,6 +615,17 @@ def budget_stale(
             typer.echo(f"given back (no data read): {returned}; committed (data read, the charge stays): {committed}")
         elif stale:
             typer.echo(f"{len(stale)} stale reservation(s); --settle gives back those that read no data")
+
+
+@database_app.command("import")
+def database_import_command(config: ConfigOption = None) -> None:
+    """Move this installation's history from its files into `database_dsn`, before replicas start there."""
+    settings = _settings(config)
+    with _run("import"):
+        imported = database_import.import_installation(settings)
+    for step in imported:
+        typer.echo(f"{step.store}: " + ("it already holds data; nothing copied" if step.copied is None
+                                        else f"{step.copied} copied"))  # fmt: skip
 
 
 @disclosure_app.command("report")

@@ -188,13 +188,8 @@ class PostgresClientStore(ClientStore):
         with self._db.transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_clients'))")  # one replica creates it
             db.execute(_PG_SCHEMA)
-            empty = db.execute("SELECT NOT EXISTS (SELECT 1 FROM clients)").fetchone()[0]
-            if empty and seed_from is not None and seed_from.exists():
-                seeded = FileClientStore(seed_from).all()
-                db.executemany(
-                    "INSERT INTO clients VALUES (?, ?)", [(c.client_id, json.dumps(_record(c))) for c in seeded]
-                )
-                log.warning("client accounts: %d copied from %s into PostgreSQL", len(seeded), seed_from)
+        if seed_from is not None and (seeded := self.import_from(seed_from)):
+            log.warning("client accounts: %d copied from %s into PostgreSQL", seeded, seed_from)
         self._watched = postgres_db.Watched(
             dsn,
             schema,
@@ -204,6 +199,17 @@ class PostgresClientStore(ClientStore):
             unavailable=_UNAVAILABLE,
             listen=listen,
         )
+
+    def import_from(self, path: Path) -> int | None:
+        """Copy the accounts of a `clients.json` here, if there are none yet (else None)."""
+        found = FileClientStore(path).all()
+        with self._db.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_clients'))")  # one replica copies them
+            if not postgres_db.is_empty(db, (("clients", ()),)):
+                return None
+            db.executemany("INSERT INTO clients VALUES (?, ?)", [(c.client_id, json.dumps(_record(c))) for c in found])
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        return len(found)
 
     def _load(self) -> dict[str, Client]:
         return {

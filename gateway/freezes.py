@@ -172,6 +172,23 @@ class PostgresFreezeStore(FreezeStore):
         self._watched.renew()
         return Freeze.model_validate_json(rows[0][0])
 
+    def import_from(self, path: Path) -> int | None:
+        """Copy an installation's freezes file here (stops and history), if this store has
+        neither (else None); returns the stops copied."""
+        local = FileFreezeStore(path)
+        tables = (("freezes", ()), ("freeze_history", ()))
+        with self._db.transaction() as db:
+            if not postgres_db.is_empty(db, tables):
+                return None
+            stops = local.active().values()
+            for stop in stops:
+                db.execute("INSERT INTO freezes VALUES (?, ?, ?)", (stop.kind.value, stop.name, stop.model_dump_json()))
+            for event in local.history():
+                db.execute("INSERT INTO freeze_history (event) VALUES (?)", (json.dumps(event, ensure_ascii=False),))
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+        return len(stops)
+
     @staticmethod
     def _record(db: postgres_db.Db, event: dict[str, Any]) -> None:
         """The history row, and the notice every replica reloads on (sent when the change commits)."""

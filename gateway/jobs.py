@@ -259,6 +259,12 @@ class PostgresJobStore(JobStore):
     def _transaction(self) -> AbstractContextManager[Any]:
         return self._db.transaction()
 
+    def import_from(self, source: Path) -> int | None:
+        """Copy an installation's SQLite job store here, if this one is empty (else None)."""
+        tables = (("jobs", (*(c.strip() for c in _COLUMNS.split(",")), "runner")),)
+        with self._db.transaction() as db:
+            return postgres_db.copy_tables(db, source, tables) if postgres_db.is_empty(db, tables) else None
+
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._db.rows(sql, params)
 

@@ -19,6 +19,7 @@ counted again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -92,6 +93,14 @@ _PG_SCHEMA = (
         fee_micro_yuan BIGINT NOT NULL, PRIMARY KEY (consumer, grant_id, service, purpose, day))""",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+_TABLES: postgres_db.Tables = (
+    ("counters", ("scope", '"window"', "used", "until")),
+    ("members", ("scope", '"window"', "item", "until")),
+    ("answers", ("scope", '"window"', "fingerprint", "answer", "until")),
+    ("alerts", ("at", "kind", "subject", "message", "dedupe")),
+    ("billing", ("consumer", "grant_id", "service", "purpose", "day", "calls", "claims", "billable", "fee_micro_yuan")),
+)
+"""What an installation's history holds, for `PostgresLedger.import_from` (and `meta`, checked)."""
 _PG_LOCK = 0x76676C6564676572
 """The advisory lock every PostgreSQL admission batch holds: one writer at a time, as in SQLite."""
 DAY = 86_400
@@ -611,6 +620,21 @@ class PostgresLedger(Ledger):
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._read.rows(sql, params)
+
+    def import_from(self, source: Path) -> int | None:
+        """Copy an installation's SQLite ledger here, if this one is empty (else None)."""
+        with self._read.transaction() as db:
+            db.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")  # a constant, not input
+            if not postgres_db.is_empty(db, _TABLES):
+                return None
+            with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
+                bound = local.execute("SELECT value FROM meta WHERE name = 'pseudonym_key'").fetchone()
+            if bound is not None:
+                db.execute("INSERT INTO meta VALUES ('pseudonym_key', ?) ON CONFLICT DO NOTHING", (bound[0],))
+                (here,) = db.execute("SELECT value FROM meta WHERE name = 'pseudonym_key'").fetchone()
+                if here != bound[0]:
+                    raise ConfigurationError("this ledger was written with pseudonyms of another subject secret")
+            return postgres_db.copy_tables(db, source, _TABLES)
 
     def close(self) -> None:
         super().close()

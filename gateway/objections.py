@@ -122,6 +122,10 @@ _PG_SCHEMA = """CREATE TABLE IF NOT EXISTS objections (
 _UNAVAILABLE = "the objections cannot be read or written"
 
 
+def _row(objection: dict[str, Any]) -> tuple[str, str, str, str]:
+    return objection["id"], objection["consumer"], objection["filed_at"], json.dumps(objection)
+
+
 class PostgresObjectionStore(ObjectionStore):
     def __init__(self, dsn: str, *, schema: str) -> None:
         self._db = postgres_db.Reader(dsn, schema, name="veilgate-objections", unavailable=_UNAVAILABLE)
@@ -130,10 +134,16 @@ class PostgresObjectionStore(ObjectionStore):
             db.execute(_PG_SCHEMA)
 
     def _add(self, made: dict[str, Any]) -> None:
-        self._db.write(
-            "INSERT INTO objections VALUES (?, ?, ?, ?)",
-            (made["id"], made["consumer"], made["filed_at"], json.dumps(made)),
-        )
+        self._db.write("INSERT INTO objections VALUES (?, ?, ?, ?)", _row(made))
+
+    def import_from(self, path: Path) -> int | None:
+        """Copy an installation's objections file here, if this store is empty (else None)."""
+        found = FileObjectionStore(path).list()
+        with self._db.transaction() as db:
+            if not postgres_db.is_empty(db, (("objections", ()),)):
+                return None
+            db.executemany("INSERT INTO objections VALUES (?, ?, ?, ?)", [_row(o) for o in found])
+        return len(found)
 
     def get(self, objection_id: str) -> dict[str, Any]:
         rows = self._db.rows("SELECT record FROM objections WHERE id = ?", (objection_id,))

@@ -66,6 +66,10 @@ class PolicyStore:
     def close(self) -> None:
         """Release what the store holds open (nothing, for the files)."""
 
+    def state(self) -> dict[str, Any]:
+        """The whole state document: the version in force, those before, proposals, history."""
+        return self._read()
+
     def active_version(self) -> str | None:
         active = self._read()["active"]
         return str(active) if active else None
@@ -259,6 +263,23 @@ class PostgresPolicyStore(PolicyStore):
             )
             db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
         self._watched.renew()
+
+    def import_from(self, directory: Path) -> int | None:
+        """Copy an installation's policy files here (every version, the state with its history),
+        if this store never changed (else None); returns the versions copied."""
+        local = FilePolicyStore(directory)
+        versions = sorted((directory / "versions").glob("*.json"))
+        with self._db.transaction() as db:
+            (changes,) = db.execute("SELECT changes FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
+            if changes or not postgres_db.is_empty(db, (("policy_versions", ()),)):
+                return None
+            rows = [(path.stem, path.read_text(encoding="utf-8")) for path in versions]
+            db.executemany("INSERT INTO policy_versions VALUES (?, ?)", rows)
+            state = json.dumps(local.state(), ensure_ascii=False)
+            db.execute("UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1", (state,))
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+        return len(versions)
 
     def load(self, version: str) -> PolicyBundle:
         rows = self._db.rows("SELECT bundle FROM policy_versions WHERE version = ?", (version,))

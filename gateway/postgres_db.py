@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -79,6 +81,31 @@ class Db:
 
     def close(self) -> None:
         self._conn.close()
+
+
+Tables = Sequence[tuple[str, Sequence[str]]]
+"""(table, columns): what a store copies from its SQLite file, under the same names."""
+
+
+def is_empty(db: Db, tables: Tables) -> bool:
+    """Whether none of `tables` holds a row: a store that may take an installation's history."""
+    # SECURITY: table names are the stores' own constants, never input.
+    return not any(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall() for table, _columns in tables)  # noqa: S608
+
+
+def copy_tables(db: Db, source: Path, tables: Tables) -> int:
+    """Copy `tables` from the SQLite file `source` (opened read-only) into the same tables here,
+    inside the caller's transaction: moving an installation's history to PostgreSQL. Returns the
+    rows copied."""
+    copied = 0
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as sqlite:
+        for table, columns in tables:
+            names = ", ".join(columns)
+            # SECURITY: table and column names are the stores' own constants, never input.
+            rows = sqlite.execute(f"SELECT {names} FROM {table}").fetchall()  # noqa: S608
+            db.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)  # noqa: S608
+            copied += len(rows)
+    return copied
 
 
 class Reader:

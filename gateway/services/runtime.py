@@ -57,9 +57,9 @@ class Runtime:
         budget = open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema)
         freezes = open_freezes(settings.freezes_file, dsn=dsn, schema=schema)
         try:
-            ledger.bind_pseudonyms(audit.pseudonym_key_id())
             if dsn:
                 _refuse_to_leave_history_behind(settings, budget, audit, freezes)
+            ledger.bind_pseudonyms(audit.pseudonym_key_id())
         except BaseException:
             for opened in (freezes, budget, ledger, audit):
                 opened.close()

@@ -1,0 +1,76 @@
+"""Moving an installation's history from its files into PostgreSQL, for replicas on several machines.
+
+Each store copies its own files (`import_from`) in one transaction, and only into a store that
+holds nothing yet: run twice, nothing is copied twice; run again after a failure, it copies what
+is still missing. The audit log is copied byte for byte, so the tree, the checkpoints and every
+receipt's leaf stay what they were. Run it before any gateway starts on PostgreSQL; a gateway
+started first refuses while the history is only in the files (`runtime`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gateway.audit import PostgresAuditLog
+from gateway.budget_ledger import PostgresBudgetLedger
+from gateway.clients import PostgresClientStore
+from gateway.errors import ConfigurationError
+from gateway.freezes import PostgresFreezeStore
+from gateway.jobs import PostgresJobStore
+from gateway.ledger import PostgresLedger
+from gateway.objections import PostgresObjectionStore
+from gateway.policy_store import PostgresPolicyStore
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    store: str
+    copied: int | None
+    """Rows (or items) copied; None: the store already held data, and nothing was copied."""
+
+
+class _Importer(Protocol):
+    def import_from(self, source: Path, /) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+def import_installation(settings: Settings) -> list[Imported]:
+    """Policy, client accounts, budgets, the verification ledger, the audit log, freezes, jobs and
+    objections, in that order: each from its file, where the file exists."""
+    if not settings.database_dsn:
+        raise ConfigurationError("set database_dsn in the configuration: it names where the history goes")
+    dsn, schema, state = settings.database_dsn, settings.database_schema, settings.state_dir
+    steps: list[tuple[str, Path, Path, Callable[[], _Importer]]] = [
+        # (what, the file that says there is something, what is copied, the store it goes to)
+        ("policy", settings.policy_store_dir / "state.json", settings.policy_store_dir,
+         lambda: PostgresPolicyStore(dsn, schema=schema, listen=False)),
+        ("client accounts", settings.clients_file, settings.clients_file,
+         lambda: PostgresClientStore(dsn, schema=schema, listen=False)),
+        ("privacy budgets", state / "ledger" / "budget.sqlite3", state / "ledger" / "budget.sqlite3",
+         lambda: PostgresBudgetLedger(dsn, schema=schema)),
+        ("verification ledger", state / "ledger" / "ledger.sqlite3", state / "ledger" / "ledger.sqlite3",
+         lambda: PostgresLedger(dsn, schema=schema)),
+        ("audit log", settings.audit_dir / "log.sqlite3", settings.audit_dir,
+         lambda: PostgresAuditLog(dsn, schema=schema, key_directory=settings.audit_dir)),
+        ("freezes", settings.freezes_file, settings.freezes_file,
+         lambda: PostgresFreezeStore(dsn, schema=schema, listen=False)),
+        ("jobs", state / "jobs" / "jobs.sqlite3", state / "jobs" / "jobs.sqlite3",
+         lambda: PostgresJobStore(dsn, schema=schema)),
+        ("objections", state / "objections.json", state / "objections.json",
+         lambda: PostgresObjectionStore(dsn, schema=schema)),
+    ]  # fmt: skip
+    done: list[Imported] = []
+    for what, marker, source, open_store in steps:
+        if not marker.exists():
+            continue
+        store = open_store()
+        try:
+            done.append(Imported(what, store.import_from(source)))
+        finally:
+            store.close()
+    return done
