@@ -54,6 +54,8 @@ def test_an_installation_moves_to_postgres_with_its_history(gateway_for: Callabl
         assert "freezes: 1 copied" in moved.output
         again = CliRunner().invoke(cli, ["database", "import", "--config", str(config)])
         assert again.exit_code == 0
+        verified = CliRunner().invoke(cli, ["audit", "verify", "--config", str(config)])
+        assert verified.exit_code == 0, verified.output  # the moved log, against its checkpoints
         assert all(n == "0" for n in re.findall(r": (\d+) copied", again.output))  # nothing twice
 
         settings = inst.settings.model_copy(update={"database_dsn": PG_DSN, "database_schema": schema})
