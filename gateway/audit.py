@@ -400,10 +400,7 @@ class PostgresAuditLog(AuditLog):
         os.chmod(key_directory, 0o700)
         connect = functools.partial(postgres_db.connect, dsn, schema, name="veilgate-audit", unavailable=_UNAVAILABLE)
         self._read = postgres_db.Reader(dsn, schema, name="veilgate-audit", unavailable=_UNAVAILABLE)
-        with self._read.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))  # one replica creates the tables
-            for statement in _PG_SCHEMA:
-                db.execute(statement)
+        self._read.create_tables("veilgate_audit", _PG_SCHEMA)
         writer: GroupCommitter[_Append, postgres_db.Db] = GroupCommitter(
             "audit-writer",
             lambda: postgres_db.Db(connect()),
@@ -424,7 +421,7 @@ class PostgresAuditLog(AuditLog):
         """Copy an installation's SQLite log here, byte for byte, if this one is empty (else None).
         The tree is the same tree: old receipts' leaves and checkpoints still prove."""
         with self._read.transaction() as db:
-            db.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")  # a constant, not input
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))  # with the batches of every replica
             if not postgres_db.is_empty(db, _TABLES):
                 return None
             return postgres_db.copy_tables(db, directory / _DB_FILE, _TABLES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -10,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,7 +28,7 @@ from gateway.clients import ClientStore, open_clients
 from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import VeilgateError
-from gateway.freezes import open_freezes
+from gateway.freezes import FreezeStore, open_freezes
 from gateway.http_server import NoDelayH11Protocol
 from gateway.policy import load_bundle
 from gateway.policy_store import open_policy_store
@@ -251,16 +251,16 @@ def keys_revoke(
     typer.echo(f"{purpose.value}: key {kid} revoked since {since.isoformat()}")
 
 
-@contextmanager
-def _client_store(settings: Settings) -> Iterator[ClientStore]:
+def _client_store(settings: Settings) -> contextlib.closing[ClientStore]:
     """The accounts as configured, for one command (no listening: it reads what it needs)."""
-    store = open_clients(
-        settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
-    )
-    try:
-        yield store
-    finally:
-        store.close()
+    dsn, schema = settings.database_dsn, settings.database_schema
+    return contextlib.closing(open_clients(settings.clients_file, dsn=dsn, schema=schema, listen=False))
+
+
+def _freeze_store(settings: Settings) -> contextlib.closing[FreezeStore]:
+    """The stops as configured, for one command: works while no gateway can start."""
+    dsn, schema = settings.database_dsn, settings.database_schema
+    return contextlib.closing(open_freezes(settings.freezes_file, dsn=dsn, schema=schema, listen=False))
 
 
 @clients_app.command("add")
@@ -526,13 +526,10 @@ def policy_rollback_command(config: ConfigOption = None) -> None:
     """Restore the bundle that was in force before the current one."""
     settings = _settings(config)
     with _run("policy rollback"):
-        store = open_policy_store(
-            settings.policy_store_dir, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
-        )
-        try:
+        dsn, schema = settings.database_dsn, settings.database_schema
+        store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema, listen=False)
+        with contextlib.closing(store):
             version = store.rollback(by=f"cli:{getpass.getuser()}")
-        finally:
-            store.close()
     typer.echo(f"bundle {version} in force again")
 
 
@@ -608,7 +605,7 @@ def budget_stale(
     with _runtime("stale reservations", config) as rt:
         stale = rt.budget.stale(cutoff)
         for found in stale:
-            eps = Decimal(found.amount.micro_epsilon) / 1_000_000
+            eps = found.amount.epsilon
             typer.echo(f"{found.id}\t{found.state}\tepsilon {eps}\t{found.created}\t{','.join(found.accounts)}")
         if settle:
             returned, committed = rt.budget.settle_stale(cutoff)
@@ -652,14 +649,8 @@ def freeze_command(
 ) -> None:
     """Emergency stop, effective on the next request of every gateway process; works without the API."""
     settings = _settings(config)
-    with _run("freeze"):
-        store = open_freezes(
-            settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
-        )
-        try:
-            made = store.freeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
-        finally:
-            store.close()
+    with _run("freeze"), _freeze_store(settings) as store:
+        made = store.freeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
     typer.echo(f"{made.kind.value} {made.name} frozen since {made.since.isoformat()}")
 
 
@@ -672,14 +663,8 @@ def unfreeze_command(
 ) -> None:
     """Lift a freeze."""
     settings = _settings(config)
-    with _run("unfreeze"):
-        store = open_freezes(
-            settings.freezes_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
-        )
-        try:
-            store.unfreeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
-        finally:
-            store.close()
+    with _run("unfreeze"), _freeze_store(settings) as store:
+        store.unfreeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
     typer.echo(f"{kind.value} {name} no longer frozen")
 
 

@@ -185,9 +185,7 @@ class PostgresClientStore(ClientStore):
         """`seed_from`: a `clients.json` whose accounts are copied in if the table is empty (the
         first replica of an installation that kept its accounts in the file)."""
         self._db = postgres_db.Reader(dsn, schema, name="veilgate-clients", unavailable=_UNAVAILABLE)
-        with self._db.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_clients'))")  # one replica creates it
-            db.execute(_PG_SCHEMA)
+        self._db.create_tables("veilgate_clients", (_PG_SCHEMA,))
         if seed_from is not None and (seeded := self.import_from(seed_from)):
             log.warning("client accounts: %d copied from %s into PostgreSQL", seeded, seed_from)
         self._watched = postgres_db.Watched(

@@ -123,10 +123,7 @@ class PostgresFreezeStore(FreezeStore):
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
         """`listen=False`: no copy in memory, every `active()` reads the rows (a CLI command, say)."""
         self._db = postgres_db.Reader(dsn, schema, name="veilgate-freezes", unavailable=_UNAVAILABLE)
-        with self._db.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_freezes'))")  # one replica creates them
-            for statement in _PG_SCHEMA:
-                db.execute(statement)
+        self._db.create_tables("veilgate_freezes", _PG_SCHEMA)
         self._watched = postgres_db.Watched(
             dsn,
             schema,

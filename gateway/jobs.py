@@ -41,6 +41,8 @@ _INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.
 _SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608
 _SELECT_ONE = _SELECT + " WHERE id = ?"
 _UNAVAILABLE = "the job store is unavailable"
+_TABLES: postgres_db.Tables = (("jobs", (*(c.strip() for c in _COLUMNS.split(",")), "runner")),)
+"""What an installation's job store holds, for `PostgresJobStore.import_from`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,18 +254,15 @@ class PostgresJobStore(JobStore):
 
     def __init__(self, dsn: str, *, schema: str) -> None:
         self._db = postgres_db.Reader(dsn, schema, name="veilgate-jobs", unavailable=_UNAVAILABLE)
-        with self._db.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_jobs'))")  # one replica creates the table
-            db.execute(_SCHEMA)
+        self._db.create_tables("veilgate_jobs", (_SCHEMA,))
 
     def _transaction(self) -> AbstractContextManager[Any]:
         return self._db.transaction()
 
     def import_from(self, source: Path) -> int | None:
         """Copy an installation's SQLite job store here, if this one is empty (else None)."""
-        tables = (("jobs", (*(c.strip() for c in _COLUMNS.split(",")), "runner")),)
         with self._db.transaction() as db:
-            return postgres_db.copy_tables(db, source, tables) if postgres_db.is_empty(db, tables) else None
+            return postgres_db.copy_tables(db, source, _TABLES) if postgres_db.is_empty(db, _TABLES) else None
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._db.rows(sql, params)

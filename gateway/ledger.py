@@ -208,7 +208,7 @@ def _read_exact(
     """`wanted`: the keys of counters, members and answers; per row found, ('c', scope, used),
     ('m', scope, item) or ('a', fingerprint, answer)."""
     found: list[tuple[str, str, str]] = []
-    lists = [list(keys) for keys in wanted]
+    lists = list(wanted)
     while any(lists):
         chunks = [keys[:_EXACT_ROWS] for keys in lists]
         lists = [keys[_EXACT_ROWS:] for keys in lists]
@@ -598,10 +598,7 @@ class PostgresLedger(Ledger):
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
         connect = functools.partial(postgres_db.connect, dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE)
         self._read = postgres_db.Reader(dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE)
-        with self._read.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))  # one replica creates the tables
-            for statement in _PG_SCHEMA:
-                db.execute(statement)
+        self._read.create_tables("veilgate_ledger", _PG_SCHEMA)
         writer: GroupCommitter[_Job, postgres_db.Db] = GroupCommitter(
             "ledger-writer",
             lambda: postgres_db.Db(connect()),
@@ -624,7 +621,7 @@ class PostgresLedger(Ledger):
     def import_from(self, source: Path) -> int | None:
         """Copy an installation's SQLite ledger here, if this one is empty (else None)."""
         with self._read.transaction() as db:
-            db.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")  # a constant, not input
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))  # with the batches of every replica
             if not postgres_db.is_empty(db, _TABLES):
                 return None
             with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:

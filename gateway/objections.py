@@ -129,9 +129,7 @@ def _row(objection: dict[str, Any]) -> tuple[str, str, str, str]:
 class PostgresObjectionStore(ObjectionStore):
     def __init__(self, dsn: str, *, schema: str) -> None:
         self._db = postgres_db.Reader(dsn, schema, name="veilgate-objections", unavailable=_UNAVAILABLE)
-        with self._db.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_objections'))")  # one replica creates it
-            db.execute(_PG_SCHEMA)
+        self._db.create_tables("veilgate_objections", (_PG_SCHEMA,))
 
     def _add(self, made: dict[str, Any]) -> None:
         self._db.write("INSERT INTO objections VALUES (?, ?, ?, ?)", _row(made))

@@ -226,11 +226,8 @@ class PostgresPolicyStore(PolicyStore):
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
         self._db = postgres_db.Reader(dsn, schema, name="veilgate-policy", unavailable=_UNAVAILABLE)
-        with self._db.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('veilgate_policy'))")  # one replica creates them
-            for statement in _PG_SCHEMA:
-                db.execute(statement)
-            db.execute("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(_EMPTY),))
+        self._db.create_tables("veilgate_policy", _PG_SCHEMA)
+        self._db.write("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(_EMPTY),))
         self._watched = postgres_db.Watched(
             dsn,
             schema,

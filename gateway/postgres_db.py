@@ -154,6 +154,14 @@ class Reader:
                 self._drop()
                 raise DependencyError(self._unavailable) from exc
 
+    def create_tables(self, store: str, statements: Sequence[str]) -> None:
+        """Run a store's CREATE ... IF NOT EXISTS statements, one replica at a time (an advisory
+        lock named after `store`: two replicas starting together would race on the catalog)."""
+        with self.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (store,))
+            for statement in statements:
+                db.execute(statement)
+
     def _connection(self) -> PgConnection:
         if self._conn is None:
             self._conn = self._open()

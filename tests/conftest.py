@@ -67,17 +67,17 @@ Store = TypeVar("Store", bound=Closable)
 
 @contextmanager
 def store_handles(
-    backend: str, local: Callable[[], Store], postgres: Callable[[str], Store]
+    backend: str, local: Callable[[], Store], postgres: Callable[[str, str], Store]
 ) -> Iterator[Callable[[], Store]]:
     """A factory of handles on one store, each standing for another process or replica:
-    `local()` for SQLite or a file, `postgres(schema)` in a schema of its own. All are closed
-    afterwards, and the schema dropped."""
+    `local()` for SQLite or a file, `postgres(dsn, schema)` in a schema of its own. All are
+    closed afterwards, and the schema dropped."""
     opened: list[Store] = []
     with contextlib.ExitStack() as stack:
         schema = stack.enter_context(pg_schema()) if backend == "postgres" else ""
 
         def factory() -> Store:
-            opened.append(postgres(schema) if backend == "postgres" else local())
+            opened.append(postgres(PG_DSN or "", schema) if backend == "postgres" else local())
             return opened[-1]
 
         yield factory

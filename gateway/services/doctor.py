@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +39,9 @@ def _clients(settings: Settings) -> Finding:
     try:
         if not settings.database_dsn:
             check_secret_file(settings.clients_file)
-        store = open_clients(
-            settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
-        )
-        try:
+        dsn, schema = settings.database_dsn, settings.database_schema
+        with contextlib.closing(open_clients(settings.clients_file, dsn=dsn, schema=schema, listen=False)) as store:
             clients = store.all()
-        finally:
-            store.close()
     except VeilgateError as exc:
         return Finding("client accounts", False, f"{exc.detail}; create one with `veilgate clients add`")
     admins = [c for c in clients if Role.ADMIN in c.roles and not c.disabled]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
-from tests.conftest import ON_POSTGRES, PG_DSN, store_handles
+from tests.conftest import ON_POSTGRES, store_handles
 
 Opener = Callable[[], BudgetLedger]
 
@@ -17,12 +17,10 @@ Opener = Callable[[], BudgetLedger]
 def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """A factory: every call opens another handle (another 'process') on the same ledger."""
 
-    def on_postgres(schema: str) -> BudgetLedger:
-        assert PG_DSN is not None
-        return PostgresBudgetLedger(PG_DSN, schema=schema)
-
     def on_sqlite() -> BudgetLedger:
         return SqliteBudgetLedger(tmp_path / "budget.sqlite3")
 
-    with store_handles(request.param, on_sqlite, on_postgres) as factory:
+    with store_handles(
+        request.param, on_sqlite, lambda dsn, schema: PostgresBudgetLedger(dsn, schema=schema)
+    ) as factory:
         yield factory

@@ -18,7 +18,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
 from gateway.domain.budget import Accounts, Amount, accounts, micro_epsilon, nano_delta
 from gateway.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
-from tests.budget.conftest import PG_DSN, Opener
+from tests.budget.conftest import Opener
+from tests.conftest import PG_DSN
 
 
 def _accounts(grant_cap: Amount, organisation_cap: Amount | None = None, version_cap: Amount | None = None) -> Accounts:

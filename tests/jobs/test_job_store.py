@@ -11,18 +11,17 @@ import pytest
 
 from gateway.errors import Conflict, NotFound
 from gateway.jobs import Job, JobStore, PostgresJobStore, SqliteJobStore
-from tests.conftest import ON_POSTGRES, PG_DSN, store_handles
+from tests.conftest import ON_POSTGRES, store_handles
 
 
 @pytest.fixture(params=["sqlite", ON_POSTGRES])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], JobStore]]:
     """A factory: every call opens another handle on one store."""
-
-    def on_postgres(schema: str) -> JobStore:
-        assert PG_DSN is not None
-        return PostgresJobStore(PG_DSN, schema=schema)
-
-    with store_handles(request.param, lambda: SqliteJobStore(tmp_path / "jobs.sqlite3"), on_postgres) as factory:
+    with store_handles(
+        request.param,
+        lambda: SqliteJobStore(tmp_path / "jobs.sqlite3"),
+        lambda dsn, schema: PostgresJobStore(dsn, schema=schema),
+    ) as factory:
         yield factory
 
 

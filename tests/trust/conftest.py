@@ -10,7 +10,7 @@ import pytest
 from gateway.audit import AuditLog, PostgresAuditLog, SqliteAuditLog
 from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.signing import KeyRing
-from tests.conftest import ON_POSTGRES, PG_DSN, store_handles
+from tests.conftest import ON_POSTGRES, store_handles
 
 
 def event(n: int = 0, *, principal: str | None = "demo-business", status: int = 200, **over: object) -> AuditEvent:
@@ -36,12 +36,11 @@ def receipt_keys(tmp_path: Path) -> KeyRing:
 @pytest.fixture(params=["sqlite", ON_POSTGRES])
 def open_audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], AuditLog]]:
     """A factory: every call opens another handle on one log (another process, or a replica)."""
-
-    def on_postgres(schema: str) -> AuditLog:
-        assert PG_DSN is not None
-        return PostgresAuditLog(PG_DSN, schema=schema, key_directory=tmp_path / "audit")
-
-    with store_handles(request.param, lambda: SqliteAuditLog.open(tmp_path / "audit"), on_postgres) as factory:
+    with store_handles(
+        request.param,
+        lambda: SqliteAuditLog.open(tmp_path / "audit"),
+        lambda dsn, schema: PostgresAuditLog(dsn, schema=schema, key_directory=tmp_path / "audit"),
+    ) as factory:
         yield factory
 
 

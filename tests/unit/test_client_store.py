@@ -17,12 +17,11 @@ from tests.conftest import ON_POSTGRES, PG_DSN, eventually, needs_pg, pg_schema,
 @pytest.fixture(params=["file", ON_POSTGRES])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], ClientStore]]:
     """A factory: every call opens another handle on one set of accounts."""
-
-    def on_postgres(schema: str) -> ClientStore:
-        assert PG_DSN is not None
-        return PostgresClientStore(PG_DSN, schema=schema)
-
-    with store_handles(request.param, lambda: FileClientStore(tmp_path / "clients.json"), on_postgres) as factory:
+    with store_handles(
+        request.param,
+        lambda: FileClientStore(tmp_path / "clients.json"),
+        lambda dsn, schema: PostgresClientStore(dsn, schema=schema),
+    ) as factory:
         yield factory
 
 

@@ -10,16 +10,16 @@ import pytest
 
 from gateway.errors import Conflict, NotFound
 from gateway.objections import FileObjectionStore, ObjectionStore, PostgresObjectionStore, Status
-from tests.conftest import ON_POSTGRES, PG_DSN, store_handles
+from tests.conftest import ON_POSTGRES, store_handles
 
 
 @pytest.fixture(params=["file", ON_POSTGRES])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], ObjectionStore]]:
-    def on_postgres(schema: str) -> ObjectionStore:
-        assert PG_DSN is not None
-        return PostgresObjectionStore(PG_DSN, schema=schema)
-
-    with store_handles(request.param, lambda: FileObjectionStore(tmp_path / "objections.json"), on_postgres) as factory:
+    with store_handles(
+        request.param,
+        lambda: FileObjectionStore(tmp_path / "objections.json"),
+        lambda dsn, schema: PostgresObjectionStore(dsn, schema=schema),
+    ) as factory:
         yield factory
 
 

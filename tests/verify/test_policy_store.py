@@ -11,16 +11,16 @@ import pytest
 from gateway.errors import Conflict, NotFound, PolicyDenied
 from gateway.policy import load_bundle
 from gateway.policy_store import FilePolicyStore, PolicyStore, PostgresPolicyStore
-from tests.conftest import ON_POSTGRES, PG_DSN, REPO, eventually, store_handles
+from tests.conftest import ON_POSTGRES, REPO, eventually, store_handles
 
 
 @pytest.fixture(params=["files", ON_POSTGRES])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], PolicyStore]]:
-    def on_postgres(schema: str) -> PolicyStore:
-        assert PG_DSN is not None
-        return PostgresPolicyStore(PG_DSN, schema=schema)
-
-    with store_handles(request.param, lambda: FilePolicyStore(tmp_path / "policy"), on_postgres) as factory:
+    with store_handles(
+        request.param,
+        lambda: FilePolicyStore(tmp_path / "policy"),
+        lambda dsn, schema: PostgresPolicyStore(dsn, schema=schema),
+    ) as factory:
         yield factory
 
 
