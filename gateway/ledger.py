@@ -3,8 +3,9 @@
 Imports no other leaf. Two backends under one set of rules (`Ledger`): one SQLite file in WAL
 mode, shared by the gateway processes of one machine (`SqliteLedger`), or PostgreSQL, shared by
 replicas on several machines (`PostgresLedger`). Admissions are applied in transactions that hold
-the ledger's write lock (several at a time, each in its own savepoint), so every process sees one
-ledger and a limit holds exactly: each check and its increment happen together or not at all. A
+the ledger's write lock (a batch at a time: one read of every row the batch may touch, each
+admission decided in order against what the earlier ones counted, one write per table), so every
+process sees one ledger and a limit holds exactly: each check and its increment happen together or not at all. A
 request that trips any limit changes nothing but the refusal count that alerts are raised from.
 
 Windows are fixed and aligned to UTC: the minute for rates, the day for quotas and distinct
@@ -29,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -177,45 +178,105 @@ class BillingRow:
 _EXACT_ROWS = 500
 """Key tuples per read: far below SQLite's limit on bound parameters, for any batch."""
 _READS = (
-    ("c", "CAST(t.used AS TEXT)", "counters", ("scope", '"window"')),
-    ("m", "t.item", "members", ("scope", '"window"', "item")),
-    ("a", "t.answer", "answers", ("scope", '"window"', "fingerprint")),
+    ("c", "NULL", "CAST(t.used AS TEXT)", "counters", ("scope", '"window"')),
+    ("m", "t.item", "NULL", "members", ("scope", '"window"', "item")),
+    ("a", "t.fingerprint", "t.answer", "answers", ("scope", '"window"', "fingerprint")),
 )
-"""Per kind of row read by exact key: its tag, the value returned, its table, its primary key."""
+"""Per kind of row read by exact key: its tag, its item, its value, its table, its primary key."""
 
 
 @functools.cache
 def _exact_sql(counts: tuple[int, int, int], join: str = "CROSS JOIN") -> str:
     """Counters, members and stored answers read by their exact primary keys, as joins with
     VALUES lists: each key is one seek (an IN list per column would seek every combination of
-    the columns). Each row comes back as (tag, scope or fingerprint, value), the value as text.
+    the columns). Each row comes back as (tag, scope, window, item or fingerprint, value as text).
     `join`: SQLite's CROSS JOIN keeps the VALUES list the outer loop; PostgreSQL plans a JOIN."""
     # SECURITY: only placeholders and fixed names are formatted in; every value is bound.
     parts = []
-    for count, (tag, value, table, key) in zip(counts, _READS, strict=True):
+    for count, (tag, item, value, table, key) in zip(counts, _READS, strict=True):
         if not count:
             continue
         rows = ", ".join(["(" + ", ".join("?" * len(key)) + ")"] * count)
         match = " AND ".join(f"t.{column} = v.column{n}" for n, column in enumerate(key, 1))
-        found = "t.fingerprint" if table == "answers" else "t.scope"
-        parts.append(f"SELECT '{tag}', {found}, {value} FROM (VALUES {rows}) AS v {join} {table} AS t ON {match}")  # noqa: S608
+        selected = f"'{tag}', t.scope, t.\"window\", {item}, {value}"
+        parts.append(f"SELECT {selected} FROM (VALUES {rows}) AS v {join} {table} AS t ON {match}")  # noqa: S608
     return " UNION ALL ".join(parts)
 
 
-def _read_exact(
-    conn: Db, wanted: tuple[list[tuple[Any, ...]], ...], join: str = "CROSS JOIN"
-) -> list[tuple[str, str, str]]:
-    """`wanted`: the keys of counters, members and answers; per row found, ('c', scope, used),
-    ('m', scope, item) or ('a', fingerprint, answer)."""
-    found: list[tuple[str, str, str]] = []
-    lists = list(wanted)
+def _read_exact(conn: Db, wanted: _Wanted, join: str = "CROSS JOIN") -> _Rows:
+    """The counters, members and stored answers of `wanted` that exist, in one read (one round
+    trip to PostgreSQL) unless there are more keys than `_EXACT_ROWS`."""
+    found = _Rows()
+    lists: list[list[tuple[Any, ...]]] = [list(wanted.counters), list(wanted.members), list(wanted.answers)]
     while any(lists):
         chunks = [keys[:_EXACT_ROWS] for keys in lists]
         lists = [keys[_EXACT_ROWS:] for keys in lists]
         params = [value for chunk in chunks for row in chunk for value in row]
         counts = (len(chunks[0]), len(chunks[1]), len(chunks[2]))
-        found += conn.execute(_exact_sql(counts, join), params).fetchall()
+        for tag, scope, window, item, value in conn.execute(_exact_sql(counts, join), params).fetchall():
+            if tag == "c":
+                found.used[(scope, int(window))] = int(value)
+            elif tag == "m":
+                found.members.add((scope, int(window), item))
+            else:
+                found.answers[(scope, int(window), item)] = value
     return found
+
+
+@dataclass(slots=True)
+class _Wanted:
+    """The keys a batch of admissions may read: dicts as ordered sets, so a key shared by two
+    admissions is read once."""
+
+    counters: dict[tuple[str, int], None] = field(default_factory=dict)
+    members: dict[tuple[str, int, str], None] = field(default_factory=dict)
+    answers: dict[tuple[str, int, str], None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The ledger's rows as a batch sees them: read once, then changed by each admission it
+    accepts, so the next one is decided as if the earlier ones were already written."""
+
+    used: dict[tuple[str, int], int] = field(default_factory=dict)
+    members: set[tuple[str, int, str]] = field(default_factory=set)
+    answers: dict[tuple[str, int, str], str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What a batch's accepted admissions write, gathered so that each table takes one statement."""
+
+    counters: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    """(scope, window) -> [increment, end of the window]."""
+    members: list[tuple[str, int, str, float]] = field(default_factory=list)
+    answers: list[tuple[str, int, str, str, float]] = field(default_factory=list)
+    billing: dict[tuple[str, str, str, str, str], list[int]] = field(default_factory=dict)
+    """(consumer, grant, service, purpose, day) -> [calls, claims, billable, fee]."""
+    alerts: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def count(self, scope: str, window: int, increment: int, until: float) -> None:
+        if increment:
+            self.counters.setdefault((scope, window), [0, until])[0] += increment
+
+    def write(self, conn: Db) -> None:
+        conn.executemany(
+            "INSERT INTO counters VALUES (?, ?, ?, ?) "
+            'ON CONFLICT (scope, "window") DO UPDATE SET used = counters.used + excluded.used',
+            [(scope, window, int(increment), until) for (scope, window), (increment, until) in self.counters.items()],
+        )
+        conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", self.members)
+        conn.executemany("INSERT INTO answers VALUES (?, ?, ?, ?, ?)", self.answers)
+        conn.executemany(
+            "INSERT INTO billing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (consumer, grant_id, service, purpose, day) DO UPDATE SET "
+            "calls = billing.calls + excluded.calls, "
+            "claims = billing.claims + excluded.claims, billable = billing.billable + excluded.billable, "
+            "fee_micro_yuan = billing.fee_micro_yuan + excluded.fee_micro_yuan",
+            [(*key, *sums) for key, sums in self.billing.items()],
+        )  # fmt: skip
+        for kind, subject, message, dedupe in self.alerts:
+            _alert(conn, kind, subject, message, dedupe)
 
 
 def _window(now: float, seconds: int) -> tuple[int, float, int]:
@@ -235,7 +296,7 @@ class Db(Protocol):
     def close(self) -> None: ...
 
 
-_Job = tuple[Callable[[Db], Any], Waiter]
+_Job = tuple["Callable[[Db], Any] | _Admit", Waiter]
 
 
 _UNAVAILABLE = "the ledger is unavailable; nothing was released"
@@ -249,14 +310,156 @@ def _fail(batch: list[_Job], cause: BaseException) -> None:
         resolve(waiter, None, failure)
 
 
+class _Admit:
+    """One admission waiting in a batch: its windows and the names of its limits' state."""
+
+    __slots__ = (
+        "answers",
+        "asks",
+        "consumer_rate",
+        "day",
+        "keys",
+        "minute",
+        "now",
+        "organisation_rate",
+        "probe",
+        "quota",
+        "request",
+    )
+
+    def __init__(self, request: VerificationRequest, now: float) -> None:
+        consumer = request.consumer
+        self.request, self.now = request, now
+        self.minute = _window(now, MINUTE)
+        self.day = _window(now, DAY)
+        self.probe = _window(now, request.limits.probe_window_seconds)
+        self.consumer_rate = f"rate:consumer:{consumer}"
+        self.organisation_rate = f"rate:organisation:{request.organisation}"
+        self.quota = f"quota:{request.grant}"
+        self.keys = f"keys:{consumer}"
+        self.answers = f"answer:{consumer}:{request.service}"
+        self.asks: dict[str, str] = {claim.key: f"asks:{consumer}:{claim.key}" for claim in request.claims}
+        """Per entity asked about: the scope of its probing limit."""
+
+    def want(self, wanted: _Wanted) -> None:
+        """Everything this admission may read: its counters, the members of every key it asks
+        about, and the stored answers of its claims (a repeat's members are read and not used:
+        deciding which claims repeat would take a read of its own)."""
+        minute, day, probe = self.minute[0], self.day[0], self.probe[0]
+        for scope, window in ((self.consumer_rate, minute), (self.organisation_rate, minute), (self.quota, day),
+                              (self.keys, day), *((scope, probe) for scope in self.asks.values())):  # fmt: skip
+            wanted.counters[(scope, window)] = None
+        for claim in self.request.claims:
+            wanted.members[(self.keys, day, claim.key)] = None
+            for ask in claim.asks:
+                wanted.members[(self.asks[claim.key], probe, ask)] = None
+            wanted.answers[(self.answers, probe, claim.fingerprint)] = None
+
+    def decide(self, rows: _Rows, writes: _Writes) -> Admission:
+        """Admit against `rows` (changing them and adding to `writes`), or raise LimitReached
+        naming the first limit that trips, having changed nothing."""
+        req, limits = self.request, self.request.limits
+        (minute, minute_end, minute_left), (day, day_end, day_left) = self.minute, self.day
+        probe, probe_end, probe_left = self.probe
+
+        def used(scope: str, window: int) -> int:
+            return rows.used.get((scope, window), 0)
+
+        # Repeats inside the probe window: the stored answer, and not counted again.
+        answers: list[str] = []
+        fresh: dict[str, ClaimUse] = {}
+        for claim in req.claims:
+            stored = rows.answers.get((self.answers, probe, claim.fingerprint))
+            if stored is None:
+                stored = fresh.setdefault(claim.fingerprint, claim).answer
+            answers.append(stored)
+        asks_by_key: dict[str, set[str]] = {}
+        for claim in fresh.values():
+            asks_by_key.setdefault(claim.key, set()).update(claim.asks)
+
+        # The limits, in a fixed order; the first that trips refuses the whole request.
+        who = {"consumer": req.consumer, "grant": req.grant}
+        consumer_used, quota_used = used(self.consumer_rate, minute), used(self.quota, day)
+        if consumer_used + 1 > limits.consumer_per_minute:
+            message = f"at most {limits.consumer_per_minute} requests a minute per consumer"
+            raise LimitReached(message, retry_after_seconds=minute_left, limit="consumer_rate", **who)
+        if used(self.organisation_rate, minute) + 1 > limits.organisation_per_minute:
+            message = f"at most {limits.organisation_per_minute} requests a minute per organisation"
+            raise LimitReached(message, retry_after_seconds=minute_left, limit="organisation_rate", **who)
+        if quota_used + len(fresh) > req.daily_quota:
+            message = f"the grant's daily quota of {req.daily_quota} claims is used up"
+            raise LimitReached(message, retry_after_seconds=day_left, limit="quota", **who)
+        new_keys = [key for key in asks_by_key if (self.keys, day, key) not in rows.members]
+        if used(self.keys, day) + len(new_keys) > limits.distinct_keys_per_day:
+            message = f"at most {limits.distinct_keys_per_day} different entities a day per consumer"
+            raise LimitReached(message, retry_after_seconds=day_left, limit="distinct_keys", **who)
+        new_asks = {
+            key: [a for a in asks if (self.asks[key], probe, a) not in rows.members]
+            for key, asks in asks_by_key.items()
+        }
+        for key, asks in new_asks.items():
+            if used(self.asks[key], probe) + len(asks) > limits.probe_checks_per_key:
+                raise LimitReached(
+                    f"at most {limits.probe_checks_per_key} different questions about one entity "
+                    f"in {limits.probe_window_seconds} seconds",
+                    retry_after_seconds=probe_left,
+                    limit="probe",
+                    **who,
+                )
+
+        # Everything holds: count it all.
+        def count(scope: str, window: int, increment: int, until: float) -> None:
+            if increment:
+                rows.used[(scope, window)] = used(scope, window) + increment
+                writes.count(scope, window, increment, until)
+
+        def add(scope: str, window: int, item: str, until: float) -> None:
+            rows.members.add((scope, window, item))
+            writes.members.append((scope, window, item, until))
+
+        count(self.consumer_rate, minute, 1, minute_end)
+        count(self.organisation_rate, minute, 1, minute_end)
+        count(self.quota, day, len(fresh), day_end)
+        count(self.keys, day, len(new_keys), day_end)
+        for key in new_keys:
+            add(self.keys, day, key, day_end)
+        for key, asks in new_asks.items():
+            count(self.asks[key], probe, len(asks), probe_end)
+            for ask in asks:
+                add(self.asks[key], probe, ask, probe_end)
+        for claim in fresh.values():
+            rows.answers[(self.answers, probe, claim.fingerprint)] = claim.answer
+            writes.answers.append((self.answers, probe, claim.fingerprint, claim.answer, probe_end))
+        billable = sum(c.billable for c in fresh.values())
+        today = datetime.fromtimestamp(self.now, UTC).date().isoformat()
+        sums = writes.billing.setdefault((req.consumer, req.grant, req.service, req.purpose, today), [0, 0, 0, 0])
+        for n, value in enumerate((1, len(fresh), billable, billable * req.fee_micro_yuan_per_claim)):
+            sums[n] += value
+        if quota_used < ALERT_SHARE * req.daily_quota <= quota_used + len(fresh):
+            message = f"grant {req.grant} used 80% of its daily quota"
+            writes.alerts.append(("quota_80", req.grant, message, f"q80:{req.grant}:{day}"))
+        if consumer_used + 1 >= ALERT_SHARE * limits.consumer_per_minute:
+            message = f"{req.consumer} is at 80% of its request rate for {req.service}"
+            writes.alerts.append(("rate_80", req.consumer, message, f"r80:{req.consumer}:{minute}"))
+        return Admission(
+            tuple(answers),
+            len(req.claims) - len(fresh),
+            (
+                Window("consumer", limits.consumer_per_minute, limits.consumer_per_minute - consumer_used - 1,
+                       minute_left, MINUTE),
+                Window("quota", req.daily_quota, req.daily_quota - quota_used - len(fresh), day_left, DAY),
+            ),
+        )  # fmt: skip
+
+
 class Ledger:
     """The rules, whichever database holds them (`SqliteLedger`, `PostgresLedger`).
 
     Admissions run in group commits: whatever is waiting goes into one transaction that holds
-    the ledger's write lock, each admission inside its own savepoint (so a refused one leaves no
-    trace), then one COMMIT, and every caller learns its outcome. Admissions in a batch are
-    applied in order, each seeing the ones before it. Blocking callers go through a writer
-    thread; the request path calls `admit_verification_async`.
+    the ledger's write lock, then one COMMIT, and every caller learns its outcome. Admissions in
+    a batch are decided in order, each seeing the ones before it, and a refused one writes
+    nothing but its refusal count. Blocking callers go through a writer thread; the request
+    path calls `admit_verification_async`.
     """
 
     _join = "JOIN"
@@ -272,7 +475,7 @@ class Ledger:
 
     # -- the writer --------------------------------------------------------------------------
 
-    def _submit(self, job: Callable[[Db], Any]) -> Future[Any]:
+    def _submit(self, job: Callable[[Db], Any] | _Admit) -> Future[Any]:
         future: Future[Any] = Future()
         self._writer.put((job, future))
         return future
@@ -281,19 +484,43 @@ class Ledger:
         return self._submit(job).result()
 
     def _apply(self, conn: Db, batch: list[_Job]) -> Settle:
-        """Each job of a batch in its own savepoint (a refused admission leaves no trace but its
-        refusal count); the outcomes reach the callers only once the COMMIT is durable."""
+        """A batch in one transaction; the outcomes reach the callers only once the COMMIT is durable.
+
+        Admissions are decided together: one read of every row they may touch, each decided in
+        order against what the earlier ones changed, then one write per table. Nothing is
+        written for a refused one (the limits are checked before anything is counted) but its
+        refusal count. Other jobs run first, each in its own savepoint.
+        """
         outcomes: list[tuple[Waiter, Any, BaseException | None]] = []
+        admissions: list[tuple[_Admit, Waiter]] = []
         for job, waiter in batch:
-            conn.execute("SAVEPOINT admission")
+            if isinstance(job, _Admit):
+                admissions.append((job, waiter))
+                continue
+            conn.execute("SAVEPOINT job")
             try:
                 outcomes.append((waiter, job(conn), None))
-            except Exception as exc:  # this admission only: undo it, keep the batch
-                conn.execute("ROLLBACK TO admission")
+            except Exception as exc:  # this job only: undo it, keep the batch
+                conn.execute("ROLLBACK TO job")
                 outcomes.append((waiter, None, exc))
-                if isinstance(exc, LimitReached):
-                    _note_refusal(conn, exc, time.time())
-            conn.execute("RELEASE admission")
+            conn.execute("RELEASE job")
+        if admissions:
+            wanted = _Wanted()
+            for admit, _waiter in admissions:
+                admit.want(wanted)
+            rows = _read_exact(conn, wanted, self._join)
+            writes = _Writes()
+            refusals: list[tuple[LimitReached, float]] = []
+            for admit, waiter in admissions:
+                try:
+                    outcomes.append((waiter, admit.decide(rows, writes), None))
+                except Exception as exc:  # this admission only: it changed nothing
+                    outcomes.append((waiter, None, exc))
+                    if isinstance(exc, LimitReached):
+                        refusals.append((exc, admit.now))
+            writes.write(conn)
+            for refused, now in refusals:
+                _note_refusal(conn, refused, now)
 
         def settle(error: BaseException | None) -> None:
             if error is not None:
@@ -342,136 +569,13 @@ class Ledger:
         is counted. Repeated claims (same fingerprint in the probe window) get their stored
         answer and are not counted again.
         """
-        admission: Admission = self._submit(lambda conn: self._admit(conn, request, now)).result()
+        admission: Admission = self._submit(_Admit(request, now)).result()
         return admission
 
     async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
         """The same from the event loop, without blocking it."""
-        admission: Admission = await asyncio.wrap_future(self._submit(lambda conn: self._admit(conn, request, now)))
+        admission: Admission = await asyncio.wrap_future(self._submit(_Admit(request, now)))
         return admission
-
-    def _admit(self, conn: Db, req: VerificationRequest, now: float) -> Admission:
-        """One admission in few statements: all counters read at once, all writes batched."""
-        limits = req.limits
-        minute, minute_end, minute_left = _window(now, MINUTE)
-        day, day_end, day_left = _window(now, DAY)
-        probe, probe_end, probe_left = _window(now, limits.probe_window_seconds)
-        consumer_rate = f"rate:consumer:{req.consumer}"
-        organisation_rate = f"rate:organisation:{req.organisation}"
-        quota_scope = f"quota:{req.grant}"
-        keys_scope = f"keys:{req.consumer}"
-        answer_scope = f"answer:{req.consumer}:{req.service}"
-
-        # Everything this admission may touch, in one read of exact keys: the stored answers of
-        # its claims, its counters, and the members of every key it asks about (a repeat's are
-        # read and not used: deciding which claims repeat would take a read of its own).
-        asked: dict[str, set[str]] = {}
-        for claim in req.claims:
-            asked.setdefault(claim.key, set()).update(claim.asks)
-        ask_scopes = {key: f"asks:{req.consumer}:{key}" for key in asked}
-        windows = {consumer_rate: minute, organisation_rate: minute, quota_scope: day, keys_scope: day}
-        windows.update(dict.fromkeys(ask_scopes.values(), probe))
-        wanted_members = [(keys_scope, day, key) for key in asked]
-        wanted_members += [(ask_scopes[key], probe, ask) for key, asks in asked.items() for ask in asks]
-        wanted_answers = [(answer_scope, probe, f) for f in {c.fingerprint for c in req.claims}]
-        used = dict.fromkeys(windows, 0)
-        members: set[tuple[str, str]] = set()
-        known: dict[str, str] = {}
-        for kind, name, value in _read_exact(conn, (list(windows.items()), wanted_members, wanted_answers), self._join):
-            if kind == "c":
-                used[name] = int(value)
-            elif kind == "m":
-                members.add((name, value))
-            else:
-                known[name] = value
-
-        # Repeats inside the probe window: the stored answer, and not counted again.
-        answers: list[str] = []
-        fresh: list[ClaimUse] = []
-        for claim in req.claims:
-            if claim.fingerprint not in known:
-                fresh.append(claim)
-                known[claim.fingerprint] = claim.answer
-            answers.append(known[claim.fingerprint])
-        asks_by_key: dict[str, set[str]] = {}
-        for claim in fresh:
-            asks_by_key.setdefault(claim.key, set()).update(claim.asks)
-
-        # The limits, in a fixed order; the first that trips refuses the whole request.
-        who = {"consumer": req.consumer, "grant": req.grant}
-        if used[consumer_rate] + 1 > limits.consumer_per_minute:
-            message = f"at most {limits.consumer_per_minute} requests a minute per consumer"
-            raise LimitReached(message, retry_after_seconds=minute_left, limit="consumer_rate", **who)
-        if used[organisation_rate] + 1 > limits.organisation_per_minute:
-            message = f"at most {limits.organisation_per_minute} requests a minute per organisation"
-            raise LimitReached(message, retry_after_seconds=minute_left, limit="organisation_rate", **who)
-        if used[quota_scope] + len(fresh) > req.daily_quota:
-            message = f"the grant's daily quota of {req.daily_quota} claims is used up"
-            raise LimitReached(message, retry_after_seconds=day_left, limit="quota", **who)
-        new_keys = {key for key in asks_by_key if (keys_scope, key) not in members}
-        if used[keys_scope] + len(new_keys) > limits.distinct_keys_per_day:
-            message = f"at most {limits.distinct_keys_per_day} different entities a day per consumer"
-            raise LimitReached(message, retry_after_seconds=day_left, limit="distinct_keys", **who)
-        new_asks = {key: {a for a in asks if (ask_scopes[key], a) not in members} for key, asks in asks_by_key.items()}
-        for key, asks in new_asks.items():
-            if used[ask_scopes[key]] + len(asks) > limits.probe_checks_per_key:
-                raise LimitReached(
-                    f"at most {limits.probe_checks_per_key} different questions about one entity "
-                    f"in {limits.probe_window_seconds} seconds",
-                    retry_after_seconds=probe_left,
-                    limit="probe",
-                    **who,
-                )
-
-        # Everything holds: count it all.
-        increments = [
-            (consumer_rate, minute, 1, minute_end),
-            (organisation_rate, minute, 1, minute_end),
-            (quota_scope, day, len(fresh), day_end),
-            (keys_scope, day, len(new_keys), day_end),
-            *((ask_scopes[key], probe, len(asks), probe_end) for key, asks in new_asks.items()),
-        ]
-        conn.executemany(
-            "INSERT INTO counters VALUES (?, ?, ?, ?) "
-            'ON CONFLICT (scope, "window") DO UPDATE SET used = counters.used + excluded.used',
-            [row for row in increments if row[2]],
-        )
-        conn.executemany(
-            "INSERT INTO members VALUES (?, ?, ?, ?)",
-            [(keys_scope, day, k, day_end) for k in new_keys]
-            + [(ask_scopes[k], probe, a, probe_end) for k, asks in new_asks.items() for a in asks],
-        )
-        conn.executemany(
-            "INSERT INTO answers VALUES (?, ?, ?, ?, ?)",
-            [(answer_scope, probe, c.fingerprint, c.answer, probe_end) for c in fresh],
-        )
-        today = datetime.fromtimestamp(now, UTC).date().isoformat()
-        billable = sum(c.billable for c in fresh)
-        conn.execute(
-            "INSERT INTO billing VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) "
-            "ON CONFLICT (consumer, grant_id, service, purpose, day) DO UPDATE SET calls = billing.calls + 1, "
-            "claims = billing.claims + excluded.claims, billable = billing.billable + excluded.billable, "
-            "fee_micro_yuan = billing.fee_micro_yuan + excluded.fee_micro_yuan",
-            (req.consumer, req.grant, req.service, req.purpose, today, len(fresh), billable,
-             billable * req.fee_micro_yuan_per_claim),
-        )  # fmt: skip
-        quota_share = ALERT_SHARE * req.daily_quota
-        if used[quota_scope] < quota_share <= used[quota_scope] + len(fresh):
-            _alert(
-                conn, "quota_80", req.grant, f"grant {req.grant} used 80% of its daily quota", f"q80:{req.grant}:{day}"
-            )
-        if used[consumer_rate] + 1 >= ALERT_SHARE * limits.consumer_per_minute:
-            message = f"{req.consumer} is at 80% of its request rate for {req.service}"
-            _alert(conn, "rate_80", req.consumer, message, f"r80:{req.consumer}:{minute}")
-        consumer_left = limits.consumer_per_minute - used[consumer_rate] - 1
-        return Admission(
-            tuple(answers),
-            len(req.claims) - len(fresh),
-            (
-                Window("consumer", limits.consumer_per_minute, consumer_left, minute_left, MINUTE),
-                Window("quota", req.daily_quota, req.daily_quota - used[quota_scope] - len(fresh), day_left, DAY),
-            ),
-        )
 
     def usage(self, grant: str) -> list[tuple[str, str, str, int, int, int]]:
         """Metering rows of a grant: (service, purpose, day, calls, claims, billable claims)."""
@@ -580,9 +684,7 @@ class SqliteLedger(Ledger):
 
     async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
         """Applied on the loop, committed by a thread (LoopCommitter)."""
-        admission: Admission = await written(
-            lambda conn: self._admit(conn, request, now), self._loop_writer, self._writer
-        )
+        admission: Admission = await written(_Admit(request, now), self._loop_writer, self._writer)
         return admission
 
     def close(self) -> None:
@@ -610,8 +712,8 @@ class PostgresLedger(Ledger):
         super().__init__(writer)
 
     def _apply_pipelined(self, conn: postgres_db.Db, batch: list[_Job]) -> Settle:
-        """In pipeline mode: statements whose results are not read (the savepoints, the writes)
-        travel with the next read instead of waiting for a round trip each."""
+        """In pipeline mode: the batch's writes travel together to the COMMIT instead of waiting
+        for a round trip each; its one read is its one other round trip."""
         with conn.pipeline():
             return self._apply(conn, batch)
 
@@ -656,7 +758,7 @@ def _alert(conn: Db, kind: str, subject: str, message: str, dedupe: str | None) 
 
 
 def _note_refusal(conn: Db, refused: LimitReached, now: float) -> None:
-    """Outside the refused admission's savepoint: probing and enumeration limits alert at once;
+    """After the batch's writes (a refused admission wrote nothing): probing and enumeration limits alert at once;
     a burst of refusals of one consumer alerts too."""
     minute, minute_end, _left = _window(now, MINUTE)
     day = int(now // DAY)

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
+from concurrent.futures import Future
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,11 +19,13 @@ from gateway.errors import ConfigurationError, DependencyError, RateLimited
 from gateway.ledger import (
     _EXACT_ROWS,
     DAY,
+    Admission,
     ClaimUse,
     Ledger,
     PostgresLedger,
     SqliteLedger,
     VerificationRequest,
+    _Admit,
     _exact_sql,
 )
 from tests.conftest import ON_POSTGRES, PG_DSN, needs_pg, pg_schema
@@ -170,6 +175,51 @@ def _admit_many(where: Where, worker: int, attempts: int, results: multiprocessi
             pass
     ledger.close()
     results.put(admitted)
+
+
+def test_the_admissions_of_one_batch_are_decided_in_order_each_seeing_the_ones_before(ledger: Ledger) -> None:
+    """A batch reads its rows once and decides every admission against what the earlier ones
+    counted: the outcomes are those of the same requests one after the other."""
+    limits = VerificationLimits(probe_checks_per_key=2, distinct_keys_per_day=2, consumer_per_minute=7)
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_conn: object) -> None:  # the writer waits here while the batch queues up behind it
+        held.set()
+        release.wait(10)
+
+    blocker = ledger._submit(hold)
+    assert held.wait(10)
+    queued: list[Future[Any]] = [
+        ledger._submit(_Admit(request(*claims, limits=limits, quota=5, consumer=consumer), NOON))
+        for claims, consumer in (
+            ((claim("k", "q1", answer="one"),), "c1"),
+            ((claim("k", "q2"),), "c1"),
+            ((claim("k", "q3"),), "c1"),  # a third question about k: refused, counts nothing
+            ((claim("k", "q1", answer="other"),), "c1"),  # a repeat: the stored answer, free
+            ((claim("m", "q1"), claim("m", "q1")), "c1"),  # the same claim twice: counted once
+            ((claim("n", "q1"),), "c1"),  # a third entity: refused
+            ((claim("k", "q3"),), "c2"),  # another consumer: its own limits
+            ((claim("p", "q1"), claim("r", "q1")), "c2"),  # quota: 5 claims, 4 used before this
+        )
+    ]
+    release.set()
+    blocker.result(10)
+    outcomes = [f.exception(10) or f.result(10) for f in queued]
+    refused = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, RateLimited)]
+    assert refused == [2, 5, 7]
+    assert "2 different questions" in str(outcomes[2]) and "2 different entities" in str(outcomes[5])
+    assert "daily quota of 5" in str(outcomes[7])
+    repeat = outcomes[3]
+    assert isinstance(repeat, Admission) and repeat.answers == ("one",) and repeat.repeats == 1
+    twice = outcomes[4]
+    assert isinstance(twice, Admission) and twice.repeats == 1
+    # What the batch wrote is what the next request sees.
+    ((_service, _purpose, _day, calls, claims, _billable),) = ledger.usage("g1")
+    assert (calls, claims) == (5, 4)  # every admitted request; fresh claims only
+    with pytest.raises(RateLimited, match="2 different questions"):
+        ledger.admit_verification(request(claim("k", "q4"), limits=limits, quota=5), now=NOON)
+    after = ledger.admit_verification(request(claim("p", "q1"), limits=limits, quota=5, consumer="c2"), now=NOON)
+    assert [w.remaining for w in after.windows] == [7 - 1 - 1, 0]  # c2's second request this minute
 
 
 def test_several_processes_never_exceed_the_quota(where: Where, open_ledger: Callable[[], Ledger]) -> None:
