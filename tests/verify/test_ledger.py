@@ -7,8 +7,8 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
-from concurrent.futures import Future
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
