@@ -3,7 +3,9 @@
 Imports no other leaf and never imports `sandbox/`: it starts `python -m sandbox.launch` inside
 new network, mount and PID namespaces (`unshare`) and speaks to it through files: a request
 (JSON), the job's inputs (its code and the Parquet files of its datasets), and the outputs file
-the job API writes. The job directory is private (0700, scratch owned by `nobody`) and removed
+the job API writes: the one file the job may write on this machine's disk (owned by `nobody`, in a
+directory it cannot add to), so its size is bounded by the file-size limit. Its scratch space is
+a memory filesystem of `scratch_mb` inside the namespace. The job directory is removed
 afterwards, whatever happened.
 
 Where isolation cannot be set up, a job is refused, unless the deployment explicitly allows
@@ -42,6 +44,7 @@ class Limits:
     memory_mb: int
     file_mb: int
     processes: int
+    scratch_mb: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +88,12 @@ def run(
     job = Path(tempfile.mkdtemp(prefix="job-", dir=work_dir))
     try:
         os.chmod(job, 0o711)  # noqa: S103 - traversable, not listable: the launcher binds its parts
-        inputs, scratch = job / "inputs", job / "scratch"
+        inputs, out = job / "inputs", job / "out"
         (inputs / "data").mkdir(parents=True)
         (inputs / "job").mkdir()
-        scratch.mkdir()
+        out.mkdir(mode=0o755)
+        outputs = out / "outputs.json"
+        outputs.touch(mode=0o600)
         for name, content in files.items():  # names were checked by the caller (services.jobs)
             target = inputs / "job" / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +102,7 @@ def run(
         for path in (inputs, *inputs.rglob("*")):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         if problem is None:
-            os.chown(scratch, NOBODY, NOBODY)
-            os.chmod(scratch, 0o700)
+            os.chown(outputs, NOBODY, NOBODY)  # the file, not its directory: nothing can be added
             request = {
                 "protocol": 1,
                 "job_dir": str(job),
@@ -109,6 +113,7 @@ def run(
                     "memory_mb": limits.memory_mb,
                     "file_mb": limits.file_mb,
                     "processes": limits.processes,
+                    "scratch_mb": limits.scratch_mb,
                 },
             }
             (job / "request.json").write_text(json.dumps(request))
@@ -117,9 +122,12 @@ def run(
         else:
             log.warning("UNSAFE: running a job WITHOUT isolation (unsafe_run_without_isolation is set)")
             harness = _sandbox_dir() / "harness.py"
-            command = [sys.executable, "-I", "-S", str(harness), str(scratch), str(inputs), *site.getsitepackages()]
+            scratch = job / "scratch"  # on this disk: no quota but the file-size limit
+            scratch.mkdir()
+            arguments = [str(scratch), str(inputs), str(outputs), *site.getsitepackages()]
+            command = [sys.executable, "-I", "-S", str(harness), *arguments]
             isolation = "none (unsafe_run_without_isolation)"
-        return _execute(command, scratch, limits, isolation)
+        return _execute(command, outputs, limits, isolation)
     finally:
         shutil.rmtree(job, ignore_errors=True)
 
@@ -142,7 +150,7 @@ def _limit(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 1024 * 1024,) * 2)
 
 
-def _execute(command: list[str], scratch: Path, limits: Limits, isolation: str) -> Outcome:
+def _execute(command: list[str], written: Path, limits: Limits, isolation: str) -> Outcome:
     unisolated = isolation != "namespaces"
     process = subprocess.Popen(  # noqa: S603 - our own launcher, fixed arguments
         command,
@@ -162,8 +170,7 @@ def _execute(command: list[str], scratch: Path, limits: Limits, isolation: str) 
         stdout, stderr = process.communicate()
     outputs: dict[str, Any] | None = None
     problem = None
-    written = scratch / "outputs.json"
-    if written.is_file() and not written.is_symlink():
+    if written.is_file() and not written.is_symlink() and written.stat().st_size:
         if written.stat().st_size > MAX_OUTPUTS_BYTES:
             problem = "the outputs are larger than 4 MiB"
         else:

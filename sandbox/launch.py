@@ -3,9 +3,11 @@
 Runs as root inside fresh network, mount and PID namespaces (`unshare --net --mount --pid
 --fork --kill-child`, started by the gateway). The steps, in order:
 1. make every mount private, so nothing done here reaches the host;
-2. mount a private /mnt holding the job's inputs (read-only), its scratch directory (the only
-   writable place), and read-only copies of what the interpreter needs (its installation, the
-   virtual environment, the site-packages and this package);
+2. mount a private /mnt holding the job's inputs (read-only), its scratch space (a memory
+   filesystem of `scratch_mb`, owned by nobody), the directory of its outputs file (the one
+   file on the host's disk it may write; it cannot add another), and read-only copies of what
+   the interpreter needs (its installation, the virtual environment, the site-packages and this
+   package);
 3. cover with an empty read-only tmpfs: the gateway's state and data directories (keys,
    ledger, audit log and every other dataset disappear), /tmp, /var/tmp and /dev/shm, and any
    directory others may not enter that holds the interpreter (/root); then put back only what
@@ -54,11 +56,13 @@ def main() -> None:
     _mount("--make-rprivate", "/")
     # 2.
     _mount("-t", "tmpfs", "-o", "mode=0755,size=1m", "tmpfs", str(MNT))
-    for name in ("inputs", "scratch"):
+    for name in ("inputs", "scratch", "out"):
         (MNT / name).mkdir()
     _mount("--bind", str(job / "inputs"), str(MNT / "inputs"))
     _mount("-o", "remount,bind,ro", str(MNT / "inputs"))
-    _mount("--bind", str(job / "scratch"), str(MNT / "scratch"))
+    _mount("--bind", str(job / "out"), str(MNT / "out"))
+    scratch = f"size={int(request['limits']['scratch_mb'])}m,mode=0700,uid={NOBODY},gid={NOBODY},nosuid,nodev"
+    _mount("-t", "tmpfs", "-o", scratch, "tmpfs", str(MNT / "scratch"))
     saved = []
     for i, path in enumerate(keep):
         copy = MNT / "keep" / str(i)
@@ -97,7 +101,12 @@ def main() -> None:
         sys.exit("sandbox: could not drop privileges")
     os.chdir(MNT / "scratch")
     environment = {"PATH": "/usr/bin:/bin", "HOME": str(MNT / "scratch"), "LANG": "C.UTF-8"}
-    arguments = [str(MNT / "scratch"), str(MNT / "inputs"), *request["site_packages"]]
+    arguments = [
+        str(MNT / "scratch"),
+        str(MNT / "inputs"),
+        str(MNT / "out" / "outputs.json"),
+        *request["site_packages"],
+    ]
     harness = sandbox_dir / "harness.py"
     os.execve(sys.executable, [sys.executable, "-I", "-S", str(harness), *arguments], environment)  # noqa: S606
 

@@ -5,7 +5,7 @@
     vg.table("jobs_by_industry", rows, keys=["industry"], counts=["persons"])   # checked by SDC
     vg.dp("mean_wage", "mean", "social_insurance", column="wage_base", group_by=["industry"])
 
-Outputs go only through these calls; they are written to the scratch directory as JSON and
+Outputs go only through these calls; they are written to the outputs file as JSON and
 checked by the gateway before anything is released.
 """
 
@@ -15,15 +15,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-_scratch: Path | None = None
 _inputs: Path | None = None
+_outputs_file: Path | None = None
 _outputs: dict[str, dict[str, Any]] = {}
 MAX_ROWS = 10_000
 
 
-def configure(scratch: Path, inputs: Path) -> None:
-    global _scratch, _inputs  # one job per process
-    _scratch, _inputs = scratch, inputs
+def configure(inputs: Path, outputs_file: Path) -> None:
+    global _inputs, _outputs_file  # one job per process
+    _inputs, _outputs_file = inputs, outputs_file
 
 
 def dataset(name: str) -> Any:
@@ -76,6 +76,6 @@ def _add(name: str, output: dict[str, Any]) -> None:
 
 
 def finish() -> None:
-    if _scratch is None:
+    if _outputs_file is None:
         raise RuntimeError("veilgate_job is not configured")
-    (_scratch / "outputs.json").write_text(json.dumps({"protocol": 1, "outputs": _outputs}, default=str))
+    _outputs_file.write_text(json.dumps({"protocol": 1, "outputs": _outputs}, default=str))

@@ -37,6 +37,9 @@ class JobLimits(_Frozen):
     memory_mb: int = Field(2048, ge=256, le=65536)
     file_mb: int = Field(64, ge=1, le=10240)
     processes: int = Field(32, ge=4, le=1024)
+    scratch_mb: int = Field(256, ge=1, le=65536)
+    """The job's one writable place, a memory filesystem of this size: a job cannot fill the
+    gateway's disk, and uses at most `memory_mb` plus this much memory."""
 
 
 class DisclosureControl(_Frozen):

@@ -212,9 +212,7 @@ def _run(rt: Runtime, job: Job) -> Job:
         hide=sorted({rt.settings.state_dir.resolve(), rt.settings.data_path.resolve()}),
         files=files,
         write_inputs=write_inputs,
-        limits=sandbox_client.Limits(
-            limits.cpu_seconds, limits.wall_seconds, limits.memory_mb, limits.file_mb, limits.processes
-        ),
+        limits=sandbox_client.Limits(**limits.model_dump()),
         unsafe_run_without_isolation=rt.settings.sandbox_unsafe_run_without_isolation,
     )
     entries = [r.entry for r in records.values()]
@@ -476,9 +474,7 @@ def run_local(
         hide=[],
         files={"main.py": code.encode()},
         write_inputs=write_inputs,
-        limits=sandbox_client.Limits(
-            limits.cpu_seconds, limits.wall_seconds, limits.memory_mb, limits.file_mb, limits.processes
-        ),
+        limits=sandbox_client.Limits(**limits.model_dump()),
         unsafe_run_without_isolation=True,
     )
     job = Job(

@@ -17,7 +17,7 @@ pytestmark = needs_isolation
 
 
 def _tight(bundle: dict[str, Any]) -> None:
-    limits = {"cpu_seconds": 4, "wall_seconds": 8, "memory_mb": 1024, "file_mb": 8, "processes": 16}
+    limits = {"cpu_seconds": 4, "wall_seconds": 8, "memory_mb": 1024, "file_mb": 8, "processes": 16, "scratch_mb": 16}
     bundle["job_services"]["enterprise-tables"]["limits"] = limits
 
 
@@ -41,6 +41,8 @@ HOSTILE = {
     "write_tmp": "open('/var/tmp/escaped.txt', 'w').write('x')\n",
     "write_inputs": "open('/mnt/inputs/job/main.py', 'a').write('x')\n",
     "write_repo": "open('{repo}/escaped.txt', 'w').write('x')\n",
+    "fill_scratch": "for i in range(64): open(f'/mnt/scratch/{i}', 'wb').write(bytes(4 * 1024 * 1024))\n",
+    "fill_disk_beside_outputs": "open('/mnt/out/more.bin', 'wb').write(bytes(1024))\n",
     "fork": "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n",
     "memory": "blocks = []\nwhile True: blocks.append(bytearray(256 * 1024 * 1024))\n",
     "forever": "while True: pass\n",
@@ -71,6 +73,8 @@ def test_a_hostile_job_is_stopped(jobs_gateway: Callable[..., Jobs], attack: str
         "write_inputs": "Permission denied",  # and read-only besides
         "write_repo": ("Permission denied", "Read-only file system"),  # the latter for a checkout in /tmp
         "memory": "MemoryError",
+        "fill_scratch": "No space left on device",  # 16 MiB of memory, never the host's disk
+        "fill_disk_beside_outputs": "Permission denied",  # the outputs file only, bounded by file_mb
     }.get(attack)
     if expected:
         assert any(e in stderr for e in ((expected,) if isinstance(expected, str) else expected)), stderr
