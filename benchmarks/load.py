@@ -11,9 +11,11 @@ and a ratio taken within one round is steadier than either figure. Needs wrk (`a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -23,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gateway.services import demo_setup
@@ -89,7 +91,26 @@ def arguments(doc: str | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--rounds", type=int, default=3, help="bare and measured runs, alternating")
+    parser.add_argument("--database-dsn", help="serve with database_dsn (a schema of its own, dropped after)")
     return parser.parse_args()
+
+
+@contextlib.contextmanager
+def database(config_file: Path, dsn: str | None) -> Iterator[None]:
+    """With `dsn`: the gateway's shared state in a new schema of that database, dropped afterwards."""
+    if dsn is None:
+        yield
+        return
+    import psycopg  # noqa: PLC0415 - only for this option
+
+    schema = f"vg_bench_{secrets.token_hex(4)}"
+    with config_file.open("a", encoding="utf-8") as config:
+        config.write(f'database_dsn = "{dsn}"\ndatabase_schema = "{schema}"\n')
+    try:
+        yield
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
 
 
 def run(
@@ -103,15 +124,17 @@ def run(
     scale: float,
     workers: int,
     rounds: int = 1,
+    database_dsn: str | None = None,
 ) -> list[tuple[dict[str, float], dict[str, float]]]:
     """Per round, (bare /healthz, the endpoint under test): requests/s, p50 and p99 in ms, non-2xx."""
     if shutil.which("wrk") is None:
         sys.exit("this benchmark needs wrk: apt install wrk")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
         shutil.copytree(REPO / "policies", root / "policies")
         adapt_bundle(root / "policies")
         setup = demo_setup.setup(root / "demo", root / "policies", scale=scale)
+        stack.enter_context(database(setup.config_file, database_dsn))
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(setup.config_file)]
@@ -185,6 +208,8 @@ def measure(
         scale=args.scale,
         workers=args.workers,
         rounds=args.rounds,
+        database_dsn=args.database_dsn,
     )
+    print("shared state: " + ("PostgreSQL (database_dsn)" if args.database_dsn else "SQLite and files"))
     report(name, results, connections=args.connections, seconds=args.seconds, workers=args.workers,
            ratio_target=ratio_target, p99_target=p99_target)  # fmt: skip

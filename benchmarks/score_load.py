@@ -8,6 +8,7 @@ enterprise until all have been scored; repeats are then answered from the ledger
 Needs wrk (`apt install wrk`).
 
     python benchmarks/score_load.py [--seconds 15] [--connections 16] [--scale 1] [--workers 1] [--rounds 3]
+        [--database-dsn postgresql://...]   (the state replicas share, in PostgreSQL)
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ The benchmark serves a copy of the demo bundle with the consumer's limits raised
 limits measure their cost instead of refusing the load. Needs wrk (`apt install wrk`).
 
     python benchmarks/verify_load.py [--seconds 15] [--connections 16] [--scale 1] [--workers 1] [--rounds 3]
+        [--database-dsn postgresql://...]   (the state replicas share, in PostgreSQL)
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
 from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
+from gateway.group_commit import AsyncCommitter, GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
 
 _DB_FILE = "log.sqlite3"
 _SUBJECT_KEY_FILE = "subject.key"
@@ -96,6 +96,30 @@ _PG_LOCK = 0x7667617564697400
 _UNAVAILABLE = "the audit log cannot be written; nothing was released"
 
 _Append = tuple[AuditEvent, Waiter]
+_NEXT_SEQ_SQL = "SELECT COALESCE(MAX(seq) + 1, 0) FROM leaves"
+_INSERT_SQL = "INSERT INTO leaves (seq, record, hash) VALUES (?, ?, ?)"
+
+
+def _numbered(batch: list[_Append], next_seq: int) -> list[tuple[int, str, bytes]]:
+    """The batch's rows, numbered from `next_seq`: (seq, record, leaf hash)."""
+    rows = []
+    for offset, (event, _waiter) in enumerate(batch):
+        record = AuditLeaf.of(event, next_seq + offset).encode()
+        rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
+    return rows
+
+
+def _settle(batch: list[_Append], next_seq: int) -> Settle:
+    """Once the COMMIT ends, each caller learns its leaf's `seq`, or that nothing is durable."""
+
+    def settle(error: BaseException | None) -> None:
+        if error is not None:
+            _fail(batch, error)
+            return
+        for offset, (_event, waiter) in enumerate(batch):
+            resolve(waiter, next_seq + offset, None)
+
+    return settle
 
 
 def _fail(batch: list[_Append], cause: BaseException) -> None:
@@ -189,21 +213,9 @@ class AuditLog:
     @staticmethod
     def _apply(conn: Any, batch: list[_Append]) -> Settle:
         """Number the batch after the largest stored `seq` (whoever wrote it) and insert it."""
-        (next_seq,) = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM leaves").fetchone()
-        rows = []
-        for offset, (event, _waiter) in enumerate(batch):
-            record = AuditLeaf.of(event, next_seq + offset).encode()
-            rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
-        conn.executemany("INSERT INTO leaves (seq, record, hash) VALUES (?, ?, ?)", rows)
-
-        def settle(error: BaseException | None) -> None:
-            if error is not None:
-                _fail(batch, error)
-                return
-            for offset, (_event, waiter) in enumerate(batch):
-                resolve(waiter, next_seq + offset, None)
-
-        return settle
+        (next_seq,) = conn.execute(_NEXT_SEQ_SQL).fetchone()
+        conn.executemany(_INSERT_SQL, _numbered(batch, next_seq))
+        return _settle(batch, next_seq)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -410,6 +422,30 @@ class PostgresAuditLog(AuditLog):
             begin=("BEGIN", f"SELECT pg_advisory_xact_lock({_PG_LOCK})"),  # a constant, not input
         )
         super().__init__(key_directory, writer)
+        connect_async = functools.partial(
+            postgres_db.connect_async, dsn, schema, name="veilgate-audit", unavailable=_UNAVAILABLE
+        )
+        self._loop_writer: AsyncCommitter[_Append, postgres_db.AsyncDb] = AsyncCommitter(
+            connect_async,
+            self._append_on_loop,
+            limit=_BATCH_LIMIT,
+            fail=_fail,
+            begin=(f"SELECT pg_advisory_xact_lock({_PG_LOCK})",),  # a constant, not input
+        )
+
+    async def append_async(self, event: AuditEvent) -> int:
+        """Numbered and written on the loop (`AsyncCommitter`)."""
+        if self._closed:
+            raise AuditUnavailable("the audit log is closed")
+        seq: int = await written(event, self._loop_writer, self._writer)
+        return seq
+
+    @staticmethod
+    async def _append_on_loop(conn: postgres_db.AsyncDb, batch: list[_Append]) -> Settle:
+        """`_apply`, awaited."""
+        ((next_seq,),) = await conn.rows(_NEXT_SEQ_SQL)
+        await conn.executemany(_INSERT_SQL, _numbered(batch, next_seq))
+        return _settle(batch, next_seq)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._read.rows(sql, params)
@@ -427,6 +463,8 @@ class PostgresAuditLog(AuditLog):
             return postgres_db.copy_tables(db, directory / _DB_FILE, _TABLES)
 
     def close(self) -> None:
+        self._closed = True
+        self._loop_writer.close()
         super().close()
         self._read.close()
 

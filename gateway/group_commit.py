@@ -1,10 +1,11 @@
 """Group commit: whatever is waiting is written in one transaction, with one fsync.
 
-Below the leaves (the audit log and the ledger use it), in two forms over the same file:
-`GroupCommitter`, one writer thread per store for blocking callers, and `LoopCommitter`, driven
-by the event loop for the request path. Under load many callers share one commit and one fsync;
-alone, a caller waits for exactly one. Both take SQLite's write lock with BEGIN IMMEDIATE, so
-they, and other processes, take turns on one file.
+Below the leaves (the audit log and the ledger use it), in three forms: `GroupCommitter`, one
+writer thread per store for blocking callers (SQLite or PostgreSQL); `LoopCommitter`, driven by
+the event loop for the request path on SQLite; and `AsyncCommitter`, the same on PostgreSQL over
+an asynchronous connection. Under load many callers share one commit and one fsync; alone, a
+caller waits for exactly one. All take the store's write lock (SQLite's BEGIN IMMEDIATE, or an
+advisory lock), so they, and other processes, take turns.
 
 Each store gives both the same two functions: `apply` runs a batch inside the open transaction
 and returns how to settle it once the COMMIT has ended, and `fail` tells a batch's callers that
@@ -21,7 +22,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -274,9 +275,127 @@ class LoopCommitter(Generic[Item]):
             self._running = False
 
 
+class AsyncConnection(Protocol):
+    """What `AsyncCommitter` needs of a connection (`postgres_db.AsyncDb`)."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+AsyncConn = TypeVar("AsyncConn", bound=AsyncConnection)
+
+
+class AsyncCommitter(Generic[Item, AsyncConn]):
+    """Group commit driven by the event loop over an asynchronous connection (PostgreSQL).
+
+    A writer thread on PostgreSQL waits on the network several times a batch, and each time it
+    wants the GIL back while the loop holds it for request work: measured, the loop then lost
+    more time to the hand-offs than the statements took, and batches stayed small. Here every
+    statement is awaited on the loop. Items that arrive while a batch is in flight form the
+    next batch. `begin`: the statements after BEGIN that take the store's lock. A batch that
+    fails is failed as a whole, and the next one opens a new connection (a restart, a failover).
+    Bound to the first loop that uses it; `usable()` tells a caller on another loop to take the
+    threaded path instead.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[AsyncConn]],
+        apply: Callable[[AsyncConn, list[Item]], Awaitable[Settle]],
+        *,
+        limit: int,
+        fail: Callable[[list[Item], BaseException], None],
+        begin: tuple[str, ...] = (),
+    ) -> None:
+        self._connect = connect
+        self._apply = apply
+        self._fail = fail
+        self._limit = limit
+        self._begin = begin
+        self._conn: AsyncConn | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Item] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def usable(self) -> bool:
+        """Whether the running loop may `put` here: the loop this is bound to, or any while idle."""
+        if self._closed:
+            return False
+        return self._loop is asyncio.get_running_loop() or self._task is None
+
+    def put(self, item: Item) -> None:
+        """Queue `item` from the running loop (check `usable()` first)."""
+        self._loop = asyncio.get_running_loop()
+        self._pending.append(item)
+        if self._task is None:  # it starts after the callbacks already ready: they may add to the batch
+            self._task = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending and not self._closed:
+                batch, self._pending = self._pending[: self._limit], self._pending[self._limit :]
+                try:
+                    settle = await self._write(batch)
+                except BaseException as exc:  # nothing of the batch is durable: every caller learns it
+                    self._fail(batch, exc)
+                    self._drop()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                settle(None)
+        finally:
+            self._task = None
+
+    async def _write(self, batch: list[Item]) -> Settle:
+        if self._conn is None:
+            self._conn = await self._connect()
+        conn = self._conn
+        await conn.execute("BEGIN")
+        try:
+            for statement in self._begin:
+                await conn.execute(statement)
+            settle = await self._apply(conn, batch)
+            await conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        return settle
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        """Fail what is still queued and close the connection; a batch in flight is cancelled."""
+        self._closed = True
+        if self._task is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._fail(pending, RuntimeError("the store closed before this was written"))
+        if self._task is None:
+            self._drop()
+
+
+Queued_contra = TypeVar("Queued_contra", contravariant=True)
+
+
+class LoopWriter(Protocol[Queued_contra]):
+    """A committer driven by the running loop: `LoopCommitter` or `AsyncCommitter`."""
+
+    def usable(self) -> bool: ...
+
+    def put(self, item: Queued_contra) -> None: ...
+
+
 async def written(
     payload: Payload,
-    loop_writer: LoopCommitter[tuple[Payload, Waiter]],
+    loop_writer: LoopWriter[tuple[Payload, Waiter]],
     thread_writer: GroupCommitter[tuple[Payload, Waiter], Any],
 ) -> Any:
     """What `payload` gets once its batch is durable, written from the running loop: by the loop's

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from gateway import postgres_db
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, LimitReached
-from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
+from gateway.group_commit import AsyncCommitter, GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY_SECONDS = 60.0
@@ -208,23 +208,22 @@ def _exact_sql(counts: tuple[int, int, int], join: str = "CROSS JOIN") -> str:
     return " UNION ALL ".join(parts)
 
 
-def _read_exact(conn: Db, wanted: _Wanted, join: str = "CROSS JOIN") -> _Rows:
-    """The counters, members and stored answers of `wanted` that exist, in one read (one round
-    trip to PostgreSQL) unless there are more keys than `_EXACT_ROWS`."""
-    found = _Rows()
+def _exact_reads(wanted: _Wanted, join: str) -> Iterator[tuple[str, list[Any]]]:
+    """The reads of the counters, members and stored answers of `wanted`: one (one round trip to
+    PostgreSQL) unless there are more keys than `_EXACT_ROWS`."""
     lists: list[list[tuple[Any, ...]]] = [list(wanted.counters), list(wanted.members), list(wanted.answers)]
     while any(lists):
         chunks = [keys[:_EXACT_ROWS] for keys in lists]
         lists = [keys[_EXACT_ROWS:] for keys in lists]
         params = [value for chunk in chunks for row in chunk for value in row]
-        counts = (len(chunks[0]), len(chunks[1]), len(chunks[2]))
-        for tag, scope, window, item, value in conn.execute(_exact_sql(counts, join), params).fetchall():
-            if tag == "c":
-                found.used[(scope, int(window))] = int(value)
-            elif tag == "m":
-                found.members.add((scope, int(window), item))
-            else:
-                found.answers[(scope, int(window), item)] = value
+        yield _exact_sql((len(chunks[0]), len(chunks[1]), len(chunks[2])), join), params
+
+
+def _read_exact(conn: Db, wanted: _Wanted, join: str = "CROSS JOIN") -> _Rows:
+    """The rows of `wanted` that exist."""
+    found = _Rows()
+    for sql, params in _exact_reads(wanted, join):
+        found.add(conn.execute(sql, params).fetchall())
     return found
 
 
@@ -247,6 +246,16 @@ class _Rows:
     members: set[tuple[str, int, str]] = field(default_factory=set)
     answers: dict[tuple[str, int, str], str] = field(default_factory=dict)
 
+    def add(self, found: Iterable[tuple[Any, ...]]) -> None:
+        """Rows of an `_exact_sql` read."""
+        for tag, scope, window, item, value in found:
+            if tag == "c":
+                self.used[(scope, int(window))] = int(value)
+            elif tag == "m":
+                self.members.add((scope, int(window), item))
+            else:
+                self.answers[(scope, int(window), item)] = value
+
 
 @dataclass(slots=True)
 class _Writes:
@@ -264,22 +273,29 @@ class _Writes:
         if increment:
             self.counters.setdefault((scope, window), [0, until])[0] += increment
 
+    def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """One statement per table, with its rows (alerts apart: see `write`)."""
+        return [
+            (
+                "INSERT INTO counters VALUES (?, ?, ?, ?) "
+                'ON CONFLICT (scope, "window") DO UPDATE SET used = counters.used + excluded.used',
+                [(scope, window, int(n), until) for (scope, window), (n, until) in self.counters.items()],
+            ),
+            ("INSERT INTO members VALUES (?, ?, ?, ?)", list(self.members)),
+            ("INSERT INTO answers VALUES (?, ?, ?, ?, ?)", list(self.answers)),
+            (
+                "INSERT INTO billing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (consumer, grant_id, service, purpose, day) DO UPDATE SET "
+                "calls = billing.calls + excluded.calls, "
+                "claims = billing.claims + excluded.claims, billable = billing.billable + excluded.billable, "
+                "fee_micro_yuan = billing.fee_micro_yuan + excluded.fee_micro_yuan",
+                [(*key, *sums) for key, sums in self.billing.items()],
+            ),
+        ]  # fmt: skip
+
     def write(self, conn: Db) -> None:
-        conn.executemany(
-            "INSERT INTO counters VALUES (?, ?, ?, ?) "
-            'ON CONFLICT (scope, "window") DO UPDATE SET used = counters.used + excluded.used',
-            [(scope, window, int(increment), until) for (scope, window), (increment, until) in self.counters.items()],
-        )
-        conn.executemany("INSERT INTO members VALUES (?, ?, ?, ?)", self.members)
-        conn.executemany("INSERT INTO answers VALUES (?, ?, ?, ?, ?)", self.answers)
-        conn.executemany(
-            "INSERT INTO billing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (consumer, grant_id, service, purpose, day) DO UPDATE SET "
-            "calls = billing.calls + excluded.calls, "
-            "claims = billing.claims + excluded.claims, billable = billing.billable + excluded.billable, "
-            "fee_micro_yuan = billing.fee_micro_yuan + excluded.fee_micro_yuan",
-            [(*key, *sums) for key, sums in self.billing.items()],
-        )  # fmt: skip
+        for sql, rows in self.statements():
+            conn.executemany(sql, rows)
         for kind, subject, message, dedupe in self.alerts:
             _alert(conn, kind, subject, message, dedupe)
 
@@ -457,6 +473,34 @@ class _Admit:
         )  # fmt: skip
 
 
+_Outcome = tuple[Waiter, Any, BaseException | None]
+
+
+def _wanted(admissions: list[tuple[_Admit, Waiter]]) -> _Wanted:
+    wanted = _Wanted()
+    for admit, _waiter in admissions:
+        admit.want(wanted)
+    return wanted
+
+
+def _decide(
+    admissions: list[tuple[_Admit, Waiter]], rows: _Rows
+) -> tuple[list[_Outcome], _Writes, list[tuple[LimitReached, float]]]:
+    """Each admission in order against `rows`: the outcomes, what the admitted ones write, and
+    the refusals (with their time) whose counts are still to be noted."""
+    outcomes: list[_Outcome] = []
+    writes = _Writes()
+    refusals: list[tuple[LimitReached, float]] = []
+    for admit, waiter in admissions:
+        try:
+            outcomes.append((waiter, admit.decide(rows, writes), None))
+        except Exception as exc:  # this admission only: it changed nothing
+            outcomes.append((waiter, None, exc))
+            if isinstance(exc, LimitReached):
+                refusals.append((exc, admit.now))
+    return outcomes, writes, refusals
+
+
 class Ledger:
     """The rules, whichever database holds them (`SqliteLedger`, `PostgresLedger`).
 
@@ -496,7 +540,7 @@ class Ledger:
         written for a refused one (the limits are checked before anything is counted) but its
         refusal count. Other jobs run first, each in its own savepoint.
         """
-        outcomes: list[tuple[Waiter, Any, BaseException | None]] = []
+        outcomes: list[_Outcome] = []
         admissions: list[tuple[_Admit, Waiter]] = []
         for job, waiter in batch:
             if isinstance(job, _Admit):
@@ -510,22 +554,17 @@ class Ledger:
                 outcomes.append((waiter, None, exc))
             conn.execute("RELEASE job")
         if admissions:
-            wanted = _Wanted()
-            for admit, _waiter in admissions:
-                admit.want(wanted)
-            rows = _read_exact(conn, wanted, self._join)
-            writes = _Writes()
-            refusals: list[tuple[LimitReached, float]] = []
-            for admit, waiter in admissions:
-                try:
-                    outcomes.append((waiter, admit.decide(rows, writes), None))
-                except Exception as exc:  # this admission only: it changed nothing
-                    outcomes.append((waiter, None, exc))
-                    if isinstance(exc, LimitReached):
-                        refusals.append((exc, admit.now))
+            rows = _read_exact(conn, _wanted(admissions), self._join)
+            decided, writes, refusals = _decide(admissions, rows)
+            outcomes += decided
             writes.write(conn)
             for refused, now in refusals:
                 _note_refusal(conn, refused, now)
+        return self._settle(batch, outcomes)
+
+    def _settle(self, batch: list[_Job], outcomes: list[_Outcome], after: Callable[[], None] = lambda: None) -> Settle:
+        """How a batch ends: its callers learn their outcomes once the COMMIT is durable (then
+        `after` runs), or all learn that nothing of it is."""
 
         def settle(error: BaseException | None) -> None:
             if error is not None:
@@ -533,6 +572,7 @@ class Ledger:
                 return
             for waiter, result, refused in outcomes:
                 resolve(waiter, result, refused)
+            after()
             if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_SECONDS:
                 self._pruned_at = time.monotonic()
                 self._submit(lambda conn: self._delete_ended(conn, time.time()))
@@ -715,6 +755,44 @@ class PostgresLedger(Ledger):
             begin=("BEGIN", f"SELECT pg_advisory_xact_lock({_PG_LOCK})"),  # a constant, not input
         )
         super().__init__(writer)
+        connect_async = functools.partial(
+            postgres_db.connect_async, dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE
+        )
+        self._loop_writer: AsyncCommitter[_Job, postgres_db.AsyncDb] = AsyncCommitter(
+            connect_async,
+            self._admit_on_loop,
+            limit=_BATCH_LIMIT,
+            fail=_fail,
+            begin=(f"SELECT pg_advisory_xact_lock({_PG_LOCK})",),  # a constant, not input
+        )
+
+    async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
+        """Decided and written on the loop (`AsyncCommitter`)."""
+        admission: Admission = await written(_Admit(request, now), self._loop_writer, self._writer)
+        return admission
+
+    async def _admit_on_loop(self, conn: postgres_db.AsyncDb, batch: list[_Job]) -> Settle:
+        """`_apply` for a batch of admissions only, awaited: one read, the decisions, the writes
+        in one pipeline. Refusal counts are noted by the writer thread after the COMMIT (they
+        only feed alerts)."""
+        admissions = [(job, waiter) for job, waiter in batch if isinstance(job, _Admit)]
+        rows = _Rows()
+        for sql, params in _exact_reads(_wanted(admissions), self._join):
+            rows.add(await conn.rows(sql, params))
+        outcomes, writes, refusals = _decide(admissions, rows)
+        async with conn.pipeline():
+            for sql, values in writes.statements():
+                await conn.executemany(sql, values)
+        for kind, subject, message, dedupe in writes.alerts:
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            if (await conn.execute(_ALERT_SQL, (at, kind, subject, message, dedupe))).rowcount:
+                log.warning("ALERT %s %s: %s", kind, subject, message)
+
+        def note_refusals() -> None:
+            for refused, when in refusals:
+                self._submit(functools.partial(_note_refusal, refused=refused, now=when))
+
+        return self._settle(batch, outcomes, note_refusals)
 
     def _apply_pipelined(self, conn: postgres_db.Db, batch: list[_Job]) -> Settle:
         """In pipeline mode: the batch's writes travel together to the COMMIT instead of waiting
@@ -741,6 +819,7 @@ class PostgresLedger(Ledger):
             return postgres_db.copy_tables(db, source, _TABLES)
 
     def close(self) -> None:
+        self._loop_writer.close()
         super().close()
         self._read.close()
 
@@ -752,12 +831,12 @@ def open_ledger(directory: Path, *, dsn: str | None = None, schema: str = "veilg
     return SqliteLedger.open(directory)
 
 
+_ALERT_SQL = "INSERT INTO alerts (at, kind, subject, message, dedupe) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+
+
 def _alert(conn: Db, kind: str, subject: str, message: str, dedupe: str | None) -> None:
     """Insert an alert once per `dedupe` key (None: always) and log it."""
-    cursor = conn.execute(
-        "INSERT INTO alerts (at, kind, subject, message, dedupe) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (datetime.now(UTC).isoformat(timespec="seconds"), kind, subject, message, dedupe),
-    )
+    cursor = conn.execute(_ALERT_SQL, (datetime.now(UTC).isoformat(timespec="seconds"), kind, subject, message, dedupe))
     if cursor.rowcount:
         log.warning("ALERT %s %s: %s", kind, subject, message)
 

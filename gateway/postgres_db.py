@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from gateway.errors import ConfigurationError, DependencyError
 
 if TYPE_CHECKING:  # the driver is optional at run time
-    from psycopg import Connection
+    from psycopg import AsyncConnection, Connection
 
     PgConnection = Connection[tuple[Any, ...]]
+    PgAsyncConnection = AsyncConnection[tuple[Any, ...]]
 
 Value = TypeVar("Value")
 log = logging.getLogger("veilgate.postgres")
@@ -56,6 +57,19 @@ def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnecti
     return conn
 
 
+async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -> AsyncDb:
+    """`connect`, for the event loop (`group_commit.AsyncCommitter`)."""
+    psycopg = driver()
+    try:
+        conn: PgAsyncConnection = await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name=name)
+        identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
+        await conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+        await conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+    except psycopg.Error as exc:
+        raise DependencyError(unavailable) from exc
+    return AsyncDb(conn)
+
+
 class Db:
     """A psycopg connection that takes SQL as written for SQLite (`?` placeholders, no `%`)."""
 
@@ -81,6 +95,35 @@ class Db:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class AsyncDb:
+    """`Db` on the event loop: the same SQL, awaited."""
+
+    def __init__(self, conn: PgAsyncConnection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
+        return await self._conn.execute(Db._sql(sql), params)
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = await self._conn.execute(Db._sql(sql), params)
+        found: list[tuple[Any, ...]] = await cursor.fetchall()
+        return found
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        rows = list(rows)
+        if rows:
+            await self._conn.cursor().executemany(Db._sql(sql), rows)
+
+    def pipeline(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """As `Db.pipeline`."""
+        return self._conn.pipeline()
+
+    def close(self) -> None:
+        """Close at once, from any thread: psycopg's own `close` is a coroutine, and a store is
+        closed by blocking code (at shutdown, with nothing in flight)."""
+        self._conn.pgconn.finish()
 
 
 Tables = Sequence[tuple[str, Sequence[str]]]

@@ -1,0 +1,121 @@
+"""Admissions and leaves written from the event loop on PostgreSQL (`AsyncCommitter`): limits hold
+exactly across replicas, leaves are numbered once across replicas, a cut connection fails one
+batch and the next one runs on a new connection, and refusals still raise their alerts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.audit import PostgresAuditLog
+from gateway.domain.limits import VerificationLimits
+from gateway.errors import DependencyError, RateLimited
+from gateway.ledger import DAY, Admission, PostgresLedger
+from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
+from tests.trust.conftest import event
+from tests.verify.test_ledger import NOON, claim, request
+
+pytestmark = needs_pg
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    with pg_schema() as name:
+        yield name
+
+
+def _ledgers(schema: str, count: int) -> list[PostgresLedger]:
+    assert PG_DSN is not None
+    return [PostgresLedger(PG_DSN, schema=schema) for _ in range(count)]
+
+
+def _cut(application_name: str) -> None:
+    assert PG_DSN is not None
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                      (application_name,))  # fmt: skip
+
+
+def test_two_replicas_on_the_loop_path_share_one_quota_exactly(schema: str) -> None:
+    first, second = _ledgers(schema, 2)
+
+    async def scenario(day: int) -> list[Admission | BaseException]:
+        calls = [
+            (first if i % 2 else second).admit_verification_async(request(claim(f"k{i}"), quota=30), now=NOON + day)
+            for i in range(80)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        for day in range(0, 5 * DAY, DAY):  # a race shows in some rounds, not all: several rounds
+            outcomes = asyncio.run(scenario(day))
+            assert sum(isinstance(o, Admission) for o in outcomes) == 30
+            assert all(isinstance(o, Admission | RateLimited) for o in outcomes), outcomes
+            with pytest.raises(RateLimited, match="daily quota of 30"):  # the blocking path agrees
+                second.admit_verification(request(claim("one more"), quota=30), now=NOON + day)
+        assert [row[4] for row in first.usage("g1")] == [30] * 5
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_loop_path_fails_one_batch_when_its_connection_is_cut_and_then_recovers(schema: str) -> None:
+    (ledger,) = _ledgers(schema, 1)
+
+    async def scenario() -> None:
+        await ledger.admit_verification_async(request(claim("a"), quota=3), now=NOON)
+        _cut("veilgate-ledger")
+        with pytest.raises(DependencyError, match="ledger is unavailable"):
+            await ledger.admit_verification_async(request(claim("b"), quota=3), now=NOON)
+        await ledger.admit_verification_async(request(claim("b"), quota=3), now=NOON)
+        await ledger.admit_verification_async(request(claim("c"), quota=3), now=NOON)
+        with pytest.raises(RateLimited, match="daily quota of 3"):  # the failed one counted nothing
+            await ledger.admit_verification_async(request(claim("d"), quota=3), now=NOON)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        ledger.close()
+
+
+def test_a_refusal_on_the_loop_path_still_raises_its_alert(schema: str) -> None:
+    (ledger,) = _ledgers(schema, 1)
+    limits = VerificationLimits(probe_checks_per_key=1)
+
+    async def scenario() -> None:
+        await ledger.admit_verification_async(request(claim("k", "q1"), limits=limits), now=NOON)
+        with pytest.raises(RateLimited, match="1 different questions"):
+            await ledger.admit_verification_async(request(claim("k", "q2"), limits=limits), now=NOON)
+
+    try:
+        asyncio.run(scenario())
+        eventually(lambda: [a["kind"] for a in ledger.alerts()] == ["probe_limit"])
+    finally:
+        ledger.close()
+
+
+def test_leaves_from_the_loop_of_two_replicas_are_numbered_once(schema: str, tmp_path: Path) -> None:
+    assert PG_DSN is not None
+    logs = [PostgresAuditLog(PG_DSN, schema=schema, key_directory=tmp_path / "audit") for _ in range(2)]
+
+    async def scenario() -> list[int]:
+        return await asyncio.gather(*(logs[n % 2].append_async(event(n)) for n in range(60)))
+
+    try:
+        seqs = asyncio.run(scenario())
+        assert sorted(seqs) == list(range(60))
+        for seq, n in zip(seqs, range(60), strict=True):  # each caller got its own leaf's place
+            leaf = logs[0].leaf(seq)
+            assert leaf is not None and leaf.request_id == event(n).request_id
+        _cut("veilgate-audit")
+        with pytest.raises(Exception, match="audit log cannot be written"):
+            asyncio.run(scenario())
+        assert sorted(asyncio.run(scenario())) == list(range(60, 120))
+        assert logs[1].size() == 120
+    finally:
+        for log in logs:
+            log.close()
