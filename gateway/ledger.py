@@ -772,20 +772,19 @@ class PostgresLedger(Ledger):
         return admission
 
     async def _admit_on_loop(self, conn: postgres_db.AsyncDb, batch: list[_Job]) -> Settle:
-        """`_apply` for a batch of admissions only, awaited: one read, the decisions, the writes
-        in one pipeline. Refusal counts are noted by the writer thread after the COMMIT (they
+        """`_apply` for a batch of admissions only, awaited: one read, the decisions, the writes.
+        Refusal counts are noted by the writer thread after the COMMIT (they
         only feed alerts)."""
         admissions = [(job, waiter) for job, waiter in batch if isinstance(job, _Admit)]
         rows = _Rows()
         for sql, params in _exact_reads(_wanted(admissions), self._join):
             rows.add(await conn.rows(sql, params))
         outcomes, writes, refusals = _decide(admissions, rows)
-        async with conn.pipeline():
-            for sql, values in writes.statements():
-                await conn.executemany(sql, values)
+        for sql, values in writes.statements():  # sent with the COMMIT (the committer's pipeline)
+            await conn.executemany(sql, values)
         for kind, subject, message, dedupe in writes.alerts:
             at = datetime.now(UTC).isoformat(timespec="seconds")
-            if (await conn.execute(_ALERT_SQL, (at, kind, subject, message, dedupe))).rowcount:
+            if await conn.rows(_ALERT_SQL + " RETURNING id", (at, kind, subject, message, dedupe)):
                 log.warning("ALERT %s %s: %s", kind, subject, message)
 
         def note_refusals() -> None:

@@ -82,18 +82,20 @@ def test_the_loop_path_fails_one_batch_when_its_connection_is_cut_and_then_recov
         ledger.close()
 
 
-def test_a_refusal_on_the_loop_path_still_raises_its_alert(schema: str) -> None:
+def test_alerts_from_the_loop_path_are_raised_once(schema: str) -> None:
+    """The rate alert is written with its admission; a refusal's alert after the COMMIT."""
     (ledger,) = _ledgers(schema, 1)
-    limits = VerificationLimits(probe_checks_per_key=1)
+    limits = VerificationLimits(probe_checks_per_key=1, consumer_per_minute=2)
 
     async def scenario() -> None:
         await ledger.admit_verification_async(request(claim("k", "q1"), limits=limits), now=NOON)
         with pytest.raises(RateLimited, match="1 different questions"):
             await ledger.admit_verification_async(request(claim("k", "q2"), limits=limits), now=NOON)
+        await ledger.admit_verification_async(request(claim("m", "q1"), limits=limits), now=NOON)  # 2 of 2
 
     try:
         asyncio.run(scenario())
-        eventually(lambda: [a["kind"] for a in ledger.alerts()] == ["probe_limit"])
+        eventually(lambda: sorted(a["kind"] for a in ledger.alerts()) == ["probe_limit", "rate_80"])
     finally:
         ledger.close()
 
