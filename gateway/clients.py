@@ -184,19 +184,11 @@ class PostgresClientStore(ClientStore):
     def __init__(self, dsn: str, *, schema: str, listen: bool = True, seed_from: Path | None = None) -> None:
         """`seed_from`: a `clients.json` whose accounts are copied in if the table is empty (the
         first replica of an installation that kept its accounts in the file)."""
-        self._db = postgres_db.Reader(dsn, schema, name="veilgate-clients", unavailable=_UNAVAILABLE)
+        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_clients", (_PG_SCHEMA,))
         if seed_from is not None and (seeded := self.import_from(seed_from)):
             log.warning("client accounts: %d copied from %s into PostgreSQL", seeded, seed_from)
-        self._watched = postgres_db.Watched(
-            dsn,
-            schema,
-            name="veilgate-clients-listener",
-            channel=_CHANNEL,
-            load=self._load,
-            unavailable=_UNAVAILABLE,
-            listen=listen,
-        )
+        self._watched = postgres_db.Watched(dsn, schema, channel=_CHANNEL, load=self._load, listen=listen)
 
     def import_from(self, path: Path) -> int | None:
         """Copy the accounts of a `clients.json` here, if there are none yet (else None)."""

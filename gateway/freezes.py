@@ -122,17 +122,9 @@ class PostgresFreezeStore(FreezeStore):
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
         """`listen=False`: no copy in memory, every `active()` reads the rows (a CLI command, say)."""
-        self._db = postgres_db.Reader(dsn, schema, name="veilgate-freezes", unavailable=_UNAVAILABLE)
+        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_freezes", _PG_SCHEMA)
-        self._watched = postgres_db.Watched(
-            dsn,
-            schema,
-            name="veilgate-freezes-listener",
-            channel=_CHANNEL,
-            load=self._load,
-            unavailable=_UNAVAILABLE,
-            listen=listen,
-        )
+        self._watched = postgres_db.Watched(dsn, schema, channel=_CHANNEL, load=self._load, listen=listen)
 
     def active(self) -> Freezes:
         return self._watched.get()

@@ -253,7 +253,7 @@ class PostgresJobStore(JobStore):
     _select_for_update = _SELECT_ONE + " FOR UPDATE"
 
     def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_db.Reader(dsn, schema, name="veilgate-jobs", unavailable=_UNAVAILABLE)
+        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_jobs", (_SCHEMA,))
 
     def _transaction(self) -> AbstractContextManager[Any]:

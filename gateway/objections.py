@@ -128,7 +128,7 @@ def _row(objection: dict[str, Any]) -> tuple[str, str, str, str]:
 
 class PostgresObjectionStore(ObjectionStore):
     def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_db.Reader(dsn, schema, name="veilgate-objections", unavailable=_UNAVAILABLE)
+        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_objections", (_PG_SCHEMA,))
 
     def _add(self, made: dict[str, Any]) -> None:

@@ -225,18 +225,10 @@ class PostgresPolicyStore(PolicyStore):
     kept in memory by every replica and renewed on each NOTIFY."""
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
-        self._db = postgres_db.Reader(dsn, schema, name="veilgate-policy", unavailable=_UNAVAILABLE)
+        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_policy", _PG_SCHEMA)
         self._db.write("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(_EMPTY),))
-        self._watched = postgres_db.Watched(
-            dsn,
-            schema,
-            name="veilgate-policy-listener",
-            channel=_CHANNEL,
-            load=self._changes,
-            unavailable=_UNAVAILABLE,
-            listen=listen,
-        )
+        self._watched = postgres_db.Watched(dsn, schema, channel=_CHANNEL, load=self._changes, listen=listen)
 
     def _changes(self) -> int:
         return int(self._db.rows("SELECT changes FROM policy_state WHERE id = 1")[0][0])

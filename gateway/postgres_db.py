@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -151,26 +152,58 @@ def copy_tables(db: Db, source: Path, tables: Tables) -> int:
     return copied
 
 
-class Reader:
-    """One connection shared by the threads of a process, for what is not written in group
-    commits (reads, setting up tables, a store's own small transactions). A connection that was
-    cut (a restart, a failover) is replaced: a read is tried once more at once, a transaction
-    fails (DependencyError) and the next one runs on a new connection."""
+class _Session:
+    """A connection and the lock that orders its users: one `Reader`'s own, or shared by the
+    `Reader.shared` handles of one process."""
 
-    def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str) -> None:
-        self._open = functools.partial(connect, dsn, schema, name=name, unavailable=unavailable)
+    def __init__(self, dsn: str, schema: str, name: str) -> None:
+        self.dsn, self.schema, self.name = dsn, schema, name
+        self.lock = threading.RLock()  # a read inside a store's transaction runs in it
+        self.conn: PgConnection | None = None
+        self.users = 0
+
+
+_sharing = threading.Lock()
+"""Guards the shared sessions and listeners, and who uses them."""
+_shared_sessions: dict[tuple[int, str, str], _Session] = {}
+
+
+class Reader:
+    """A store's connection for what is not written in group commits (reads, setting up tables,
+    its own small transactions), shared by the threads of a process. A connection that was cut
+    (a restart, a failover) is replaced: a read is tried once more at once, a transaction fails
+    (DependencyError) and the next one runs on a new connection."""
+
+    def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str, session: _Session | None = None) -> None:
+        self._session = session or _Session(dsn, schema, name)
+        with _sharing:
+            self._session.users += 1
         self._unavailable = unavailable
-        self._lock = threading.RLock()  # a read inside a store's transaction runs in it
-        self._conn: PgConnection | None = self._open()
+        try:
+            with self._session.lock:
+                self._connection()  # fail fast: a store that cannot be read does not open
+        except DependencyError:
+            self.close()
+            raise
+
+    @classmethod
+    def shared(cls, dsn: str, schema: str, *, unavailable: str) -> Reader:
+        """A handle on the one connection (`veilgate-reader`) that the stores of a process read
+        rarely through (accounts, freezes, policy, jobs, objections): one connection for them
+        all, not one each. Their transactions take turns; errors still name the store."""
+        with _sharing:
+            key = (os.getpid(), dsn, schema)  # a forked process opens its own
+            session = _shared_sessions.setdefault(key, _Session(dsn, schema, "veilgate-reader"))
+        return cls(dsn, schema, name=session.name, unavailable=unavailable, session=session)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._session.lock:
             found: list[tuple[Any, ...]] = self._run(sql, params).fetchall()
             return found
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement in its own transaction (autocommit); how many rows it changed."""
-        with self._lock:
+        with self._session.lock:
             changed: int = self._run(sql, params).rowcount
             return changed
 
@@ -188,7 +221,7 @@ class Reader:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Db]:
         """One transaction, under the lock: committed when the block ends, rolled back if it raises."""
-        with self._lock:
+        with self._session.lock:
             conn = self._connection()
             try:
                 with conn.transaction():
@@ -206,35 +239,44 @@ class Reader:
                 db.execute(statement)
 
     def _connection(self) -> PgConnection:
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
+        session = self._session
+        if session.conn is None:
+            session.conn = connect(session.dsn, session.schema, name=session.name, unavailable=self._unavailable)
+        return session.conn
 
     def _drop(self) -> None:
-        if self._conn is not None:
+        if self._session.conn is not None:
             with contextlib.suppress(Exception):
-                self._conn.close()
-        self._conn = None
+                self._session.conn.close()
+        self._session.conn = None
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
+        """The connection closes with the last handle on it."""
+        with _sharing:
+            self._session.users -= 1
+            if self._session.users:
+                return
+            for key, session in list(_shared_sessions.items()):
+                if session is self._session:
+                    del _shared_sessions[key]
+        with self._session.lock:
+            self._drop()
 
 
 _RELISTEN_SECONDS = 1.0
 """After a failure, how long the listener waits before it connects again."""
-_WAKE_SECONDS = 0.25
-"""How often a waiting listener checks whether it should stop (`close` waits at most this long)."""
+_WAKE_SECONDS = 0.05
+"""How often the listener looks for new values to watch, and whether it should stop."""
 
 
 class Watched(Generic[Value]):
     """A value read from PostgreSQL and kept in memory, renewed whenever a change NOTIFYs
     `channel`: what every request consults (freezes, client accounts) at no database cost.
 
-    While the listening connection is down, `get` reads the value on every call instead (a
-    change is never missed, only slower to see), and fails while it cannot read it. A change made
-    through this process calls `renew`, so it is in force here on the next request, notice or not.
+    While the process's listener is not connected, `get` reads the value on every call instead
+    (a change is never missed, only slower to see), and fails while it cannot read it. A change
+    made through this process calls `renew`, so it is in force here on the next request, notice
+    or not.
     """
 
     def __init__(
@@ -242,27 +284,21 @@ class Watched(Generic[Value]):
         dsn: str,
         schema: str,
         *,
-        name: str,
         channel: str,
         load: Callable[[], Value],
-        unavailable: str,
         listen: bool = True,
     ) -> None:
-        """`name`: of the listening connection; `listen=False`: no copy, `get` always reads."""
-        self._connect = functools.partial(connect, dsn, schema, name=name, unavailable=unavailable)
-        self._channel = channel
+        """`listen=False`: no copy, `get` always reads (a CLI command, say)."""
+        self.channel = channel
         self._load = load
         self._value: Value | None = None
         self._live = False
-        """Whether the listener is connected: only then is a copy kept (`_value`)."""
+        """Whether the listener is connected and listening here: only then is a copy kept."""
         self._reload_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._listener: threading.Thread | None = None
+        self.listening = threading.Event()
+        self._listener = _Listener.join(dsn, schema, self) if listen else None
         if listen:
-            listening = threading.Event()
-            self._listener = threading.Thread(target=self._listen, args=(listening,), name=name, daemon=True)
-            self._listener.start()
-            listening.wait(timeout=5)  # usually at once; until then, `get` reads
+            self.listening.wait(timeout=5)  # usually at once; until then, `get` reads
 
     def get(self) -> Value:
         value = self._value
@@ -276,7 +312,11 @@ class Watched(Generic[Value]):
         except Exception:
             with self._reload_lock:
                 self._value = None
-            log.warning("%s: renewing after a change failed; reading on every request", self._channel, exc_info=True)
+            log.warning("%s: renewing after a change failed; reading on every request", self.channel, exc_info=True)
+
+    @property
+    def live(self) -> bool:
+        return self._live
 
     def _reload(self) -> None:
         """Read and replace as one step, and only while listening: a read that began before a
@@ -285,36 +325,86 @@ class Watched(Generic[Value]):
             if self._live:
                 self._value = self._load()
 
-    def _set_live(self, live: bool) -> None:
+    def set_live(self, live: bool) -> None:
+        """For the listener: listening now (then `_reload`), or not (`get` reads)."""
         with self._reload_lock:
             self._live = live
             self._value = None
 
-    def _listen(self, listening: threading.Event) -> None:
-        """LISTEN, load, then reload on every notice; on a failure, drop the value (`get` reads)
-        and connect again."""
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.leave(self)
+
+
+_listeners: dict[tuple[int, str, str], _Listener] = {}
+
+
+class _Listener:
+    """The one LISTEN connection of a process (`veilgate-listener`), for every `Watched` value:
+    one connection and one thread, not one each. On a failure, every value it serves is read
+    on each use until it listens again."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self._key = (os.getpid(), dsn, schema)
+        self._connect = functools.partial(
+            connect, dsn, schema, name="veilgate-listener", unavailable="change notices cannot be received"
+        )
+        self._watched: list[Watched[Any]] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="veilgate-listener", daemon=True)
+
+    @classmethod
+    def join(cls, dsn: str, schema: str, watched: Watched[Any]) -> _Listener:
+        with _sharing:
+            listener = _listeners.get((os.getpid(), dsn, schema))
+            if listener is None:
+                listener = _listeners[(os.getpid(), dsn, schema)] = cls(dsn, schema)
+                listener._thread.start()
+            listener._watched.append(watched)
+        return listener
+
+    def leave(self, watched: Watched[Any]) -> None:
+        """The thread stops with the last value it serves."""
+        with _sharing:
+            self._watched.remove(watched)
+            if self._watched:
+                return
+            del _listeners[self._key]
+        self._stopping.set()
+        self._thread.join(timeout=_RELISTEN_SECONDS + 1)
+
+    def _serving(self) -> list[Watched[Any]]:
+        with _sharing:
+            return list(self._watched)
+
+    def _listen(self) -> None:
+        """LISTEN on each value's channel, load it, then reload on every notice; on a failure,
+        every value reads on each use until this connects and listens again."""
         while not self._stopping.is_set():
             conn = None
             try:
                 conn = self._connect()
-                conn.execute(f"LISTEN {self._channel}")  # a fixed name of the store, not input
-                self._set_live(True)
-                self._reload()  # after LISTEN: no change falls between the two
-                listening.set()
+                channels: set[str] = set()
                 while not self._stopping.is_set():
-                    for _notice in conn.notifies(timeout=_WAKE_SECONDS, stop_after=1):
-                        self._reload()
-            except Exception:  # any failure: read on every call, and try again
-                self._set_live(False)
-                log.warning("%s: listening failed; reading on every request until it works", self._channel,
-                            exc_info=True)  # fmt: skip
+                    serving = self._serving()
+                    for watched in serving:
+                        if watched.channel not in channels:
+                            conn.execute(f"LISTEN {watched.channel}")  # a fixed name of a store, not input
+                            channels.add(watched.channel)
+                        if not watched.live:  # new here, or after a failure
+                            watched.set_live(True)
+                            watched._reload()  # after LISTEN: no change falls between the two
+                            watched.listening.set()
+                    for notice in conn.notifies(timeout=_WAKE_SECONDS, stop_after=1):
+                        for watched in serving:
+                            if watched.channel == notice.channel:
+                                watched._reload()
+            except Exception:  # any failure: read on every use, and try again
+                for watched in self._serving():
+                    watched.set_live(False)
+                log.warning("listening for changes failed; reading on every request until it works", exc_info=True)
                 self._stopping.wait(_RELISTEN_SECONDS)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
-
-    def close(self) -> None:
-        self._stopping.set()
-        if self._listener is not None:
-            self._listener.join(timeout=_RELISTEN_SECONDS + _WAKE_SECONDS + 1)

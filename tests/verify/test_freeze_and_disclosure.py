@@ -160,7 +160,7 @@ def test_freezes_in_postgres_reach_every_replica_and_survive_a_cut_listener() ->
             with psycopg.connect(PG_DSN, autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'veilgate-freezes-listener'"
+                    "WHERE application_name = 'veilgate-listener'"
                 )
             consumer = (FreezeKind.CONSUMER, "demo-business")
             here.freeze(*consumer, by="admin-a", reason="abuse")
