@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -52,10 +53,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         if made is not None:
             log.info("audit checkpoint signed: %d leaves", made.size)
 
-    def fail_overdue_jobs() -> None:
+    def look_after_jobs(*, grace_seconds: float = job_services.UNCLAIMED_GRACE_SECONDS) -> None:
         for job_id in job_services.fail_overdue(rt):
             log.warning("job %s is long past its time limit and still running: its process stopped; marked failed",
                         job_id)  # fmt: skip
+        for job_id in job_services.start_unclaimed(rt, grace_seconds=grace_seconds):
+            log.warning("job %s was approved but its run never started (its process stopped); starting it", job_id)
 
     async def housekeeping_every_interval() -> None:
         while True:
@@ -65,9 +68,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             except Exception:  # a failed checkpoint is retried next interval; serving goes on
                 log.exception("audit checkpoint failed")
             try:
-                await asyncio.to_thread(fail_overdue_jobs)
+                await asyncio.to_thread(look_after_jobs)
             except Exception:  # tried again next interval
-                log.exception("looking for overdue jobs failed")
+                log.exception("looking after jobs failed")
 
     def reload_policy() -> None:
         try:
@@ -100,7 +103,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             await asyncio.to_thread(checkpoint)
         for job_id in await asyncio.to_thread(rt.jobs.fail_orphans):
             log.warning("job %s was running in a process that stopped; marked failed", job_id)
-        await asyncio.to_thread(fail_overdue_jobs)
+        await asyncio.to_thread(functools.partial(look_after_jobs, grace_seconds=0))
         await asyncio.to_thread(warm_up)
         task = asyncio.create_task(housekeeping_every_interval())
         try:

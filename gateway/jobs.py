@@ -202,6 +202,12 @@ class JobStore:
                 )
         return orphans
 
+    def waiting(self, *, approved_before: datetime) -> list[Job]:
+        """Jobs approved before then that no process has claimed (`claim_run`)."""
+        stamp = approved_before.astimezone(UTC).isoformat(timespec="seconds")
+        return [_job(r) for r in self._rows(_SELECT + " WHERE status = 'approved' AND updated <= ? ORDER BY updated",
+                                            (stamp,))]  # fmt: skip
+
     def running(self) -> list[Job]:
         """Every job some process is running now, or was when it stopped."""
         return [_job(r) for r in self._rows(_SELECT + " WHERE status = 'running' ORDER BY updated", ())]

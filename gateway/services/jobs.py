@@ -132,8 +132,27 @@ def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason:
     service = _service(policy_admin.current(rt).bundle, job.service)
     reviewed = rt.jobs.review(job_id, reviewer.client_id, decision, reason, service.reviewers)
     if reviewed.status == "approved":
-        threading.Thread(target=run, args=(rt, job_id), name=f"job-{job_id}", daemon=True).start()
+        _start(rt, job_id)
     return reviewed
+
+
+def _start(rt: Runtime, job_id: str) -> None:
+    threading.Thread(target=run, args=(rt, job_id), name=f"job-{job_id}", daemon=True).start()
+
+
+UNCLAIMED_GRACE_SECONDS = 60
+"""How long an approved job may wait for the run its approval started, before any process
+that shares the job store starts one (only one of them runs it: `JobStore.claim_run`)."""
+
+
+def start_unclaimed(rt: Runtime, *, grace_seconds: float = UNCLAIMED_GRACE_SECONDS) -> list[str]:
+    """Start the approved jobs that no process runs: the approving process stopped before its run
+    began. At startup (no grace: this process approved nothing yet) and every checkpoint
+    interval. Returns their ids."""
+    waiting = rt.jobs.waiting(approved_before=datetime.now(UTC) - timedelta(seconds=grace_seconds))
+    for job in waiting:
+        _start(rt, job.id)
+    return [job.id for job in waiting]
 
 
 OVERDUE_GRACE_SECONDS = 600

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.errors import Conflict
 from gateway.jobs import SqliteJobStore
+from gateway.services import jobs as job_services
 from gateway.services.receipts import verify_receipt
 from tests.conftest import REPO
 from tests.jobs.conftest import Jobs, needs_isolation
@@ -256,3 +257,23 @@ def test_a_job_left_running_by_another_host_is_failed_once_overdue(jobs_gateway:
         failed, running = restarted.status(overdue), restarted.status(recent)
     assert failed["status"] == "failed" and "long past its time limit" in failed["reason"]
     assert running["status"] == "running"  # it may still be running over there
+
+
+def test_an_approved_job_whose_run_never_started_runs_after_a_restart(
+    jobs_gateway: Callable[..., Jobs], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The approving process stopped between the approval and the start of the run: the next
+    gateway to start (or any replica, a minute later) runs it, once."""
+    jobs = jobs_gateway()
+    with monkeypatch.context() as stopped:
+        stopped.setattr(job_services, "_start", lambda _rt, _job_id: None)  # the process dies first
+        code = (EXAMPLES / "enterprises_by_status.py").read_text()
+        job_id = jobs.submit(code, outputs=["enterprises_by_status"]).json()["id"]
+        assert jobs.review(job_id, "demo-admin").status_code == 200
+        assert jobs.review(job_id, "demo-approver").status_code == 200
+        assert jobs.status(job_id)["status"] == "approved"
+    restarted = jobs_gateway()
+    with restarted.client:  # startup starts the approved jobs nobody runs
+        outcome = restarted.wait(job_id)
+    assert outcome["status"] == "finished", outcome
+    assert outcome["result"]["result"]["outputs"]["enterprises_by_status"]["status"] == "released"
