@@ -22,7 +22,6 @@ again without showing the key.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import os
 import secrets
@@ -39,7 +38,7 @@ from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
 from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import AsyncCommitter, GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
+from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
 
 _DB_FILE = "log.sqlite3"
 _SUBJECT_KEY_FILE = "subject.key"
@@ -410,28 +409,13 @@ class PostgresAuditLog(AuditLog):
     def __init__(self, dsn: str, *, schema: str, key_directory: Path) -> None:
         key_directory.mkdir(parents=True, exist_ok=True)
         os.chmod(key_directory, 0o700)
-        connect = functools.partial(postgres_db.connect, dsn, schema, name="veilgate-audit", unavailable=_UNAVAILABLE)
         self._read = postgres_db.Reader(dsn, schema, name="veilgate-audit", unavailable=_UNAVAILABLE)
         self._read.create_tables("veilgate_audit", _PG_SCHEMA)
-        writer: GroupCommitter[_Append, postgres_db.Db] = GroupCommitter(
-            "audit-writer",
-            lambda: postgres_db.Db(connect()),
-            self._apply,
-            limit=_BATCH_LIMIT,
-            fail=_fail,
-            begin=("BEGIN", f"SELECT pg_advisory_xact_lock({_PG_LOCK})"),  # a constant, not input
-        )
+        writer, self._loop_writer = postgres_db.committers(
+            dsn, schema, name="veilgate-audit", unavailable=_UNAVAILABLE, lock=_PG_LOCK,
+            apply=self._apply, apply_on_loop=self._append_on_loop, fail=_fail, limit=_BATCH_LIMIT,
+        )  # fmt: skip
         super().__init__(key_directory, writer)
-        connect_async = functools.partial(
-            postgres_db.connect_async, dsn, schema, name="veilgate-audit", unavailable=_UNAVAILABLE
-        )
-        self._loop_writer: AsyncCommitter[_Append, postgres_db.AsyncDb] = AsyncCommitter(
-            connect_async,
-            self._append_on_loop,
-            limit=_BATCH_LIMIT,
-            fail=_fail,
-            begin=(f"SELECT pg_advisory_xact_lock({_PG_LOCK})",),  # a constant, not input
-        )
 
     async def append_async(self, event: AuditEvent) -> int:
         """Numbered and written on the loop (`AsyncCommitter`)."""

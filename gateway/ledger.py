@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from gateway import postgres_db
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, LimitReached
-from gateway.group_commit import AsyncCommitter, GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
+from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY_SECONDS = 60.0
@@ -743,28 +743,13 @@ class PostgresLedger(Ledger):
     IMMEDIATE does: admissions of every replica are applied one batch at a time."""
 
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
-        connect = functools.partial(postgres_db.connect, dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE)
         self._read = postgres_db.Reader(dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE)
         self._read.create_tables("veilgate_ledger", _PG_SCHEMA)
-        writer: GroupCommitter[_Job, postgres_db.Db] = GroupCommitter(
-            "ledger-writer",
-            lambda: postgres_db.Db(connect()),
-            self._apply_pipelined,
-            limit=_BATCH_LIMIT,
-            fail=_fail,
-            begin=("BEGIN", f"SELECT pg_advisory_xact_lock({_PG_LOCK})"),  # a constant, not input
-        )
+        writer, self._loop_writer = postgres_db.committers(
+            dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE, lock=_PG_LOCK,
+            apply=self._apply_pipelined, apply_on_loop=self._admit_on_loop, fail=_fail, limit=_BATCH_LIMIT,
+        )  # fmt: skip
         super().__init__(writer)
-        connect_async = functools.partial(
-            postgres_db.connect_async, dsn, schema, name="veilgate-ledger", unavailable=_UNAVAILABLE
-        )
-        self._loop_writer: AsyncCommitter[_Job, postgres_db.AsyncDb] = AsyncCommitter(
-            connect_async,
-            self._admit_on_loop,
-            limit=_BATCH_LIMIT,
-            fail=_fail,
-            begin=(f"SELECT pg_advisory_xact_lock({_PG_LOCK})",),  # a constant, not input
-        )
 
     async def admit_verification_async(self, request: VerificationRequest, *, now: float) -> Admission:
         """Decided and written on the loop (`AsyncCommitter`)."""

@@ -3,8 +3,10 @@ the freezes, the jobs and the client accounts.
 
 The stores keep one set of SQL, written with SQLite's `?` placeholders; `Db` runs it on a psycopg
 connection. Connections are named (`application_name`), live in the deployment's schema, and
-`Reader` reads once more on a new connection after a cut (a restart, a failover). psycopg is
-imported only here and only when a DSN is configured: installations on SQLite need no driver.
+`Reader` reads once more on a new connection after a cut (a restart, a failover). A process holds
+few: the stores read rarely share one (`Reader.shared`), the values kept in memory share one
+listener (`Watched`), and the ledger and the audit log each write through `committers`. psycopg
+is imported only here and only when a DSN is configured: installations on SQLite need no driver.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.errors import ConfigurationError, DependencyError
+from gateway.group_commit import AsyncCommitter, GroupCommitter, Settle
 
 if TYPE_CHECKING:  # the driver is optional at run time
     from psycopg import AsyncConnection, Connection
@@ -69,6 +72,43 @@ async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -
     except psycopg.Error as exc:
         raise DependencyError(unavailable) from exc
     return AsyncDb(conn)
+
+
+Item = TypeVar("Item")
+
+
+def committers(
+    dsn: str,
+    schema: str,
+    *,
+    name: str,
+    unavailable: str,
+    lock: int,
+    apply: Callable[[Db, list[Item]], Settle],
+    apply_on_loop: Callable[[AsyncDb, list[Item]], Awaitable[Settle]],
+    fail: Callable[[list[Item], BaseException], None],
+    limit: int,
+) -> tuple[GroupCommitter[Item, Db], AsyncCommitter[Item, AsyncDb]]:
+    """A store's two writers: a thread for blocking callers, and the event loop for the request
+    path (`AsyncCommitter`). Every batch of either holds the store's advisory lock `lock`, so
+    the batches of every replica take turns."""
+    take_lock = f"SELECT pg_advisory_xact_lock({int(lock)})"  # an integer, not input
+    thread: GroupCommitter[Item, Db] = GroupCommitter(
+        f"{name}-writer",
+        lambda: Db(connect(dsn, schema, name=name, unavailable=unavailable)),
+        apply,
+        limit=limit,
+        fail=fail,
+        begin=("BEGIN", take_lock),
+    )
+    on_loop: AsyncCommitter[Item, AsyncDb] = AsyncCommitter(
+        functools.partial(connect_async, dsn, schema, name=name, unavailable=unavailable),
+        apply_on_loop,
+        limit=limit,
+        fail=fail,
+        begin=(take_lock,),
+    )
+    return thread, on_loop
 
 
 class Db:
