@@ -331,10 +331,13 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
 
     def put(self, item: Item) -> None:
         """Queue `item` from the running loop (check `usable()` first)."""
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # an idle committer taken over by another loop: a connection of its own
+            self._drop()
+            self._loop = loop
         self._pending.append(item)
         if self._task is None:  # it starts after the callbacks already ready: they may add to the batch
-            self._task = self._loop.create_task(self._drain())
+            self._task = loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
