@@ -464,7 +464,11 @@ def _solve(stats: Any, size: int, scale: float) -> tuple[Any, Any, float, float]
             position += 1
     p = size - 1
     xtx, xty, yty = full[:p, :p], full[:p, p], full[p, p]
-    ridge = 2.0 * scale  # a public constant: keeps a noisy X'X invertible
+    # Plain least squares while the noisy X'X is positive definite. A ridge (a public constant)
+    # only where it is not: it keeps the solve possible, but it shrinks the coefficients, and as
+    # the rule it biased them by about a third of their standard error and left the stated 95%
+    # intervals covering about 92% (measured over repeated fits).
+    ridge = 0.0 if np.linalg.eigvalsh(xtx)[0] > 0 else 2.0 * scale
     regularised = xtx + ridge * np.eye(p)
     beta = np.linalg.solve(regularised, xty)
     rows = xtx[0, 0] / (UNITS * UNITS)

@@ -9,7 +9,11 @@ from decimal import Decimal
 
 from tests.models.conftest import SYNTHETIC_ROWS, TRUE_COEFFICIENTS, Client
 
-FITS = 30
+FITS = 150
+COVERAGE_FLOOR = 0.85
+"""Stated 95% intervals cover about 94% here. Over 150 fits, fewer than 85% covered is 4 standard
+deviations below that (a false failure about once in 30,000 runs), while intervals that cover
+85% or less fail at least half the time, and intervals that ignore the noise every time."""
 
 
 def test_coefficients_land_within_their_stated_uncertainty(models_gateway: Callable[..., Client]) -> None:
@@ -27,7 +31,7 @@ def test_coefficients_land_within_their_stated_uncertainty(models_gateway: Calla
             widths[coefficient["name"]].append(high - low)
         assert abs(result["rows"] - SYNTHETIC_ROWS) < 0.05 * SYNTHETIC_ROWS
     for name in TRUE_COEFFICIENTS:
-        assert covered[name] >= 0.8 * FITS, (name, covered[name])
+        assert covered[name] >= COVERAGE_FLOOR * FITS, (name, covered[name])
         # informative intervals, not blanket ones: at epsilon 0.5 on 20,000 rows
         assert max(widths[name]) < {"intercept": 3.0, "x1": 0.6, "x2": 0.3}[name], (name, max(widths[name]))
 
