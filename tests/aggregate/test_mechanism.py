@@ -116,16 +116,21 @@ def _coverage(template: AggregateTemplate, truth: dict[str, list[int]], epsilon:
     return covered, total
 
 
+# Over 10,000 intervals the observed share varies by about 0.002 around the true coverage (about
+# 0.960 for counts: a discrete interval cannot stop at exactly 95%): [0.94, 0.97] holds it by
+# four standard deviations or more on either side, and still fails intervals that are too wide.
+
+
 def test_count_intervals_cover_about_95_percent() -> None:
     truth = {"rows": [400, 3, 0, 1200]}
     covered, total = _coverage(_template(measure="count"), truth, "0.5", 2500)
-    assert 0.94 <= covered / total <= 0.965, covered / total
+    assert 0.94 <= covered / total <= 0.97, covered / total
 
 
 def test_sum_intervals_cover_about_95_percent() -> None:
     truth = {"sum": [4000, 0, 120, 99999]}  # in units of the granularity (0.5)
     covered, total = _coverage(_template(measure="sum", column="amount", granularity="0.5"), truth, "2", 2500)
-    assert 0.94 <= covered / total <= 0.965, covered / total
+    assert 0.94 <= covered / total <= 0.97, covered / total
 
 
 def test_mean_intervals_cover_at_least_95_percent() -> None:
