@@ -7,6 +7,9 @@ from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 
+import numpy as np
+
+from gateway.services.models import _solve
 from tests.models.conftest import SYNTHETIC_ROWS, TRUE_COEFFICIENTS, Client
 
 FITS = 150
@@ -84,3 +87,23 @@ def test_fits_refuse_what_is_not_allowed_without_charge(models_gateway: Callable
     assert capped.fit("synthetic-regression", epsilon="0.6").status_code == 200
     refused = capped.fit("synthetic-regression", epsilon="0.5")
     assert refused.status_code == 409 and "global budget" in refused.json()["detail"]
+
+
+def _packed(full: np.ndarray) -> np.ndarray:
+    """The upper triangle of a symmetric matrix, row by row: how the sufficient statistics travel."""
+    return np.array([full[i, j] for i in range(len(full)) for j in range(i, len(full))])
+
+
+def test_least_squares_are_plain_unless_the_noisy_cross_products_are_not_positive_definite() -> None:
+    """The ridge biases coefficients, so it is kept for a noisy X'X that cannot be solved as is."""
+    xtx = np.array([[4.0, 2.0], [2.0, 3.0]])
+    beta_true = np.array([1.5, -0.5])
+    xty = xtx @ beta_true
+    full = np.zeros((3, 3))
+    full[:2, :2], full[:2, 2], full[2, :2], full[2, 2] = xtx, xty, xty, 10.0
+    beta, *_ = _solve(_packed(full), 3, scale=1.0)
+    assert np.allclose(beta, beta_true)  # positive definite: exactly least squares, no shrinkage
+    full[:2, :2] = [[1.0, 2.0], [2.0, 1.0]]  # noise made it indefinite (eigenvalues 3 and -1)
+    beta, cov, *_ = _solve(_packed(full), 3, scale=1.0)
+    assert np.all(np.isfinite(beta)) and np.all(np.isfinite(cov))
+    assert np.allclose(beta, np.linalg.solve(full[:2, :2] + 2.0 * np.eye(2), full[:2, 2]))  # the ridge
