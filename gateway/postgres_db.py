@@ -215,9 +215,11 @@ class Reader:
     (DependencyError) and the next one runs on a new connection."""
 
     def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str, session: _Session | None = None) -> None:
-        self._session = session or _Session(dsn, schema, name)
-        with _sharing:
-            self._session.users += 1
+        """`session`: a shared one, already counting this handle among its users (`shared`)."""
+        if session is None:
+            session = _Session(dsn, schema, name)
+            session.users = 1
+        self._session = session
         self._unavailable = unavailable
         try:
             with self._session.lock:
@@ -231,9 +233,10 @@ class Reader:
         """A handle on the one connection (`veilgate-reader`) that the stores of a process read
         rarely through (accounts, freezes, policy, jobs, objections): one connection for them
         all, not one each. Their transactions take turns; errors still name the store."""
-        with _sharing:
+        with _sharing:  # found and counted at once: a last handle closing meanwhile cannot drop it
             key = (os.getpid(), dsn, schema)  # a forked process opens its own
             session = _shared_sessions.setdefault(key, _Session(dsn, schema, "veilgate-reader"))
+            session.users += 1
         return cls(dsn, schema, name=session.name, unavailable=unavailable, session=session)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -335,6 +338,7 @@ class Watched(Generic[Value]):
         self._live = False
         """Whether the listener is connected and listening here: only then is a copy kept."""
         self._reload_lock = threading.Lock()
+        self._closed = False
         self.listening = threading.Event()
         self._listener = _Listener.join(dsn, schema, self) if listen else None
         if listen:
@@ -368,10 +372,13 @@ class Watched(Generic[Value]):
     def set_live(self, live: bool) -> None:
         """For the listener: listening now (then `_reload`), or not (`get` reads)."""
         with self._reload_lock:
-            self._live = live
+            self._live = live and not self._closed  # a notice that races `close` reads nothing
             self._value = None
 
     def close(self) -> None:
+        with self._reload_lock:
+            self._closed = True
+        self.set_live(False)
         if self._listener is not None:
             self._listener.leave(self)
 
