@@ -161,6 +161,26 @@ class JobStore:
             )
         return self.get(job_id)
 
+    def requeue(self, job_id: str, by: str, reason: str) -> Job:
+        """failed -> approved, for a job that released nothing (its process stopped, say): it runs
+        again under its approvals, and the run checks everything again. Recorded with the reviews."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            row = conn.execute(self._select_for_update, (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id[:40]}")
+            job = _job(row)
+            if job.status != "failed" or job.result is not None:
+                raise Conflict(f"job {job_id} is {job.status}: only a failed job that released nothing runs again")
+            reviews = [*job.reviews, {"reviewer": by, "decision": "requeue", "reason": reason,
+                                      "code_sha256": job.code_sha256, "at": now}]  # fmt: skip
+            conn.execute(
+                "UPDATE jobs SET reviews = ?, status = 'approved', updated = ?, reason = NULL, stdout = NULL, "
+                "stderr = NULL WHERE id = ?",
+                (json.dumps(reviews), now, job_id),
+            )
+        return self.get(job_id)
+
     def claim_run(self, job_id: str) -> Job:
         """approved -> running, once: only one process runs a job."""
         now = datetime.now(UTC).isoformat(timespec="seconds")

@@ -136,6 +136,13 @@ def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason:
     return reviewed
 
 
+def requeue(rt: Runtime, admin: Principal, job_id: str, reason: str) -> Job:
+    """Run again a failed job that released nothing (`JobStore.requeue`), at once."""
+    requeued = rt.jobs.requeue(job_id, admin.client_id, reason)
+    _start(rt, job_id)
+    return requeued
+
+
 def _start(rt: Runtime, job_id: str) -> None:
     threading.Thread(target=run, args=(rt, job_id), name=f"job-{job_id}", daemon=True).start()
 

@@ -277,3 +277,33 @@ def test_an_approved_job_whose_run_never_started_runs_after_a_restart(
         outcome = restarted.wait(job_id)
     assert outcome["status"] == "finished", outcome
     assert outcome["result"]["result"]["outputs"]["enterprises_by_status"]["status"] == "released"
+
+
+def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: Callable[..., Jobs]) -> None:
+    """A job failed by a stopped process released nothing: it runs again under its approvals. A
+    job that ran is not run again, and only administrators requeue."""
+    jobs = jobs_gateway()
+    code = (EXAMPLES / "enterprises_by_status.py").read_text()
+    with pytest.MonkeyPatch.context() as stopped:
+        stopped.setattr(job_services, "_start", lambda _rt, _job_id: None)
+        job_id = jobs.submit(code, outputs=["enterprises_by_status"]).json()["id"]
+        assert jobs.review(job_id, "demo-admin").status_code == 200
+        assert jobs.review(job_id, "demo-approver").status_code == 200
+    store = jobs.installation.settings.state_dir / "jobs" / "jobs.sqlite3"
+    with sqlite3.connect(store) as conn:  # it was running in a process that is gone
+        conn.execute("UPDATE jobs SET status = 'running', runner = ? WHERE id = ?",
+                     (f"{socket.gethostname()}:{_finished_pid()}", job_id))  # fmt: skip
+    restarted = jobs_gateway()
+    with restarted.client:
+        assert restarted.status(job_id)["status"] == "failed"
+        path = f"/v1/admin/jobs/{job_id}/requeue"
+        body = {"reason": "the gateway restarted during the run"}
+        assert restarted.client.post(path, json=body, headers=restarted.headers["demo-researcher"]).status_code == 403
+        assert restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"]).status_code == 200
+        outcome = restarted.wait(job_id)
+        assert outcome["status"] == "finished", outcome
+        assert outcome["result"]["result"]["outputs"]["enterprises_by_status"]["status"] == "released"
+        again = restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"])
+        assert again.status_code == 409 and "released nothing" in again.text
+        reviews = restarted.admin_view(job_id)["reviews"]
+        assert [(r["reviewer"], r["decision"]) for r in reviews][-1] == ("demo-admin", "requeue")

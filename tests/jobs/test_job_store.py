@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,21 @@ def test_only_one_handle_runs_a_job(open_store: Callable[[], JobStore]) -> None:
     for thread in threads:
         thread.join()
     assert claimed.count(True) == 1
+
+
+def test_only_a_failed_job_that_released_nothing_is_requeued(open_store: Callable[[], JobStore]) -> None:
+    store, other = open_store(), open_store()
+    stopped, ran = submit(store), submit(store)
+    for job in (stopped, ran):
+        store.review(job.id, "admin-a", "approve", "fine", 1)
+        store.claim_run(job.id)
+    assert store.fail_if_running(stopped.id, "its process stopped")
+    store.finish(ran.id, status="failed", result={"outputs": {}}, stdout="", stderr="boom", reason="exit 1")
+    requeued = other.requeue(stopped.id, "admin-b", "restarted")
+    assert requeued.status == "approved" and requeued.reason is None
+    assert requeued.reviews[-1]["decision"] == "requeue" and requeued.reviews[-1]["reviewer"] == "admin-b"
+    assert [j.id for j in store.waiting(approved_before=datetime.now(UTC))] == [stopped.id]
+    with pytest.raises(Conflict, match="released nothing"):
+        other.requeue(ran.id, "admin-b", "again")  # it ran: its outcome stands
+    with pytest.raises(Conflict):
+        other.requeue(stopped.id, "admin-b", "twice")  # approved now, not failed

@@ -75,6 +75,14 @@ async def approve(
     return jobs.view(await run_in_threadpool(jobs.review, rt, who, job_id, "approve", body.reason), for_admin=True)
 
 
+@router.post("/v1/admin/jobs/{job_id}/requeue")
+async def requeue(
+    rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: str, body: ReviewRequest
+) -> dict[str, Any]:
+    """Run again a failed job that released nothing (its process stopped during the run, say)."""
+    return jobs.view(await run_in_threadpool(jobs.requeue, rt, who, job_id, body.reason), for_admin=True)
+
+
 @router.post("/v1/admin/jobs/{job_id}/reject")
 async def reject(
     rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: str, body: ReviewRequest
