@@ -38,7 +38,7 @@ from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
 from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
+from gateway.group_commit import GroupCommitter, Settle, Waiter, resolve, sqlite_committers, written
 
 _DB_FILE = "log.sqlite3"
 _SUBJECT_KEY_FILE = "subject.key"
@@ -327,22 +327,15 @@ class SqliteAuditLog(AuditLog):
         self._path = directory / _DB_FILE
         self._read = _connect(self._path)
         self._read_lock = threading.Lock()
-        writer: GroupCommitter[_Append, sqlite3.Connection] = GroupCommitter(
-            "audit-writer",
-            lambda: _connect(self._path, busy_timeout_seconds),
-            self._apply,
-            limit=_BATCH_LIMIT,
-            fail=_fail,
-        )
-        super().__init__(directory, writer)
-        self._loop_writer: LoopCommitter[_Append] = LoopCommitter(
-            "audit-commit",
-            lambda: _connect(self._path, 0.0),
+        writer, self._loop_writer = sqlite_committers(
+            "audit",
+            lambda wait: _connect(self._path, busy_timeout_seconds if wait else 0.0),
             self._apply,
             limit=_BATCH_LIMIT,
             fail=_fail,
             busy_timeout_seconds=busy_timeout_seconds,
         )
+        super().__init__(directory, writer)
 
     @classmethod
     def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> SqliteAuditLog:

@@ -390,6 +390,32 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
             self._drop()
 
 
+def sqlite_committers(
+    name: str,
+    connect: Callable[[bool], sqlite3.Connection],
+    apply: Callable[[sqlite3.Connection, list[Item]], Settle],
+    *,
+    limit: int,
+    fail: Callable[[list[Item], BaseException], None],
+    busy_timeout_seconds: float,
+) -> tuple[GroupCommitter[Item, sqlite3.Connection], LoopCommitter[Item]]:
+    """A store's two writers on its SQLite file: a thread for blocking callers, and the event loop
+    for the request path. `connect(wait)`: a connection that waits for the file lock (the
+    thread's), or one that never does (the loop's)."""
+    thread: GroupCommitter[Item, sqlite3.Connection] = GroupCommitter(
+        f"{name}-writer", lambda: connect(True), apply, limit=limit, fail=fail
+    )
+    on_loop = LoopCommitter(
+        f"{name}-commit",
+        lambda: connect(False),
+        apply,
+        limit=limit,
+        fail=fail,
+        busy_timeout_seconds=busy_timeout_seconds,
+    )
+    return thread, on_loop
+
+
 Queued_contra = TypeVar("Queued_contra", contravariant=True)
 
 

@@ -103,6 +103,13 @@ class JobStore:
     def _transaction(self) -> AbstractContextManager[Any]:  # pragma: no cover - each backend has its own
         raise NotImplementedError
 
+    def _held(self, conn: Any, job_id: str) -> Job:
+        """The job, read inside a change and held until it commits."""
+        row = conn.execute(self._select_for_update, (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id[:40]}")
+        return _job(row)
+
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:  # pragma: no cover
         raise NotImplementedError
 
@@ -141,10 +148,7 @@ class JobStore:
         """Record one review; the job is approved when `needed` different reviewers approved it."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
-            row = conn.execute(self._select_for_update, (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no job {job_id[:40]}")
-            job = _job(row)
+            job = self._held(conn, job_id)
             if job.status != "submitted":
                 raise Conflict(f"job {job_id} is {job.status}: it takes no more reviews")
             if job.submitter == reviewer:
@@ -166,10 +170,7 @@ class JobStore:
         again under its approvals, and the run checks everything again. Recorded with the reviews."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
-            row = conn.execute(self._select_for_update, (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no job {job_id[:40]}")
-            job = _job(row)
+            job = self._held(conn, job_id)
             if job.status != "failed" or job.result is not None:
                 raise Conflict(f"job {job_id} is {job.status}: only a failed job that released nothing runs again")
             reviews = [*job.reviews, {"reviewer": by, "decision": "requeue", "reason": reason,

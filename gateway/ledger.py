@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from gateway import postgres_db
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, LimitReached
-from gateway.group_commit import GroupCommitter, LoopCommitter, Settle, Waiter, resolve, written
+from gateway.group_commit import GroupCommitter, Settle, Waiter, resolve, sqlite_committers, written
 
 _DB_FILE = "ledger.sqlite3"
 _PRUNE_EVERY_SECONDS = 60.0
@@ -682,15 +682,15 @@ class SqliteLedger(Ledger):
         self._path = path
         self._timeout = busy_timeout_seconds
         self._local = threading.local()
-        super().__init__(GroupCommitter("ledger-writer", self._connect, self._apply, limit=_BATCH_LIMIT, fail=_fail))
-        self._loop_writer: LoopCommitter[_Job] = LoopCommitter(
-            "ledger-commit",
-            lambda: self._connect(wait=False),
+        writer, self._loop_writer = sqlite_committers(
+            "ledger",
+            lambda wait: self._connect(wait=wait),
             self._apply,
             limit=_BATCH_LIMIT,
             fail=_fail,
             busy_timeout_seconds=busy_timeout_seconds,
         )
+        super().__init__(writer)
 
     @classmethod
     def open(cls, directory: Path, *, busy_timeout_seconds: float = 30.0) -> SqliteLedger:

@@ -170,19 +170,19 @@ def _execute(command: list[str], written: Path, limits: Limits, isolation: str) 
         stdout, stderr = process.communicate()
     outputs: dict[str, Any] | None = None
     problem = None
-    if written.is_file() and not written.is_symlink() and written.stat().st_size:
-        if written.stat().st_size > MAX_OUTPUTS_BYTES:
-            problem = "the outputs are larger than 4 MiB"
+    size = written.stat().st_size if written.is_file() and not written.is_symlink() else 0
+    if size > MAX_OUTPUTS_BYTES:
+        problem = "the outputs are larger than 4 MiB"
+    elif size:  # the file is made empty: a job that wrote nothing leaves it so
+        try:
+            loaded = json.loads(written.read_text())
+        except (ValueError, UnicodeDecodeError):
+            problem = "the outputs file is not valid JSON"
         else:
-            try:
-                loaded = json.loads(written.read_text())
-            except (ValueError, UnicodeDecodeError):
-                problem = "the outputs file is not valid JSON"
+            if isinstance(loaded, dict) and loaded.get("protocol") == 1 and isinstance(loaded.get("outputs"), dict):
+                outputs = loaded["outputs"]
             else:
-                if isinstance(loaded, dict) and loaded.get("protocol") == 1 and isinstance(loaded.get("outputs"), dict):
-                    outputs = loaded["outputs"]
-                else:
-                    problem = "the outputs file does not follow the job API"
+                problem = "the outputs file does not follow the job API"
     return Outcome(
         exit_code=None if timed_out else process.returncode,
         timed_out=timed_out,
