@@ -16,7 +16,7 @@ import pytest
 
 from gateway.errors import Conflict
 from gateway.jobs import SqliteJobStore
-from gateway.services import jobs as job_services
+from gateway.services.jobs import dispatch as job_dispatch
 from gateway.services.receipts import verify_receipt
 from tests.conftest import REPO
 from tests.jobs.conftest import Jobs, needs_isolation
@@ -266,7 +266,7 @@ def test_an_approved_job_whose_run_never_started_runs_after_a_restart(
     gateway to start (or any replica, a minute later) runs it, once."""
     jobs = jobs_gateway()
     with monkeypatch.context() as stopped:
-        stopped.setattr(job_services, "_start", lambda _rt, _job_id: None)  # the process dies first
+        stopped.setattr(job_dispatch, "start", lambda _rt, _job_id: None)  # the process dies first
         code = (EXAMPLES / "enterprises_by_status.py").read_text()
         job_id = jobs.submit(code, outputs=["enterprises_by_status"]).json()["id"]
         assert jobs.review(job_id, "demo-admin").status_code == 200
@@ -285,7 +285,7 @@ def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: C
     jobs = jobs_gateway()
     code = (EXAMPLES / "enterprises_by_status.py").read_text()
     with pytest.MonkeyPatch.context() as stopped:
-        stopped.setattr(job_services, "_start", lambda _rt, _job_id: None)
+        stopped.setattr(job_dispatch, "start", lambda _rt, _job_id: None)
         job_id = jobs.submit(code, outputs=["enterprises_by_status"]).json()["id"]
         assert jobs.review(job_id, "demo-admin").status_code == 200
         assert jobs.review(job_id, "demo-approver").status_code == 200

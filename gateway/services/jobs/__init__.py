@@ -1,0 +1,47 @@
+"""Approved analysis code (jobs): submit, review, run, check outputs, release; one module per step.
+
+1. submit: a grant of the researcher covers the job service and the purpose; the datasets are
+   among the service's; the code is stored with its SHA-256;
+2. review: administrators approve or reject with a reason; nobody reviews their own job, and the
+   service says how many different reviewers must approve;
+3. run (once approved, in the background): the code is read afresh and run only if its hash is
+   the one approved; the declared datasets (without negative-listed columns) are exported for
+   the sandbox; the sandbox runs it isolated and limited;
+4. check each declared output: tables through disclosure control, statistics through
+   differential privacy (computed by the gateway, charged to the ledger like aggregates);
+   anything else is withheld with a reason;
+5. release: one signed, audited document for the job; stdout and stderr are kept for
+   administrators only.
+"""
+
+from gateway.services.jobs.dispatch import (
+    OVERDUE_GRACE_SECONDS,
+    UNCLAIMED_GRACE_SECONDS,
+    fail_overdue,
+    start,
+    start_unclaimed,
+)
+from gateway.services.jobs.local import run_local
+from gateway.services.jobs.outputs import check_outputs
+from gateway.services.jobs.review import requeue, require_owner, review, view
+from gateway.services.jobs.run import run
+from gateway.services.jobs.submission import Submission, job_files, service_of, submit
+
+__all__ = [
+    "OVERDUE_GRACE_SECONDS",
+    "UNCLAIMED_GRACE_SECONDS",
+    "Submission",
+    "check_outputs",
+    "fail_overdue",
+    "job_files",
+    "requeue",
+    "require_owner",
+    "review",
+    "run",
+    "run_local",
+    "service_of",
+    "start",
+    "start_unclaimed",
+    "submit",
+    "view",
+]

@@ -1,0 +1,60 @@
+"""Step 2 of a job: reviews by administrators, a requeue after a stopped run, and what each
+audience sees of a job (the submitter never sees reviewer names, code, logs or raw outputs)."""
+
+from __future__ import annotations
+
+from gateway.domain.principal import Principal
+from gateway.domain.trail import Json
+from gateway.errors import NotFound
+from gateway.jobs import Job
+from gateway.services import policy_admin
+from gateway.services.jobs import dispatch
+from gateway.services.jobs.submission import service_of
+from gateway.services.runtime import Runtime
+
+
+def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason: str) -> Job:
+    """Step 2; the review that completes the approvals starts the run in the background."""
+    job = rt.jobs.get(job_id)
+    service = service_of(policy_admin.current(rt).bundle, job.service)
+    reviewed = rt.jobs.review(job_id, reviewer.client_id, decision, reason, service.reviewers)
+    if reviewed.status == "approved":
+        dispatch.start(rt, job_id)
+    return reviewed
+
+
+def requeue(rt: Runtime, admin: Principal, job_id: str, reason: str) -> Job:
+    """Run again a failed job that released nothing (`JobStore.requeue`), at once."""
+    requeued = rt.jobs.requeue(job_id, admin.client_id, reason)
+    dispatch.start(rt, job_id)
+    return requeued
+
+
+def view(job: Job, *, for_admin: bool) -> Json:
+    """What the submitter sees (no reviewer names, no raw output), or everything for admins."""
+    body: Json = {
+        "id": job.id,
+        "service": job.service,
+        "purpose": job.purpose,
+        "status": job.status,
+        "code_sha256": job.code_sha256,
+        "datasets": job.datasets,
+        "outputs": job.outputs,
+        "epsilon": job.epsilon,
+        "reviews": [{"decision": r["decision"], "reason": r["reason"], "at": r["at"]} for r in job.reviews],
+        "reason": job.reason,
+        "result": job.result,
+        "created": job.created,
+        "updated": job.updated,
+    }
+    if for_admin:
+        body |= {"submitter": job.submitter, "organisation": job.organisation, "code": job.code,
+                 "code_kind": job.code_kind,
+                 "reviews": job.reviews, "stdout": job.stdout, "stderr": job.stderr}  # fmt: skip
+    return body
+
+
+def require_owner(job: Job, principal: Principal) -> Job:
+    if job.submitter != principal.client_id:
+        raise NotFound(f"no job {job.id}")  # another's job does not exist for you
+    return job
