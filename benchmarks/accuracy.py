@@ -1,0 +1,193 @@
+"""Accuracy per unit of epsilon: how far releases fall from the truth, and how often their 95%
+intervals hold it, for count, sum, mean and median by 34 groups at epsilon 1.
+
+Generated data: persons with 1 to 5 rows each (the contribution bound is 5), in 34 groups of
+unequal size, with a wage bounded to [0, 40000] (lognormal, median about 5,000). The dataset is
+registered as the gateway registers any dataset; each release is the gateway's own path without
+HTTP and ledger: plan, the aggregate in DuckDB, OpenDP noise, post-processing. The truth is the
+plain DuckDB query on the same version file, whose time is the baseline of the median's ratio.
+For the mean, the estimator Veilgate used before (half the epsilon on an uncentred sum, half on
+the count) runs on the same exact statistics, as a reference in the same run.
+
+    python benchmarks/accuracy.py                  # 1 M rows, 25 releases per measure
+    python benchmarks/accuracy.py --rows 20000 --releases 3   # a smoke run
+
+The last line is JSON: {"count": {"median_rel_error_pct": ..., "coverage": ...}, ..., "median_time_ratio": ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from gateway import privacy
+from gateway.domain.aggregate import AggregateTemplate, NoisyVector, assemble, plan
+from gateway.domain.catalog import CatalogEntry
+from gateway.engine import SERVING_CONFIG, TABLE, Domain, build_version
+
+GROUPS = [f"g{i:02d}" for i in range(34)]
+HIGH = 40_000
+ENTRY = CatalogEntry.model_validate(
+    {
+        "dataset": "wages",
+        "registration_code": "BENCH-1",
+        "title": "Generated wages",
+        "owner_body": "benchmark",
+        "source_system": "generated",
+        "classification": {"domain": "labour", "category": "wages"},
+        "level": "general",
+        "privacy_unit": {"column": "person", "max_rows": 5},
+        "columns": [
+            {"name": "person", "type": "string", "sensitivity": "identifier"},
+            {"name": "region", "type": "string", "sensitivity": "public", "categories": GROUPS},
+            {"name": "wage", "type": "integer", "sensitivity": "personal", "bounds": [0, HIGH]},
+        ],
+    }
+)
+PLAIN = {
+    "count": "count(*)",
+    "sum": "sum(wage)",
+    "mean": "avg(wage)",
+    "median": "quantile_disc(wage, 0.5)",
+}
+
+
+def _template(measure: str) -> AggregateTemplate:
+    spec: dict[str, Any] = {
+        "title": measure,
+        "dataset": "wages",
+        "measure": "quantile" if measure == "median" else measure,
+        "group_by": ["region"],
+        "epsilon": {"default": "1", "max": "1"},
+    }
+    if measure != "count":
+        spec["column"] = "wage"
+    if measure == "median":
+        spec["quantiles"] = ["0.5"]
+        spec["bins"] = [str(400 * i) for i in range(101)]  # TEMP
+    return AggregateTemplate.model_validate(spec)
+
+
+def generate(target: Path, rows: int) -> None:
+    """About `rows` rows: persons with 1-5 rows, groups skewed in size, lognormal wages clipped."""
+    con = duckdb.connect()
+    con.execute("SELECT setseed(0.2026)")
+    con.execute(
+        f"""
+        COPY (
+          WITH persons AS (
+            SELECT p, 1 + CAST(floor(random() * 5) AS INTEGER) AS k,
+                   CAST(floor(34 * pow(random(), 1.6)) AS INTEGER) AS g,
+                   exp(8.5 + 0.5 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())) AS base
+            FROM range({max(1, rows // 3)}) r(p)
+          )
+          SELECT 'p' || p AS person, printf('g%02d', g) AS region,
+                 CAST(least({HIGH}, greatest(0, round(base * (0.9 + 0.2 * random())))) AS BIGINT) AS wage
+          FROM persons, range(5) s(i) WHERE i < k
+        ) TO '{target}' (FORMAT PARQUET)
+        """  # noqa: S608 - integers and a temporary path of ours
+    )
+    con.close()
+
+
+def _noisy(compiled: Any, exact: dict[str, list[int]]) -> dict[str, NoisyVector]:
+    out = {}
+    for statistic in compiled.statistics:
+        released = privacy.add_noise(exact[statistic.name], statistic.sensitivity, statistic.micro_epsilon)
+        out[statistic.name] = NoisyVector(
+            released.values, released.scale, privacy.half_width(released.scale, statistic.alpha)
+        )
+    return out
+
+
+def _summary(errors: list[float], covered: list[bool]) -> dict[str, float]:
+    return {
+        "median_rel_error_pct": round(100 * statistics.median(errors), 4),
+        "coverage": round(sum(covered) / len(covered), 4),
+    }
+
+
+def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def previous_mean(exact_sum: list[int], exact_count: list[int], micro_epsilon: int) -> list[float]:
+    """Veilgate's earlier mean: half the epsilon on the uncentred clamped sum, half on the count."""
+    half = micro_epsilon // 2
+    sums = privacy.add_noise(exact_sum, 5 * HIGH, micro_epsilon - half).values
+    counts = privacy.add_noise(exact_count, 5, half).values
+    return [min(max(s / max(c, 1), 0), HIGH) for s, c in zip(sums, counts, strict=True)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--releases", type=int, default=25)
+    parser.add_argument("--epsilon", default="1")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate(root / "wages.parquet", args.rows)
+        report = build_version(ENTRY, root / "wages.parquet", root / "data")
+        domain = Domain(root / "data", threads=2)
+        raw = duckdb.connect(str(report.path), read_only=True, config={**SERVING_CONFIG, "threads": 2})
+        dropped = report.rows_dropped_by_contribution_bound
+        print(f"{report.rows:,} rows ({dropped} dropped by the bound), 34 groups, epsilon {args.epsilon}")
+        figures: dict[str, Any] = {}
+        times: dict[str, tuple[float, float]] = {}
+        with domain.snapshot("wages", report.version) as snapshot:
+            for measure, expression in PLAIN.items():
+                sql = f"SELECT region, {expression} FROM {TABLE} GROUP BY region"  # noqa: S608 - constants
+                truth = {row[0]: float(row[1]) for row in raw.execute(sql).fetchall()}
+                compiled = plan(measure, _template(measure), ENTRY, report.version, {"group_by": ["region"]},
+                                epsilon=args.epsilon)  # fmt: skip
+                errors: list[float] = []
+                covered: list[bool] = []
+                plain_times: list[float] = []
+                release_times: list[float] = []
+                for _ in range(args.releases):
+                    plain_times.append(_timed(lambda sql=sql: raw.execute(sql).fetchall())[0])
+                    seconds, rows = _timed(lambda c=compiled: assemble(c, _noisy(c, snapshot.aggregate(c))))
+                    release_times.append(seconds)
+                    for row in rows:
+                        true = truth.get(row["group"]["region"])
+                        if true is None or true == 0:
+                            continue
+                        errors.append(abs(row["value"] - true) / abs(true))
+                        covered.append(row["interval"][0] <= true <= row["interval"][1])
+                figures[measure] = _summary(errors, covered)
+                times[measure] = (statistics.median(plain_times), statistics.median(release_times))
+                print(
+                    f"{measure:7} median relative error {figures[measure]['median_rel_error_pct']:8.4f}%"
+                    f"   95% interval coverage {figures[measure]['coverage']:.3f}"
+                    f"   time {times[measure][1] * 1000:7.1f} ms vs plain {times[measure][0] * 1000:6.1f} ms"
+                )
+        exact = raw.execute(f"SELECT region, sum(wage), count(wage) FROM {TABLE} GROUP BY region").fetchall()  # noqa: S608
+        truth = [s / c for _r, s, c in exact]
+        before = []
+        for _ in range(args.releases):
+            estimates = previous_mean(
+                [int(s) for _r, s, _c in exact], [int(c) for *_x, c in exact], 1_000_000 * int(Decimal(args.epsilon))
+            )
+            before += [abs(e - t) / t for e, t in zip(estimates, truth, strict=True)]
+        print(f"mean, earlier estimator (uncentred sum, even split): {100 * statistics.median(before):.4f}%")
+        raw.close()
+        domain.close()
+        figures["median_time_ratio"] = round(times["median"][1] / times["median"][0], 3)
+        print(f"median: release / plain query time {figures['median_time_ratio']:.2f}x")
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Every script in benchmarks/ runs at a tiny scale here, so none can rot unnoticed.
+
+Each runs as its users run it (a subprocess with its command-line options) and its report is
+checked for the figures it promises. The wrk-driven load benchmarks need wrk for their runs; their
+other parts (the adapted policy bundle, the request bodies) are exercised without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import demo_data
+from gateway.policy import load_bundle
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+
+
+def _run(script: str, *args: str, timeout: float = 60) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_every_benchmark_has_a_smoke_test() -> None:
+    tested = {"aggregate.py", "accuracy.py", "audit_log.py", "registration.py", "load.py"}
+    tested |= {"verify_load.py", "score_load.py"}
+    assert {p.name for p in BENCHMARKS.glob("*.py")} <= tested
+
+
+def test_aggregate_releases_every_measure() -> None:
+    out = _run("aggregate.py", "--scale", "0.02", "--repeat", "1")
+    for measure in ("count", "sum", "mean"):
+        assert any(line.startswith(measure) and line.rstrip().endswith("x") for line in out.splitlines()), out
+
+
+def test_audit_log_reports_both_ratios() -> None:
+    out = _run("audit_log.py", "--events", "40", "--requests", "40", "--concurrency", "4")
+    assert "group commit" in out and "durable leaf each" in out
+    assert out.count("ratio") == 2
+
+
+def test_registration_reports_its_ratio() -> None:
+    out = _run("registration.py", "--scale", "0.02")
+    assert "ratio registration / baseline" in out
+
+
+def test_accuracy_ends_with_its_json_line() -> None:
+    out = _run("accuracy.py", "--rows", "20000", "--releases", "3", timeout=120)
+    figures = json.loads(out.strip().splitlines()[-1])
+    for measure in ("count", "sum", "mean", "median"):
+        assert figures[measure]["median_rel_error_pct"] >= 0
+        assert 0 <= figures[measure]["coverage"] <= 1
+    assert figures["median_time_ratio"] > 0
+
+
+def _load_module(name: str) -> object:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_load_benchmarks_prepare_a_valid_bundle_and_bodies(tmp_path: Path) -> None:
+    """The parts that do not need wrk: the adapted bundle passes the policy check, and the
+    request bodies are well-formed and numerous enough to cycle through."""
+    verify_load = _load_module("verify_load")
+    score_load = _load_module("score_load")
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    verify_load.raise_limits(tmp_path / "policies")  # type: ignore[attr-defined]
+    bundle = load_bundle(tmp_path / "policies")
+    assert all(g.quotas is not None for g in bundle.grants.values())
+    demo_data.generate(tmp_path / "source", scale=0.02)
+    for module, key in ((verify_load, "claims"), (score_load, "keys")):
+        bodies = module._bodies(tmp_path / "source")  # type: ignore[attr-defined]
+        assert len(bodies) > 10
+        assert all(json.loads(b)["purpose"] and json.loads(b)[key] for b in bodies[:50])
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the load runs need wrk (apt install wrk)")
+@pytest.mark.parametrize("script", ["verify_load.py", "score_load.py"])
+def test_load_benchmarks_run(script: str) -> None:
+    out = _run(script, "--seconds", "1", "--rounds", "1", "--connections", "2", "--scale", "0.02", timeout=120)
+    assert "throughput / bare" in out
