@@ -89,7 +89,9 @@ class VerificationService(_Frozen):
     """Each claim must carry `consent_ref`, the reference of the person's authorization."""
     max_batch: int = Field(20, ge=1, le=1000)
     limits: VerificationLimits = Field(default_factory=VerificationLimits)
-    bill_unknown_keys: bool = False
+    bill_unknown_keys: Literal[True] | None = None
+    """Obsolete: every claim asked is billed, known key or not (a bill that counted only known
+    keys would tell a consumer which keys exist). Only `true` is accepted, for older bundles."""
     price_class: Name | None = None
 
 

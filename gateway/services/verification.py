@@ -274,14 +274,15 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     uses: list[ClaimUse] = []
     columns = lookup_columns(service)
     for checked in valid:
-        answer, known = _answer(rt, service, record.version, columns, checked)
+        answer, _known = _answer(rt, service, record.version, columns, checked)
         key = rt.audit.pseudonym(checked.kind, "|".join(checked.keys[k] for k in service.keys))
         note.subjects.append(key)
         asked = sorted(checked.checks.items())
         asks = tuple(rt.audit.pseudonym("ask", stable_text([service_name, key, name, value])) for name, value in asked)
         fingerprint = rt.audit.pseudonym("claim", stable_text([service_name, key, asked]))
-        billable = known or service.bill_unknown_keys
-        uses.append(ClaimUse(fingerprint, key, asks, stable_text(answer), billable))
+        # SECURITY: every claim asked is billable, known key or not: a bill that counted only
+        # known keys would tell the consumer, through its own usage statement, which keys exist.
+        uses.append(ClaimUse(fingerprint, key, asks, stable_text(answer), billable=True))
     request = VerificationRequest(
         fee_micro_yuan_per_claim=fee_per_claim(bundle, service.price_class or grant.price_class, purpose),
         consumer=principal.client_id,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from tests.conftest import bearer, get_token
-from tests.verify.conftest import Gateway, enterprises
+from tests.verify.conftest import Gateway, enterprises, valid_unknown_code
 
 TODAY = datetime.now(UTC).date().isoformat()
 
@@ -53,7 +53,7 @@ def test_usage_statements_charge_commercial_billable_claims_only(gateway_for: Ca
     gw.verify(_claims(gw, 0, 1, 2))  # repeats: not billed again
     gw.verify([unknown])
     statement = gw.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=gw.headers).json()
-    assert statement["total"] == {"calls": 3, "billable_claims": 3, "fee_yuan": "0.15"}
+    assert statement["total"] == {"calls": 3, "billable_claims": 3, "fee_yuan": "0.15"}  # the malformed key: invalid
     assert statement["rows"][0]["purpose"] == "credit_assessment"
     researcher = _token(gw, "demo-researcher")
     assert gw.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=researcher).json()["rows"] == []
@@ -73,6 +73,25 @@ def test_usage_statements_charge_commercial_billable_claims_only(gateway_for: Ca
     )
     assert report.exit_code == 0, report.output
     assert json.loads(report.stdout)["total"]["fee_yuan"] == "0.15"
+
+
+def test_usage_cannot_tell_which_keys_exist(gateway_for: Callable[..., Gateway]) -> None:
+    """An attacker probing with a known and an unknown key sees its usage statement move alike."""
+    gw = gateway_for()
+
+    def total() -> dict[str, Any]:
+        usage: dict[str, Any] = gw.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=gw.headers).json()
+        return usage["total"]
+
+    before = total()
+    gw.verify([{"keys": {"credit_code": enterprises(gw.installation)[0]["credit_code"]}, "checks": {"active": True}}])
+    after_known = total()
+    gw.verify([{"keys": {"credit_code": valid_unknown_code(gw.installation)}, "checks": {"active": True}}])
+    after_unknown = total()
+    assert after_known["billable_claims"] - before["billable_claims"] == 1
+    assert after_unknown["billable_claims"] - after_known["billable_claims"] == 1
+    assert after_unknown["calls"] - after_known["calls"] == after_known["calls"] - before["calls"] == 1
+    assert after_known["fee_yuan"] == "0.05" and after_unknown["fee_yuan"] == "0.1"
 
 
 def test_public_purposes_are_free(gateway_for: Callable[..., Gateway]) -> None:
