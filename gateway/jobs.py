@@ -32,9 +32,17 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     datasets TEXT NOT NULL, outputs TEXT NOT NULL, epsilon TEXT, status TEXT NOT NULL,
     reviews TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
     result TEXT, stdout TEXT, stderr TEXT, reason TEXT, runner TEXT)"""
+_ADDED = (
+    ("runner", "TEXT"),
+    ("attempt", "INTEGER NOT NULL DEFAULT 0"),
+    ("plan", "TEXT"),
+    ("plan_sha256", "TEXT"),
+    ("notes", "TEXT"),
+)
+"""Columns added since the first stores were made: added to an older store when it opens."""
 _COLUMNS = (
     "id, submitter, organisation, service, purpose, grant_id, code, code_kind, code_sha256, datasets, outputs, "
-    "epsilon, status, reviews, created, updated, result, stdout, stderr, reason"
+    "epsilon, status, reviews, created, updated, result, stdout, stderr, reason, attempt, plan, plan_sha256, notes"
 )
 # SQL text is built once, here, from the constant column list above; values are always bound.
 _INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"  # noqa: S608
@@ -42,6 +50,8 @@ _SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608
 _SELECT_ONE = _SELECT + " WHERE id = ?"
 _UNAVAILABLE = "the job store is unavailable"
 _TABLES: postgres_db.Tables = (("jobs", (*(c.strip() for c in _COLUMNS.split(",")), "runner")),)
+_RUNNING = ("running", "planning-run")
+"""The states of a job some process holds: its real run, or its plan run on the synthetic sample."""
 """What an installation's job store holds, for `PostgresJobStore.import_from`."""
 
 
@@ -61,7 +71,8 @@ class Job:
     outputs: list[str]
     epsilon: str | None
     status: str
-    """submitted, approved, rejected, running, finished, failed."""
+    """planning (a DP job waiting for its plan run), planning-run, submitted, approved, rejected,
+    running, finished, failed."""
     reviews: list[dict[str, Any]]
     created: str
     updated: str
@@ -69,6 +80,14 @@ class Job:
     stdout: str | None
     stderr: str | None
     reason: str | None
+    attempt: int = 0
+    """How many runs (plan runs and real runs) were claimed: a run changes the job only while it
+    is the latest, so an earlier run of a requeued job cannot overwrite it."""
+    plan: list[dict[str, Any]] | None = None
+    """A DP job's plan: the DP outputs its run on the synthetic sample asked for."""
+    plan_sha256: str | None = None
+    notes: list[str] | None = None
+    """Why outputs were withheld, in detail: for reviewers only."""
 
 
 def runner_id() -> str:
@@ -80,7 +99,8 @@ def _job(row: tuple[Any, ...]) -> Job:
     values = list(row)
     for i in (9, 10, 13):
         values[i] = json.loads(values[i])
-    values[16] = json.loads(values[16]) if values[16] is not None else None
+    for i in (16, 21, 23):
+        values[i] = json.loads(values[i]) if values[i] is not None else None
     return Job(*values)
 
 
@@ -123,8 +143,8 @@ class JobStore:
                     job_id, fields["submitter"], fields["organisation"], fields["service"], fields["purpose"],
                     fields["grant_id"], fields["code"], fields["code_kind"], fields["code_sha256"],
                     json.dumps(fields["datasets"]),
-                    json.dumps(fields["outputs"]), fields["epsilon"], "submitted", "[]", now, now,
-                    None, None, None, None,
+                    json.dumps(fields["outputs"]), fields["epsilon"], fields.get("status", "submitted"), "[]", now, now,
+                    None, None, None, None, 0, None, None, None,
                 ),
             )  # fmt: skip
         return self.get(job_id)
@@ -156,7 +176,8 @@ class JobStore:
             if any(r["reviewer"] == reviewer for r in job.reviews):
                 raise Conflict("you have reviewed this job already: another administrator must review it")
             reviews = [*job.reviews, {"reviewer": reviewer, "decision": decision, "reason": reason,
-                                      "code_sha256": job.code_sha256, "at": now}]  # fmt: skip
+                                      "code_sha256": job.code_sha256, "plan_sha256": job.plan_sha256,
+                                      "at": now}]  # fmt: skip
             approvals = sum(r["decision"] == "approve" for r in reviews)
             status = "rejected" if decision == "reject" else ("approved" if approvals >= needed else "submitted")
             conn.execute(
@@ -174,7 +195,8 @@ class JobStore:
             if job.status != "failed" or job.result is not None:
                 raise Conflict(f"job {job_id} is {job.status}: only a failed job that released nothing runs again")
             reviews = [*job.reviews, {"reviewer": by, "decision": "requeue", "reason": reason,
-                                      "code_sha256": job.code_sha256, "at": now}]  # fmt: skip
+                                      "code_sha256": job.code_sha256, "plan_sha256": job.plan_sha256,
+                                      "at": now}]  # fmt: skip
             conn.execute(
                 "UPDATE jobs SET reviews = ?, status = 'approved', updated = ?, reason = NULL, stdout = NULL, "
                 "stderr = NULL WHERE id = ?",
@@ -183,51 +205,83 @@ class JobStore:
         return self.get(job_id)
 
     def claim_run(self, job_id: str) -> Job:
-        """approved -> running, once: only one process runs a job."""
+        """approved -> running, once: only one process runs a job. The claim is a new attempt."""
+        return self._claim(job_id, "approved", "running")
+
+    def claim_plan(self, job_id: str) -> Job:
+        """planning -> planning-run, once: the plan run of a DP job on the synthetic sample."""
+        return self._claim(job_id, "planning", "planning-run")
+
+    def _claim(self, job_id: str, waiting: str, held: str) -> Job:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
             updated = conn.execute(
-                "UPDATE jobs SET status = 'running', updated = ?, runner = ? WHERE id = ? AND status = 'approved'",
-                (now, runner_id(), job_id),
+                "UPDATE jobs SET status = ?, updated = ?, runner = ?, attempt = attempt + 1 "
+                "WHERE id = ? AND status = ?",
+                (held, now, runner_id(), job_id, waiting),
             ).rowcount
         if updated != 1:
             raise Conflict(f"job {job_id} is not waiting to run")
         return self.get(job_id)
 
+    def is_current(self, job: Job) -> bool:
+        """The run that claimed `job` still holds it: nothing failed, requeued or claimed it since."""
+        rows = self._rows("SELECT status, attempt FROM jobs WHERE id = ?", (job.id,))
+        return bool(rows) and (rows[0][0], rows[0][1]) == (job.status, job.attempt)
+
     def finish(
-        self, job_id: str, *, status: str, result: dict[str, Any] | None, stdout: str, stderr: str, reason: str | None
-    ) -> Job:
+        self, job: Job, *, status: str, result: dict[str, Any] | None, stdout: str, stderr: str, reason: str | None,
+        notes: list[str] | None = None, plan: list[dict[str, Any]] | None = None, plan_sha256: str | None = None,
+    ) -> Job:  # fmt: skip
+        """The outcome of the run that claimed `job` (as `claim_run` or `claim_plan` returned it),
+        recorded only if that run still holds the job (compare and swap on its state and attempt);
+        else Conflict, and nothing changes: a job failed and requeued meanwhile is not overwritten."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = ?, result = ?, stdout = ?, stderr = ?, reason = ?, updated = ? WHERE id = ?",
-                (status, None if result is None else json.dumps(result), stdout, stderr, reason, now, job_id),
-            )
-        return self.get(job_id)
+            updated = conn.execute(
+                "UPDATE jobs SET status = ?, result = ?, stdout = ?, stderr = ?, reason = ?, updated = ?, notes = ?, "
+                "plan = COALESCE(?, plan), plan_sha256 = COALESCE(?, plan_sha256) "
+                "WHERE id = ? AND status = ? AND attempt = ?",
+                (
+                    status, None if result is None else json.dumps(result), stdout, stderr, reason, now,
+                    None if notes is None else json.dumps(notes), None if plan is None else json.dumps(plan),
+                    plan_sha256, job.id, job.status, job.attempt,
+                ),
+            ).rowcount  # fmt: skip
+        if updated != 1:
+            raise Conflict(f"job {job.id} is no longer held by this run; its outcome was not recorded")
+        return self.get(job.id)
 
     def fail_orphans(self) -> list[str]:
-        """Jobs left `running` by a process of this host that is gone (a crash or a stop during the
-        run) are marked failed, so nobody waits for them forever. Returns their ids."""
+        """Jobs left running by a process of this host that is gone (a crash or a stop during the
+        run): a real run is marked failed, so nobody waits for it forever; a plan run (on the
+        synthetic sample, nothing released) waits to run again. Returns their ids."""
         host = socket.gethostname()
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        orphans: list[str] = []
+        orphans: list[tuple[str, str, int]] = []
         with self._transaction() as conn:
-            for job_id, runner in conn.execute("SELECT id, runner FROM jobs WHERE status = 'running'").fetchall():
+            for job_id, runner, status, attempt in conn.execute(
+                "SELECT id, runner, status, attempt FROM jobs WHERE status IN (?, ?)", _RUNNING
+            ).fetchall():
                 name, _, pid = str(runner or "").rpartition(":")
                 if name == host and pid.isdigit() and not _alive(int(pid)):
-                    orphans.append(str(job_id))
-            for job_id in orphans:
-                conn.execute(
-                    "UPDATE jobs SET status = 'failed', updated = ?, reason = ? WHERE id = ?",
-                    (now, "the gateway process running this job stopped during the run; submit it again", job_id),
+                    orphans.append((str(job_id), str(status), int(attempt)))
+            for job_id, status, attempt in orphans:
+                after, reason = (
+                    ("planning", None) if status == "planning-run" else ("failed", "failed: process stopped")
                 )
-        return orphans
+                conn.execute(
+                    "UPDATE jobs SET status = ?, updated = ?, reason = ? WHERE id = ? AND status = ? AND attempt = ?",
+                    (after, now, reason, job_id, status, attempt),
+                )
+        return [job_id for job_id, _status, _attempt in orphans]
 
     def waiting(self, *, approved_before: datetime) -> list[Job]:
-        """Jobs approved before then that no process has claimed (`claim_run`)."""
+        """Jobs approved (or waiting for their plan run) before then that no process has claimed."""
         stamp = approved_before.astimezone(UTC).isoformat(timespec="seconds")
-        return [_job(r) for r in self._rows(_SELECT + " WHERE status = 'approved' AND updated <= ? ORDER BY updated",
-                                            (stamp,))]  # fmt: skip
+        return [_job(r) for r in self._rows(
+            _SELECT + " WHERE status IN ('approved', 'planning') AND updated <= ? ORDER BY updated", (stamp,)
+        )]  # fmt: skip
 
     def running(self) -> list[Job]:
         """Every job some process is running now, or was when it stopped."""
@@ -259,8 +313,9 @@ class SqliteJobStore(JobStore):
         self._conn = open_wal(path)
         self._conn.execute(_SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
-        if "runner" not in columns:  # a store made before runners were recorded
-            self._conn.execute("ALTER TABLE jobs ADD COLUMN runner TEXT")
+        for name, kind in _ADDED:  # a store made before these were recorded
+            if name not in columns:
+                self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self._lock = threading.Lock()
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -281,7 +336,8 @@ class PostgresJobStore(JobStore):
 
     def __init__(self, dsn: str, *, schema: str) -> None:
         self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
-        self._db.create_tables("veilgate_jobs", (_SCHEMA,))
+        added = [f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in _ADDED]
+        self._db.create_tables("veilgate_jobs", (_SCHEMA, *added))
 
     def _transaction(self) -> AbstractContextManager[Any]:
         return self._db.transaction()

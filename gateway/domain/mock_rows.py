@@ -4,6 +4,7 @@ SECURITY: this function receives only public metadata, never a connection or a r
 sample cannot carry a real value by construction. It still looks like the real thing: valid
 identifiers, values inside the bounds, the public categories, realistic nulls and edge values
 (bounds, zero, empty and full-width strings), so code written against it meets real data well.
+Key columns of one format share their keys across datasets, so joins on the samples find rows.
 """
 
 from __future__ import annotations
@@ -31,14 +32,19 @@ def mock_resident_id(rng: random.Random) -> str:
     return first17 + resident_id_check_char(first17)
 
 
-def _value(column: Column, rng: random.Random, row: int) -> MockValue:
+def shared_key(key_format: str, seed: int, row: int) -> str:
+    """The row-th key of a format: the same in every dataset's sample, so a join on a shared key
+    column (an enterprise's credit code, a person's id) finds rows in the samples as in the data."""
+    rng = random.Random(f"{key_format}:{seed}:{row}")  # noqa: S311 - mock values, reproducible by design
+    return mock_uscc(rng) if key_format == "uscc" else mock_resident_id(rng)
+
+
+def _value(column: Column, rng: random.Random, row: int, seed: int) -> MockValue:
     edge = row % _EDGE_EVERY == _EDGE_EVERY - 1
     if column.nullable and rng.random() < _NULL_RATE:
         return None
-    if column.key_format == "uscc":
-        return mock_uscc(rng)
-    if column.key_format == "resident_id":
-        return mock_resident_id(rng)
+    if column.key_format in ("uscc", "resident_id"):
+        return shared_key(column.key_format, seed, row)
     if column.type is ColumnType.STRING:
         if column.categories:
             return column.categories[0 if edge else rng.randrange(len(column.categories))]
@@ -58,4 +64,4 @@ def _value(column: Column, rng: random.Random, row: int) -> MockValue:
 
 def mock_rows(entry: CatalogEntry, rows: int, seed: int) -> list[dict[str, MockValue]]:
     rng = random.Random(f"{entry.dataset}:{seed}")  # noqa: S311 - mock values, reproducible by design
-    return [{col.name: _value(col, rng, i) for col in entry.columns} for i in range(rows)]
+    return [{col.name: _value(col, rng, i, seed) for col in entry.columns} for i in range(rows)]

@@ -59,11 +59,22 @@ class Jobs:
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} did not finish: {self.status(job_id)}")
 
+    def planned(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """The job once past its plan run (DP services; other jobs are past it at once)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = self.status(job_id)
+            if body["status"] not in ("planning", "planning-run"):
+                return body
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} was not planned: {self.status(job_id)}")
+
     def run(self, code: str, **submit: Any) -> dict[str, Any]:
         """Submit, approve twice, wait: the researcher's view of the outcome."""
         submitted = self.submit(code, **submit)
         assert submitted.status_code == 201, submitted.text
         job_id = submitted.json()["id"]
+        self.planned(job_id)
         assert self.review(job_id, "demo-admin").status_code == 200
         assert self.review(job_id, "demo-approver").status_code == 200
         return self.wait(job_id)

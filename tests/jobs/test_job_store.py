@@ -44,8 +44,9 @@ def test_a_job_goes_from_submitted_to_finished(open_store: Callable[[], JobStore
         store.review(job.id, "admin-a", "approve", "again", 2)
     approved = store.review(job.id, "admin-b", "approve", "fine", 2)
     assert approved.status == "approved" and [r["reviewer"] for r in approved.reviews] == ["admin-a", "admin-b"]
-    assert store.claim_run(job.id).status == "running"
-    done = store.finish(job.id, status="finished", result={"outputs": {"out": 1}}, stdout="ok", stderr="", reason=None)
+    claimed = store.claim_run(job.id)
+    assert claimed.status == "running"
+    done = store.finish(claimed, status="finished", result={"outputs": {"out": 1}}, stdout="ok", stderr="", reason=None)
     assert done.result == {"outputs": {"out": 1}} and done.stdout == "ok"
     assert store.code_of(job.id) == ("print(1)", "file", "h")
     assert [j.id for j in store.recent(submitter="demo-researcher")] == [job.id]
@@ -108,9 +109,10 @@ def test_only_a_failed_job_that_released_nothing_is_requeued(open_store: Callabl
     stopped, ran = submit(store), submit(store)
     for job in (stopped, ran):
         store.review(job.id, "admin-a", "approve", "fine", 1)
-        store.claim_run(job.id)
+    store.claim_run(stopped.id)
+    claimed = store.claim_run(ran.id)
     assert store.fail_if_running(stopped.id, "its process stopped")
-    store.finish(ran.id, status="failed", result={"outputs": {}}, stdout="", stderr="boom", reason="exit 1")
+    store.finish(claimed, status="failed", result={"outputs": {}}, stdout="", stderr="boom", reason="exit 1")
     requeued = other.requeue(stopped.id, "admin-b", "restarted")
     assert requeued.status == "approved" and requeued.reason is None
     assert requeued.reviews[-1]["decision"] == "requeue" and requeued.reviews[-1]["reviewer"] == "admin-b"

@@ -25,7 +25,8 @@ from gateway.services.jobs.local import run_local
 from gateway.services.jobs.outputs import check_outputs
 from gateway.services.jobs.review import requeue, require_owner, review, view
 from gateway.services.jobs.run import run
-from gateway.services.jobs.submission import Submission, job_files, service_of, submit
+from gateway.services.jobs.stored import job_files, service_of
+from gateway.services.jobs.submission import Submission, submit
 
 __all__ = [
     "OVERDUE_GRACE_SECONDS",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+from gateway.domain.job_vocabulary import Reason
 from gateway.services import policy_admin
 from gateway.services.jobs.run import run
 from gateway.services.runtime import Runtime
@@ -46,7 +47,7 @@ def fail_overdue(rt: Runtime, now: datetime | None = None) -> list[str]:
         service = bundle.job_services.get(job.service)
         wall = service.limits.wall_seconds if service is not None else 0
         if now - datetime.fromisoformat(job.updated) > timedelta(seconds=wall + OVERDUE_GRACE_SECONDS):
-            reason = "the gateway process running this job stopped (it is long past its time limit); submit it again"
+            reason = Reason.PROCESS_STOPPED.value
             if rt.jobs.fail_if_running(job.id, reason):
                 failed.append(job.id)
     return failed

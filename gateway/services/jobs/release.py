@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gateway import sandbox_client
 from gateway.domain.budget import Amount, micro_epsilon
 from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, utc_now
 from gateway.jobs import Job
@@ -11,7 +10,7 @@ from gateway.services.runtime import Runtime
 
 
 def release_document(
-    rt: Runtime, job: Job, results: dict[str, Json], *, outcome: sandbox_client.Outcome, reason: str | None,
+    rt: Runtime, job: Job, results: dict[str, Json], *, isolation: str, reason: str | None,
     policy_version: str,
 ) -> Json:  # fmt: skip
     """Step 5: the signed document of the job's outcome, appended to the audit log."""
@@ -25,7 +24,7 @@ def release_document(
     ).epsilon
     event = AuditEvent(
         time=utc_now(),
-        request_id=f"{job.id}-run",
+        request_id=f"{job.id}-run-{job.attempt}",
         principal=job.submitter,
         organisation=job.organisation,
         method="RUN",
@@ -43,7 +42,7 @@ def release_document(
             "purpose": job.purpose,
             "grant": job.grant_id,
             "code_sha256": job.code_sha256,
-            "isolation": outcome.isolation,
+            "isolation": isolation,
             "completed": reason is None,
             "reason": reason,
             "outputs": results,

@@ -9,7 +9,8 @@ from gateway.errors import NotFound
 from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs import dispatch
-from gateway.services.jobs.submission import service_of
+from gateway.services.jobs.planning import total_epsilon
+from gateway.services.jobs.stored import service_of
 from gateway.services.runtime import Runtime
 
 
@@ -31,7 +32,9 @@ def requeue(rt: Runtime, admin: Principal, job_id: str, reason: str) -> Job:
 
 
 def view(job: Job, *, for_admin: bool) -> Json:
-    """What the submitter sees (no reviewer names, no raw output), or everything for admins."""
+    """What the submitter sees (no reviewer names, no raw output, reasons from the vocabulary), or
+    everything for admins: the code and, for a DP service, the plan beside it with its total
+    epsilon; reviews with the hashes they approved; the notes, stdout and stderr."""
     body: Json = {
         "id": job.id,
         "service": job.service,
@@ -43,6 +46,9 @@ def view(job: Job, *, for_admin: bool) -> Json:
         "epsilon": job.epsilon,
         "reviews": [{"decision": r["decision"], "reason": r["reason"], "at": r["at"]} for r in job.reviews],
         "reason": job.reason,
+        "plan": job.plan,
+        "plan_sha256": job.plan_sha256,
+        "plan_epsilon": None if job.plan is None else total_epsilon(job.plan),
         "result": job.result,
         "created": job.created,
         "updated": job.updated,
@@ -50,7 +56,8 @@ def view(job: Job, *, for_admin: bool) -> Json:
     if for_admin:
         body |= {"submitter": job.submitter, "organisation": job.organisation, "code": job.code,
                  "code_kind": job.code_kind,
-                 "reviews": job.reviews, "stdout": job.stdout, "stderr": job.stderr}  # fmt: skip
+                 "reviews": job.reviews, "stdout": job.stdout, "stderr": job.stderr,
+                 "notes": job.notes or []}  # fmt: skip
     return body
 
 

@@ -1,6 +1,10 @@
-"""Steps 3 to 5 of a job: the approved code run in the sandbox, its outputs checked and released.
+"""Steps 3 to 5 of a job: the claimed run, whichever it is, and its outcome recorded.
 
-Only the exact code approved runs, and nothing of its outputs leaves without a check.
+A job waiting for its plan (`planning`) gets its plan run on the synthetic sample; an approved
+job of a DP service gets its approved plan computed by the gateway (`dp_run`); an approved job
+of an SDC service runs in the sandbox on its datasets and its tables are checked. Every outcome
+is recorded by a compare-and-swap on the job's state and attempt (`JobStore.finish`), so a run
+that lost its job (failed as overdue, then requeued) cannot overwrite it.
 """
 
 from __future__ import annotations
@@ -9,45 +13,59 @@ import logging
 from pathlib import Path
 
 from gateway import sandbox_client
-from gateway.domain.policy import check_not_frozen
-from gateway.errors import InvalidRequest, VeilgateError
+from gateway.domain.job_vocabulary import Reason
+from gateway.errors import Conflict, InvalidRequest, VeilgateError
 from gateway.jobs import Job
 from gateway.services import policy_admin
+from gateway.services.jobs.authorization import stopped
+from gateway.services.jobs.dp_run import run_approved_plan
 from gateway.services.jobs.outputs import check_outputs
+from gateway.services.jobs.planning import failure, run_plan
 from gateway.services.jobs.release import release_document
-from gateway.services.jobs.submission import job_files, service_of
+from gateway.services.jobs.stored import job_files, service_of
 from gateway.services.runtime import Runtime
 
 log = logging.getLogger("veilgate.jobs")
 
 
 def run(rt: Runtime, job_id: str) -> Job:
-    """Steps 3 to 5. Never raises: the outcome, good or bad, is recorded on the job."""
+    """Claim the job's next step and run it. Never raises: the outcome, good or bad, is recorded
+    on the job (with a reason from the vocabulary; details are logged for administrators)."""
     try:
-        job = rt.jobs.claim_run(job_id)
+        waiting = rt.jobs.get(job_id)
+        job = rt.jobs.claim_plan(job_id) if waiting.status == "planning" else rt.jobs.claim_run(job_id)
     except VeilgateError:
         return rt.jobs.get(job_id)
     try:
-        return _run(rt, job)
+        return run_plan(rt, job) if job.status == "planning-run" else _run(rt, job)
+    except Conflict:  # the job was failed or requeued meanwhile: this run's outcome is not recorded
+        log.warning("job %s changed during its run (attempt %d); its outcome was dropped", job_id, job.attempt)
     except VeilgateError as refused:
-        return rt.jobs.finish(job_id, status="failed", result=None, stdout="", stderr="", reason=str(refused))
+        log.warning("job %s refused during its run: %s", job_id, refused.detail)
+        _fail(rt, job, Reason.ERROR)
     except Exception:
         log.exception("job %s failed (this is a bug)", job_id)
-        return rt.jobs.finish(
-            job_id, status="failed", result=None, stdout="", stderr="", reason="internal error; see the server log"
-        )
+        _fail(rt, job, Reason.INTERNAL)
+    return rt.jobs.get(job_id)
+
+
+def _fail(rt: Runtime, job: Job, reason: Reason, *, stdout: str = "", stderr: str = "") -> Job:
+    try:
+        return rt.jobs.finish(job, status="failed", result=None, stdout=stdout, stderr=stderr, reason=reason.value)
+    except Conflict:
+        return rt.jobs.get(job.id)
 
 
 def _run(rt: Runtime, job: Job) -> Job:
     policy = policy_admin.current(rt)
     bundle = policy.bundle
+    # 3. Nothing it touches was stopped since its submission, its grant still holds;
+    reason = stopped(rt, job)
+    if reason is not None:
+        return _fail(rt, job, reason)
     service = service_of(bundle, job.service)
-    # 3. Nothing it touches was stopped since its submission (raises Frozen, recorded as the reason);
-    for dataset in job.datasets:
-        check_not_frozen(
-            rt.freezes.active(), consumer=job.submitter, organisation=job.organisation, service=job.service,
-            dataset=dataset,
-        )  # fmt: skip
+    if service.output_check == "dp":
+        return run_approved_plan(rt, job, bundle, policy.version)
     # and only the exact code approved runs.
     code, kind, recorded = rt.jobs.code_of(job.id)
     try:
@@ -56,13 +74,9 @@ def _run(rt: Runtime, job: Job) -> Job:
         files, digest = {}, ""
     approved = {r["code_sha256"] for r in job.reviews if r["decision"] == "approve"}
     if digest != recorded or approved != {recorded}:
-        return rt.jobs.finish(
-            job.id, status="failed", result=None, stdout="", stderr="",
-            reason="the code is not the code that was approved; it was not run",
-        )  # fmt: skip
+        return _fail(rt, job, Reason.CODE_NOT_APPROVED)
     records = {d: rt.catalog.get(d) for d in job.datasets}
     banned = set(bundle.negative_list.columns)
-    limits = service.limits
 
     def write_inputs(target: Path) -> None:
         for name, record in records.items():
@@ -75,26 +89,22 @@ def _run(rt: Runtime, job: Job) -> Job:
         hide=sorted({rt.settings.state_dir.resolve(), rt.settings.data_path.resolve()}),
         files=files,
         write_inputs=write_inputs,
-        limits=sandbox_client.Limits(**limits.model_dump()),
+        limits=sandbox_client.Limits(**service.limits.model_dump()),
         unsafe_run_without_isolation=rt.settings.sandbox_unsafe_run_without_isolation,
     )
-    entries = [r.entry for r in records.values()]
+    # SECURITY: authorization again before anything is released: a freeze, a revoke or a
+    # withdrawn service during the run releases nothing.
+    reason = stopped(rt, job)
+    if reason is not None or not rt.jobs.is_current(job):
+        return _fail(rt, job, reason or Reason.PROCESS_STOPPED, stdout=outcome.stdout, stderr=outcome.stderr)
     # 4.
-    results = check_outputs(rt, bundle, job, service=service, entries=entries, outcome=outcome)
-    failed = outcome.timed_out or outcome.exit_code != 0
-    reason = failure(outcome) if failed else None
-    document = release_document(rt, job, results, outcome=outcome, reason=reason, policy_version=policy.version)
+    results, notes = check_outputs(job, service=service, entries=[r.entry for r in records.values()], outcome=outcome)
+    failed = failure(outcome)
+    said = None if failed is None else failed.value
+    # 5.
+    document = release_document(rt, job, results, isolation=outcome.isolation, reason=said,
+                                 policy_version=policy.version)  # fmt: skip
     status = "failed" if failed and not any(r["status"] == "released" for r in results.values()) else "finished"
     return rt.jobs.finish(
-        job.id, status=status, result=document, stdout=outcome.stdout, stderr=outcome.stderr, reason=reason
+        job, status=status, result=document, stdout=outcome.stdout, stderr=outcome.stderr, reason=said, notes=notes
     )
-
-
-def failure(outcome: sandbox_client.Outcome) -> str:
-    if outcome.timed_out:
-        return "the job ran past its wall-clock limit and was stopped"
-    if outcome.exit_code in (-9, 137, 1) and "sigprocmask" in outcome.stderr:
-        return "the job used up its CPU time and was stopped"
-    if "MemoryError" in outcome.stderr:
-        return "the job ran out of memory"
-    return f"the job exited with status {outcome.exit_code}; an administrator can see its error output"

@@ -1,19 +1,23 @@
-"""Step 1 of a job: what can be checked at submission, before anyone reviews it or any data is read."""
+"""Step 1 of a job: what can be checked at submission, before anyone reviews it or any data is read.
+
+A job on a DP service is stored as `planning`: its plan run (on the synthetic sample) comes next,
+and the job waits for its reviews only with its plan."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.domain.aggregate import epsilon_text
-from gateway.domain.jobs import JobService, unpack_archive
-from gateway.domain.policy import PolicyBundle, authorize, check_not_frozen
+from gateway.domain.job_plan import OUTPUT_NAME
+from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.jobs import Job
 from gateway.services import policy_admin
+from gateway.services.jobs import dispatch
+from gateway.services.jobs.stored import job_files, service_of
 from gateway.services.runtime import Runtime
 
 MAX_CODE_BYTES = 256 * 1024
@@ -31,22 +35,6 @@ class Submission:
     epsilon: str | None = None
     archive: bytes | None = None
     """A zip archive with `main.py` at its top."""
-
-
-def job_files(code: str, kind: str) -> tuple[dict[str, bytes], str]:
-    """The files a stored job runs, and the SHA-256 of what was submitted (the file's text, or
-    the archive's bytes): what reviewers approve and what a run checks again."""
-    if kind == "archive":
-        data = base64.b64decode(code)
-        return unpack_archive(data), hashlib.sha256(data).hexdigest()
-    return {"main.py": code.encode()}, hashlib.sha256(code.encode()).hexdigest()
-
-
-def service_of(bundle: PolicyBundle, name: str) -> JobService:
-    service = bundle.job_services.get(name)
-    if service is None:
-        raise NotFound(f"no job service named {name[:64]!r}")
-    return service
 
 
 def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
@@ -78,6 +66,9 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
         raise InvalidRequest(f"datasets: one or more of {', '.join(service.datasets)}, each once")
     if not 1 <= len(submission.outputs) <= MAX_OUTPUTS or len(set(submission.outputs)) != len(submission.outputs):
         raise InvalidRequest(f"outputs: 1 to {MAX_OUTPUTS} different names")
+    if not all(isinstance(o, str) and OUTPUT_NAME.fullmatch(o) for o in submission.outputs):
+        # SECURITY: names are released with the outputs; the rule, never the name, is said back.
+        raise InvalidRequest("outputs: each name is 1 to 63 of a-z, 0-9 and _, starting with a letter")
     epsilon = None
     if service.output_check == "dp":
         if service.epsilon is None:  # unreachable: the policy check requires it
@@ -85,7 +76,7 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
         epsilon = epsilon_text(service.epsilon.charge(submission.epsilon, "job service"))
     elif submission.epsilon is not None:
         raise InvalidRequest("epsilon: this job service checks outputs by disclosure control, not DP")
-    return rt.jobs.submit(
+    job = rt.jobs.submit(
         submitter=principal.client_id,
         organisation=organisation,
         service=submission.service,
@@ -97,4 +88,9 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
         datasets=submission.datasets,
         outputs=submission.outputs,
         epsilon=epsilon,
+        # a DP job's code runs first on the synthetic sample only, to make the plan reviewers approve
+        status="planning" if service.output_check == "dp" else "submitted",
     )
+    if job.status == "planning":
+        dispatch.start(rt, job.id)
+    return job
