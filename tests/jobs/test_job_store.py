@@ -121,3 +121,45 @@ def test_only_a_failed_job_that_released_nothing_is_requeued(open_store: Callabl
         other.requeue(ran.id, "admin-b", "again")  # it ran: its outcome stands
     with pytest.raises(Conflict):
         other.requeue(stopped.id, "admin-b", "twice")  # approved now, not failed
+
+
+def test_a_run_that_lost_its_job_cannot_overwrite_it(open_store: Callable[[], JobStore]) -> None:
+    """The old run of a job failed as overdue and requeued finishes late: its outcome is refused,
+    on both backends, and the new run's stands."""
+    store, other = open_store(), open_store()
+    job = submit(store)
+    store.review(job.id, "admin-a", "approve", "fine", 1)
+    old = store.claim_run(job.id)
+    assert other.fail_if_running(job.id, "failed: process stopped")
+    other.requeue(job.id, "admin-b", "restarted")
+    new = other.claim_run(job.id)
+    assert (old.attempt, new.attempt) == (1, 2) and store.is_current(new) and not store.is_current(old)
+    with pytest.raises(Conflict, match="no longer held"):
+        store.finish(old, status="finished", result={"outputs": {"old": 1}}, stdout="", stderr="", reason=None)
+    assert store.get(job.id).status == "running" and store.get(job.id).result is None
+    done = other.finish(new, status="finished", result={"outputs": {"new": 1}}, stdout="", stderr="", reason=None)
+    assert done.result == {"outputs": {"new": 1}}
+    with pytest.raises(Conflict):  # and nothing finishes it twice
+        store.finish(new, status="failed", result=None, stdout="", stderr="", reason="failed: internal error")
+    assert store.get(job.id).status == "finished"
+
+
+def test_a_plan_run_stores_its_plan_once(open_store: Callable[[], JobStore]) -> None:
+    store = open_store()
+    job = store.submit(
+        submitter="demo-researcher", organisation="o", service="s", purpose="p", grant_id="g", code="print(1)",
+        code_kind="file", code_sha256="h", datasets=["d"], outputs=["out"], epsilon="0.5", status="planning",
+    )  # fmt: skip
+    with pytest.raises(Conflict):
+        store.review(job.id, "admin-a", "approve", "no plan yet", 1)
+    with pytest.raises(Conflict):
+        store.claim_run(job.id)
+    claimed = store.claim_plan(job.id)
+    with pytest.raises(Conflict):
+        store.claim_plan(job.id)
+    plan = [{"name": "out", "status": "planned"}]
+    planned = store.finish(claimed, status="submitted", result=None, stdout="", stderr="", reason=None,
+                           plan=plan, plan_sha256="p1")  # fmt: skip
+    assert planned.plan == plan and planned.plan_sha256 == "p1" and planned.status == "submitted"
+    reviewed = store.review(job.id, "admin-a", "approve", "fine", 1)
+    assert reviewed.reviews[-1]["plan_sha256"] == "p1" and reviewed.reviews[-1]["code_sha256"] == "h"
