@@ -55,7 +55,8 @@ def dp(
     filters: dict[str, list[Any]] | None = None,
 ) -> None:
     """A statistic the gateway computes and releases under differential privacy (count, sum or
-    mean), with the same mechanisms and ledger as aggregates; the job never sees its value."""
+    mean), with the same mechanisms and ledger as aggregates; the job never sees its value. On a
+    DP service the job runs on the synthetic sample only, and these calls make its plan."""
     _add(
         name,
         {

@@ -1,7 +1,8 @@
 """Wage level by industry and year, as DP statistics (job service `labour-analysis`).
 
-The job looks at the data to decide what to ask (here: which years it holds), then asks the
-gateway for DP means and counts; it never sees their values, and nothing else leaves.
+On a DP service this code runs only on the synthetic sample, to make the job's plan: the DP
+means and counts it asks for. Reviewers approve the code and that plan; the gateway then computes
+the plan on the real data and runs none of this code there. What it prints is for the reviewers.
 """
 
 import veilgate_job as vg

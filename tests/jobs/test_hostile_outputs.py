@@ -231,10 +231,11 @@ def test_a_grant_revoked_during_a_run_releases_nothing(jobs_gateway: Callable[..
     assert outcome["status"] == "failed" and outcome["reason"] == "stopped: grant revoked" and outcome["result"] is None
 
 
-def test_a_dp_plan_stopped_before_release_spends_and_releases_nothing(
+def test_a_dp_plan_stopped_before_release_releases_nothing(
     jobs_gateway: Callable[..., Jobs], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A freeze that lands while the gateway computes the plan: nothing is released."""
+    """A freeze that lands while the gateway computes the plan: nothing is released (what was
+    charged stays charged: the gateway fails closed)."""
     jobs = jobs_gateway()
     view = _plan(jobs, "import veilgate_job as vg\nvg.dp('n', 'count', 'social_insurance')\n", ["n"])
     original = charging.run
