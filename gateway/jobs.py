@@ -284,16 +284,19 @@ class JobStore:
         )]  # fmt: skip
 
     def running(self) -> list[Job]:
-        """Every job some process is running now, or was when it stopped."""
-        return [_job(r) for r in self._rows(_SELECT + " WHERE status = 'running' ORDER BY updated", ())]
+        """Every job some process is running now (its real run or its plan run), or was when it stopped."""
+        return [_job(r) for r in self._rows(_SELECT + " WHERE status IN (?, ?) ORDER BY updated", _RUNNING)]
 
     def fail_if_running(self, job_id: str, reason: str) -> bool:
-        """running -> failed, with `reason`; False if the job was not running (it just finished)."""
+        """running -> failed, with `reason` (a plan run, which released nothing, waits to run
+        again instead); False if the job was not running (it just finished)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
             changed = conn.execute(
-                "UPDATE jobs SET status = 'failed', updated = ?, reason = ? WHERE id = ? AND status = 'running'",
-                (now, reason, job_id),
+                "UPDATE jobs SET status = CASE status WHEN 'planning-run' THEN 'planning' ELSE 'failed' END, "
+                "updated = ?, reason = CASE status WHEN 'planning-run' THEN NULL ELSE ? END "
+                "WHERE id = ? AND status IN (?, ?)",
+                (now, reason, job_id, *_RUNNING),
             ).rowcount
         return bool(changed == 1)
 

@@ -163,3 +163,18 @@ def test_a_plan_run_stores_its_plan_once(open_store: Callable[[], JobStore]) -> 
     assert planned.plan == plan and planned.plan_sha256 == "p1" and planned.status == "submitted"
     reviewed = store.review(job.id, "admin-a", "approve", "fine", 1)
     assert reviewed.reviews[-1]["plan_sha256"] == "p1" and reviewed.reviews[-1]["code_sha256"] == "h"
+
+
+def test_a_plan_run_whose_process_stopped_waits_to_run_again(open_store: Callable[[], JobStore]) -> None:
+    store = open_store()
+    job = store.submit(
+        submitter="demo-researcher", organisation="o", service="s", purpose="p", grant_id="g", code="print(1)",
+        code_kind="file", code_sha256="h", datasets=["d"], outputs=["out"], epsilon="0.5", status="planning",
+    )  # fmt: skip
+    lost = store.claim_plan(job.id)
+    assert [j.id for j in store.running()] == [job.id]
+    assert store.fail_if_running(job.id, "failed: process stopped")
+    assert store.get(job.id).status == "planning" and store.get(job.id).reason is None
+    with pytest.raises(Conflict):
+        store.finish(lost, status="submitted", result=None, stdout="", stderr="", reason=None, plan=[], plan_sha256="x")
+    assert store.claim_plan(job.id).attempt == 2
