@@ -27,6 +27,7 @@ from gateway.api.routes import (
     jobs,
     models,
     objections,
+    output_checks,
     policy,
     public,
     usage,
@@ -130,7 +131,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.settings = settings
     problems.install(app)
     # Matched in this order: the hot paths of consumers first.
-    routers = (public, verify, models, aggregate, account, usage, jobs, disclosure, objections, audit, admin, policy)
+    routers = (
+        public, verify, models, aggregate, account, usage, jobs, output_checks, disclosure, objections, audit, admin,
+        policy,
+    )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)

@@ -27,7 +27,7 @@ from gateway.catalog import CatalogStore
 from gateway.clients import ClientStore, open_clients
 from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
-from gateway.errors import VeilgateError
+from gateway.errors import InvalidRequest, VeilgateError
 from gateway.freezes import FreezeStore, open_freezes
 from gateway.http_server import NoDelayH11Protocol
 from gateway.policy import load_bundle
@@ -556,7 +556,15 @@ def jobs_run_local(
     *,
     service: Annotated[str, typer.Option(help="The job service it will be submitted under.")],
     dataset: Annotated[list[str], typer.Option(help="A dataset the job reads (repeat for several).")],
-    output: Annotated[list[str], typer.Option(help="An output the job declares (repeat for several).")],
+    output: Annotated[list[str] | None, typer.Option(help="A DP output the job declares (repeat for several).")] = None,
+    tables: Annotated[
+        Path | None,
+        typer.Option(
+            help="SDC services: a JSON file with the declared tables, as `tables` of a submission.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     rows: Annotated[int, typer.Option(min=1, max=100_000, help="Rows of the synthetic sample.")] = 1000,
     config: ConfigOption = None,
 ) -> None:
@@ -567,9 +575,13 @@ def jobs_run_local(
         bundle = load_bundle(settings.policy_dir)
         catalog = CatalogStore(settings.data_path)
         entries = [catalog.get(name).entry for name in dataset]
+        try:
+            declared = None if tables is None else json.loads(tables.read_text())
+        except ValueError:
+            raise InvalidRequest("--tables: not a JSON file") from None
         outcome = jobs_service.run_local(
-            bundle, service, entries, code.read_text(), list(output), rows=rows,
-            work_dir=settings.state_dir / "jobs" / "local",
+            bundle, service, entries, code.read_text(), list(output or []), rows=rows,
+            work_dir=settings.state_dir / "jobs" / "local", tables=declared,
         )  # fmt: skip
     except VeilgateError as exc:
         _fail(str(exc))

@@ -398,6 +398,29 @@ class Snapshot:
             raise InternalError("an aggregate query returned no row (this is a bug)")
         return [int(v or 0) for v in row[1:]], int(row[0])
 
+    def cross_tab(
+        self, keys: Sequence[str], filters: Sequence[tuple[str, Sequence[Any]]], unit: str | None
+    ) -> dict[tuple[Any, ...], int]:
+        """Exact rows (or distinct non-NULL `unit` values) per combination of key values, among
+        rows whose filter columns hold one of the given values: an SDC table the gateway computes.
+        Names come from the catalogue, values are bound. Never released as such: disclosure
+        control and output checking come after."""
+        params: list[Any] = []
+        where = []
+        for column, values in filters:
+            marks = []
+            for value in values:
+                params.append(value)
+                marks.append(f"${len(params)}")
+            where.append(f"{quote(column)} IN ({', '.join(marks)})")
+        selected = [quote(k) for k in keys]
+        measure = "count(*)" if unit is None else f"count(DISTINCT {quote(unit)})"
+        # SECURITY: quoted catalogue identifiers and bound values only.
+        sql = f"SELECT {', '.join([*selected, measure])} FROM {TABLE} WHERE {' AND '.join(where) or 'TRUE'}"  # noqa: S608
+        if keys:
+            sql += f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}"
+        return {tuple(row[:-1]): int(row[-1]) for row in self._cursor.execute(sql, params).fetchall()}
+
     def pair_counts(self, first: str, second: str) -> dict[tuple[Any, Any], int]:
         """Rows per (first, second) value pair, NULLs left out: the counts behind naive Bayes."""
         a, b = quote(first), quote(second)

@@ -38,11 +38,14 @@ _ADDED = (
     ("plan", "TEXT"),
     ("plan_sha256", "TEXT"),
     ("notes", "TEXT"),
+    ("tables", "TEXT"),
+    ("held", "TEXT"),
 )
 """Columns added since the first stores were made: added to an older store when it opens."""
 _COLUMNS = (
     "id, submitter, organisation, service, purpose, grant_id, code, code_kind, code_sha256, datasets, outputs, "
-    "epsilon, status, reviews, created, updated, result, stdout, stderr, reason, attempt, plan, plan_sha256, notes"
+    "epsilon, status, reviews, created, updated, result, stdout, stderr, reason, attempt, plan, plan_sha256, notes, "
+    "tables, held"
 )
 # SQL text is built once, here, from the constant column list above; values are always bound.
 _INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"  # noqa: S608
@@ -88,6 +91,14 @@ class Job:
     plan_sha256: str | None = None
     notes: list[str] | None = None
     """Why outputs were withheld, in detail: for reviewers only."""
+    tables: list[dict[str, Any]] | None = None
+    """An SDC job's declared tables (`gateway.domain.sdc.TableDeclaration.as_json`)."""
+    held: dict[str, Any] | None = None
+    """An SDC job's outputs after the automatic rules, held for output checking: only
+    administrators see them until two checkers decided each (status `awaiting output check`)."""
+
+
+AWAITING_CHECK = "awaiting output check"
 
 
 def runner_id() -> str:
@@ -99,9 +110,34 @@ def _job(row: tuple[Any, ...]) -> Job:
     values = list(row)
     for i in (9, 10, 13):
         values[i] = json.loads(values[i])
-    for i in (16, 21, 23):
+    for i in (16, 21, 23, 24, 25):
         values[i] = json.loads(values[i]) if values[i] is not None else None
     return Job(*values)
+
+
+CHECKERS = 2
+"""Different output checkers who must release a held output; one withholding withholds it."""
+
+
+def pending_outputs(job: Job) -> list[str]:
+    """The outputs of a job held for output checking (passed the automatic rules)."""
+    outputs = (job.held or {}).get("outputs") or {}
+    return [name for name, result in outputs.items() if isinstance(result, dict) and result.get("status") == "held"]
+
+
+def output_decisions(pending: list[str], reviews: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Each held output's outcome so far: `released` (two different checkers released it),
+    `withheld` (a checker withheld it), or None (waiting)."""
+    out: dict[str, str | None] = {}
+    for name in pending:
+        checks = [r for r in reviews if r.get("output") == name]
+        if any(r["decision"] == "withhold" for r in checks):
+            out[name] = "withheld"
+        elif len({r["reviewer"] for r in checks if r["decision"] == "release"}) >= CHECKERS:
+            out[name] = "released"
+        else:
+            out[name] = None
+    return out
 
 
 def _alive(pid: int) -> bool:
@@ -145,6 +181,7 @@ class JobStore:
                     json.dumps(fields["datasets"]),
                     json.dumps(fields["outputs"]), fields["epsilon"], fields.get("status", "submitted"), "[]", now, now,
                     None, None, None, None, 0, None, None, None,
+                    json.dumps(fields["tables"]) if fields.get("tables") else None, None,
                 ),
             )  # fmt: skip
         return self.get(job_id)
@@ -252,6 +289,58 @@ class JobStore:
             raise Conflict(f"job {job.id} is no longer held by this run; its outcome was not recorded")
         return self.get(job.id)
 
+    def hold(
+        self, job: Job, *, held: dict[str, Any], stdout: str, stderr: str, reason: str | None, notes: list[str]
+    ) -> Job:
+        """running -> awaiting output check, for the run that claimed `job` (compare and swap, as
+        `finish`): the outputs after the automatic rules wait for two output checkers; nothing is
+        released, and the submitter sees none of it."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE jobs SET status = ?, held = ?, stdout = ?, stderr = ?, reason = ?, notes = ?, updated = ? "
+                "WHERE id = ? AND status = ? AND attempt = ?",
+                (
+                    AWAITING_CHECK,
+                    json.dumps(held),
+                    stdout,
+                    stderr,
+                    reason,
+                    json.dumps(notes),
+                    now,
+                    job.id,
+                    job.status,
+                    job.attempt,
+                ),
+            ).rowcount
+        if changed != 1:
+            raise Conflict(f"job {job.id} is no longer held by this run; its outcome was not recorded")
+        return self.get(job.id)
+
+    def check_output(self, job_id: str, checker: str, output: str, decision: str, reason: str) -> tuple[Job, bool]:
+        """One output checker's decision (`release` or `withhold`) on one held output, recorded with
+        the reviews. Nobody checks their own job's outputs, nor one output twice. True for the one
+        decision that leaves every held output decided (the job is then `checked`, to be released)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            job = self._held(conn, job_id)
+            if job.status != AWAITING_CHECK:
+                raise Conflict(f"job {job_id} is {job.status}: it has no outputs waiting for a check")
+            if job.submitter == checker:
+                raise Conflict("nobody checks the outputs of their own job")
+            if output not in pending_outputs(job):
+                raise NotFound("no held output of that name: see the job's held outputs")
+            if any(r.get("output") == output and r["reviewer"] == checker for r in job.reviews):
+                raise Conflict("you have checked this output already: another output checker must")
+            reviews = [*job.reviews, {"reviewer": checker, "decision": decision, "output": output, "reason": reason,
+                                      "code_sha256": job.code_sha256, "at": now}]  # fmt: skip
+            done = all(v is not None for v in output_decisions(pending_outputs(job), reviews).values())
+            conn.execute(
+                "UPDATE jobs SET reviews = ?, status = ?, updated = ? WHERE id = ?",
+                (json.dumps(reviews), "checked" if done else AWAITING_CHECK, now, job_id),
+            )
+        return self.get(job_id), done
+
     def fail_orphans(self) -> list[str]:
         """Jobs left running by a process of this host that is gone (a crash or a stop during the
         run): a real run is marked failed, so nobody waits for it forever; a plan run (on the
@@ -282,6 +371,10 @@ class JobStore:
         return [_job(r) for r in self._rows(
             _SELECT + " WHERE status IN ('approved', 'planning') AND updated <= ? ORDER BY updated", (stamp,)
         )]  # fmt: skip
+
+    def awaiting_check(self) -> list[Job]:
+        """Jobs whose outputs wait for output checkers, oldest first."""
+        return [_job(r) for r in self._rows(_SELECT + " WHERE status = ? ORDER BY updated", (AWAITING_CHECK,))]
 
     def running(self) -> list[Job]:
         """Every job some process is running now (its real run or its plan run), or was when it stopped."""

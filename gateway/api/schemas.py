@@ -285,8 +285,16 @@ class JobRequest(BaseModel):
         description="Or: a zip archive in base64, with `main.py` at its top (at most 1 MiB).",
     )
     datasets: list[str] = Field(min_length=1, max_length=8)
-    outputs: list[str] = Field(min_length=1, max_length=20, description="Names of the outputs the job will produce.")
+    outputs: list[str] = Field(
+        [], max_length=20, description="Names of the outputs the job will produce (SDC services: from `tables`)."
+    )
     epsilon: str | int | float | None = Field(None, description="For DP job services: the epsilon of all outputs.")
+    tables: list[dict[str, Any]] | None = Field(
+        None,
+        max_length=20,
+        description="For SDC job services, every output table: {name, keys, counts} and, for counts the gateway "
+        "computes itself, crosstab {dataset, count: rows|units, filters: [{column, values}]}.",
+    )
 
 
 class ReviewRequest(BaseModel):

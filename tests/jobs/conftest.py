@@ -3,6 +3,7 @@ helper that submits a job, has it approved by two administrators and waits for i
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,8 +12,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.jobs import AWAITING_CHECK
 from gateway.sandbox_client import isolation_problem
-from tests.conftest import Installation, bearer, get_token
+from tests.conftest import REPO, Installation, bearer, get_token
+
+EXAMPLE_TABLES: list[dict[str, Any]] = json.loads(
+    (REPO / "sandbox" / "examples" / "enterprises_by_status.tables.json").read_text()
+)
+"""The tables the example SDC job declares: one computed by the gateway, one the job writes."""
+CHECKERS = ("demo-admin", "demo-approver")
 
 needs_isolation = pytest.mark.skipif(
     isolation_problem() is not None, reason=f"the sandbox cannot build namespaces here: {isolation_problem()}"
@@ -32,9 +40,12 @@ class Jobs:
             "purpose": "public_research",
             "code": code,
             "datasets": datasets or ["enterprise_registry"],
-            "outputs": outputs or ["counts"],
             **extra,
         }
+        if service == "enterprise-tables" and "tables" not in extra:  # an SDC service: tables declared
+            body["tables"] = [{"name": name, "keys": [], "counts": ["n"]} for name in outputs or ["counts"]]
+        if outputs is not None or service != "enterprise-tables":
+            body["outputs"] = outputs or ["counts"]
         return self.client.post("/v1/jobs", json=body, headers=self.headers["demo-researcher"])
 
     def review(self, job_id: str, who: str, decision: str = "approve", reason: str = "reviewed") -> Any:
@@ -54,7 +65,7 @@ class Jobs:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             body = self.status(job_id)
-            if body["status"] in ("finished", "failed", "rejected"):
+            if body["status"] in ("finished", "failed", "rejected", AWAITING_CHECK):
                 return body
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} did not finish: {self.status(job_id)}")
@@ -69,15 +80,32 @@ class Jobs:
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} was not planned: {self.status(job_id)}")
 
-    def run(self, code: str, **submit: Any) -> dict[str, Any]:
-        """Submit, approve twice, wait: the researcher's view of the outcome."""
+    def check(self, job_id: str, output: str, who: str, decision: str = "release", reason: str = "checked") -> Any:
+        return self.client.post(
+            f"/v1/admin/output-checks/{job_id}/{output}/{decision}", json={"reason": reason}, headers=self.headers[who]
+        )
+
+    def check_all(self, job_id: str, decision: str = "release") -> dict[str, Any]:
+        """Two output checkers decide every held output alike: the researcher's view after."""
+        waiting = self.client.get(f"/v1/admin/output-checks/{job_id}", headers=self.headers["demo-admin"]).json()
+        for name in waiting["waiting"]:
+            for who in CHECKERS:
+                assert self.check(job_id, name, who, decision).status_code == 200
+        return self.status(job_id)
+
+    def run(self, code: str, *, checked: bool = True, **submit: Any) -> dict[str, Any]:
+        """Submit, approve twice, wait, and (`checked`) have two checkers release every held
+        output: the researcher's view of the outcome."""
         submitted = self.submit(code, **submit)
         assert submitted.status_code == 201, submitted.text
         job_id = submitted.json()["id"]
         self.planned(job_id)
         assert self.review(job_id, "demo-admin").status_code == 200
         assert self.review(job_id, "demo-approver").status_code == 200
-        return self.wait(job_id)
+        outcome = self.wait(job_id)
+        if checked and outcome["status"] == AWAITING_CHECK:
+            return self.check_all(job_id)
+        return outcome
 
 
 @pytest.fixture

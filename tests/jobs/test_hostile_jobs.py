@@ -93,16 +93,16 @@ def test_raw_rows_printed_or_returned_never_reach_the_researcher(jobs_gateway: C
         "vg.table('counts', [{'credit_code': r['credit_code'], 'n': 100} for r in t[:50]],"
         " keys=['credit_code'], counts=['n'])\n"
         "vg.table('records', t[:50], keys=['industry'], counts=['registered_capital'])\n"
-        "vg.table('undeclared', [{'industry': 'C', 'n': 50}], keys=['industry'], counts=['n'])\n"
+        "vg.table('smuggled_xq7', [{'industry': 'C', 'n': 50}], keys=['industry'], counts=['n'])\n"
     )
     outcome = jobs.run(code, outputs=["counts", "records"])
     assert outcome["status"] == "finished"  # the job ran to its end; its outputs are another matter
     outputs = outcome["result"]["result"]["outputs"]
     assert all(o["status"] == "withheld" for o in outputs.values())
-    assert outputs["counts"] == {"status": "withheld", "reason": "withheld: not a public category"}
-    assert outputs["records"] == {"status": "withheld", "reason": "withheld: outside the service's rules"}
-    assert "undeclared" not in str(outcome)  # an undeclared output is never named back
+    assert outputs["counts"] == {"status": "withheld", "reason": "withheld: not as declared"}
+    assert outputs["records"] == {"status": "withheld", "reason": "withheld: not as declared"}
+    assert "smuggled_xq7" not in str(outcome) and "undeclared" not in str(outcome)  # never named back
     notes = jobs.admin_view(outcome["id"])["notes"]
-    assert "1 undeclared output(s) dropped" in notes and any("neither a key nor a count" in n for n in notes)
+    assert "1 undeclared output(s) dropped" in notes
     assert [s[:12] for s in _secrets(jobs) if s in str(outcome)] == []
     assert CANARY in jobs.admin_view(outcome["id"])["stdout"]  # printed rows: for administrators only

@@ -19,7 +19,7 @@ from gateway.jobs import SqliteJobStore
 from gateway.services.jobs import dispatch as job_dispatch
 from gateway.services.receipts import verify_receipt
 from tests.conftest import REPO
-from tests.jobs.conftest import Jobs, needs_isolation
+from tests.jobs.conftest import EXAMPLE_TABLES, Jobs, needs_isolation
 
 EXAMPLES = REPO / "sandbox" / "examples"
 
@@ -29,7 +29,7 @@ pytestmark = needs_isolation
 def test_the_example_table_job_runs_end_to_end(jobs_gateway: Callable[..., Jobs]) -> None:
     jobs = jobs_gateway()
     code = (EXAMPLES / "enterprises_by_status.py").read_text()
-    outcome = jobs.run(code, outputs=["enterprises_by_status"])
+    outcome = jobs.run(code, tables=EXAMPLE_TABLES)
     assert outcome["status"] == "finished", outcome
     document = outcome["result"]
     result = document["result"]
@@ -135,20 +135,23 @@ def test_run_local_gives_the_same_shape_on_the_synthetic_sample(
 
     jobs = jobs_gateway()
     example = EXAMPLES / "enterprises_by_status.py"
-    in_domain = jobs.run(example.read_text(), outputs=["enterprises_by_status"])["result"]["result"]["outputs"]
+    in_domain = jobs.run(example.read_text(), tables=EXAMPLE_TABLES)["result"]["result"]["outputs"]
     config = jobs.installation.root / "veilgate.toml"
     result = CliRunner().invoke(
         app,
         ["jobs", "run-local", str(example), "--service", "enterprise-tables", "--dataset", "enterprise_registry",
-         "--output", "enterprises_by_status", "--config", str(config)],
+         "--tables", str(example.with_suffix(".tables.json")), "--config", str(config)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     local = json.loads(result.stdout[result.stdout.index("{") :])["outputs"]
     assert local.keys() == in_domain.keys()
     for name, output in local.items():
-        assert output["status"] == in_domain[name]["status"] == "released"
+        assert in_domain[name]["status"] == "released"
         assert output["keys"] == in_domain[name]["keys"] and output["counts"] == in_domain[name]["counts"]
-        assert set(output["rows"][0]) == set(in_domain[name]["rows"][0])
+    # a table the gateway computes is planned locally; one the job writes would wait for checkers
+    assert local["enterprises_by_status"]["status"] == "checked"
+    written = local["active_by_province"]
+    assert written["status"] == "held" and set(written["rows"][0]) == set(in_domain["active_by_province"]["rows"][0])
 
 
 def test_a_small_archive_runs_its_main_and_its_modules(jobs_gateway: Callable[..., Jobs]) -> None:
@@ -173,15 +176,16 @@ def test_a_small_archive_runs_its_main_and_its_modules(jobs_gateway: Callable[..
     response = jobs.client.post(
         "/v1/jobs",
         json={"service": "enterprise-tables", "purpose": "public_research", "archive": body,
-              "datasets": ["enterprise_registry"], "outputs": ["counts"]},
+              "datasets": ["enterprise_registry"], "tables": [{"name": "counts", "keys": ["status"], "counts": ["n"]}]},
         headers=jobs.headers["demo-researcher"],
     )  # fmt: skip
     assert response.status_code == 201, response.text
     job_id = response.json()["id"]
     assert response.json()["code_sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
     assert jobs.review(job_id, "demo-admin").status_code == jobs.review(job_id, "demo-approver").status_code == 200
-    outcome = jobs.wait(job_id)
-    assert outcome["status"] == "finished", jobs.admin_view(job_id)["stderr"]
+    assert jobs.wait(job_id)["status"] == "awaiting output check", jobs.admin_view(job_id)["stderr"]
+    outcome = jobs.check_all(job_id)
+    assert outcome["status"] == "finished", outcome
     assert outcome["result"]["result"]["outputs"]["counts"]["status"] == "released"
 
 
@@ -268,13 +272,14 @@ def test_an_approved_job_whose_run_never_started_runs_after_a_restart(
     with monkeypatch.context() as stopped:
         stopped.setattr(job_dispatch, "start", lambda _rt, _job_id: None)  # the process dies first
         code = (EXAMPLES / "enterprises_by_status.py").read_text()
-        job_id = jobs.submit(code, outputs=["enterprises_by_status"]).json()["id"]
+        job_id = jobs.submit(code, tables=EXAMPLE_TABLES).json()["id"]
         assert jobs.review(job_id, "demo-admin").status_code == 200
         assert jobs.review(job_id, "demo-approver").status_code == 200
         assert jobs.status(job_id)["status"] == "approved"
     restarted = jobs_gateway()
     with restarted.client:  # startup starts the approved jobs nobody runs
-        outcome = restarted.wait(job_id)
+        assert restarted.wait(job_id)["status"] == "awaiting output check"
+        outcome = restarted.check_all(job_id)
     assert outcome["status"] == "finished", outcome
     assert outcome["result"]["result"]["outputs"]["enterprises_by_status"]["status"] == "released"
 
@@ -286,7 +291,7 @@ def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: C
     code = (EXAMPLES / "enterprises_by_status.py").read_text()
     with pytest.MonkeyPatch.context() as stopped:
         stopped.setattr(job_dispatch, "start", lambda _rt, _job_id: None)
-        job_id = jobs.submit(code, outputs=["enterprises_by_status"]).json()["id"]
+        job_id = jobs.submit(code, tables=EXAMPLE_TABLES).json()["id"]
         assert jobs.review(job_id, "demo-admin").status_code == 200
         assert jobs.review(job_id, "demo-approver").status_code == 200
     store = jobs.installation.settings.state_dir / "jobs" / "jobs.sqlite3"
@@ -300,10 +305,11 @@ def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: C
         body = {"reason": "the gateway restarted during the run"}
         assert restarted.client.post(path, json=body, headers=restarted.headers["demo-researcher"]).status_code == 403
         assert restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"]).status_code == 200
-        outcome = restarted.wait(job_id)
+        assert restarted.wait(job_id)["status"] == "awaiting output check"
+        outcome = restarted.check_all(job_id)
         assert outcome["status"] == "finished", outcome
         assert outcome["result"]["result"]["outputs"]["enterprises_by_status"]["status"] == "released"
         again = restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"])
         assert again.status_code == 409 and "released nothing" in again.text
         reviews = restarted.admin_view(job_id)["reviews"]
-        assert [(r["reviewer"], r["decision"]) for r in reviews][-1] == ("demo-admin", "requeue")
+        assert [(r["reviewer"], r["decision"]) for r in reviews if "output" not in r][-1] == ("demo-admin", "requeue")

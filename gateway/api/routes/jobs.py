@@ -41,6 +41,7 @@ async def submit(
         datasets=body.datasets,
         outputs=body.outputs,
         epsilon=None if body.epsilon is None else str(body.epsilon),
+        tables=body.tables,
     )
     job = await run_in_threadpool(jobs.submit, rt, who, submission)
     note(request, service=job.service)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway import sandbox_client
+from gateway.domain import sdc
 from gateway.domain.catalog import CatalogEntry
 from gateway.domain.policy import PolicyBundle
 from gateway.domain.trail import Json
@@ -24,11 +26,15 @@ from gateway.services.jobs.stored import service_of
 
 def run_local(
     bundle: PolicyBundle, service_name: str, entries: Sequence[CatalogEntry], code: str, outputs: list[str],
-    *, epsilon: str | None = None, rows: int = SAMPLE_ROWS, work_dir: Path,
+    *, epsilon: str | None = None, rows: int = SAMPLE_ROWS, work_dir: Path, tables: list[Any] | None = None,
 ) -> Json:  # fmt: skip
     """The job on the synthetic sample: its tables checked (SDC), or its plan (DP). The sample is
     made from the catalogue entries alone, so the run needs no isolation."""
     service = service_of(bundle, service_name)
+    declared = None
+    if service.output_check == "sdc":  # the same declaration a submission needs
+        declared = [t.as_json() for t in sdc.declare_tables(tables, entries)]
+        outputs = [t["name"] for t in declared]
     outcome = sandbox_client.run(
         work_dir=work_dir,
         hide=[],
@@ -43,6 +49,7 @@ def run_local(
         datasets=[e.dataset for e in entries],
         outputs=outputs, epsilon=epsilon or (str(service.epsilon.default) if service.epsilon else None),
         status="local", reviews=[], created="", updated="", result=None, stdout=None, stderr=None, reason=None,
+        tables=declared,
     )  # fmt: skip
     failed = failure(outcome)
     body: Json = {"completed": failed is None, "reason": None if failed is None else failed.value}
@@ -50,6 +57,6 @@ def run_local(
         plan, notes = make_plan(bundle, job, entries, outcome.outputs or {})
         body |= {"plan": plan, "plan_epsilon": total_epsilon(plan)}
     else:
-        results, notes = check_outputs(job, service=service, entries=entries, outcome=outcome)
+        results, notes = check_outputs(None, job, service=service, entries=entries, outcome=outcome)
         body |= {"outputs": results}
     return body | {"notes": notes, "stdout": outcome.stdout, "stderr": outcome.stderr}

@@ -44,7 +44,10 @@ def view(job: Job, *, for_admin: bool) -> Json:
         "datasets": job.datasets,
         "outputs": job.outputs,
         "epsilon": job.epsilon,
-        "reviews": [{"decision": r["decision"], "reason": r["reason"], "at": r["at"]} for r in job.reviews],
+        # output checks are for administrators: the researcher sees their outcome in the result
+        "reviews": [
+            {"decision": r["decision"], "reason": r["reason"], "at": r["at"]} for r in job.reviews if "output" not in r
+        ],
         "reason": job.reason,
         "plan": job.plan,
         "plan_sha256": job.plan_sha256,

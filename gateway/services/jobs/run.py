@@ -98,9 +98,13 @@ def _run(rt: Runtime, job: Job) -> Job:
     if reason is not None or not rt.jobs.is_current(job):
         return _fail(rt, job, reason or Reason.PROCESS_STOPPED, stdout=outcome.stdout, stderr=outcome.stderr)
     # 4.
-    results, notes = check_outputs(job, service=service, entries=[r.entry for r in records.values()], outcome=outcome)
+    entries = [r.entry for r in records.values()]
+    results, notes = check_outputs(rt, job, service=service, entries=entries, outcome=outcome)
     failed = failure(outcome)
     said = None if failed is None else failed.value
+    if any(r["status"] == "held" for r in results.values()):  # tables wait for two output checkers
+        held = {"outputs": results, "isolation": outcome.isolation, "reason": said}
+        return rt.jobs.hold(job, held=held, stdout=outcome.stdout, stderr=outcome.stderr, reason=said, notes=notes)
     # 5.
     document = release_document(rt, job, results, isolation=outcome.isolation, reason=said,
                                  policy_version=policy.version)  # fmt: skip

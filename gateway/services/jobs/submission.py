@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from gateway.domain import sdc
 from gateway.domain.aggregate import epsilon_text
 from gateway.domain.job_plan import OUTPUT_NAME
 from gateway.domain.policy import authorize, check_not_frozen
@@ -35,6 +37,8 @@ class Submission:
     epsilon: str | None = None
     archive: bytes | None = None
     """A zip archive with `main.py` at its top."""
+    tables: list[Any] | None = None
+    """For SDC services: every output table declared (`gateway.domain.sdc.declare_tables`)."""
 
 
 def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
@@ -64,9 +68,18 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
     unknown = [d for d in submission.datasets if d not in service.datasets]
     if not submission.datasets or unknown or len(set(submission.datasets)) != len(submission.datasets):
         raise InvalidRequest(f"datasets: one or more of {', '.join(service.datasets)}, each once")
-    if not 1 <= len(submission.outputs) <= MAX_OUTPUTS or len(set(submission.outputs)) != len(submission.outputs):
+    outputs, tables = submission.outputs, None
+    if service.output_check == "sdc":  # every table declared: names, public category keys, counts
+        tables = [t.as_json() for t in sdc.declare_tables(submission.tables, [rt.catalog.get(d).entry for d in
+                                                                               submission.datasets])]  # fmt: skip
+        if outputs and outputs != [t["name"] for t in tables]:
+            raise InvalidRequest("outputs: the names of the declared tables, in their order (or leave it out)")
+        outputs = [t["name"] for t in tables]
+    elif submission.tables is not None:
+        raise InvalidRequest("tables: this job service releases DP statistics, not declared tables")
+    if not 1 <= len(outputs) <= MAX_OUTPUTS or len(set(outputs)) != len(outputs):
         raise InvalidRequest(f"outputs: 1 to {MAX_OUTPUTS} different names")
-    if not all(isinstance(o, str) and OUTPUT_NAME.fullmatch(o) for o in submission.outputs):
+    if not all(isinstance(o, str) and OUTPUT_NAME.fullmatch(o) for o in outputs):
         # SECURITY: names are released with the outputs; the rule, never the name, is said back.
         raise InvalidRequest("outputs: each name is 1 to 63 of a-z, 0-9 and _, starting with a letter")
     epsilon = None
@@ -86,8 +99,9 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
         code_kind=kind,
         code_sha256=code_sha256,
         datasets=submission.datasets,
-        outputs=submission.outputs,
+        outputs=outputs,
         epsilon=epsilon,
+        tables=tables,
         # a DP job's code runs first on the synthetic sample only, to make the plan reviewers approve
         status="planning" if service.output_check == "dp" else "submitted",
     )

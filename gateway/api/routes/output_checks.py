@@ -1,0 +1,51 @@
+"""Output checking routes: administrators other than the submitter see the held outputs of SDC
+jobs with their code and log, and release or withhold each output with a reason."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+
+from gateway.api.deps import require_role, runtime
+from gateway.api.schemas import ReviewRequest
+from gateway.domain.principal import Principal, Role
+from gateway.jobs import AWAITING_CHECK
+from gateway.services.jobs import output_checking
+from gateway.services.jobs.review import view
+from gateway.services.runtime import Runtime
+
+router = APIRouter(tags=["jobs"])
+Checker = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+
+
+@router.get("/v1/admin/output-checks")
+async def queue(rt: Annotated[Runtime, Depends(runtime)], _who: Checker) -> dict[str, Any]:
+    """Jobs whose outputs wait for output checkers, oldest first, with the outputs still waiting."""
+    jobs = await run_in_threadpool(rt.jobs.awaiting_check)
+    return {"jobs": [output_checking.checker_view(j, with_code=False) for j in jobs]}
+
+
+@router.get("/v1/admin/output-checks/{job_id}")
+async def show(rt: Annotated[Runtime, Depends(runtime)], _who: Checker, job_id: str) -> dict[str, Any]:
+    """A held job for its checkers: each output's values and source, the code, the log, the checks."""
+    return output_checking.checker_view(await run_in_threadpool(rt.jobs.get, job_id), with_code=True)
+
+
+@router.post("/v1/admin/output-checks/{job_id}/{output}/{decision}")
+async def decide(
+    *,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Checker,
+    job_id: str,
+    output: str,
+    decision: Literal["release", "withhold"],
+    body: ReviewRequest,
+) -> dict[str, Any]:
+    """Release or withhold one held output, with a reason; the decision that completes the checks
+    makes the signed result, which the researcher then sees."""
+    job = await run_in_threadpool(output_checking.check, rt, who, job_id, output, decision=decision, reason=body.reason)
+    if job.status == AWAITING_CHECK:
+        return output_checking.checker_view(job, with_code=False)
+    return view(job, for_admin=True)

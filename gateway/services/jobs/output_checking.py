@@ -1,0 +1,180 @@
+"""Output checking for SDC job services, as the Five Safes and OpenSAFELY practise it.
+
+Each declared table is either computed by the gateway on the data (a cross-tabulation: no
+researcher code involved) or written by the job and checked against its declaration. Both then
+pass the automatic rules (threshold, rounding, secondary suppression) and are *held*: two
+output checkers (administrators, not the submitter, two different people) see the values, the
+code and the log, and release or withhold each table. Only then is the signed, audited result
+made and does the researcher see anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from gateway import sandbox_client
+from gateway.domain import sdc
+from gateway.domain.catalog import CatalogEntry
+from gateway.domain.job_vocabulary import Reason, Refusal
+from gateway.domain.jobs import JobService
+from gateway.domain.principal import Principal
+from gateway.domain.trail import Json
+from gateway.errors import InvalidRequest
+from gateway.jobs import Job, output_decisions, pending_outputs
+from gateway.services import policy_admin
+from gateway.services.jobs.authorization import stopped
+from gateway.services.jobs.release import release_document
+from gateway.services.runtime import Runtime
+
+log = logging.getLogger("veilgate.jobs")
+
+
+def declarations(job: Job) -> list[sdc.TableDeclaration]:
+    """The tables a job declared at submission, as stored."""
+    out = []
+    for raw in job.tables or []:
+        crosstab = raw.get("crosstab")
+        out.append(
+            sdc.TableDeclaration(
+                raw["name"],
+                tuple(raw["keys"]),
+                tuple(raw["counts"]),
+                None
+                if crosstab is None
+                else sdc.CrossTab(
+                    crosstab["dataset"],
+                    crosstab["count"],
+                    tuple((f["column"], tuple(f["values"])) for f in crosstab["filters"]),
+                ),
+            )
+        )
+    return out
+
+
+def crosstab_counts(
+    rt: Runtime, declaration: sdc.TableDeclaration, entries: Sequence[CatalogEntry]
+) -> list[dict[str, Any]]:
+    """The exact counts of a declared cross-tabulation, one row per key cell (zeros included),
+    computed by the engine on the dataset's current version."""
+    crosstab = declaration.crosstab
+    if crosstab is None:  # unreachable: only cross-tabulations are computed
+        raise ValueError("not a cross-tabulation")
+    record = rt.catalog.get(crosstab.dataset)
+    unit = record.entry.privacy_unit.column if crosstab.count == "units" else None
+    with rt.domain.snapshot(crosstab.dataset, record.version) as snapshot:
+        found = snapshot.cross_tab(declaration.keys, crosstab.filters, unit)
+    (count,) = declaration.counts
+    return [
+        {**dict(zip(declaration.keys, cell, strict=True)), count: found.get(cell, 0)}
+        for cell in sdc.cells(declaration, [record.entry])
+    ]
+
+
+def check_tables(
+    rt: Runtime | None,
+    job: Job,
+    *,
+    service: JobService,
+    entries: Sequence[CatalogEntry],
+    outcome: sandbox_client.Outcome,
+) -> dict[str, Json]:
+    """Every declared table after the automatic rules: `held` for output checking (with its
+    rows and whether the gateway computed or the job wrote it), or `withheld` with a reason from
+    the vocabulary. Outputs the job produced but did not declare are never named.
+
+    With `rt` None (a local run on the synthetic sample) cross-tabulations are not computed."""
+    produced = outcome.outputs or {}
+    results: dict[str, Json] = {}
+    for declaration in declarations(job):
+        shape = {"kind": "table", "keys": list(declaration.keys), "counts": list(declaration.counts)}
+        if declaration.crosstab is not None:
+            if declaration.name in produced:  # a computed table is never replaced by the job's
+                results[declaration.name] = Refusal(sdc.SCHEMA_MISMATCH).shown()
+                continue
+            if rt is None:
+                results[declaration.name] = {"status": "checked", "source": "computed", **shape}
+                continue
+            rows = crosstab_counts(rt, declaration, entries)
+            source = "computed"
+        else:
+            if declaration.name not in produced:
+                results[declaration.name] = Refusal(sdc.NOT_PRODUCED).shown()
+                continue
+            checked = sdc.check_written(produced[declaration.name], declaration, entries)
+            if checked.rows is None:
+                results[declaration.name] = Refusal(checked.reason or sdc.SCHEMA_MISMATCH).shown()
+                continue
+            rows, source = checked.rows, "written"
+        released = sdc.apply_rules(rows, declaration.keys, declaration.counts, service.sdc)
+        results[declaration.name] = {"status": "held", "source": source, **shape, "rows": released}
+    return results
+
+
+def checker_view(job: Job, *, with_code: bool) -> Json:
+    """What output checkers see of a held job: every output with its values and source (computed
+    by the gateway, or written by the job: nothing ties those to the data), the checks so far,
+    and its code and log."""
+    pending = pending_outputs(job)
+    decided = output_decisions(pending, job.reviews)
+    body: Json = {
+        "id": job.id,
+        "status": job.status,
+        "service": job.service,
+        "purpose": job.purpose,
+        "declared": job.tables,
+        "outputs": (job.held or {}).get("outputs"),
+        "waiting": [name for name in pending if decided[name] is None],
+        "checks": [r for r in job.reviews if "output" in r],
+        "submitter": job.submitter,
+        "code_sha256": job.code_sha256,
+    }
+    if with_code:
+        body |= {"code": job.code, "code_kind": job.code_kind, "stdout": job.stdout, "stderr": job.stderr,
+                 "reviews": [r for r in job.reviews if "output" not in r]}  # fmt: skip
+    return body
+
+
+def check(rt: Runtime, checker: Principal, job_id: str, output: str, *, decision: str, reason: str) -> Job:
+    """One checker's decision on one held output; the decision that completes the checks makes
+    the signed, audited result, with each held output released or withheld as decided."""
+    if decision not in ("release", "withhold"):
+        raise InvalidRequest("decision: release or withhold")
+    job, done = rt.jobs.check_output(job_id, checker.client_id, output, decision, reason)
+    if not done:
+        return job
+    return release_checked(rt, job)
+
+
+def release_checked(rt: Runtime, job: Job) -> Job:
+    """The signed result of a job whose held outputs are all decided (status `checked`). The
+    freezes, the grant and the service are checked again first: if they stopped the job since
+    its run, nothing is released."""
+    why = stopped(rt, job)
+    if why is not None:
+        log.warning("job %s checked, but stopped before its release: %s", job.id, why.value)
+        return rt.jobs.finish(job, status="failed", result=None, stdout=job.stdout or "", stderr=job.stderr or "",
+                              reason=why.value, notes=job.notes)  # fmt: skip
+    held = job.held or {}
+    decided = output_decisions(pending_outputs(job), job.reviews)
+    results: dict[str, Json] = {}
+    for name, result in (held.get("outputs") or {}).items():
+        if decided.get(name) == "released":
+            results[name] = {**result, "status": "released"}
+        elif decided.get(name) == "withheld":
+            results[name] = Refusal(Reason.OUTPUT_CHECK).shown()
+        else:
+            results[name] = result
+    reason = held.get("reason")
+    document = release_document(
+        rt, job, results, isolation=str(held.get("isolation")), reason=reason,
+        policy_version=policy_admin.current(rt).version,
+    )  # fmt: skip
+    status = (
+        "failed" if reason is not None and not any(r["status"] == "released" for r in results.values()) else "finished"
+    )
+    return rt.jobs.finish(
+        job, status=status, result=document, stdout=job.stdout or "", stderr=job.stderr or "", reason=reason,
+        notes=job.notes,
+    )  # fmt: skip
