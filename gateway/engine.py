@@ -32,6 +32,7 @@ from gateway.atomic_files import fsync_path, write_atomic
 from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan, bin_count
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS
+from gateway.domain.intervals import centre
 from gateway.errors import DependencyError, InternalError, NotFound, RegistrationError
 
 ProgressFn = Callable[[str], None]
@@ -509,6 +510,10 @@ def _aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = F
     else:
         where_outer = ""
     for statistic in plan.statistics:
+        if statistic.name == "centred_sum":  # exact in integers: sum(v - c) = sum(v) - c * count(v)
+            middle = bind(centre(plan.value_units or (0, 0)))
+            outer.append(f"CAST(sum(v) AS HUGEINT) - CAST({middle} AS HUGEINT) * count(v)")
+            continue
         outer.append(
             {
                 "rows": "count(*)",

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.domain.budget import MICRO, Amount, micro_epsilon, nano_delta
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, Column, ColumnType, Identifier
+from gateway.domain.intervals import RatioNoise, centre, half_range, split_mean_epsilon
 from gateway.errors import InvalidRequest
 
 MAX_CELLS = 5_000
@@ -247,13 +248,13 @@ class Statistic:
     """One noisy vector the mechanism releases: its name, L1 sensitivity and epsilon share."""
 
     name: str
-    """`rows`, `units`, `values` (rows with a value), `sum` or `bins`."""
+    """`rows`, `units`, `values` (rows with a value), `sum`, `centred_sum` or `bins`."""
     sensitivity: int
     micro_epsilon: int
     alpha: float = 1 - float(CONFIDENCE)
     """Each value of this statistic is within its half-width with probability 1 - alpha; a
-    mean splits alpha between its two statistics and a quantile among its bins (union bound),
-    so what is released keeps at least 95% confidence."""
+    quantile splits alpha among its bins (union bound); a mean's interval is simulated from
+    both of its statistics' noise (domain.intervals), so its statistics keep the full alpha."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +361,9 @@ def statistics_for(
     - a distinct-unit count moves by at most 1 per cell the unit touches: min(max_rows, cells);
     - a clamped sum moves by at most `max_rows` times the largest absolute clamped value;
     - histogram bins move by at most `max_rows` in total.
-    A mean spends half its epsilon on the sum and half on the count of rows with a value.
+    A mean is a centred sum (of v - centre, where centre is the middle of the bounds, so each row
+    moves it by at most the half-range) over the count of rows with a value, with the epsilon
+    split between them to minimise the expected error (domain.intervals.split_mean_epsilon).
     """
     if measure is Measure.COUNT:
         return (Statistic("rows", max_rows, epsilon_micro),)
@@ -376,10 +379,10 @@ def statistics_for(
     largest = max(abs(value_units[0]), abs(value_units[1]), 1)
     if measure is Measure.SUM:
         return (Statistic("sum", max_rows * largest, epsilon_micro),)
-    half = epsilon_micro // 2
+    to_sum, to_count = split_mean_epsilon(epsilon_micro)
     return (
-        Statistic("sum", max_rows * largest, epsilon_micro - half, alpha / 2),
-        Statistic("values", max_rows, half, alpha / 2),
+        Statistic("centred_sum", max_rows * half_range(value_units), to_sum),
+        Statistic("values", max_rows, to_count),
     )
 
 
@@ -429,7 +432,7 @@ def plan(
     if len(cells) * bins > MAX_CELLS:
         raise InvalidRequest(f"parameters.group_by: over {MAX_CELLS} output rows")
     epsilon_micro = template.epsilon.charge(epsilon, "template")
-    if template.measure is Measure.MEAN and epsilon_micro < 2:
+    if template.measure is Measure.MEAN and epsilon_micro < 2:  # both statistics need a share
         raise InvalidRequest("epsilon: a mean needs at least 0.000002 (it is split in two)")
     value_units: tuple[int, int] | None = None
     if template.column is not None:
@@ -566,9 +569,10 @@ def assemble(plan: Plan, noisy: Mapping[str, NoisyVector]) -> list[dict[str, Any
                 }
             )
     elif template.measure is Measure.MEAN:
-        sums, counts = noisy["sum"], noisy["values"]
+        sums, counts = noisy["centred_sum"], noisy["values"]
+        noise = RatioNoise.draw(sums.scale, counts.scale, int(plan.key[:16], 16))
         for cell, total, count in zip(plan.cells, sums.values, counts.values, strict=True):
-            rows.append({"group": _group(plan, cell), **_mean(plan, total, count, sums.half_width, counts.half_width)})
+            rows.append({"group": _group(plan, cell), **_mean(plan, total, count, noise)})
     else:
         stat = noisy["bins"]
         width = bin_count(template)
@@ -589,25 +593,34 @@ def _count(value: int, half_width: int) -> dict[str, Any]:
     return {"value": max(0, value), "interval": [max(0, value - half_width), max(0, value + half_width)]}
 
 
-def _mean(plan: Plan, total: int, count: int, sum_half: int, count_half: int) -> dict[str, Any]:
+def _mean(plan: Plan, total: int, count: int, noise: RatioNoise) -> dict[str, Any]:
+    """centre + centred sum / count, with the central 95% of the ratios the noise allows."""
     g = plan.template.granularity
-    low_units, high_units = plan.value_units or (0, 0)
-    low, high = Decimal(low_units) * g, Decimal(high_units) * g
+    units = plan.value_units or (0, 0)
+    middle = Decimal(centre(units))
+    low, high = Decimal(units[0]) * g, Decimal(units[1]) * g
 
     def clamp(value: Decimal) -> Decimal:
         return min(max(value, low), high)
 
-    estimate = clamp(_quantize(Decimal(total) * g / Decimal(max(count, 1)), g))
-    if count - count_half >= 1:
-        corners = [
-            Decimal(s) * g / Decimal(c)
-            for s in (total - sum_half, total + sum_half)
-            for c in (count - count_half, count + count_half)
-        ]
-        interval = [clamp(_quantize(min(corners), g, up=False)), clamp(_quantize(max(corners), g, up=True))]
-    else:
+    estimate = clamp(_quantize((middle + Decimal(total) / Decimal(max(count, 1))) * g, g))
+    found = noise.interval(total, count, 1 - float(CONFIDENCE))
+    if found is None:
         interval = [low, high]  # too few rows to say more than the bounds
-    return {"value": _number(estimate), "interval": [_number(interval[0]), _number(interval[1])]}
+    else:
+        interval = [
+            clamp(_quantize((middle + Decimal(repr(found[0]))) * g, g, up=False)),
+            clamp(_quantize((middle + Decimal(repr(found[1]))) * g, g, up=True)),
+        ]
+    estimate = min(max(estimate, interval[0]), interval[1])
+    width = interval[1] - interval[0]
+    note = None
+    if width * 4 > high - low:  # over a quarter of the bounds: say why, from released figures only
+        note = (
+            f"this group has about {max(count, 0)} rows with a value (a noisy count); at epsilon"
+            f" {epsilon_text(plan.amount.micro_epsilon)} the 95% interval is {_number(width)} wide"
+        )
+    return {"value": _number(estimate), "interval": [_number(interval[0]), _number(interval[1])], "note": note}
 
 
 def _quantile(plan: Plan, counts: Sequence[int], q: Decimal, half_width: int) -> dict[str, Any]:

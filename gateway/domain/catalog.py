@@ -166,11 +166,19 @@ class DatasetRecord(_Frozen):
         return self.status == "registered" and is_servable(self.entry.level)
 
 
-def coarse_row_count(rows: int) -> str:
-    """A row count rounded to its order of magnitude: public, reveals little."""
+def row_count_floor(rows: int) -> int:
+    """The lower end of the public order of magnitude of a row count (0 below 1,000)."""
     if rows < 1000:
-        return "fewer than 1,000"
+        return 0
     magnitude = 1000
     while rows >= magnitude * 10:
         magnitude *= 10
+    return magnitude
+
+
+def coarse_row_count(rows: int) -> str:
+    """A row count rounded to its order of magnitude: public, reveals little."""
+    magnitude = row_count_floor(rows)
+    if magnitude == 0:
+        return "fewer than 1,000"
     return f"{magnitude:,} to {magnitude * 10:,}"

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway import privacy
+from gateway.domain import intervals
 from gateway.domain.aggregate import (
     CONFIDENCE,
     Measure,
@@ -41,6 +42,7 @@ from gateway.domain.aggregate import (
     plan,
 )
 from gateway.domain.budget import Accounts, Amount
+from gateway.domain.catalog import row_count_floor
 from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
@@ -66,6 +68,8 @@ class Authorized:
     plan: Plan
     grant_id: str
     accounts: Accounts
+    typical_rows: int | None = None
+    """Rows per cell as predicted from public facts (services.aggregate.typical_rows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,8 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
             compiled = plan(
                 query.template, template, record.entry, record.version, query.parameters, epsilon=query.epsilon
             )
-            _check_accuracy(compiled, query.max_interval_width)
+            expected_rows = typical_rows(record.rows, compiled)
+            _check_accuracy(compiled, query.max_interval_width, expected_rows)
         except InvalidRequest as bad:
             raise InvalidRequest(f"{where}{bad}") from None
         items.append(
@@ -157,6 +162,7 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
                     dataset=template.dataset,
                     version=record.version,
                 ),
+                expected_rows,
             )
         )
     return Batch(purpose, tuple(items), policy.version)
@@ -165,11 +171,11 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
 def _expected(compiled: Plan) -> list[Json]:
     """Per statistic: the mechanism, its scale and the half-width of its 95% interval; public."""
     out: list[Json] = []
-    unit = compiled.template.granularity if any(s.name == "sum" for s in compiled.statistics) else Decimal(1)
+    in_units = ("sum", "centred_sum")  # statistics counted in multiples of the granularity
     for statistic in compiled.statistics:
         scale = privacy.calibrate(statistic.sensitivity, statistic.micro_epsilon)
         half = privacy.half_width(scale, statistic.alpha)
-        factor = unit if statistic.name == "sum" else Decimal(1)
+        factor = compiled.template.granularity if statistic.name in in_units else Decimal(1)
         out.append(
             {
                 "statistic": statistic.name,
@@ -197,25 +203,54 @@ def _plain(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def expected_interval_width(compiled: Plan) -> Decimal | None:
-    """The width of each released value's 95% interval, where it depends on public facts only."""
+def expected_interval_width(compiled: Plan, typical_rows: int | None = None) -> Decimal | None:
+    """The width of each released value's 95% interval from public facts only. A mean's and a
+    quantile's depend on the rows in a cell: predicted for `typical_rows` (the catalogue's public
+    order of magnitude of the dataset's rows spread evenly over the cells), None without it."""
     measure = compiled.template.measure
-    if measure in (Measure.MEAN, Measure.QUANTILE):
-        return None  # depends on how many rows fall in each cell
+    if measure is Measure.MEAN:
+        return _mean_width(compiled, typical_rows)
+    if measure is Measure.QUANTILE:
+        return None
     (statistic,) = compiled.statistics
     half = privacy.half_width(privacy.calibrate(statistic.sensitivity, statistic.micro_epsilon), statistic.alpha)
     factor = compiled.template.granularity if measure is Measure.SUM else Decimal(1)
     return Decimal(2 * half) * factor
 
 
-def _check_accuracy(compiled: Plan, widest: Decimal | None) -> None:
+def _mean_width(compiled: Plan, typical_rows: int | None) -> Decimal | None:
+    if typical_rows is None or compiled.value_units is None:
+        return None
+    sums, counts = compiled.statistics
+    width = intervals.expected_mean_width(
+        privacy.calibrate(sums.sensitivity, sums.micro_epsilon),
+        privacy.calibrate(counts.sensitivity, counts.micro_epsilon),
+        typical_rows,
+        intervals.half_range(compiled.value_units),
+        1 - float(CONFIDENCE),
+    )
+    if width is None:
+        low, high = compiled.value_units
+        return Decimal(high - low) * compiled.template.granularity
+    return (Decimal(repr(width)) * compiled.template.granularity).quantize(
+        compiled.template.granularity, "ROUND_CEILING"
+    )
+
+
+def typical_rows(rows: int, compiled: Plan) -> int | None:
+    """Rows per cell if the dataset's public order of magnitude of rows spread evenly over them."""
+    floor = row_count_floor(rows)
+    return floor // max(1, len(compiled.cells)) if floor and not compiled.selects_keys else None
+
+
+def _check_accuracy(compiled: Plan, widest: Decimal | None, rows: int | None) -> None:
     if widest is None:
         return
-    width = expected_interval_width(compiled)
+    width = expected_interval_width(compiled, rows)
     if width is None:
         raise InvalidRequest(
-            "max_interval_width: a mean's or a quantile's interval depends on the data; "
-            "give it only for count, count_units, sum and histogram templates"
+            "max_interval_width: this interval depends on rows the catalogue does not say (fewer than 1,000 "
+            "rows, or groups chosen by the data); leave it out"
         )
     if width > widest:
         raise InvalidRequest(
@@ -235,7 +270,7 @@ def preview(batch: Batch) -> Json:
                 "epsilon": epsilon_text(item.plan.amount.micro_epsilon),
                 "delta": _delta(item.plan.amount),
                 "rows": None if item.plan.selects_keys else len(item.plan.cells) * _rows_per_cell(item.plan),
-                "interval_width": _optional_plain(expected_interval_width(item.plan)),
+                "interval_width": _optional_plain(expected_interval_width(item.plan, item.typical_rows)),
                 "noise": _expected(item.plan),
             }
             for item in batch.items

@@ -128,8 +128,8 @@ def test_clamping_and_missing_values_are_exact(tmp_path: Path) -> None:
     # amount in [0, 100], granularity 0.5: NaN and NULL are missing, +inf and 1e300 clamp to 100
     # (200 units), -inf to 0; 40.25 is 80.5 units, rounded half away from zero to 81.
     assert sums["sum"] == [400, 81, 0, 0]
-    # score in [-50, 50]: 10^15 clamps to 50, -10^15 to -50
-    assert means["sum"] == [0 + 50 - 50 + 7 + 3, -3, 0, 0]
+    # score in [-50, 50] (centre 0): 10^15 clamps to 50, -10^15 to -50
+    assert means["centred_sum"] == [0 + 50 - 50 + 7 + 3, -3, 0, 0]
     assert means["values"] == [5, 1, 0, 0]
     assert counts["rows"] == [5, 1, 0, 0]
     # bins [0,25) [25,50) [50,75) [75,100]: three values of north have a value, clamped
@@ -165,7 +165,7 @@ def test_sensitivities_follow_the_registered_bound(kind: str) -> None:
         "count_units": {"units": min(MAX_ROWS, 4)},
         "sum": {"sum": MAX_ROWS * 200},
         "sum_signed": {"sum": MAX_ROWS * 50},
-        "mean": {"sum": MAX_ROWS * 50, "values": MAX_ROWS},
+        "mean": {"centred_sum": MAX_ROWS * 50, "values": MAX_ROWS},
         "histogram": {"bins": MAX_ROWS},
         "quantile": {"bins": MAX_ROWS},
     }[kind]
