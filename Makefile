@@ -4,30 +4,32 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 SCALE  ?= 1
-STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml client/pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Veilgate needs Python 3.11 or newer (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e './client[all]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/veilgate demo setup --dir .demo --scale $(SCALE) --port $(PORT)
+	@echo "For the veilgate command in another shell:  export VEILGATE_CONFIG=$(CURDIR)/.demo/veilgate.toml"
 	$(BIN)/veilgate serve --config .demo/veilgate.toml --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway sandbox tests benchmarks
-	$(BIN)/ruff format --check gateway sandbox tests benchmarks
+	$(BIN)/ruff check gateway sandbox tests benchmarks client
+	$(BIN)/ruff format --check gateway sandbox tests benchmarks client
 	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy --strict --config-file client/pyproject.toml client/veilgate_client
 	$(BIN)/lint-imports
 
 bench: $(STAMP)

@@ -81,10 +81,26 @@ ConfigOption = Annotated[
 ]
 
 
-def _settings(config: Path | None) -> Settings:
+DEMO_CONFIG = Path(".demo") / "veilgate.toml"
+
+
+def _settings(config: Path | None, *, creating: bool = False) -> Settings:
+    """The installation: `--config`, else VEILGATE_CONFIG (both given to `config` by Typer), else
+    ./veilgate.toml, else the demo's .demo/veilgate.toml (said in one line). With none of them, only
+    a command that creates an installation (`creating`) goes on, on the default ./state."""
     if config is not None and not config.is_file():
         _fail(f"config file {config} does not exist")
-    return load_settings(config)
+    if config is None:
+        config = next((c for c in (Path("veilgate.toml"), DEMO_CONFIG) if c.is_file()), None)
+        if config == DEMO_CONFIG:
+            console.print(f"[dim]using the demo's configuration {config.resolve()}[/dim]", highlight=False)
+    settings = load_settings(config)
+    if config is None and not creating and not settings.state_dir.exists():
+        _fail(
+            "no configuration found: pass --config FILE, set VEILGATE_CONFIG, or run where veilgate.toml "
+            "(or the demo's .demo/veilgate.toml) is"
+        )
+    return settings
 
 
 def _fail(message: str) -> None:
@@ -170,7 +186,7 @@ def register(
     note: Annotated[str, typer.Option(help="Why: kept in the public registration history.")] = "",
 ) -> None:
     """Check a data file against its catalogue entry and make it the served version."""
-    settings = _settings(config)
+    settings = _settings(config, creating=True)
     with _run("registration"), _progress() as bar:
         task = bar.add_task("registering", total=None)
         outcome = registration.register(
@@ -220,7 +236,7 @@ PurposeOption = Annotated[KeyPurpose, typer.Option(help="Which key ring.")]
 @keys_app.command("init")
 def keys_init(config: ConfigOption = None) -> None:
     """Create the token-signing and receipt-signing key rings if they do not exist."""
-    settings = _settings(config)
+    settings = _settings(config, creating=True)
     with _run("key creation"):
         for purpose in KeyPurpose:
             ring = KeyRing.create(_key_dir(settings, purpose))
@@ -271,7 +287,7 @@ def clients_add(
     config: ConfigOption = None,
 ) -> None:
     """Create a client; its secret is printed once and stored only as a hash."""
-    settings = _settings(config)
+    settings = _settings(config, creating=True)
     with _run("client creation"), _client_store(settings) as clients:
         secret = clients.add(client_id, org, role)
     typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
@@ -390,15 +406,36 @@ def _read_text_argument(value: str) -> str:
     return path.read_text().strip()
 
 
+def _saved_receipt(text: str) -> tuple[str, dict[str, object] | None]:
+    """The JWS, and the document a saved file claims it signs: a client's saved Receipt
+    (`"format": "veilgate-receipt"`, with `document`) or a saved response body (the body itself)."""
+    if not text.startswith("{"):
+        return text, None
+    try:
+        saved = json.loads(text)
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict) or not isinstance(saved.get("receipt"), str):
+        _fail("the file is JSON but holds no `receipt`")
+        return text, None
+    if saved.get("format") == "veilgate-receipt":
+        return saved["receipt"], saved.get("document")
+    return saved["receipt"], {k: v for k, v in saved.items() if k != "receipt"}
+
+
 @receipt_app.command("verify")
 def receipt_verify(
-    receipt: Annotated[str, typer.Argument(help="The receipt: a file, the compact JWS itself, or - for stdin.")],
+    receipt: Annotated[
+        str, typer.Argument(help="The receipt: a JWS, a file with one, a saved Receipt or response body, or -.")
+    ],
     jwks: Annotated[str, typer.Option(help="The published keys: a file or a URL such as .../.well-known/jwks.json.")],
 ) -> None:
     """Check a receipt's signature, key, algorithm and shape; print its result document."""
-    token_text = _read_text_argument(receipt)
+    token_text, claimed = _saved_receipt(_read_text_argument(receipt))
     with _run("receipt verification"):
         document = receipts.verify_receipt(token_text, receipts.load_jwks(jwks))
+    if claimed is not None and claimed != json.loads(receipts.signed_payload(token_text)):
+        _fail("the saved document differs from what its receipt signs")
     console.print(f"[green]valid receipt[/green] for request {document.request_id}, audit leaf {document.audit_seq}")
     sys.stdout.write(json.dumps(document.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
 

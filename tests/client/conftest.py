@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from veilgate_client import Gateway
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import Installation, serving
-from veilgate_client import Gateway
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,11 @@ class Served:
         options.setdefault("pin_file", self.pins / f"{client_id}.json")
         return Gateway(self.base, client_id, self.credentials[client_id], purpose=purpose, **options)  # type: ignore[arg-type]
 
-    def active_enterprise(self) -> dict[str, str]:
+    def active_enterprise(self, index: int = 0) -> dict[str, str]:
+        """An active enterprise of the demo data (the first row, with the canary, left out)."""
         table = pq.read_table(self.root / "source" / "enterprise_registry.parquet")
         rows = [r for r in table.slice(1, 200).to_pylist() if r["status"] == "active"]
-        return {"credit_code": rows[0]["credit_code"], "legal_representative": rows[0]["legal_representative"]}
+        return {"credit_code": rows[index]["credit_code"], "legal_representative": rows[index]["legal_representative"]}
 
 
 def _copy(session_installation: Installation, root: Path) -> Settings:

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import matplotlib
 import pytest
+from veilgate_client import BudgetExhausted, Gateway, NotFound, Refused, Unauthorized
 
 from tests.client.conftest import Served
-from veilgate_client import BudgetExhausted, Gateway, NotFound, Refused, Unauthorized
 
 matplotlib.use("Agg")
 
@@ -87,13 +87,12 @@ def test_refusals_are_typed_and_name_the_parameter(served: Served) -> None:
 def test_an_exhausted_budget_is_its_own_exception_and_charges_nothing(fresh: Any) -> None:
     gateway = fresh()
     with gateway.gateway("demo-researcher", "public_research") as gw:
-        spent = 0.0
+        for month in range(1, 6):  # five different queries at epsilon 2 use up the grant's 10
+            gw.release("insured-persons", filters={"month": {"from": f"2025-{month:02d}-01"}}, epsilon=2)
         with pytest.raises(BudgetExhausted) as exhausted:
-            for month in range(1, 13):  # different queries, 2 each, against a grant of 10
-                gw.release("insured-persons", filters={"month": {"from": f"2025-{month:02d}-01"}}, epsilon=2)
-                spent += 2
-        assert spent == 10 and exhausted.value.status == 409
-        assert _epsilon_spent(gw.budget().rows(), "social_insurance") == spent
+            gw.release("insured-persons", filters={"month": {"from": "2025-06-01"}}, epsilon="0.1")
+        assert exhausted.value.status == 409 and "grant" in exhausted.value.detail
+        assert _epsilon_spent(gw.budget().rows(), "social_insurance") == 10
 
 
 class _FailFirst(httpx.BaseTransport):
@@ -129,7 +128,8 @@ def test_a_release_is_retried_under_one_idempotency_key_and_charged_once(fresh: 
 
 def test_nothing_but_a_release_is_retried(served: Served) -> None:
     transport = _FailFirst("/v1/aggregate/insured-persons/preview")
-    with served.gateway("demo-researcher", "public_research", transport=transport) as gw, pytest.raises(httpx.ReadError):
+    gw = served.gateway("demo-researcher", "public_research", transport=transport)
+    with gw, pytest.raises(httpx.ReadError):
         gw.preview("insured-persons")
     assert len(transport.seen) == 1 and "Idempotency-Key" not in transport.seen[0].headers
 
