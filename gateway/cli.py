@@ -646,21 +646,34 @@ def budget_stale(
     older_than_minutes: Annotated[
         int, typer.Option(min=1, help="Older than this, a reservation's request is over (longer than any query).")
     ] = 60,
-    settle: Annotated[bool, typer.Option(help="Give back those that read no data; commit the others.")] = False,
+    settle: Annotated[
+        bool,
+        typer.Option(
+            help="Give back reservations that read no data, commit the others; drop holds, free idempotency keys."
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Budget reservations that crashed requests left: listed, or settled with --settle."""
+    """What crashed requests left (reservations, release holds, running idempotency keys): listed, or settled."""
     cutoff = (datetime.now(UTC) - timedelta(minutes=older_than_minutes)).isoformat()
     with _runtime("stale reservations", config) as rt:
         stale = rt.budget.stale(cutoff)
         for found in stale:
             eps = found.amount.epsilon
             typer.echo(f"{found.id}\t{found.state}\tepsilon {eps}\t{found.created}\t{','.join(found.accounts)}")
+        held = rt.budget.stale_holds(cutoff)
+        for entry in held:
+            typer.echo(f"{entry.kind}\t{entry.name}\t{entry.created}")
         if settle:
             returned, committed = rt.budget.settle_stale(cutoff)
+            holds, keys = rt.budget.settle_stale_holds(cutoff)
             typer.echo(f"given back (no data read): {returned}; committed (data read, the charge stays): {committed}")
-        elif stale:
-            typer.echo(f"{len(stale)} stale reservation(s); --settle gives back those that read no data")
+            typer.echo(f"holds dropped: {holds}; idempotency keys freed: {keys}")
+        elif stale or held:
+            typer.echo(
+                f"{len(stale)} stale reservation(s), {len(held)} hold(s) or running key(s); "
+                "--settle gives back reservations that read no data, commits the others, and frees the rest"
+            )
 
 
 @database_app.command("import")

@@ -9,7 +9,8 @@ would exceed its cap. The accounts are locked in name order, so two reservations
 A reservation is `reserved`, then `reading` once its computation is about to read data (from then
 on its charge stays, whatever happens), then `committed`. A crash leaves it counted: the ledger
 errs on the safe side and is never overspent. `stale` lists what crashes left, and `settle_stale`
-gives back what never read data and commits what did.
+gives back what never read data and commits what did. Stored releases, their holds and
+idempotency keys: `releases`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 from gateway import postgres_db
+from gateway.budget_ledger import releases
+from gateway.budget_ledger.releases import Holding, IdempotentReplay, ReleaseStore, StaleEntry
+from gateway.budget_ledger.store import Cursor
 from gateway.domain.budget import Accounts, Amount
 from gateway.errors import BudgetExhausted, Conflict, DependencyError, NotFound
 from gateway.sqlite_files import immediate, open_wal, reading
@@ -37,11 +40,7 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_balances (
         account TEXT PRIMARY KEY, reserved_e BIGINT NOT NULL, reserved_d BIGINT NOT NULL,
         spent_e BIGINT NOT NULL, spent_d BIGINT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS aggregate_releases (
-        query_key TEXT PRIMARY KEY, result TEXT NOT NULL, created TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS idempotency_keys (
-        consumer TEXT NOT NULL, idempotency_key TEXT NOT NULL, request_digest TEXT NOT NULL,
-        state TEXT NOT NULL, body TEXT, created TEXT NOT NULL, PRIMARY KEY (consumer, idempotency_key))""",
+    *releases.SCHEMA,
 )
 _UNRESERVE = "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ? WHERE account = ?"
 _SPEND = (
@@ -51,18 +50,6 @@ _SPEND = (
 _UNAVAILABLE = "the budget ledger is unavailable; nothing was released"
 _LEVELS = ("the grant's budget on this dataset", "the organisation's budget on this dataset",
            "the global budget of this dataset version")  # fmt: skip
-
-
-class _Cursor(Protocol):
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotentReplay:
-    request_digest: str
-    state: str
-    """`running` (another request holds the key) or `done` (`body` is the answer to replay)."""
-    body: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,29 +68,10 @@ class Balance:
     reserved: Amount
 
 
-class BudgetLedger:
+class BudgetLedger(ReleaseStore):
     """The backend-independent rules; subclasses give a transaction and the SQL dialect."""
 
     select_balance = "SELECT reserved_e, reserved_d, spent_e, spent_d FROM budget_balances WHERE account = ?"
-    select_reservation = "SELECT state, micro_epsilon, nano_delta FROM budget_reservations WHERE id = ?"
-
-    @contextmanager
-    def _transaction(self) -> Iterator[_Cursor]:  # pragma: no cover - each backend has its own
-        raise NotImplementedError
-        yield
-
-    @contextmanager
-    def _read(self) -> Iterator[_Cursor]:
-        """Reads only: backends that can read without the write lock say so."""
-        with self._transaction() as cur:
-            yield cur
-
-    def _q(self, sql: str) -> str:
-        return sql
-
-    def _rows(self, cur: _Cursor, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        result: list[tuple[Any, ...]] = cur.execute(self._q(sql), params).fetchall()
-        return result
 
     def reserve(self, accounts: Accounts, amount: Amount) -> str:
         """A reservation id; BudgetExhausted names the first account that cannot take it."""
@@ -206,64 +174,6 @@ class BudgetLedger:
             returned += not spend
         return returned, committed
 
-    def commit_release(self, reservation: str, query_key: str, result: str) -> str:
-        """Spend the charge and store the release under its query key, in one transaction.
-
-        Returns the stored release: this one, or the one an identical query stored first (which
-        the caller then returns instead, so one question never has two answers).
-        """
-        with self._transaction() as cur:
-            self._settle_in(cur, reservation, spend=True)
-            cur.execute(
-                self._q("INSERT INTO aggregate_releases VALUES (?, ?, ?) ON CONFLICT (query_key) DO NOTHING"),
-                (query_key, result, datetime.now(UTC).isoformat()),
-            )
-            ((stored,),) = self._rows(cur, "SELECT result FROM aggregate_releases WHERE query_key = ?", (query_key,))
-        return str(stored)
-
-    def stored_release(self, query_key: str) -> str | None:
-        with self._read() as cur:
-            rows = self._rows(cur, "SELECT result FROM aggregate_releases WHERE query_key = ?", (query_key,))
-        return str(rows[0][0]) if rows else None
-
-    def claim_idempotency_key(self, consumer: str, key: str, request_digest: str) -> IdempotentReplay | None:
-        """None if this request now holds the key; else what the key already holds."""
-        with self._transaction() as cur:
-            inserted = cur.execute(
-                self._q(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, 'running', NULL, ?) "
-                    "ON CONFLICT (consumer, idempotency_key) DO NOTHING"
-                ),
-                (consumer, key, request_digest, datetime.now(UTC).isoformat()),
-            ).rowcount
-            if inserted == 1:
-                return None
-            ((digest, state, body),) = self._rows(
-                cur,
-                "SELECT request_digest, state, body FROM idempotency_keys WHERE consumer = ? AND idempotency_key = ?",
-                (consumer, key),
-            )
-        return IdempotentReplay(str(digest), str(state), None if body is None else str(body))
-
-    def finish_idempotency_key(self, consumer: str, key: str, body: str | None) -> None:
-        """Store the answer to replay, or (body None) free the key after a refusal."""
-        with self._transaction() as cur:
-            if body is None:
-                cur.execute(
-                    self._q(
-                        "DELETE FROM idempotency_keys WHERE consumer = ? AND idempotency_key = ? AND state = 'running'"
-                    ),
-                    (consumer, key),
-                )
-            else:
-                cur.execute(
-                    self._q(
-                        "UPDATE idempotency_keys SET state = 'done', body = ? "
-                        "WHERE consumer = ? AND idempotency_key = ?"
-                    ),
-                    (body, consumer, key),
-                )
-
     def release(self, reservation: str) -> None:
         """Nothing was read: give the reservation back (a committed one stays spent)."""
         self._settle(reservation, spend=False)
@@ -272,7 +182,7 @@ class BudgetLedger:
         with self._transaction() as cur:
             self._settle_in(cur, reservation, spend=spend)
 
-    def _settle_in(self, cur: _Cursor, reservation: str, *, spend: bool) -> None:
+    def _settle_in(self, cur: Cursor, reservation: str, *, spend: bool) -> None:
         rows = self._rows(cur, self.select_reservation, (reservation,))
         if not rows:
             raise NotFound(f"no budget reservation {reservation}")
@@ -326,12 +236,12 @@ class SqliteBudgetLedger(BudgetLedger):
         self._lock = threading.Lock()
 
     @contextmanager
-    def _transaction(self) -> Iterator[_Cursor]:
+    def _transaction(self) -> Iterator[Cursor]:
         with immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
             yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[_Cursor]:
+    def _read(self) -> Iterator[Cursor]:
         """Without BEGIN IMMEDIATE: a lookup on the request path never waits for another
         process's write lock (each SELECT sees one committed state)."""
         with reading(self._conn, self._lock, _UNAVAILABLE) as conn:
@@ -345,8 +255,7 @@ _TABLES: postgres_db.Tables = (
     ("budget_reservations", ("id", "state", "micro_epsilon", "nano_delta", "created")),
     ("budget_postings", ("reservation_id", "account")),
     ("budget_balances", ("account", "reserved_e", "reserved_d", "spent_e", "spent_d")),
-    ("aggregate_releases", ("query_key", "result", "created")),
-    ("idempotency_keys", ("consumer", "idempotency_key", "request_digest", "state", "body", "created")),
+    *releases.TABLES,
 )
 
 
@@ -373,7 +282,7 @@ class PostgresBudgetLedger(BudgetLedger):
         return sql.replace("?", "%s")
 
     @contextmanager
-    def _transaction(self) -> Iterator[_Cursor]:
+    def _transaction(self) -> Iterator[Cursor]:
         with self._lock:
             try:
                 with self._conn.transaction():
@@ -390,3 +299,16 @@ def open_budget_ledger(path: Path, *, dsn: str | None = None, schema: str = "vei
     if dsn:
         return PostgresBudgetLedger(dsn, schema=schema)
     return SqliteBudgetLedger(path)
+
+
+__all__ = [
+    "Balance",
+    "BudgetLedger",
+    "Holding",
+    "IdempotentReplay",
+    "PostgresBudgetLedger",
+    "SqliteBudgetLedger",
+    "StaleEntry",
+    "StaleReservation",
+    "open_budget_ledger",
+]

@@ -321,7 +321,6 @@ def compute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
         "granularity": _plain(template.granularity),
         "noise": _expected(compiled),
         "rows": rows,
-        "released_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -391,7 +391,6 @@ def _compute_fit(rt: Runtime, fit: FitPlan, reading: Callable[[], None]) -> Json
         "delta": "0",
         "confidence": float(CONFIDENCE),
         **body,
-        "released_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

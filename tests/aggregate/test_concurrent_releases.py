@@ -1,6 +1,7 @@
-"""200 simultaneous releases through two gateway processes against a budget that admits exactly 10:
-exactly 10 are released, 190 refused, and the ledger shows exactly the budget spent. On SQLite
-(one state directory) and on PostgreSQL (when VEILGATE_TEST_PG_DSN is set)."""
+"""Two gateway processes on one state, on SQLite (one state directory) and on PostgreSQL (when
+VEILGATE_TEST_PG_DSN is set): 200 simultaneous releases against a budget that admits exactly 10
+release exactly 10 and the ledger shows exactly the budget spent; 20 simultaneous copies of one
+fresh question get one answer, charged once."""
 
 from __future__ import annotations
 
@@ -81,3 +82,44 @@ def test_exactly_the_budget_is_released_under_contention(two_servers: list[str],
         assert levels["grant"]["reserved"]["epsilon"] == "0"
         assert levels["organisation"]["spent"]["epsilon"] == "1"
         assert levels["dataset_version"]["spent"]["epsilon"] == "1"
+
+
+COPIES = 20
+
+
+async def _copies(servers: list[str], token: str) -> list[httpx2.Response]:
+    """COPIES simultaneous copies of one fresh question, spread over both processes."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"purpose": PURPOSE, "parameters": {"group_by": ["region"]}, "epsilon": "0.3"}
+    async with httpx2.AsyncClient(timeout=120, limits=httpx2.Limits(max_connections=COPIES)) as client:
+        return list(
+            await asyncio.gather(
+                *(
+                    client.post(f"{servers[i % 2]}/v1/aggregate/contributors-count", json=body, headers=headers)
+                    for i in range(COPIES)
+                )
+            )
+        )
+
+
+def test_simultaneous_copies_of_one_question_are_charged_once(
+    two_servers: list[str], installation: Installation
+) -> None:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "demo-researcher",
+        "client_secret": installation.credentials["demo-researcher"],
+    }
+    token = httpx2.post(f"{two_servers[0]}/v1/token", data=form).json()["access_token"]
+    responses = asyncio.run(_copies(two_servers, token))
+    assert [r.status_code for r in responses] == [200] * COPIES, [r.text for r in responses if r.status_code != 200]
+    results = [r.json()["result"] for r in responses]
+    assert all(r["rows"] == results[0]["rows"] for r in results)  # one question, one answer
+    paid = [r.json()["privacy_spent"] for r in responses if not r.json()["result"]["replayed"]]
+    assert paid == [{"epsilon": "0.3", "delta": "0"}]  # one charge; the others were replayed free
+    for base in two_servers:
+        view = httpx2.get(f"{base}/v1/budget", headers={"Authorization": f"Bearer {token}"}).json()
+        (levels,) = [b["levels"] for b in view["budgets"] if b["dataset"] == "social_insurance"]
+        assert levels["grant"]["spent"]["epsilon"] == "0.3"
+        assert levels["grant"]["reserved"]["epsilon"] == "0"
+        assert levels["dataset_version"]["spent"]["epsilon"] == "0.3"

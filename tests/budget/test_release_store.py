@@ -53,3 +53,55 @@ def test_an_idempotency_key_is_held_by_one_request(open_ledger: Opener) -> None:
     assert one.claim_idempotency_key("c", "refused", "d") is None
     one.finish_idempotency_key("c", "refused", None)  # a refusal frees the key
     assert other.claim_idempotency_key("c", "refused", "d") is None
+
+
+PAST = "2000-01-01T00:00:00+00:00"
+FUTURE = "2999-01-01T00:00:00+00:00"
+
+
+def test_a_question_is_held_by_one_request_across_handles(open_ledger: Opener) -> None:
+    one, other = open_ledger(), open_ledger()
+    taken = one.hold_releases(["q1", "q2"], "first", expired_before=PAST)
+    assert taken.busy == () and taken.stored == {} and taken.paid == frozenset()
+    # all or none: the other request holds neither q3 nor q2 while it waits for q2
+    waiting = other.hold_releases(["q3", "q2"], "second", expired_before=PAST)
+    assert waiting.busy == ("q2",)
+    assert one.hold_releases(["q3"], "third", expired_before=PAST).busy == ()
+    one.drop_holds("third")
+    reservation = one.reserve(_acc(10**6), Amount(100))
+    one.commit_release(reservation, "q2", '{"answer": 2}', "grant:g:c:d")
+    one.drop_holds("first")
+    now_held = other.hold_releases(["q3", "q2"], "second", expired_before=PAST)
+    assert now_held.busy == () and now_held.stored == {"q2": '{"answer": 2}'}
+    assert now_held.paid == frozenset({("q2", "grant:g:c:d")})
+    assert other.paid_release("q2", "grant:g:c:d") == '{"answer": 2}'
+    assert other.paid_release("q2", "grant:another:c:d") is None
+    other.drop_holds("second")
+
+
+def test_a_hold_left_by_a_crash_expires_and_is_settled(open_ledger: Opener) -> None:
+    crashed, other = open_ledger(), open_ledger()
+    assert crashed.hold_releases(["q"], "crashed", expired_before=PAST).busy == ()
+    assert other.hold_releases(["q"], "live", expired_before=PAST).busy == ("q",)  # not expired yet
+    assert other.hold_releases(["q"], "live", expired_before=FUTURE).busy == ()  # expired: taken over
+    assert [(e.kind, e.name) for e in other.stale_holds(FUTURE)] == [("hold", "q")]
+    assert other.settle_stale_holds(FUTURE) == (1, 0)
+    assert other.stale_holds(FUTURE) == []
+
+
+def test_an_idempotency_key_left_running_by_a_crash_expires(open_ledger: Opener) -> None:
+    crashed, other = open_ledger(), open_ledger()
+    assert crashed.claim_idempotency_key("c", "k", "digest-1") is None  # then the process died
+    held = other.claim_idempotency_key("c", "k", "digest-1", expired_before=PAST)
+    assert held is not None and held.state == "running"  # still young: 409, retry
+    # another request under the same key is still refused, expired or not
+    clash = other.claim_idempotency_key("c", "k", "digest-2", expired_before=FUTURE)
+    assert clash is not None and clash.request_digest == "digest-1"
+    assert other.claim_idempotency_key("c", "k", "digest-1", expired_before=FUTURE) is None  # taken over
+    other.finish_idempotency_key("c", "k", '{"done": true}')
+    done = crashed.claim_idempotency_key("c", "k", "digest-1", expired_before=FUTURE)
+    assert done is not None and done.body == '{"done": true}'  # a finished key is never taken over
+    assert crashed.claim_idempotency_key("c", "left", "d") is None
+    assert [(e.kind, e.name) for e in other.stale_holds(FUTURE)] == [("idempotency-key", "c")]
+    assert other.settle_stale_holds(FUTURE) == (0, 1)
+    assert other.claim_idempotency_key("c", "left", "d") is None

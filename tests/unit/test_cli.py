@@ -72,17 +72,23 @@ def test_budget_stale_lists_then_settles_what_crashed_requests_left(installation
     )  # fmt: skip
     never_read, read = ledger.reserve(acc, Amount(100_000)), ledger.reserve(acc, Amount(200_000))
     ledger.mark_reading(read)
+    assert ledger.hold_releases(["question"], "crashed", expired_before="").busy == ()
+    assert ledger.claim_idempotency_key("c1", "retry-1", "digest") is None
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
     with sqlite3.connect(installation.settings.state_dir / "ledger" / "budget.sqlite3") as conn:
-        conn.execute(
-            "UPDATE budget_reservations SET created = ?", ((datetime.now(UTC) - timedelta(hours=2)).isoformat(),)
-        )
+        for table in ("budget_reservations", "release_holds", "idempotency_keys"):
+            conn.execute(f"UPDATE {table} SET created = ?", (two_hours_ago,))  # noqa: S608 - fixed names
     listed = runner.invoke(app, ["budget", "stale", "--config", _config(installation)])
     assert listed.exit_code == 0, listed.output
     assert f"{never_read}\treserved\tepsilon 0.1" in listed.output and f"{read}\treading\tepsilon 0.2" in listed.output
+    assert "hold\tquestion" in listed.output and "idempotency-key\tc1" in listed.output
     assert ledger.balance(acc.grant).reserved == Amount(300_000)  # listing changes nothing
     settled = runner.invoke(app, ["budget", "stale", "--settle", "--config", _config(installation)])
     assert settled.exit_code == 0, settled.output
     assert "given back (no data read): 1; committed (data read, the charge stays): 1" in settled.output
+    assert "holds dropped: 1; idempotency keys freed: 1" in settled.output
+    assert ledger.hold_releases(["question"], "next", expired_before="").busy == ()  # free again
+    assert ledger.claim_idempotency_key("c1", "retry-1", "digest") is None
     balance = ledger.balance(acc.grant)
     assert balance.spent == Amount(200_000) and balance.reserved == Amount(0)
     assert "stale" not in runner.invoke(app, ["budget", "stale", "--config", _config(installation)]).output

@@ -7,6 +7,7 @@ byte; the same key with another body is refused.
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from gateway.api.schemas import AggregateBatchRequest, AggregateQueryRequest, Ag
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json, digest
 from gateway.errors import Conflict, InvalidRequest
-from gateway.services import aggregate, budget
+from gateway.services import aggregate, budget, charging
 from gateway.services.runtime import Runtime
 
 router = APIRouter(tags=["aggregates"])
@@ -141,12 +142,23 @@ async def _release(
         request_digest = digest(
             {"route": request.url.path, "purpose": purpose, "queries": [aggregate.request_of(q) for q in queries]}
         )
-        held = await run_in_threadpool(rt.budget.claim_idempotency_key, who.client_id, idempotency_key, request_digest)
+        held = await run_in_threadpool(
+            functools.partial(
+                rt.budget.claim_idempotency_key,
+                who.client_id,
+                idempotency_key,
+                request_digest,
+                expired_before=charging.expired_before(),  # a key a crash left running is taken over
+            )
+        )
         if held is not None:
             if held.request_digest != request_digest:
                 raise InvalidRequest("Idempotency-Key: already used with a different request")
             if held.body is None:
-                raise Conflict("Idempotency-Key: a request with this key is still running; retry shortly")
+                raise Conflict(
+                    "Idempotency-Key: a request with this key is still running; retry shortly",
+                    headers={"Retry-After": "2"},
+                )
             return Response(held.body.encode(), media_type="application/json")
     try:
         batch = await run_in_threadpool(aggregate.authorize_batch, rt, who, purpose, queries)
