@@ -17,10 +17,16 @@ $(STAMP): pyproject.toml client/pyproject.toml
 
 install: $(STAMP)
 
+# The worker runs the approved jobs (it switches to a uid per job: root); the API process runs
+# none and, started as root, keeps no capability at all (docs/operations.md). Ctrl-C stops both.
+UNPRIVILEGED := $(shell [ "$$(id -u)" = 0 ] && command -v setpriv >/dev/null && echo setpriv --inh-caps=-all --bounding-set=-all --no-new-privs --)
+
 demo: $(STAMP)
 	$(BIN)/veilgate demo setup --dir .demo --scale $(SCALE) --port $(PORT)
 	@echo "For the veilgate command in another shell:  export VEILGATE_CONFIG=$(CURDIR)/.demo/veilgate.toml"
-	$(BIN)/veilgate serve --config .demo/veilgate.toml --port $(PORT)
+	@$(BIN)/veilgate worker --config .demo/veilgate.toml & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
+	$(UNPRIVILEGED) $(BIN)/veilgate serve --config .demo/veilgate.toml --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

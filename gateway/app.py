@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import os
@@ -35,7 +34,6 @@ from gateway.api.routes import (
 )
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
-from gateway.services import jobs as job_services
 from gateway.services import models as model_services
 from gateway.services import policy_admin, verification
 from gateway.services.audit_trail import make_checkpoint
@@ -54,13 +52,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         if made is not None:
             log.info("audit checkpoint signed: %d leaves", made.size)
 
-    def look_after_jobs(*, grace_seconds: float = job_services.UNCLAIMED_GRACE_SECONDS) -> None:
-        for job_id in job_services.fail_overdue(rt):
-            log.warning("job %s is long past its time limit and still running: its process stopped; marked failed",
-                        job_id)  # fmt: skip
-        for job_id in job_services.start_unclaimed(rt, grace_seconds=grace_seconds):
-            log.warning("job %s was approved but its run never started (its process stopped); starting it", job_id)
-
+    # Jobs are run by `veilgate worker`, never here: this process only records submissions and
+    # reviews, and needs no privilege (docs/operations.md).
     async def housekeeping_every_interval() -> None:
         while True:
             await asyncio.sleep(settings.checkpoint_interval_seconds)
@@ -68,10 +61,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
                 await asyncio.to_thread(checkpoint)
             except Exception:  # a failed checkpoint is retried next interval; serving goes on
                 log.exception("audit checkpoint failed")
-            try:
-                await asyncio.to_thread(look_after_jobs)
-            except Exception:  # tried again next interval
-                log.exception("looking after jobs failed")
 
     def reload_policy() -> None:
         try:
@@ -102,9 +91,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         # A head at start covers what the last run logged after its last checkpoint (a crash).
         with contextlib.suppress(Exception):
             await asyncio.to_thread(checkpoint)
-        for job_id in await asyncio.to_thread(rt.jobs.fail_orphans):
-            log.warning("job %s was running in a process that stopped; marked failed", job_id)
-        await asyncio.to_thread(functools.partial(look_after_jobs, grace_seconds=0))
         await asyncio.to_thread(warm_up)
         task = asyncio.create_task(housekeeping_every_interval())
         try:

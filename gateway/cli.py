@@ -379,6 +379,27 @@ def serve(
     uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **bind)  # type: ignore[arg-type]
 
 
+@app.command("worker")
+def worker_command(
+    config: ConfigOption = None,
+    poll: Annotated[float, typer.Option(min=0.1, max=60, help="Seconds between looks at the job store.")] = 0.5,
+) -> None:
+    """Run approved jobs in their jails: the only process that runs jobs, and the one that needs
+    the privileges for it (root, or CAP_SETUID, CAP_SETGID, CAP_CHOWN and CAP_KILL)."""
+    import logging  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from gateway.services import job_worker  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda _n, _f: stop.set())
+    with _runtime("worker", config) as rt, job_worker.lock(rt):
+        job_worker.serve(rt, stop=stop, poll_seconds=poll)
+
+
 @demo_app.command("setup")
 def demo_setup_command(
     directory: Annotated[Path, typer.Option("--dir", help="Demo directory.")] = Path(".demo"),

@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     )
     sandbox_unsafe_run_without_isolation: bool = Field(
         False,
-        description="Development only: run approved jobs without namespaces where they cannot be built; logged loudly.",
+        description="Development only: run approved jobs without the jail where it cannot be built; logged loudly.",
+    )
+    sandbox_job_uids: tuple[int, int] = Field(
+        (200_000, 200_999),
+        description="First and last uid `veilgate worker` runs jobs as, one unused uid per running job: limits"
+        " such as the number of processes and the summed memory then hold for the whole job. No other"
+        " process or file on the machine may use these uids.",
     )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."

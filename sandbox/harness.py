@@ -1,4 +1,5 @@
-"""Inside the sandbox, as nobody: make the job API importable and run the job's code.
+"""Inside the jail (gateway/sandbox_client.py), as the job's uid: make the job API importable
+and run the job's code.
 
 argv: scratch directory, inputs directory, outputs file, then the site-packages directories to search
 (the interpreter runs with -I -S, so nothing else is on the path).

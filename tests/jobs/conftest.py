@@ -1,9 +1,11 @@
 """Factories for job tests: researcher and administrator clients on one installation, and a
-helper that submits a job, has it approved by two administrators and waits for its outcome."""
+helper that submits a job, has it approved by two administrators and runs it the way
+`veilgate worker` does (`job_worker.work_once`: the API process runs no job)."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from gateway.jobs import AWAITING_CHECK
 from gateway.sandbox_client import isolation_problem
+from gateway.services import job_worker
 from tests.conftest import REPO, Installation, bearer, get_token
 
 EXAMPLE_TABLES: list[dict[str, Any]] = json.loads(
@@ -23,7 +26,7 @@ EXAMPLE_TABLES: list[dict[str, Any]] = json.loads(
 CHECKERS = ("demo-admin", "demo-approver")
 
 needs_isolation = pytest.mark.skipif(
-    isolation_problem() is not None, reason=f"the sandbox cannot build namespaces here: {isolation_problem()}"
+    isolation_problem() is not None, reason=f"the jail cannot be built here: {isolation_problem()}"
 )
 
 
@@ -61,9 +64,20 @@ class Jobs:
         body: dict[str, Any] = self.client.get(f"/v1/admin/jobs/{job_id}", headers=self.headers["demo-admin"]).json()
         return body
 
+    def work(self) -> list[str]:
+        """What one poll of the worker does: run every job that needs a run now."""
+        return job_worker.work_once(self.client.app.state.runtime)
+
+    def work_in_background(self) -> threading.Thread:
+        """One poll of the worker in another thread, for a test that acts during a run."""
+        thread = threading.Thread(target=self.work, name="test-worker", daemon=True)
+        thread.start()
+        return thread
+
     def wait(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.work()
             body = self.status(job_id)
             if body["status"] in ("finished", "failed", "rejected", AWAITING_CHECK):
                 return body
@@ -74,6 +88,7 @@ class Jobs:
         """The job once past its plan run (DP services; other jobs are past it at once)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.work()
             body = self.status(job_id)
             if body["status"] not in ("planning", "planning-run"):
                 return body

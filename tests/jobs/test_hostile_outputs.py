@@ -198,6 +198,7 @@ def _slow(seconds: int) -> str:
 
 
 def _wait_running(jobs: Jobs, job_id: str) -> None:
+    jobs.work_in_background()  # the worker runs it while the test acts
     deadline = time.monotonic() + 60
     while jobs.status(job_id)["status"] != "running":
         assert time.monotonic() < deadline

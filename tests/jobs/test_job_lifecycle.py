@@ -8,6 +8,7 @@ import json
 import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 
 from gateway.errors import Conflict
 from gateway.jobs import SqliteJobStore
-from gateway.services.jobs import dispatch as job_dispatch
+from gateway.services import job_worker
+from gateway.services import jobs as job_services
 from gateway.services.receipts import verify_receipt
 from tests.conftest import REPO
 from tests.jobs.conftest import EXAMPLE_TABLES, Jobs, needs_isolation
@@ -33,7 +35,7 @@ def test_the_example_table_job_runs_end_to_end(jobs_gateway: Callable[..., Jobs]
     assert outcome["status"] == "finished", outcome
     document = outcome["result"]
     result = document["result"]
-    assert result["isolation"] == "namespaces" and result["completed"] is True
+    assert result["isolation"] == "bubblewrap" and result["completed"] is True
     table = result["outputs"]["enterprises_by_status"]
     assert table["status"] == "released" and table["keys"] == ["industry", "status"]
     counts = [row["enterprises"] for row in table["rows"]]
@@ -234,7 +236,9 @@ def test_a_job_left_running_by_a_stopped_process_is_marked_failed(jobs_gateway: 
             (f"{socket.gethostname()}:{_finished_pid()}", job_id),
         )
     restarted = jobs_gateway()
-    with restarted.client:  # startup runs the lifespan, which looks for orphans
+    with restarted.client:
+        assert restarted.status(job_id)["status"] == "running"  # the API process runs no job, fails none
+        job_worker.recover(restarted.client.app.state.runtime)  # a worker that starts looks for orphans
         outcome = restarted.status(job_id)
     assert outcome["status"] == "failed" and outcome["reason"] == "failed: process stopped"
 
@@ -257,29 +261,30 @@ def test_a_job_left_running_by_another_host_is_failed_once_overdue(jobs_gateway:
                      (long_ago, overdue))  # fmt: skip
         conn.execute("UPDATE jobs SET status = 'running', runner = 'another-host:4242' WHERE id = ?", (recent,))
     restarted = jobs_gateway()
-    with restarted.client:  # startup looks for overdue jobs
+    with restarted.client:
+        restarted.work()  # each poll of a worker looks for overdue jobs
         failed, running = restarted.status(overdue), restarted.status(recent)
     assert failed["status"] == "failed" and failed["reason"] == "failed: process stopped"
     assert running["status"] == "running"  # it may still be running over there
 
 
-def test_an_approved_job_whose_run_never_started_runs_after_a_restart(
-    jobs_gateway: Callable[..., Jobs], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The approving process stopped between the approval and the start of the run: the next
-    gateway to start (or any replica, a minute later) runs it, once."""
+def test_an_approved_job_waits_for_a_worker_and_runs_once(jobs_gateway: Callable[..., Jobs]) -> None:
+    """The API process records the approval and runs nothing; the next poll of a worker runs the
+    job, and a second poll (or a second worker) does not run it again."""
     jobs = jobs_gateway()
-    with monkeypatch.context() as stopped:
-        stopped.setattr(job_dispatch, "start", lambda _rt, _job_id: None)  # the process dies first
-        code = (EXAMPLES / "enterprises_by_status.py").read_text()
-        job_id = jobs.submit(code, tables=EXAMPLE_TABLES).json()["id"]
-        assert jobs.review(job_id, "demo-admin").status_code == 200
-        assert jobs.review(job_id, "demo-approver").status_code == 200
-        assert jobs.status(job_id)["status"] == "approved"
-    restarted = jobs_gateway()
-    with restarted.client:  # startup starts the approved jobs nobody runs
-        assert restarted.wait(job_id)["status"] == "awaiting output check"
-        outcome = restarted.check_all(job_id)
+    code = (EXAMPLES / "enterprises_by_status.py").read_text()
+    job_id = jobs.submit(code, tables=EXAMPLE_TABLES).json()["id"]
+    assert jobs.review(job_id, "demo-admin").status_code == 200
+    assert jobs.review(job_id, "demo-approver").status_code == 200
+    time.sleep(1)
+    assert jobs.status(job_id)["status"] == "approved"  # nothing ran it in the API process
+    rt = jobs.client.app.state.runtime
+    assert job_services.runnable(rt) == [job_id]
+    assert jobs.work() == [job_id]
+    assert job_services.runnable(rt) == [] and jobs.work() == []
+    assert jobs.status(job_id)["status"] == "awaiting output check"
+    assert job_services.run(rt, job_id).status == "awaiting output check"  # a late second claim runs nothing
+    outcome = jobs.check_all(job_id)
     assert outcome["status"] == "finished", outcome
     assert outcome["result"]["result"]["outputs"]["enterprises_by_status"]["status"] == "released"
 
@@ -289,17 +294,16 @@ def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: C
     job that ran is not run again, and only administrators requeue."""
     jobs = jobs_gateway()
     code = (EXAMPLES / "enterprises_by_status.py").read_text()
-    with pytest.MonkeyPatch.context() as stopped:
-        stopped.setattr(job_dispatch, "start", lambda _rt, _job_id: None)
-        job_id = jobs.submit(code, tables=EXAMPLE_TABLES).json()["id"]
-        assert jobs.review(job_id, "demo-admin").status_code == 200
-        assert jobs.review(job_id, "demo-approver").status_code == 200
+    job_id = jobs.submit(code, tables=EXAMPLE_TABLES).json()["id"]
+    assert jobs.review(job_id, "demo-admin").status_code == 200
+    assert jobs.review(job_id, "demo-approver").status_code == 200
     store = jobs.installation.settings.state_dir / "jobs" / "jobs.sqlite3"
     with sqlite3.connect(store) as conn:  # it was running in a process that is gone
         conn.execute("UPDATE jobs SET status = 'running', runner = ? WHERE id = ?",
                      (f"{socket.gethostname()}:{_finished_pid()}", job_id))  # fmt: skip
     restarted = jobs_gateway()
     with restarted.client:
+        job_worker.recover(restarted.client.app.state.runtime)
         assert restarted.status(job_id)["status"] == "failed"
         path = f"/v1/admin/jobs/{job_id}/requeue"
         body = {"reason": "the gateway restarted during the run"}

@@ -4,9 +4,9 @@
    among the service's; the code is stored with its SHA-256;
 2. review: administrators approve or reject with a reason; nobody reviews their own job, and the
    service says how many different reviewers must approve;
-3. run (once approved, in the background): the code is read afresh and run only if its hash is
-   the one approved; the declared datasets (without negative-listed columns) are exported for
-   the sandbox; the sandbox runs it isolated and limited;
+3. run (once approved, by `veilgate worker`, never by the API process): the code is read afresh
+   and run only if its hash is the one approved; the declared datasets (without negative-listed
+   columns) are exported for the sandbox; the sandbox runs it jailed and limited;
 4. check each declared output: tables through disclosure control, statistics through
    differential privacy (computed by the gateway, charged to the ledger like aggregates);
    anything else is withheld with a reason;
@@ -14,13 +14,7 @@
    administrators only.
 """
 
-from gateway.services.jobs.dispatch import (
-    OVERDUE_GRACE_SECONDS,
-    UNCLAIMED_GRACE_SECONDS,
-    fail_overdue,
-    start,
-    start_unclaimed,
-)
+from gateway.services.jobs.dispatch import OVERDUE_GRACE_SECONDS, fail_overdue, runnable, runs_dir
 from gateway.services.jobs.local import run_local
 from gateway.services.jobs.outputs import check_outputs
 from gateway.services.jobs.review import requeue, require_owner, review, view
@@ -30,7 +24,6 @@ from gateway.services.jobs.submission import Submission, submit
 
 __all__ = [
     "OVERDUE_GRACE_SECONDS",
-    "UNCLAIMED_GRACE_SECONDS",
     "Submission",
     "check_outputs",
     "fail_overdue",
@@ -40,9 +33,9 @@ __all__ = [
     "review",
     "run",
     "run_local",
+    "runnable",
+    "runs_dir",
     "service_of",
-    "start",
-    "start_unclaimed",
     "submit",
     "view",
 ]

@@ -1,34 +1,26 @@
-"""Which process runs a job, and when: the run an approval starts, approved jobs whose run never
-started, and runs whose process stopped."""
+"""Which jobs a worker runs now, where their runs live, and runs whose worker stopped. The API
+process starts no run: `veilgate worker` (services/job_worker.py) polls `runnable` and runs each
+job with `run`, which claims it first, so a job never runs twice."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from gateway.domain.job_vocabulary import Reason
 from gateway.services import policy_admin
-from gateway.services.jobs.run import run
 from gateway.services.runtime import Runtime
 
 
-def start(rt: Runtime, job_id: str) -> None:
-    threading.Thread(target=run, args=(rt, job_id), name=f"job-{job_id}", daemon=True).start()
+def runs_dir(rt: Runtime) -> Path:
+    """Where the worker makes each run's directory (the inputs exported for it included)."""
+    return rt.settings.state_dir / "jobs" / "runs"
 
 
-UNCLAIMED_GRACE_SECONDS = 60
-"""How long an approved job may wait for the run its approval started, before any process
-that shares the job store starts one (only one of them runs it: `JobStore.claim_run`)."""
-
-
-def start_unclaimed(rt: Runtime, *, grace_seconds: float = UNCLAIMED_GRACE_SECONDS) -> list[str]:
-    """Start the approved jobs that no process runs: the approving process stopped before its run
-    began. At startup (no grace: this process approved nothing yet) and every checkpoint
-    interval. Returns their ids."""
-    waiting = rt.jobs.waiting(approved_before=datetime.now(UTC) - timedelta(seconds=grace_seconds))
-    for job in waiting:
-        start(rt, job.id)
-    return [job.id for job in waiting]
+def runnable(rt: Runtime) -> list[str]:
+    """Ids of the jobs that need a run now (approved or requeued, or waiting for their plan run),
+    oldest first. Several workers may see one id; only one runs it (`run` claims it first)."""
+    return [job.id for job in rt.jobs.waiting(approved_before=datetime.now(UTC))]
 
 
 OVERDUE_GRACE_SECONDS = 600

@@ -37,7 +37,6 @@ def run_local(
         outputs = [t["name"] for t in declared]
     outcome = sandbox_client.run(
         work_dir=work_dir,
-        hide=[],
         files={"main.py": code.encode()},
         write_inputs=sample_inputs(entries, rows),
         limits=sandbox_client.Limits(**service.limits.model_dump()),

@@ -68,11 +68,11 @@ def run_plan(rt: Runtime, job: Job) -> Job:
     files, _digest = job_files(job.code, job.code_kind)
     outcome = sandbox_client.run(
         work_dir=rt.settings.state_dir / "jobs" / "runs",
-        hide=sorted({rt.settings.state_dir.resolve(), rt.settings.data_path.resolve()}),
         files=files,
         write_inputs=sample_inputs(entries),
         limits=sandbox_client.Limits(**service.limits.model_dump()),
         unsafe_run_without_isolation=rt.settings.sandbox_unsafe_run_without_isolation,
+        job_uids=rt.settings.sandbox_job_uids,
     )
     reason = failure(outcome)
     if reason is not None:
@@ -90,10 +90,12 @@ def failure(outcome: sandbox_client.Outcome) -> Reason | None:
     error output are for reviewers only."""
     if outcome.timed_out:
         return Reason.TIME_LIMIT
+    if outcome.memory_exceeded:  # its processes together, killed by the worker's watch
+        return Reason.MEMORY_LIMIT
+    if outcome.cpu_exceeded:
+        return Reason.CPU_LIMIT
     if outcome.exit_code == 0:
         return None
-    if outcome.exit_code in (-9, 137, 1) and "sigprocmask" in outcome.stderr:
-        return Reason.CPU_LIMIT
     if "MemoryError" in outcome.stderr:
         return Reason.MEMORY_LIMIT
     return Reason.ERROR

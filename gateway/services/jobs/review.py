@@ -8,27 +8,21 @@ from gateway.domain.trail import Json
 from gateway.errors import NotFound
 from gateway.jobs import Job
 from gateway.services import policy_admin
-from gateway.services.jobs import dispatch
 from gateway.services.jobs.planning import total_epsilon
 from gateway.services.jobs.stored import service_of
 from gateway.services.runtime import Runtime
 
 
 def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason: str) -> Job:
-    """Step 2; the review that completes the approvals starts the run in the background."""
+    """Step 2; the review that completes the approvals makes the job `runnable` for the worker."""
     job = rt.jobs.get(job_id)
     service = service_of(policy_admin.current(rt).bundle, job.service)
-    reviewed = rt.jobs.review(job_id, reviewer.client_id, decision, reason, service.reviewers)
-    if reviewed.status == "approved":
-        dispatch.start(rt, job_id)
-    return reviewed
+    return rt.jobs.review(job_id, reviewer.client_id, decision, reason, service.reviewers)
 
 
 def requeue(rt: Runtime, admin: Principal, job_id: str, reason: str) -> Job:
-    """Run again a failed job that released nothing (`JobStore.requeue`), at once."""
-    requeued = rt.jobs.requeue(job_id, admin.client_id, reason)
-    dispatch.start(rt, job_id)
-    return requeued
+    """Run again a failed job that released nothing (`JobStore.requeue`): the worker picks it up."""
+    return rt.jobs.requeue(job_id, admin.client_id, reason)
 
 
 def view(job: Job, *, for_admin: bool) -> Json:

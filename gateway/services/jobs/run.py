@@ -18,6 +18,7 @@ from gateway.errors import Conflict, InvalidRequest, VeilgateError
 from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.authorization import stopped
+from gateway.services.jobs.dispatch import runs_dir
 from gateway.services.jobs.dp_run import run_approved_plan
 from gateway.services.jobs.outputs import check_outputs
 from gateway.services.jobs.planning import failure, run_plan
@@ -85,12 +86,13 @@ def _run(rt: Runtime, job: Job) -> Job:
                 snapshot.export(target / f"{name}.parquet", columns)
 
     outcome = sandbox_client.run(
-        work_dir=rt.settings.state_dir / "jobs" / "runs",
-        hide=sorted({rt.settings.state_dir.resolve(), rt.settings.data_path.resolve()}),
+        work_dir=runs_dir(rt),
         files=files,
         write_inputs=write_inputs,
         limits=sandbox_client.Limits(**service.limits.model_dump()),
         unsafe_run_without_isolation=rt.settings.sandbox_unsafe_run_without_isolation,
+        should_stop=lambda: None if (why := stopped(rt, job)) is None else why.value,  # a freeze kills it
+        job_uids=rt.settings.sandbox_job_uids,
     )
     # SECURITY: authorization again before anything is released: a freeze, a revoke or a
     # withdrawn service during the run releases nothing.

@@ -18,7 +18,6 @@ from gateway.domain.principal import Principal
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.jobs import Job
 from gateway.services import policy_admin
-from gateway.services.jobs import dispatch
 from gateway.services.jobs.stored import job_files, service_of
 from gateway.services.runtime import Runtime
 
@@ -105,6 +104,4 @@ def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
         # a DP job's code runs first on the synthetic sample only, to make the plan reviewers approve
         status="planning" if service.output_check == "dp" else "submitted",
     )
-    if job.status == "planning":
-        dispatch.start(rt, job.id)
-    return job
+    return job  # a `planning` job is `runnable`: the worker runs its plan on the sample

@@ -1,0 +1,80 @@
+"""`veilgate worker`: the one process that runs jobs, and the only one with the privileges that
+takes (switching to a job's uid, killing its processes). The API process records submissions
+and reviews and runs nothing.
+
+The worker polls the job store (`jobs.runnable`) and runs each job through `jobs.run`, which
+claims it first, so a job never runs twice. One worker per host: it holds a lock file, because
+on start it kills every process of the job uids and removes every run directory (exported
+inputs included) that an earlier worker left, and marks the jobs that worker was running failed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import IO
+
+from gateway import sandbox_client
+from gateway.errors import ServiceUnavailable
+from gateway.services import jobs
+from gateway.services.runtime import Runtime
+
+log = logging.getLogger("veilgate.worker")
+POLL_SECONDS = 0.5
+
+
+def lock(rt: Runtime) -> IO[str]:
+    """Hold the host's worker lock for as long as the returned file stays open."""
+    path: Path = jobs.runs_dir(rt).parent / "worker.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    held = path.open("a")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.close()
+        raise ServiceUnavailable(f"another worker runs jobs on this host (it holds {path})") from None
+    return held
+
+
+def recover(rt: Runtime) -> list[str]:
+    """What an earlier worker left: its job processes killed, its run directories removed, and
+    the jobs it was running marked failed. Returns their ids."""
+    killed = sandbox_client.clean_up(jobs.runs_dir(rt), rt.settings.sandbox_job_uids)
+    if killed:
+        log.warning("killed %d processes left by an earlier worker's jobs", killed)
+    failed = rt.jobs.fail_orphans()
+    for job_id in failed:
+        log.warning("job %s was running in a worker that stopped; marked failed", job_id)
+    return failed
+
+
+def work_once(rt: Runtime) -> list[str]:
+    """Run every job that needs a run now, one after the other; returns the ids it ran."""
+    for job_id in jobs.fail_overdue(rt):
+        log.warning("job %s is long past its time limit and still running: its worker stopped; marked failed", job_id)
+    ran = []
+    for job_id in jobs.runnable(rt):
+        job = jobs.run(rt, job_id)
+        log.info("job %s: %s", job_id, job.status)
+        ran.append(job_id)
+    return ran
+
+
+def serve(rt: Runtime, *, stop: threading.Event, poll_seconds: float = POLL_SECONDS) -> None:
+    """Until `stop` is set: recover, then poll and run. The caller holds `lock`."""
+    problem = sandbox_client.isolation_problem(rt.settings.sandbox_job_uids)
+    if problem is not None and not rt.settings.sandbox_unsafe_run_without_isolation:
+        raise ServiceUnavailable(f"jobs cannot run here: {problem}")
+    recover(rt)
+    log.info("worker %d ready: polling for approved jobs every %.1f s", os.getpid(), poll_seconds)
+    while not stop.is_set():
+        try:
+            ran = work_once(rt)
+        except Exception:  # a store that cannot be read now is read again at the next poll
+            log.exception("looking for jobs failed")
+            ran = []
+        if not ran:
+            stop.wait(poll_seconds)
