@@ -237,3 +237,48 @@ def test_a_histogram_of_one_bin_counts_the_rows_with_a_value(tmp_path: Path) -> 
             assert snap.aggregate(compiled)["bins"] == [1, 0, 1, 0]  # NULL is in no bin; 1e9 clamps in
     finally:
         domain.close()
+
+
+@given(
+    values=st.lists(st.one_of(st.integers(-60, 60), st.sampled_from(HOSTILE_INTS), st.none()), min_size=1, max_size=40),
+    step=st.sampled_from([1, 5, 10, 25]),
+)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_an_arithmetic_bin_index_gives_the_bins_of_comparing_with_each_edge(
+    tmp_path: Path, values: list[int | None], step: int
+) -> None:
+    """On a regular grid the bin is (units - first) // step, clamped; without one, a CASE over
+    the edges. Both agree with comparing each clamped value with the edges, hostile values too."""
+    from gateway.engine import regular_grid
+
+    edges = list(range(-50, 51, step))
+    regular = AggregateTemplate.model_validate(
+        {"title": "t", "dataset": "payroll", "group_by": ["region"], "epsilon": {"default": "1", "max": "5"},
+         "measure": "histogram", "column": "score", "bins": edges}
+    )  # fmt: skip
+    uneven = (
+        AggregateTemplate.model_validate({**regular.model_dump(), "bins": [*edges[:-2], edges[-2] - 1, 50]})
+        if step > 1
+        else None
+    )
+    data_dir = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+    _write_version(data_dir, "v", [(f"U{i}", None, "north", None, v) for i, v in enumerate(values)])
+    domain = Domain(data_dir, threads=1)
+    try:
+        for template in (regular, uneven):
+            if template is None:
+                continue
+            assert (regular_grid(template.bins, template.granularity) is None) is (template is uneven)
+            compiled = plan("h", template, ENTRY, "v", {"group_by": ["region"]}, epsilon="1")
+            with domain.snapshot("payroll", "v") as snap:
+                north = snap.aggregate(compiled)["bins"][: len(template.bins) - 1]
+            expected = [0] * (len(template.bins) - 1)
+            for v in values:
+                if v is None:
+                    continue  # missing: in no bin
+                clamped = min(max(v, -50), 50)
+                below = sum(1 for e in template.bins[1:-1] if clamped >= e)
+                expected[below] += 1
+            assert north == expected
+    finally:
+        domain.close()
