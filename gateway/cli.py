@@ -24,7 +24,6 @@ from gateway import demo_data
 from gateway.app import create_app
 from gateway.audit import AuditLog, open_log
 from gateway.catalog import CatalogStore
-from gateway.clients import ClientStore, open_clients
 from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import InvalidRequest, VeilgateError
@@ -50,6 +49,8 @@ from gateway.services import jobs as jobs_service
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
 from gateway.signing import KeyRing
+from gateway.state.backend import open_accounts
+from gateway.state.ports import PRIVILEGED, AccountStore
 
 app = typer.Typer(help="Veilgate: answers about public data, never the records.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys: create, rotate, revoke.", no_args_is_help=True)
@@ -267,10 +268,9 @@ def keys_revoke(
     typer.echo(f"{purpose.value}: key {kid} revoked since {since.isoformat()}")
 
 
-def _client_store(settings: Settings) -> contextlib.closing[ClientStore]:
+def _client_store(settings: Settings) -> contextlib.closing[AccountStore]:
     """The accounts as configured, for one command (no listening: it reads what it needs)."""
-    dsn, schema = settings.database_dsn, settings.database_schema
-    return contextlib.closing(open_clients(settings.clients_file, dsn=dsn, schema=schema, listen=False))
+    return contextlib.closing(open_accounts(settings, listen=False))
 
 
 def _freeze_store(settings: Settings) -> contextlib.closing[FreezeStore]:
@@ -284,12 +284,19 @@ def clients_add(
     client_id: str,
     org: Annotated[str, typer.Option(help="The client's organisation.")],
     role: Annotated[list[Role], typer.Option(help="Repeat for several roles.")],
+    person: Annotated[str | None, typer.Option(help="Who holds it: two approvals need two people.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create a client; its secret is printed once and stored only as a hash."""
+    """Create a client; its secret is printed once and stored only as a hash. Privileged roles
+    only while setting up (fewer administrators than `policy_approvals`): after that, through
+    `POST /v1/admin/consumers` and a second administrator's approval."""
     settings = _settings(config, creating=True)
     with _run("client creation"), _client_store(settings) as clients:
-        secret = clients.add(client_id, org, role)
+        admins = {a.identity for a in clients.all() if Role.ADMIN in a.roles and not a.disabled}
+        if PRIVILEGED & set(role) and len(admins) >= max(1, settings.policy_approvals):
+            _fail("privileged roles are granted through POST /v1/admin/consumers and a second administrator's approval")
+            return
+        secret = clients.add(client_id, org, role, person=person)
     typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
 
 
@@ -309,7 +316,8 @@ def clients_list(config: ConfigOption = None) -> None:
         accounts = clients.all()
     for c in accounts:
         roles = ",".join(sorted(r.value for r in c.roles))
-        typer.echo(f"{c.client_id}\t{c.organisation}\t{roles}\t{'disabled' if c.disabled else 'enabled'}")
+        state = "disabled" if c.disabled else "enabled"
+        typer.echo(f"{c.client_id}\t{c.organisation}\t{c.person or '-'}\t{roles}\t{state}")
 
 
 @app.command()

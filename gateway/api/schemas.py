@@ -117,12 +117,11 @@ class ConsumerCreateRequest(BaseModel):
     client_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{2,63}$")
     organisation: str = Field(min_length=1, max_length=200)
     roles: list[Role] = Field(min_length=1, max_length=4)
-
-
-class ConsumerCreatedResponse(_Response):
-    client_id: str
-    client_secret: str
-    note: str = "The secret is shown once and stored only as a hash."
+    person: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="Who holds the account: all of one person's accounts name them alike, and two "
+        "approvals must come from two people. Without it the organisation is the identity.",
+    )  # fmt: skip
 
 
 class JwkResponse(_Response):

@@ -6,10 +6,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gateway.clients import ClientStore
 from gateway.domain.principal import Principal, Role
 from gateway.errors import Unauthenticated
 from gateway.signing import KeyRing
+from gateway.state.ports import AccountStore
 
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "exp", "jti", "roles")
 
@@ -23,7 +23,7 @@ class TokenGrant:
 
 
 def issue_token(
-    clients: ClientStore,
+    clients: AccountStore,
     keys: KeyRing,
     client_id: str,
     client_secret: str,
@@ -83,7 +83,7 @@ def mint_token(
 
 
 def authenticate(
-    clients: ClientStore,
+    clients: AccountStore,
     keys: KeyRing,
     token: str,
     *,

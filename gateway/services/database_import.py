@@ -16,7 +16,6 @@ from typing import Protocol
 
 from gateway.audit import PostgresAuditLog
 from gateway.budget_ledger import PostgresBudgetLedger
-from gateway.clients import PostgresClientStore
 from gateway.errors import ConfigurationError
 from gateway.freezes import PostgresFreezeStore
 from gateway.jobs import PostgresJobStore
@@ -24,6 +23,8 @@ from gateway.ledger import PostgresLedger
 from gateway.objections import PostgresObjectionStore
 from gateway.policy_store import PostgresPolicyStore
 from gateway.settings import Settings
+from gateway.state.accounts_postgres import PostgresAccountStore
+from gateway.state.backend import accounts_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,8 @@ def import_installation(settings: Settings) -> list[Imported]:
         # (what, the file that says there is something, what is copied, the store it goes to)
         ("policy", settings.policy_store_dir / "state.json", settings.policy_store_dir,
          lambda: PostgresPolicyStore(dsn, schema=schema, listen=False)),
-        ("client accounts", settings.clients_file, settings.clients_file,
-         lambda: PostgresClientStore(dsn, schema=schema, listen=False)),
+        ("client accounts", accounts_file(settings), accounts_file(settings),
+         lambda: PostgresAccountStore(dsn, schema=schema, listen=False)),
         ("privacy budgets", state / "ledger" / "budget.sqlite3", state / "ledger" / "budget.sqlite3",
          lambda: PostgresBudgetLedger(dsn, schema=schema)),
         ("verification ledger", state / "ledger" / "ledger.sqlite3", state / "ledger" / "ledger.sqlite3",

@@ -21,18 +21,19 @@ import pyarrow.parquet as pq
 from gateway import demo_data
 from gateway.audit import open_log
 from gateway.catalog import CatalogStore
-from gateway.clients import open_clients
 from gateway.domain.principal import Role
 from gateway.services import registration
 from gateway.settings import Settings, load_settings
 from gateway.signing import KeyRing
+from gateway.state.backend import open_accounts
 
 DEMO_CLIENTS = (
-    ("demo-business", "Demo Commercial Bank", Role.CONSUMER),
-    ("demo-researcher", "Demo University Institute of Labour Economics", Role.RESEARCHER),
-    ("demo-admin", "Demo Public Data Administration", Role.ADMIN),
-    ("demo-approver", "Demo Public Data Administration", Role.ADMIN),  # the second of two who approve
-    ("demo-auditor", "Demo Audit Office", Role.AUDITOR),
+    # (client id, organisation, role, person): two approvals come from two different people
+    ("demo-business", "Demo Commercial Bank", Role.CONSUMER, None),
+    ("demo-researcher", "Demo University Institute of Labour Economics", Role.RESEARCHER, None),
+    ("demo-admin", "Demo Public Data Administration", Role.ADMIN, "Demo Administrator"),
+    ("demo-approver", "Demo Public Data Administration", Role.ADMIN, "Demo Approver"),
+    ("demo-auditor", "Demo Audit Office", Role.AUDITOR, "Demo Auditor"),
 )
 
 
@@ -90,18 +91,15 @@ def setup(
     # 6. Clients: made once; their secrets are kept in a 0600 file for the demo only.
     credentials_file = settings.state_dir / "demo-credentials.json"
     credentials: dict[str, str] = {}
-    store = open_clients(
-        settings.clients_file, dsn=settings.database_dsn, schema=settings.database_schema, listen=False
-    )
-    with contextlib.closing(store) as clients:
+    with contextlib.closing(open_accounts(settings, listen=False)) as clients:
         if credentials_file.exists():
             credentials = json.loads(credentials_file.read_text(encoding="utf-8"))
-        for client_id, organisation, role in DEMO_CLIENTS:
+        for client_id, organisation, role, person in DEMO_CLIENTS:
             if client_id in credentials and clients.find(client_id) is not None:
                 continue
             if clients.find(client_id) is not None:
                 raise RuntimeError(f"{client_id} exists but its secret is lost; delete {settings.state_dir} and rerun")
-            credentials[client_id] = clients.add(client_id, organisation, [role])
+            credentials[client_id] = clients.add(client_id, organisation, [role], person=person)
     fd = os.open(credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(credentials, handle, indent=2)
@@ -118,7 +116,7 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         "",
         "Clients (id / secret / role):",
     ]
-    for client_id, _org, role in DEMO_CLIENTS:
+    for client_id, _org, role, _person in DEMO_CLIENTS:
         lines.append(f"  {client_id:16} {creds[client_id]}  ({role.value})")
     lines += [
         "",

@@ -12,12 +12,12 @@ import yaml
 from gateway.atomic_files import check_secret_file
 from gateway.audit import open_log
 from gateway.catalog import CatalogStore
-from gateway.clients import open_clients
 from gateway.domain.principal import Role
 from gateway.engine import Domain
 from gateway.errors import VeilgateError
 from gateway.settings import Settings
 from gateway.signing import KeyRing
+from gateway.state.backend import accounts_file, open_accounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +37,10 @@ def _keys(directory: Path, purpose: str) -> Finding:
 
 def _clients(settings: Settings) -> Finding:
     try:
-        if not settings.database_dsn:
-            check_secret_file(settings.clients_file)
-        dsn, schema = settings.database_dsn, settings.database_schema
-        with contextlib.closing(open_clients(settings.clients_file, dsn=dsn, schema=schema, listen=False)) as store:
+        with contextlib.closing(open_accounts(settings, listen=False)) as store:
             clients = store.all()
+        if not settings.database_dsn:
+            check_secret_file(accounts_file(settings))
     except VeilgateError as exc:
         return Finding("client accounts", False, f"{exc.detail}; create one with `veilgate clients add`")
     admins = [c for c in clients if Role.ADMIN in c.roles and not c.disabled]

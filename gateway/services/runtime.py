@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from gateway.audit import AuditLog, SqliteAuditLog, open_log
 from gateway.budget_ledger import BudgetLedger, SqliteBudgetLedger, open_budget_ledger
 from gateway.catalog import CatalogStore
-from gateway.clients import ClientStore, open_clients
 from gateway.engine import Domain
 from gateway.errors import ConfigurationError
 from gateway.freezes import FileFreezeStore, FreezeStore, open_freezes
@@ -20,6 +19,8 @@ from gateway.policy_store import PolicyStore, open_policy_store
 from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
+from gateway.state.backend import open_accounts
+from gateway.state.ports import AccountStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class Runtime:
     settings: Settings
     catalog: CatalogStore
     domain: Domain
-    clients: ClientStore
+    clients: AccountStore
     token_keys: KeyRing
     receipt_keys: KeyRing
     audit: AuditLog
@@ -70,7 +71,7 @@ class Runtime:
             domain=Domain(
                 settings.data_path, threads=settings.engine_threads, index_max_rows=settings.lookup_index_max_rows
             ),
-            clients=open_clients(settings.clients_file, dsn=dsn, schema=schema),
+            clients=open_accounts(settings),
             token_keys=KeyRing.load(settings.token_keys_dir),
             receipt_keys=KeyRing.load(settings.receipt_keys_dir),
             audit=audit,

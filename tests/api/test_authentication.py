@@ -91,10 +91,11 @@ def test_bad_credentials_get_no_token(shared_client: TestClient, form: dict[str,
 
 
 def test_secrets_are_stored_hashed(session_installation: Installation) -> None:
-    stored = session_installation.settings.clients_file.read_text()
+    files = sorted(session_installation.settings.state_dir.glob("accounts.sqlite3*"))  # with its WAL
+    stored = b"".join(path.read_bytes() for path in files)
     for secret in session_installation.credentials.values():
-        assert secret not in stored
-    assert session_installation.settings.clients_file.stat().st_mode & 0o077 == 0
+        assert secret.encode() not in stored
+    assert files and all(path.stat().st_mode & 0o077 == 0 for path in files)
 
 
 def test_missing_or_malformed_authorization_is_refused(shared_client: TestClient) -> None:
@@ -238,7 +239,8 @@ def test_admin_creates_a_consumer_whose_secret_works_once_shown(installation: In
     )
     assert created.status_code == 201, created.text
     secret = created.json()["client_secret"]
-    assert secret not in installation.settings.clients_file.read_text()
+    stored = b"".join(path.read_bytes() for path in installation.settings.state_dir.glob("accounts.sqlite3*"))
+    assert stored and secret.encode() not in stored
     assert _me(client, get_token(client, "bank-7", secret)).json()["organisation"] == "Bank Seven"
     again = client.post(
         "/v1/admin/consumers",

@@ -48,7 +48,7 @@ def test_token_command_mints_a_token_for_a_known_client(installation: Installati
 
 def test_doctor_exit_code(installation: Installation) -> None:
     assert runner.invoke(app, ["doctor", "--config", _config(installation)]).exit_code == 0
-    (installation.settings.clients_file).chmod(0o644)
+    (installation.settings.state_dir / "accounts.sqlite3").chmod(0o644)
     assert runner.invoke(app, ["doctor", "--config", _config(installation)]).exit_code == 1
 
 

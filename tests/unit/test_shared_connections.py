@@ -11,13 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.clients import open_clients
 from gateway.domain.principal import Role
 from gateway.errors import DependencyError
 from gateway.freezes import FreezeKind, open_freezes
 from gateway.jobs import open_jobs
 from gateway.objections import open_objections
 from gateway.policy_store import open_policy_store
+from gateway.state.accounts_postgres import PostgresAccountStore
 from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
 
 pytestmark = needs_pg
@@ -49,7 +49,7 @@ def test_the_rarely_read_stores_of_a_process_share_one_connection_and_one_listen
             where = {"dsn": PG_DSN, "schema": schema}
             opened.append(
                 (
-                    stores.enter_context(contextlib.closing(open_clients(tmp_path / "c.json", **where))),
+                    stores.enter_context(contextlib.closing(PostgresAccountStore(str(PG_DSN), schema=schema))),
                     stores.enter_context(contextlib.closing(open_freezes(tmp_path / "f.json", **where))),
                     stores.enter_context(contextlib.closing(open_policy_store(tmp_path / "p", **where))),
                 )
@@ -80,4 +80,4 @@ def test_a_shared_connection_still_names_the_store_that_cannot_read() -> None:
     with pytest.raises(DependencyError, match="freezes cannot be read"):
         open_freezes(Path("unused"), dsn="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
     with pytest.raises(DependencyError, match="client accounts"):
-        open_clients(Path("unused"), dsn="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+        PostgresAccountStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", schema="veilgate")

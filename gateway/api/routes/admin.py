@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import require_role, runtime
 from gateway.api.schemas import (
-    ConsumerCreatedResponse,
     ConsumerCreateRequest,
     DatasetAdminListResponse,
     DatasetAdminResponse,
@@ -18,7 +18,7 @@ from gateway.api.schemas import (
 )
 from gateway.domain.policy import Freeze
 from gateway.domain.principal import Principal, Role
-from gateway.services import tracker
+from gateway.services import accounts_admin, tracker
 from gateway.services.runtime import Runtime
 
 router = APIRouter(prefix="/v1/admin", tags=["administration"])
@@ -47,26 +47,77 @@ def datasets(
     )
 
 
-@router.post("/consumers", response_model=ConsumerCreatedResponse, status_code=201)
+@router.post("/consumers", status_code=201)
 def create_consumer(
     body: ConsumerCreateRequest,
     rt: Annotated[Runtime, Depends(runtime)],
-    _who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
-) -> ConsumerCreatedResponse:
-    """Create a client account; only administrators make accounts, and the secret is shown once."""
-    secret = rt.clients.add(body.client_id, body.organisation, body.roles)
-    return ConsumerCreatedResponse(client_id=body.client_id, client_secret=secret)
+    who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> JSONResponse:
+    """Create a client account (201, the secret shown once). An account with a privileged role
+    is a proposal (202) that an administrator of another identity approves; its secret comes in
+    two halves, one to each of them."""
+    outcome = accounts_admin.create(
+        rt, who, body.client_id, organisation=body.organisation, roles=body.roles, person=body.person
+    )
+    status, answer = accounts_admin.answer(outcome)
+    return JSONResponse({"client_id": body.client_id, **answer}, status_code=201 if status == 200 else status)
+
+
+@router.get("/consumers")
+def consumers(
+    rt: Annotated[Runtime, Depends(runtime)],
+    _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
+) -> dict[str, Any]:
+    """The accounts (never a secret's hash) and the open proposals that change them."""
+    return {"accounts": [accounts_admin.public(a) for a in rt.clients.all()], "proposals": rt.clients.proposals()}
 
 
 @router.delete("/consumers/{client_id}", status_code=204)
 def disable_consumer(
     client_id: str,
     rt: Annotated[Runtime, Depends(runtime)],
-    _who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+    who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
 ) -> Response:
-    """Disable a client account: its tokens stop working on the next request."""
-    rt.clients.disable(client_id)
-    return Response(status_code=204)
+    """Disable an account: at once (204) for a consumer or researcher, whose tokens stop on the
+    next request; a privileged account's is a proposal (202) another identity approves."""
+    status, answer = accounts_admin.answer(accounts_admin.change(rt, who, client_id, "disable"))
+    return Response(status_code=204) if status == 200 else JSONResponse(answer, status_code=status)
+
+
+@router.post("/consumers/{client_id}/enable", status_code=202)
+def enable_consumer(
+    client_id: str,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> JSONResponse:
+    """Re-enable a disabled account: always a proposal (202) another identity approves."""
+    status, answer = accounts_admin.answer(accounts_admin.change(rt, who, client_id, "enable"))
+    return JSONResponse(answer, status_code=status)
+
+
+@router.put("/consumers/{client_id}/roles", status_code=202)
+def set_roles(
+    client_id: str,
+    body: RolesRequest,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> JSONResponse:
+    """Replace an account's roles: at once (200) when no privileged role is granted or
+    withdrawn, else a proposal (202) another identity approves."""
+    status, answer = accounts_admin.answer(accounts_admin.change(rt, who, client_id, "roles", body.roles))
+    return JSONResponse(answer, status_code=status)
+
+
+@router.post("/consumers/proposals/{proposal_id}/approve")
+def approve_account_change(
+    proposal_id: str,
+    rt: Annotated[Runtime, Depends(runtime)],
+    who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
+) -> JSONResponse:
+    """Approve an account change: by an administrator of another identity than the proposer's
+    and earlier approvers'; applied (200) once enough did, if the account did not change since."""
+    status, answer = accounts_admin.answer(accounts_admin.approve(rt, who, proposal_id))
+    return JSONResponse(answer, status_code=status)
 
 
 @router.post("/freeze", response_model=Freeze, status_code=201)
@@ -96,6 +147,12 @@ def freezes(
     _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
 ) -> FreezeListResponse:
     return FreezeListResponse(active=list(rt.freezes.active().values()), history=rt.freezes.history())
+
+
+class RolesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[Role] = Field(min_length=1, max_length=4)
 
 
 class TrackerRequest(BaseModel):

@@ -1,0 +1,71 @@
+"""Accounts in one SQLite file (`state/accounts.sqlite3`), for the processes of one machine.
+
+A change is one BEGIN IMMEDIATE transaction (`sqlite_files.immediate`): two workers, or the
+command line and a server, take turns and never write over each other. Every request reads the
+accounts from memory, re-read when `PRAGMA data_version` says another connection committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from gateway import sqlite_files
+from gateway.state import migrations
+from gateway.state.accounts import STEPS, STORE, AccountRules, _account, import_file
+from gateway.state.migrations import Execute
+from gateway.state.ports import Account
+
+log = logging.getLogger("veilgate.accounts")
+_UNAVAILABLE = "the client accounts cannot be read"
+
+
+class SqliteAccountStore(AccountRules):
+    def __init__(self, path: Path, *, import_from: Path | None = None) -> None:
+        """`import_from`: a `clients.json` (the store before this one) whose accounts are copied
+        in on first open; it is then renamed `clients.json.imported` and kept as a backup."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)  # secret hashes: the owner's only (SQLite gives its WAL files the same mode)
+        self._conn = sqlite_files.open_wal(path)
+        self._lock = threading.Lock()
+        self._cache: tuple[int, dict[str, Account]] | None = None
+        with self.writing() as execute:
+            migrations.migrate(execute, STORE, STEPS)
+            copied = import_file(execute, import_from) if import_from is not None else None
+        if copied is not None and import_from is not None:
+            backup = import_from.with_name(import_from.name + ".imported")
+            import_from.rename(backup)
+            log.warning("client accounts: %d copied from %s into %s; the file is kept as %s",
+                        copied, import_from, path, backup)  # fmt: skip
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Execute]:
+        with sqlite_files.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
+            yield conn.execute
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._cache = None  # data_version does not count this connection's own commits
+
+    def _accounts(self) -> dict[str, Account]:
+        with sqlite_files.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+            if self._cache is not None and self._cache[0] == version:
+                return self._cache[1]
+            rows = conn.execute("SELECT client_id, record FROM clients").fetchall()
+            found = {key: _account(json.loads(text)) for key, text in rows}
+            self._cache = (int(version), found)
+            return found
+
+    def _proposal_rows(self) -> list[str]:
+        with sqlite_files.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
+            return [text for (text,) in conn.execute("SELECT record FROM account_proposals ORDER BY id").fetchall()]
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.close()

@@ -1,0 +1,42 @@
+"""The one place that picks each store's backend from the settings: PostgreSQL when
+`database_dsn` is set (replicas on several machines), else SQLite files under `state_dir`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from gateway.state.accounts_postgres import PostgresAccountStore
+from gateway.state.accounts_sqlite import SqliteAccountStore
+from gateway.state.ports import AccountStore
+
+
+class Where(Protocol):
+    """What of the settings says where state lives (`gateway.settings.Settings` has it)."""
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def database_dsn(self) -> str | None: ...
+
+    @property
+    def database_schema(self) -> str: ...
+
+
+def accounts_file(where: Where) -> Path:
+    return where.state_dir / "accounts.sqlite3"
+
+
+def legacy_clients_file(where: Where) -> Path:
+    """Where accounts were kept before this store: imported once, then kept as a backup."""
+    return where.state_dir / "clients.json"
+
+
+def open_accounts(where: Where, *, listen: bool = True) -> AccountStore:
+    """`listen=False`: no copy kept in memory on PostgreSQL (a command that reads once)."""
+    legacy = legacy_clients_file(where)
+    if where.database_dsn:  # the first replica brings the accounts of the machine it was set up on
+        local = accounts_file(where) if accounts_file(where).is_file() else legacy
+        return PostgresAccountStore(where.database_dsn, schema=where.database_schema, listen=listen, import_from=local)
+    return SqliteAccountStore(accounts_file(where), import_from=legacy)

@@ -1,0 +1,58 @@
+"""Versioned schema changes: each store lists its steps, and `migrate` applies those a database
+has not seen yet, recording each in `schema_versions` (store, version, when).
+
+Runs inside the store's opening transaction, which one process or replica holds at a time, so
+two that start together never apply a step twice. A database made before this table existed
+is at version 0 for every store: its steps begin with the `CREATE ... IF NOT EXISTS` of the
+layout it already has, so applying them to it changes nothing that is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+
+class Execute(Protocol):
+    """A transaction's `execute`: a sqlite3 connection's, or `postgres_db.Db`'s (both take `?`)."""
+
+    def __call__(self, sql: str, params: Sequence[Any] = (), /) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    version: int
+    statements: Sequence[str]
+    data: Callable[[Execute], None] | None = field(default=None)
+    """Rewrites rows the new layout reads differently (runs after `statements`)."""
+
+
+_VERSIONS = """CREATE TABLE IF NOT EXISTS schema_versions (
+    store TEXT NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (store, version))"""
+
+
+def applied(execute: Execute, store: str) -> list[int]:
+    execute(_VERSIONS)
+    rows = execute("SELECT version FROM schema_versions WHERE store = ? ORDER BY version", (store,)).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def migrate(execute: Execute, store: str, steps: Sequence[Step]) -> list[int]:
+    """Apply the steps of `store` not applied yet, in order; returns the versions applied now."""
+    done = set(applied(execute, store))
+    now: list[int] = []
+    for step in sorted(steps, key=lambda s: s.version):
+        if step.version in done:
+            continue
+        for statement in step.statements:
+            execute(statement)
+        if step.data is not None:
+            step.data(execute)
+        execute(
+            "INSERT INTO schema_versions VALUES (?, ?, ?)",
+            (store, step.version, datetime.now(UTC).isoformat(timespec="seconds")),
+        )
+        now.append(step.version)
+    return now
