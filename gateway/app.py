@@ -65,7 +65,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     def reload_policy() -> None:
         try:
             change = policy_admin.reload_from_disk(rt, by="sighup")
-            log.info("policy reloaded from %s: version %s in force", settings.policy_dir, change.active)
+            if change.active is None and change.proposal is not None:
+                log.info("policy reload of %s proposed as %s: in force once approved",
+                         settings.policy_dir, change.proposal["id"])  # fmt: skip
+            else:
+                log.info("policy reloaded from %s: version %s in force", settings.policy_dir, change.active)
         except VeilgateError as exc:  # the last good bundle stays in force
             log.error("policy reload failed, the bundle in force is unchanged: %s", exc.detail)
             rt.ledger.raise_alert("policy_reload_failed", str(settings.policy_dir), exc.detail)

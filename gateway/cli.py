@@ -58,7 +58,7 @@ clients_app = typer.Typer(help="Client accounts for OAuth2 client credentials.",
 demo_app = typer.Typer(help="The demo data domain.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Receipts: check them offline.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log: verify, export, checkpoint, witness.", no_args_is_help=True)
-policy_app = typer.Typer(help="The policy bundle: check, reload, roll back.", no_args_is_help=True)
+policy_app = typer.Typer(help="The policy bundle: check, propose a reload, roll back.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and fees.", no_args_is_help=True)
 budget_app = typer.Typer(help="Privacy budgets.", no_args_is_help=True)
 database_app = typer.Typer(help="The PostgreSQL database that replicas share.", no_args_is_help=True)
@@ -580,11 +580,18 @@ def policy_check_command(
 
 @policy_app.command("reload")
 def policy_reload_command(config: ConfigOption = None) -> None:
-    """Put the YAML bundle of `policy_dir` in force, after the same checks (a running server does
-    the same on SIGHUP); a bundle that fails changes nothing."""
+    """Propose the YAML bundle of `policy_dir`, after the same checks (a running server does the
+    same on SIGHUP): in force once an administrator approves it (at once with
+    `policy_approvals = 1`); a bundle that fails changes nothing."""
     with _runtime("policy reload", config) as rt:
         change = policy_admin.reload_from_disk(rt, by=f"cli:{getpass.getuser()}")
-    typer.echo(f"bundle {change.active} in force")
+    if change.active is not None:
+        typer.echo(f"bundle {change.active} in force")
+    elif change.proposal is not None:
+        typer.echo(
+            f"bundle {change.proposal['version']} proposed as {change.proposal['id']}: in force once an "
+            f"administrator approves it (POST /v1/admin/policy/proposals/{change.proposal['id']}/approve)"
+        )
 
 
 @policy_app.command("rollback")

@@ -82,10 +82,14 @@ class PolicyStore:
         found: list[dict[str, Any]] = self._read()["history"]
         return found
 
-    def propose(self, bundle: PolicyBundle, *, by: str, note: str, approvals_required: int) -> Change:
-        """Record a proposal; with one approval required, the proposer's own is enough."""
+    def propose(
+        self, bundle: PolicyBundle, *, by: str, identity: str, note: str, approvals_required: int, base: str | None
+    ) -> Change:
+        """Record a proposal made from the version `base`; with one approval required, the
+        proposer's own is enough. `identity`: the person (or organisation) behind `by`."""
         version = self._store(bundle)
         with self._changing() as state:
+            _check_base(state, base)
             if state["active"] == version:
                 raise Conflict("the proposed bundle is the one in force")
             proposal = {
@@ -96,6 +100,7 @@ class PolicyStore:
                 "proposed_at": _now(),
                 "note": note,
                 "approvals": [by],
+                "identities": [identity],
                 "diff": self._diff(state["active"], bundle),
             }
             if approvals_required <= 1:
@@ -105,17 +110,20 @@ class PolicyStore:
             state["history"].append({"action": "propose", "at": proposal["proposed_at"], "by": by, **_brief(proposal)})
         return Change(None, proposal)
 
-    def approve(self, proposal_id: str, *, by: str, approvals_required: int) -> Change:
-        """A second administrator approves; nobody approves their own proposal."""
+    def approve(self, proposal_id: str, *, by: str, identity: str, approvals_required: int) -> Change:
+        """An administrator of another identity approves; nobody approves their own proposal,
+        nor with a second account of their own."""
         with self._changing() as state:
             proposal = state["proposals"].get(proposal_id)
             if proposal is None:
-                raise NotFound(f"no open proposal {proposal_id}")
-            if by in proposal["approvals"]:
-                raise PolicyDenied("a proposal is approved by another administrator than the ones who already did")
+                raise NotFound("there is no open proposal with this id")
+            identities = proposal.setdefault("identities", list(proposal["approvals"]))
+            if by in proposal["approvals"] or identity in identities:
+                raise PolicyDenied("a change is approved by another person than the ones who proposed or approved it")
             if proposal["base"] != state["active"]:
                 raise Conflict("the bundle in force changed since this proposal was made; propose it again")
             proposal["approvals"].append(by)
+            identities.append(identity)
             state["history"].append({"action": "approve", "at": _now(), "by": by, **_brief(proposal)})
             if len(proposal["approvals"]) < approvals_required:
                 return Change(None, proposal)
@@ -123,10 +131,12 @@ class PolicyStore:
             self._activate(state, proposal["version"], proposal, reason=proposal["note"])
             return Change(proposal["version"], proposal)
 
-    def activate(self, bundle: PolicyBundle, *, by: str, reason: str) -> Change:
-        """Put a bundle in force at once: for restrictions (revoking a grant) and the first import."""
+    def activate(self, bundle: PolicyBundle, *, by: str, reason: str, base: str | None) -> Change:
+        """Put a bundle in force at once, if the version in force is still `base` (else 409):
+        for restrictions (revoking a grant) and the first import."""
         version = self._store(bundle)
         with self._changing() as state:
+            _check_base(state, base)
             change = {"id": None, "version": version, "proposed_by": by, "approvals": [by],
                       "diff": self._diff(state["active"], bundle)}  # fmt: skip
             self._activate(state, version, change, reason=reason)
@@ -167,6 +177,12 @@ class PolicyStore:
         return "\n".join(
             difflib.unified_diff(before, _pretty(bundle).splitlines(), "in force", "proposed", lineterm="")
         )
+
+
+def _check_base(state: dict[str, Any], base: str | None) -> None:
+    """A change applies to the version it was made from, or not at all (compare and swap)."""
+    if state["active"] != base:
+        raise Conflict("the bundle in force changed since this change was made from it; make it again")
 
 
 def _pretty(bundle: PolicyBundle) -> str:

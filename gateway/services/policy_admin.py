@@ -8,7 +8,7 @@ process (one stat) and swaps the new bundle in whole.
 from __future__ import annotations
 
 from gateway.domain.policy import Grant, PolicyBundle
-from gateway.errors import NotFound, PolicyInvalid
+from gateway.errors import Conflict, NotFound, PolicyInvalid
 from gateway.policy import PolicyState
 from gateway.policy_store import Change
 from gateway.services.policy_check import check, serving_issues, validate
@@ -35,40 +35,62 @@ def _checked(rt: Runtime, bundle: PolicyBundle) -> PolicyBundle:
     return bundle
 
 
-def propose(rt: Runtime, bundle: PolicyBundle, *, by: str, note: str) -> Change:
+def propose(rt: Runtime, bundle: PolicyBundle, *, by: str, note: str, base: str | None) -> Change:
+    """A proposal made from the version `base`: refused (409) if another is in force by now."""
     return rt.policy_store.propose(
-        _checked(rt, bundle), by=by, note=note, approvals_required=rt.settings.policy_approvals
-    )
+        _checked(rt, bundle), by=by, identity=rt.clients.identity_of(by), note=note,
+        approvals_required=rt.settings.policy_approvals, base=base,
+    )  # fmt: skip
 
 
 def approve(rt: Runtime, proposal_id: str, *, by: str) -> Change:
-    change = rt.policy_store.approve(proposal_id, by=by, approvals_required=rt.settings.policy_approvals)
+    change = rt.policy_store.approve(
+        proposal_id, by=by, identity=rt.clients.identity_of(by), approvals_required=rt.settings.policy_approvals
+    )
     if change.active is not None:  # the catalogue may have changed since it was proposed
         _checked(rt, rt.policy_store.load(change.active))
     return change
 
 
+def _in_force(rt: Runtime) -> tuple[str | None, PolicyBundle]:
+    """The version in force and its bundle, read from the store (not this process's copy)."""
+    version = rt.policy_store.active_version()
+    return version, rt.policy_store.load(version) if version else current(rt).bundle
+
+
 def add_grant(rt: Runtime, grant_id: str, grant: Grant, *, by: str) -> Change:
-    """A new grant is a policy change: proposed, and in force once approved."""
-    bundle = current(rt).bundle
+    """A new grant is a policy change: proposed from the version in force, in force once approved."""
+    version, bundle = _in_force(rt)
     changed = PolicyBundle.model_validate({**bundle.model_dump(), "grants": {**bundle.grants, grant_id: grant}})
-    return propose(rt, changed, by=by, note=f"grant {grant_id}")
+    return propose(rt, changed, by=by, note=f"grant {grant_id}", base=version)
+
+
+_REVOKE_TRIES = 5
 
 
 def revoke_grant(rt: Runtime, grant_id: str, *, by: str, reason: str) -> Change:
-    """Revoking only takes permission away, so it needs no second approval: in force at once."""
-    bundle = current(rt).bundle
-    if grant_id not in bundle.grants:
-        raise NotFound(f"no grant {grant_id!r}")
-    grants = {k: v for k, v in bundle.grants.items() if k != grant_id}
-    changed = PolicyBundle.model_validate({**bundle.model_dump(), "grants": grants})
-    return rt.policy_store.activate(changed, by=by, reason=f"revoke grant {grant_id}: {reason}")
+    """Revoking only takes permission away, so it needs no second approval: in force at once.
+    It is a compare and swap on the version it read: a change put in force meanwhile is never
+    undone; the grant is taken out of that one instead."""
+    for _ in range(_REVOKE_TRIES):
+        version, bundle = _in_force(rt)
+        if grant_id not in bundle.grants:
+            raise NotFound("there is no grant with this id")
+        grants = {k: v for k, v in bundle.grants.items() if k != grant_id}
+        changed = PolicyBundle.model_validate({**bundle.model_dump(), "grants": grants})
+        try:
+            return rt.policy_store.activate(changed, by=by, reason=f"revoke grant {grant_id}: {reason}", base=version)
+        except Conflict:
+            continue  # another change went in force: take the grant out of that one
+    raise Conflict("the policy kept changing while the grant was revoked; revoke it again")
 
 
 def reload_from_disk(rt: Runtime, *, by: str) -> Change:
     """`veilgate policy reload` and SIGHUP: the YAML bundle, through the same checks as
-    `policy check`; a bundle that fails changes nothing (the last good one stays in force)."""
+    `policy check`, proposed like any change (a second administrator approves it); a bundle
+    that fails changes nothing (the last good one stays in force)."""
     bundle, errors = check(rt.settings.policy_dir, rt.catalog)
     if bundle is None:
         raise PolicyInvalid(errors)
-    return rt.policy_store.activate(bundle, by=by, reason=f"reload of {rt.settings.policy_dir}")
+    version = rt.policy_store.active_version()
+    return propose(rt, bundle, by=by, note=f"reload of {rt.settings.policy_dir}", base=version)

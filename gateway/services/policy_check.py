@@ -9,7 +9,7 @@ from gateway.catalog import CatalogStore
 from gateway.domain.catalog import CatalogEntry
 from gateway.domain.models import OnnxModel
 from gateway.domain.policy import PolicyBundle, PolicyIssue, check_against_catalog, check_references
-from gateway.errors import PolicyInvalid
+from gateway.errors import Conflict, PolicyInvalid
 from gateway.onnx_models import OnnxModels
 from gateway.policy import Located, PolicyHolder, locate_issues, read_bundle
 from gateway.policy_store import PolicyStore
@@ -73,7 +73,10 @@ def open_policy(policy_dir: Path, store: PolicyStore, catalog: CatalogStore, onn
         if bundle is None:
             raise PolicyInvalid(errors)
         unavailable = serving_issues(bundle, catalog, onnx)
-        store.activate(bundle, by="startup", reason=f"first import of {policy_dir}")
+        try:
+            store.activate(bundle, by="startup", reason=f"first import of {policy_dir}", base=None)
+        except Conflict:  # another process imported first: serve what it put in force
+            return open_policy(policy_dir, store, catalog, onnx)
         return PolicyHolder(bundle, unavailable, store.stamp())
     bundle = store.load(active)
     on_disk, _errors = read_bundle(policy_dir)

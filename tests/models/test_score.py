@@ -140,10 +140,13 @@ def test_a_new_model_version_is_an_approved_and_audited_change(models_gateway: C
     approver = models_gateway(who="demo-approver")
     bank = models_gateway(who="demo-business")
     before = {m["name"]: m["version"] for m in bank.client.get("/v1/models").json()["models"]}[MODEL]
-    bundle = admin.client.get("/v1/admin/policy", headers=admin.headers).json()["bundle"]
+    policy = admin.client.get("/v1/admin/policy", headers=admin.headers).json()
+    bundle = policy["bundle"]
     bundle["models"][MODEL]["base_points"] = 650
     proposed = admin.client.put(
-        "/v1/admin/policy", json={"bundle": bundle, "note": "recalibrated base"}, headers=admin.headers
+        "/v1/admin/policy",
+        json={"bundle": bundle, "note": "recalibrated base", "base_version": policy["version"]},
+        headers=admin.headers,
     )
     assert proposed.status_code == 202, proposed.text
     assert {m["name"]: m["version"] for m in bank.client.get("/v1/models").json()["models"]}[MODEL] == before

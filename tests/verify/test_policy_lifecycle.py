@@ -42,7 +42,8 @@ def test_one_administrator_alone_cannot_change_the_policy(gateway_for: Callable[
     before = _bundle(gw)
     changed = before["bundle"]
     changed["grants"]["bank-sme-credit-2026"]["services"] = ["enterprise-registration"]
-    proposed = gw.client.put("/v1/admin/policy", json={"bundle": changed, "note": "no tax data"}, headers=_admin(gw))
+    body = {"bundle": changed, "note": "no tax data", "base_version": before["version"]}
+    proposed = gw.client.put("/v1/admin/policy", json=body, headers=_admin(gw))
     assert proposed.status_code == 202 and proposed.json()["active"] is None
     proposal = proposed.json()["proposal"]
     assert "tax-compliance" in proposal["diff"]
@@ -70,13 +71,14 @@ def test_a_bad_bundle_is_refused_and_changes_nothing(gateway_for: Callable[..., 
     bad = before["bundle"]
     bad["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
     bad["verification_services"]["enterprise-registration"]["dataset"] = "social_insurance"
-    refused = gw.client.put("/v1/admin/policy", json={"bundle": bad, "note": "oops"}, headers=_admin(gw))
+    body = {"bundle": bad, "note": "oops", "base_version": before["version"]}
+    refused = gw.client.put("/v1/admin/policy", json=body, headers=_admin(gw))
     assert refused.status_code == 422
     errors = refused.json()["errors"]
     assert any("unknown consumer ghost" in e for e in errors)
     assert any("important data is served only through DP aggregates" in e for e in errors)
-    malformed = gw.client.put("/v1/admin/policy", json={"bundle": {"grants": 7}, "note": "x"}, headers=_admin(gw))
-    assert malformed.status_code == 422
+    malformed = {"bundle": {"grants": 7}, "note": "x", "base_version": before["version"]}
+    assert gw.client.put("/v1/admin/policy", json=malformed, headers=_admin(gw)).status_code == 422
     after = _bundle(gw)
     assert after["version"] == before["version"] and after["proposals"] == []
     assert gw.verify(_claim(gw)).status_code == 200
@@ -138,7 +140,12 @@ def test_rollback_and_reload_from_disk(gateway_for: Callable[..., Gateway]) -> N
     data = yaml.safe_load(grants_file.read_text())
     data["grants"]["bank-sme-credit-2026"]["purposes"] = ["merchant_onboarding"]
     grants_file.write_text(yaml.safe_dump(data, allow_unicode=True))
-    assert CliRunner().invoke(cli, ["policy", "reload", *config], env=env).exit_code == 0
+    proposed = CliRunner().invoke(cli, ["policy", "reload", *config], env=env)
+    assert proposed.exit_code == 0 and "proposed as" in proposed.stdout
+    assert gw.verify(_claim(gw), purpose="merchant_onboarding").status_code == 403  # not before approval
+    (waiting,) = _bundle(gw)["proposals"]
+    approved = gw.client.post(f"/v1/admin/policy/proposals/{waiting['id']}/approve", headers=_admin(gw))
+    assert approved.status_code == 200
     assert gw.verify(_claim(gw), purpose="merchant_onboarding").status_code == 200
     data["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
     grants_file.write_text(yaml.safe_dump(data, allow_unicode=True))
@@ -175,7 +182,7 @@ def test_every_request_is_served_under_exactly_one_version(gateway_for: Callable
         worker.start()
     flip = 0
     while any(w.is_alive() for w in workers):
-        store.activate((one, two)[flip % 2], by="test", reason="flip")
+        store.activate((one, two)[flip % 2], by="test", reason="flip", base=store.active_version())
         flip += 1
     for worker in workers:
         worker.join()
@@ -184,7 +191,7 @@ def test_every_request_is_served_under_exactly_one_version(gateway_for: Callable
     assert {version for version, _grant in seen} == {one.version, two.version}
 
 
-def test_sighup_reloads_and_a_failed_reload_keeps_the_last_good_bundle(
+def test_sighup_proposes_a_reload_and_a_failed_reload_keeps_the_last_good_bundle(
     installation: Installation, tmp_path: Path
 ) -> None:
     policies = policy_copy(tmp_path / "policies", lambda _bundle: None)
@@ -202,19 +209,35 @@ def test_sighup_reloads_and_a_failed_reload_keeps_the_last_good_bundle(
         return False
 
     with serve_process(config) as (base, server):
+
+        def token_of(who: str) -> str:
+            secret = installation.credentials[who]
+            form = {"grant_type": "client_credentials", "client_id": who, "client_secret": secret}
+            return str(httpx2.post(f"{base}/v1/token", data=form).json()["access_token"])
+
         first = version(base)
         data = yaml.safe_load((policies / "bundle.yaml").read_text())
         data["grants"]["bank-sme-credit-2026"]["scenario"] = "Changed on disk"
         (policies / "bundle.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
         os.kill(server.pid, signal.SIGHUP)
-        assert wait_for(lambda: version(base) != first)
+        admin = {"Authorization": f"Bearer {token_of('demo-admin')}"}
+
+        def proposals() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = httpx2.get(f"{base}/v1/admin/policy", headers=admin).json()["proposals"]
+            return found
+
+        assert wait_for(lambda: bool(proposals()))  # a proposal: nobody alone puts a bundle in force
+        assert version(base) == first
+        (proposal,) = proposals()
+        assert proposal["proposed_by"] == "sighup" and proposal["base"] == first
+        approved = httpx2.post(f"{base}/v1/admin/policy/proposals/{proposal['id']}/approve", headers=admin)
+        assert approved.status_code == 200, approved.text
         second = version(base)
+        assert second != first
         data["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
         (policies / "bundle.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
         os.kill(server.pid, signal.SIGHUP)
-        secret = installation.credentials["demo-auditor"]
-        form = {"grant_type": "client_credentials", "client_id": "demo-auditor", "client_secret": secret}
-        token = httpx2.post(f"{base}/v1/token", data=form).json()["access_token"]
+        token = token_of("demo-auditor")
 
         def alerted() -> bool:
             found = httpx2.get(f"{base}/v1/admin/alerts", headers={"Authorization": f"Bearer {token}"}).json()
@@ -222,3 +245,70 @@ def test_sighup_reloads_and_a_failed_reload_keeps_the_last_good_bundle(
 
         assert wait_for(alerted)
         assert version(base) == second  # the last good bundle stays in force
+
+
+def test_a_change_made_from_an_older_version_is_refused(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    before = _bundle(gw)
+    gw.client.delete("/v1/admin/grants/bank-sme-credit-2026?reason=ended", headers=_admin(gw))
+    stale = before["bundle"]
+    stale["grants"]["bank-sme-credit-2026"]["scenario"] = "edited from the older version"
+    body = {"bundle": stale, "note": "would bring the revoked grant back", "base_version": before["version"]}
+    refused = gw.client.put("/v1/admin/policy", json=body, headers=_admin(gw))
+    assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json"
+    assert _bundle(gw)["proposals"] == []
+
+
+def test_a_revoke_racing_an_approved_change_undoes_nothing(gateway_for: Callable[..., Gateway]) -> None:
+    """Two processes: one approves a new grant while the other revokes another grant. Whatever
+    the order, an approval that answered 200 stays in force and the revoked grant stays out."""
+    gw = gateway_for()
+    other = TestClient(create_app(gw.client.app.state.settings))  # type: ignore[attr-defined]
+    grant = _bundle(gw)["bundle"]["grants"]["bank-sme-credit-2026"]
+    for trial in range(6):
+        name = f"new-grant-{trial}"
+        proposed = gw.client.post("/v1/admin/grants", json={"id": name, "grant": grant}, headers=_admin(gw))
+        revoked_id = f"new-grant-{trial - 1}" if trial else "bank-sme-credit-2026"
+        pid = proposed.json()["proposal"]["id"]
+        outcome: dict[str, int] = {}
+
+        def approve(pid: str = pid, outcome: dict[str, int] = outcome) -> None:
+            url = f"/v1/admin/policy/proposals/{pid}/approve"
+            outcome["approve"] = gw.client.post(url, headers=_admin(gw, "demo-approver")).status_code
+
+        def revoke(revoked_id: str = revoked_id, outcome: dict[str, int] = outcome) -> None:
+            url = f"/v1/admin/grants/{revoked_id}?reason=race"
+            outcome["revoke"] = other.delete(url, headers=_admin(gw)).status_code
+
+        racers = [threading.Thread(target=approve), threading.Thread(target=revoke)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join()
+        grants = _bundle(gw)["bundle"]["grants"]
+        assert outcome["revoke"] == 200 and revoked_id not in grants
+        assert outcome["approve"] in {200, 409}  # 409: the revoke went first, the proposal is stale
+        assert (name in grants) == (outcome["approve"] == 200)
+        if outcome["approve"] == 409:  # propose it again, from the version in force now
+            again = gw.client.post("/v1/admin/grants", json={"id": name, "grant": grant}, headers=_admin(gw))
+            url = f"/v1/admin/policy/proposals/{again.json()['proposal']['id']}/approve"
+            assert gw.client.post(url, headers=_admin(gw, "demo-approver")).status_code == 200
+    other.close()
+
+
+def test_a_reload_cannot_replace_an_approved_bundle_alone(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for(lambda _bundle: None)
+    settings = gw.client.app.state.settings  # type: ignore[attr-defined]
+    config = ["--config", str(gw.installation.root / "veilgate.toml")]
+    env = {"VEILGATE_POLICY_DIR": str(settings.policy_dir)}
+    before = _bundle(gw)
+    changed = before["bundle"]
+    changed["grants"]["bank-sme-credit-2026"]["services"] = ["enterprise-registration"]
+    body = {"bundle": changed, "note": "approved by two", "base_version": before["version"]}
+    pid = gw.client.put("/v1/admin/policy", json=body, headers=_admin(gw)).json()["proposal"]["id"]
+    approved = gw.client.post(f"/v1/admin/policy/proposals/{pid}/approve", headers=_admin(gw, "demo-approver"))
+    assert approved.status_code == 200
+    reload = CliRunner().invoke(cli, ["policy", "reload", *config], env=env)  # the files of before
+    assert reload.exit_code == 0 and "proposed as" in reload.stdout
+    assert _bundle(gw)["version"] == approved.json()["active"]  # the approved bundle stays in force
+    assert gw.verify(_claim(gw), service="tax-compliance").status_code == 403

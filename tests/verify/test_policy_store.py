@@ -27,16 +27,22 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 def test_a_change_takes_two_administrators_and_reaches_every_handle(open_store: Callable[[], PolicyStore]) -> None:
     here, there = open_store(), open_store()
     demo = load_bundle(REPO / "policies")
-    first = here.activate(demo, by="setup", reason="first import")
+    first = here.activate(demo, by="setup", reason="first import", base=None)
     assert first.active == demo.version and there.active_version() == demo.version
     changed = demo.model_copy(update={"grants": {k: v for k, v in demo.grants.items() if k != "bank-sme-credit-2026"}})
     before = there.stamp()
-    proposed = here.propose(changed, by="admin-a", note="contract ended", approvals_required=2)
+    with pytest.raises(Conflict):  # made from no version: another is in force
+        here.propose(changed, by="admin-a", identity="person:a", note="x", approvals_required=2, base=None)
+    proposed = here.propose(
+        changed, by="admin-a", identity="person:a", note="contract ended", approvals_required=2, base=demo.version
+    )
     assert proposed.active is None and "bank-sme-credit-2026" in proposed.proposal["diff"]  # type: ignore[index]
     proposal_id = proposed.proposal["id"]  # type: ignore[index]
     with pytest.raises(PolicyDenied):
-        there.approve(proposal_id, by="admin-a", approvals_required=2)
-    approved = there.approve(proposal_id, by="admin-b", approvals_required=2)
+        there.approve(proposal_id, by="admin-a", identity="person:a", approvals_required=2)
+    with pytest.raises(PolicyDenied):  # a second account of the same person
+        there.approve(proposal_id, by="admin-a2", identity="person:a", approvals_required=2)
+    approved = there.approve(proposal_id, by="admin-b", identity="person:b", approvals_required=2)
     assert approved.active == changed.version
     eventually(lambda: here.stamp() != before and here.active_version() == changed.version)
     assert here.load(changed.version) == changed

@@ -1,6 +1,7 @@
-"""Administration of the policy bundle and its grants. Changes are validated first, proposed,
-and in force once enough administrators approved (`policy_approvals`); revoking a grant only
-takes permission away and is in force at once. Auditors read."""
+"""Administration of the policy bundle and its grants. Changes are validated first, proposed
+from the version in force, and in force once administrators of enough identities approved
+(`policy_approvals`); revoking a grant only takes permission away and is in force at once.
+Auditors read."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ class PolicyProposal(BaseModel):
 
     bundle: PolicyBundle
     note: str = Field(min_length=1, max_length=500, description="Why: kept in the history with the diff.")
+    base_version: str | None = Field(
+        max_length=200,
+        description="The version in force the bundle was made from (`version` of GET /v1/admin/policy): "
+        "refused with 409 if another is in force by now.",
+    )
 
 
 class GrantProposal(BaseModel):
@@ -58,13 +64,14 @@ def policy(rt: RuntimeDep, _who: Reader) -> dict[str, Any]:
 
 @router.put("/policy", status_code=202)
 def propose_policy(rt: RuntimeDep, who: Admin, body: PolicyProposal) -> JSONResponse:
-    """Propose a whole bundle: 202 while it waits for approval, 200 once in force."""
-    return _change(policy_admin.propose(rt, body.bundle, by=who.client_id, note=body.note))
+    """Propose a whole bundle made from `base_version`: 202 while it waits for approval, 200 once
+    in force, 409 if another version is in force by now."""
+    return _change(policy_admin.propose(rt, body.bundle, by=who.client_id, note=body.note, base=body.base_version))
 
 
 @router.post("/policy/proposals/{proposal_id}/approve")
 def approve_policy(rt: RuntimeDep, who: Admin, proposal_id: str) -> JSONResponse:
-    """Approve another administrator's proposal; nobody approves their own."""
+    """Approve another person's proposal; nobody approves their own, nor with a second account."""
     return _change(policy_admin.approve(rt, proposal_id, by=who.client_id))
 
 
