@@ -32,8 +32,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway sandbox tests benchmarks client
-	$(BIN)/ruff format --check gateway sandbox tests benchmarks client
+	$(BIN)/ruff check gateway sandbox tests benchmarks client examples
+	$(BIN)/ruff format --check gateway sandbox tests benchmarks client examples
 	$(BIN)/mypy --strict gateway
 	$(BIN)/mypy --strict --config-file client/pyproject.toml client/veilgate_client
 	$(BIN)/lint-imports

@@ -9,6 +9,8 @@ that carries a receipt is checked against the pinned keys before it is returned.
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -210,14 +212,23 @@ class Gateway:
         code: str | Path,
         *,
         datasets: Sequence[str],
-        outputs: Sequence[str],
+        outputs: Sequence[str] = (),
+        tables: Sequence[Mapping[str, Any]] | str | Path | None = None,
         purpose: str | None = None,
         epsilon: str | float | None = None,
     ) -> jobs.Job:
-        """Submit analysis code (a Python file's path or its text) for review and a sandboxed run."""
+        """Submit analysis code (a Python file's path or its text) for review and a sandboxed run.
+        `outputs`: the DP outputs it declares; `tables`: an SDC service's declared tables (a list,
+        or the path of a JSON file holding it)."""
         text = Path(code).read_text(encoding="utf-8") if isinstance(code, Path) else code
         body: dict[str, Any] = {"service": service, "purpose": self._purpose(purpose), "code": text,
-                                "datasets": list(datasets), "outputs": list(outputs)}  # fmt: skip
+                                "datasets": list(datasets)}  # fmt: skip
+        if outputs:
+            body["outputs"] = list(outputs)
+        if isinstance(tables, str | Path):
+            body["tables"] = json.loads(Path(tables).read_text(encoding="utf-8"))
+        elif tables is not None:
+            body["tables"] = [dict(t) for t in tables]
         if epsilon is not None:
             body["epsilon"] = str(Decimal(str(epsilon)))
         return jobs.Job(self, self.request("POST", "/v1/jobs", json=body).json())
@@ -243,14 +254,19 @@ class Gateway:
         *,
         service: str,
         datasets: Sequence[str],
-        outputs: Sequence[str],
+        outputs: Sequence[str] = (),
+        tables: str | Path | None = None,
         config: str | Path | None = None,
         rows: int = 1000,
     ) -> jobs.LocalRun:
         """Run a job on the synthetic sample of its datasets with the gateway's output checks,
         through the `veilgate jobs run-local` command of a local installation."""
-        return jobs.run_local(code, service=service, datasets=datasets, outputs=outputs, config=config, rows=rows,
-                              run=subprocess.run, python=sys.executable)  # fmt: skip
+        beside = Path(sys.executable).parent / "veilgate"
+        command = str(beside) if beside.is_file() else shutil.which("veilgate")
+        if command is None:
+            raise RuntimeError("run_local needs the veilgate command of a local installation (pip install veilgate)")
+        return jobs.run_local(code, service=service, datasets=datasets, outputs=outputs, tables=tables, config=config,
+                              rows=rows, run=subprocess.run, veilgate=command)  # fmt: skip
 
     # -- businesses ------------------------------------------------------------------------------
 

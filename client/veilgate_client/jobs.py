@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from veilgate_client.receipt import Receipt
 
 DONE = frozenset({"finished", "failed", "rejected"})
+"""Statuses after which a job changes no more; any other (planning, submitted, approved, running,
+awaiting output checks) is followed by `wait`."""
 
 
 class Job:
@@ -111,9 +113,8 @@ class LocalRun:
     stderr: str
 
     def tables(self) -> dict[str, Any]:
-        """Released (or, for DP, checked) outputs: tables as DataFrames, DP plans as their specs."""
-        return {n: _output_frame(o) if o.get("kind") == "table" else o for n, o in self.outputs.items()
-                if o.get("status") in ("released", "checked")}  # fmt: skip
+        """The outputs that carry rows (released, or held for output checking), as DataFrames."""
+        return {n: _output_frame(o) for n, o in self.outputs.items() if o.get("rows") is not None}
 
 
 def run_local(
@@ -122,13 +123,17 @@ def run_local(
     service: str,
     datasets: Sequence[str],
     outputs: Sequence[str],
+    tables: str | Path | None,
     config: str | Path | None,
     rows: int,
     run: Callable[..., Any],
-    python: str,
+    veilgate: str,
 ) -> LocalRun:
-    command = [python, "-m", "gateway.cli", "jobs", "run-local", str(code), "--service", service, "--rows", str(rows)]
+    """`veilgate jobs run-local`, whose JSON outcome becomes a LocalRun (RuntimeError if it fails)."""
+    command = [veilgate, "jobs", "run-local", str(code), "--service", service, "--rows", str(rows)]
     command += [a for d in datasets for a in ("--dataset", d)] + [a for o in outputs for a in ("--output", o)]
+    if tables is not None:
+        command += ["--tables", str(tables)]
     if config is not None:
         command += ["--config", str(config)]
     done = run(command, capture_output=True, text=True, check=False)
