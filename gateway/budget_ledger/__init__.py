@@ -24,8 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway import postgres_db
-from gateway.budget_ledger import releases
+from gateway.budget_ledger import releases, spending
 from gateway.budget_ledger.releases import Holding, IdempotentReplay, ReleaseStore, StaleEntry
+from gateway.budget_ledger.spending import Label, SpendingRow, SpendingStore
 from gateway.budget_ledger.store import Cursor
 from gateway.domain.budget import Accounts, Amount
 from gateway.errors import BudgetExhausted, Conflict, DependencyError, NotFound
@@ -41,6 +42,7 @@ _SCHEMA = (
         account TEXT PRIMARY KEY, reserved_e BIGINT NOT NULL, reserved_d BIGINT NOT NULL,
         spent_e BIGINT NOT NULL, spent_d BIGINT NOT NULL)""",
     *releases.SCHEMA,
+    *spending.SCHEMA,
 )
 _UNRESERVE = "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ? WHERE account = ?"
 _SPEND = (
@@ -68,7 +70,7 @@ class Balance:
     reserved: Amount
 
 
-class BudgetLedger(ReleaseStore):
+class BudgetLedger(ReleaseStore, SpendingStore):
     """The backend-independent rules; subclasses give a transaction and the SQL dialect."""
 
     select_balance = "SELECT reserved_e, reserved_d, spent_e, spent_d FROM budget_balances WHERE account = ?"
@@ -77,10 +79,12 @@ class BudgetLedger(ReleaseStore):
         """A reservation id; BudgetExhausted names the first account that cannot take it."""
         return self.reserve_all([(accounts, amount)])[0]
 
-    def reserve_all(self, charges: Sequence[tuple[Accounts, Amount]]) -> list[str]:
+    def reserve_all(self, charges: Sequence[tuple[Accounts, Amount]], services: Sequence[str] = ()) -> list[str]:
         """One reservation per charge, all in one transaction: all are made or none is.
 
         Charges of a batch that share an account are added up before the cap is checked.
+        `services`: per charge, the service it is for; with it, what the charge spends shows in
+        usage statements and public disclosure (`spending`).
         """
         reservations = [secrets.token_hex(12) for _ in charges]
         needed: dict[str, Amount] = {}
@@ -102,11 +106,15 @@ class BudgetLedger(ReleaseStore):
                 ((re, rd, se, sd),) = self._rows(cur, self.select_balance, (account,))
                 if not needed[account].fits(Amount(int(re) + int(se), int(rd) + int(sd)), caps[account]):
                     raise BudgetExhausted(f"this release would exceed {levels[account]}")
-            for reservation, (accounts, amount) in zip(reservations, charges, strict=True):
+            for n, (reservation, (accounts, amount)) in enumerate(zip(reservations, charges, strict=True)):
                 cur.execute(
                     self._q("INSERT INTO budget_reservations VALUES (?, 'reserved', ?, ?, ?)"),
                     (reservation, amount.micro_epsilon, amount.nano_delta, created),
                 )
+                if services:
+                    self._label(
+                        cur, reservation, Label(accounts.consumer, accounts.grant_id, services[n], accounts.dataset)
+                    )
                 for account, _cap in accounts.pairs():
                     cur.execute(self._q("INSERT INTO budget_postings VALUES (?, ?)"), (reservation, account))
                     cur.execute(
@@ -201,7 +209,9 @@ class BudgetLedger(ReleaseStore):
                 cur.execute(self._q(_UNRESERVE), (eps, delta, account))
         if spend:
             cur.execute(self._q("UPDATE budget_reservations SET state = 'committed' WHERE id = ?"), (reservation,))
+            self._spent(cur, reservation, int(eps), int(delta))
         else:
+            self._unlabel(cur, reservation)
             cur.execute(self._q("DELETE FROM budget_postings WHERE reservation_id = ?"), (reservation,))
             cur.execute(self._q("DELETE FROM budget_reservations WHERE id = ?"), (reservation,))
 
@@ -256,6 +266,7 @@ _TABLES: postgres_db.Tables = (
     ("budget_postings", ("reservation_id", "account")),
     ("budget_balances", ("account", "reserved_e", "reserved_d", "spent_e", "spent_d")),
     *releases.TABLES,
+    *spending.TABLES,
 )
 
 
@@ -307,6 +318,7 @@ __all__ = [
     "Holding",
     "IdempotentReplay",
     "PostgresBudgetLedger",
+    "SpendingRow",
     "SqliteBudgetLedger",
     "StaleEntry",
     "StaleReservation",

@@ -86,6 +86,10 @@ class Accounts:
     organisation_cap: Amount
     dataset_version: str
     dataset_version_cap: Amount
+    grant_id: str = ""
+    consumer: str = ""
+    dataset: str = ""
+    """Who pays and for which dataset, by name: for the usage statements and public disclosure."""
 
     def pairs(self) -> tuple[tuple[str, Amount], ...]:
         return (
@@ -113,4 +117,7 @@ def accounts(
         organisation_cap=organisation_cap,
         dataset_version=f"dataset:{dataset}:{version}",
         dataset_version_cap=dataset_version_cap,
+        grant_id=grant,
+        consumer=consumer,
+        dataset=dataset,
     )

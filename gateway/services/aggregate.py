@@ -342,7 +342,13 @@ def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
     return charging.run(
         rt,
         [
-            charging.Charge(item.plan.key, item.plan.amount, item.accounts, functools.partial(compute, rt, item.plan))
+            charging.Charge(
+                item.plan.key,
+                item.plan.amount,
+                item.accounts,
+                functools.partial(compute, rt, item.plan),
+                service=item.query.template,
+            )
             for item in batch.items
         ],
     )

@@ -54,6 +54,8 @@ class Charge:
     amount: Amount
     accounts: Accounts
     compute: Compute
+    service: str = ""
+    """The service the release is for: its spend shows under it in usage and public disclosure."""
 
     @property
     def payer(self) -> str:
@@ -107,7 +109,9 @@ def run(rt: Runtime, charges: Sequence[Charge]) -> list[tuple[Json, bool]]:
                 continue  # paid before, or by an earlier copy in this batch
             seen.add(pair)
             paying.append(i)
-        made = rt.budget.reserve_all([(charges[i].accounts, charges[i].amount) for i in paying])
+        made = rt.budget.reserve_all(
+            [(charges[i].accounts, charges[i].amount) for i in paying], [charges[i].service for i in paying]
+        )
         reservations = dict(zip(paying, made, strict=True))
 
         def reading(i: int) -> None:

@@ -1,8 +1,8 @@
 """Public disclosure: who is authorized to use which public data, for what, until when; the
 products and services with their prices; and how much they are used.
 
-Built from the bundle in force, the catalogue and the ledger's metering only; no request, key
-or answer is ever part of it.
+Built from the bundle in force, the catalogue, the ledger's metering and the privacy budget spent
+per service and dataset; no request, key or answer is ever part of it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.domain.policy import PolicyBundle
-from gateway.services import policy_admin
+from gateway.services import metering, policy_admin
 from gateway.services.runtime import Runtime
 
 Json = dict[str, Any]
@@ -128,17 +128,32 @@ def services(rt: Runtime) -> list[Json]:
 
 
 def usage(rt: Runtime) -> list[Json]:
+    """Per service and month: verification calls and claims, and the releases charged to a
+    privacy budget with what they spent per dataset (verification spends none: it is not
+    differentially private, see docs/privacy-model.md)."""
     bundle = policy_admin.current(rt).bundle
-    out = []
+    rows: dict[tuple[str, str], Json] = {}
     for service, month, calls, claims in rt.ledger.monthly_usage():
-        dataset = bundle.verification_services[service].dataset if service in bundle.verification_services else None
-        out.append(
-            {
-                "service": service,
-                "month": month,
-                "calls": calls,
-                "claims": claims,
-                "privacy_budget_spent": {dataset: {"epsilon": "0", "delta": "0"}} if dataset else {},
-            }
-        )
-    return out
+        kind = "verification" if service in bundle.verification_services else None
+        rows[(month, service)] = {"service": service, "kind": kind, "month": month, "calls": calls,
+                                  "claims": claims, "releases": 0, "privacy_budget_spent": {}}  # fmt: skip
+    for service, dataset, month, releases, micro_epsilon, nano_delta in rt.budget.monthly_spending():
+        row = rows.setdefault(
+            (month, service),
+            {"service": service, "kind": _kind(bundle, service), "month": month, "calls": 0, "claims": 0,
+             "releases": 0, "privacy_budget_spent": {}},
+        )  # fmt: skip
+        row["releases"] += releases
+        row["privacy_budget_spent"][dataset] = metering.amount_text(micro_epsilon, nano_delta)
+    return [rows[key] for key in sorted(rows)]
+
+
+def _kind(bundle: PolicyBundle, service: str) -> str | None:
+    """What a service is, while the bundle in force still names it."""
+    if service in bundle.aggregate_templates:
+        return "aggregate"
+    if service in bundle.models:
+        return "model"
+    if service in bundle.job_services:
+        return "job"
+    return None

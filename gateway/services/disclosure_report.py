@@ -1,5 +1,6 @@
 """The annual disclosure report: for each authorized resource, its registration and authorization,
-the operator, the term, the fee cap and the fees actually charged; and the list of services."""
+the operator, the term, the fee cap and the fees actually charged; the privacy budget spent per
+dataset and service; and the list of services."""
 
 from __future__ import annotations
 
@@ -49,8 +50,24 @@ def build(rt: Runtime, year: int) -> dict[str, Any]:
         "year": year,
         "policy_version": bundle.version,
         "authorized_resources": resources,
+        "privacy_budget_spent": _privacy_budget(rt, year),
         "products_and_services": disclosure.services(rt),
     }
+
+
+def _privacy_budget(rt: Runtime, year: int) -> list[dict[str, Any]]:
+    """Per dataset and service: the releases charged to a privacy budget in the year and what
+    they spent, every consumer together."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for row in rt.budget.spending(date(year, 1, 1).isoformat(), date(year, 12, 31).isoformat()):
+        sums = totals.setdefault((row.dataset, row.service), [0, 0, 0])
+        sums[0] += row.releases
+        sums[1] += row.micro_epsilon
+        sums[2] += row.nano_delta
+    return [
+        {"dataset": dataset, "service": service, "releases": n, "spent": metering.amount_text(e, d)}
+        for (dataset, service), (n, e, d) in sorted(totals.items())
+    ]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -70,6 +87,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {names} | {registration or '-'} | {item['authorization_mode']} | {item['operator']} | {term} "
             f"| {cap} | {item['fees_charged_yuan']} yuan |"
         )
+    lines += ["", "## Privacy budget spent", ""]
+    lines += ["| dataset | service | releases charged | epsilon | delta |", "|---|---|---|---|---|"]
+    for spent in report["privacy_budget_spent"]:
+        lines.append(
+            f"| {spent['dataset']} | {spent['service']} | {spent['releases']} "
+            f"| {spent['spent']['epsilon']} | {spent['spent']['delta']} |"
+        )
+    if not report["privacy_budget_spent"]:
+        lines.append("| - | - | 0 | 0 | 0 |")
     lines += ["", "## Products and services", "", "| service | what it answers | price |", "|---|---|---|"]
     for service in report["products_and_services"]:
         price = service["price"]

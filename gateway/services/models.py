@@ -358,7 +358,9 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
 def release_fit(rt: Runtime, event: AuditEvent, fit: FitPlan, body: Json) -> Release:
     """Charged once (or replayed free), audited, signed."""
     compute: Callable[[Callable[[], None]], Json] = functools.partial(_compute_fit, rt, fit)
-    ((result, paid),) = charging.run(rt, [charging.Charge(fit.key, fit.amount, fit.accounts, compute)])
+    ((result, paid),) = charging.run(
+        rt, [charging.Charge(fit.key, fit.amount, fit.accounts, compute, service=fit.name)]
+    )
     charged = fit.amount if paid else Amount(0, 0)
     pending = prepare_release(
         rt,

@@ -28,5 +28,5 @@ def services(rt: RuntimeDep) -> dict[str, Any]:
 
 @router.get("/usage")
 def usage(rt: RuntimeDep) -> dict[str, Any]:
-    """Per service and month: calls, claims, and privacy budget spent per dataset."""
+    """Per service and month: calls, claims, releases charged, and privacy budget spent per dataset."""
     return {"usage": disclosure.usage(rt)}

@@ -22,5 +22,6 @@ def usage(
     since: Annotated[date, Query(description="First UTC day, YYYY-MM-DD.")],
     until: Annotated[date, Query(description="Last UTC day, YYYY-MM-DD.")],
 ) -> dict[str, Any]:
-    """Your calls, claims, billable claims and fees per grant, service, purpose and day."""
+    """Your calls, claims, billable claims and fees per grant, service, purpose and day; and the
+    privacy budget your releases spent per grant, service, dataset and day."""
     return metering.statement(rt, since, until, consumer=who.client_id)

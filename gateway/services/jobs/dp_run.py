@@ -95,6 +95,7 @@ def _charge(
                 version=plan.version,
             ),
             functools.partial(aggregate.compute, rt, plan),
+            service=job.service,
         )
         for _name, plan in compiled
     ]
