@@ -3,9 +3,9 @@ takes (switching to a job's uid, killing its processes). The API process records
 and reviews and runs nothing.
 
 The worker polls the job store (`jobs.runnable`) and runs each job through `jobs.run`, which
-claims it first, so a job never runs twice. One worker per host: it holds a lock file, because
-on start it kills every process of the job uids and removes every run directory (exported
-inputs included) that an earlier worker left, and marks the jobs that worker was running failed.
+claims it first, so a job never runs twice. One worker per host and uid range: it holds a lock
+file, because on start it kills every process of the job uids and removes every run directory
+(exported inputs included) that an earlier worker left, and marks the jobs it was running failed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import IO
@@ -27,15 +28,18 @@ POLL_SECONDS = 0.5
 
 
 def lock(rt: Runtime) -> IO[str]:
-    """Hold the host's worker lock for as long as the returned file stays open."""
-    path: Path = jobs.runs_dir(rt).parent / "worker.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Hold the host's lock of the job uids for as long as the returned file stays open: a worker
+    that starts kills every process of those uids, so no other may be running jobs under them,
+    whatever its state directory."""
+    first, last = rt.settings.sandbox_job_uids
+    directory = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+    path = directory / f"veilgate-worker-{first}-{last}.lock"
     held = path.open("a")
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         held.close()
-        raise ServiceUnavailable(f"another worker runs jobs on this host (it holds {path})") from None
+        raise ServiceUnavailable(f"another worker runs jobs under uids {first}-{last} on this host ({path})") from None
     return held
 
 
