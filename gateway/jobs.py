@@ -15,6 +15,7 @@ import secrets
 import socket
 import sqlite3
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -201,16 +202,28 @@ class JobStore:
         rows = self._rows(sql + " ORDER BY created DESC LIMIT ?", (*params, limit))
         return [_job(r) for r in rows]
 
-    def review(self, job_id: str, reviewer: str, decision: str, reason: str, needed: int) -> Job:
-        """Record one review; the job is approved when `needed` different reviewers approved it."""
+    def review(
+        self,
+        job_id: str,
+        reviewer: str,
+        decision: str,
+        reason: str,
+        needed: int,
+        *,
+        identity_of: Callable[[str], str] = str,
+    ) -> Job:
+        """Record one review; the job is approved when `needed` different reviewers approved it.
+        `identity_of` maps a client id to the person behind it (the accounts'), so that two
+        accounts of one person are one reviewer, and a submitter's second account none."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
             job = self._held(conn, job_id)
             if job.status != "submitted":
                 raise Conflict(f"job {job_id} is {job.status}: it takes no more reviews")
-            if job.submitter == reviewer:
+            identity = identity_of(reviewer)
+            if identity_of(job.submitter) == identity:
                 raise Conflict("nobody reviews their own job")
-            if any(r["reviewer"] == reviewer for r in job.reviews):
+            if any(identity_of(r["reviewer"]) == identity for r in job.reviews):
                 raise Conflict("you have reviewed this job already: another administrator must review it")
             reviews = [*job.reviews, {"reviewer": reviewer, "decision": decision, "reason": reason,
                                       "code_sha256": job.code_sha256, "plan_sha256": job.plan_sha256,

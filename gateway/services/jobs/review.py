@@ -17,7 +17,9 @@ def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason:
     """Step 2; the review that completes the approvals makes the job `runnable` for the worker."""
     job = rt.jobs.get(job_id)
     service = service_of(policy_admin.current(rt).bundle, job.service)
-    return rt.jobs.review(job_id, reviewer.client_id, decision, reason, service.reviewers)
+    return rt.jobs.review(
+        job_id, reviewer.client_id, decision, reason, service.reviewers, identity_of=rt.clients.identity_of
+    )
 
 
 def requeue(rt: Runtime, admin: Principal, job_id: str, reason: str) -> Job:
