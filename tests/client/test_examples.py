@@ -7,6 +7,7 @@ import json
 import runpy
 from pathlib import Path
 
+import pytest
 from veilgate_client import Receipt
 
 from tests.client.conftest import Served
@@ -26,3 +27,23 @@ def test_the_bank_script_verifies_in_batches_and_keeps_verifiable_receipts(serve
     (kept,) = (tmp_path / "evidence").glob("receipt-*.json")
     receipt = Receipt.load(kept, jwks=jwks)  # signature and inclusion proof re-checked offline
     assert receipt.inclusion is not None and json.loads(kept.read_text())["gateway"] == served.base
+
+
+def test_the_researcher_notebook_runs_headless_and_saves_its_plot(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("VEILGATE_URL", served.base)
+    monkeypatch.setenv("VEILGATE_CLIENT_ID", "demo-researcher")
+    monkeypatch.setenv("VEILGATE_CLIENT_SECRET", served.credentials["demo-researcher"])
+    monkeypatch.setenv("VEILGATE_PIN_FILE", str(tmp_path / "pin.json"))
+    monkeypatch.setenv("VEILGATE_PLOT_PATH", str(tmp_path / "plot.png"))
+    notebook = nbformat.read(REPO / "examples" / "researcher.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=180, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    png = (tmp_path / "plot.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "parameters.group_by" in printed and "leaf " in printed
+    Receipt.load(tmp_path / "wage-base-mean.receipt.json", jwks=json.loads((tmp_path / "pin.json").read_text()))
