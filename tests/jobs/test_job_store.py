@@ -178,3 +178,22 @@ def test_a_plan_run_whose_process_stopped_waits_to_run_again(open_store: Callabl
     with pytest.raises(Conflict):
         store.finish(lost, status="submitted", result=None, stdout="", stderr="", reason=None, plan=[], plan_sha256="x")
     assert store.claim_plan(job.id).attempt == 2
+
+
+def test_two_accounts_of_one_person_are_one_reviewer(open_store: Callable[[], JobStore]) -> None:
+    """With the accounts' identities: a submitter's second account reviews nothing, and a
+    reviewer's second account does not make a second review."""
+    store = open_store()
+    person = {
+        "demo-researcher": "person:r",
+        "researcher-alt": "person:r",
+        "admin-a": "person:a",
+        "admin-a2": "person:a",
+    }
+    job = submit(store)
+    with pytest.raises(Conflict, match="own job"):
+        store.review(job.id, "researcher-alt", "approve", "mine", 2, identity_of=person.__getitem__)
+    store.review(job.id, "admin-a", "approve", "fine", 2, identity_of=person.__getitem__)
+    with pytest.raises(Conflict, match="reviewed this job already"):
+        store.review(job.id, "admin-a2", "approve", "again", 2, identity_of=person.__getitem__)
+    assert store.get(job.id).status == "submitted"
