@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/registration.py
 	$(BIN)/python benchmarks/audit_log.py
 	$(BIN)/python benchmarks/aggregate.py
+	$(BIN)/python benchmarks/accuracy.py
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

@@ -73,7 +73,7 @@ def _template(measure: str) -> AggregateTemplate:
         spec["column"] = "wage"
     if measure == "median":
         spec["quantiles"] = ["0.5"]
-        spec["bins"] = [str(400 * i) for i in range(101)]  # TEMP
+        spec["bins"] = [str(400 * i) for i in range(101)]  # a regular grid: binned arithmetically
     return AggregateTemplate.model_validate(spec)
 
 

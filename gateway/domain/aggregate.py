@@ -640,8 +640,13 @@ def _quantile(plan: Plan, counts: Sequence[int], q: Decimal, half_width: int) ->
     bottom = [max(0, c - half_width) for c in counts]
 
     def first(below: Sequence[int], above: Sequence[int]) -> int:
+        # Running totals (exact integers): one pass instead of two sums per bin.
+        num, den = fq.as_integer_ratio()
+        under, over = 0, sum(above)
         for j in range(len(counts)):
-            if (1 - fq) * sum(below[: j + 1]) >= fq * sum(above[j + 1 :]):
+            under += below[j]
+            over -= above[j]
+            if (den - num) * under >= num * over:
                 return j
         return len(counts) - 1
 
