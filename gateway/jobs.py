@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import postgres_db
+from gateway.domain.sdc import output_decisions, pending_outputs
 from gateway.errors import Conflict, NotFound
 from gateway.sqlite_files import immediate, open_wal
 
@@ -54,8 +55,9 @@ _SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608
 _SELECT_ONE = _SELECT + " WHERE id = ?"
 _UNAVAILABLE = "the job store is unavailable"
 _TABLES: postgres_db.Tables = (("jobs", (*(c.strip() for c in _COLUMNS.split(",")), "runner")),)
-_RUNNING = ("running", "planning-run")
-"""The states of a job some process holds: its real run, or its plan run on the synthetic sample."""
+_RUNNING = ("running", "planning-run", "releasing")
+"""The states of a job some process holds: its real run, its plan run on the synthetic sample, or
+the release of its checked outputs."""
 """What an installation's job store holds, for `PostgresJobStore.import_from`."""
 
 
@@ -114,31 +116,6 @@ def _job(row: tuple[Any, ...]) -> Job:
     for i in (16, 21, 23, 24, 25):
         values[i] = json.loads(values[i]) if values[i] is not None else None
     return Job(*values)
-
-
-CHECKERS = 2
-"""Different output checkers who must release a held output; one withholding withholds it."""
-
-
-def pending_outputs(job: Job) -> list[str]:
-    """The outputs of a job held for output checking (passed the automatic rules)."""
-    outputs = (job.held or {}).get("outputs") or {}
-    return [name for name, result in outputs.items() if isinstance(result, dict) and result.get("status") == "held"]
-
-
-def output_decisions(pending: list[str], reviews: list[dict[str, Any]]) -> dict[str, str | None]:
-    """Each held output's outcome so far: `released` (two different checkers released it),
-    `withheld` (a checker withheld it), or None (waiting)."""
-    out: dict[str, str | None] = {}
-    for name in pending:
-        checks = [r for r in reviews if r.get("output") == name]
-        if any(r["decision"] == "withhold" for r in checks):
-            out[name] = "withheld"
-        elif len({r["reviewer"] for r in checks if r["decision"] == "release"}) >= CHECKERS:
-            out[name] = "released"
-        else:
-            out[name] = None
-    return out
 
 
 def _alive(pid: int) -> bool:
@@ -262,6 +239,17 @@ class JobStore:
         """planning -> planning-run, once: the plan run of a DP job on the synthetic sample."""
         return self._claim(job_id, "planning", "planning-run")
 
+    def claim_release(self, job_id: str) -> Job:
+        """checked -> releasing, once: only one process makes the signed result of a job whose held
+        outputs are all decided (the one whose check completed them, or any after it stopped)."""
+        return self._claim(job_id, "checked", "releasing")
+
+    def checked(self, *, before: datetime) -> list[Job]:
+        """Jobs whose outputs were all decided before then and that no process is releasing."""
+        stamp = before.astimezone(UTC).isoformat(timespec="seconds")
+        return [_job(r) for r in self._rows(_SELECT + " WHERE status = 'checked' AND updated <= ? ORDER BY updated",
+                                            (stamp,))]  # fmt: skip
+
     def _claim(self, job_id: str, waiting: str, held: str) -> Job:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
@@ -341,13 +329,13 @@ class JobStore:
                 raise Conflict(f"job {job_id} is {job.status}: it has no outputs waiting for a check")
             if job.submitter == checker:
                 raise Conflict("nobody checks the outputs of their own job")
-            if output not in pending_outputs(job):
+            if output not in pending_outputs(job.held):
                 raise NotFound("no held output of that name: see the job's held outputs")
             if any(r.get("output") == output and r["reviewer"] == checker for r in job.reviews):
                 raise Conflict("you have checked this output already: another output checker must")
             reviews = [*job.reviews, {"reviewer": checker, "decision": decision, "output": output, "reason": reason,
                                       "code_sha256": job.code_sha256, "at": now}]  # fmt: skip
-            done = all(v is not None for v in output_decisions(pending_outputs(job), reviews).values())
+            done = all(v is not None for v in output_decisions(pending_outputs(job.held), reviews).values())
             conn.execute(
                 "UPDATE jobs SET reviews = ?, status = ?, updated = ? WHERE id = ?",
                 (json.dumps(reviews), "checked" if done else AWAITING_CHECK, now, job_id),
@@ -357,18 +345,25 @@ class JobStore:
     def fail_orphans(self) -> list[str]:
         """Jobs left running by a process of this host that is gone (a crash or a stop during the
         run): a real run is marked failed, so nobody waits for it forever; a plan run (on the
-        synthetic sample, nothing released) waits to run again. Returns their ids."""
+        synthetic sample, nothing released) waits to run again, and so does the release of checked
+        outputs (the researcher saw nothing yet). Returns their ids."""
         host = socket.gethostname()
         now = datetime.now(UTC).isoformat(timespec="seconds")
         orphans: list[tuple[str, str, int]] = []
         with self._transaction() as conn:
             for job_id, runner, status, attempt in conn.execute(
-                "SELECT id, runner, status, attempt FROM jobs WHERE status IN (?, ?)", _RUNNING
+                "SELECT id, runner, status, attempt FROM jobs WHERE status IN (?, ?, ?)", _RUNNING
             ).fetchall():
                 name, _, pid = str(runner or "").rpartition(":")
                 if name == host and pid.isdigit() and not _alive(int(pid)):
                     orphans.append((str(job_id), str(status), int(attempt)))
             for job_id, status, attempt in orphans:
+                if status == "releasing":  # the run's own reason stays
+                    conn.execute(
+                        "UPDATE jobs SET status = 'checked', updated = ? WHERE id = ? AND status = ? AND attempt = ?",
+                        (now, job_id, status, attempt),
+                    )
+                    continue
                 after, reason = (
                     ("planning", None) if status == "planning-run" else ("failed", "failed: process stopped")
                 )
@@ -390,18 +385,21 @@ class JobStore:
         return [_job(r) for r in self._rows(_SELECT + " WHERE status = ? ORDER BY updated", (AWAITING_CHECK,))]
 
     def running(self) -> list[Job]:
-        """Every job some process is running now (its real run or its plan run), or was when it stopped."""
-        return [_job(r) for r in self._rows(_SELECT + " WHERE status IN (?, ?) ORDER BY updated", _RUNNING)]
+        """Every job some process is running now (its real run, its plan run or its release), or was
+        when it stopped."""
+        return [_job(r) for r in self._rows(_SELECT + " WHERE status IN (?, ?, ?) ORDER BY updated", _RUNNING)]
 
     def fail_if_running(self, job_id: str, reason: str) -> bool:
         """running -> failed, with `reason` (a plan run, which released nothing, waits to run
-        again instead); False if the job was not running (it just finished)."""
+        again instead, and so does the release of checked outputs, keeping its run's reason);
+        False if the job was not running (it just finished)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
             changed = conn.execute(
-                "UPDATE jobs SET status = CASE status WHEN 'planning-run' THEN 'planning' ELSE 'failed' END, "
-                "updated = ?, reason = CASE status WHEN 'planning-run' THEN NULL ELSE ? END "
-                "WHERE id = ? AND status IN (?, ?)",
+                "UPDATE jobs SET status = CASE status WHEN 'planning-run' THEN 'planning' "
+                "WHEN 'releasing' THEN 'checked' ELSE 'failed' END, updated = ?, "
+                "reason = CASE status WHEN 'planning-run' THEN NULL WHEN 'releasing' THEN reason ELSE ? END "
+                "WHERE id = ? AND status IN (?, ?, ?)",
                 (now, reason, job_id, *_RUNNING),
             ).rowcount
         return bool(changed == 1)

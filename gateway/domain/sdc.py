@@ -262,3 +262,28 @@ def _secondary(rows: list[dict[str, Any]], keys: Sequence[str], count: str, reda
                     redacted.add(min(shown, key=lambda i: (rows[i][count], i)))
                     changed = True
     return redacted
+
+
+CHECKERS = 2
+"""Different output checkers who must release a held output; one withholding withholds it."""
+
+
+def pending_outputs(held: Mapping[str, Any] | None) -> list[str]:
+    """The outputs of a job held for output checking (those that passed the automatic rules)."""
+    outputs = (held or {}).get("outputs") or {}
+    return [name for name, result in outputs.items() if isinstance(result, dict) and result.get("status") == "held"]
+
+
+def output_decisions(pending: Sequence[str], checks: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
+    """Each held output's outcome so far, from the checks recorded with the reviews: `released`
+    (two different checkers released it), `withheld` (a checker withheld it), or None (waiting)."""
+    out: dict[str, str | None] = {}
+    for name in pending:
+        mine = [c for c in checks if c.get("output") == name]
+        if any(c["decision"] == "withhold" for c in mine):
+            out[name] = "withheld"
+        elif len({c["reviewer"] for c in mine if c["decision"] == "release"}) >= CHECKERS:
+            out[name] = "released"
+        else:
+            out[name] = None
+    return out

@@ -21,6 +21,7 @@ from typing import IO
 from gateway import sandbox_client
 from gateway.errors import ServiceUnavailable
 from gateway.services import jobs
+from gateway.services.jobs import output_checking
 from gateway.services.runtime import Runtime
 
 log = logging.getLogger("veilgate.worker")
@@ -59,6 +60,8 @@ def work_once(rt: Runtime) -> list[str]:
     """Run every job that needs a run now, one after the other; returns the ids it ran."""
     for job_id in jobs.fail_overdue(rt):
         log.warning("job %s is long past its time limit and still running: its worker stopped; marked failed", job_id)
+    for job_id in output_checking.release_unclaimed(rt):
+        log.warning("job %s was checked but its result never made (its process stopped); released it", job_id)
     ran = []
     for job_id in jobs.runnable(rt):
         job = jobs.run(rt, job_id)

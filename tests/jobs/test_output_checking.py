@@ -5,8 +5,11 @@ withhold each table before the researcher sees anything."""
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from gateway.domain.jobs import DisclosureControl
 from gateway.engine import version_path
 from gateway.errors import Conflict, NotFound
 from gateway.jobs import AWAITING_CHECK, JobStore, PostgresJobStore, SqliteJobStore
+from gateway.services.jobs import output_checking
 from tests.conftest import ON_POSTGRES, REPO, store_handles
 from tests.jobs.conftest import EXAMPLE_TABLES, Jobs, needs_isolation
 
@@ -225,3 +229,52 @@ def test_racing_last_checks_complete_the_job_once(open_store: Callable[[], JobSt
     for thread in threads:
         thread.join()
     assert errors == [] and sorted(completed) == [False, True]
+
+
+def test_a_release_is_claimed_once_and_an_orphaned_one_waits_again(open_store: Callable[[], JobStore]) -> None:
+    store = open_store()
+    job_id = _held_job(store)
+    for checker in ("admin-a", "admin-b"):
+        for output in ("a", "b"):
+            store.check_output(job_id, checker, output, "release", "ok")
+    assert [j.id for j in store.checked(before=datetime.now(UTC) + timedelta(seconds=1))] == [job_id]
+    releasing = store.claim_release(job_id)
+    assert releasing.status == "releasing"
+    with pytest.raises(Conflict):  # one process makes the result
+        open_store().claim_release(job_id)
+    with store._transaction() as conn:  # its process stopped before the result was made
+        conn.execute("UPDATE jobs SET runner = ? WHERE id = ?", (f"{socket.gethostname()}:{_finished_pid()}", job_id))
+    assert store.fail_orphans() == [job_id]
+    assert store.get(job_id).status == "checked"  # nothing was released: it waits to be released again
+    with pytest.raises(Conflict, match="no longer held"):  # the stopped release cannot record anything
+        store.finish(releasing, status="finished", result={}, stdout="", stderr="", reason=None)
+    assert store.claim_release(job_id).attempt == releasing.attempt + 1
+    # overdue on another host: back to waiting for its release, not failed (nothing was released)
+    assert store.fail_if_running(job_id, "failed: process stopped")
+    assert store.get(job_id).status == "checked" and store.get(job_id).reason is None
+
+
+def _finished_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+@needs_isolation
+def test_checked_tables_whose_release_never_began_are_released_by_a_worker_after_a_grace(
+    jobs_gateway: Callable[..., Jobs],
+) -> None:
+    jobs = jobs_gateway()
+    job_id = _submit_approved(jobs, EXAMPLE, EXAMPLE_TABLES)
+    assert jobs.wait(job_id)["status"] == AWAITING_CHECK
+    rt = jobs.client.app.state.runtime
+    for checker in ("demo-admin", "demo-approver"):  # decided, then the process stopped before releasing
+        for output in ("enterprises_by_status", "active_by_province"):
+            rt.jobs.check_output(job_id, checker, output, "release", "ok")
+    jobs.work()  # within the grace, the release its last check began may still be under way
+    assert jobs.status(job_id)["status"] == "checked" and jobs.status(job_id)["result"] is None
+    assert output_checking.release_unclaimed(rt, grace_seconds=0) == [job_id]  # what a worker does after it
+    outcome = jobs.status(job_id)
+    assert outcome["status"] == "finished"
+    assert {o["status"] for o in outcome["result"]["result"]["outputs"].values()} == {"released"}
+    assert output_checking.release_unclaimed(rt, grace_seconds=0) == []  # once

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway import sandbox_client
@@ -21,8 +22,8 @@ from gateway.domain.job_vocabulary import Reason, Refusal
 from gateway.domain.jobs import JobService
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
-from gateway.errors import InvalidRequest
-from gateway.jobs import Job, output_decisions, pending_outputs
+from gateway.errors import Conflict, InvalidRequest
+from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.authorization import stopped
 from gateway.services.jobs.release import release_document
@@ -116,8 +117,8 @@ def checker_view(job: Job, *, with_code: bool) -> Json:
     """What output checkers see of a held job: every output with its values and source (computed
     by the gateway, or written by the job: nothing ties those to the data), the checks so far,
     and its code and log."""
-    pending = pending_outputs(job)
-    decided = output_decisions(pending, job.reviews)
+    pending = sdc.pending_outputs(job.held)
+    decided = sdc.output_decisions(pending, job.reviews)
     body: Json = {
         "id": job.id,
         "status": job.status,
@@ -144,20 +145,38 @@ def check(rt: Runtime, checker: Principal, job_id: str, output: str, *, decision
     job, done = rt.jobs.check_output(job_id, checker.client_id, output, decision, reason)
     if not done:
         return job
-    return release_checked(rt, job)
+    return release_checked(rt, rt.jobs.claim_release(job_id))
+
+
+UNRELEASED_GRACE_SECONDS = 60
+"""How long a job whose outputs are all decided may wait for the release its last check
+started, before any process that shares the job store releases it."""
+
+
+def release_unclaimed(rt: Runtime, *, grace_seconds: float = UNRELEASED_GRACE_SECONDS) -> list[str]:
+    """Release the checked jobs that no process releases: the process of the last check stopped
+    first. At startup and every checkpoint interval; returns their ids."""
+    released = []
+    for job in rt.jobs.checked(before=datetime.now(UTC) - timedelta(seconds=grace_seconds)):
+        try:
+            release_checked(rt, rt.jobs.claim_release(job.id))
+        except Conflict:  # another process took it
+            continue
+        released.append(job.id)
+    return released
 
 
 def release_checked(rt: Runtime, job: Job) -> Job:
-    """The signed result of a job whose held outputs are all decided (status `checked`). The
-    freezes, the grant and the service are checked again first: if they stopped the job since
-    its run, nothing is released."""
+    """The signed result of a job whose held outputs are all decided, for the process that
+    claimed its release (`JobStore.claim_release`). The freezes, the grant and the service are
+    checked again first: if they stopped the job since its run, nothing is released."""
     why = stopped(rt, job)
     if why is not None:
         log.warning("job %s checked, but stopped before its release: %s", job.id, why.value)
         return rt.jobs.finish(job, status="failed", result=None, stdout=job.stdout or "", stderr=job.stderr or "",
                               reason=why.value, notes=job.notes)  # fmt: skip
     held = job.held or {}
-    decided = output_decisions(pending_outputs(job), job.reviews)
+    decided = sdc.output_decisions(sdc.pending_outputs(job.held), job.reviews)
     results: dict[str, Json] = {}
     for name, result in (held.get("outputs") or {}).items():
         if decided.get(name) == "released":
