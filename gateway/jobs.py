@@ -318,7 +318,10 @@ class JobStore:
             raise Conflict(f"job {job.id} is no longer held by this run; its outcome was not recorded")
         return self.get(job.id)
 
-    def check_output(self, job_id: str, checker: str, output: str, decision: str, reason: str) -> tuple[Job, bool]:
+    def check_output(
+        self, job_id: str, checker: str, output: str, decision: str, reason: str,
+        *, identity_of: Callable[[str], str] = str,
+    ) -> tuple[Job, bool]:  # fmt: skip
         """One output checker's decision (`release` or `withhold`) on one held output, recorded with
         the reviews. Nobody checks their own job's outputs, nor one output twice. True for the one
         decision that leaves every held output decided (the job is then `checked`, to be released)."""
@@ -327,15 +330,19 @@ class JobStore:
             job = self._held(conn, job_id)
             if job.status != AWAITING_CHECK:
                 raise Conflict(f"job {job_id} is {job.status}: it has no outputs waiting for a check")
-            if job.submitter == checker:
+            if identity_of(job.submitter) == identity_of(checker):
                 raise Conflict("nobody checks the outputs of their own job")
             if output not in pending_outputs(job.held):
                 raise NotFound("no held output of that name: see the job's held outputs")
-            if any(r.get("output") == output and r["reviewer"] == checker for r in job.reviews):
+            if any(
+                r.get("output") == output and identity_of(r["reviewer"]) == identity_of(checker) for r in job.reviews
+            ):
                 raise Conflict("you have checked this output already: another output checker must")
             reviews = [*job.reviews, {"reviewer": checker, "decision": decision, "output": output, "reason": reason,
                                       "code_sha256": job.code_sha256, "at": now}]  # fmt: skip
-            done = all(v is not None for v in output_decisions(pending_outputs(job.held), reviews).values())
+            done = all(
+                v is not None for v in output_decisions(pending_outputs(job.held), reviews, identity_of).values()
+            )
             conn.execute(
                 "UPDATE jobs SET reviews = ?, status = ?, updated = ? WHERE id = ?",
                 (json.dumps(reviews), "checked" if done else AWAITING_CHECK, now, job_id),

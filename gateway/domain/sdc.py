@@ -12,7 +12,7 @@ sent or a name that was not declared.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any, Literal
@@ -274,15 +274,18 @@ def pending_outputs(held: Mapping[str, Any] | None) -> list[str]:
     return [name for name, result in outputs.items() if isinstance(result, dict) and result.get("status") == "held"]
 
 
-def output_decisions(pending: Sequence[str], checks: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
+def output_decisions(
+    pending: Sequence[str], checks: Sequence[Mapping[str, Any]], identity_of: Callable[[str], str] = str
+) -> dict[str, str | None]:
     """Each held output's outcome so far, from the checks recorded with the reviews: `released`
-    (two different checkers released it), `withheld` (a checker withheld it), or None (waiting)."""
+    (two different people released it: `identity_of` maps an account to its person), `withheld`
+    (a checker withheld it), or None (waiting)."""
     out: dict[str, str | None] = {}
     for name in pending:
         mine = [c for c in checks if c.get("output") == name]
         if any(c["decision"] == "withhold" for c in mine):
             out[name] = "withheld"
-        elif len({c["reviewer"] for c in mine if c["decision"] == "release"}) >= CHECKERS:
+        elif len({identity_of(c["reviewer"]) for c in mine if c["decision"] == "release"}) >= CHECKERS:
             out[name] = "released"
         else:
             out[name] = None

@@ -278,3 +278,19 @@ def test_checked_tables_whose_release_never_began_are_released_by_a_worker_after
     assert outcome["status"] == "finished"
     assert {o["status"] for o in outcome["result"]["result"]["outputs"].values()} == {"released"}
     assert output_checking.release_unclaimed(rt, grace_seconds=0) == []  # once
+
+
+def test_two_accounts_of_one_person_are_one_output_checker(open_store: Callable[[], JobStore]) -> None:
+    store = open_store()
+    job_id = _held_job(store)
+    person = {"admin-s": "ann", "admin-s2": "ann", "admin-a": "bob", "admin-a2": "bob", "admin-b": "cy"}.get
+    with pytest.raises(Conflict, match="their own job"):  # the submitter's second account
+        store.check_output(job_id, "admin-s2", "a", "release", "x", identity_of=lambda c: person(c) or c)
+    store.check_output(job_id, "admin-a", "a", "release", "ok", identity_of=lambda c: person(c) or c)
+    with pytest.raises(Conflict, match="another output checker"):
+        store.check_output(job_id, "admin-a2", "a", "release", "again", identity_of=lambda c: person(c) or c)
+    assert sdc.output_decisions(
+        ["a"],
+        [*store.get(job_id).reviews, {"output": "a", "reviewer": "admin-a2", "decision": "release"}],
+        lambda c: person(c) or c,
+    ) == {"a": None}

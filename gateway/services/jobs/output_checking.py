@@ -142,7 +142,9 @@ def check(rt: Runtime, checker: Principal, job_id: str, output: str, *, decision
     the signed, audited result, with each held output released or withheld as decided."""
     if decision not in ("release", "withhold"):
         raise InvalidRequest("decision: release or withhold")
-    job, done = rt.jobs.check_output(job_id, checker.client_id, output, decision, reason)
+    job, done = rt.jobs.check_output(
+        job_id, checker.client_id, output, decision, reason, identity_of=rt.clients.identity_of
+    )
     if not done:
         return job
     return release_checked(rt, rt.jobs.claim_release(job_id))
@@ -176,7 +178,7 @@ def release_checked(rt: Runtime, job: Job) -> Job:
         return rt.jobs.finish(job, status="failed", result=None, stdout=job.stdout or "", stderr=job.stderr or "",
                               reason=why.value, notes=job.notes)  # fmt: skip
     held = job.held or {}
-    decided = sdc.output_decisions(sdc.pending_outputs(job.held), job.reviews)
+    decided = sdc.output_decisions(sdc.pending_outputs(job.held), job.reviews, rt.clients.identity_of)
     results: dict[str, Json] = {}
     for name, result in (held.get("outputs") or {}).items():
         if decided.get(name) == "released":
