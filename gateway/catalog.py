@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gateway.atomic_files import Stamp, stamp, write_atomic
 from gateway.domain.catalog import CatalogEntry, DatasetRecord
+from gateway.domain.names import is_identifier
 from gateway.errors import NotFound, RegistrationError
 
 
@@ -50,6 +51,8 @@ class CatalogStore:
         return sorted(p.stem for p in self._dir.glob("*.json"))
 
     def find(self, dataset: str) -> DatasetRecord | None:
+        if not is_identifier(dataset):  # SECURITY: the name becomes a file name; nothing else is one
+            return None
         path = f"{self._prefix}{dataset}.json"
         current = stamp(path)
         if current is None:
@@ -66,7 +69,7 @@ class CatalogStore:
     def get(self, dataset: str) -> DatasetRecord:
         record = self.find(dataset)
         if record is None:
-            raise NotFound(f"no dataset named {dataset!r} is registered")
+            raise NotFound("dataset: no registered dataset of this name")
         return record
 
     def records(self) -> list[DatasetRecord]:

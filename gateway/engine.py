@@ -630,7 +630,7 @@ class Domain:
     def _connect(self, dataset: str, version: str) -> duckdb.DuckDBPyConnection:
         path = version_path(self._data_dir, dataset, version)
         if not path.is_file():
-            raise NotFound(f"dataset {dataset!r} has no data for its registered version")
+            raise NotFound("dataset: no data for its registered version")
         config = dict(SERVING_CONFIG)
         config["threads"] = self._threads
         try:

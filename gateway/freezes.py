@@ -80,7 +80,7 @@ class FileFreezeStore(FreezeStore):
     def freeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
         with self._changing() as data:
             if any(i["kind"] == kind.value and i["name"] == name for i in data["active"]):
-                raise Conflict(f"{kind.value} {name!r} is already frozen")
+                raise Conflict(f"name: this {kind.value} is already frozen")
             made = Freeze(kind=kind, name=name, since=datetime.now(UTC), by=by, reason=reason)
             data["active"].append(made.model_dump(mode="json"))
             data["history"].append({"action": "freeze", **made.model_dump(mode="json")})
@@ -90,7 +90,7 @@ class FileFreezeStore(FreezeStore):
         with self._changing() as data:
             found = next((i for i in data["active"] if i["kind"] == kind.value and i["name"] == name), None)
             if found is None:
-                raise NotFound(f"{kind.value} {name!r} is not frozen")
+                raise NotFound(f"name: this {kind.value} is not frozen")
             data["active"].remove(found)
             data["history"].append(_unfrozen(kind, name, by=by, reason=reason))
         return Freeze.model_validate(found)
@@ -145,7 +145,7 @@ class PostgresFreezeStore(FreezeStore):
                 (kind.value, name, made.model_dump_json()),
             ).rowcount
             if inserted != 1:
-                raise Conflict(f"{kind.value} {name!r} is already frozen")
+                raise Conflict(f"name: this {kind.value} is already frozen")
             self._record(db, {"action": "freeze", **made.model_dump(mode="json")})
         self._watched.renew()
         return made
@@ -156,7 +156,7 @@ class PostgresFreezeStore(FreezeStore):
                 "DELETE FROM freezes WHERE kind = ? AND name = ? RETURNING record", (kind.value, name)
             ).fetchall()
             if not rows:
-                raise NotFound(f"{kind.value} {name!r} is not frozen")
+                raise NotFound(f"name: this {kind.value} is not frozen")
             self._record(db, _unfrozen(kind, name, by=by, reason=reason))
         self._watched.renew()
         return Freeze.model_validate_json(rows[0][0])

@@ -141,7 +141,7 @@ class JobStore:
         """The job, read inside a change and held until it commits."""
         row = conn.execute(self._select_for_update, (job_id,)).fetchone()
         if row is None:
-            raise NotFound(f"no job {job_id[:40]}")
+            raise NotFound("job: no job of yours has this id")
         return _job(row)
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:  # pragma: no cover
@@ -167,7 +167,7 @@ class JobStore:
     def get(self, job_id: str) -> Job:
         rows = self._rows(_SELECT_ONE, (job_id,))
         if not rows:
-            raise NotFound(f"no job {job_id[:40]}")
+            raise NotFound("job: no job of yours has this id")
         return _job(rows[0])
 
     def recent(self, *, submitter: str | None = None, limit: int = 100) -> list[Job]:
@@ -415,7 +415,7 @@ class JobStore:
         """(code, its kind, the hash recorded at submission), read afresh for the run."""
         rows = self._rows("SELECT code, code_kind, code_sha256 FROM jobs WHERE id = ?", (job_id,))
         if not rows:
-            raise NotFound(f"no job {job_id[:40]}")
+            raise NotFound("job: no job of yours has this id")
         return str(rows[0][0]), str(rows[0][1]), str(rows[0][2])
 
     def close(self) -> None:  # pragma: no cover - each backend has its own

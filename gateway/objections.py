@@ -101,7 +101,7 @@ class FileObjectionStore(ObjectionStore):
     def get(self, objection_id: str) -> dict[str, Any]:
         found = self._all().get(objection_id)
         if found is None:
-            raise NotFound(f"no objection {objection_id}")
+            raise NotFound("objection: no objection of yours has this id")
         return found
 
     def list(self, consumer: str | None = None) -> list[dict[str, Any]]:
@@ -112,7 +112,7 @@ class FileObjectionStore(ObjectionStore):
         with locked_json(self._path, _EMPTY) as data:
             found: dict[str, Any] | None = data["objections"].get(objection_id)
             if found is None:
-                raise NotFound(f"no objection {objection_id}")
+                raise NotFound("objection: no objection of yours has this id")
             _move(found, status, reply=reply, by=by)
         return found
 
@@ -146,7 +146,7 @@ class PostgresObjectionStore(ObjectionStore):
     def get(self, objection_id: str) -> dict[str, Any]:
         rows = self._db.rows("SELECT record FROM objections WHERE id = ?", (objection_id,))
         if not rows:
-            raise NotFound(f"no objection {objection_id}")
+            raise NotFound("objection: no objection of yours has this id")
         found: dict[str, Any] = json.loads(rows[0][0])
         return found
 
@@ -161,7 +161,7 @@ class PostgresObjectionStore(ObjectionStore):
         with self._db.transaction() as db:
             rows = db.execute("SELECT record FROM objections WHERE id = ? FOR UPDATE", (objection_id,)).fetchall()
             if not rows:
-                raise NotFound(f"no objection {objection_id}")
+                raise NotFound("objection: no objection of yours has this id")
             found: dict[str, Any] = json.loads(rows[0][0])
             _move(found, status, reply=reply, by=by)
             db.execute("UPDATE objections SET record = ? WHERE id = ?", (json.dumps(found), objection_id))

@@ -48,8 +48,51 @@ def problem(
     return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def _location(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(part) for part in loc)
+_SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def _public_names(request: Request) -> frozenset[str]:
+    """Every parameter and property name the API documents: the names a location may show."""
+    app = request.app
+    names: frozenset[str] | None = getattr(app.state, "public_field_names", None)
+    if names is None:
+        found: set[str] = set(_SOURCES)
+        _collect(app.openapi(), found)
+        names = frozenset(found)
+        app.state.public_field_names = names
+    return names
+
+
+def _collect(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            found.update(str(k) for k in properties)
+        if node.get("in") in _SOURCES and isinstance(node.get("name"), str):
+            found.add(node["name"])
+        for value in node.values():
+            _collect(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _collect(value, found)
+
+
+def _location(loc: tuple[Any, ...] | list[Any], public: frozenset[str]) -> str:
+    """Field names the API documents and list positions; a caller's own key shows as `<key>`."""
+    return ".".join(str(p) if isinstance(p, int) or p in public else "<key>" for p in loc)
+
+
+def _where(error: Any) -> tuple[Any, ...]:
+    """An unknown field is located at its parent: its own name is the caller's."""
+    loc = tuple(error.get("loc", ()))
+    return loc[:-1] if error.get("type") == "extra_forbidden" else loc
+
+
+def _rule(error: Any) -> str:
+    """pydantic's message, but for an unknown field, whose name is the caller's."""
+    if error.get("type") == "extra_forbidden":
+        return "an unknown field: only the documented fields are accepted (see /openapi.json)"
+    return str(error.get("msg", "invalid"))
 
 
 async def _on_veilgate_error(request: Request, exc: Exception) -> JSONResponse:
@@ -64,8 +107,10 @@ async def _on_veilgate_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    # SECURITY: only location and message; pydantic's `input` would echo what was sent.
-    items = [{"location": _location(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in errors]
+    # SECURITY: only location and rule; pydantic's `input` would echo what was sent, and so would
+    # a location naming a key the caller made up (an unknown field, a dict key).
+    public = _public_names(request)
+    items = [{"location": _location(_where(e), public), "message": _rule(e)} for e in errors]
     first = items[0] if items else {"location": "request", "message": "invalid"}
     detail = f"{first['location']}: {first['message']}"
     if len(items) > 1:
@@ -76,9 +121,9 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
     if status == 404:
-        return problem(request, NotFound(f"no resource at {request.url.path}"))
+        return problem(request, NotFound("no resource at this path; see the OpenAPI document at /openapi.json"))
     if status == 405:
-        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        error = MethodNotAllowed("this method is not allowed on this path; the Allow header lists those that are")
         headers = exc.headers if isinstance(exc, StarletteHTTPException) and exc.headers else {}
         allow = next((v for k, v in headers.items() if k.lower() == "allow"), None)
         if allow:

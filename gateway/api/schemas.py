@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
+from gateway.domain.names import (
+    CLIENT_ID_PATTERN,
+    IDENTIFIER_PATTERN,
+    MAX_POSITION,
+    NAME_PATTERN,
+    RECORD_ID_PATTERN,
+    ClientId,
+    Identifier,
+    Name,
+)
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.domain.principal import Role
 from gateway.domain.trail import AuditLeaf, ResultDocument
+
+# Path parameters: every name that reaches a file, SQL or a store is checked here, at the edge.
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="A service, template, model or grant name.")]
+DatasetPath = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="A dataset name.")]
+RecordIdPath = Annotated[str, Path(pattern=RECORD_ID_PATTERN, description="An id the gateway handed out.")]
+ClientIdPath = Annotated[str, Path(pattern=CLIENT_ID_PATTERN, description="A client id.")]
+PositionPath = Annotated[int, Path(ge=0, le=MAX_POSITION, description="A position in the audit log.")]
+
+Number = (
+    Annotated[StrictStr, Field(min_length=1, max_length=40, pattern=r"^[+-]?[0-9]*\.?[0-9]+([eE][+-]?[0-9]{1,3})?$")]
+    | Annotated[StrictInt, Field(ge=-MAX_POSITION, le=MAX_POSITION)]
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+)
+"""A number from a request: strict (`true` is not 1), finite and of bounded size, or its text."""
+
+CheckInteger = Annotated[StrictInt, Field(ge=-MAX_POSITION, le=MAX_POSITION)]
 
 
 class _Response(BaseModel):
@@ -114,7 +142,7 @@ class DatasetAdminListResponse(_Response):
 class ConsumerCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    client_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{2,63}$")
+    client_id: ClientId
     organisation: str = Field(min_length=1, max_length=200)
     roles: list[Role] = Field(min_length=1, max_length=4)
     person: str | None = Field(
@@ -176,13 +204,15 @@ class AuditPageResponse(_Response):
 class ClaimRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    keys: dict[str, Annotated[str, Field(max_length=64)]] = Field(
+    keys: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=64)]] = Field(
         min_length=1, max_length=3, description="Every key column of the service, in full: exact match only."
     )
-    checks: dict[str, Annotated[str, Field(max_length=200)] | bool | int] = Field(
-        min_length=1,
-        max_length=16,
-        description="Field -> the value to compare (equals), true (fixed condition) or a threshold from its list.",
+    checks: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=200)] | bool | CheckInteger] = (
+        Field(
+            min_length=1,
+            max_length=16,
+            description="Field -> the value to compare (equals), true (fixed condition) or a threshold from its list.",
+        )
     )
     consent_ref: str | None = Field(None, max_length=128, description="Reference of the person's authorization.")
 
@@ -204,10 +234,17 @@ class FreezeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: FreezeKind
-    name: str = Field(min_length=1, max_length=128, description="Client id, organisation, dataset or service name.")
+    name: str = Field(min_length=1, max_length=64, description="Client id, organisation, dataset or service name.")
     reason: str = Field(
         min_length=1, max_length=500, description="Recorded with the freeze and shown to those refused."
     )
+
+    @model_validator(mode="after")
+    def _named(self) -> FreezeRequest:
+        pattern = CLIENT_ID_PATTERN if self.kind is FreezeKind.CONSUMER else NAME_PATTERN
+        if re.fullmatch(pattern, self.name) is None:
+            raise ValueError(f"name: a {self.kind.value} name matches {pattern}")
+        return self
 
 
 class FreezeListResponse(_Response):
@@ -218,27 +255,27 @@ class FreezeListResponse(_Response):
 class RangeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: str | int | float | None = Field(None, alias="from", description="Inclusive lower end.")
-    to: str | int | float | None = Field(None, description="Inclusive upper end.")
+    from_: Number | None = Field(None, alias="from", description="Inclusive lower end.")
+    to: Number | None = Field(None, description="Inclusive upper end.")
 
 
 class AggregateParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filters: dict[str, list[str | bool] | RangeRequest] = Field(
-        default_factory=dict, description="Column to a list of allowed values, or to a range {from, to}."
-    )
-    group_by: list[str] = Field(default_factory=list, max_length=2)
+    filters: dict[
+        Identifier, Annotated[list[Annotated[str, Field(max_length=200)] | bool], Field(max_length=200)] | RangeRequest
+    ] = Field(default_factory=dict, description="Column to a list of allowed values, or to a range {from, to}.")
+    group_by: list[Identifier] = Field(default_factory=list, max_length=2)
 
 
 class AggregateQueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     parameters: AggregateParameters = Field(default_factory=AggregateParameters)
-    epsilon: str | int | float | None = Field(
+    epsilon: Number | None = Field(
         None, description="Epsilon to spend, up to the template's maximum; the template's default if omitted."
     )
-    max_interval_width: str | int | float | None = Field(
+    max_interval_width: Number | None = Field(
         None, description="Refuse without charge if the expected 95% interval would be wider than this."
     )
 
@@ -248,7 +285,7 @@ class AggregateRequest(AggregateQueryRequest):
 
 
 class BatchQueryRequest(AggregateQueryRequest):
-    template: str = Field(min_length=1, max_length=64)
+    template: Name
 
 
 class AggregateBatchRequest(BaseModel):
@@ -262,20 +299,22 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
-    keys: list[str] = Field(min_length=1, max_length=1000, description="Entity keys, in full (one or a batch).")
+    keys: list[Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=1000, description="Entity keys, in full (one or a batch)."
+    )
 
 
 class FitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
-    epsilon: str | int | float | None = Field(None, description="Epsilon to spend; the model's default if omitted.")
+    epsilon: Number | None = Field(None, description="Epsilon to spend; the model's default if omitted.")
 
 
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    service: str = Field(min_length=1, max_length=64, description="The job service your grant names.")
+    service: Name = Field(description="The job service your grant names.")
     purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     code: str | None = Field(None, min_length=1, max_length=262_144, description="Python source of the job (one file).")
     archive: str | None = Field(
@@ -283,11 +322,11 @@ class JobRequest(BaseModel):
         max_length=1_500_000,
         description="Or: a zip archive in base64, with `main.py` at its top (at most 1 MiB).",
     )
-    datasets: list[str] = Field(min_length=1, max_length=8)
-    outputs: list[str] = Field(
+    datasets: list[Identifier] = Field(min_length=1, max_length=8)
+    outputs: list[Name] = Field(
         [], max_length=20, description="Names of the outputs the job will produce (SDC services: from `tables`)."
     )
-    epsilon: str | int | float | None = Field(None, description="For DP job services: the epsilon of all outputs.")
+    epsilon: Number | None = Field(None, description="For DP job services: the epsilon of all outputs.")
     tables: list[dict[str, Any]] | None = Field(
         None,
         max_length=20,

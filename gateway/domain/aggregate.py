@@ -333,7 +333,7 @@ def _filter(column: Column, rule: FilterRule, asked: Any) -> Filter:
     for value in chosen:
         if value not in allowed or isinstance(value, bool) != (column.type is ColumnType.BOOLEAN):
             shown = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in allowed)
-            raise InvalidRequest(f"{where}: {str(value)[:40]!r} is not allowed (allowed: {shown})")
+            raise InvalidRequest(f"{where}: a value is not allowed (allowed: {shown})")
     return Filter(column.name, values=tuple(v for v in allowed if v in chosen))
 
 
@@ -401,7 +401,7 @@ def plan(
     """
     unknown = sorted(set(parameters) - {"filters", "group_by"})
     if unknown:
-        raise InvalidRequest(f"parameters.{unknown[0]}: not a parameter (filters, group_by)")
+        raise InvalidRequest("parameters: only filters and group_by are parameters")
     columns = {c.name: c for c in entry.columns}
     asked_filters = parameters.get("filters") or {}
     if not isinstance(asked_filters, Mapping):
@@ -411,9 +411,7 @@ def plan(
         rule = template.filters.get(column_name)
         if rule is None:
             allowed = ", ".join(sorted(template.filters)) or "none"
-            raise InvalidRequest(
-                f"parameters.filters.{str(column_name)[:40]}: not a filter of this template (allowed: {allowed})"
-            )
+            raise InvalidRequest(f"parameters.filters: a column is not a filter of this template (allowed: {allowed})")
         filters.append(_filter(columns[column_name], rule, asked_filters[column_name]))
     asked_groups = parameters.get("group_by") or []
     if not isinstance(asked_groups, list) or not all(isinstance(g, str) for g in asked_groups):
@@ -421,7 +419,7 @@ def plan(
     for group in asked_groups:
         if group not in template.group_by:
             allowed = ", ".join(template.group_by) or "none"
-            raise InvalidRequest(f"parameters.group_by: {group[:40]!r} is not allowed (allowed: {allowed})")
+            raise InvalidRequest(f"parameters.group_by: a column is not allowed (allowed: {allowed})")
     if len(set(asked_groups)) != len(asked_groups) or len(asked_groups) > MAX_GROUP_BY:
         raise InvalidRequest(f"parameters.group_by: up to {MAX_GROUP_BY} different columns")
     group_by = tuple(g for g in template.group_by if g in asked_groups)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
-"""Dataset and column names: safe to quote into SQL, checked once here."""
+from gateway.domain.names import Identifier as Identifier  # noqa: PLC0414 - re-exported
 
 
 class Level(StrEnum):

@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.domain.aggregate import EpsilonRange
 from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Identifier
 from gateway.domain.limits import VerificationLimits
-
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+from gateway.domain.names import Name
 
 
 class _Frozen(BaseModel):

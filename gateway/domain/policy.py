@@ -26,11 +26,9 @@ from gateway.domain.catalog import NUMERIC_TYPES, CatalogEntry, ColumnType, Iden
 from gateway.domain.jobs import JobService
 from gateway.domain.limits import VerificationLimits
 from gateway.domain.models import Model, Scorer, check_model
+from gateway.domain.names import Name as Name  # noqa: PLC0414 - re-exported
 from gateway.domain.principal import Principal
 from gateway.errors import Frozen, NotFound, PolicyDenied
-
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
-"""Names of services, grants, purposes, organisations and price classes: safe in URLs and logs."""
 
 
 class _Frozen(BaseModel):
@@ -515,14 +513,14 @@ def authorize(
     caller can act on (its own grants only, never another consumer's).
     """
     if service not in bundle.service_names():
-        raise NotFound(f"no service named {service!r}")
+        raise NotFound("service: no service of this name")
     mine = [(gid, g) for gid, g in bundle.grants.items() if g.consumer == principal.client_id and service in g.services]
     if not mine:
-        raise PolicyDenied(f"no grant of yours covers service {service!r}")
+        raise PolicyDenied("service: no grant of yours covers this service")
     for_purpose = [(gid, g) for gid, g in mine if purpose in g.purposes]
     if not for_purpose:
         allowed = sorted({p for _gid, g in mine for p in g.purposes})
-        raise PolicyDenied(f"purpose {purpose!r} is not one your grant allows ({', '.join(allowed)})")
+        raise PolicyDenied(f"purpose: not one your grant allows ({', '.join(allowed)})")
     current = [(gid, g) for gid, g in for_purpose if g.not_before <= now < g.expires]
     if not current:
         gid, grant = for_purpose[0]

@@ -126,12 +126,10 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
         where = f"queries.{index}." if len(queries) > 1 else ""
         template = bundle.aggregate_templates.get(query.template)
         if template is None:
-            raise NotFound(f"no aggregate template named {query.template[:64]!r}")
+            raise NotFound(f"{where}template: no aggregate template of this name")
         grant_id, _grant = authorize(bundle, principal, query.template, purpose, now)
         if query.template in policy.unavailable:
-            raise ServiceUnavailable(
-                f"template {query.template!r} is unavailable: {policy.unavailable[query.template]}"
-            )
+            raise ServiceUnavailable(f"{where}template: unavailable: {policy.unavailable[query.template]}")
         check_not_frozen(
             freezes,
             consumer=principal.client_id,
@@ -141,7 +139,7 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
         )
         record = rt.catalog.get(template.dataset)
         if not record.is_served:
-            raise ServiceUnavailable(f"template {query.template!r} is unavailable: its dataset is not served")
+            raise ServiceUnavailable(f"{where}template: unavailable: its dataset is not served")
         try:
             compiled = plan(
                 query.template, template, record.entry, record.version, query.parameters, epsilon=query.epsilon

@@ -143,11 +143,11 @@ def prepare_scoring(
     bundle = policy.bundle
     model = bundle.models.get(call.model)
     if not isinstance(model, Scorer):
-        raise NotFound(f"no scoring model named {call.model[:64]!r}")
+        raise NotFound("model: no scoring model of this name")
     note.service = call.model
     grant_id, grant = authorize(bundle, principal, call.model, call.purpose, datetime.fromtimestamp(now, UTC))
     if call.model in policy.unavailable:
-        raise ServiceUnavailable(f"model {call.model!r} is unavailable: {policy.unavailable[call.model]}")
+        raise ServiceUnavailable(f"model: unavailable: {policy.unavailable[call.model]}")
     organisation = bundle.organisation_of(principal)
     datasets = sorted({f.dataset for f in model.features.values()})
     freezes = rt.freezes.active()
@@ -161,7 +161,7 @@ def prepare_scoring(
     for dataset in datasets:
         record = rt.catalog.get(dataset)
         if not record.is_served:
-            raise ServiceUnavailable(f"model {call.model!r} is unavailable: dataset {dataset} is not served")
+            raise ServiceUnavailable(f"model: unavailable: its dataset {dataset} is not served")
         versions[dataset] = record.version
     today = datetime.fromtimestamp(now, UTC).date()
     invalid: dict[int, Json] = {}
@@ -313,10 +313,10 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
     bundle = policy.bundle
     model = bundle.models.get(name)
     if model is None or model.kind not in FIT_KINDS or isinstance(model, Scorer):
-        raise NotFound(f"no model fitting template named {name[:64]!r}")
+        raise NotFound("model: no model fitting template of this name")
     grant_id, _grant = authorize(bundle, principal, name, purpose, datetime.now(UTC))
     if name in policy.unavailable:
-        raise ServiceUnavailable(f"model {name!r} is unavailable: {policy.unavailable[name]}")
+        raise ServiceUnavailable(f"model: unavailable: {policy.unavailable[name]}")
     organisation = bundle.organisation_of(principal)
     check_not_frozen(
         rt.freezes.active(),
@@ -327,7 +327,7 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
     )
     record = rt.catalog.get(model.dataset)
     if not record.is_served:
-        raise ServiceUnavailable(f"model {name!r} is unavailable: its dataset is not served")
+        raise ServiceUnavailable("model: unavailable: its dataset is not served")
     micro = model.epsilon.charge(epsilon, "model")
     key_material: dict[str, Any] = {
         "model": name,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -99,10 +99,9 @@ def normalize_text(value: str) -> str:
 
 
 def _validate(service: VerificationService, entry: CatalogEntry, claim: Claim, index: int) -> _Valid:
-    if set(claim.keys) != set(service.keys):
+    if set(claim.keys) != set(service.keys):  # unknown names were refused by `refuse_unknown_fields`
         missing = sorted(set(service.keys) - set(claim.keys))
-        name = f"keys.{missing[0]}" if missing else f"keys.{sorted(set(claim.keys) - set(service.keys))[0]}"
-        raise _Invalid(name, f"give exactly the keys {', '.join(service.keys)}")
+        raise _Invalid(f"keys.{missing[0]}" if missing else "keys", f"give exactly the keys {', '.join(service.keys)}")
     keys: dict[str, str] = {}
     kind = "entity"
     for key_name in service.keys:
@@ -119,13 +118,23 @@ def _validate(service: VerificationService, entry: CatalogEntry, claim: Claim, i
         raise _Invalid("checks", "ask at least one field")
     checks: dict[str, Any] = {}
     for name, value in claim.checks.items():
-        spec = service.fields.get(name)
-        if spec is None:
-            raise _Invalid(f"checks.{name}", f"not a field of this service ({', '.join(service.fields)})")
-        checks[name] = _check_value(spec, name, value)
+        checks[name] = _check_value(service.fields[name], name, value)
     if service.consent_required and not (claim.consent_ref or "").strip():
         raise _Invalid("consent_ref", "this service needs the reference of the person's authorization")
     return _Valid(index, keys, checks, kind)
+
+
+def refuse_unknown_fields(service: VerificationService, claims: Sequence[Claim]) -> None:
+    """Refuse the whole request if a claim names a key or field the service does not have.
+
+    Before anything is signed: a signed answer would repeat the caller's made-up name.
+    """
+    for index, claim in enumerate(claims):
+        if not set(claim.keys) <= set(service.keys):
+            raise InvalidRequest(f"claims.{index}.keys: not a key of this service (keys: {', '.join(service.keys)})")
+        if not set(claim.checks) <= set(service.fields):
+            allowed = ", ".join(service.fields)
+            raise InvalidRequest(f"claims.{index}.checks: not a field of this service (fields: {allowed})")
 
 
 def _check_value(spec: FieldCheck, name: str, value: Any) -> Any:
@@ -239,11 +248,11 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     policy = policy_admin.current(rt)
     bundle = policy.bundle
     if service_name not in bundle.verification_services:
-        raise NotFound(f"no verification service named {service_name[:64]!r}")
+        raise NotFound("service: no verification service of this name")
     note.service = service_name
     grant_id, grant = authorize(bundle, principal, service_name, purpose, datetime.fromtimestamp(now, UTC))
     if service_name in policy.unavailable:
-        raise ServiceUnavailable(f"service {service_name!r} is unavailable: {policy.unavailable[service_name]}")
+        raise ServiceUnavailable(f"service: unavailable: {policy.unavailable[service_name]}")
     service = bundle.verification_services[service_name]
     organisation = bundle.organisation_of(principal)
     check_not_frozen(
@@ -257,8 +266,9 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
         raise InvalidRequest(f"claims: at most {service.max_batch} claims per request for this service")
     record = rt.catalog.get(service.dataset)
     if not record.is_served or record.version is None:  # cancelled since the bundle was checked
-        raise ServiceUnavailable(f"service {service_name!r} is unavailable: its dataset is not served")
-    # 2. Validate every claim before any data is read.
+        raise ServiceUnavailable("service: unavailable: its dataset is not served")
+    # 2. Validate every claim before any data is read; unknown names refuse the whole request.
+    refuse_unknown_fields(service, call.claims)
     invalid: dict[int, Json] = {}
     valid: list[_Valid] = []
     for index, claim in enumerate(call.claims):

@@ -10,11 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import require_role, runtime
 from gateway.api.schemas import (
+    ClientIdPath,
     ConsumerCreateRequest,
     DatasetAdminListResponse,
     DatasetAdminResponse,
     FreezeListResponse,
     FreezeRequest,
+    RecordIdPath,
 )
 from gateway.domain.policy import Freeze
 from gateway.domain.principal import Principal, Role
@@ -74,7 +76,7 @@ def consumers(
 
 @router.delete("/consumers/{client_id}", status_code=204)
 def disable_consumer(
-    client_id: str,
+    client_id: ClientIdPath,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
 ) -> Response:
@@ -86,7 +88,7 @@ def disable_consumer(
 
 @router.post("/consumers/{client_id}/enable", status_code=202)
 def enable_consumer(
-    client_id: str,
+    client_id: ClientIdPath,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
 ) -> JSONResponse:
@@ -97,7 +99,7 @@ def enable_consumer(
 
 @router.put("/consumers/{client_id}/roles", status_code=202)
 def set_roles(
-    client_id: str,
+    client_id: ClientIdPath,
     body: RolesRequest,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
@@ -110,7 +112,7 @@ def set_roles(
 
 @router.post("/consumers/proposals/{proposal_id}/approve")
 def approve_account_change(
-    proposal_id: str,
+    proposal_id: RecordIdPath,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
 ) -> JSONResponse:

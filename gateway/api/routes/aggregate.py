@@ -17,7 +17,13 @@ from fastapi.responses import Response
 
 from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import principal, runtime
-from gateway.api.schemas import AggregateBatchRequest, AggregateQueryRequest, AggregateRequest, ReleasedResponse
+from gateway.api.schemas import (
+    AggregateBatchRequest,
+    AggregateQueryRequest,
+    AggregateRequest,
+    NamePath,
+    ReleasedResponse,
+)
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json, digest
 from gateway.errors import Conflict, InvalidRequest
@@ -71,7 +77,7 @@ async def preview(
     request: Request,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(principal)],
-    template: str,
+    template: NamePath,
     body: AggregateRequest,
 ) -> dict[str, Any]:
     """Cost and expected accuracy of a query; reads no data and spends nothing."""
@@ -99,7 +105,7 @@ async def release_one(
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(principal)],
     *,
-    template: str,
+    template: NamePath,
     body: AggregateRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:

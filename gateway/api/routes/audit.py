@@ -21,8 +21,10 @@ from gateway.api.schemas import (
     ConsistencyProofResponse,
     InclusionProofResponse,
     JwksResponse,
+    PositionPath,
 )
 from gateway.audit import LeafFilter
+from gateway.domain.names import CLIENT_ID_PATTERN, MAX_POSITION, Identifier, Name
 from gateway.domain.principal import Principal, Role
 from gateway.domain.trail import AuditLeaf, Decision, timestamp
 from gateway.errors import InvalidRequest, NotFound
@@ -42,7 +44,7 @@ def jwks(rt: RuntimeDep) -> JwksResponse:
 @router.get("/v1/audit/checkpoints", response_model=CheckpointListResponse)
 def checkpoints(
     rt: RuntimeDep,
-    after_size: Annotated[int, Query(ge=-1, description="Only checkpoints larger than this.")] = -1,
+    after_size: Annotated[int, Query(ge=-1, le=MAX_POSITION, description="Only checkpoints larger than this.")] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> CheckpointListResponse:
     """Signed tree heads, smallest first: keep copies to witness that the log is never rewritten."""
@@ -56,19 +58,19 @@ def checkpoints(
 def _check_size(rt: Runtime, name: str, size: int) -> None:
     current = rt.audit.size()
     if size > current:
-        raise InvalidRequest(f"{name}: {size} is beyond the log, which holds {current} leaves")
+        raise InvalidRequest(f"{name}: beyond the log, which holds {current} leaves")
 
 
 @router.get("/v1/audit/proof/inclusion", response_model=InclusionProofResponse)
 def inclusion_proof(
     rt: RuntimeDep,
-    leaf: Annotated[int, Query(ge=0, description="The leaf's position (a receipt's `audit_seq`).")],
-    size: Annotated[int, Query(ge=1, description="Tree size, normally that of a signed checkpoint.")],
+    leaf: Annotated[int, Query(ge=0, le=MAX_POSITION, description="The leaf's position (a receipt's `audit_seq`).")],
+    size: Annotated[int, Query(ge=1, le=MAX_POSITION, description="Tree size, normally that of a signed checkpoint.")],
 ) -> InclusionProofResponse:
     """RFC 9162 audit path from one leaf to the root of the tree of `size` leaves."""
     _check_size(rt, "size", size)
     if leaf >= size:
-        raise InvalidRequest(f"leaf: {leaf} is not inside a tree of {size} leaves")
+        raise InvalidRequest("leaf: must be smaller than size")
     leaf_hash, path = rt.audit.inclusion_proof(leaf, size)
     return InclusionProofResponse(
         leaf_index=leaf,
@@ -82,8 +84,8 @@ def inclusion_proof(
 @router.get("/v1/audit/proof/consistency", response_model=ConsistencyProofResponse)
 def consistency_proof(
     rt: RuntimeDep,
-    first: Annotated[int, Query(ge=1, description="The older tree size (a checkpoint you kept).")],
-    second: Annotated[int, Query(ge=1, description="The newer tree size.")],
+    first: Annotated[int, Query(ge=1, le=MAX_POSITION, description="The older tree size (a checkpoint you kept).")],
+    second: Annotated[int, Query(ge=1, le=MAX_POSITION, description="The newer tree size.")],
 ) -> ConsistencyProofResponse:
     """RFC 9162 proof that the tree of `first` leaves is a prefix of the tree of `second`."""
     _check_size(rt, "second", second)
@@ -99,12 +101,12 @@ def consistency_proof(
 
 
 @router.get("/v1/audit/leaves/{seq}", response_model=AuditLeaf)
-def audit_leaf(rt: RuntimeDep, who: Annotated[Principal, Depends(principal)], seq: int) -> AuditLeaf:
+def audit_leaf(rt: RuntimeDep, who: Annotated[Principal, Depends(principal)], seq: PositionPath) -> AuditLeaf:
     """One leaf, to recompute its hash for an inclusion proof: your own requests only."""
     found = rt.audit.leaf(seq) if seq >= 0 else None
     may_read = who.has_role(Role.AUDITOR) or who.has_role(Role.ADMIN)
     if found is None or not (may_read or found.principal == who.client_id):
-        raise NotFound(f"no audit leaf {seq} of yours")
+        raise NotFound("seq: no audit leaf of yours at this position")
     return found
 
 
@@ -113,11 +115,11 @@ class AuditQuery(BaseModel):
 
     since: str | None = Field(None, description="RFC 3339 time, inclusive, e.g. 2026-11-01T00:00:00Z.")
     until: str | None = Field(None, description="RFC 3339 time, exclusive.")
-    principal: str | None = Field(None, max_length=128)
-    service: str | None = Field(None, max_length=128)
-    dataset: str | None = Field(None, max_length=128)
+    principal: str | None = Field(None, pattern=CLIENT_ID_PATTERN)
+    service: Name | None = None
+    dataset: Identifier | None = None
     decision: Decision | None = None
-    after: int = Field(-1, ge=-1, description="Page cursor: leaves after this position.")
+    after: int = Field(-1, ge=-1, le=MAX_POSITION, description="Page cursor: leaves after this position.")
     limit: int = Field(100, ge=1, le=1000)
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.api.auditing import note
 from gateway.api.deps import principal, require_role, runtime
-from gateway.api.schemas import JobRequest, ReviewRequest
+from gateway.api.schemas import JobRequest, RecordIdPath, ReviewRequest
 from gateway.domain.principal import Principal, Role
 from gateway.errors import InvalidRequest
 from gateway.services import jobs
@@ -50,7 +50,7 @@ async def submit(
 
 @router.get("/v1/jobs/{job_id}")
 async def status(
-    rt: Annotated[Runtime, Depends(runtime)], who: Annotated[Principal, Depends(principal)], job_id: str
+    rt: Annotated[Runtime, Depends(runtime)], who: Annotated[Principal, Depends(principal)], job_id: RecordIdPath
 ) -> dict[str, Any]:
     """Your job: status, reviews (without names), and the signed result once it ran."""
     job = await run_in_threadpool(rt.jobs.get, job_id)
@@ -63,14 +63,14 @@ async def list_jobs(rt: Annotated[Runtime, Depends(runtime)], _who: Admin) -> di
 
 
 @router.get("/v1/admin/jobs/{job_id}")
-async def inspect(rt: Annotated[Runtime, Depends(runtime)], _who: Admin, job_id: str) -> dict[str, Any]:
+async def inspect(rt: Annotated[Runtime, Depends(runtime)], _who: Admin, job_id: RecordIdPath) -> dict[str, Any]:
     """Everything about a job for its reviewers: the code, who reviewed, stdout and stderr."""
     return jobs.view(await run_in_threadpool(rt.jobs.get, job_id), for_admin=True)
 
 
 @router.post("/v1/admin/jobs/{job_id}/approve")
 async def approve(
-    rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: str, body: ReviewRequest
+    rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: RecordIdPath, body: ReviewRequest
 ) -> dict[str, Any]:
     """Approve the code (by its hash); the last required approval starts the run."""
     return jobs.view(await run_in_threadpool(jobs.review, rt, who, job_id, "approve", body.reason), for_admin=True)
@@ -78,7 +78,7 @@ async def approve(
 
 @router.post("/v1/admin/jobs/{job_id}/requeue")
 async def requeue(
-    rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: str, body: ReviewRequest
+    rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: RecordIdPath, body: ReviewRequest
 ) -> dict[str, Any]:
     """Run again a failed job that released nothing (its process stopped during the run, say)."""
     return jobs.view(await run_in_threadpool(jobs.requeue, rt, who, job_id, body.reason), for_admin=True)
@@ -86,7 +86,7 @@ async def requeue(
 
 @router.post("/v1/admin/jobs/{job_id}/reject")
 async def reject(
-    rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: str, body: ReviewRequest
+    rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: RecordIdPath, body: ReviewRequest
 ) -> dict[str, Any]:
     """Reject the code, with a reason the researcher sees."""
     return jobs.view(await run_in_threadpool(jobs.review, rt, who, job_id, "reject", body.reason), for_admin=True)

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import body_schema, json_body, principal, runtime
 from gateway.api.routes.verify import rate_limit_headers
-from gateway.api.schemas import FitRequest, ReleasedResponse, ScoreRequest
+from gateway.api.schemas import FitRequest, NamePath, ReleasedResponse, ScoreRequest
 from gateway.domain.principal import Principal
 from gateway.services import models
 from gateway.services.runtime import Runtime
@@ -27,7 +27,7 @@ async def registry(rt: Annotated[Runtime, Depends(runtime)]) -> dict[str, Any]:
 
 
 @router.post("/v1/models/{model}/score", response_model=ReleasedResponse, openapi_extra=body_schema(ScoreRequest))
-async def score(request: Request, model: str) -> Response:
+async def score(request: Request, model: NamePath) -> Response:
     """Score each entity in the domain: only its score and/or grade band leave, signed."""
     # A hot path like verification: no dependencies (see `deps.json_body`); authentication first.
     who = await principal(request)
@@ -50,7 +50,7 @@ async def fit(
     request: Request,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(principal)],
-    model: str,
+    model: NamePath,
     body: FitRequest,
 ) -> Response:
     """Fit an approved model under DP, charged to your budget once (the same fit again is free)."""

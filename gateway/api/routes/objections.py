@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api.deps import principal, require_role, runtime
+from gateway.api.schemas import RecordIdPath
+from gateway.domain.names import IDENTIFIER_PATTERN, RECORD_ID_PATTERN, is_identifier
 from gateway.domain.principal import Principal, Role
 from gateway.errors import NotFound
 from gateway.objections import Status
@@ -23,6 +26,15 @@ class ObjectionRequest(BaseModel):
     about: Literal["dataset", "receipt"]
     subject: str = Field(min_length=1, max_length=128, description="The dataset name, or the receipt's request id.")
     text: str = Field(min_length=1, max_length=4000, description="What is wrong, as you see it.")
+
+    @model_validator(mode="after")
+    def _subject(self) -> ObjectionRequest:
+        """A dataset name or a request id, never a path: the subject names a file for datasets."""
+        if self.about == "dataset" and not is_identifier(self.subject):
+            raise ValueError(f"subject: a dataset name matches {IDENTIFIER_PATTERN}")
+        if self.about == "receipt" and not re.fullmatch(RECORD_ID_PATTERN, self.subject):
+            raise ValueError(f"subject: a request id matches {RECORD_ID_PATTERN}")
+        return self
 
 
 class ObjectionAnswer(BaseModel):
@@ -54,10 +66,12 @@ def list_objections(rt: RuntimeDep, who: Annotated[Principal, Depends(principal)
 
 
 @router.get("/v1/objections/{objection_id}")
-def read_objection(rt: RuntimeDep, who: Annotated[Principal, Depends(principal)], objection_id: str) -> dict[str, Any]:
+def read_objection(
+    rt: RuntimeDep, who: Annotated[Principal, Depends(principal)], objection_id: RecordIdPath
+) -> dict[str, Any]:
     found = rt.objections.get(objection_id)
     if not _readable(who, found):
-        raise NotFound(f"no objection {objection_id}")  # another consumer's does not exist for you
+        raise NotFound("objection: no objection of yours has this id")  # another consumer's does not exist for you
     return found
 
 
@@ -65,7 +79,7 @@ def read_objection(rt: RuntimeDep, who: Annotated[Principal, Depends(principal)]
 def answer_objection(
     rt: RuntimeDep,
     who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
-    objection_id: str,
+    objection_id: RecordIdPath,
     body: ObjectionAnswer,
 ) -> dict[str, Any]:
     """Move an objection: open -> accepted or rejected; accepted -> corrected or rejected."""

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import require_role, runtime
+from gateway.api.schemas import NamePath, RecordIdPath
 from gateway.domain.policy import Grant, Name, PolicyBundle
 from gateway.domain.principal import Principal, Role
 from gateway.errors import NotFound
@@ -70,7 +71,7 @@ def propose_policy(rt: RuntimeDep, who: Admin, body: PolicyProposal) -> JSONResp
 
 
 @router.post("/policy/proposals/{proposal_id}/approve")
-def approve_policy(rt: RuntimeDep, who: Admin, proposal_id: str) -> JSONResponse:
+def approve_policy(rt: RuntimeDep, who: Admin, proposal_id: RecordIdPath) -> JSONResponse:
     """Approve another person's proposal; nobody approves their own, nor with a second account."""
     return _change(policy_admin.approve(rt, proposal_id, by=who.client_id))
 
@@ -82,10 +83,10 @@ def grants(rt: RuntimeDep, _who: Reader) -> dict[str, Any]:
 
 
 @router.get("/grants/{grant_id}")
-def grant(rt: RuntimeDep, _who: Reader, grant_id: str) -> dict[str, Any]:
+def grant(rt: RuntimeDep, _who: Reader, grant_id: NamePath) -> dict[str, Any]:
     found = policy_admin.current(rt).bundle.grants.get(grant_id)
     if found is None:
-        raise NotFound(f"no grant {grant_id!r}")
+        raise NotFound("grant: no grant of this id")
     return {"id": grant_id, "grant": found.model_dump(mode="json")}
 
 
@@ -97,7 +98,7 @@ def add_grant(rt: RuntimeDep, who: Admin, body: GrantProposal) -> JSONResponse:
 
 @router.delete("/grants/{grant_id}")
 def revoke_grant(
-    rt: RuntimeDep, who: Admin, grant_id: str, reason: Annotated[str, Query(min_length=1, max_length=500)]
+    rt: RuntimeDep, who: Admin, grant_id: NamePath, reason: Annotated[str, Query(min_length=1, max_length=500)]
 ) -> JSONResponse:
     """Revoke a grant: in force on the next request, in every process."""
     return _change(policy_admin.revoke_grant(rt, grant_id, by=who.client_id, reason=reason))

@@ -11,6 +11,7 @@ from gateway.api.deps import runtime
 from gateway.api.schemas import (
     CatalogDetailResponse,
     CatalogListResponse,
+    DatasetPath,
     HealthResponse,
     ReadinessResponse,
     SampleResponse,
@@ -73,7 +74,7 @@ def catalog_list(rt: RuntimeDep) -> CatalogListResponse:
 
 
 @router.get("/v1/catalog/{dataset}", response_model=CatalogDetailResponse, tags=["catalogue"])
-def catalog_detail(request: Request, rt: RuntimeDep, dataset: str) -> CatalogDetailResponse:
+def catalog_detail(request: Request, rt: RuntimeDep, dataset: DatasetPath) -> CatalogDetailResponse:
     found = catalog_view.detail(rt.catalog.get(dataset))
     note(request, dataset=dataset)
     return CatalogDetailResponse.model_validate(found)
@@ -83,7 +84,7 @@ def catalog_detail(request: Request, rt: RuntimeDep, dataset: str) -> CatalogDet
 def catalog_sample(
     request: Request,
     rt: RuntimeDep,
-    dataset: str,
+    dataset: DatasetPath,
     rows: Annotated[int, Query(ge=1, le=catalog_view.MAX_SAMPLE_ROWS)] = 20,
     seed: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> SampleResponse:

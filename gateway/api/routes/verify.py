@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import body_schema, json_body, principal
-from gateway.api.schemas import ReleasedResponse, VerifyRequest
+from gateway.api.schemas import NamePath, ReleasedResponse, VerifyRequest
 from gateway.ledger import Window
 from gateway.services import verification
 from gateway.services.runtime import Runtime
@@ -24,7 +24,7 @@ def rate_limit_headers(windows: tuple[Window, ...]) -> dict[str, str]:
 
 
 @router.post("/v1/verify/{service}", response_model=ReleasedResponse, openapi_extra=body_schema(VerifyRequest))
-async def verify(request: Request, service: str) -> Response:
+async def verify(request: Request, service: NamePath) -> Response:
     """Answer each claim with match, no_match (or not_found, where the service says so) per field.
 
     Invalid claims get an error naming their index and field; the others are still answered.

@@ -22,5 +22,5 @@ def job_files(code: str, kind: str) -> tuple[dict[str, bytes], str]:
 def service_of(bundle: PolicyBundle, name: str) -> JobService:
     service = bundle.job_services.get(name)
     if service is None:
-        raise NotFound(f"no job service named {name[:64]!r}")
+        raise NotFound("service: no job service of this name")
     return service
