@@ -38,6 +38,7 @@ from gateway.services import models as model_services
 from gateway.services import policy_admin, verification
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
+from gateway.services.token_throttle import Rate, TokenThrottle
 from gateway.settings import Settings, load_settings
 
 log = logging.getLogger("veilgate")
@@ -119,6 +120,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     )
     app.state.runtime = rt
     app.state.settings = settings
+    app.state.token_throttle = TokenThrottle(
+        per_client=Rate(settings.token_attempts_per_client),
+        per_address=Rate(settings.token_attempts_per_address),
+        overall=Rate(settings.token_attempts_overall),
+    )
     problems.install(app)
     # Matched in this order: the hot paths of consumers first.
     routers = (

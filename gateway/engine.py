@@ -597,6 +597,12 @@ class Domain:
                 return snap.lookup(key_column, key, columns)
         return list(held[1].get(key, ()))
 
+    def in_memory(self, dataset: str, version: str, key_column: str, columns: Sequence[str]) -> bool:
+        """Whether `find` with these would be a dict lookup (microseconds, fine on an event loop)
+        rather than an index build or a DuckDB query (to be run in a thread)."""
+        held = self._indexes.get((dataset, key_column, tuple(columns)))
+        return held is not None and held[0] == version and held[1] is not None
+
     def indexed(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
         """The lookup indexes held: (dataset, version, key column, columns)."""
         return [(dataset, held[0], key, columns) for (dataset, key, columns), held in self._indexes.items()]

@@ -28,6 +28,18 @@ class Settings(BaseSettings):
     audience: str = Field("veilgate-api", min_length=1, description="`aud` that access tokens must carry.")
     token_ttl_seconds: int = Field(900, ge=60, le=3600, description="Lifetime of an access token.")
     clock_leeway_seconds: int = Field(5, ge=0, le=120, description="Clock skew tolerated on `exp`/`nbf`.")
+    token_attempts_per_client: int = Field(
+        30, ge=1, le=100_000, description="Token requests a minute for one client id, checked before the secret."
+    )
+    token_attempts_per_address: int = Field(
+        300, ge=1, le=100_000, description="Token requests a minute from one source address, checked before the secret."
+    )
+    token_attempts_overall: int = Field(
+        1200,
+        ge=1,
+        le=1_000_000,
+        description="Token requests a minute to one server process, checked before the secret.",
+    )
     host: str = Field("127.0.0.1", description="Address `veilgate serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `veilgate serve` binds.")
     engine_threads: int = Field(2, ge=1, le=64, description="DuckDB threads per open dataset version.")

@@ -228,6 +228,21 @@ def warm_up(rt: Runtime) -> int:
     return warmed
 
 
+def scores_in_memory(rt: Runtime, model_name: str) -> bool:
+    """Whether `prepare_scoring` reads only memory (every feature's index is held), so that it may
+    run on the event loop; if not, it runs in a thread."""
+    model = policy_admin.current(rt).bundle.models.get(model_name)
+    if not isinstance(model, Scorer):
+        return True  # refused before any data is read
+    for feature in model.features.values():
+        record = rt.catalog.find(feature.dataset)
+        if record is None or record.version is None:
+            return True
+        if not rt.domain.in_memory(feature.dataset, record.version, feature.key, _feature_columns(feature)):
+            return False
+    return True
+
+
 def _score_one(rt: Runtime, model: Scorer, versions: dict[str, str], key: str, today: Any) -> tuple[Json, bool]:
     """The answer for one valid key (score and/or grade, or not_found), and whether it is known."""
     values: dict[str, Any] = {}

@@ -186,12 +186,23 @@ def _answer(
     if not rows:
         result = "not_found" if service.unknown_key is UnknownKey.NOT_FOUND else "no_match"
         return {"result": result, "fields": dict.fromkeys(claim.checks, False)}, False
-    row = max(rows, key=lambda r: r[-1]) if service.latest_by is not None else rows[0]
+    # A NULL in the `latest_by` column sorts before every value (None does not compare).
+    row = max(rows, key=lambda r: (r[-1] is not None, r[-1])) if service.latest_by is not None else rows[0]
     fields = {
         name: _matches(service.fields[name], asked, row[columns.index(service.fields[name].column)])
         for name, asked in claim.checks.items()
     }
     return {"result": "match" if all(fields.values()) else "no_match", "fields": fields}, True
+
+
+def answers_in_memory(rt: Runtime, service_name: str) -> bool:
+    """Whether `prepare` for this service reads only memory, so that it may run on the event
+    loop; if not (an index to build, a dataset too large for one), it runs in a thread."""
+    service = policy_admin.current(rt).bundle.verification_services.get(service_name)
+    record = None if service is None else rt.catalog.find(service.dataset)
+    if service is None or record is None or record.version is None:
+        return True  # refused before any data is read
+    return rt.domain.in_memory(service.dataset, record.version, service.keys[0], lookup_columns(service))
 
 
 def warm_up(rt: Runtime) -> int:

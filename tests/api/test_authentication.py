@@ -14,8 +14,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 
+from gateway.clients import ClientStore
 from gateway.domain.principal import Role
+from gateway.errors import RateLimited
 from gateway.services.authentication import mint_token
+from gateway.services.token_throttle import Rate, TokenThrottle
 from gateway.signing import KeyRing
 from tests.conftest import Installation, bearer, get_token
 
@@ -277,3 +280,61 @@ def test_key_files_readable_by_others_are_refused(installation: Installation) ->
 
     with pytest.raises(ConfigurationError, match="readable by others"):
         KeyRing.load(installation.settings.token_keys_dir)
+
+
+def _token_form(client_id: str, given: str | None = None) -> dict[str, str]:
+    return {"grant_type": "client_credentials", "client_id": client_id, "client_secret": given or "wrong"}
+
+
+def test_token_requests_are_limited_before_the_secret_is_hashed(
+    installation: Installation, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = installation.settings.model_copy(
+        update={"token_attempts_per_client": 3, "token_attempts_per_address": 5, "token_attempts_overall": 1000}
+    )
+    client: TestClient = make_client(settings)
+    hashed: list[str] = []
+    checker = ClientStore.check_credentials
+
+    def counting(self: ClientStore, client_id: str, secret: str) -> Any:
+        hashed.append(client_id)
+        return checker(self, client_id, secret)
+
+    monkeypatch.setattr(ClientStore, "check_credentials", counting)
+    secret = installation.credentials["demo-admin"]
+    # Per client id: three tries of one id, right secret or wrong; the fourth is refused unhashed.
+    statuses = [client.post("/v1/token", data=_token_form("demo-admin", s)).status_code for s in ("x", "y", secret)]
+    assert statuses == [401, 401, 200]
+    refused = client.post("/v1/token", data=_token_form("demo-admin", secret))
+    assert refused.status_code == 429 and hashed == ["demo-admin"] * 3
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("/rate-limited") and int(refused.headers["retry-after"]) >= 1
+    assert "demo-admin" not in refused.text and "testclient" not in refused.text
+    # Per source address: two more ids from the same address, then every id is refused unhashed.
+    for other in ("guess-1", "guess-2"):
+        assert client.post("/v1/token", data=_token_form(other)).status_code == 401
+    for other in ("guess-3", "demo-business"):
+        assert client.post("/v1/token", data=_token_form(other)).status_code == 429
+    assert hashed == ["demo-admin"] * 3 + ["guess-1", "guess-2"]
+
+
+def test_the_token_throttle_refills_and_counts_only_what_it_admits() -> None:
+    now = [0.0]
+    throttle = TokenThrottle(per_client=Rate(2), per_address=Rate(60), overall=Rate(600), clock=lambda: now[0])
+    throttle.admit("a", "10.0.0.1")
+    throttle.admit("a", "10.0.0.1")
+    with pytest.raises(RateLimited) as refused:
+        throttle.admit("a", "10.0.0.1")
+    assert refused.value.headers["Retry-After"] == "30"  # 2 a minute: one more in 30 s
+    for _ in range(5):  # refusals of `a` did not use up the address's allowance
+        with pytest.raises(RateLimited):
+            throttle.admit("a", "10.0.0.1")
+    for index in range(58):
+        throttle.admit(f"b{index}", "10.0.0.1")
+    with pytest.raises(RateLimited, match="address limit"):
+        throttle.admit("c", "10.0.0.1")
+    throttle.admit("c", "10.0.0.2")  # another address is not affected
+    now[0] = 30.0
+    throttle.admit("a", "10.0.0.3")  # refilled
+    with pytest.raises(RateLimited, match="client_id limit"):
+        throttle.admit("a", "10.0.0.3")

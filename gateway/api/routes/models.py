@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -36,7 +37,11 @@ async def score(request: Request, model: NamePath) -> Response:
     audit_note = AuditNote()
     call = models.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
     try:
-        prepared = models.prepare_scoring(rt, who, allowed_event(request), call, audit_note)
+        event = allowed_event(request)
+        if models.scores_in_memory(rt, model):
+            prepared = models.prepare_scoring(rt, who, event, call, audit_note)
+        else:  # an index to build or DuckDB lookups: off the event loop
+            prepared = await asyncio.to_thread(models.prepare_scoring, rt, who, event, call, audit_note)
         admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
     finally:
         note(request, service=audit_note.service, subjects=audit_note.subjects)

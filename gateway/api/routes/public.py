@@ -20,6 +20,7 @@ from gateway.api.schemas import (
 from gateway.errors import InvalidRequest, NotReady
 from gateway.services import authentication, catalog_view
 from gateway.services.runtime import Runtime
+from gateway.services.token_throttle import TokenThrottle
 
 router = APIRouter()
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
@@ -55,6 +56,9 @@ def token(
     """OAuth2 client credentials grant: a short-lived EdDSA-signed JWT."""
     if grant_type != "client_credentials":
         raise InvalidRequest("grant_type must be client_credentials")
+    # Before the secret is hashed (scrypt): see `token_throttle`.
+    throttle: TokenThrottle = request.app.state.token_throttle
+    throttle.admit(client_id, request.client.host if request.client else "unknown")
     grant = authentication.issue_token(
         rt.clients,
         rt.token_keys,

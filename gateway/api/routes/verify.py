@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -44,7 +46,11 @@ async def verify(request: Request, service: NamePath) -> Response:
     # Async, awaiting the two durable steps (ledger, audit leaf) instead of blocking a thread:
     # the CPU work is a fraction of a millisecond, and thread hops under load cost more.
     try:
-        prepared = verification.prepare(rt, who, allowed_event(request), call, audit_note)
+        event = allowed_event(request)
+        if verification.answers_in_memory(rt, service):
+            prepared = verification.prepare(rt, who, event, call, audit_note)
+        else:  # an index to build or DuckDB lookups: off the event loop
+            prepared = await asyncio.to_thread(verification.prepare, rt, who, event, call, audit_note)
         admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
     finally:  # what the leaf records, refusals included
         note(request, service=audit_note.service, subjects=audit_note.subjects)
