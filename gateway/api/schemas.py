@@ -39,6 +39,13 @@ Number = (
 
 CheckInteger = Annotated[StrictInt, Field(ge=-MAX_POSITION, le=MAX_POSITION)]
 
+Bound = (
+    Annotated[StrictStr, Field(min_length=1, max_length=40)]
+    | Annotated[StrictInt, Field(ge=-MAX_POSITION, le=MAX_POSITION)]
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+)
+"""An end of a range: a number or a date (text), strict and bounded as `Number`."""
+
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -255,8 +262,8 @@ class FreezeListResponse(_Response):
 class RangeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: Number | None = Field(None, alias="from", description="Inclusive lower end.")
-    to: Number | None = Field(None, description="Inclusive upper end.")
+    from_: Bound | None = Field(None, alias="from", description="Inclusive lower end.")
+    to: Bound | None = Field(None, description="Inclusive upper end.")
 
 
 class AggregateParameters(BaseModel):

@@ -88,7 +88,7 @@ def test_an_idempotency_key_replays_the_first_answer_byte_for_byte(research: Cal
     [
         ({"parameters": {"group_by": ["person_id"]}}, "parameters.group_by"),
         ({"parameters": {"group_by": ["region", "industry", "paid"]}}, "group_by"),
-        ({"parameters": {"filters": {"person_id": ["x"]}}}, "parameters.filters.person_id"),
+        ({"parameters": {"filters": {"person_id": ["x"]}}}, "parameters.filters: a column is not a filter"),
         ({"parameters": {"filters": {"industry": ["Z"]}}}, "parameters.filters.industry"),
         ({"parameters": {"filters": {"industry": []}}}, "parameters.filters.industry"),
         ({"parameters": {"filters": {"month": {"from": "2019-01-01"}}}}, "parameters.filters.month"),
@@ -99,7 +99,7 @@ def test_an_idempotency_key_replays_the_first_answer_byte_for_byte(research: Cal
         ({"parameters": {"filters": {"month": {"from": "yesterday"}}}}, "parameters.filters.month.from"),
         ({"parameters": {"filters": {"month": ["2025-01-01"]}}}, "parameters.filters.month"),
         ({"parameters": {"filters": {"paid": ["yes"]}}}, "parameters.filters.paid"),
-        ({"parameters": {"sample": 10}}, "sample"),
+        ({"parameters": {"sample": 10}}, '"body.parameters", "message": "an unknown field'),
         ({"epsilon": "3"}, "epsilon"),
         ({"epsilon": "0"}, "epsilon"),
         ({"epsilon": "-1"}, "epsilon"),
@@ -109,7 +109,7 @@ def test_an_idempotency_key_replays_the_first_answer_byte_for_byte(research: Cal
         ({"epsilon": "lots"}, "epsilon"),
         ({"max_interval_width": 5}, "max_interval_width"),
         ({"max_interval_width": -5}, "max_interval_width"),
-        ({"unexpected": 1}, "unexpected"),
+        ({"unexpected": 1}, '"body", "message": "an unknown field'),
     ],
 )
 def test_what_the_template_does_not_allow_is_refused_without_charge(
