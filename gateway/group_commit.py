@@ -59,6 +59,22 @@ Settle = Callable[[BaseException | None], None]
 """Given how the COMMIT ended (None: durable), tells every caller of a batch its outcome."""
 
 
+CHECK_AFTER_IDLE_SECONDS = 1.0
+"""A writer's connection idle this long is checked (one `SELECT 1`) before its next batch: one
+cut meanwhile (a database restart, a failover) is replaced before it fails a batch. Under load
+batches follow each other and nothing is checked."""
+
+
+def _sound(conn: Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.close()
+        return False
+    return True
+
+
 class GroupCommitter(Generic[Item, Conn]):
     """`begin`: the statements that open a batch's transaction and take the store's write lock
     (SQLite: BEGIN IMMEDIATE; PostgreSQL: BEGIN and an advisory lock)."""
@@ -100,6 +116,7 @@ class GroupCommitter(Generic[Item, Conn]):
 
     def _loop(self) -> None:
         conn: Conn | None = None
+        used = time.monotonic()
         try:
             while True:
                 first = self._queue.get()
@@ -116,9 +133,12 @@ class GroupCommitter(Generic[Item, Conn]):
                         break
                     batch.append(item)
                 try:
+                    if conn is not None and time.monotonic() - used > CHECK_AFTER_IDLE_SECONDS and not _sound(conn):
+                        conn = None
                     if conn is None:
                         conn = self._connect()
                     self._write(conn, batch)
+                    used = time.monotonic()
                 except Exception as exc:  # nothing of the batch is durable: every caller learns it
                     self._fail(batch, exc)
                     # A connection that failed may be broken (a database server restarted): the
@@ -318,6 +338,7 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
         self._limit = limit
         self._begin = begin
         self._conn: AsyncConn | None = None
+        self._used = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Item] = []
         self._task: asyncio.Task[None] | None = None
@@ -356,6 +377,11 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
             self._task = None
 
     async def _write(self, batch: list[Item]) -> Settle:
+        if self._conn is not None and time.monotonic() - self._used > CHECK_AFTER_IDLE_SECONDS:
+            try:  # idle a while: cut meanwhile? (see CHECK_AFTER_IDLE_SECONDS)
+                await self._conn.execute("SELECT 1")
+            except Exception:
+                self._drop()
         if self._conn is None:
             self._conn = await self._connect()
         conn = self._conn
@@ -370,6 +396,7 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             raise
+        self._used = time.monotonic()
         return settle
 
     def _drop(self) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +45,20 @@ def driver() -> ModuleType:
     return psycopg
 
 
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+"""libpq's TCP settings on every connection: a peer that vanished (a failover, a cut cable)
+is noticed within about a minute, idle or not, instead of when the kernel gives up (hours)."""
+
+POOL_TIMEOUT_SECONDS = 5.0
+"""How long a pooled store waits for a connection before it answers 503."""
+
+
 def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnection:
     """An autocommit connection whose search path is `schema` (created if missing).
 
@@ -51,7 +66,7 @@ def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnecti
     """
     psycopg = driver()
     try:
-        conn: PgConnection = psycopg.connect(dsn, autocommit=True, application_name=name)
+        conn: PgConnection = psycopg.connect(dsn, autocommit=True, application_name=name, **KEEPALIVES)
         # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
         identifier = psycopg.sql.Identifier(schema)
         conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
@@ -65,13 +80,73 @@ async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -
     """`connect`, for the event loop (`group_commit.AsyncCommitter`)."""
     psycopg = driver()
     try:
-        conn: PgAsyncConnection = await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name=name)
+        conn: PgAsyncConnection = await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, application_name=name, **KEEPALIVES
+        )
         identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
         await conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
         await conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
     except psycopg.Error as exc:
         raise DependencyError(unavailable) from exc
     return AsyncDb(conn)
+
+
+class Pool:
+    """Connections of one store from psycopg_pool: each checked when taken (a connection cut by
+    a restart or a failover is replaced, not handed out), reopened in the background while the
+    server is away, and closed after `max_idle`. A transaction that fails on the network raises
+    DependencyError; the next one gets a sound connection."""
+
+    def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str, max_size: int = 4) -> None:
+        psycopg = driver()
+        try:
+            from psycopg_pool import ConnectionPool  # noqa: PLC0415 - optional, with the driver
+        except ImportError:
+            raise ConfigurationError("PostgreSQL is configured but psycopg_pool is not installed: "
+                                     "pip install 'veilgate[postgres]'") from None  # fmt: skip
+        self._psycopg = psycopg
+        self._unavailable = unavailable
+        identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
+
+        def configure(conn: PgConnection) -> None:
+            conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+            conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+
+        self._pool: Any = ConnectionPool(
+            dsn,
+            kwargs={"autocommit": True, "application_name": name, **KEEPALIVES},
+            min_size=1,
+            max_size=max_size,
+            configure=configure,
+            check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT_SECONDS,
+            reconnect_timeout=3600.0,
+            name=name,
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+        except Exception as exc:  # the pool's timeout, or the server refused
+            self._pool.close()
+            raise DependencyError(unavailable) from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        """One transaction on a checked connection: committed when the block ends, rolled back
+        if it raises; a network failure or an exhausted pool is DependencyError."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (self._psycopg.OperationalError, self._pool_timeout()) as exc:
+            raise DependencyError(self._unavailable) from exc
+
+    def _pool_timeout(self) -> type[Exception]:
+        from psycopg_pool import PoolTimeout  # noqa: PLC0415 - optional, with the driver
+
+        return PoolTimeout
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 Item = TypeVar("Item")
@@ -310,6 +385,10 @@ _RELISTEN_SECONDS = 1.0
 """After a failure, how long the listener waits before it connects again."""
 _WAKE_SECONDS = 0.05
 """How often the listener looks for new values to watch, and whether it should stop."""
+HEARTBEAT_SECONDS = 10.0
+"""How often the listener proves its connection (a query must come back) and reads every value
+again: a notice lost on a connection that died without a word (half-open: no error, no notice)
+is made up for within this, and the TCP settings (`KEEPALIVES`) end such a connection."""
 
 
 class Watched(Generic[Value]):
@@ -432,6 +511,7 @@ class _Listener:
             try:
                 conn = self._connect()
                 channels: set[str] = set()
+                beat = time.monotonic()
                 while not self._stopping.is_set():
                     serving = self._serving()
                     for watched in serving:
@@ -446,6 +526,11 @@ class _Listener:
                         for watched in serving:
                             if watched.channel == notice.channel:
                                 watched._reload()
+                    if time.monotonic() - beat >= HEARTBEAT_SECONDS:
+                        conn.execute("SELECT 1")  # raises on a dead connection: read on each use, reconnect
+                        for watched in serving:  # whatever a lost notice would have said
+                            watched._reload()
+                        beat = time.monotonic()
             except Exception:  # any failure: read on every use, and try again
                 for watched in self._serving():
                     watched.set_live(False)

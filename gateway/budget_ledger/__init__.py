@@ -29,7 +29,7 @@ from gateway.budget_ledger.releases import Holding, IdempotentReplay, ReleaseSto
 from gateway.budget_ledger.spending import Label, SpendingRow, SpendingStore
 from gateway.budget_ledger.store import Cursor
 from gateway.domain.budget import Accounts, Amount
-from gateway.errors import BudgetExhausted, Conflict, DependencyError, NotFound
+from gateway.errors import BudgetExhausted, Conflict, NotFound
 from gateway.sqlite_files import immediate, open_wal, reading
 
 _SCHEMA = (
@@ -277,16 +277,16 @@ class PostgresBudgetLedger(BudgetLedger):
     select_reservation = BudgetLedger.select_reservation + " FOR UPDATE"
 
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
-        self._psycopg = postgres_db.driver()
-        self._conn = postgres_db.connect(dsn, schema, name="veilgate-budget", unavailable=_UNAVAILABLE)
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
-        self._lock = threading.Lock()
+        # Pooled: a connection cut by a restart or a failover is replaced before it is used.
+        self._pool = postgres_db.Pool(dsn, schema, name="veilgate-budget", unavailable=_UNAVAILABLE)
+        with self._pool.transaction() as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
 
     def import_from(self, source: Path) -> int | None:
         """Copy an installation's SQLite budget ledger here, if this one is empty (else None)."""
-        with self._lock, self._conn.transaction():
-            db = postgres_db.Db(self._conn)
+        with self._pool.transaction() as conn:
+            db = postgres_db.Db(conn)
             return postgres_db.copy_tables(db, source, _TABLES) if postgres_db.is_empty(db, _TABLES) else None
 
     def _q(self, sql: str) -> str:
@@ -294,15 +294,11 @@ class PostgresBudgetLedger(BudgetLedger):
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
-        with self._lock:
-            try:
-                with self._conn.transaction():
-                    yield self._conn
-            except self._psycopg.OperationalError as exc:
-                raise DependencyError(_UNAVAILABLE) from exc
+        with self._pool.transaction() as conn:
+            yield conn
 
     def close(self) -> None:
-        self._conn.close()
+        self._pool.close()
 
 
 def open_budget_ledger(path: Path, *, dsn: str | None = None, schema: str = "veilgate") -> BudgetLedger:

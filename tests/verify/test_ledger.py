@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway import group_commit
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, RateLimited
 from gateway.ledger import (
@@ -275,9 +276,11 @@ def test_a_batch_beyond_one_read_chunk_is_counted_exactly(ledger: Ledger) -> Non
 
 @pytest.mark.postgres
 @needs_pg
-def test_postgres_ledger_recovers_when_its_connections_are_cut() -> None:
+def test_postgres_ledger_recovers_when_its_connections_are_cut(monkeypatch: pytest.MonkeyPatch) -> None:
     """A database restart or failover: the batch in flight fails (503, nothing counted), the next
-    one runs on a new connection."""
+    one runs on a new connection. (An idle writer checks its connection first; not here, so that
+    the batch meets the cut.)"""
+    monkeypatch.setattr(group_commit, "CHECK_AFTER_IDLE_SECONDS", 3600.0)
     with pg_schema() as schema:
         ledger = open_at(("postgres", schema))
         try:
