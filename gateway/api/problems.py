@@ -49,6 +49,10 @@ def problem(
 
 
 _SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
+_UNION_TAGS = frozenset(
+    f"{prefix}{kind}" for prefix in ("", "constrained-") for kind in ("str", "int", "float", "bool", "bytes", "decimal")
+)
+"""pydantic's names for the members of a union in a location (`body.epsilon.constrained-str`)."""
 
 
 def _public_names(request: Request) -> frozenset[str]:
@@ -56,7 +60,7 @@ def _public_names(request: Request) -> frozenset[str]:
     app = request.app
     names: frozenset[str] | None = getattr(app.state, "public_field_names", None)
     if names is None:
-        found: set[str] = set(_SOURCES)
+        found: set[str] = set(_SOURCES | _UNION_TAGS)
         _collect(app.openapi(), found)
         names = frozenset(found)
         app.state.public_field_names = names
@@ -65,6 +69,9 @@ def _public_names(request: Request) -> frozenset[str]:
 
 def _collect(node: Any, found: set[str]) -> None:
     if isinstance(node, dict):
+        for definitions in ("schemas", "$defs"):  # model names: a union's member in a location
+            if isinstance(node.get(definitions), dict):
+                found.update(str(k) for k in node[definitions])
         properties = node.get("properties")
         if isinstance(properties, dict):
             found.update(str(k) for k in properties)
