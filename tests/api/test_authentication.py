@@ -14,12 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 
-from gateway.clients import ClientStore
 from gateway.domain.principal import Role
 from gateway.errors import RateLimited
 from gateway.services.authentication import mint_token
 from gateway.services.token_throttle import Rate, TokenThrottle
 from gateway.signing import KeyRing
+from gateway.state.accounts import AccountRules
 from tests.conftest import Installation, bearer, get_token
 
 
@@ -294,13 +294,13 @@ def test_token_requests_are_limited_before_the_secret_is_hashed(
     )
     client: TestClient = make_client(settings)
     hashed: list[str] = []
-    checker = ClientStore.check_credentials
+    checker = AccountRules.check_credentials
 
-    def counting(self: ClientStore, client_id: str, secret: str) -> Any:
+    def counting(self: AccountRules, client_id: str, secret: str) -> Any:
         hashed.append(client_id)
         return checker(self, client_id, secret)
 
-    monkeypatch.setattr(ClientStore, "check_credentials", counting)
+    monkeypatch.setattr(AccountRules, "check_credentials", counting)
     secret = installation.credentials["demo-admin"]
     # Per client id: three tries of one id, right secret or wrong; the fourth is refused unhashed.
     statuses = [client.post("/v1/token", data=_token_form("demo-admin", s)).status_code for s in ("x", "y", secret)]
