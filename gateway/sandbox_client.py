@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import functools
 import json
 import logging
@@ -136,20 +137,36 @@ def clean_up(work_dir: Path, job_uids: tuple[int, int] = DEFAULT_JOB_UIDS) -> in
 
 
 _uids_lock = threading.Lock()
-_uids_in_use: set[int] = set()
+_uids_in_use: dict[int, IO[str]] = {}
+"""The uids this process runs jobs as, each with its lock file held (other processes skip it)."""
 
 
 def _claim_uid(job_uids: tuple[int, int]) -> int:
     first, last = job_uids
     if first < 1000 or last < first:
         raise ServiceUnavailable("sandbox_job_uids: give a first and a last uid, from 1000 up")
+    directory = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
     with _uids_lock:
-        busy = {p.uid for p in job_processes.processes()} | _uids_in_use
+        busy = {p.uid for p in job_processes.processes()} | set(_uids_in_use)
         for uid in range(first, last + 1):
-            if uid not in busy:
-                _uids_in_use.add(uid)
-                return uid
+            if uid in busy:
+                continue
+            held = (directory / f"veilgate-job-uid-{uid}.lock").open("a")
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.close()
+                continue
+            _uids_in_use[uid] = held
+            return uid
     raise ServiceUnavailable("every job uid is in use; jobs run again once one ends")
+
+
+def _release_uid(uid: int) -> None:
+    with _uids_lock:
+        held = _uids_in_use.pop(uid, None)
+    if held is not None:
+        held.close()
 
 
 def run(
@@ -203,9 +220,10 @@ def run(
         if seccomp is not None:
             os.close(seccomp)
         if uid is not None:
-            job_processes.kill_all([uid])
-            with _uids_lock:
-                _uids_in_use.discard(uid)
+            try:
+                job_processes.kill_all([uid])
+            finally:
+                _release_uid(uid)
         shutil.rmtree(job, ignore_errors=True)
 
 
