@@ -83,10 +83,13 @@ class PolicyStore:
         return found
 
     def propose(
-        self, bundle: PolicyBundle, *, by: str, identity: str, note: str, approvals_required: int, base: str | None
-    ) -> Change:
+        self, bundle: PolicyBundle, *, by: str, identity: str | None, note: str, approvals_required: int,
+        base: str | None,
+    ) -> Change:  # fmt: skip
         """Record a proposal made from the version `base`; with one approval required, the
-        proposer's own is enough. `identity`: the person (or organisation) behind `by`."""
+        proposer's own is enough. `identity`: the person (or organisation) behind `by`, or None
+        when no account made it (the command line, SIGHUP): then it counts as nobody's approval,
+        and every approval must come from an administrator's account."""
         version = self._store(bundle)
         with self._changing() as state:
             _check_base(state, base)
@@ -99,11 +102,11 @@ class PolicyStore:
                 "proposed_by": by,
                 "proposed_at": _now(),
                 "note": note,
-                "approvals": [by],
-                "identities": [identity],
+                "approvals": [by] if identity is not None else [],
+                "identities": [identity] if identity is not None else [],
                 "diff": self._diff(state["active"], bundle),
             }
-            if approvals_required <= 1:
+            if approvals_required <= 1 and identity is not None:
                 self._activate(state, version, proposal, reason=note)
                 return Change(version, proposal)
             state["proposals"][proposal["id"]] = proposal

@@ -274,7 +274,7 @@ def _jail_command(
 ) -> list[str]:
     command = [
         "bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "job",
+        "--unshare-cgroup-try", "--disable-userns", "--assert-userns-disabled", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "job",
         "--uid", str(JAIL_UID), "--gid", str(JAIL_UID), "--proc", "/proc", "--dev", "/dev",
         "--remount-ro", "/dev",
     ]  # fmt: skip
@@ -431,7 +431,7 @@ def _read_outputs(written: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     try:
         loaded = json.loads(written.read_text())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deep enough to exhaust the parser
         return None, "the outputs file is not valid JSON"
     if isinstance(loaded, dict) and loaded.get("protocol") == 1 and isinstance(loaded.get("outputs"), dict):
         return loaded["outputs"], None

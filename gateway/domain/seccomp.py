@@ -50,6 +50,8 @@ ABIS = {
             "keyctl": 250,
             "perf_event_open": 298,
             "bpf": 321,
+            "memfd_create": 319,  # memory in files no process maps: the memory watch cannot see it
+            "shmget": 29,  # SysV shared memory held while unmapped: the same
         }
         | _IO_URING,
         x32_bit=True,
@@ -64,6 +66,8 @@ ABIS = {
             "keyctl": 219,
             "perf_event_open": 241,
             "bpf": 280,
+            "memfd_create": 279,
+            "shmget": 194,
         }
         | _IO_URING,
         x32_bit=False,

@@ -36,9 +36,11 @@ def _checked(rt: Runtime, bundle: PolicyBundle) -> PolicyBundle:
 
 
 def propose(rt: Runtime, bundle: PolicyBundle, *, by: str, note: str, base: str | None) -> Change:
-    """A proposal made from the version `base`: refused (409) if another is in force by now."""
+    """A proposal made from the version `base`: refused (409) if another is in force by now. A
+    proposal of no account (`cli:<user>`, `sighup`) counts as nobody's approval."""
+    identity = rt.clients.identity_of(by) if rt.clients.find(by) is not None else None
     return rt.policy_store.propose(
-        _checked(rt, bundle), by=by, identity=rt.clients.identity_of(by), note=note,
+        _checked(rt, bundle), by=by, identity=identity, note=note,
         approvals_required=rt.settings.policy_approvals, base=base,
     )  # fmt: skip
 

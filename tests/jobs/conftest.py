@@ -7,17 +7,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.jobs import AWAITING_CHECK
+from gateway.jobs import AWAITING_CHECK, JobStore, PostgresJobStore, SqliteJobStore
 from gateway.sandbox_client import isolation_problem
 from gateway.services import job_worker
-from tests.conftest import REPO, Installation, bearer, get_token
+from tests.conftest import ON_POSTGRES, REPO, Installation, bearer, get_token, store_handles
 
 EXAMPLE_TABLES: list[dict[str, Any]] = json.loads(
     (REPO / "sandbox" / "examples" / "enterprises_by_status.tables.json").read_text()
@@ -132,3 +133,14 @@ def jobs_gateway(installation: Installation, bundle_app: Callable[..., TestClien
         return Jobs(client, installation, headers)
 
     return factory
+
+
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], JobStore]]:
+    """A factory: every call opens another handle on one job store (SQLite or PostgreSQL)."""
+    with store_handles(
+        request.param,
+        lambda: SqliteJobStore(tmp_path / "jobs.sqlite3"),
+        lambda dsn, schema: PostgresJobStore(dsn, schema=schema),
+    ) as factory:
+        yield factory

@@ -4,26 +4,13 @@ Reviews and runs race through several handles (processes, or replicas) and none 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from gateway.errors import Conflict, NotFound
-from gateway.jobs import Job, JobStore, PostgresJobStore, SqliteJobStore
-from tests.conftest import ON_POSTGRES, store_handles
-
-
-@pytest.fixture(params=["sqlite", ON_POSTGRES])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], JobStore]]:
-    """A factory: every call opens another handle on one store."""
-    with store_handles(
-        request.param,
-        lambda: SqliteJobStore(tmp_path / "jobs.sqlite3"),
-        lambda dsn, schema: PostgresJobStore(dsn, schema=schema),
-    ) as factory:
-        yield factory
+from gateway.jobs import Job, JobStore
 
 
 def submit(store: JobStore, submitter: str = "demo-researcher") -> Job:

@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,9 @@ from gateway.domain import sdc
 from gateway.domain.jobs import DisclosureControl
 from gateway.engine import version_path
 from gateway.errors import Conflict, NotFound
-from gateway.jobs import AWAITING_CHECK, JobStore, PostgresJobStore, SqliteJobStore
+from gateway.jobs import AWAITING_CHECK, JobStore
 from gateway.services.jobs import output_checking
-from tests.conftest import ON_POSTGRES, REPO, store_handles
+from tests.conftest import REPO
 from tests.jobs.conftest import EXAMPLE_TABLES, Jobs, needs_isolation
 
 EXAMPLE = (REPO / "sandbox" / "examples" / "enterprises_by_status.py").read_text()
@@ -161,16 +161,6 @@ def test_bad_declarations_are_refused_at_submission_naming_the_rule_not_the_valu
     assert mismatch.status_code == 422 and "outputs:" in mismatch.json()["detail"]
     dp = jobs.submit("print(1)\n", service="labour-analysis", datasets=["social_insurance"], tables=EXAMPLE_TABLES)
     assert dp.status_code == 422 and "tables:" in dp.json()["detail"]
-
-
-@pytest.fixture(params=["sqlite", ON_POSTGRES])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], JobStore]]:
-    with store_handles(
-        request.param,
-        lambda: SqliteJobStore(tmp_path / "jobs.sqlite3"),
-        lambda dsn, schema: PostgresJobStore(dsn, schema=schema),
-    ) as factory:
-        yield factory
 
 
 def _held_job(store: JobStore, submitter: str = "admin-s") -> str:

@@ -145,7 +145,11 @@ def test_rollback_and_reload_from_disk(gateway_for: Callable[..., Gateway]) -> N
     assert gw.verify(_claim(gw), purpose="merchant_onboarding").status_code == 403  # not before approval
     (waiting,) = _bundle(gw)["proposals"]
     approved = gw.client.post(f"/v1/admin/policy/proposals/{waiting['id']}/approve", headers=_admin(gw))
-    assert approved.status_code == 200
+    assert approved.status_code == 202  # recorded, not yet in force
+    # the command line is nobody's approval: the admin who ran it approving is one of two
+    assert gw.verify(_claim(gw), purpose="merchant_onboarding").status_code == 403
+    second = f"/v1/admin/policy/proposals/{waiting['id']}/approve"
+    assert gw.client.post(second, headers=_admin(gw, "demo-approver")).status_code == 200
     assert gw.verify(_claim(gw), purpose="merchant_onboarding").status_code == 200
     data["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
     grants_file.write_text(yaml.safe_dump(data, allow_unicode=True))
@@ -230,8 +234,12 @@ def test_sighup_proposes_a_reload_and_a_failed_reload_keeps_the_last_good_bundle
         assert version(base) == first
         (proposal,) = proposals()
         assert proposal["proposed_by"] == "sighup" and proposal["base"] == first
-        approved = httpx2.post(f"{base}/v1/admin/policy/proposals/{proposal['id']}/approve", headers=admin)
-        assert approved.status_code == 200, approved.text
+        approve = f"{base}/v1/admin/policy/proposals/{proposal['id']}/approve"
+        approved = httpx2.post(approve, headers=admin)
+        assert approved.status_code == 202, approved.text
+        assert version(base) == first  # SIGHUP is nobody's approval: one admin is not enough
+        other = {"Authorization": f"Bearer {token_of('demo-approver')}"}
+        assert httpx2.post(approve, headers=other).status_code == 200
         second = version(base)
         assert second != first
         data["grants"]["bank-sme-credit-2026"]["consumer"] = "ghost"
