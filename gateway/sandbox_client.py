@@ -274,7 +274,8 @@ def _jail_command(
 ) -> list[str]:
     command = [
         "bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--disable-userns", "--assert-userns-disabled", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "job",
+        "--unshare-cgroup-try", "--disable-userns", "--assert-userns-disabled",
+        "--die-with-parent", "--new-session", "--clearenv", "--hostname", "job",
         "--uid", str(JAIL_UID), "--gid", str(JAIL_UID), "--proc", "/proc", "--dev", "/dev",
         "--remount-ro", "/dev",
     ]  # fmt: skip
