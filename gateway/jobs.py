@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import postgres_db
-from gateway.domain.sdc import output_decisions, pending_outputs
+from gateway.domain.sdc import current_checks, output_decisions, pending_outputs
 from gateway.errors import Conflict, NotFound
 from gateway.sqlite_files import immediate, open_wal
 
@@ -335,7 +335,8 @@ class JobStore:
             if output not in pending_outputs(job.held):
                 raise NotFound("no held output of that name: see the job's held outputs")
             if any(
-                r.get("output") == output and identity_of(r["reviewer"]) == identity_of(checker) for r in job.reviews
+                r.get("output") == output and identity_of(r["reviewer"]) == identity_of(checker)
+                for r in current_checks(job.reviews)
             ):
                 raise Conflict("you have checked this output already: another output checker must")
             reviews = [*job.reviews, {"reviewer": checker, "decision": decision, "output": output, "reason": reason,

@@ -111,8 +111,11 @@ class ReleaseStore(Store):
                     self._q("INSERT INTO release_holds VALUES (?, ?, ?) ON CONFLICT (query_key) DO NOTHING"),
                     (key, holder, created),
                 )
-                ((owner,),) = self._rows(cur, "SELECT holder FROM release_holds WHERE query_key = ?", (key,))
-                if owner != holder:
+                owners = self._rows(cur, "SELECT holder FROM release_holds WHERE query_key = ?", (key,))
+                # PostgreSQL reads each statement afresh: a hold that conflicted with the INSERT
+                # may be dropped by its holder before the SELECT, leaving no row. Busy either way:
+                # the caller waits and asks again.
+                if not owners or owners[0][0] != holder:
                     busy.append(key)
             if busy:  # all or none: a batch never holds some keys while it waits for others
                 cur.execute(self._q("DELETE FROM release_holds WHERE holder = ?"), (holder,))

@@ -29,6 +29,7 @@ class Reason(StrEnum):
     NOT_AS_DECLARED = "withheld: not as declared"
     NOT_A_COUNT = "withheld: counts are whole numbers from 0 to 2^53"
     OUTPUT_CHECK = "withheld: by output checking"
+    NOTHING_PASSED = "withheld: nothing passed the automatic checks"
     BUDGET = "withheld: privacy budget"
     NOT_RUN = "withheld: the job did not complete"
     TIME_LIMIT = "failed: time limit"

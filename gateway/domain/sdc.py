@@ -274,6 +274,13 @@ def pending_outputs(held: Mapping[str, Any] | None) -> list[str]:
     return [name for name, result in outputs.items() if isinstance(result, dict) and result.get("status") == "held"]
 
 
+def current_checks(reviews: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The output checks of the job's current run: those recorded since its last requeue. A
+    check is of the values a checker saw; a run after a requeue writes new values."""
+    last = max((i for i, r in enumerate(reviews) if r.get("decision") == "requeue"), default=-1)
+    return [r for r in reviews[last + 1 :] if r.get("output") is not None]
+
+
 def output_decisions(
     pending: Sequence[str], checks: Sequence[Mapping[str, Any]], identity_of: Callable[[str], str] = str
 ) -> dict[str, str | None]:
@@ -281,8 +288,9 @@ def output_decisions(
     (two different people released it: `identity_of` maps an account to its person), `withheld`
     (a checker withheld it), or None (waiting)."""
     out: dict[str, str | None] = {}
+    current = current_checks(checks)
     for name in pending:
-        mine = [c for c in checks if c.get("output") == name]
+        mine = [c for c in current if c.get("output") == name]
         if any(c["decision"] == "withhold" for c in mine):
             out[name] = "withheld"
         elif len({identity_of(c["reviewer"]) for c in mine if c["decision"] == "release"}) >= CHECKERS:

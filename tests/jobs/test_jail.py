@@ -278,3 +278,12 @@ def test_the_seccomp_filter_checks_the_architecture_then_the_call(machine: str) 
         assert _evaluate(program, abi.audit_arch, seccomp.X32_SYSCALL_BIT) == refused
     with pytest.raises(ValueError, match="architecture"):
         seccomp.job_filter("sparc")
+
+
+def test_outputs_nested_past_the_parser_are_invalid_not_an_internal_error(tmp_path: Path) -> None:
+    """A job could nest its outputs file deep enough to raise RecursionError in the gateway's
+    parser: the run ended as an internal error and its evidence was dropped."""
+    written = tmp_path / "outputs.json"
+    written.write_text("[" * 200_000)
+    outputs, problem = sandbox_client._read_outputs(written)
+    assert outputs is None and problem == "the outputs file is not valid JSON"

@@ -170,3 +170,19 @@ def _no_lone_redaction(rows: list[dict[str, Any]], keys: list[str], count: str) 
             if len(values) > 1 and sum(v is None for v in values) == 1:
                 return False
     return True
+
+
+def test_checks_made_before_a_requeue_decide_nothing_after_it() -> None:
+    """A requeued job's new run writes new values: checks of the old values must not release
+    them (two releases before a requeue plus one after were enough)."""
+    before = [
+        {"reviewer": "a", "decision": "release", "output": "t"},
+        {"reviewer": "b", "decision": "release", "output": "t"},
+    ]
+    requeue = {"reviewer": "c", "decision": "requeue"}
+    assert sdc.output_decisions(["t"], before) == {"t": "released"}
+    assert sdc.output_decisions(["t"], [*before, requeue]) == {"t": None}
+    after = [*before, requeue, {"reviewer": "a", "decision": "release", "output": "t"}]
+    assert sdc.output_decisions(["t"], after) == {"t": None}
+    both = [*after, {"reviewer": "b", "decision": "release", "output": "t"}]
+    assert sdc.output_decisions(["t"], both) == {"t": "released"}

@@ -105,9 +105,15 @@ def _run(rt: Runtime, job: Job) -> Job:
     failed = failure(outcome)
     said = None if failed is None else failed.value
     if any(r["status"] == "held" for r in results.values()):  # tables wait for two output checkers
+        # the reasons stay with the checkers until they decide: the job's code chose them
         held = {"outputs": results, "isolation": outcome.isolation, "reason": said}
-        return rt.jobs.hold(job, held=held, stdout=outcome.stdout, stderr=outcome.stderr, reason=said, notes=notes)
-    # 5.
+        return rt.jobs.hold(job, held=held, stdout=outcome.stdout, stderr=outcome.stderr, reason=None, notes=notes)
+    # 5. SECURITY: nothing passed, so no checker looks: which rule refused each table, and why the
+    # run failed, are the job's choice (a few bits a table, from the data), and reach the
+    # reviewers only. The researcher sees one reason for all, and whether the run completed.
+    notes = [*notes, *(f"{name}: {r.get('reason')}" for name, r in results.items()), f"run: {said or 'completed'}"]
+    said = None if failed is None else Reason.ERROR.value
+    results = {name: {"status": "withheld", "reason": Reason.NOTHING_PASSED.value} for name in results}
     document = release_document(rt, job, results, isolation=outcome.isolation, reason=said,
                                  policy_version=policy.version)  # fmt: skip
     status = "failed" if failed and not any(r["status"] == "released" for r in results.values()) else "finished"
