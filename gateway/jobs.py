@@ -430,7 +430,7 @@ class SqliteJobStore(JobStore):
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
         for name, kind in _ADDED:  # a store made before these were recorded
             if name not in columns:
-                self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")  # from _ADDED, a constant
         self._lock = threading.Lock()
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -451,7 +451,7 @@ class PostgresJobStore(JobStore):
 
     def __init__(self, dsn: str, *, schema: str) -> None:
         self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
-        added = [f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in _ADDED]
+        added = [f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in _ADDED]  # constants
         self._db.create_tables("veilgate_jobs", (_SCHEMA, *added))
 
     def _transaction(self) -> AbstractContextManager[Any]:
