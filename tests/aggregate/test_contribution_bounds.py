@@ -196,7 +196,7 @@ def test_the_unclamped_scan_of_a_checked_version_equals_the_clamped_one(
 ) -> None:
     """A version whose values were checked to lie in the bounds is summed without clamping; the
     answer is the one clamping would give, and a version with one value out of bounds is clamped."""
-    from gateway.engine import _aggregate_sql
+    from gateway.engine.plan_sql import aggregate_sql as _aggregate_sql
 
     data_dir = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
     records = [(f"U{i // 3}", None, region, amount, score) for i, (region, amount, score) in enumerate(rows)]

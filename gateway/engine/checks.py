@@ -1,0 +1,107 @@
+"""The checks a source file passes before it becomes a dataset version.
+
+Each check is one aggregate query over the loaded source (`src`), so it runs out of core like
+any DuckDB query; a refusal names the column and the rule and counts rows, never a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+
+from gateway.domain.catalog import CatalogEntry, ColumnType
+from gateway.domain.identifiers import KEY_FORMATS
+from gateway.engine.sql import INTEGER_TYPES, SQL_TYPE, quote
+from gateway.errors import InternalError, RegistrationError
+
+_ACCEPTED_PARQUET_TYPES: dict[ColumnType, Callable[[str], bool]] = {
+    ColumnType.STRING: lambda t: t == "VARCHAR",
+    ColumnType.INTEGER: lambda t: t in INTEGER_TYPES,
+    ColumnType.FLOAT: lambda t: t in {"FLOAT", "DOUBLE"} or t in INTEGER_TYPES or t.startswith("DECIMAL"),
+    ColumnType.BOOLEAN: lambda t: t == "BOOLEAN",
+    ColumnType.DATE: lambda t: t == "DATE",
+}
+
+
+def check_schema(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
+    found = {str(row[0]): str(row[1]) for row in con.execute("DESCRIBE src").fetchall()}
+    problems: list[str] = []
+    declared = {c.name for c in entry.columns}
+    missing = [c.name for c in entry.columns if c.name not in found]
+    extra = sorted(set(found) - declared)
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if extra:
+        problems.append(f"column(s) not in the catalogue entry: {', '.join(extra)}")
+    if not is_csv:
+        for col in entry.columns:
+            if col.name in found and not _ACCEPTED_PARQUET_TYPES[col.type](found[col.name]):
+                problems.append(f"column {col.name}: type {found[col.name]} does not match {col.type.value}")
+    if problems:
+        raise RegistrationError("; ".join(problems))
+
+
+def check_values(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
+    checks: list[tuple[str, str]] = []
+    params: list[Any] = []
+    for col in entry.columns:
+        name = quote(col.name)
+        value = f"TRY_CAST(NULLIF({name}, '') AS {SQL_TYPE[col.type]})" if is_csv else name
+        raw_null = f"({name} IS NULL OR {name} = '')" if is_csv else f"{name} IS NULL"
+        if is_csv and col.type is not ColumnType.STRING:
+            checks.append(
+                (f"column {col.name}: values that are not {col.type.value}", f"NOT {raw_null} AND {value} IS NULL")
+            )
+        if not col.nullable:
+            checks.append((f"column {col.name}: missing values in a non-nullable column", raw_null))
+        if col.type is ColumnType.FLOAT:
+            checks.append(
+                (
+                    f"column {col.name}: NaN or infinite values",
+                    f"{value} IS NOT NULL AND NOT isfinite(CAST({value} AS DOUBLE))",
+                )
+            )
+        if col.bounds is not None:
+            checks.append(
+                (
+                    f"column {col.name}: values outside the bounds [{col.bounds[0]:g}, {col.bounds[1]:g}]",
+                    f"{value} IS NOT NULL AND ({value} < ${len(params) + 1} OR {value} > ${len(params) + 2})",
+                )
+            )
+            params += [col.bounds[0], col.bounds[1]]
+        if col.categories is not None:
+            checks.append(
+                (
+                    f"column {col.name}: values outside the public category list",
+                    f"{value} IS NOT NULL AND NOT list_contains(${len(params) + 1}, {value})",
+                )
+            )
+            params.append(list(col.categories))
+    if not checks:
+        return
+    select = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond in checks)
+    # SECURITY: the conditions hold only quoted catalogue names and $n placeholders; every bound
+    # and category list travels in `params`.
+    row = con.execute(f"SELECT {select} FROM src", params).fetchone()  # noqa: S608
+    if row is None:
+        raise InternalError("an aggregate query returned no row (this is a bug)")
+    problems = [f"{label} ({count} row(s))" for (label, _), count in zip(checks, row, strict=True) if count]
+    if problems:
+        raise RegistrationError("; ".join(problems))
+
+
+def check_key_formats(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
+    problems: list[str] = []
+    for col in entry.columns:
+        if col.key_format is None:
+            continue
+        is_valid = KEY_FORMATS[col.key_format]
+        sql = f"SELECT DISTINCT {quote(col.name)} FROM src WHERE {quote(col.name)} IS NOT NULL"  # noqa: S608
+        values = [row[0] for row in con.execute(sql).fetchall()]
+        bad = sum(1 for v in values if not (is_csv and v == "") and not is_valid(v))
+        if bad:
+            problems.append(f"column {col.name}: {bad} distinct value(s) are not valid {col.key_format} keys")
+    if problems:
+        raise RegistrationError("; ".join(problems))

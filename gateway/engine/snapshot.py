@@ -1,0 +1,198 @@
+"""One dataset version, read-only, for the length of one request: the exact statistics that
+services turn into releases. Nothing it returns is released as such."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan, bin_count
+from gateway.engine.plan_sql import aggregate_sql
+from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
+from gateway.errors import InternalError
+
+
+class Snapshot:
+    """One dataset version, read-only, for the length of one request."""
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        dataset: str,
+        version: str,
+        value_checks: dict[tuple[str, str, str, float, float], tuple[bool, bool]] | None = None,
+    ) -> None:
+        self._cursor = cursor
+        self.dataset = dataset
+        self.version = version
+        self._value_checks = {} if value_checks is None else value_checks
+
+    def count_rows(self) -> int:
+        return scalar_int(self._cursor, COUNT_SQL)
+
+    def lookup(self, key_column: str, key: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Rows whose `key_column` equals `key` exactly; names come from the catalogue."""
+        selected = ", ".join(quote(c) for c in columns)
+        sql = f"SELECT {selected} FROM {TABLE} WHERE {quote(key_column)} = $1"  # noqa: S608
+        return [tuple(row) for row in self._cursor.execute(sql, [key]).fetchall()]
+
+    def key_index(self, key_column: str, columns: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per key."""
+        selected = ", ".join(quote(c) for c in (key_column, *columns))
+        index: dict[str, list[tuple[Any, ...]]] = {}
+        result = self._cursor.execute(f"SELECT {selected} FROM {TABLE}")  # noqa: S608 - catalogue identifiers
+        while batch := result.fetchmany(65_536):
+            for row in batch:
+                index.setdefault(row[0], []).append(tuple(row[1:]))
+        return index
+
+    def aggregate(self, plan: Plan) -> dict[str, list[int]]:
+        """The exact statistics a plan names, one integer per cell (times bin), in the plan's order.
+
+        Values are clamped to the catalogue bounds here although registration already refused
+        out-of-bound values: the sensitivity the noise is calibrated to must hold for whatever
+        the version file holds. NULL and NaN count as missing (no value, not in any bin);
+        infinities clamp to the bounds. Rows whose group keys are not in the public category
+        lists belong to no cell.
+        """
+        sql, params = aggregate_sql(plan, *self._checked_values(plan))
+        names = [s.name for s in plan.statistics]
+        bins = bin_count(plan.template)
+        binned = plan.template.measure in MEASURES_WITH_BINS  # the query then returns a bin index
+        position = {cell: i for i, cell in enumerate(plan.cells)}
+        out = {name: [0] * (len(plan.cells) * bins) for name in names}
+        width = len(plan.group_by)
+        for row in self._cursor.execute(sql, params).fetchall():
+            cell = position.get(tuple(row[:width]))
+            if cell is None:
+                continue
+            slot = cell * bins + (int(row[width]) if binned else 0)
+            for name, value in zip(names, row[width + (1 if binned else 0) :], strict=True):
+                out[name][slot] = int(value or 0)
+        return out
+
+    def export(self, target: Path, columns: Sequence[str]) -> int:
+        """The version's rows (these columns only) as a Parquet file for an approved job's
+        sandbox; read through the serving connection, written by PyArrow. Returns the row count."""
+        import pyarrow.parquet as pq  # noqa: PLC0415 - only jobs need it
+
+        selected = ", ".join(quote(c) for c in columns)
+        table = self._cursor.sql(f"SELECT {selected} FROM {TABLE}").to_arrow_table()  # noqa: S608
+        if table is None:
+            raise InternalError("an export returned no table (this is a bug)")
+        pq.write_table(table, target)
+        return int(table.num_rows)
+
+    def grouped_counts(self, plan: Plan) -> dict[tuple[str, ...], int]:
+        """Exact row counts per group key observed in the data (as text), for DP key selection.
+
+        Groups with a NULL in a key are left out. The keys come from the data, so only the
+        mechanism's thresholded output may ever leave.
+        """
+        sql, params = aggregate_sql(plan)
+        width = len(plan.group_by)
+        out: dict[tuple[str, ...], int] = {}
+        for row in self._cursor.execute(sql, params).fetchall():
+            if any(v is None for v in row[:width]):
+                continue
+            out[tuple(v.isoformat() if hasattr(v, "isoformat") else str(v) for v in row[:width])] = int(row[width])
+        return out
+
+    def cross_products(self, columns: Sequence[tuple[str, float, float]], units: int) -> tuple[list[int], int]:
+        """Sums of products of fixed-point columns, for least squares from sufficient statistics.
+
+        Each column (name, low, high) is clamped to its bounds and scaled to whole units of
+        `max(|low|, |high|) / units`, so every value lies in [-units, units]; an intercept column
+        of constant `units` comes first. Rows with NULL or NaN in any column are left out.
+        Returns the sums over i <= j of u_i * u_j in row-major order of the upper triangle, and
+        the number of rows used (an exact figure: never released as such).
+        """
+        params: list[Any] = []
+
+        def bind(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        scaled = [bind(units)]
+        present: list[str] = []
+        for name, low, high in columns:
+            column = f"CAST({quote(name)} AS DOUBLE)"
+            largest = max(abs(low), abs(high)) or 1.0
+            clamped = f"greatest(least({column}, {bind(high)}), {bind(low)})"
+            scaled.append(f"CAST(round({clamped} / {bind(largest)} * {bind(units)}) AS BIGINT)")
+            present.append(f"{quote(name)} IS NOT NULL AND NOT isnan({column})")
+        inner = ", ".join(f"{expr} AS u{i}" for i, expr in enumerate(scaled))
+        products = [f"sum(CAST(u{i} AS HUGEINT) * u{j})" for i in range(len(scaled)) for j in range(i, len(scaled))]
+        # SECURITY: quoted catalogue identifiers and bound values only.
+        sql = (
+            f"SELECT count(*), {', '.join(products)} FROM (SELECT {inner} FROM {TABLE}"  # noqa: S608
+            f" WHERE {' AND '.join(present) or 'TRUE'})"
+        )
+        row = self._cursor.execute(sql, params).fetchone()
+        if row is None:
+            raise InternalError("an aggregate query returned no row (this is a bug)")
+        return [int(v or 0) for v in row[1:]], int(row[0])
+
+    def cross_tab(
+        self, keys: Sequence[str], filters: Sequence[tuple[str, Sequence[Any]]], unit: str | None
+    ) -> dict[tuple[Any, ...], int]:
+        """Exact rows (or distinct non-NULL `unit` values) per combination of key values, among
+        rows whose filter columns hold one of the given values: an SDC table the gateway computes.
+        Names come from the catalogue, values are bound. Never released as such: disclosure
+        control and output checking come after."""
+        params: list[Any] = []
+        where = []
+        for column, values in filters:
+            marks = []
+            for value in values:
+                params.append(value)
+                marks.append(f"${len(params)}")
+            where.append(f"{quote(column)} IN ({', '.join(marks)})")
+        selected = [quote(k) for k in keys]
+        measure = "count(*)" if unit is None else f"count(DISTINCT {quote(unit)})"
+        # SECURITY: quoted catalogue identifiers and bound values only.
+        sql = f"SELECT {', '.join([*selected, measure])} FROM {TABLE} WHERE {' AND '.join(where) or 'TRUE'}"  # noqa: S608
+        if keys:
+            sql += f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}"
+        return {tuple(row[:-1]): int(row[-1]) for row in self._cursor.execute(sql, params).fetchall()}
+
+    def pair_counts(self, first: str, second: str) -> dict[tuple[Any, Any], int]:
+        """Rows per (first, second) value pair, NULLs left out: the counts behind naive Bayes."""
+        a, b = quote(first), quote(second)
+        sql = f"SELECT {a}, {b}, count(*) FROM {TABLE} WHERE {a} IS NOT NULL AND {b} IS NOT NULL GROUP BY 1, 2"  # noqa: S608
+        return {(row[0], row[1]): int(row[2]) for row in self._cursor.execute(sql).fetchall()}
+
+    def _checked_values(self, plan: Plan) -> tuple[bool, bool]:
+        """(every value of the measured column lies in the bounds and none is NaN, it is stored
+        as an integer), checked once per version file and column: a version file never changes.
+
+        When both hold and the granularity is 1, the values already are whole units inside the
+        clamping range, so the query sums the column as it is and scans at raw speed (clamping
+        row by row costs 2-5x the scan); otherwise it clamps and rounds every value.
+        """
+        column = plan.template.column
+        if column is None or plan.value_units is None:
+            return False, False
+        low = float(plan.value_units[0] * plan.template.granularity)
+        high = float(plan.value_units[1] * plan.template.granularity)
+        key = (self.dataset, self.version, column, low, high)
+        known = self._value_checks.get(key)
+        if known is None:
+            row = self._cursor.execute(
+                "SELECT data_type FROM information_schema.columns WHERE table_name = $1 AND column_name = $2",
+                [TABLE, column],
+            ).fetchone()
+            is_integer = row is not None and str(row[0]) in INTEGER_TYPES
+            name = quote(column)
+            nan = "FALSE" if is_integer else f"isnan(CAST({name} AS DOUBLE))"
+            outside = scalar_int(
+                self._cursor,
+                f"SELECT count(*) FROM {TABLE} WHERE {name} < $1 OR {name} > $2 OR {nan}",  # noqa: S608
+                [low, high],
+            )
+            known = (outside == 0, is_integer)
+            self._value_checks[key] = known
+        return known

@@ -1,0 +1,42 @@
+"""SQL text for the data domain: quoting catalogue identifiers, the table name, the types.
+
+Imports no other engine module. Invariant: an identifier reaches SQL only through quote(),
+which refuses anything that is not a catalogue name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from gateway.domain.catalog import ColumnType
+from gateway.errors import InternalError
+
+SQL_TYPE = {
+    ColumnType.STRING: "VARCHAR",
+    ColumnType.INTEGER: "BIGINT",
+    ColumnType.FLOAT: "DOUBLE",
+    ColumnType.BOOLEAN: "BOOLEAN",
+    ColumnType.DATE: "DATE",
+}
+INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+TABLE = "records"
+COUNT_SQL = f"SELECT count(*) FROM {TABLE}"  # noqa: S608 - constant table name
+
+
+def quote(identifier: str) -> str:
+    """Quote a catalogue identifier. Catalogue names match ^[a-z][a-z0-9_]*$; refuse anything else."""
+    if not identifier or not (identifier[0].isascii() and identifier[0].islower()):
+        raise InternalError("identifier not taken from the catalogue (this is a bug)")
+    if not all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in identifier):
+        raise InternalError("identifier not taken from the catalogue (this is a bug)")
+    return f'"{identifier}"'
+
+
+def scalar_int(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
+    row = con.execute(sql, list(params)).fetchone()
+    if row is None:
+        raise InternalError("a scalar query returned no row (this is a bug)")
+    return int(row[0])
