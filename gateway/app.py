@@ -34,8 +34,7 @@ from gateway.api.routes import (
 )
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
-from gateway.services import models as model_services
-from gateway.services import policy_admin, verification
+from gateway.services import policy_admin, scoring, verification
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
 from gateway.services.token_throttle import Rate, TokenThrottle
@@ -77,7 +76,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
 
     def warm_up() -> None:
         try:
-            services = verification.warm_up(rt) + model_services.warm_up(rt)
+            services = verification.warm_up(rt) + scoring.warm_up(rt)
             log.info("lookup indexes built for %d services", services)
         except VeilgateError as exc:  # a dataset that cannot be read: /readyz and its requests say so
             log.warning("warm-up stopped: %s", exc.detail)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from gateway.services.models import _solve
+from gateway.services.fitting import _solve
 from tests.models.conftest import SYNTHETIC_ROWS, TRUE_COEFFICIENTS, Client
 
 FITS = 150

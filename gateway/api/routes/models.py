@@ -14,7 +14,7 @@ from gateway.api.deps import body_schema, json_body, principal, runtime
 from gateway.api.routes.verify import rate_limit_headers
 from gateway.api.schemas import FitRequest, NamePath, ReleasedResponse, ScoreRequest
 from gateway.domain.principal import Principal
-from gateway.services import models
+from gateway.services import fitting, model_catalogue, scoring
 from gateway.services.runtime import Runtime
 from gateway.services.verification import AuditNote
 
@@ -24,7 +24,7 @@ router = APIRouter(tags=["models"])
 @router.get("/v1/models")
 async def registry(rt: Annotated[Runtime, Depends(runtime)]) -> dict[str, Any]:
     """Approved models with the public part of their cards and their version hashes."""
-    return {"models": models.catalogue(rt)}
+    return {"models": model_catalogue.catalogue(rt)}
 
 
 @router.post("/v1/models/{model}/score", response_model=ReleasedResponse, openapi_extra=body_schema(ScoreRequest))
@@ -35,17 +35,17 @@ async def score(request: Request, model: NamePath) -> Response:
     body = await json_body(request, ScoreRequest)
     rt: Runtime = request.app.state.runtime
     audit_note = AuditNote()
-    call = models.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
+    call = scoring.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
     try:
         event = allowed_event(request)
-        if models.scores_in_memory(rt, model):
-            prepared = models.prepare_scoring(rt, who, event, call, audit_note)
+        if scoring.scores_in_memory(rt, model):
+            prepared = scoring.prepare_scoring(rt, who, event, call, audit_note)
         else:  # an index to build or DuckDB lookups: off the event loop
-            prepared = await asyncio.to_thread(models.prepare_scoring, rt, who, event, call, audit_note)
+            prepared = await asyncio.to_thread(scoring.prepare_scoring, rt, who, event, call, audit_note)
         admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
     finally:
         note(request, service=audit_note.service, subjects=audit_note.subjects)
-    pending = models.pending_scoring(rt, prepared, admission)
+    pending = scoring.pending_scoring(rt, prepared, admission)
     released = pending.complete(rt, await rt.audit.append_async(pending.leaf))
     return released_response(request, released, rate_limit_headers(admission.windows))
 
@@ -60,9 +60,9 @@ async def fit(
 ) -> Response:
     """Fit an approved model under DP, charged to your budget once (the same fit again is free)."""
     epsilon = None if body.epsilon is None else str(body.epsilon)
-    plan = await run_in_threadpool(models.authorize_fit, rt, who, model, body.purpose, epsilon)
+    plan = await run_in_threadpool(fitting.authorize_fit, rt, who, model, body.purpose, epsilon)
     note(request, service=plan.name, dataset=plan.model.dataset)
     released = await run_in_threadpool(
-        models.release_fit, rt, allowed_event(request), plan, body.model_dump(mode="json")
+        fitting.release_fit, rt, allowed_event(request), plan, body.model_dump(mode="json")
     )
     return released_response(request, released)
