@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from gateway import __version__
+from gateway import __version__, console
 from gateway.api import problems
 from gateway.api.middleware import RequestContext
 from gateway.api.routes import (
@@ -116,6 +116,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         description="Answers about public data, never the records: verification, DP aggregates and "
         "approved models, every result signed and every request audited.",
         lifespan=lifespan,
+        docs_url=None,  # served by the console, offline
+        redoc_url=None,
     )
     app.state.runtime = rt
     app.state.settings = settings
@@ -132,6 +134,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
+    console.install(app)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
     return app
 

@@ -1,0 +1,17 @@
+"""The web console and the offline API docs, served by the gateway itself.
+
+Part of the HTTP edge (the api layer): pages call the same services and role checks as the
+JSON routes, never a store directly, so no page is a second path around a rule.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.console import docs, openapi
+
+
+def install(app: FastAPI) -> None:
+    """Mount `/docs` and its assets, and the OpenAPI document with its security and problems."""
+    openapi.install(app)
+    docs.install(app)
