@@ -5,10 +5,12 @@ replicas that share the ledger:
 - one question (query key) has one stored release: the first committed wins;
 - a budget account (the payer) pays for a question at most once: `release_payers` records who
   paid, in the same transaction as the charge;
-- while a request computes or charges a question, it holds the question's key
-  (`release_holds`); every other request for it waits for the answer instead of paying again.
-  A hold older than its expiry was left by a crash: the next request takes it over, and
-  `veilgate budget stale` lists and clears such holds and idempotency keys.
+- while a request computes or charges a question for a payer, it holds the question's key for
+  that payer (`payer_holds`); another request of the same payer for it waits for the answer
+  instead of paying again. SECURITY: a hold is never shared between payers, so no request waits
+  on, or learns by timing about, another payer's request. A hold older than its expiry was left
+  by a crash: the next request takes it over, and `veilgate budget stale` lists and clears such
+  holds and idempotency keys.
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS idempotency_keys (
         consumer TEXT NOT NULL, idempotency_key TEXT NOT NULL, request_digest TEXT NOT NULL,
         state TEXT NOT NULL, body TEXT, created TEXT NOT NULL, PRIMARY KEY (consumer, idempotency_key))""",
-    """CREATE TABLE IF NOT EXISTS release_holds (
-        query_key TEXT PRIMARY KEY, holder TEXT NOT NULL, created TEXT NOT NULL)""",
+    # Holds were once per question, shared by every payer; they only ever live for a request.
+    "DROP TABLE IF EXISTS release_holds",
+    """CREATE TABLE IF NOT EXISTS payer_holds (
+        query_key TEXT NOT NULL, payer TEXT NOT NULL, holder TEXT NOT NULL, created TEXT NOT NULL,
+        PRIMARY KEY (query_key, payer))""",
     """CREATE TABLE IF NOT EXISTS release_payers (
         query_key TEXT NOT NULL, payer TEXT NOT NULL, PRIMARY KEY (query_key, payer))""",
 )
-TABLES = (
+TABLES = (  # holds are not history: a request's, never copied
     ("aggregate_releases", ("query_key", "result", "created")),
     ("idempotency_keys", ("consumer", "idempotency_key", "request_digest", "state", "body", "created")),
-    ("release_holds", ("query_key", "holder", "created")),
     ("release_payers", ("query_key", "payer")),
 )
 
@@ -52,14 +56,14 @@ class IdempotentReplay:
 
 @dataclass(frozen=True, slots=True)
 class Holding:
-    """What `hold_releases` found. With `busy` empty, this request holds every key asked."""
+    """What `hold_releases` found. With `busy` empty, this request holds every pair asked."""
 
-    busy: tuple[str, ...]
-    """Keys another live request holds: then nothing was taken."""
+    busy: tuple[tuple[str, str], ...]
+    """(key, payer) pairs another live request holds: then nothing was taken."""
     stored: dict[str, str]
     """The stored release of each key that has one."""
     paid: frozenset[tuple[str, str]]
-    """(key, payer) pairs already paid for."""
+    """The (key, payer) pairs asked that are already paid for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,48 +95,52 @@ class ReleaseStore(Store):
             )
         return str(rows[0][0]) if rows else None
 
-    def hold_releases(self, keys: Iterable[str], holder: str, *, expired_before: str) -> Holding:
-        """Hold every key for `holder`, all or none, in one transaction.
+    def hold_releases(self, pairs: Iterable[tuple[str, str]], holder: str, *, expired_before: str) -> Holding:
+        """Hold every (key, payer) pair for `holder`, all or none, in one transaction.
 
         A hold taken before `expired_before` (ISO time) was left by a crash and is taken over.
-        Under the holds, the stored releases and who paid for them are read: no other request
-        can change them until the holds are dropped.
+        Under the holds, the stored releases and whether these payers paid for them are read: no
+        other request of these payers can change that until the holds are dropped.
         """
-        wanted = sorted(set(keys))
+        wanted = sorted(set(pairs))
         created = now_text()
         with self._transaction() as cur:
             busy = []
-            for key in wanted:
+            for key, payer in wanted:
                 cur.execute(
-                    self._q("DELETE FROM release_holds WHERE query_key = ? AND created < ? AND holder <> ?"),
-                    (key, expired_before, holder),
+                    self._q(
+                        "DELETE FROM payer_holds WHERE query_key = ? AND payer = ? AND created < ? AND holder <> ?"
+                    ),
+                    (key, payer, expired_before, holder),
                 )
                 cur.execute(
-                    self._q("INSERT INTO release_holds VALUES (?, ?, ?) ON CONFLICT (query_key) DO NOTHING"),
-                    (key, holder, created),
+                    self._q("INSERT INTO payer_holds VALUES (?, ?, ?, ?) ON CONFLICT (query_key, payer) DO NOTHING"),
+                    (key, payer, holder, created),
                 )
-                owners = self._rows(cur, "SELECT holder FROM release_holds WHERE query_key = ?", (key,))
+                owners = self._rows(
+                    cur, "SELECT holder FROM payer_holds WHERE query_key = ? AND payer = ?", (key, payer)
+                )
                 # PostgreSQL reads each statement afresh: a hold that conflicted with the INSERT
                 # may be dropped by its holder before the SELECT, leaving no row. Busy either way:
                 # the caller waits and asks again.
                 if not owners or owners[0][0] != holder:
-                    busy.append(key)
-            if busy:  # all or none: a batch never holds some keys while it waits for others
-                cur.execute(self._q("DELETE FROM release_holds WHERE holder = ?"), (holder,))
+                    busy.append((key, payer))
+            if busy:  # all or none: a batch never holds some pairs while it waits for others
+                cur.execute(self._q("DELETE FROM payer_holds WHERE holder = ?"), (holder,))
                 return Holding(tuple(busy), {}, frozenset())
             stored: dict[str, str] = {}
             paid: set[tuple[str, str]] = set()
-            for key in wanted:
+            for key, payer in wanted:
                 for (result,) in self._rows(cur, "SELECT result FROM aggregate_releases WHERE query_key = ?", (key,)):
                     stored[key] = str(result)
-                for (payer,) in self._rows(cur, "SELECT payer FROM release_payers WHERE query_key = ?", (key,)):
-                    paid.add((key, str(payer)))
+                if self._rows(cur, "SELECT 1 FROM release_payers WHERE query_key = ? AND payer = ?", (key, payer)):
+                    paid.add((key, payer))
         return Holding((), stored, frozenset(paid))
 
     def drop_holds(self, holder: str) -> None:
         """The request is over (answered, refused or failed): its keys are free again."""
         with self._transaction() as cur:
-            cur.execute(self._q("DELETE FROM release_holds WHERE holder = ?"), (holder,))
+            cur.execute(self._q("DELETE FROM payer_holds WHERE holder = ?"), (holder,))
 
     def commit_release(self, reservation: str, query_key: str, result: str, payer: str = "") -> str:
         """Spend the charge, store the release under its query key and record who paid, in one
@@ -212,7 +220,7 @@ class ReleaseStore(Store):
         """Holds and running idempotency keys taken before `older_than`: what crashes left."""
         with self._read() as cur:
             return _entries(
-                self._rows(cur, "SELECT 'hold', query_key, created FROM release_holds WHERE created < ?", (older_than,))
+                self._rows(cur, "SELECT 'hold', query_key, created FROM payer_holds WHERE created < ?", (older_than,))
                 + self._rows(
                     cur,
                     "SELECT 'idempotency-key', consumer, created FROM idempotency_keys "
@@ -226,7 +234,7 @@ class ReleaseStore(Store):
         returns (holds, keys). A charge their requests made is settled with the reservations
         (`settle_stale`): once data was read, it stays."""
         with self._transaction() as cur:
-            holds = cur.execute(self._q("DELETE FROM release_holds WHERE created < ?"), (older_than,)).rowcount
+            holds = cur.execute(self._q("DELETE FROM payer_holds WHERE created < ?"), (older_than,)).rowcount
             keys = cur.execute(
                 self._q("DELETE FROM idempotency_keys WHERE state = 'running' AND created < ?"), (older_than,)
             ).rowcount

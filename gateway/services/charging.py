@@ -4,18 +4,20 @@ The payer of a charge is its grant account (one grant of one consumer on one dat
 list of computations, each with its question key, amount and budget accounts:
 1. a question this payer already paid for gets its stored release again, at no charge (reads
    only);
-2. the other keys are held in the ledger, all or none, across processes and replicas; while
-   another request holds one, this one waits for its answer (polling, bounded by
-   `HOLD_WAIT_SECONDS`, then 409 with Retry-After); a hold older than `HOLD_EXPIRES_SECONDS`
-   was left by a crash and is taken over;
+2. the other keys are held in the ledger for their payer, all or none, across processes and
+   replicas; while another request of the same payer holds one, this one waits for its answer
+   (polling, bounded by `HOLD_WAIT_SECONDS`, then 409 with Retry-After); a hold older than
+   `HOLD_EXPIRES_SECONDS` was left by a crash and is taken over. SECURITY: a hold is the
+   payer's own: a request never waits on another payer's, so its timing says nothing of them;
 3. under the holds: a question this payer paid for meanwhile is replayed free; the charges of
    the rest are reserved together, all or none, on their three accounts;
-4. a question stored by another payer is charged to this one as if it were new, and answered
-   with the stored release (SECURITY: so no consumer learns that someone else asked, nor when;
-   see docs/privacy-model.md); a new question is computed: the computation calls `reading` once
-   data is about to be read, which the ledger records (`mark_reading`), and from then on its
-   charge stays, whatever happens, even a crash;
-5. the charge is committed, the release stored and the payer recorded in one transaction;
+4. every question charged is computed, even one another payer stored (SECURITY: it is charged
+   and takes the time of a new question, so no consumer learns that someone else asked, nor
+   when; see docs/privacy-model.md): the computation calls `reading` once data is about to be
+   read, which the ledger records (`mark_reading`), and from then on its charge stays, whatever
+   happens, even a crash;
+5. the charge is committed, the release stored (unless another payer's, stored first, is the
+   answer: its computation is then discarded unseen) and the payer recorded in one transaction;
 6. a reservation whose computation never read data is returned, and the holds are dropped.
 """
 
@@ -67,17 +69,17 @@ def expired_before(now: datetime | None = None) -> str:
     return ((now or datetime.now(UTC)) - timedelta(seconds=HOLD_EXPIRES_SECONDS)).isoformat()
 
 
-def _hold(rt: Runtime, keys: list[str], holder: str) -> Holding:
-    """Step 2: hold every key, waiting while another request holds one."""
+def _hold(rt: Runtime, pairs: list[tuple[str, str]], holder: str) -> Holding:
+    """Step 2: hold every (key, payer) pair, waiting while another request of the payer holds one."""
     deadline = time.monotonic() + HOLD_WAIT_SECONDS
     delay = _POLL_SECONDS[0]
     while True:
-        holding = rt.budget.hold_releases(keys, holder, expired_before=expired_before())
+        holding = rt.budget.hold_releases(pairs, holder, expired_before=expired_before())
         if not holding.busy:
             return holding
         if time.monotonic() + delay > deadline:
             raise Conflict(
-                "the same question is being answered for another request; retry shortly to get its answer",
+                "the same question is being answered for another of your requests; retry shortly to get its answer",
                 headers={"Retry-After": "2"},
             )
         time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
@@ -99,7 +101,7 @@ def run(rt: Runtime, charges: Sequence[Charge]) -> list[tuple[Json, bool]]:
     started: set[int] = set()
     committed: set[int] = set()
     try:
-        holding = _hold(rt, [charges[i].key for i in rest], holder)
+        holding = _hold(rt, [(charges[i].key, charges[i].payer) for i in rest], holder)
         stored = dict(holding.stored)
         paying: list[int] = []
         seen: set[tuple[str, str]] = set(holding.paid)
@@ -126,9 +128,8 @@ def run(rt: Runtime, charges: Sequence[Charge]) -> list[tuple[Json, bool]]:
             elif i not in reservations:  # paid: replayed free
                 results.append((json.loads(stored[charge.key]), False))
             else:
-                result = stored.get(charge.key)
-                if result is None:
-                    result = json.dumps(charge.compute(functools.partial(reading, i)), sort_keys=True)
+                result = json.dumps(charge.compute(functools.partial(reading, i)), sort_keys=True)
+                # the first release stored wins: another payer's, or an earlier copy in this batch
                 stored[charge.key] = rt.budget.commit_release(reservations[i], charge.key, result, charge.payer)
                 committed.add(i)
                 results.append((json.loads(stored[charge.key]), True))

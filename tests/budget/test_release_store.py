@@ -59,31 +59,54 @@ PAST = "2000-01-01T00:00:00+00:00"
 FUTURE = "2999-01-01T00:00:00+00:00"
 
 
-def test_a_question_is_held_by_one_request_across_handles(open_ledger: Opener) -> None:
+PAYER = "grant:g:c:d"
+OTHER_PAYER = "grant:another:c:d"
+
+
+def test_a_question_is_held_by_one_request_of_its_payer_across_handles(open_ledger: Opener) -> None:
     one, other = open_ledger(), open_ledger()
-    taken = one.hold_releases(["q1", "q2"], "first", expired_before=PAST)
+    taken = one.hold_releases([("q1", PAYER), ("q2", PAYER)], "first", expired_before=PAST)
     assert taken.busy == () and taken.stored == {} and taken.paid == frozenset()
     # all or none: the other request holds neither q3 nor q2 while it waits for q2
-    waiting = other.hold_releases(["q3", "q2"], "second", expired_before=PAST)
-    assert waiting.busy == ("q2",)
-    assert one.hold_releases(["q3"], "third", expired_before=PAST).busy == ()
+    waiting = other.hold_releases([("q3", PAYER), ("q2", PAYER)], "second", expired_before=PAST)
+    assert waiting.busy == (("q2", PAYER),)
+    assert one.hold_releases([("q3", PAYER)], "third", expired_before=PAST).busy == ()
     one.drop_holds("third")
     reservation = one.reserve(_acc(10**6), Amount(100))
-    one.commit_release(reservation, "q2", '{"answer": 2}', "grant:g:c:d")
+    one.commit_release(reservation, "q2", '{"answer": 2}', PAYER)
     one.drop_holds("first")
-    now_held = other.hold_releases(["q3", "q2"], "second", expired_before=PAST)
+    now_held = other.hold_releases([("q3", PAYER), ("q2", PAYER)], "second", expired_before=PAST)
     assert now_held.busy == () and now_held.stored == {"q2": '{"answer": 2}'}
-    assert now_held.paid == frozenset({("q2", "grant:g:c:d")})
-    assert other.paid_release("q2", "grant:g:c:d") == '{"answer": 2}'
-    assert other.paid_release("q2", "grant:another:c:d") is None
+    assert now_held.paid == frozenset({("q2", PAYER)})
+    assert other.paid_release("q2", PAYER) == '{"answer": 2}'
+    assert other.paid_release("q2", OTHER_PAYER) is None
     other.drop_holds("second")
+
+
+def test_a_hold_is_never_shared_between_payers(open_ledger: Opener) -> None:
+    """SECURITY: another payer's request for the same question neither waits nor sees a hold."""
+    one, other = open_ledger(), open_ledger()
+    assert one.hold_releases([("q", PAYER)], "first", expired_before=PAST).busy == ()
+    theirs = other.hold_releases([("q", OTHER_PAYER)], "second", expired_before=PAST)
+    assert theirs.busy == () and theirs.paid == frozenset()
+    reservation = one.reserve(_acc(10**6), Amount(100))
+    one.commit_release(reservation, "q", '{"answer": 1}', PAYER)
+    other.drop_holds("second")
+    # the first payer's payment is not the second's, nor shown to it as one
+    again = other.hold_releases([("q", OTHER_PAYER)], "third", expired_before=PAST)
+    assert again.busy == () and again.paid == frozenset() and again.stored == {"q": '{"answer": 1}'}
+    # the same payer still waits for its own request
+    assert other.hold_releases([("q", PAYER)], "fourth", expired_before=PAST).busy == (("q", PAYER),)
+    for holder in ("first", "third"):
+        one.drop_holds(holder)
+    assert other.hold_releases([("q", PAYER)], "fourth", expired_before=PAST).busy == ()
 
 
 def test_a_hold_left_by_a_crash_expires_and_is_settled(open_ledger: Opener) -> None:
     crashed, other = open_ledger(), open_ledger()
-    assert crashed.hold_releases(["q"], "crashed", expired_before=PAST).busy == ()
-    assert other.hold_releases(["q"], "live", expired_before=PAST).busy == ("q",)  # not expired yet
-    assert other.hold_releases(["q"], "live", expired_before=FUTURE).busy == ()  # expired: taken over
+    assert crashed.hold_releases([("q", PAYER)], "crashed", expired_before=PAST).busy == ()
+    assert other.hold_releases([("q", PAYER)], "live", expired_before=PAST).busy == (("q", PAYER),)  # still young
+    assert other.hold_releases([("q", PAYER)], "live", expired_before=FUTURE).busy == ()  # expired: taken over
     assert [(e.kind, e.name) for e in other.stale_holds(FUTURE)] == [("hold", "q")]
     assert other.settle_stale_holds(FUTURE) == (1, 0)
     assert other.stale_holds(FUTURE) == []

@@ -72,11 +72,11 @@ def test_budget_stale_lists_then_settles_what_crashed_requests_left(installation
     )  # fmt: skip
     never_read, read = ledger.reserve(acc, Amount(100_000)), ledger.reserve(acc, Amount(200_000))
     ledger.mark_reading(read)
-    assert ledger.hold_releases(["question"], "crashed", expired_before="").busy == ()
+    assert ledger.hold_releases([("question", acc.grant)], "crashed", expired_before="").busy == ()
     assert ledger.claim_idempotency_key("c1", "retry-1", "digest") is None
     two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
     with sqlite3.connect(installation.settings.state_dir / "ledger" / "budget.sqlite3") as conn:
-        for table in ("budget_reservations", "release_holds", "idempotency_keys"):
+        for table in ("budget_reservations", "payer_holds", "idempotency_keys"):
             conn.execute(f"UPDATE {table} SET created = ?", (two_hours_ago,))  # noqa: S608 - fixed names
     listed = runner.invoke(app, ["budget", "stale", "--config", _config(installation)])
     assert listed.exit_code == 0, listed.output
@@ -87,7 +87,7 @@ def test_budget_stale_lists_then_settles_what_crashed_requests_left(installation
     assert settled.exit_code == 0, settled.output
     assert "given back (no data read): 1; committed (data read, the charge stays): 1" in settled.output
     assert "holds dropped: 1; idempotency keys freed: 1" in settled.output
-    assert ledger.hold_releases(["question"], "next", expired_before="").busy == ()  # free again
+    assert ledger.hold_releases([("question", acc.grant)], "next", expired_before="").busy == ()  # free again
     assert ledger.claim_idempotency_key("c1", "retry-1", "digest") is None
     balance = ledger.balance(acc.grant)
     assert balance.spent == Amount(200_000) and balance.reserved == Amount(0)
