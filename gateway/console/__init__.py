@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gateway.console import docs, openapi
+from gateway.console import docs, openapi, public_pages, rendering
 
 
 def install(app: FastAPI) -> None:
-    """Mount `/docs` and its assets, and the OpenAPI document with its security and problems."""
+    """Mount `/docs` and its assets, the OpenAPI document with its security and problems, and
+    the console's pages under `/console`."""
     openapi.install(app)
     docs.install(app)
+    app.include_router(rendering.static_router)
+    app.include_router(public_pages.router)

@@ -1,0 +1,142 @@
+"""Pages anyone may read: the catalogue, disclosure with the annual report, the audit log's
+signed checkpoints, the receipt checker; and, for a logged-in client, filing an objection.
+
+Each page reads through the services the public JSON routes use (`catalog_view`, `disclosure`,
+`disclosure_report`); filing an objection calls the API's own route function, so the console
+is no second path around its rules.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from gateway.api.deps import runtime
+from gateway.api.routes import objections as objection_routes
+from gateway.api.routes import public as public_routes
+from gateway.api.schemas import DatasetPath
+from gateway.console import session
+from gateway.console.forms import parsed, shown
+from gateway.console.rendering import page
+from gateway.domain.principal import Role
+from gateway.services import catalog_view, disclosure, disclosure_report, policy_admin
+from gateway.services.runtime import Runtime
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+Text = Annotated[str, Form(max_length=4000)]
+
+
+@router.get("")
+def home(request: Request) -> Response:
+    return page(request, "home.html")
+
+
+@router.get("/catalogue")
+def catalogue(request: Request, rt: RuntimeDep) -> Response:
+    return page(request, "catalogue.html", datasets=catalog_view.list_public(rt.catalog))
+
+
+@router.get("/catalogue/{dataset}")
+def dataset(request: Request, rt: RuntimeDep, dataset: DatasetPath) -> Response:
+    return shown(request, lambda: page(request, "dataset.html", d=catalog_view.detail(rt.catalog.get(dataset))))
+
+
+@router.get("/disclosure")
+def disclosure_page(
+    request: Request, rt: RuntimeDep, year: Annotated[int | None, Query(ge=2000, le=2100)] = None
+) -> Response:
+    chosen = year or datetime.now(UTC).year
+    return page(
+        request,
+        "disclosure.html",
+        policy_version=policy_admin.current(rt).version,
+        authorizations=disclosure.authorizations(rt),
+        services=disclosure.services(rt),
+        usage=disclosure.usage(rt),
+        report=disclosure_report.build(rt, chosen),
+        year=chosen,
+    )
+
+
+@router.get("/checkpoints")
+def checkpoints(request: Request, rt: RuntimeDep) -> Response:
+    found = rt.audit.checkpoints(after_size=-1, limit=1000)
+    newest = sorted(found, key=lambda c: c.size, reverse=True)[:50]
+    return page(request, "checkpoints.html", tree_size=rt.audit.size(), checkpoints=newest)
+
+
+@router.get("/receipt")
+def receipt(request: Request) -> Response:
+    return page(request, "receipt.html")
+
+
+@router.get("/objections")
+def objections(request: Request, rt: RuntimeDep) -> Response:
+    who = session.current(request)
+    mine = rt.objections.list(who.client_id) if who is not None else []
+    datasets = [d["dataset"] for d in catalog_view.list_public(rt.catalog)]
+    return page(request, "objection.html", mine=mine, datasets=datasets, filed=request.query_params.get("filed"))
+
+
+@router.post("/objections")
+def file_objection(
+    *,
+    request: Request,
+    rt: RuntimeDep,
+    about: Annotated[str, Form(max_length=16)],
+    subject: Annotated[str, Form(max_length=128)],
+    text: Text,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    def build() -> Response:
+        who = session.require(request)
+        session.check_csrf(request, csrf)
+        body = parsed(objection_routes.ObjectionRequest, {"about": about, "subject": subject, "text": text})
+        filed = objection_routes.file_objection(rt, who, body)
+        return RedirectResponse(f"/console/objections?filed={filed['id']}", status_code=303)
+
+    return shown(request, build)
+
+
+@router.get("/login")
+def login_form(request: Request) -> Response:
+    token = session.login_token(request)
+    response = page(request, "login.html", login_csrf=token)
+    session.remember_login_token(request, response, token)
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    rt: RuntimeDep,
+    client_id: Annotated[str, Form(max_length=128)],
+    client_secret: Annotated[str, Form(max_length=256)],
+    login_csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    def build() -> Response:
+        session.check_login_token(request, login_csrf)
+        # The token route itself: its throttle (before scrypt), its checks, its audit note.
+        grant = public_routes.token(request, rt, "client_credentials", client_id, client_secret)
+        who = session.principal_of(request, grant.access_token)
+        staff = who is not None and (who.has_role(Role.ADMIN) or who.has_role(Role.AUDITOR))
+        response = RedirectResponse("/console/admin" if staff else "/console/objections", status_code=303)
+        session.start(request, response, grant.access_token, grant.expires_in)
+        return response
+
+    return shown(request, build)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    def build() -> Response:
+        session.check_csrf(request, csrf)
+        response = RedirectResponse("/console", status_code=303)
+        session.end(request, response)
+        return response
+
+    return shown(request, build)

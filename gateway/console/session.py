@@ -1,0 +1,122 @@
+"""The console's session: the access token itself in an HttpOnly, SameSite=Strict cookie, and a
+CSRF token derived from it for every form.
+
+SECURITY: the cookie is the same short-lived JWT that POST /v1/token issues, checked on every
+request by `authentication.authenticate` exactly as a bearer token is, so a disabled client or a
+withdrawn role stops its session at once and a session never outlives the token's lifetime. The
+CSRF token is an HMAC of that token: another site can neither read it (HttpOnly, and the page
+is ours) nor compute it; writes also refuse a foreign Origin. The login form has its own
+double-submit token, so nobody logs a browser into another's account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from fastapi import Request, Response
+
+from gateway.domain.principal import Principal, Role
+from gateway.errors import PolicyDenied, Unauthenticated
+from gateway.services import authentication
+from gateway.services.runtime import Runtime
+
+COOKIE = "vg_session"
+LOGIN_COOKIE = "vg_login"
+_CSRF_CONTEXT = b"veilgate-console-csrf-v1"
+
+
+def _is_https(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def current(request: Request) -> Principal | None:
+    """The principal of this browser's session, or None (no cookie, expired, disabled)."""
+    token = request.cookies.get(COOKIE)
+    return principal_of(request, token) if token else None
+
+
+def principal_of(request: Request, token: str) -> Principal | None:
+    """The principal of `token`, checked as a bearer token is; None if it does not pass."""
+    rt: Runtime = request.app.state.runtime
+    try:
+        found = authentication.authenticate(
+            rt.clients,
+            rt.token_keys,
+            token,
+            issuer=rt.settings.issuer,
+            audience=rt.settings.audience,
+            leeway_seconds=rt.settings.clock_leeway_seconds,
+        )
+    except Unauthenticated:
+        return None
+    request.state.principal = found  # the audit leaf names who
+    return found
+
+
+def require(request: Request, *roles: Role) -> Principal:
+    """The session's principal holding one of `roles` (any role when none is named)."""
+    found = current(request)
+    if found is None:
+        raise Unauthenticated("log in to the console first")
+    if roles and not any(found.has_role(r) for r in roles):
+        raise PolicyDenied(f"this page needs the {' or '.join(r.value for r in roles)} role")
+    return found
+
+
+def csrf_token(request: Request) -> str:
+    """The token every form of this session carries; empty without a session."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return ""
+    return hmac.new(token.encode(), _CSRF_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def _check_origin(request: Request) -> None:
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise PolicyDenied("csrf: this form was sent from another site")
+
+
+def check_csrf(request: Request, sent: str) -> None:
+    """Refuse a write whose form token is not this session's (a forged or stale form)."""
+    _check_origin(request)
+    expected = csrf_token(request)
+    if not expected or not hmac.compare_digest(expected, sent):
+        raise PolicyDenied("csrf: the form's token does not match this session; reload the page and send it again")
+
+
+def login_token(request: Request) -> str:
+    """The login form's double-submit token: the browser's, or a new one (`remember_login_token`)."""
+    found = request.cookies.get(LOGIN_COOKIE)
+    return found if found and len(found) == 43 else secrets.token_urlsafe(32)
+
+
+def remember_login_token(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=_is_https(request), path="/console"
+    )
+
+
+def check_login_token(request: Request, sent: str) -> None:
+    _check_origin(request)
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected, sent):
+        raise PolicyDenied("csrf: the login form's token does not match; reload the page and log in again")
+
+
+def start(request: Request, response: Response, access_token: str, lifetime_seconds: int) -> None:
+    response.set_cookie(
+        COOKIE,
+        access_token,
+        max_age=lifetime_seconds,
+        httponly=True,
+        samesite="strict",
+        secure=_is_https(request),
+        path="/console",
+    )
+
+
+def end(request: Request, response: Response) -> None:
+    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict", secure=_is_https(request))
