@@ -1,22 +1,42 @@
-"""The HTTP protocol `veilgate serve` runs: uvicorn's h11 protocol, with Nagle's algorithm off.
+"""How `veilgate serve` serves HTTP: uvicorn on uvloop with the httptools parser, N processes.
 
-asyncio turns Nagle off only on sockets created as TCP sockets by name. With `--workers`, uvicorn
-binds its listening socket without naming the protocol, so accepted connections kept Nagle on, and
-a response written in two parts (head, then body) waited for the client's delayed ACK: a flat
-40 ms per request. Setting it per connection here holds with one worker or many.
+Chosen by measurement (benchmarks/verify_load.py): uvicorn's pure-Python h11 parser on the
+standard asyncio loop served a bare endpoint at about half the rate of uvloop with httptools,
+and the server's share of a verification's CPU shrank by as much. Both are pinned dependencies,
+named here rather than left to uvicorn's "auto", so that a missing wheel fails at start instead
+of quietly serving at half speed.
+
+Nagle's algorithm must be off on every accepted connection, or a response written in two parts
+(head, then body) waits 40 ms for the client's delayed ACK. uvloop turns it off on every TCP
+transport it makes, with one worker or many; tests/unit/test_http_server.py holds it to that.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
-
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import os
+from typing import Any
 
 
-class NoDelayH11Protocol(H11Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)  # type: ignore[arg-type]
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without affinity
+        return max(1, os.cpu_count() or 1)
+
+
+def server_options(host: str, port: int) -> dict[str, Any]:
+    """uvicorn's options for `veilgate serve`, one worker or many."""
+    return {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "info",
+        # SECURITY: no uvicorn access log. It would write raw paths and query strings, which a
+        # caller controls and could fill with a person's key; every request is in the audit log.
+        "access_log": False,
+        # The gateway answers within its own limits; uvicorn's Server and Date headers add bytes
+        # to every response and say nothing a client needs.
+        "server_header": False,
+    }

@@ -222,7 +222,7 @@ def serve_process(config: Path, **env: str) -> Iterator[tuple[str, subprocess.Po
     base URL and the process, and stops it afterwards unless the test already killed it."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port), "--workers", "1"],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

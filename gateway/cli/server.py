@@ -11,7 +11,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.cli.console import console, guard
 from gateway.cli.installation import ConfigOption, runtime, settings_for
-from gateway.http_server import NoDelayH11Protocol
+from gateway.http_server import available_cores, server_options
 from gateway.services import doctor
 
 __all__ = ["doctor_command", "serve", "worker_command"]
@@ -32,28 +32,23 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Overrides the config.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides the config.")] = None,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; they share the state.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Worker processes (they share the state); default: one per core.")
+    ] = None,
 ) -> None:
-    """Serve the gateway with uvicorn."""
+    """Serve the gateway with uvicorn (uvloop, httptools), one worker process per core by default."""
     settings = settings_for(config)
     with guard("startup"):
         application = create_app(settings)  # fails fast, with a message, before any worker starts
-    # SECURITY: no uvicorn access log. It would write raw paths and query strings, which a caller
-    # controls and could fill with a person's key; every request is in the audit log instead.
-    bind = {
-        "host": host or settings.host,
-        "port": port or settings.port,
-        "log_level": "info",
-        "access_log": False,
-        "http": NoDelayH11Protocol,
-    }
+    bind = server_options(host or settings.host, port or settings.port)
+    workers = workers or available_cores()
     if workers == 1:
-        uvicorn.run(application, **bind)  # type: ignore[arg-type]
+        uvicorn.run(application, **bind)
         return
     application.state.runtime.close()
     if config is not None:
         os.environ["VEILGATE_CONFIG"] = str(config.resolve())
-    uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **bind)  # type: ignore[arg-type]
+    uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **bind)
 
 
 def worker_command(
