@@ -1,4 +1,4 @@
-"""The bundle's lifecycle: stored versions, proposals, approvals, the version in force, rollback.
+"""The bundle's lifecycle: stored versions, proposals (rollbacks too), approvals, the version in force.
 
 Imports no other leaf. Each bundle ever proposed is kept (content-addressed, never changed), and
 one state document says which version is in force, which came before, the open proposals and the
@@ -84,12 +84,14 @@ class PolicyStore:
 
     def propose(
         self, bundle: PolicyBundle, *, by: str, identity: str | None, note: str, approvals_required: int,
-        base: str | None,
+        base: str | None, rollback: bool = False,
     ) -> Change:  # fmt: skip
         """Record a proposal made from the version `base`; with one approval required, the
         proposer's own is enough. `identity`: the person (or organisation) behind `by`, or None
         when no account made it (the command line, SIGHUP): then it counts as nobody's approval,
-        and every approval must come from an administrator's account."""
+        and every approval must come from an administrator's account. `rollback`: the bundle is
+        the version in force before `base`, which goes back off the list of earlier versions
+        once it is in force again (so a second rollback goes one further back)."""
         version = self._store(bundle)
         with self._changing() as state:
             _check_base(state, base)
@@ -106,6 +108,8 @@ class PolicyStore:
                 "identities": [identity] if identity is not None else [],
                 "diff": self._diff(state["active"], bundle),
             }
+            if rollback:
+                proposal["rollback"] = True
             if approvals_required <= 1 and identity is not None:
                 self._activate(state, version, proposal, reason=note)
                 return Change(version, proposal)
@@ -145,21 +149,17 @@ class PolicyStore:
             self._activate(state, version, change, reason=reason)
         return Change(version, None)
 
-    def rollback(self, *, by: str) -> str:
-        """Restore the version in force before the current one."""
-        with self._changing() as state:
-            if not state["previous"]:
-                raise Conflict("there is no earlier version to roll back to")
-            version = state["previous"].pop()
-            current = state["active"]
-            state["active"] = version
-            state["history"].append(
-                {"action": "rollback", "at": _now(), "by": by, "version": version, "replaced": current}
-            )
-        return str(version)
+    def rollback_target(self) -> tuple[str | None, str]:
+        """(version in force, the version in force before it): what a rollback proposes."""
+        state = self._read()
+        if not state["previous"]:
+            raise Conflict("there is no earlier version to roll back to")
+        return state["active"], str(state["previous"][-1])
 
     def _activate(self, state: dict[str, Any], version: str, change: dict[str, Any], *, reason: str) -> None:
-        if state["active"] is not None:
+        if change.get("rollback") and state["previous"] and state["previous"][-1] == version:
+            state["previous"].pop()  # back to the version before: the one rolled back from is not kept
+        elif state["active"] is not None:
             state["previous"].append(state["active"])
         replaced, state["active"] = state["active"], version
         state["history"].append(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 from pathlib import Path
 from typing import Annotated
@@ -10,9 +9,8 @@ from typing import Annotated
 import typer
 
 from gateway.catalog import CatalogStore
-from gateway.cli.console import console, fail, guard
+from gateway.cli.console import console, fail
 from gateway.cli.installation import ConfigOption, runtime, settings_for
-from gateway.policy_store import open_policy_store
 from gateway.services import policy_admin, policy_check
 
 __all__ = ["app"]
@@ -58,11 +56,13 @@ def policy_reload_command(config: ConfigOption = None) -> None:
 
 @app.command("rollback")
 def policy_rollback_command(config: ConfigOption = None) -> None:
-    """Restore the bundle that was in force before the current one."""
-    settings = settings_for(config)
-    with guard("policy rollback"):
-        dsn, schema = settings.database_dsn, settings.database_schema
-        store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema, listen=False)
-        with contextlib.closing(store):
-            version = store.rollback(by=f"cli:{getpass.getuser()}")
-    typer.echo(f"bundle {version} in force again")
+    """Propose the bundle that was in force before the current one: in force once administrators
+    of two identities approve it (the command line is nobody's approval), refused if anything
+    else goes in force first."""
+    with runtime("policy rollback", config) as rt:
+        change = policy_admin.propose_rollback(rt, by=f"cli:{getpass.getuser()}")
+    if change.proposal is not None:
+        typer.echo(
+            f"rollback to bundle {change.proposal['version']} proposed as {change.proposal['id']}: in force once "
+            f"administrators approve it (POST /v1/admin/policy/proposals/{change.proposal['id']}/approve)"
+        )

@@ -35,13 +35,15 @@ def _checked(rt: Runtime, bundle: PolicyBundle) -> PolicyBundle:
     return bundle
 
 
-def propose(rt: Runtime, bundle: PolicyBundle, *, by: str, note: str, base: str | None) -> Change:
+def propose(
+    rt: Runtime, bundle: PolicyBundle, *, by: str, note: str, base: str | None, rollback: bool = False
+) -> Change:
     """A proposal made from the version `base`: refused (409) if another is in force by now. A
     proposal of no account (`cli:<user>`, `sighup`) counts as nobody's approval."""
     identity = rt.clients.identity_of(by) if rt.clients.find(by) is not None else None
     return rt.policy_store.propose(
         _checked(rt, bundle), by=by, identity=identity, note=note,
-        approvals_required=rt.settings.policy_approvals, base=base,
+        approvals_required=rt.settings.policy_approvals, base=base, rollback=rollback,
     )  # fmt: skip
 
 
@@ -96,3 +98,13 @@ def reload_from_disk(rt: Runtime, *, by: str) -> Change:
         raise PolicyInvalid(errors)
     version = rt.policy_store.active_version()
     return propose(rt, bundle, by=by, note=f"reload of {rt.settings.policy_dir}", base=version)
+
+
+def propose_rollback(rt: Runtime, *, by: str) -> Change:
+    """`veilgate policy rollback`: the version in force before the current one, proposed like any
+    change (SECURITY: it may bring back grants and services since taken away, so a second
+    administrator approves it, and the command line is nobody's approval). Its base is the
+    version in force now: once anything else goes in force, a revoke included, approving it is
+    refused (409), so it never silently undoes a later change."""
+    base, version = rt.policy_store.rollback_target()
+    return propose(rt, rt.policy_store.load(version), by=by, note=f"rollback to {version}", base=base, rollback=True)

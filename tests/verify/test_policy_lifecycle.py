@@ -133,7 +133,14 @@ def test_rollback_and_reload_from_disk(gateway_for: Callable[..., Gateway]) -> N
     gw.client.delete("/v1/admin/grants/bank-sme-credit-2026?reason=test", headers=_admin(gw))
     assert gw.verify(_claim(gw)).status_code == 403
     result = CliRunner().invoke(cli, ["policy", "rollback", *config], env=env)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and "proposed as" in result.output, result.output
+    (rollback,) = _bundle(gw)["proposals"]
+    assert "bank-sme-credit-2026" in rollback["diff"]  # the reviewers see the grant come back
+    approve = f"/v1/admin/policy/proposals/{rollback['id']}/approve"
+    # one administrator alone (the command line is nobody's approval) cannot roll back
+    assert gw.client.post(approve, headers=_admin(gw)).status_code == 202
+    assert gw.verify(_claim(gw)).status_code == 403
+    assert gw.client.post(approve, headers=_admin(gw, "demo-approver")).status_code == 200
     assert gw.verify(_claim(gw)).status_code == 200 and _bundle(gw)["version"] == first
     # Reload from disk: a good change goes in force, a bad one changes nothing.
     grants_file = Path(settings.policy_dir) / "bundle.yaml"
@@ -320,3 +327,28 @@ def test_a_reload_cannot_replace_an_approved_bundle_alone(gateway_for: Callable[
     assert reload.exit_code == 0 and "proposed as" in reload.stdout
     assert _bundle(gw)["version"] == approved.json()["active"]  # the approved bundle stays in force
     assert gw.verify(_claim(gw), service="tax-compliance").status_code == 403
+
+
+def test_a_rollback_never_revives_a_grant_revoked_after_it_was_proposed(gateway_for: Callable[..., Gateway]) -> None:
+    """Roll back to a bundle that still has a grant, revoke the grant, then approve the rollback:
+    the rollback was made from the version before the revoke, so it is refused."""
+    gw = gateway_for(lambda _bundle: None)
+    config = ["--config", str(gw.installation.root / "veilgate.toml")]
+    env = {"VEILGATE_POLICY_DIR": str(gw.client.app.state.settings.policy_dir)}  # type: ignore[attr-defined]
+    before = _bundle(gw)
+    changed = before["bundle"]
+    changed["grants"]["bank-sme-credit-2026"]["purposes"] = ["merchant_onboarding"]
+    body = {"bundle": changed, "note": "narrower", "base_version": before["version"]}
+    proposal = gw.client.put("/v1/admin/policy", json=body, headers=_admin(gw)).json()["proposal"]
+    approve = f"/v1/admin/policy/proposals/{proposal['id']}/approve"
+    assert gw.client.post(approve, headers=_admin(gw, "demo-approver")).status_code == 200
+    assert CliRunner().invoke(cli, ["policy", "rollback", *config], env=env).exit_code == 0
+    (rollback,) = _bundle(gw)["proposals"]
+    revoked = gw.client.delete("/v1/admin/grants/bank-sme-credit-2026?reason=misuse", headers=_admin(gw))
+    assert revoked.status_code == 200, revoked.text
+    approve = f"/v1/admin/policy/proposals/{rollback['id']}/approve"
+    for admin in ("demo-admin", "demo-approver"):  # every approval checks the base: refused
+        refused = gw.client.post(approve, headers=_admin(gw, admin))
+        assert refused.status_code == 409 and "propose it again" in refused.json()["detail"]
+    assert "bank-sme-credit-2026" not in _bundle(gw)["bundle"]["grants"]
+    assert gw.verify(_claim(gw)).status_code == 403

@@ -47,8 +47,18 @@ def test_a_change_takes_two_administrators_and_reaches_every_handle(open_store: 
     eventually(lambda: here.stamp() != before and here.active_version() == changed.version)
     assert here.load(changed.version) == changed
     assert [h["action"] for h in here.history()] == ["activate", "propose", "approve", "activate"]
-    assert here.rollback(by="admin-a") == demo.version and there.active_version() == demo.version
-    with pytest.raises(Conflict):
-        there.rollback(by="admin-b")
+    base, target = here.rollback_target()
+    assert (base, target) == (changed.version, demo.version)
+    back = here.propose(
+        here.load(target), by="cli:root", identity=None, note="rollback", approvals_required=2, base=base,
+        rollback=True,
+    )  # fmt: skip
+    assert back.active is None  # the command line is nobody's approval
+    back_id = back.proposal["id"]  # type: ignore[index]
+    assert there.approve(back_id, by="admin-a", identity="person:a", approvals_required=2).active is None
+    assert there.approve(back_id, by="admin-b", identity="person:b", approvals_required=2).active == demo.version
+    eventually(lambda: here.active_version() == demo.version)
+    with pytest.raises(Conflict):  # the version rolled back from is not an earlier one
+        there.rollback_target()
     with pytest.raises(NotFound):
         here.load("no-such-version")
