@@ -1,11 +1,15 @@
-"""The load harness shared by the HTTP benchmarks: a demo gateway, wrk, and a bare baseline.
+"""The load harness shared by the HTTP benchmarks: a demo gateway, wrk, and a fixed reference.
 
-`run` sets up a fresh demo domain under a bundle the caller adapts, serves it with `veilgate
-serve`, takes a token for one demo client, and drives wrk runs of the same length and
-concurrency against the same server, in rounds: `GET /healthz`, which does no work, then the
-caller's POST endpoint with the caller's bodies (one per request, cycling). `report` prints each
-round and the medians: throughput on a shared virtual machine varies by a quarter between runs,
-and a ratio taken within one round is steadier than either figure. Needs wrk (`apt install wrk`).
+`run` sets up a fresh demo domain under a bundle the caller adapts and serves it with `veilgate
+serve`, once with one worker and once with two, beside the reference: a bare async FastAPI GET on
+uvicorn as `pip install fastapi uvicorn` installs it (the standard asyncio loop and the h11
+parser, one worker, no access log), started here in the same run. Each round drives wrk for the
+same time at the same concurrency against the reference, then against the caller's POST endpoint
+on each gateway (one body per request, cycling). `report` prints every run and the medians:
+throughput on a shared machine varies by a quarter between runs, and a ratio taken within one
+round is steadier than either figure. The gateway's CPU per request is read from /proc (every
+process of the server, all threads). The last line is one JSON object with the medians.
+Needs wrk (`apt install wrk`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ from pathlib import Path
 from gateway.services import demo_setup
 
 REPO = Path(__file__).resolve().parent.parent
+WORKER_COUNTS = (1, 2)
+
+REFERENCE_APP = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/")
+async def bare() -> dict[str, bool]:
+    return {"ok": True}
+"""
 
 LUA = """
 local bodies = {}
@@ -53,6 +69,10 @@ function request()
 end
 """
 
+Result = dict[str, float]
+REFERENCE_COMMAND = [sys.executable, "-m", "uvicorn", "reference_app:app", "--workers", "1", "--no-access-log"]
+REFERENCE_COMMAND += ["--loop", "asyncio", "--http", "h11"]  # what `pip install fastapi uvicorn` runs
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -61,12 +81,13 @@ def _free_port() -> int:
         return port
 
 
-def wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict[str, str]) -> dict[str, float]:
+def wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict[str, str]) -> Result:
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout  # noqa: S603
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
 
@@ -76,11 +97,35 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict
 
     return {
         "rps": rate,
+        "requests": total,
         "p50": percentile("50"),
         "p99": percentile("99"),
         "non2xx": float(bad.group(1)) if bad else 0.0,
         "socket_errors": 1.0 if errors else 0.0,
     }
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """User and system CPU of `root` and every live process descended from it, all threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree = {root}
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        grew = bool(more)
+        tree |= more
+    return sum(times.get(pid, 0.0) for pid in tree)
 
 
 def arguments(doc: str | None) -> argparse.Namespace:
@@ -89,8 +134,7 @@ def arguments(doc: str | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--rounds", type=int, default=3, help="bare and measured runs, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="reference and gateway runs, alternating")
     parser.add_argument("--database-dsn", help="serve with database_dsn (a schema of its own, dropped after)")
     return parser.parse_args()
 
@@ -113,6 +157,29 @@ def database(config_file: Path, dsn: str | None) -> Iterator[None]:
             admin.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
 
 
+@contextlib.contextmanager
+def _server(command: list[str], cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, stopped (SIGTERM) afterwards."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)  # noqa: S603
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: str) -> None:
+    for _ in range(1200):
+        try:
+            urllib.request.urlopen(url, timeout=1).read()  # noqa: S310 - loopback
+            return
+        except OSError:
+            if process.poll() is not None:
+                sys.exit(f"the server exited with {process.returncode}: {' '.join(map(str, process.args))}")
+            time.sleep(0.05)
+    sys.exit(f"no server answered at {url}")
+
+
 def run(
     *,
     path: str,
@@ -122,11 +189,10 @@ def run(
     seconds: int,
     connections: int,
     scale: float,
-    workers: int,
     rounds: int = 1,
     database_dsn: str | None = None,
-) -> list[tuple[dict[str, float], dict[str, float]]]:
-    """Per round, (bare /healthz, the endpoint under test): requests/s, p50 and p99 in ms, non-2xx."""
+) -> list[dict[str, Result]]:
+    """Per round: the reference, then the endpoint on each gateway ("1", "2" workers)."""
     if shutil.which("wrk") is None:
         sys.exit("this benchmark needs wrk: apt install wrk")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -135,54 +201,97 @@ def run(
         adapt_bundle(root / "policies")
         setup = demo_setup.setup(root / "demo", root / "policies", scale=scale)
         stack.enter_context(database(setup.config_file, database_dsn))
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(setup.config_file)]
-        command += ["--port", str(port), "--workers", str(workers)]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
-        try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(f"{base}/healthz", timeout=1).read()  # noqa: S310 - loopback
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            form = f"grant_type=client_credentials&client_id={client}&client_secret={setup.credentials[client]}"
-            token_request = urllib.request.Request(f"{base}/v1/token", data=form.encode(), method="POST")  # noqa: S310
-            token = json.load(urllib.request.urlopen(token_request))["access_token"]  # noqa: S310
-            bodies_file, script = root / "bodies.jsonl", root / "load.lua"
-            bodies_file.write_text("\n".join(make_bodies(root / "demo" / "source")) + "\n")
-            script.write_text(LUA)
-            env = {**os.environ, "VG_TOKEN": token, "VG_BODIES": str(bodies_file), "VG_PATH": path}
-            wrk(f"{base}/healthz", 2, connections, None, env)  # warm up
-            wrk(base, 2, connections, script, env)
-            results = []
-            for _ in range(rounds):
-                bare = wrk(f"{base}/healthz", seconds, connections, None, env)
-                results.append((bare, wrk(base, seconds, connections, script, env)))
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+        (root / "reference_app.py").write_text(REFERENCE_APP)
+        reference_port = _free_port()
+        reference = f"http://127.0.0.1:{reference_port}/"
+        reference_server = stack.enter_context(
+            _server(
+                [*REFERENCE_COMMAND, "--port", str(reference_port)],
+                cwd=root,
+            )
+        )
+        gateways: dict[str, tuple[str, int]] = {}
+        started = [(reference_server, reference)]
+        for workers in WORKER_COUNTS:  # started together, awaited together: a shorter smoke run
+            port = _free_port()
+            base = f"http://127.0.0.1:{port}"
+            command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(setup.config_file)]
+            command += ["--port", str(port), "--workers", str(workers)]
+            gateway = stack.enter_context(_server(command))
+            gateways[str(workers)] = (base, gateway.pid)
+            started.append((gateway, f"{base}/healthz"))
+        for process, url in started:
+            _wait_until_up(process, url)
+        first = next(iter(gateways.values()))[0]
+        form = f"grant_type=client_credentials&client_id={client}&client_secret={setup.credentials[client]}"
+        token_request = urllib.request.Request(f"{first}/v1/token", data=form.encode(), method="POST")  # noqa: S310
+        token = json.load(urllib.request.urlopen(token_request))["access_token"]  # noqa: S310
+        bodies_file, script = root / "bodies.jsonl", root / "load.lua"
+        bodies_file.write_text("\n".join(make_bodies(root / "demo" / "source")) + "\n")
+        script.write_text(LUA)
+        env = {**os.environ, "VG_TOKEN": token, "VG_BODIES": str(bodies_file), "VG_PATH": path}
+        warm = min(2, seconds)
+        wrk(reference, warm, connections, None, env)
+        for base, _pid in gateways.values():
+            wrk(base, warm, connections, script, env)
+        results = []
+        for _ in range(rounds):
+            found = {"reference": wrk(reference, seconds, connections, None, env)}
+            for workers, (base, pid) in gateways.items():
+                cpu = _tree_cpu_seconds(pid)
+                found[workers] = wrk(base, seconds, connections, script, env)
+                found[workers]["cpu_us"] = (_tree_cpu_seconds(pid) - cpu) / max(1.0, found[workers]["requests"]) * 1e6
+            results.append(found)
     return results
 
 
-def report(name: str, results: list[tuple[dict[str, float], dict[str, float]]], *, connections: int, seconds: int,
-           workers: int, ratio_target: float, p99_target: float | None) -> None:  # fmt: skip
-    print(f"{connections} connections, {seconds} s each, {workers} uvicorn worker(s), {os.cpu_count()} cores")
-    for number, (bare, measured) in enumerate(results, 1):
-        for label, result in ((f"{number}. bare GET /healthz (baseline)", bare), (f"{number}. {name}", measured)):
-            print(
-                f"{label:35} {result['rps']:8.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:6.2f} ms"
-                f"   non-2xx {result['non2xx']:.0f}"
-            )
-        print(f"{number}. throughput / bare: {measured['rps'] / bare['rps']:.2f}")
-    ratio = statistics.median(m["rps"] / b["rps"] for b, m in results)
-    p99 = statistics.median(m["p99"] for _b, m in results)
-    rate = statistics.median(m["rps"] for _b, m in results)
-    print(f"median over {len(results)} round(s): {name} {rate:.0f} req/s")
-    print(f"{name} throughput / bare: {ratio:.2f}  (target >= {ratio_target:.2f})")
-    if p99_target is not None:
-        print(f"{name} p99: {p99:.2f} ms  (target < {p99_target:g} ms)")
+def _line(label: str, result: Result) -> str:
+    cpu = f"   CPU {result['cpu_us']:5.0f} µs/request" if "cpu_us" in result else ""
+    return (
+        f"{label:44} {result['rps']:8.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:6.2f} ms"
+        f"   non-2xx {result['non2xx']:.0f}{cpu}"
+    )
+
+
+def report(name: str, results: list[dict[str, Result]], *, connections: int, seconds: int,
+           ratio_targets: tuple[float, float], p99_target: float, database_dsn: str | None) -> None:  # fmt: skip
+    load = os.getloadavg()
+    print(f"{connections} connections, {seconds} s each, {os.cpu_count()} cores, load average {load[0]:.1f} at the end")
+    print("shared state: " + ("PostgreSQL (database_dsn)" if database_dsn else "SQLite and files"))
+    print("reference: bare async FastAPI GET on stock uvicorn (asyncio loop, h11), one worker")
+    for number, found in enumerate(results, 1):
+        print(_line(f"{number}. reference", found["reference"]))
+        for workers in WORKER_COUNTS:
+            measured = found[str(workers)]
+            print(_line(f"{number}. {name}, {workers} worker(s)", measured))
+            ratio = measured["rps"] / found["reference"]["rps"]
+            print(f"{number}. ratio to the reference, {workers} worker(s): {ratio:.2f}")
+
+    def median(key: str, workers: str | None = None) -> float:
+        if workers is None:
+            return statistics.median(f["reference"][key] for f in results)
+        return statistics.median(f[workers][key] for f in results)
+
+    ratios = [statistics.median(f[str(w)]["rps"] / f["reference"]["rps"] for f in results) for w in WORKER_COUNTS]
+    print(f"median over {len(results)} round(s): reference {median('rps'):.0f} req/s")
+    for workers, ratio, target in zip(WORKER_COUNTS, ratios, ratio_targets, strict=True):
+        print(f"{name}, {workers} worker(s): {median('rps', str(workers)):.0f} req/s, ratio {ratio:.2f} "
+              f"(target >= {target:.2f}), p99 {median('p99', str(workers)):.2f} ms (target < {p99_target:g} ms), "
+              f"CPU {median('cpu_us', str(workers)):.0f} µs/request")  # fmt: skip
+    figures = {
+        "reference_rps": round(median("rps"), 1),
+        "ratio_1_worker": round(ratios[0], 3),
+        "ratio_2_workers": round(ratios[1], 3),
+        "p99_ms": round(median("p99", "1"), 2),
+        "p99_ms_2_workers": round(median("p99", "2"), 2),
+        "rps_1_worker": round(median("rps", "1"), 1),
+        "rps_2_workers": round(median("rps", "2"), 1),
+        "cpu_us_per_request_1_worker": round(median("cpu_us", "1")),
+        "non2xx": int(sum(f[str(w)]["non2xx"] for f in results for w in WORKER_COUNTS)),
+        "database": "postgresql" if database_dsn else "sqlite",
+        "load_average_1min": round(load[0], 2),
+    }
+    print(json.dumps(figures))
 
 
 def measure(
@@ -193,8 +302,8 @@ def measure(
     client: str,
     adapt_bundle: Callable[[Path], None],
     make_bodies: Callable[[Path], list[str]],
-    ratio_target: float,
-    p99_target: float | None,
+    ratio_targets: tuple[float, float],
+    p99_target: float,
 ) -> None:
     """A load benchmark's whole run: its options from the command line, the rounds, the report."""
     args = arguments(doc)
@@ -206,10 +315,8 @@ def measure(
         seconds=args.seconds,
         connections=args.connections,
         scale=args.scale,
-        workers=args.workers,
         rounds=args.rounds,
         database_dsn=args.database_dsn,
     )
-    print("shared state: " + ("PostgreSQL (database_dsn)" if args.database_dsn else "SQLite and files"))
-    report(name, results, connections=args.connections, seconds=args.seconds, workers=args.workers,
-           ratio_target=ratio_target, p99_target=p99_target)  # fmt: skip
+    report(name, results, connections=args.connections, seconds=args.seconds, ratio_targets=ratio_targets,
+           p99_target=p99_target, database_dsn=args.database_dsn)  # fmt: skip

@@ -94,5 +94,7 @@ def test_load_benchmarks_prepare_a_valid_bundle_and_bodies(tmp_path: Path) -> No
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="the load runs need wrk (apt install wrk)")
 @pytest.mark.parametrize("script", ["verify_load.py", "score_load.py"])
 def test_load_benchmarks_run(script: str) -> None:
-    out = _run(script, "--seconds", "1", "--rounds", "1", "--connections", "2", "--scale", "0.02", timeout=120)
-    assert "throughput / bare" in out
+    out = _run(script, "--seconds", "1", "--rounds", "1", "--connections", "2", "--scale", "0.02", timeout=180)
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["reference_rps"] > 0 and figures["ratio_1_worker"] > 0 and figures["ratio_2_workers"] > 0
+    assert figures["p99_ms"] > 0 and figures["non2xx"] == 0, out
