@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from gateway.console import docs, openapi, public_pages, rendering
+from gateway.console import admin_pages, docs, openapi, public_pages, rendering, review_pages, trail_pages
 
 
 def install(app: FastAPI) -> None:
@@ -17,4 +17,5 @@ def install(app: FastAPI) -> None:
     openapi.install(app)
     docs.install(app)
     app.include_router(rendering.static_router)
-    app.include_router(public_pages.router)
+    for module in (public_pages, admin_pages, review_pages, trail_pages):
+        app.include_router(module.router)

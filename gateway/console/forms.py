@@ -3,7 +3,7 @@ turning form fields into the API's own request models (the same validation, the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from fastapi import Request, Response
@@ -23,7 +23,7 @@ def shown(request: Request, build: Callable[[], Response]) -> Response:
         return error_page(request, exc)
 
 
-def parsed(model: type[Model], values: dict[str, object]) -> Model:
+def parsed(model: type[Model], values: Mapping[str, object]) -> Model:
     """`values` as the API's request model; a refusal names the field and the rule, never the value."""
     try:
         return model.model_validate(values)

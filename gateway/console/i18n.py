@@ -40,6 +40,9 @@ class Translator:
         self.language = language
         self._messages = catalogue(language)
 
+    def has(self, key: str) -> bool:
+        return key in self._messages
+
     def __call__(self, key: str, **fields: object) -> str:
         text = self._messages[key]
         return text.format(**fields) if fields else text

@@ -6,6 +6,8 @@ import re
 
 from fastapi.testclient import TestClient
 
+from tests.jobs.conftest import jobs_gateway  # noqa: F401  (a fixture the console tests share)
+
 PUBLIC_PAGES = (
     "/console",
     "/console/catalogue",
@@ -34,3 +36,9 @@ def console_login(client: TestClient, client_id: str, secret: str) -> str:
     )
     assert response.status_code == 303, response.text
     return hidden(client.get("/console/objections").text, "csrf")
+
+
+def logged_in_as(client: TestClient, installation: object, client_id: str) -> str:
+    """Log `client` in as the demo account `client_id` (the session replaces any earlier one)."""
+    client.cookies.clear()
+    return console_login(client, client_id, installation.credentials[client_id])  # type: ignore[attr-defined]
