@@ -19,12 +19,12 @@ from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.errors import ConfigurationError
 from gateway.freezes import PostgresFreezeStore
 from gateway.jobs import PostgresJobStore
-from gateway.ledger import PostgresLedger
 from gateway.objections import PostgresObjectionStore
 from gateway.policy_store import PostgresPolicyStore
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.backend import accounts_file
+from gateway.state.ledger_postgres import PostgresLedger
 
 
 @dataclass(frozen=True, slots=True)

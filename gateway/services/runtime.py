@@ -11,7 +11,6 @@ from gateway.engine import Domain
 from gateway.errors import ConfigurationError
 from gateway.freezes import FileFreezeStore, FreezeStore, open_freezes
 from gateway.jobs import JobStore, open_jobs
-from gateway.ledger import Ledger, open_ledger
 from gateway.objections import ObjectionStore, open_objections
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
@@ -19,8 +18,8 @@ from gateway.policy_store import PolicyStore, open_policy_store
 from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
-from gateway.state.backend import open_accounts
-from gateway.state.ports import AccountStore
+from gateway.state.backend import open_accounts, open_ledger
+from gateway.state.ports import AccountStore, LedgerStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +31,7 @@ class Runtime:
     token_keys: KeyRing
     receipt_keys: KeyRing
     audit: AuditLog
-    ledger: Ledger
+    ledger: LedgerStore
     budget: BudgetLedger
     policy: PolicyHolder
     policy_store: PolicyStore
@@ -54,7 +53,7 @@ class Runtime:
         policy_store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema)
         onnx = OnnxModels(settings.policy_dir)
         audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
-        ledger = open_ledger(state / "ledger", dsn=dsn, schema=schema)
+        ledger = open_ledger(settings)
         budget = open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema)
         freezes = open_freezes(settings.freezes_file, dsn=dsn, schema=schema)
         try:

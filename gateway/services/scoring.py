@@ -33,12 +33,12 @@ from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InternalError, InvalidRequest, NotFound, ServiceUnavailable
-from gateway.ledger import Admission, ClaimUse, VerificationRequest
 from gateway.services import policy_admin
 from gateway.services.model_catalogue import model_version
 from gateway.services.release import PendingRelease, prepare_release
 from gateway.services.runtime import Runtime
 from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim, stable_text
+from gateway.state.ports import Admission, ClaimUse, VerificationRequest
 
 __all__ = ["ScoreCall", "ScoringPrepared", "pending_scoring", "prepare_scoring", "scores_in_memory", "warm_up"]
 

@@ -38,10 +38,10 @@ from gateway.domain.policy import (
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.ledger import Admission, ClaimUse, VerificationRequest
 from gateway.services import policy_admin
 from gateway.services.release import PendingRelease, Release, prepare_release, release
 from gateway.services.runtime import Runtime
+from gateway.state.ports import Admission, ClaimUse, VerificationRequest
 
 ENTITY_KINDS = {"uscc": "enterprise", "resident_id": "person"}
 

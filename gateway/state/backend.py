@@ -8,7 +8,9 @@ from typing import Protocol
 
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.accounts_sqlite import SqliteAccountStore
-from gateway.state.ports import AccountStore
+from gateway.state.ledger_postgres import PostgresLedger
+from gateway.state.ledger_sqlite import SqliteLedger
+from gateway.state.ports import AccountStore, LedgerStore
 
 
 class Where(Protocol):
@@ -40,3 +42,14 @@ def open_accounts(where: Where, *, listen: bool = True) -> AccountStore:
         local = accounts_file(where) if accounts_file(where).is_file() else legacy
         return PostgresAccountStore(where.database_dsn, schema=where.database_schema, listen=listen, import_from=local)
     return SqliteAccountStore(accounts_file(where), import_from=legacy)
+
+
+def ledger_dir(where: Where) -> Path:
+    return where.state_dir / "ledger"
+
+
+def open_ledger(where: Where) -> LedgerStore:
+    """The verification ledger: PostgreSQL when a DSN is set, else `state/ledger/ledger.sqlite3`."""
+    if where.database_dsn:
+        return PostgresLedger(where.database_dsn, schema=where.database_schema)
+    return SqliteLedger.open(ledger_dir(where))

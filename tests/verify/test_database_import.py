@@ -13,9 +13,9 @@ from gateway.budget_ledger import PostgresBudgetLedger, SqliteBudgetLedger
 from gateway.cli import app as cli
 from gateway.domain.budget import Amount, accounts
 from gateway.domain.policy import FreezeKind
-from gateway.ledger import SqliteLedger
 from gateway.policy_store import FilePolicyStore
 from gateway.services.runtime import Runtime
+from gateway.state.ledger_sqlite import SqliteLedger
 from tests.conftest import PG_DSN, bearer, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 

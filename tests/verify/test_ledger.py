@@ -17,18 +17,12 @@ import pytest
 from gateway import group_commit
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, RateLimited
-from gateway.ledger import (
-    _EXACT_ROWS,
-    DAY,
-    Admission,
-    ClaimUse,
-    Ledger,
-    PostgresLedger,
-    SqliteLedger,
-    VerificationRequest,
-    _Admit,
-    _exact_sql,
-)
+from gateway.state.ledger import LedgerRules
+from gateway.state.ledger_admission import DAY, Admit
+from gateway.state.ledger_postgres import PostgresLedger
+from gateway.state.ledger_sqlite import SqliteLedger
+from gateway.state.ledger_tables import EXACT_ROWS, exact_sql
+from gateway.state.ports import Admission, ClaimUse, VerificationRequest
 from tests.conftest import ON_POSTGRES, PG_DSN, needs_pg, pg_schema
 
 Where = tuple[str, str]
@@ -53,7 +47,7 @@ def request(
     )
 
 
-def open_at(where: Where) -> Ledger:
+def open_at(where: Where) -> LedgerRules:
     backend, place = where
     if backend == "sqlite":
         return SqliteLedger.open(Path(place))
@@ -72,10 +66,10 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Where]:
 
 
 @pytest.fixture
-def open_ledger(where: Where) -> Iterator[Callable[[], Ledger]]:
-    opened: list[Ledger] = []
+def open_ledger(where: Where) -> Iterator[Callable[[], LedgerRules]]:
+    opened: list[LedgerRules] = []
 
-    def factory() -> Ledger:
+    def factory() -> LedgerRules:
         opened.append(open_at(where))
         return opened[-1]
 
@@ -85,11 +79,11 @@ def open_ledger(where: Where) -> Iterator[Callable[[], Ledger]]:
 
 
 @pytest.fixture
-def ledger(open_ledger: Callable[[], Ledger]) -> Ledger:
+def ledger(open_ledger: Callable[[], LedgerRules]) -> LedgerRules:
     return open_ledger()
 
 
-def test_the_consumer_rate_trips_at_its_value_and_resets_next_minute(ledger: Ledger) -> None:
+def test_the_consumer_rate_trips_at_its_value_and_resets_next_minute(ledger: LedgerRules) -> None:
     limits = VerificationLimits(consumer_per_minute=3)
     for i in range(3):
         ledger.admit_verification(request(claim(f"k{i}"), limits=limits), now=NOON + i)
@@ -99,7 +93,7 @@ def test_the_consumer_rate_trips_at_its_value_and_resets_next_minute(ledger: Led
     ledger.admit_verification(request(claim("k9"), limits=limits), now=NOON + 60)
 
 
-def test_the_organisation_rate_spans_its_consumers(ledger: Ledger) -> None:
+def test_the_organisation_rate_spans_its_consumers(ledger: LedgerRules) -> None:
     limits = VerificationLimits(organisation_per_minute=4)
     for i in range(4):
         ledger.admit_verification(request(claim(f"k{i}"), limits=limits, consumer=f"c{i % 2}"), now=NOON)
@@ -108,7 +102,7 @@ def test_the_organisation_rate_spans_its_consumers(ledger: Ledger) -> None:
     ledger.admit_verification(request(claim("k8"), limits=limits, consumer="c3", organisation="other"), now=NOON)
 
 
-def test_the_quota_counts_claims_not_requests_and_resets_next_day(ledger: Ledger) -> None:
+def test_the_quota_counts_claims_not_requests_and_resets_next_day(ledger: LedgerRules) -> None:
     ledger.admit_verification(request(claim("a"), claim("b"), claim("c"), quota=4), now=NOON)
     with pytest.raises(RateLimited, match="daily quota of 4"):
         ledger.admit_verification(request(claim("d"), claim("e"), quota=4), now=NOON)
@@ -117,7 +111,7 @@ def test_the_quota_counts_claims_not_requests_and_resets_next_day(ledger: Ledger
     ledger.admit_verification(request(claim("e"), quota=4), now=NOON + DAY)
 
 
-def test_repeats_get_the_stored_answer_and_are_free(ledger: Ledger) -> None:
+def test_repeats_get_the_stored_answer_and_are_free(ledger: LedgerRules) -> None:
     first = ledger.admit_verification(request(claim("a", "x", answer="first"), quota=1), now=NOON)
     assert first.answers == ("first",) and first.repeats == 0
     again = ledger.admit_verification(request(claim("a", "x", answer="changed"), quota=1), now=NOON + 100)
@@ -128,7 +122,7 @@ def test_repeats_get_the_stored_answer_and_are_free(ledger: Ledger) -> None:
     assert twice.answers == ("first", "first")
 
 
-def test_the_distinct_key_cap(ledger: Ledger) -> None:
+def test_the_distinct_key_cap(ledger: LedgerRules) -> None:
     limits = VerificationLimits(distinct_keys_per_day=2)
     ledger.admit_verification(request(claim("a"), claim("b"), limits=limits), now=NOON)
     ledger.admit_verification(request(claim("a", "other question"), limits=limits), now=NOON)  # a known key
@@ -137,7 +131,7 @@ def test_the_distinct_key_cap(ledger: Ledger) -> None:
     ledger.admit_verification(request(claim("c"), limits=limits, consumer="c2"), now=NOON)
 
 
-def test_the_probe_limit_counts_distinct_questions_per_key(ledger: Ledger) -> None:
+def test_the_probe_limit_counts_distinct_questions_per_key(ledger: LedgerRules) -> None:
     limits = VerificationLimits(probe_checks_per_key=3, probe_window_seconds=3600)
     ledger.admit_verification(request(claim("k", "name=a", "active"), limits=limits), now=NOON)
     ledger.admit_verification(request(claim("k", "name=a"), limits=limits), now=NOON)  # asked before
@@ -149,7 +143,7 @@ def test_the_probe_limit_counts_distinct_questions_per_key(ledger: Ledger) -> No
     ledger.admit_verification(request(claim("k", "name=c"), limits=limits), now=NOON + 3600)
 
 
-def test_a_refused_request_counts_nothing(ledger: Ledger) -> None:
+def test_a_refused_request_counts_nothing(ledger: LedgerRules) -> None:
     limits = VerificationLimits(probe_checks_per_key=1)
     with pytest.raises(RateLimited):
         ledger.admit_verification(request(claim("a"), claim("b", "x", "y"), limits=limits, quota=10), now=NOON)
@@ -158,7 +152,7 @@ def test_a_refused_request_counts_nothing(ledger: Ledger) -> None:
     assert [w.remaining for w in ok.windows if w.name == "consumer"] == [VerificationLimits().consumer_per_minute - 1]
 
 
-def test_metering_counts_billable_claims(ledger: Ledger) -> None:
+def test_metering_counts_billable_claims(ledger: LedgerRules) -> None:
     ledger.admit_verification(request(claim("a"), claim("b", billable=False)), now=NOON)
     ledger.admit_verification(request(claim("a")), now=NOON)  # a repeat: not billed again
     ((service, purpose, _day, calls, claims, billable),) = ledger.usage("g1")
@@ -178,7 +172,7 @@ def _admit_many(where: Where, worker: int, attempts: int, results: multiprocessi
     results.put(admitted)
 
 
-def test_the_admissions_of_one_batch_are_decided_in_order_each_seeing_the_ones_before(ledger: Ledger) -> None:
+def test_the_admissions_of_one_batch_are_decided_in_order_each_seeing_the_ones_before(ledger: LedgerRules) -> None:
     """A batch reads its rows once and decides every admission against what the earlier ones
     counted: the outcomes are those of the same requests one after the other."""
     limits = VerificationLimits(probe_checks_per_key=2, distinct_keys_per_day=2, consumer_per_minute=7)
@@ -191,7 +185,7 @@ def test_the_admissions_of_one_batch_are_decided_in_order_each_seeing_the_ones_b
     blocker = ledger._submit(hold)
     assert held.wait(10)
     queued: list[Future[Any]] = [
-        ledger._submit(_Admit(request(*claims, limits=limits, quota=5, consumer=consumer), NOON))
+        ledger._submit(Admit(request(*claims, limits=limits, quota=5, consumer=consumer), NOON))
         for claims, consumer in (
             ((claim("k", "q1", answer="one"),), "c1"),
             ((claim("k", "q2"),), "c1"),
@@ -223,7 +217,7 @@ def test_the_admissions_of_one_batch_are_decided_in_order_each_seeing_the_ones_b
     assert [w.remaining for w in after.windows] == [7 - 1 - 1, 0]  # c2's second request this minute
 
 
-def test_several_processes_never_exceed_the_quota(where: Where, open_ledger: Callable[[], Ledger]) -> None:
+def test_several_processes_never_exceed_the_quota(where: Where, open_ledger: Callable[[], LedgerRules]) -> None:
     open_ledger()  # the tables exist before the race
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -236,7 +230,7 @@ def test_several_processes_never_exceed_the_quota(where: Where, open_ledger: Cal
     assert open_ledger().usage("g1")[0][4] == 50
 
 
-def test_pruning_drops_ended_windows_only(ledger: Ledger) -> None:
+def test_pruning_drops_ended_windows_only(ledger: LedgerRules) -> None:
     limits = VerificationLimits(probe_checks_per_key=1, probe_window_seconds=600)
     ledger.admit_verification(request(claim("k", "x"), limits=limits), now=NOON)
     ledger.prune(NOON + 10)
@@ -250,7 +244,7 @@ def test_limit_state_is_read_by_key_seeks_never_by_scanning(tmp_path: Path) -> N
     """A scan would make every admission slower as the day's members grow (it did once: the
     members of a consumer's day were scanned on every request)."""
     conn = sqlite3.connect(SqliteLedger.open(tmp_path).path)
-    plan = conn.execute("EXPLAIN QUERY PLAN " + _exact_sql((5, 3, 2)), [0] * (5 * 2 + 3 * 3 + 2 * 3)).fetchall()
+    plan = conn.execute("EXPLAIN QUERY PLAN " + exact_sql((5, 3, 2)), [0] * (5 * 2 + 3 * 3 + 2 * 3)).fetchall()
     steps = [str(row[3]) for row in plan]
     seeks = [s.partition(" (")[2] for s in steps if s.startswith("SEARCH t USING ")]
     assert seeks == [
@@ -262,11 +256,11 @@ def test_limit_state_is_read_by_key_seeks_never_by_scanning(tmp_path: Path) -> N
     assert not [s for s in steps if s.startswith("SCAN t")]
 
 
-def test_a_batch_beyond_one_read_chunk_is_counted_exactly(ledger: Ledger) -> None:
-    """More keys than one read takes (`_EXACT_ROWS`): every one still counts, and a repeat of
+def test_a_batch_beyond_one_read_chunk_is_counted_exactly(ledger: LedgerRules) -> None:
+    """More keys than one read takes (`EXACT_ROWS`): every one still counts, and a repeat of
     the whole batch adds none."""
-    many = [claim(f"key{i}", "a", "b") for i in range(_EXACT_ROWS + 7)]
-    limits = VerificationLimits(distinct_keys_per_day=_EXACT_ROWS + 7)
+    many = [claim(f"key{i}", "a", "b") for i in range(EXACT_ROWS + 7)]
+    limits = VerificationLimits(distinct_keys_per_day=EXACT_ROWS + 7)
     ledger.admit_verification(request(*many, limits=limits, quota=10_000), now=NOON)
     again = ledger.admit_verification(request(*many, limits=limits, quota=10_000), now=NOON + 1)
     assert again.repeats == len(many)
@@ -289,7 +283,7 @@ def test_postgres_ledger_recovers_when_its_connections_are_cut(monkeypatch: pyte
             ledger.close()
 
 
-def _cut_and_recover(ledger: Ledger) -> None:
+def _cut_and_recover(ledger: LedgerRules) -> None:
     import psycopg
 
     ledger.admit_verification(request(claim("a"), quota=3), now=NOON)
@@ -307,7 +301,7 @@ def _cut_and_recover(ledger: Ledger) -> None:
     assert ledger.usage("g1")[0][4] == 3  # reports read again, on a new connection
 
 
-def test_a_ledger_refuses_pseudonyms_of_another_secret(open_ledger: Callable[[], Ledger]) -> None:
+def test_a_ledger_refuses_pseudonyms_of_another_secret(open_ledger: Callable[[], LedgerRules]) -> None:
     """Another secret makes other pseudonyms for the same entity: each would be counted once per
     secret, so a process with another secret is refused before it admits anything."""
     open_ledger().bind_pseudonyms("key-id:first")

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.audit import SqliteAuditLog
 from gateway.errors import DependencyError, RateLimited
-from gateway.ledger import SqliteLedger
+from gateway.state.ledger_sqlite import SqliteLedger
 from tests.trust.conftest import event
 from tests.verify.test_ledger import NOON, _admit_many, claim, request
 

@@ -14,7 +14,9 @@ import pytest
 from gateway.audit import PostgresAuditLog
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import DependencyError, RateLimited
-from gateway.ledger import DAY, Admission, PostgresLedger
+from gateway.state.ledger_admission import DAY
+from gateway.state.ledger_postgres import PostgresLedger
+from gateway.state.ports import Admission
 from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
 from tests.trust.conftest import event
 from tests.verify.test_ledger import NOON, claim, request

@@ -10,9 +10,9 @@ from fastapi.responses import Response
 from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import body_schema, json_body, principal
 from gateway.api.schemas import NamePath, ReleasedResponse, VerifyRequest
-from gateway.ledger import Window
 from gateway.services import verification
 from gateway.services.runtime import Runtime
+from gateway.state.ports import Window
 
 router = APIRouter(tags=["verification"])
 
