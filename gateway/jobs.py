@@ -213,22 +213,39 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def requeue(self, job_id: str, by: str, reason: str) -> Job:
-        """failed -> approved, for a job that released nothing (its process stopped, say): it runs
-        again under its approvals, and the run checks everything again. Recorded with the reviews."""
+    def requeue(
+        self, job_id: str, by: str, reason: str, *, needed: int = 2, identity_of: Callable[[str], str] = str
+    ) -> Job:
+        """failed -> approved, for a job that released nothing (its process stopped, say), once
+        administrators of `needed` identities asked for it, none of them the submitter's: it runs
+        again under its approvals, and the run checks everything again. A request short of that
+        is recorded (`requeue-request`) and the job stays failed. Recorded with the reviews."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._transaction() as conn:
             job = self._held(conn, job_id)
             if job.status != "failed" or job.result is not None:
                 raise Conflict(f"job {job_id} is {job.status}: only a failed job that released nothing runs again")
-            reviews = [*job.reviews, {"reviewer": by, "decision": "requeue", "reason": reason,
-                                      "code_sha256": job.code_sha256, "plan_sha256": job.plan_sha256,
-                                      "at": now}]  # fmt: skip
-            conn.execute(
-                "UPDATE jobs SET reviews = ?, status = 'approved', updated = ?, reason = NULL, stdout = NULL, "
-                "stderr = NULL WHERE id = ?",
-                (json.dumps(reviews), now, job_id),
-            )
+            identity = identity_of(by)
+            if identity_of(job.submitter) == identity:
+                raise Conflict("nobody requeues their own job")
+            last = max((i for i, r in enumerate(job.reviews) if r["decision"] == "requeue"), default=-1)
+            asked = {identity_of(r["reviewer"]) for r in job.reviews[last + 1 :] if r["decision"] == "requeue-request"}
+            if identity in asked:
+                raise Conflict("you asked already: another administrator must ask for this job to run again")
+            done = len(asked) + 1 >= needed
+            reviews = [*job.reviews, {"reviewer": by, "decision": "requeue" if done else "requeue-request",
+                                      "reason": reason, "code_sha256": job.code_sha256,
+                                      "plan_sha256": job.plan_sha256, "at": now}]  # fmt: skip
+            if done:
+                conn.execute(
+                    "UPDATE jobs SET reviews = ?, status = 'approved', updated = ?, reason = NULL, stdout = NULL, "
+                    "stderr = NULL WHERE id = ?",
+                    (json.dumps(reviews), now, job_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE jobs SET reviews = ?, updated = ? WHERE id = ?", (json.dumps(reviews), now, job_id)
+                )
         return self.get(job_id)
 
     def claim_run(self, job_id: str) -> Job:

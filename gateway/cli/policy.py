@@ -25,7 +25,8 @@ def policy_check_command(
 ) -> None:
     """Validate a bundle completely, against itself and the catalogue; print every error with file and line."""
     settings = settings_for(config)
-    bundle, errors = policy_check.check(directory, CatalogStore(settings.data_path))
+    catalog = CatalogStore(settings.data_path)
+    bundle, errors = policy_check.check(directory, catalog, policy_approvals=settings.policy_approvals)
     for error in errors:
         console.print(f"[red]{error}[/red]", highlight=False)
     if bundle is None:

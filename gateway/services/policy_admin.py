@@ -23,13 +23,14 @@ def current(rt: Runtime) -> PolicyState:
         active = rt.policy_store.active_version()
         if active is not None:
             bundle = rt.policy_store.load(active)
-            rt.policy.swap(bundle, serving_issues(bundle, rt.catalog, rt.onnx), source)
+            approvals = rt.settings.policy_approvals
+            rt.policy.swap(bundle, serving_issues(bundle, rt.catalog, rt.onnx, policy_approvals=approvals), source)
         state = rt.policy.state
     return state
 
 
 def _checked(rt: Runtime, bundle: PolicyBundle) -> PolicyBundle:
-    errors = validate(bundle, rt.catalog, rt.onnx)
+    errors = validate(bundle, rt.catalog, rt.onnx, policy_approvals=rt.settings.policy_approvals)
     if errors:
         raise PolicyInvalid(errors)
     return bundle

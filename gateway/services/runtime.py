@@ -76,7 +76,9 @@ class Runtime:
             audit=audit,
             ledger=ledger,
             budget=budget,
-            policy=policy_check.open_policy(settings.policy_dir, policy_store, catalog, onnx),
+            policy=policy_check.open_policy(
+                settings.policy_dir, policy_store, catalog, onnx, policy_approvals=settings.policy_approvals
+            ),
             policy_store=policy_store,
             freezes=freezes,
             objections=open_objections(state / "objections.json", dsn=dsn, schema=schema),

@@ -291,7 +291,7 @@ def test_an_approved_job_waits_for_a_worker_and_runs_once(jobs_gateway: Callable
 
 def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: Callable[..., Jobs]) -> None:
     """A job failed by a stopped process released nothing: it runs again under its approvals. A
-    job that ran is not run again, and only administrators requeue."""
+    job that ran is not run again, and only administrators of two identities requeue."""
     jobs = jobs_gateway()
     code = (EXAMPLES / "enterprises_by_status.py").read_text()
     job_id = jobs.submit(code, tables=EXAMPLE_TABLES).json()["id"]
@@ -308,7 +308,11 @@ def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: C
         path = f"/v1/admin/jobs/{job_id}/requeue"
         body = {"reason": "the gateway restarted during the run"}
         assert restarted.client.post(path, json=body, headers=restarted.headers["demo-researcher"]).status_code == 403
-        assert restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"]).status_code == 200
+        asked = restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"])
+        assert asked.status_code == 200 and asked.json()["status"] == "failed"  # one administrator: a request only
+        again = restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"])
+        assert again.status_code == 409 and "another administrator" in again.text
+        assert restarted.client.post(path, json=body, headers=restarted.headers["demo-approver"]).status_code == 200
         assert restarted.wait(job_id)["status"] == "awaiting output check"
         outcome = restarted.check_all(job_id)
         assert outcome["status"] == "finished", outcome
@@ -316,4 +320,7 @@ def test_an_administrator_runs_again_a_job_whose_process_stopped(jobs_gateway: C
         again = restarted.client.post(path, json=body, headers=restarted.headers["demo-admin"])
         assert again.status_code == 409 and "released nothing" in again.text
         reviews = restarted.admin_view(job_id)["reviews"]
-        assert [(r["reviewer"], r["decision"]) for r in reviews if "output" not in r][-1] == ("demo-admin", "requeue")
+        assert [(r["reviewer"], r["decision"]) for r in reviews if "output" not in r][-2:] == [
+            ("demo-admin", "requeue-request"),
+            ("demo-approver", "requeue"),
+        ]

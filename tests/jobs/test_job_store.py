@@ -100,7 +100,7 @@ def test_only_a_failed_job_that_released_nothing_is_requeued(open_store: Callabl
     claimed = store.claim_run(ran.id)
     assert store.fail_if_running(stopped.id, "its process stopped")
     store.finish(claimed, status="failed", result={"outputs": {}}, stdout="", stderr="boom", reason="exit 1")
-    requeued = other.requeue(stopped.id, "admin-b", "restarted")
+    requeued = other.requeue(stopped.id, "admin-b", "restarted", needed=1)
     assert requeued.status == "approved" and requeued.reason is None
     assert requeued.reviews[-1]["decision"] == "requeue" and requeued.reviews[-1]["reviewer"] == "admin-b"
     assert [j.id for j in store.waiting(approved_before=datetime.now(UTC))] == [stopped.id]
@@ -108,6 +108,33 @@ def test_only_a_failed_job_that_released_nothing_is_requeued(open_store: Callabl
         other.requeue(ran.id, "admin-b", "again")  # it ran: its outcome stands
     with pytest.raises(Conflict):
         other.requeue(stopped.id, "admin-b", "twice")  # approved now, not failed
+
+
+def test_one_administrator_cannot_requeue_alone(open_store: Callable[[], JobStore]) -> None:
+    """A requeue runs the code on the data again: administrators of two identities must ask, on
+    both backends; a second account of the first one, or of the submitter, does not count."""
+    store, other = open_store(), open_store()
+    people = {"admin-a": "person:a", "admin-a2": "person:a", "admin-b": "person:b", "demo-researcher": "person:r",
+              "researcher-admin": "person:r"}  # fmt: skip
+    job = submit(store)
+    store.review(job.id, "admin-a", "approve", "fine", 1)
+    store.claim_run(job.id)
+    assert store.fail_if_running(job.id, "its process stopped")
+    asked = store.requeue(job.id, "admin-a", "restarted", needed=2, identity_of=people.__getitem__)
+    assert asked.status == "failed" and asked.reviews[-1]["decision"] == "requeue-request"
+    assert store.waiting(approved_before=datetime.now(UTC)) == []  # nothing runs on one request
+    with pytest.raises(Conflict, match="another administrator"):
+        other.requeue(job.id, "admin-a2", "me again", needed=2, identity_of=people.__getitem__)
+    with pytest.raises(Conflict, match="own job"):
+        other.requeue(job.id, "researcher-admin", "mine", needed=2, identity_of=people.__getitem__)
+    assert other.get(job.id).status == "failed"
+    requeued = other.requeue(job.id, "admin-b", "agreed", needed=2, identity_of=people.__getitem__)
+    assert requeued.status == "approved" and requeued.reviews[-1]["decision"] == "requeue"
+    # the next failure needs two new requests: those before the requeue are spent
+    run = other.claim_run(job.id)
+    other.finish(run, status="failed", result=None, stdout="", stderr="", reason="failed: process stopped")
+    again = store.requeue(job.id, "admin-b", "again", needed=2, identity_of=people.__getitem__)
+    assert again.status == "failed" and again.reviews[-1]["decision"] == "requeue-request"
 
 
 def test_a_run_that_lost_its_job_cannot_overwrite_it(open_store: Callable[[], JobStore]) -> None:
@@ -118,7 +145,7 @@ def test_a_run_that_lost_its_job_cannot_overwrite_it(open_store: Callable[[], Jo
     store.review(job.id, "admin-a", "approve", "fine", 1)
     old = store.claim_run(job.id)
     assert other.fail_if_running(job.id, "failed: process stopped")
-    other.requeue(job.id, "admin-b", "restarted")
+    other.requeue(job.id, "admin-b", "restarted", needed=1)
     new = other.claim_run(job.id)
     assert (old.attempt, new.attempt) == (1, 2) and store.is_current(new) and not store.is_current(old)
     with pytest.raises(Conflict, match="no longer held"):

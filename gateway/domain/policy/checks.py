@@ -37,6 +37,13 @@ def check_references(bundle: PolicyBundle) -> list[PolicyIssue]:
     for name in sorted(set(bundle.job_services) & others):
         issues.append(PolicyIssue(path=("job_services", name), message="another service has this name"))
     for name, job in bundle.job_services.items():
+        if job.reviewers < 2:  # SECURITY: a run reads the data; one administrator never approves it alone
+            issues.append(
+                PolicyIssue(
+                    path=("job_services", name, "reviewers"),
+                    message="a job service needs 2: nobody approves a job alone",
+                )
+            )
         for dataset in job.datasets:
             if job.output_check == "dp" and dataset not in bundle.dataset_budgets:
                 issues.append(

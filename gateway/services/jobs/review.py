@@ -22,9 +22,15 @@ def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason:
     )
 
 
+REQUEUERS = 2
+"""Administrators of different identities who must ask before a failed job runs again."""
+
+
 def requeue(rt: Runtime, admin: Principal, job_id: str, reason: str) -> Job:
-    """Run again a failed job that released nothing (`JobStore.requeue`): the worker picks it up."""
-    return rt.jobs.requeue(job_id, admin.client_id, reason)
+    """Run again a failed job that released nothing (`JobStore.requeue`) once administrators of
+    two identities asked (SECURITY: a run reads the data again; one administrator alone must not
+    be able to make it); the worker picks it up."""
+    return rt.jobs.requeue(job_id, admin.client_id, reason, needed=REQUEUERS, identity_of=rt.clients.identity_of)
 
 
 def view(job: Job, *, for_admin: bool) -> Json:
