@@ -6,7 +6,7 @@ PORT   ?= 8000
 SCALE  ?= 4
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml client/pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean screenshots
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Veilgate needs Python 3.11 or newer (set PYTHON=...)")'
@@ -43,6 +43,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/audit_log.py
 	$(BIN)/python benchmarks/aggregate.py
 	$(BIN)/python benchmarks/accuracy.py
+
+# docs/console/*.png: the console's main pages in Debian's chromium (Chinese pages need a CJK font).
+screenshots: $(STAMP)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m tests.console.screenshots docs/console
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

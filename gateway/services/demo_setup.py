@@ -120,6 +120,9 @@ def tour(setup_result: DemoSetup, base_url: str) -> str:
         lines.append(f"  {client_id:16} {creds[client_id]}  ({role.value})")
     lines += [
         "",
+        f"Web console:  {base_url}/console   (log in with demo-admin, then demo-approver for the second approval)",
+        f"API docs:     {base_url}/docs",
+        "",
         "Public data resource directory (no token needed):",
         f"  curl -s {base_url}/v1/catalog",
         f"  curl -s {base_url}/v1/catalog/enterprise_registry",
