@@ -9,6 +9,10 @@ OpenDP 0.16 keeps even this mechanism behind its `contrib` feature (its proof is
 yet vetted); it is enabled here, and only here, and docs/privacy-model.md says so. The
 `floating-point` and `honest-but-curious` features are never enabled.
 
+Quantiles use OpenDP's report-noisy-min (`make_noisy_max`, negated, pure epsilon: exponential
+noise, the permute-and-flip mechanism) on candidate scores the domain computes exactly from a
+histogram (domain.aggregate.quantiles), calibrated the same way to their L-infinity sensitivity.
+
 Calibration takes OpenDP's own privacy map as the authority: the scale is raised until the map
 says the measurement costs at most the epsilon charged, so float rounding in `sensitivity /
 epsilon` can never make a release cost more than its charge.
@@ -23,6 +27,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import opendp.prelude as dp
 
 from gateway.domain.budget import MICRO
@@ -69,6 +74,35 @@ def add_noise(values: Sequence[int], sensitivity: int, micro_epsilon: int) -> No
         return Noised((), scale)
     noisy = _mechanism(scale)(list(values))
     return Noised(tuple(int(v) for v in noisy), scale)
+
+
+@lru_cache(maxsize=256)
+def _selector(scale: float) -> Any:
+    """Report-noisy-min over scores that may each move either way (not monotonic)."""
+    space = dp.vector_domain(dp.atom_domain(T="u64")), dp.linf_distance(T="u64", monotonic=False)
+    return dp.m.make_noisy_max(*space, dp.max_divergence(), scale=scale, negate=True)
+
+
+@lru_cache(maxsize=1024)
+def calibrate_selection(sensitivity: int, micro_epsilon: int) -> float:
+    """The smallest scale found for which OpenDP's map of report-noisy-min, with scores that move
+    by at most `sensitivity`, gives at most the epsilon (2 sensitivity / epsilon, rounded up)."""
+    if sensitivity < 1 or micro_epsilon < 1:
+        raise InternalError("calibration needs a positive sensitivity and epsilon (this is a bug)")
+    epsilon = Decimal(micro_epsilon) / MICRO
+    scale = float(2 * Decimal(sensitivity) / epsilon)
+    for _ in range(64):
+        if Decimal(_selector(scale).map(sensitivity)) <= epsilon:
+            return scale
+        scale = math.nextafter(scale, math.inf)
+    raise InternalError("the selection could not be calibrated (this is a bug)")
+
+
+def select_min(scores: Sequence[int], sensitivity: int, micro_epsilon: int) -> int:
+    """The index of a low score, chosen by report-noisy-min: one epsilon-DP release."""
+    if not scores or any(not 0 <= s < 2**64 for s in scores):
+        raise InternalError("scores must be a non-empty vector of 64-bit unsigned integers (this is a bug)")
+    return int(_selector(calibrate_selection(sensitivity, micro_epsilon))(np.asarray(scores, dtype=np.uint64)))
 
 
 @dataclass(frozen=True, slots=True)

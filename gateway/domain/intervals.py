@@ -94,3 +94,80 @@ def expected_mean_width(sum_scale: float, count_scale: float, rows: int, spread:
         return None
     found = RatioNoise.draw(sum_scale, count_scale, 0).interval(round(rows * spread / 3**0.5), rows, alpha)
     return None if found is None else min(found[1] - found[0], 2.0 * spread)
+
+
+QUANTILE_DRAWS = 2_000
+"""Simulated releases per quantile interval."""
+MOST_OFFSETS = 400
+"""Candidates simulated each side of the truth: beyond them the selection almost never lands."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileNoise:
+    """Noise draws shared by every cell of one quantile release, for its intervals.
+
+    A quantile chosen by report-noisy-min over a grid of candidates errs by where the noise lands
+    relative to the true quantile, which depends on how many rows lie between candidates. Near
+    the chosen candidate the rows are modelled as spread evenly, at the density a released noisy
+    count of the rows around it gives; the truth is anywhere within a grid step of a candidate.
+    Each draw then redraws that count's noise (so the density's own error is in the interval),
+    the truth's place in the step, and the selection's exponential noise, and records which
+    candidate the mechanism picks. The central 95% of (picked - truth) bounds the error.
+    """
+
+    positions: np.ndarray
+    """Where the truth lies in its grid step, uniform in [-1/2, 1/2) steps; `errors` puts it on
+    a whole unit, as every value is (a candidate is then exactly right when the step is 1)."""
+    counts: np.ndarray
+    """Discrete Laplace noise of the window count at its scale."""
+    seed: int
+    """Of the selection's exponential noise, drawn for as many candidates as a cell needs."""
+
+    @classmethod
+    def draw(cls, count_scale: float, seed: int) -> QuantileNoise:
+        """`seed` is public (the plan's key): the same release gets the same intervals."""
+        rng = np.random.default_rng(seed)
+        return cls(rng.uniform(-0.5, 0.5, QUANTILE_DRAWS), discrete_laplace(rng, count_scale, QUANTILE_DRAWS), seed)
+
+    def errors(self, rows: int, width: int, step: int, den: int, scale: float) -> np.ndarray | None:
+        """(picked - truth) in units for each draw, given the noisy count of `rows` over `width`
+        units near the pick, grid `step`, the score's factor `den` (the score moves by den per
+        row between candidates) and the selection's noise `scale`; None when the noisy count
+        says no row is near it (the interval is then the whole candidate range)."""
+        if rows < 1:
+            return None
+        # A draw that leaves no rows near the pick is given half a row: wide, never empty.
+        density = np.maximum(rows - self.counts, 0.5) / max(width, 1)
+        # Candidates whose score exceeds the best by 40 noise scales are picked with odds e^-40.
+        reach = 40 * scale / (den * max(float(np.quantile(density, 0.01)), 1e-12) * step) + 2
+        side = int(min(MOST_OFFSETS, np.ceil(reach)))
+        offsets = np.arange(-side, side + 1, dtype=np.float64) * step  # units, relative to the truth's step
+        truth = np.round(self.positions * step)
+        apart = np.abs(offsets[None, :] - truth[:, None])
+        selection = np.random.default_rng((self.seed, side)).exponential(1.0, apart.shape)
+        noisy = den * density[:, None] * apart - scale * selection
+        picked = offsets[np.argmin(noisy, axis=1)]
+        return np.asarray(picked - truth)
+
+    def interval(
+        self, rows: int, width: int, *, step: int, den: int, scale: float, alpha: float
+    ) -> tuple[float, float] | None:
+        """Offsets (low, high) in units such that the truth lies in [pick + low, pick + high]
+        with probability about 1 - alpha; None as in `errors`."""
+        found = self.errors(rows, width, step, den, scale)
+        if found is None:
+            return None
+        return -float(np.quantile(found, 1 - alpha / 2)), -float(np.quantile(found, alpha / 2))
+
+
+def expected_quantile_width(
+    rows: int, span: int, *, step: int, den: int, scale: float, count_scale: float, windows: int, alpha: float
+) -> float | None:
+    """The width (in units) of a quantile's interval when `rows` rows spread evenly over `span`
+    units (a density no higher than most data's at a quantile); None when so few rows give the
+    whole range. `windows` is the number of grid steps the window count covers."""
+    near = round(rows * windows * step / max(span, 1))
+    found = QuantileNoise.draw(count_scale, 0).interval(
+        near, windows * step, step=step, den=den, scale=scale, alpha=alpha
+    )
+    return None if found is None else min(found[1] - found[0], float(span))

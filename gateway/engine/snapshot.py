@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan, bin_count
+from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
 from gateway.engine.plan_sql import aggregate_sql
 from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
 from gateway.errors import InternalError
@@ -59,9 +59,9 @@ class Snapshot:
         lists belong to no cell.
         """
         sql, params = aggregate_sql(plan, *self._checked_values(plan))
-        names = [s.name for s in plan.statistics]
-        bins = bin_count(plan.template)
+        names = list(plan.exact)
         binned = plan.template.measure in MEASURES_WITH_BINS  # the query then returns a bin index
+        bins = len(plan.edges) - 1 if binned else 1
         position = {cell: i for i, cell in enumerate(plan.cells)}
         out = {name: [0] * (len(plan.cells) * bins) for name in names}
         width = len(plan.group_by)

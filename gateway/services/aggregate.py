@@ -29,11 +29,9 @@ from decimal import Decimal
 from typing import Any
 
 from gateway import privacy
-from gateway.domain import intervals
 from gateway.domain.aggregate import (
     CONFIDENCE,
     Measure,
-    NoisyVector,
     Plan,
     assemble,
     assemble_selected,
@@ -47,7 +45,7 @@ from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.services import charging, policy_admin
+from gateway.services import aggregate_noise, charging, policy_admin
 from gateway.services.release import Release, prepare_release, release
 from gateway.services.runtime import Runtime
 
@@ -166,73 +164,12 @@ def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Se
     return Batch(purpose, tuple(items), policy.version)
 
 
-def _expected(compiled: Plan) -> list[Json]:
-    """Per statistic: the mechanism, its scale and the half-width of its 95% interval; public."""
-    out: list[Json] = []
-    in_units = ("sum", "centred_sum")  # statistics counted in multiples of the granularity
-    for statistic in compiled.statistics:
-        scale = privacy.calibrate(statistic.sensitivity, statistic.micro_epsilon)
-        half = privacy.half_width(scale, statistic.alpha)
-        factor = compiled.template.granularity if statistic.name in in_units else Decimal(1)
-        out.append(
-            {
-                "statistic": statistic.name,
-                "mechanism": "discrete_laplace",
-                "sensitivity": statistic.sensitivity,
-                "scale": int(scale) if scale.is_integer() else scale,
-                "epsilon": epsilon_text(statistic.micro_epsilon),
-                "confidence": 1 - statistic.alpha,
-                "half_width": _plain(Decimal(half) * factor),
-            }
-        )
-    if compiled.selects_keys:
-        scale, threshold = privacy.calibrate_threshold(
-            compiled.max_rows, compiled.amount.micro_epsilon, compiled.amount.nano_delta
-        )
-        out[0] |= {"mechanism": "discrete_laplace_threshold", "threshold": threshold, "delta": _delta(compiled.amount)}
-    return out
-
-
 def _delta(amount: Amount) -> str:
     return format(amount.delta.normalize(), "f")
 
 
 def _plain(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
-
-
-def expected_interval_width(compiled: Plan, typical_rows: int | None = None) -> Decimal | None:
-    """The width of each released value's 95% interval from public facts only. A mean's and a
-    quantile's depend on the rows in a cell: predicted for `typical_rows` (the catalogue's public
-    order of magnitude of the dataset's rows spread evenly over the cells), None without it."""
-    measure = compiled.template.measure
-    if measure is Measure.MEAN:
-        return _mean_width(compiled, typical_rows)
-    if measure is Measure.QUANTILE:
-        return None
-    (statistic,) = compiled.statistics
-    half = privacy.half_width(privacy.calibrate(statistic.sensitivity, statistic.micro_epsilon), statistic.alpha)
-    factor = compiled.template.granularity if measure is Measure.SUM else Decimal(1)
-    return Decimal(2 * half) * factor
-
-
-def _mean_width(compiled: Plan, typical_rows: int | None) -> Decimal | None:
-    if typical_rows is None or compiled.value_units is None:
-        return None
-    sums, counts = compiled.statistics
-    width = intervals.expected_mean_width(
-        privacy.calibrate(sums.sensitivity, sums.micro_epsilon),
-        privacy.calibrate(counts.sensitivity, counts.micro_epsilon),
-        typical_rows,
-        intervals.half_range(compiled.value_units),
-        1 - float(CONFIDENCE),
-    )
-    if width is None:
-        low, high = compiled.value_units
-        return Decimal(high - low) * compiled.template.granularity
-    return (Decimal(repr(width)) * compiled.template.granularity).quantize(
-        compiled.template.granularity, "ROUND_CEILING"
-    )
 
 
 def typical_rows(rows: int, compiled: Plan) -> int | None:
@@ -244,7 +181,7 @@ def typical_rows(rows: int, compiled: Plan) -> int | None:
 def _check_accuracy(compiled: Plan, widest: Decimal | None, rows: int | None) -> None:
     if widest is None:
         return
-    width = expected_interval_width(compiled, rows)
+    width = aggregate_noise.expected_interval_width(compiled, rows)
     if width is None:
         raise InvalidRequest(
             "max_interval_width: this interval depends on rows the catalogue does not say (fewer than 1,000 "
@@ -268,8 +205,10 @@ def preview(batch: Batch) -> Json:
                 "epsilon": epsilon_text(item.plan.amount.micro_epsilon),
                 "delta": _delta(item.plan.amount),
                 "rows": None if item.plan.selects_keys else len(item.plan.cells) * _rows_per_cell(item.plan),
-                "interval_width": _optional_plain(expected_interval_width(item.plan, item.typical_rows)),
-                "noise": _expected(item.plan),
+                "interval_width": _optional_plain(
+                    aggregate_noise.expected_interval_width(item.plan, item.typical_rows)
+                ),
+                "noise": aggregate_noise.expected(item.plan),
             }
             for item in batch.items
         ],
@@ -297,12 +236,7 @@ def compute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
         with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
             reading()
             exact = snapshot.aggregate(compiled)
-        noisy: dict[str, NoisyVector] = {}
-        for statistic in compiled.statistics:
-            released = privacy.add_noise(exact[statistic.name], statistic.sensitivity, statistic.micro_epsilon)
-            noisy[statistic.name] = NoisyVector(
-                released.values, released.scale, privacy.half_width(released.scale, statistic.alpha)
-            )
+        noisy = aggregate_noise.release_noise(compiled, exact)
         del exact
         rows = assemble(compiled, noisy)
     template = compiled.template
@@ -317,7 +251,7 @@ def compute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
         "delta": _delta(compiled.amount),
         "confidence": float(CONFIDENCE),
         "granularity": _plain(template.granularity),
-        "noise": _expected(compiled),
+        "noise": aggregate_noise.expected(compiled),
         "rows": rows,
     }
 

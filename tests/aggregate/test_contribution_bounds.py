@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.aggregate import AggregateTemplate, Plan, plan
+from gateway.domain.aggregate import AggregateTemplate, Plan, plan, quantiles
 from gateway.domain.catalog import CatalogEntry
 from gateway.engine import Domain, version_path
 from tests.aggregate.conftest import HOSTILE_ROWS, PAYROLL_ENTRY, register_payroll
@@ -96,6 +96,9 @@ def test_one_unit_moves_each_statistic_by_at_most_its_sensitivity(
                 with_unit = snap.aggregate(compiled)
             with domain.snapshot("payroll", "without") as snap:
                 without_unit = snap.aggregate(compiled)
+            if compiled.candidates is not None:  # a quantile: scores (L-inf per cell) and bins (L1)
+                _check_quantile(compiled, with_unit["bins"], without_unit["bins"])
+                continue
             for statistic in compiled.statistics:
                 moved = sum(
                     abs(a - b) for a, b in zip(with_unit[statistic.name], without_unit[statistic.name], strict=True)
@@ -103,6 +106,24 @@ def test_one_unit_moves_each_statistic_by_at_most_its_sensitivity(
                 assert moved <= statistic.sensitivity, (kind, statistic, moved)
     finally:
         domain.close()
+
+
+def _check_quantile(compiled: Plan, with_unit: list[int], without_unit: list[int]) -> None:
+    """Summed over the cells, the largest move of a candidate's score stays within the selection's
+    sensitivity (each cell's selection costs in proportion); the bin counts any window count
+    sums move by at most `max_rows` in total."""
+    grid = compiled.candidates
+    assert grid is not None
+    assert sum(abs(a - b) for a, b in zip(with_unit, without_unit, strict=True)) <= compiled.max_rows
+    for i, q in enumerate(compiled.template.quantiles):
+        select, near = compiled.statistics[2 * i], compiled.statistics[2 * i + 1]
+        assert near.sensitivity == compiled.max_rows
+        moved = 0
+        for c in range(len(compiled.cells)):
+            cell = slice(c * grid.count, (c + 1) * grid.count)
+            before, after = quantiles.scores(with_unit[cell], q), quantiles.scores(without_unit[cell], q)
+            moved += max(abs(a - b) for a, b in zip(before, after, strict=True))
+        assert moved <= select.sensitivity, (select, moved)
 
 
 def test_clamping_and_missing_values_are_exact(tmp_path: Path) -> None:
@@ -167,7 +188,7 @@ def test_sensitivities_follow_the_registered_bound(kind: str) -> None:
         "sum_signed": {"sum": MAX_ROWS * 50},
         "mean": {"centred_sum": MAX_ROWS * 50, "values": MAX_ROWS},
         "histogram": {"bins": MAX_ROWS},
-        "quantile": {"bins": MAX_ROWS},
+        "quantile": {"quantile_0": MAX_ROWS, "near_0": MAX_ROWS},  # median: scores move by 1 a row
     }[kind]
     assert names == expected
     assert sum(s.micro_epsilon for s in compiled.statistics) == compiled.amount.micro_epsilon

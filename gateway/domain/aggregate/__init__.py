@@ -6,6 +6,7 @@ refusal from public facts only, before any data is read) and `assemble` the post
 of noisy statistics into rows whose shape never depends on the data.
 """
 
+from gateway.domain.aggregate import quantiles
 from gateway.domain.aggregate.assemble import NoisyVector, assemble, assemble_selected
 from gateway.domain.aggregate.plan import Filter, Plan, bin_labels, epsilon_text, jsonable, plan
 from gateway.domain.aggregate.sensitivity import Statistic, statistics_for
@@ -49,5 +50,6 @@ __all__ = [
     "epsilon_text",
     "jsonable",
     "plan",
+    "quantiles",
     "statistics_for",
 ]

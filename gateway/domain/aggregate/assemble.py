@@ -6,14 +6,15 @@ of the plan, so nothing here costs privacy, and the shape of the rows never depe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from gateway.domain.aggregate.plan import Plan, bin_labels, epsilon_text
-from gateway.domain.aggregate.templates import CONFIDENCE, Measure, bin_count
-from gateway.domain.intervals import RatioNoise, centre
+from gateway.domain.aggregate.quantiles import WINDOW_STEPS, score_ratio
+from gateway.domain.aggregate.templates import CONFIDENCE, Measure
+from gateway.domain.intervals import QuantileNoise, RatioNoise, centre
 
 __all__ = ["NoisyVector", "assemble", "assemble_selected"]
 
@@ -93,18 +94,15 @@ def assemble(plan: Plan, noisy: Mapping[str, NoisyVector]) -> list[dict[str, Any
         for cell, total, count in zip(plan.cells, sums.values, counts.values, strict=True):
             rows.append({"group": _group(plan, cell), **_mean(plan, total, count, noise)})
     else:
-        stat = noisy["bins"]
-        width = bin_count(template)
-        for i, cell in enumerate(plan.cells):
-            counts_in_cell = stat.values[i * width : (i + 1) * width]
-            for q in template.quantiles:
-                rows.append(
-                    {
-                        "group": _group(plan, cell),
-                        "quantile": float(q),
-                        **_quantile(plan, counts_in_cell, q, stat.half_width),
-                    }
-                )
+        draws = [
+            QuantileNoise.draw(noisy[f"near_{i}"].scale, int(plan.key[:16], 16) + i)
+            for i in range(len(template.quantiles))
+        ]
+        for c, cell in enumerate(plan.cells):
+            for i, q in enumerate(template.quantiles):
+                chosen, near = noisy[f"quantile_{i}"], noisy[f"near_{i}"]
+                row = _quantile(plan, q, chosen.values[c], near.values[c], scale=chosen.scale, noise=draws[i])
+                rows.append({"group": _group(plan, cell), "quantile": float(q), **row})
     return rows
 
 
@@ -142,43 +140,34 @@ def _mean(plan: Plan, total: int, count: int, noise: RatioNoise) -> dict[str, An
     return {"value": _number(estimate), "interval": [_number(interval[0]), _number(interval[1])], "note": note}
 
 
-def _quantile(plan: Plan, counts: Sequence[int], q: Decimal, half_width: int) -> dict[str, Any]:
-    """A quantile read off noisy bin counts, with an interval sound whenever every bin's noise is
-    within `half_width` (probability at least 95% by the union bound over the bins).
-
-    The true quantile lies in the first bin j where (1 - q) * below_j >= q * above_j holds for the
-    true counts. It can hold first at the earliest bin where it holds for the most favourable
-    counts inside the noise bounds, and it surely holds from the first bin where it holds for the
-    least favourable ones.
-    """
-    edges = plan.template.bins
+def _quantile(plan: Plan, q: Decimal, chosen: int, near: int, *, scale: float, noise: QuantileNoise) -> dict[str, Any]:
+    """The chosen candidate, with the central 95% of where the truth lies given the mechanism's
+    noise and the noisy count of rows near it (domain.intervals.QuantileNoise)."""
     g = plan.template.granularity
-    fq = Decimal(q)
-    clipped = [max(0, c) for c in counts]
-    top = [c + half_width for c in counts]
-    bottom = [max(0, c - half_width) for c in counts]
-
-    def first(below: Sequence[int], above: Sequence[int]) -> int:
-        # Running totals (exact integers): one pass instead of two sums per bin.
-        num, den = fq.as_integer_ratio()
-        under, over = 0, sum(above)
-        for j in range(len(counts)):
-            under += below[j]
-            over -= above[j]
-            if (den - num) * under >= num * over:
-                return j
-        return len(counts) - 1
-
-    j_lo, j_hi, j = first(top, bottom), first(bottom, top), first(clipped, clipped)
-    total = sum(clipped)
-    before = sum(clipped[:j])
-    inside = clipped[j]
-    fraction = (fq * total - before) / inside if inside > 0 else Decimal("0.5")
-    fraction = min(max(fraction, Decimal(0)), Decimal(1))
-    estimate = _quantize(edges[j] + fraction * (edges[j + 1] - edges[j]), g)
-    low, high = _quantize(edges[j_lo], g, up=False), _quantize(edges[j_hi + 1], g, up=True)
-    estimate = min(max(estimate, low), high)
-    return {"value": _number(estimate), "interval": [_number(low), _number(high)]}
+    grid = plan.candidates
+    if grid is None:  # unreachable: a quantile plan always has its candidates
+        raise ValueError("a quantile plan has no candidates (this is a bug)")
+    _num, den = score_ratio(q)
+    pick = grid.unit(chosen)
+    bins = min(grid.count, chosen + WINDOW_STEPS) - max(0, chosen - WINDOW_STEPS)
+    found = noise.interval(near, bins * grid.step, step=grid.step, den=den, scale=scale, alpha=1 - float(CONFIDENCE))
+    if found is None:
+        low, high = Decimal(grid.first) * g, Decimal(grid.last) * g
+    else:
+        # The ends are the simulated error's quantiles, rounded to the nearest whole unit (as the
+        # truth is one): rounding outwards would cover every place in a step of few units.
+        low = max(_quantize((pick + Decimal(repr(found[0]))) * g, g), Decimal(grid.first) * g)
+        high = min(_quantize((pick + Decimal(repr(found[1]))) * g, g), Decimal(grid.last) * g)
+    value = min(max(Decimal(pick) * g, low), high)
+    width = high - low
+    note = None
+    if width * 4 > (grid.last - grid.first) * g:  # over a quarter of the range: say why, from released figures
+        note = (
+            f"about {max(near, 0)} rows lie within {_number(Decimal(WINDOW_STEPS * grid.step) * g)} of this"
+            f" value (a noisy count); at epsilon {epsilon_text(plan.amount.micro_epsilon)} the 95% interval is"
+            f" {_number(width)} wide"
+        )
+    return {"value": _number(value), "interval": [_number(low), _number(high)], "note": note}
 
 
 def assemble_selected(plan: Plan, released: Mapping[tuple[str, ...], int], half_width: int) -> list[dict[str, Any]]:

@@ -20,10 +20,12 @@ from typing import Any
 
 import rfc8785
 
+from gateway.domain.aggregate.quantiles import Candidates, candidates_for
 from gateway.domain.aggregate.sensitivity import Statistic, statistics_for
 from gateway.domain.aggregate.templates import (
     MAX_CELLS,
     MAX_GROUP_BY,
+    MEASURES_WITH_BINS,
     AggregateTemplate,
     FilterRule,
     Measure,
@@ -66,6 +68,19 @@ class Plan:
     """The query's parameters after normalisation, as JSON: what the response echoes."""
     key: str
     """Same template, parameters, epsilon and dataset version give the same key."""
+    edges: tuple[Decimal, ...] = ()
+    """Edges of the bins the engine counts each cell's values in (histogram, quantile); a value's
+    bin is the last edge at or below it, clamped to the first and last bins."""
+    candidates: Candidates | None = None
+    """A quantile's candidate grid: bin i of `edges` is [c_i, c_i+1)."""
+
+    @property
+    def exact(self) -> tuple[str, ...]:
+        """The exact vectors the engine computes: `bins` for a histogram or quantile (counts per
+        cell and bin), else one per statistic, named as the statistic."""
+        if self.template.measure in MEASURES_WITH_BINS:
+            return ("bins",)
+        return tuple(s.name for s in self.statistics)
 
     @property
     def epsilon(self) -> Decimal:
@@ -179,6 +194,8 @@ def plan(
     epsilon_micro = template.epsilon.charge(epsilon, "template")
     if template.measure is Measure.MEAN and epsilon_micro < 2:  # both statistics need a share
         raise InvalidRequest("epsilon: a mean needs at least 0.000002 (it is split in two)")
+    if template.measure is Measure.QUANTILE and epsilon_micro < 2 * len(template.quantiles):
+        raise InvalidRequest("epsilon: too small to share among this template's quantiles")
     value_units: tuple[int, int] | None = None
     if template.column is not None:
         bounds = columns[template.column].bounds or (0.0, 0.0)
@@ -188,8 +205,18 @@ def plan(
         )
     unit = entry.privacy_unit
     statistics = statistics_for(
-        template.measure, epsilon_micro, max_rows=unit.max_rows, cells=len(cells), value_units=value_units, bins=bins
+        template.measure,
+        epsilon_micro,
+        max_rows=unit.max_rows,
+        cells=len(cells),
+        value_units=value_units,
+        quantiles=template.quantiles,
     )
+    candidates = None
+    edges = template.bins
+    if template.measure is Measure.QUANTILE and value_units is not None:
+        candidates = candidates_for(value_units, template.bins, template.granularity, len(cells))
+        edges = candidates.edges(template.granularity)
     normalised: dict[str, Any] = {
         "filters": {
             f.column: [*f.values] if f.values is not None else {"from": jsonable(f.low), "to": jsonable(f.high)}  # type: ignore[arg-type]
@@ -227,6 +254,8 @@ def plan(
         amount=amount,
         parameters=normalised,
         key=key,
+        edges=edges,
+        candidates=candidates,
     )
 
 

@@ -52,7 +52,7 @@ class Measure(StrEnum):
     SUM = "sum"
     MEAN = "mean"
     QUANTILE = "quantile"
-    """Read off a DP histogram over the template's bins (post-processing: no extra cost)."""
+    """Chosen among up to 2,001 candidates by the exponential mechanism (aggregate.quantiles)."""
     HISTOGRAM = "histogram"
 
 
@@ -121,7 +121,8 @@ class AggregateTemplate(_Frozen):
     granularity: Decimal = Field(Decimal(1), gt=0)
     """Sums, means and quantiles are computed in whole multiples of this and released at it."""
     bins: tuple[Decimal, ...] = ()
-    """Edges of the histogram bins (histogram, quantile): increasing, inside the column's bounds."""
+    """Edges of the histogram bins: increasing, inside the column's bounds. A quantile template
+    may give them too: only the first and last edge count, as the range of its candidates."""
     quantiles: tuple[Decimal, ...] = ()
     filters: dict[Identifier, FilterRule] = {}
     group_by: tuple[Identifier, ...] = ()
@@ -135,7 +136,7 @@ class AggregateTemplate(_Frozen):
     def _shape(self) -> AggregateTemplate:
         if (self.measure in MEASURES_ON_A_COLUMN) != (self.column is not None):
             raise ValueError("`column` is required for sum, mean, quantile and histogram, and allowed for no other")
-        if self.measure in MEASURES_WITH_BINS:
+        if self.measure is Measure.HISTOGRAM or (self.measure is Measure.QUANTILE and self.bins):
             if len(self.bins) < 2 or list(self.bins) != sorted(set(self.bins)) or len(self.bins) > 201:
                 raise ValueError("`bins`: 2 to 201 increasing edges")
         elif self.bins:
@@ -143,6 +144,10 @@ class AggregateTemplate(_Frozen):
         if self.measure is Measure.QUANTILE:
             if not self.quantiles or not all(Decimal(0) < q < Decimal(1) for q in self.quantiles):
                 raise ValueError("`quantiles`: one or more values strictly between 0 and 1")
+            if len(self.quantiles) > 10 or len(set(self.quantiles)) != len(self.quantiles):
+                raise ValueError("`quantiles`: up to 10 different values")
+            if any(int(q.normalize().as_tuple().exponent) < -4 for q in self.quantiles):
+                raise ValueError("`quantiles`: at most four decimal places")
         elif self.quantiles:
             raise ValueError("`quantiles` are only for the quantile measure")
         if len(set(self.group_by)) != len(self.group_by):
@@ -153,8 +158,10 @@ class AggregateTemplate(_Frozen):
 
 
 def bin_count(template: AggregateTemplate) -> int:
-    """Bins per cell: those of a histogram or quantile, else one."""
-    return len(template.bins) - 1 if template.measure in MEASURES_WITH_BINS else 1
+    """Output rows per cell: a histogram's bins, a quantile template's quantiles, else one."""
+    if template.measure is Measure.QUANTILE:
+        return len(template.quantiles)
+    return len(template.bins) - 1 if template.measure is Measure.HISTOGRAM else 1
 
 
 def check_template(template: AggregateTemplate, entry: CatalogEntry) -> list[tuple[tuple[str | int, ...], str]]:
@@ -169,7 +176,7 @@ def check_template(template: AggregateTemplate, entry: CatalogEntry) -> list[tup
             issues.append((("column",), f"{template.column} needs a numeric type and catalogue bounds"))
         else:
             low, high = (Decimal(str(b)) for b in column.bounds)
-            if template.measure in MEASURES_WITH_BINS and not (low <= template.bins[0] and template.bins[-1] <= high):
+            if template.bins and not (low <= template.bins[0] and template.bins[-1] <= high):
                 issues.append((("bins",), f"bins must lie inside the bounds of {template.column}"))
             if (low / template.granularity) != (low / template.granularity).to_integral_value() or (
                 high / template.granularity
