@@ -24,6 +24,7 @@ from gateway.api.routes import (
     audit,
     disclosure,
     jobs,
+    metrics,
     models,
     objections,
     output_checks,
@@ -34,6 +35,7 @@ from gateway.api.routes import (
 )
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
+from gateway.observability.requests import RequestMetrics
 from gateway.services import policy_admin, scoring, verification
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
@@ -130,12 +132,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     # Matched in this order: the hot paths of consumers first.
     routers = (
         public, verify, models, aggregate, account, usage, jobs, output_checks, disclosure, objections, audit, admin,
-        policy,
+        policy, metrics,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     console.install(app)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
+    app.add_middleware(RequestMetrics)  # added last: the outermost, it counts every request
     return app
 
 

@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, Protocol, TypeVar
 
+from gateway.observability.metrics import observe_commit
+
 Item = TypeVar("Item")
 Payload = TypeVar("Payload")
 
@@ -53,6 +55,11 @@ def resolve(waiter: Waiter, result: Any, error: BaseException | None) -> None:
         waiter.set_exception(error)
     else:
         waiter.set_result(result)
+
+
+def _store(name: str) -> str:
+    """The store a writer serves, from its name (`audit-writer`: audit), for the metrics."""
+    return name.removeprefix("veilgate-").split("-", 1)[0]
 
 
 Settle = Callable[[BaseException | None], None]
@@ -154,6 +161,7 @@ class GroupCommitter(Generic[Item, Conn]):
     def _write(self, conn: Conn, batch: list[Item]) -> None:
         """BEGIN (taking the write lock), the batch, COMMIT; then every caller learns its outcome.
         Raises if nothing of the batch is durable."""
+        started = time.perf_counter()
         conn.execute(self._begin[0])
         try:
             for statement in self._begin[1:]:
@@ -164,6 +172,7 @@ class GroupCommitter(Generic[Item, Conn]):
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             raise
+        observe_commit(_store(self._name), len(batch), time.perf_counter() - started)
         settle(None)
 
 
@@ -209,6 +218,7 @@ class LoopCommitter(Generic[Item]):
         self._locked_since: float | None = None
         self._retry_delay = _RETRY_FIRST_SECONDS
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._store = _store(name)
         self._closed = False
 
     def usable(self) -> bool:
@@ -241,6 +251,7 @@ class LoopCommitter(Generic[Item]):
         loop = self._loop
         if loop is None or self._closed:  # `put` sets the loop before it schedules this
             return
+        started = time.perf_counter()
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -265,7 +276,8 @@ class LoopCommitter(Generic[Item]):
             self._fail(batch, exc)
             self._after()
             return
-        committing.add_done_callback(lambda done: self._committed(conn, done, settle))
+        items = len(batch)
+        committing.add_done_callback(lambda done: self._committed(conn, done, settle, items, started))
 
     def _wait_for_lock(self, exc: sqlite3.OperationalError) -> bool:
         """Whether to try again later: the lock is held by another writer, not for too long."""
@@ -280,11 +292,15 @@ class LoopCommitter(Generic[Item]):
         self._retry_delay = min(self._retry_delay * 2, _RETRY_MOST_SECONDS)
         return True
 
-    def _committed(self, conn: sqlite3.Connection, done: asyncio.Future[Any], settle: Settle) -> None:
+    def _committed(
+        self, conn: sqlite3.Connection, done: asyncio.Future[Any], settle: Settle, items: int, started: float
+    ) -> None:
         error = done.exception()
         if error is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+        else:
+            observe_commit(self._store, items, time.perf_counter() - started)
         settle(error)
         self._after()
 
@@ -331,7 +347,9 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
         limit: int,
         fail: Callable[[list[Item], BaseException], None],
         begin: tuple[str, ...] = (),
+        name: str = "other",
     ) -> None:
+        self._store = _store(name)
         self._connect = connect
         self._apply = apply
         self._fail = fail
@@ -377,6 +395,7 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
             self._task = None
 
     async def _write(self, batch: list[Item]) -> Settle:
+        started = time.perf_counter()
         if self._conn is not None and time.monotonic() - self._used > CHECK_AFTER_IDLE_SECONDS:
             try:  # idle a while: cut meanwhile? (see CHECK_AFTER_IDLE_SECONDS)
                 await self._conn.execute("SELECT 1")
@@ -397,6 +416,7 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
                 await conn.execute("ROLLBACK")
             raise
         self._used = time.monotonic()
+        observe_commit(self._store, len(batch), time.perf_counter() - started)
         return settle
 
     def _drop(self) -> None:

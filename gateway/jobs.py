@@ -405,6 +405,10 @@ class JobStore:
             _SELECT + " WHERE status IN ('approved', 'planning') AND updated <= ? ORDER BY updated", (stamp,)
         )]  # fmt: skip
 
+    def status_counts(self) -> dict[str, int]:
+        """How many jobs are in each status (the metrics' job states)."""
+        return {str(s): int(n) for s, n in self._rows("SELECT status, COUNT(*) FROM jobs GROUP BY status", ())}
+
     def awaiting_check(self) -> list[Job]:
         """Jobs whose outputs wait for output checkers, oldest first."""
         return [_job(r) for r in self._rows(_SELECT + " WHERE status = ? ORDER BY updated", (AWAITING_CHECK,))]

@@ -182,6 +182,7 @@ def committers(
         limit=limit,
         fail=fail,
         begin=(take_lock,),
+        name=name,
     )
     return thread, on_loop
 

@@ -68,6 +68,7 @@ class RequestContext:
                 started = True
                 if audited and AUDITED_AS not in state and not await self._append(scope, message["status"]):
                     withheld = True
+                    state["problem"] = AuditUnavailable.type_slug  # what the metrics count it as
                     await self._send_problem(send, request_id, AuditUnavailable("the request could not be audited"))
                     return
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
@@ -85,6 +86,8 @@ class RequestContext:
                 await self._send_problem(send, request_id, error)
 
     async def _append(self, scope: Scope, status: int, *, reason: str | None = None) -> bool:
+        if reason is not None:  # a problem of this middleware's own: the metrics count it too
+            scope["state"]["problem"] = reason
         try:
             await self.record(event_for(scope, status, reason=reason))
         except AuditUnavailable:

@@ -12,6 +12,7 @@ from gateway.app import create_app
 from gateway.cli.console import console, guard
 from gateway.cli.installation import ConfigOption, runtime, settings_for
 from gateway.http_server import available_cores, server_options
+from gateway.observability.metrics import shared_by_workers
 from gateway.services import doctor
 
 __all__ = ["doctor_command", "serve", "worker_command"]
@@ -48,7 +49,8 @@ def serve(
     application.state.runtime.close()
     if config is not None:
         os.environ["VEILGATE_CONFIG"] = str(config.resolve())
-    uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **bind)
+    with shared_by_workers():  # each worker's metrics in files, so any worker's /metrics sums them all
+        uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **bind)
 
 
 def worker_command(

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, canonical, digest
+from gateway.observability.metrics import observe_release
 from gateway.services.receipts import sign_receipt
 from gateway.services.runtime import Runtime
 
@@ -50,7 +51,10 @@ class PendingRelease:
         # and the request already passed `digest`), so it is encoded as is: no model round trip.
         document = {**self.unsigned, "audit_seq": seq}
         payload = canonical(document)
-        return Release(document, payload, sign_receipt(rt.receipt_keys, payload))
+        signed = Release(document, payload, sign_receipt(rt.receipt_keys, payload))
+        spent = self.unsigned.get("privacy_spent")
+        observe_release(self.unsigned.get("dataset"), float(spent["epsilon"]) if isinstance(spent, dict) else 0.0)
+        return signed
 
 
 def prepare_release(
