@@ -8,6 +8,7 @@ Secrets are never set here inline: they live as files under `state_dir`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
         description="First and last uid `veilgate worker` runs jobs as, one unused uid per running job: limits"
         " such as the number of processes and the summed memory then hold for the whole job. No other"
         " process or file on the machine may use these uids.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: `veilgate serve` logs JSON lines, one event a line, with the request id."
     )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."

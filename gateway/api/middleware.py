@@ -19,6 +19,7 @@ from gateway.api.auditing import AUDITED_AS, RECEIVED_AT, UNAUDITED_PATHS, event
 from gateway.api.problems import problem_body, unexpected_error
 from gateway.domain.trail import AuditEvent, utc_now
 from gateway.errors import AuditUnavailable, PayloadTooLarge, VeilgateError
+from gateway.observability.logs import REQUEST_ID
 
 Recorder = Callable[[AuditEvent], Awaitable[int]]
 log = logging.getLogger("veilgate.api")
@@ -39,6 +40,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex
+        REQUEST_ID.set(request_id)  # on every log line of this request (observability.logs)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state[RECEIVED_AT] = utc_now()

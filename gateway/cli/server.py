@@ -12,6 +12,7 @@ from gateway.app import create_app
 from gateway.cli.console import console, guard
 from gateway.cli.installation import ConfigOption, runtime, settings_for
 from gateway.http_server import available_cores, server_options
+from gateway.observability.logs import log_config
 from gateway.observability.metrics import shared_by_workers
 from gateway.services import doctor
 
@@ -42,6 +43,8 @@ def serve(
     with guard("startup"):
         application = create_app(settings)  # fails fast, with a message, before any worker starts
     bind = server_options(host or settings.host, port or settings.port)
+    if settings.log_format == "json":
+        bind["log_config"] = log_config()
     workers = workers or available_cores()
     if workers == 1:
         uvicorn.run(application, **bind)
