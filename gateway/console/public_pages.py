@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from gateway.api.deps import runtime
+from gateway.api.routes import audit as audit_routes
 from gateway.api.routes import objections as objection_routes
 from gateway.api.routes import public as public_routes
 from gateway.api.schemas import DatasetPath
@@ -62,11 +63,22 @@ def disclosure_page(
     )
 
 
+SHOWN_CHECKPOINTS = 50
+
+
 @router.get("/checkpoints")
 def checkpoints(request: Request, rt: RuntimeDep) -> Response:
-    found = rt.audit.checkpoints(after_size=-1, limit=1000)
-    newest = sorted(found, key=lambda c: c.size, reverse=True)[:50]
-    return page(request, "checkpoints.html", tree_size=rt.audit.size(), checkpoints=newest)
+    """The newest checkpoints, through the public route: it lists the smallest first after a
+    size, so the window before the end of the log widens until enough are in it."""
+    window = 1024
+    while True:
+        size = rt.audit.size()
+        found = audit_routes.checkpoints(rt, after_size=max(-1, size - window), limit=1000)
+        if len(found.checkpoints) >= SHOWN_CHECKPOINTS or window > size:
+            break
+        window *= 8
+    newest = sorted(found.checkpoints, key=lambda c: c.size, reverse=True)[:SHOWN_CHECKPOINTS]
+    return page(request, "checkpoints.html", tree_size=found.tree_size, checkpoints=newest)
 
 
 @router.get("/receipt")

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from gateway.api.deps import runtime
+from gateway.api.routes import admin as admin_routes
 from gateway.api.routes import audit as audit_routes
 from gateway.console import session
 from gateway.console.forms import parsed, shown
@@ -93,10 +94,11 @@ def budgets_page(request: Request, rt: RuntimeDep) -> Response:
         who = session.require(request, *READERS)
         bundle = policy_admin.current(rt).bundle
         consumers = sorted({g.consumer for g in bundle.grants.values()})
+        organisations = {a["client_id"]: a["organisation"] for a in admin_routes.consumers(rt, who)["accounts"]}
         charts: dict[str, list[dict[str, Any]]] = {}
         for consumer in consumers:
-            account = rt.clients.find(consumer)
-            holder = Principal(consumer, account.organisation if account else "", frozenset(), "console")
+            # The view a consumer gets of its own budgets (GET /v1/budget), for each holder of a grant.
+            holder = Principal(consumer, organisations.get(consumer, ""), frozenset(), "console")
             for row in budget.budget_view(rt, holder)["budgets"]:
                 charts.setdefault(row["dataset"], []).append({**row, "consumer": consumer, "bars": bars(row["levels"])})
         return page(request, "admin/budgets.html", charts=dict(sorted(charts.items())), viewer=who.client_id)

@@ -154,3 +154,18 @@ def test_an_invalid_objection_names_the_field_not_the_value(installation: Instal
     )
     assert response.status_code == 422
     assert "passwd" not in response.text and "subject" in response.text
+
+
+def test_checkpoints_page_shows_the_newest_signed_heads(installation: Installation, make_client: object) -> None:
+    from gateway.services.audit_trail import make_checkpoint
+
+    client: TestClient = make_client(installation.settings)  # type: ignore[operator]
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    for _ in range(3):
+        client.get("/console/catalogue")
+        assert make_checkpoint(rt.audit, rt.receipt_keys, issuer=installation.settings.issuer) is not None
+    listed = client.get("/v1/audit/checkpoints").json()["checkpoints"]
+    page = client.get("/console/checkpoints", params={"lang": "en"}).text
+    roots = re.findall(r'<code class="hash">([0-9a-f]{64})</code>', page)
+    assert roots[:3] == [c["root"] for c in sorted(listed, key=lambda c: -c["size"])][:3]
+    assert listed[-1]["jws"] in page
