@@ -36,6 +36,7 @@ from gateway.api.routes import (
 from gateway.domain.trail import AuditEvent
 from gateway.errors import VeilgateError
 from gateway.observability.requests import RequestMetrics
+from gateway.observability.tracing import RequestSpans, without_native_telemetry
 from gateway.services import policy_admin, scoring, verification
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.runtime import Runtime
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         lifespan=lifespan,
         docs_url=None,  # served by the console, offline
         redoc_url=None,
+        **without_native_telemetry(),  # it would trace raw paths
     )
     app.state.runtime = rt
     app.state.settings = settings
@@ -138,6 +140,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         app.include_router(module.router)
     console.install(app)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
+    if settings.tracing:  # off: OpenTelemetry is not even imported
+        app.add_middleware(RequestSpans)
     app.add_middleware(RequestMetrics)  # added last: the outermost, it counts every request
     return app
 

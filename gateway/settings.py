@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="`json`: `veilgate serve` logs JSON lines, one event a line, with the request id."
     )
+    tracing: bool = Field(
+        False, description="OpenTelemetry: one span per request (needs the `tracing` extra); off by default."
+    )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."
     )
