@@ -85,7 +85,7 @@ def policy_page(request: Request, rt: RuntimeDep) -> Response:
             may = [c for c in may if _identity(next(a for a in admins if a["client_id"] == c)) not in taken]
             proposals.append({**proposal, "may_approve": may, "diff_lines": _diff_lines(proposal.get("diff", ""))})
         history = list(reversed(state["history"]))[:50]
-        bundle_text = json.dumps(state["bundle"], indent=2, ensure_ascii=False, sort_keys=True)
+        bundle_text = json.dumps(state["bundle"], indent=2, ensure_ascii=False)
         return page(request, "admin/policy.html", state=state, proposals=proposals, history=history,
                     bundle_text=bundle_text, required=rt.settings.policy_approvals,
                     done=request.query_params.get("done"))  # fmt: skip
@@ -279,5 +279,79 @@ def answer_objection(
         body = parsed(objection_routes.ObjectionAnswer, {"status": status, "reply": reply})
         objection_routes.answer_objection(rt, who, objection_id, body)
         return back("/console/admin/objections", "answered")
+
+    return shown(request, build)
+
+
+@router.post("/policy")
+def propose_policy(
+    *,
+    request: Request,
+    rt: RuntimeDep,
+    bundle: Annotated[str, Form(max_length=2_000_000)],
+    note: Annotated[str, Form(max_length=500)],
+    base_version: Annotated[str, Form(max_length=200)] = "",
+    csrf: Csrf = "",
+) -> Response:
+    """A whole bundle, edited from the one in force: validated and proposed as by PUT /v1/admin/policy."""
+
+    def build() -> Response:
+        who = writer(request, csrf)
+        try:
+            value = json.loads(bundle)
+        except ValueError:
+            raise InvalidRequest("bundle: not JSON") from None
+        body = parsed(
+            policy_routes.PolicyProposal, {"bundle": value, "note": note, "base_version": base_version or None}
+        )
+        change = _body(policy_routes.propose_policy(rt, who, body))
+        return back("/console/admin/policy", "activated" if change["active"] else "proposed")
+
+    return shown(request, build)
+
+
+@router.post("/consumers/{client_id}/enable")
+def enable_consumer(request: Request, rt: RuntimeDep, client_id: ClientIdPath, csrf: Csrf = "") -> Response:
+    def build() -> Response:
+        who = writer(request, csrf)
+        admin_routes.enable_consumer(client_id, rt, who)
+        return back("/console/admin/consumers", "proposed")
+
+    return shown(request, build)
+
+
+@router.post("/consumers/{client_id}/roles")
+def set_roles(
+    request: Request, rt: RuntimeDep, client_id: ClientIdPath, roles: Annotated[list[str], Form()], csrf: Csrf = ""
+) -> Response:
+    def build() -> Response:
+        who = writer(request, csrf)
+        body = parsed(admin_routes.RolesRequest, {"roles": roles})
+        answer = admin_routes.set_roles(client_id, body, rt, who)
+        return back("/console/admin/consumers", "roles" if answer.status_code == 200 else "proposed")
+
+    return shown(request, build)
+
+
+@router.get("/tracker")
+def tracker_page(request: Request) -> Response:
+    def build() -> Response:
+        session.require(request, *READERS)
+        return page(request, "admin/tracker.html", found=None, done=None)
+
+    return shown(request, build)
+
+
+@router.post("/tracker")
+def tracker(request: Request, rt: RuntimeDep, key: Annotated[str, Form(max_length=64)], csrf: Csrf = "") -> Response:
+    """Who asked about a key (POST: the key stays out of URLs and logs, as in the API)."""
+
+    def build() -> Response:
+        who = session.require(request, *READERS)
+        session.check_csrf(request, csrf)
+        body = parsed(admin_routes.TrackerRequest, {"key": key})
+        return page(
+            request, "admin/tracker.html", found=admin_routes.tracker_lookup(body, rt, who)["requests"], done=None
+        )
 
     return shown(request, build)

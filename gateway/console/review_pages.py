@@ -70,8 +70,10 @@ async def review_job(
             await job_routes.approve(rt, who, job_id, body)
         elif decision == "reject":
             await job_routes.reject(rt, who, job_id, body)
+        elif decision == "requeue":
+            await job_routes.requeue(rt, who, job_id, body)
         else:
-            raise InvalidRequest("decision: approve or reject")
+            raise InvalidRequest("decision: approve, reject or requeue")
     except VeilgateError as exc:
         return error_page(request, exc)
     return RedirectResponse(f"/console/admin/jobs/{job_id}?done={decision}", status_code=303)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from html import unescape
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +28,7 @@ ADMIN_PAGES = (
     "/console/admin/objections",
     "/console/admin/audit",
     "/console/admin/budgets",
+    "/console/admin/tracker",
 )
 HOSTILE = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>"
 
@@ -216,3 +218,43 @@ def test_output_checking_from_the_console(jobs_gateway: Callable[..., Jobs], ins
     assert decided >= 2
     result = jobs.admin_view(job_id)
     assert result["status"] != AWAITING_CHECK, result
+
+
+def test_a_whole_bundle_proposed_from_the_console(client: TestClient, installation: Installation) -> None:
+    csrf = logged_in_as(client, installation, "demo-admin")
+    page = client.get("/console/admin/policy").text
+    bundle = json.loads(unescape(re.search(r'<textarea id="bundle"[^>]*>(.*?)</textarea>', page, re.S).group(1)))  # type: ignore[union-attr]
+    base = re.search(r'name="base_version" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    bundle["grants"].pop("bank-sme-credit-2026")
+    form = {"bundle": json.dumps(bundle), "note": "end the bank's grant", "base_version": base, "csrf": csrf}
+    assert client.post("/console/admin/policy", data={**form, "csrf": ""}).status_code == 403
+    stale = client.post("/console/admin/policy", data={**form, "base_version": "0" * 32})
+    assert stale.status_code == 409  # made from a version no longer in force
+    proposed = client.post("/console/admin/policy", data=form)
+    assert proposed.status_code == 200 and "end the bank&#39;s grant" in proposed.text
+    assert "bank-sme-credit-2026" in client.get("/console/admin/grants").text  # not in force before approval
+    broken = client.post("/console/admin/policy", data={**form, "bundle": "{not json"})
+    assert broken.status_code == 422
+
+
+def test_roles_enable_and_tracker(client: TestClient, installation: Installation) -> None:
+    business = bearer(get_token(client, "demo-business", installation.credentials["demo-business"]))
+    claims = [{"keys": {"credit_code": enterprises(installation)[0]["credit_code"]}, "checks": {"active": True}}]
+    assert (
+        client.post(f"/v1/verify/{SERVICE}", json={"purpose": PURPOSE, "claims": claims}, headers=business).status_code
+        == 200
+    )
+    csrf = logged_in_as(client, installation, "demo-auditor")
+    tracked = client.post(
+        "/console/admin/tracker", data={"key": enterprises(installation)[0]["credit_code"], "csrf": csrf}
+    )
+    assert tracked.status_code == 200 and "demo-business" in tracked.text
+    assert enterprises(installation)[0]["credit_code"] not in tracked.text  # the key is not echoed
+    csrf = logged_in_as(client, installation, "demo-admin")
+    roles = client.post("/console/admin/consumers/demo-researcher/roles", data={"roles": ["consumer"], "csrf": csrf})
+    assert roles.status_code == 200
+    assert client.post("/console/admin/consumers/demo-business/disable", data={"csrf": csrf}).status_code == 200
+    assert client.get("/v1/me", headers=business).status_code == 401  # the API sees it at once
+    enabled = client.post("/console/admin/consumers/demo-business/enable", data={"csrf": csrf})
+    assert enabled.status_code == 200 and "demo-business" in enabled.text
+    assert client.get("/v1/me", headers=business).status_code == 401  # re-enabling waits for another person
