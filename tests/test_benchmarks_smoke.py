@@ -37,7 +37,7 @@ def _run(script: str, *args: str, timeout: float = 60) -> str:
 
 def test_every_benchmark_has_a_smoke_test() -> None:
     tested = {"aggregate.py", "accuracy.py", "audit_log.py", "registration.py", "load.py"}
-    tested |= {"verify_load.py", "score_load.py"}
+    tested |= {"verify_load.py", "score_load.py", "observability.py"}
     assert {p.name for p in BENCHMARKS.glob("*.py")} <= tested
 
 
@@ -65,6 +65,14 @@ def test_accuracy_ends_with_its_json_line() -> None:
         assert figures[measure]["median_rel_error_pct"] >= 0
         assert 0 <= figures[measure]["coverage"] <= 1
     assert figures["median_time_ratio"] > 0
+
+
+def test_observability_ends_with_its_json_line() -> None:
+    out = _run("observability.py", "--requests", "200", "--rounds", "1")
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["requests"] == 200
+    assert figures["bare_us"] > 0 and figures["metrics_us"] > 0 and figures["ratio"] > 0
+    assert figures["scrape_ms"] > 0
 
 
 def _load_module(name: str) -> object:

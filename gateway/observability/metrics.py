@@ -14,12 +14,14 @@ of any worker sums the files of all; otherwise the values live in this process's
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -109,6 +111,7 @@ def _bounded(label: str, value: str) -> str:
         return value
 
 
+@functools.cache
 def _problem_types() -> frozenset[str]:
     found: set[str] = set()
     pending: list[type[VeilgateError]] = [VeilgateError]
@@ -126,12 +129,25 @@ def route_label(template: object) -> str:
     return "(unmatched)" if template is None else OTHER
 
 
+_request_children: dict[tuple[str, object, int], tuple[Any, Any]] = {}
+"""The counter and histogram of each (method, template, status) seen: `labels()` once, not per request."""
+
+
 def observe_request(method: str, template: object, status: int, seconds: float, problem: object) -> None:
     """One answered request; `problem` is the problem type it was refused with, if any."""
-    verb = method if method in METHODS else OTHER
-    route = route_label(template)
-    REQUESTS.labels(verb, route, str(status) if 100 <= status < 600 else OTHER).inc()
-    REQUEST_SECONDS.labels(verb, route).observe(seconds)
+    key = (method, template if isinstance(template, str) else None, status)
+    children = _request_children.get(key)
+    if children is None:
+        verb = method if method in METHODS else OTHER
+        route = route_label(template)
+        children = (
+            REQUESTS.labels(verb, route, str(status) if 100 <= status < 600 else OTHER),
+            REQUEST_SECONDS.labels(verb, route),
+        )
+        if len(_request_children) < 4 * MAX_VALUES:  # unbounded keys (odd methods) are not kept
+            _request_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
     if isinstance(problem, str):
         REFUSALS.labels(problem if problem in _problem_types() else OTHER).inc()
 
