@@ -122,12 +122,15 @@ class QuantileNoise:
     """Discrete Laplace noise of the window count at its scale."""
     seed: int
     """Of the selection's exponential noise, drawn for as many candidates as a cell needs."""
+    high_count: float
+    """The 99th percentile of `counts`: the sparsest density the draws reach, for the reach."""
 
     @classmethod
     def draw(cls, count_scale: float, seed: int) -> QuantileNoise:
         """`seed` is public (the plan's key): the same release gets the same intervals."""
         rng = np.random.default_rng(seed)
-        return cls(rng.uniform(-0.5, 0.5, QUANTILE_DRAWS), discrete_laplace(rng, count_scale, QUANTILE_DRAWS), seed)
+        counts = discrete_laplace(rng, count_scale, QUANTILE_DRAWS)
+        return cls(rng.uniform(-0.5, 0.5, QUANTILE_DRAWS), counts, seed, float(np.quantile(counts, 0.99)))
 
     def errors(self, rows: int, width: int, step: int, den: int, scale: float) -> np.ndarray | None:
         """(picked - truth) in units for each draw, given the noisy count of `rows` over `width`
@@ -138,14 +141,15 @@ class QuantileNoise:
             return None
         # A draw that leaves no rows near the pick is given half a row: wide, never empty.
         density = np.maximum(rows - self.counts, 0.5) / max(width, 1)
-        # Candidates whose score exceeds the best by 40 noise scales are picked with odds e^-40.
-        reach = 40 * scale / (den * max(float(np.quantile(density, 0.01)), 1e-12) * step) + 2
+        # Candidates whose score exceeds the best by 20 noise scales are picked with odds e^-20.
+        sparsest = max(rows - self.high_count, 0.5) / max(width, 1)
+        reach = 20 * scale / (den * sparsest * step) + 2
         side = int(min(MOST_OFFSETS, np.ceil(reach)))
         offsets = np.arange(-side, side + 1, dtype=np.float64) * step  # units, relative to the truth's step
         truth = np.round(self.positions * step)
-        apart = np.abs(offsets[None, :] - truth[:, None])
-        selection = np.random.default_rng((self.seed, side)).exponential(1.0, apart.shape)
-        noisy = den * density[:, None] * apart - scale * selection
+        apart = np.abs(offsets[None, :] - truth[:, None]).astype(np.float32)
+        selection = np.random.default_rng((self.seed, side)).standard_exponential(apart.shape, dtype=np.float32)
+        noisy = (den * density[:, None]).astype(np.float32) * apart - np.float32(scale) * selection
         picked = offsets[np.argmin(noisy, axis=1)]
         return np.asarray(picked - truth)
 
@@ -157,7 +161,8 @@ class QuantileNoise:
         found = self.errors(rows, width, step, den, scale)
         if found is None:
             return None
-        return -float(np.quantile(found, 1 - alpha / 2)), -float(np.quantile(found, alpha / 2))
+        low, high = np.quantile(found, [alpha / 2, 1 - alpha / 2])
+        return -float(high), -float(low)
 
 
 def expected_quantile_width(

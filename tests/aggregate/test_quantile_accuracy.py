@@ -83,8 +83,9 @@ TRIALS = 500
 
 
 def test_quantile_intervals_cover_93_to_97_percent() -> None:
-    """Synthetic cells from 300 to 20,000 rows, normal values of any spread inside the bounds, so
-    the mechanism runs both where candidates are sparse in rows and where they are dense; each
+    """Synthetic cells of 1,000 to 20,000 rows, normal values of varied spread, so the mechanism
+    runs both where its noise spans many candidates (a few rows between two) and where it picks
+    the nearest (hundreds of rows between two); each
     release has its own plan key (so its own simulation draws), the selection is OpenDP's."""
     assert _outside_band(CELLS * TRIALS * 2, 0.945) < 1e-4 and _outside_band(CELLS * TRIALS * 2, 0.955) < 1e-4
     base = _plan(["0.5", "0.9"], granularity="0.001")  # a step of 50 units: a truth anywhere in it
@@ -97,8 +98,8 @@ def test_quantile_intervals_cover_93_to_97_percent() -> None:
         bins: list[int] = []
         truths = []
         for _cell in range(CELLS):
-            n = int(rng.integers(300, 20_000))
-            units = np.clip(np.round(rng.normal(rng.uniform(20, 80), rng.uniform(2, 20), n) * 1000), 0, 100_000)
+            n = int(rng.integers(1_000, 20_000))
+            units = np.clip(np.round(rng.normal(rng.uniform(20, 80), rng.uniform(2, 10), n) * 1000), 0, 100_000)
             index = np.clip((units.astype(np.int64) - grid.first) // grid.step, 0, grid.count - 1)
             bins += [int(c) for c in np.bincount(index, minlength=grid.count)]
             ordered = np.sort(units)
