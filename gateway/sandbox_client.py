@@ -236,7 +236,7 @@ def _sandbox_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _allowed_paths() -> list[Path]:
+def allowed_paths() -> list[Path]:
     """What the interpreter needs, read-only: its installation, the virtual environment, the
     site-packages, this repository's `sandbox/` and the system libraries (`/usr`)."""
     wanted = [Path("/usr"), Path(sys.base_prefix), Path(sys.prefix), _sandbox_dir()]
@@ -257,7 +257,7 @@ do where they are (a Python under /root, a state directory of mode 0700)."""
 
 def _staged(inputs: Path, outputs: Path) -> list[tuple[Path, Path, str]]:
     """(source, staged path, place in the jail) of what the jail binds."""
-    staged = [(p, STAGE / "keep" / str(i), str(p)) for i, p in enumerate(_allowed_paths())]
+    staged = [(p, STAGE / "keep" / str(i), str(p)) for i, p in enumerate(allowed_paths())]
     return [*staged, (inputs, STAGE / "inputs", INPUTS), (outputs, STAGE / "outputs.json", OUTPUTS)]
 
 

@@ -18,11 +18,12 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from gateway import sandbox_client
+from gateway import job_host, sandbox_client
 from gateway.errors import ServiceUnavailable
 from gateway.services import jobs
 from gateway.services.jobs import output_checking
 from gateway.services.runtime import Runtime
+from gateway.settings import Settings
 
 log = logging.getLogger("veilgate.worker")
 POLL_SECONDS = 0.5
@@ -70,11 +71,35 @@ def work_once(rt: Runtime) -> list[str]:
     return ran
 
 
-def serve(rt: Runtime, *, stop: threading.Event, poll_seconds: float = POLL_SECONDS) -> None:
-    """Until `stop` is set: recover, then poll and run. The caller holds `lock`."""
-    problem = sandbox_client.isolation_problem(rt.settings.sandbox_job_uids)
-    if problem is not None and not rt.settings.sandbox_unsafe_run_without_isolation:
+def protected_paths(settings: Settings) -> dict[str, Path]:
+    """What no job may read, by name: the state directory, the keys, the data directory and
+    each directory in them (any may be a link to elsewhere)."""
+    found = {"the state directory (state_dir)": settings.state_dir,
+             "the token keys": settings.token_keys_dir, "the receipt keys": settings.receipt_keys_dir,
+             "the data directory (data_dir)": settings.data_path}  # fmt: skip
+    for name, root in (("state directory", settings.state_dir), ("dataset directory", settings.data_path)):
+        if root.is_dir():
+            found |= {f"the {name} {p.name}": p for p in sorted(root.iterdir()) if p.is_dir()}
+    return found
+
+
+def check_host(settings: Settings, files: job_host.HostFiles = job_host.HOST_FILES) -> str | None:
+    """Before a worker touches anything: the job uids are used by nothing else on the host, and
+    (where the jail can be built) nothing secret lies in a directory it binds. Raises
+    ServiceUnavailable naming the setting and the rule; returns why the jail cannot be built
+    here, if it cannot and the deployment allows running without it."""
+    job_host.check_job_uids(settings.sandbox_job_uids, files)  # a start kills every process of them
+    problem = sandbox_client.isolation_problem(settings.sandbox_job_uids)
+    if problem is not None and not settings.sandbox_unsafe_run_without_isolation:
         raise ServiceUnavailable(f"jobs cannot run here: {problem}")
+    if problem is None:
+        job_host.check_jail_binds(sandbox_client.allowed_paths(), protected_paths(settings))
+    return problem
+
+
+def serve(rt: Runtime, *, stop: threading.Event, poll_seconds: float = POLL_SECONDS) -> None:
+    """Until `stop` is set: check the host, recover, then poll and run. The caller holds `lock`."""
+    check_host(rt.settings)
     recover(rt)
     log.info("worker %d ready: polling for approved jobs every %.1f s", os.getpid(), poll_seconds)
     while not stop.is_set():
