@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from gateway import __version__, console
 from gateway.api import problems
+from gateway.api.hot_paths import HotPaths
 from gateway.api.middleware import RequestContext
 from gateway.api.routes import (
     account,
@@ -139,6 +140,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     for module in routers:
         app.include_router(module.router)
     console.install(app)
+    app.add_middleware(HotPaths)  # inside RequestContext: verification and scoring without FastAPI routing
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, record=record)
     if settings.tracing:  # off: OpenTelemetry is not even imported
         app.add_middleware(RequestSpans)

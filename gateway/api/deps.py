@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 
 from gateway.domain.principal import Principal, Role
 from gateway.errors import PolicyDenied, Unauthenticated
@@ -40,28 +37,6 @@ async def principal(request: Request) -> Principal:
     )
     request.state.principal = found
     return found
-
-
-Body = TypeVar("Body", bound=BaseModel)
-
-
-async def json_body(request: Request, model: type[Body]) -> Body:
-    """The request body parsed straight from its bytes into `model` (one pass in pydantic-core).
-
-    For the hottest routes, which take it instead of a body parameter: FastAPI's dependency
-    solving for a body and two dependencies cost about a tenth of a whole verification (measured
-    in process). Errors are FastAPI's own, located under `body`, so they read as on every route.
-    """
-    try:
-        return model.model_validate_json(await request.body())
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
-
-
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a body read by `json_body`, so that the docs show it as for any other route."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 def require_role(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:

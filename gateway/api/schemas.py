@@ -208,29 +208,6 @@ class AuditPageResponse(_Response):
     next_after: int | None = Field(description="Pass as `after` for the next page; null on the last.")
 
 
-class ClaimRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    keys: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=64)]] = Field(
-        min_length=1, max_length=3, description="Every key column of the service, in full: exact match only."
-    )
-    checks: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=200)] | bool | CheckInteger] = (
-        Field(
-            min_length=1,
-            max_length=16,
-            description="Field -> the value to compare (equals), true (fixed condition) or a threshold from its list.",
-        )
-    )
-    consent_ref: str | None = Field(None, max_length=128, description="Reference of the person's authorization.")
-
-
-class VerifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
-    claims: list[ClaimRequest] = Field(min_length=1, max_length=1000)
-
-
 class ReleasedResponse(ResultDocument):
     """A signed result: the result document, and `receipt`, a JWS over exactly that document."""
 
@@ -300,15 +277,6 @@ class AggregateBatchRequest(BaseModel):
 
     purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     queries: list[BatchQueryRequest] = Field(min_length=1, max_length=20)
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="One of the purposes your grant allows.")
-    keys: list[Annotated[str, Field(max_length=64)]] = Field(
-        min_length=1, max_length=1000, description="Entity keys, in full (one or a batch)."
-    )
 
 
 class FitRequest(BaseModel):

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from gateway.api import hot_paths
 from gateway.api.auditing import allowed_event, note, released_response
-from gateway.api.deps import body_schema, json_body, principal, runtime
-from gateway.api.routes.verify import rate_limit_headers
-from gateway.api.schemas import FitRequest, NamePath, ReleasedResponse, ScoreRequest
+from gateway.api.deps import principal, runtime
+from gateway.api.hot_bodies import ScoreRequest, openapi_body
+from gateway.api.schemas import FitRequest, NamePath, ReleasedResponse
 from gateway.domain.principal import Principal
-from gateway.services import fitting, model_catalogue, scoring
+from gateway.services import fitting, model_catalogue
 from gateway.services.runtime import Runtime
-from gateway.services.verification import AuditNote
 
 router = APIRouter(tags=["models"])
 
@@ -27,27 +26,11 @@ async def registry(rt: Annotated[Runtime, Depends(runtime)]) -> dict[str, Any]:
     return {"models": model_catalogue.catalogue(rt)}
 
 
-@router.post("/v1/models/{model}/score", response_model=ReleasedResponse, openapi_extra=body_schema(ScoreRequest))
+@router.post("/v1/models/{model}/score", response_model=ReleasedResponse, openapi_extra=openapi_body(ScoreRequest))
 async def score(request: Request, model: NamePath) -> Response:
     """Score each entity in the domain: only its score and/or grade band leave, signed."""
-    # A hot path like verification: no dependencies (see `deps.json_body`); authentication first.
-    who = await principal(request)
-    body = await json_body(request, ScoreRequest)
-    rt: Runtime = request.app.state.runtime
-    audit_note = AuditNote()
-    call = scoring.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=body.model_dump(mode="json"))
-    try:
-        event = allowed_event(request)
-        if scoring.scores_in_memory(rt, model):
-            prepared = scoring.prepare_scoring(rt, who, event, call, audit_note)
-        else:  # an index to build or DuckDB lookups: off the event loop
-            prepared = await asyncio.to_thread(scoring.prepare_scoring, rt, who, event, call, audit_note)
-        admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
-    finally:
-        note(request, service=audit_note.service, subjects=audit_note.subjects)
-    pending = scoring.pending_scoring(rt, prepared, admission)
-    released = pending.complete(rt, await rt.audit.append_async(pending.leaf))
-    return released_response(request, released, rate_limit_headers(admission.windows))
+    # Served by `hot_paths.HotPaths` before FastAPI routing; declared here for the API document.
+    return await hot_paths.score(request, model)
 
 
 @router.post("/v1/models/{model}/fit", response_model=ReleasedResponse)
