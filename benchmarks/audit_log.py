@@ -23,9 +23,9 @@ import httpx2
 from fastapi import FastAPI
 
 from gateway.app import create_app
-from gateway.audit import SqliteAuditLog
 from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.services import demo_setup
+from gateway.state.audit_sqlite import SqliteAuditLog
 
 
 def _event(n: int) -> AuditEvent:

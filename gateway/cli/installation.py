@@ -12,13 +12,12 @@ from typing import Annotated
 
 import typer
 
-from gateway.audit import AuditLog, open_log
 from gateway.cli.console import console, fail, guard
 from gateway.freezes import FreezeStore, open_freezes
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
-from gateway.state.backend import open_accounts
-from gateway.state.ports import AccountStore
+from gateway.state.backend import open_accounts, open_log
+from gateway.state.ports import AccountStore, AuditLogStore
 
 __all__ = [
     "DEMO_CONFIG",
@@ -79,7 +78,7 @@ def freeze_store(settings: Settings) -> contextlib.closing[FreezeStore]:
     return contextlib.closing(open_freezes(settings.freezes_file, dsn=dsn, schema=schema, listen=False))
 
 
-def audit_log(settings: Settings) -> AuditLog:
+def audit_log(settings: Settings) -> AuditLogStore:
     """The installation's audit log; a missing SQLite log is a one-line failure, not a new file."""
     if not settings.database_dsn and not (settings.audit_dir / "log.sqlite3").exists():
         fail(f"no audit log under {settings.audit_dir}; has this installation served yet?")

@@ -14,15 +14,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.audit import AuditLog
 from gateway.domain import merkle
 from gateway.domain.trail import CHECKPOINT_TYPE, AuditLeaf, Checkpoint, TreeHead, canonical, utc_now
 from gateway.errors import SignatureInvalid
 from gateway.services.receipts import fetch_json, load_jwks, verify_checkpoint
 from gateway.signing import KeyRing
+from gateway.state.ports import AuditLogStore
 
 
-def make_checkpoint(log: AuditLog, keys: KeyRing, *, issuer: str) -> Checkpoint | None:
+def make_checkpoint(log: AuditLogStore, keys: KeyRing, *, issuer: str) -> Checkpoint | None:
     """Sign and store a tree head if the log grew since the last one; None if there was nothing to do."""
     size = log.size()
     latest = log.latest_checkpoint()
@@ -50,7 +50,7 @@ class _Broken(Exception):
     pass
 
 
-def _rebuild_tree(log: AuditLog, progress: Callable[[int], None] | None) -> merkle.MerkleTree:
+def _rebuild_tree(log: AuditLogStore, progress: Callable[[int], None] | None) -> merkle.MerkleTree:
     tree = merkle.MerkleTree()
     for row in log.stored():
         expected = tree.size
@@ -81,7 +81,7 @@ def _check_head(tree: merkle.MerkleTree, head: TreeHead, since: int, what: str) 
 
 
 def verify_log(
-    log: AuditLog,
+    log: AuditLogStore,
     jwks: Mapping[str, Any],
     *,
     witnessed: Iterable[str] = (),

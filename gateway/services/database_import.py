@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.audit import PostgresAuditLog
 from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.errors import ConfigurationError
 from gateway.freezes import PostgresFreezeStore
@@ -23,6 +22,7 @@ from gateway.objections import PostgresObjectionStore
 from gateway.policy_store import PostgresPolicyStore
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
+from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.backend import accounts_file
 from gateway.state.ledger_postgres import PostgresLedger
 

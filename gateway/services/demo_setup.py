@@ -19,13 +19,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from gateway import demo_data
-from gateway.audit import open_log
 from gateway.catalog import CatalogStore
 from gateway.domain.principal import Role
 from gateway.services import registration
 from gateway.settings import Settings, load_settings
 from gateway.signing import KeyRing
-from gateway.state.backend import open_accounts
+from gateway.state.backend import open_accounts, open_log
 
 DEMO_CLIENTS = (
     # (client id, organisation, role, person): two approvals come from two different people

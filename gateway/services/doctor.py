@@ -10,14 +10,13 @@ from pathlib import Path
 import yaml
 
 from gateway.atomic_files import check_secret_file
-from gateway.audit import open_log
 from gateway.catalog import CatalogStore
 from gateway.domain.principal import Role
 from gateway.engine import Domain
 from gateway.errors import VeilgateError
 from gateway.settings import Settings
 from gateway.signing import KeyRing
-from gateway.state.backend import accounts_file, open_accounts
+from gateway.state.backend import accounts_file, open_accounts, open_log
 
 
 @dataclass(frozen=True, slots=True)

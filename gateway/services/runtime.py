@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.audit import AuditLog, SqliteAuditLog, open_log
 from gateway.budget_ledger import BudgetLedger, SqliteBudgetLedger, open_budget_ledger
 from gateway.catalog import CatalogStore
 from gateway.engine import Domain
@@ -18,8 +17,9 @@ from gateway.policy_store import PolicyStore, open_policy_store
 from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
-from gateway.state.backend import open_accounts, open_ledger
-from gateway.state.ports import AccountStore, LedgerStore
+from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.backend import open_accounts, open_ledger, open_log
+from gateway.state.ports import AccountStore, AuditLogStore, LedgerStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class Runtime:
     clients: AccountStore
     token_keys: KeyRing
     receipt_keys: KeyRing
-    audit: AuditLog
+    audit: AuditLogStore
     ledger: LedgerStore
     budget: BudgetLedger
     policy: PolicyHolder
@@ -99,7 +99,7 @@ class Runtime:
 
 
 def _refuse_to_leave_history_behind(
-    settings: Settings, budget: BudgetLedger, audit: AuditLog, freezes: FreezeStore
+    settings: Settings, budget: BudgetLedger, audit: AuditLogStore, freezes: FreezeStore
 ) -> None:
     """An installation switched to PostgreSQL whose history is still in its files would start
     again from zero: budgets already spent would be spent again, the audit trail would begin anew

@@ -8,9 +8,11 @@ from typing import Protocol
 
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.accounts_sqlite import SqliteAccountStore
+from gateway.state.audit_postgres import PostgresAuditLog
+from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
-from gateway.state.ports import AccountStore, LedgerStore
+from gateway.state.ports import AccountStore, AuditLogStore, LedgerStore
 
 
 class Where(Protocol):
@@ -53,3 +55,11 @@ def open_ledger(where: Where) -> LedgerStore:
     if where.database_dsn:
         return PostgresLedger(where.database_dsn, schema=where.database_schema)
     return SqliteLedger.open(ledger_dir(where))
+
+
+def open_log(directory: Path, *, dsn: str | None = None, schema: str = "veilgate") -> AuditLogStore:
+    """The audit log: in PostgreSQL when `dsn` is set (its subject secret still a file under
+    `directory`), else the SQLite file under `directory`."""
+    if dsn:
+        return PostgresAuditLog(dsn, schema=schema, key_directory=directory)
+    return SqliteAuditLog.open(directory)

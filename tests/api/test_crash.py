@@ -10,9 +10,10 @@ import time
 
 import httpx2
 
-from gateway.audit import LeafFilter, SqliteAuditLog
 from gateway.services.audit_trail import verify_log
 from gateway.signing import KeyRing
+from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.ports import LeafFilter
 from tests.conftest import Installation, serve_process
 
 CLIENTS = 8

@@ -64,7 +64,7 @@ def _token(client: TestClient, installation: Installation, who: str) -> dict[str
 
 
 def _leaf_of(rt: Runtime, request_id: str) -> AuditLeaf:
-    from gateway.audit import LeafFilter
+    from gateway.state.ports import LeafFilter
 
     found = [leaf for leaf in rt.audit.find(LeafFilter(), limit=1000) if leaf.request_id == request_id]
     assert len(found) == 1, f"{len(found)} leaves for request {request_id}"

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog, PostgresAuditLog, SqliteAuditLog
 from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.signing import KeyRing
+from gateway.state.audit import AuditLogRules as AuditLog
+from gateway.state.audit_postgres import PostgresAuditLog
+from gateway.state.audit_sqlite import SqliteAuditLog
 from tests.conftest import ON_POSTGRES, store_handles
 
 

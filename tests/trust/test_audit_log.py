@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog, LeafFilter, SqliteAuditLog
 from gateway.domain import merkle
 from gateway.domain.trail import AuditLeaf, Checkpoint, Decision
 from gateway.errors import AuditUnavailable, ConfigurationError
+from gateway.state.audit import AuditLogRules as AuditLog
+from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.ports import LeafFilter
 from tests.trust.conftest import event
 
 

@@ -20,11 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import PostgresAuditLog, SqliteAuditLog
 from gateway.domain import merkle
 from gateway.domain.trail import AuditLeaf, canonical
 from gateway.services.audit_trail import make_checkpoint, verify_log
 from gateway.signing import KeyRing
+from gateway.state.audit_postgres import PostgresAuditLog
+from gateway.state.audit_sqlite import SqliteAuditLog
 from tests.conftest import PG_DSN, needs_pg, pg_schema
 from tests.trust.conftest import event
 

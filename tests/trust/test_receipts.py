@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws as joserfc_jws
 from joserfc.jwk import KeySet
 
-from gateway.audit import SqliteAuditLog
 from gateway.domain.trail import CHECKPOINT_TYPE, RECEIPT_TYPE, PrivacySpent, ResultDocument, canonical, digest
 from gateway.errors import SignatureInvalid
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.receipts import sign_result, verify_checkpoint, verify_receipt
 from gateway.signing import KeyRing, public_jwk, thumbprint
+from gateway.state.audit_sqlite import SqliteAuditLog
 from tests.trust.conftest import event
 
 

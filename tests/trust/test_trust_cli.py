@@ -10,11 +10,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from gateway.app import create_app
-from gateway.audit import SqliteAuditLog
 from gateway.cli import app as cli
 from gateway.domain import merkle
 from gateway.services.receipts import sign_result
 from gateway.signing import KeyRing
+from gateway.state.audit_sqlite import SqliteAuditLog
 from tests.conftest import Installation, get_token, serving
 from tests.trust.test_receipts import document
 

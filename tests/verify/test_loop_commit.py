@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import SqliteAuditLog
 from gateway.errors import DependencyError, RateLimited
+from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.ledger_sqlite import SqliteLedger
 from tests.trust.conftest import event
 from tests.verify.test_ledger import NOON, _admit_many, claim, request

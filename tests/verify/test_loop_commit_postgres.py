@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.audit import PostgresAuditLog
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import DependencyError, RateLimited
+from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.ledger_admission import DAY
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ports import Admission

@@ -11,10 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.audit import LeafFilter, SqliteAuditLog
 from gateway.catalog import CatalogStore
 from gateway.services import registration
 from gateway.services.receipts import verify_receipt
+from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.ports import LeafFilter
 from tests.conftest import CANARY, Installation, bearer, get_token
 from tests.verify.conftest import Gateway, enterprises, valid_unknown_code
 

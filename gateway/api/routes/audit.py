@@ -23,12 +23,12 @@ from gateway.api.schemas import (
     JwksResponse,
     PositionPath,
 )
-from gateway.audit import LeafFilter
 from gateway.domain.names import CLIENT_ID_PATTERN, MAX_POSITION, Identifier, Name
 from gateway.domain.principal import Principal, Role
 from gateway.domain.trail import AuditLeaf, Decision, timestamp
 from gateway.errors import InvalidRequest, NotFound
 from gateway.services.runtime import Runtime
+from gateway.state.ports import LeafFilter
 
 router = APIRouter(tags=["trust"])
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
