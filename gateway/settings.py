@@ -44,6 +44,28 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `veilgate serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `veilgate serve` binds.")
     engine_threads: int = Field(2, ge=1, le=64, description="DuckDB threads per open dataset version.")
+    registration_memory_limit: str = Field(
+        "2GB",
+        pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB's memory limit while `veilgate register` builds a version; beyond it, it spills to"
+        " `registration_temp_directory`. Peak memory then stays near this figure whatever the row count.",
+    )
+    registration_temp_directory: Path | None = Field(
+        None,
+        description="Where registration spills beyond its memory limit (needs up to about twice the source's size"
+        " free); defaults to `<data_dir>/domain/.spill`.",
+    )
+    spark_master: str = Field(
+        "local[*]",
+        min_length=1,
+        description="Spark master for datasets whose catalogue entry says `engine: spark` (local[*], spark://host:7077,"
+        " yarn, k8s://...); needs the veilgate[spark] extra and Java 17.",
+    )
+    spark_warehouse: str | None = Field(
+        None,
+        description="Where Spark writes dataset versions (a path, hdfs:// or s3a:// URI); defaults to"
+        " `<data_dir>/domain`. Every gateway replica and Spark executor must read it.",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     lookup_index_max_rows: int = Field(
         2_000_000, ge=0, description="Datasets up to this size are looked up from memory; larger ones in DuckDB."
@@ -132,7 +154,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
     if settings.data_dir is None:
         base.pop("data_dir")
     # Relative paths in a config file are relative to the file, not to the working directory.
-    for name in ("state_dir", "data_dir", "policy_dir"):
+    for name in ("state_dir", "data_dir", "policy_dir", "registration_temp_directory"):
         value = base.get(name)
         if isinstance(value, Path) and not value.is_absolute() and name not in overrides:
             base[name] = (config_file.parent / value).resolve()

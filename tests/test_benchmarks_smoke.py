@@ -53,9 +53,12 @@ def test_audit_log_reports_both_ratios() -> None:
     assert out.count("ratio") == 2
 
 
-def test_registration_reports_its_ratio() -> None:
-    out = _run("registration.py", "--scale", "0.02")
+def test_registration_reports_time_and_memory() -> None:
+    out = _run("registration.py", "--rows", "20000", "--memory-limit", "64MB")
     assert "ratio registration / baseline" in out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["rows"] == 20000
+    assert report["peak_rss_mb"] > 0 and report["time_ratio"] > 0
 
 
 def test_accuracy_ends_with_its_json_line() -> None:

@@ -17,7 +17,12 @@ __all__ = ["deregister", "register"]
 
 def register(
     entry: Annotated[Path, typer.Argument(help="Catalogue entry (YAML).")],
-    source: Annotated[Path, typer.Option(help="Data file, Parquet or CSV.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Data file, Parquet or CSV; for an entry with engine: spark, Parquet (a path, hdfs:// or s3a://)."
+        ),
+    ],
     config: ConfigOption = None,
     correction: Annotated[bool, typer.Option(help="Record this as a correction of the current version.")] = False,
     note: Annotated[str, typer.Option(help="Why: kept in the public registration history.")] = "",
@@ -34,6 +39,7 @@ def register(
             correction=correction,
             note=note,
             progress=lambda step: bar.update(task, description=step),
+            limits=registration.build_limits(settings),
         )
         bar.update(task, description="done", total=1, completed=1)
     record = outcome.record

@@ -110,6 +110,9 @@ class CatalogEntry(_Frozen):
     lookup_keys: tuple[Identifier, ...] = ()
     """Columns that verification looks entities up by; each gets an index."""
     columns: tuple[Column, ...] = Field(min_length=1)
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    """Which engine holds and queries the data: DuckDB on this machine (the default), or Spark
+    on Parquet (local, hdfs:// or s3a:// paths) for data beyond one machine. Same plans, same noise."""
 
     @model_validator(mode="after")
     def _check_references(self) -> CatalogEntry:

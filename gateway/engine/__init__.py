@@ -17,7 +17,15 @@ file), `plan_sql` (a plan's query), `snapshot` (one version for one request), `s
 open versions).
 """
 
-from gateway.engine.build import BuildReport, ProgressFn, build_version, content_version, version_path
+from gateway.engine.build import (
+    BuildLimits,
+    BuildReport,
+    ProgressFn,
+    build_version,
+    content_version,
+    marker_path,
+    version_path,
+)
 from gateway.engine.plan_sql import regular_grid
 from gateway.engine.serving import SERVING_CONFIG, Domain
 from gateway.engine.snapshot import Snapshot
@@ -27,12 +35,14 @@ __all__ = [
     "COUNT_SQL",
     "SERVING_CONFIG",
     "TABLE",
+    "BuildLimits",
     "BuildReport",
     "Domain",
     "ProgressFn",
     "Snapshot",
     "build_version",
     "content_version",
+    "marker_path",
     "quote",
     "regular_grid",
     "version_path",

@@ -2,6 +2,12 @@
 
 A version file is written under a temporary name and renamed into place complete; nothing is
 written under the final name unless every check passed.
+
+Memory is bounded, not proportional to rows: every step is a DuckDB query over the source
+(a Parquet file is read where it lies, never copied into memory first) under a memory limit,
+and what does not fit (the sort behind the contribution bound, the DISTINCT behind the key
+checks) spills to a temporary directory. A source that changes while it is read is refused:
+the version is the hash of the bytes, so the bytes must not move under it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,20 @@ ProgressFn = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
+class BuildLimits:
+    """What building a version may use: DuckDB's memory limit (e.g. "2GB"), the directory it
+    spills to beyond it (None: `<data_dir>/domain/.spill`), and its threads (None: all cores);
+    for a dataset on the Spark engine, the Spark master and where versions are written (None:
+    `<data_dir>/domain`; an hdfs:// or s3a:// URI for a cluster)."""
+
+    memory_limit: str = "2GB"
+    temp_directory: Path | None = None
+    threads: int | None = None
+    spark_master: str = "local[*]"
+    spark_warehouse: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BuildReport:
     version: str
     path: Path
@@ -35,12 +55,24 @@ class BuildReport:
 
 
 def content_version(entry: CatalogEntry, source: Path) -> str:
-    """SHA-256 over the canonical catalogue entry and the source file's bytes."""
-    digest = hashlib.sha256(rfc8785.dumps(entry.model_dump(mode="json")))
+    """SHA-256 over the canonical catalogue entry and the source file's bytes. The default
+    engine is left out of the entry, so versions named before it existed keep their names."""
+    digest = hashlib.sha256(rfc8785.dumps(entry.model_dump(mode="json", exclude={"engine"})))
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:32]
+
+
+def _identity(source: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten or replaced: device, inode, size, modification time."""
+    stat = source.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def marker_path(data_dir: Path, dataset: str, version: str) -> Path:
+    """Where a Spark version is committed: a small JSON file naming its Parquet location."""
+    return data_dir / "domain" / dataset / f"{version}.spark.json"
 
 
 def version_path(data_dir: Path, dataset: str, version: str) -> Path:
@@ -49,21 +81,29 @@ def version_path(data_dir: Path, dataset: str, version: str) -> Path:
 
 def build_version(
     entry: CatalogEntry,
-    source: Path,
+    source: Path | str,
     data_dir: Path,
     *,
     progress: ProgressFn = lambda _step: None,
+    limits: BuildLimits = BuildLimits(),
 ) -> BuildReport:
     """Check `source` against `entry`, bound contributions, index, and write a version file.
 
-    Nothing is written under the final name unless every check passed.
+    Nothing is written under the final name unless every check passed. A dataset on the Spark
+    engine is built by Spark (`engine.spark.build`); `source` may then be an hdfs:// or s3a:// URI.
     """
+    if entry.engine == "spark":
+        from gateway.engine.spark.build import build_spark_version  # noqa: PLC0415 - optional extra
+
+        return build_spark_version(entry, str(source), data_dir, limits=limits, progress=progress)
+    source = Path(source)
     if not source.is_file():
         raise RegistrationError(f"source file {source.name} does not exist")
     suffix = source.suffix.lower()
     if suffix not in {".parquet", ".csv"}:
         raise RegistrationError("source must be a .parquet or .csv file")
     progress("hashing source")
+    before = _identity(source)
     version = content_version(entry, source)
     final = version_path(data_dir, entry.dataset, version)
     report_file = final.with_suffix(".json")
@@ -73,13 +113,23 @@ def build_version(
     final.parent.mkdir(parents=True, exist_ok=True)
     building = final.with_name(f".building-{version}-{os.getpid()}.duckdb")
     building.unlink(missing_ok=True)
+    spill = limits.temp_directory or data_dir / "domain" / ".spill"
+    spill.mkdir(parents=True, exist_ok=True)
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": limits.memory_limit,
+        "temp_directory": str(spill),
+    }
+    if limits.threads is not None:
+        config["threads"] = limits.threads
     try:
-        con = duckdb.connect(str(building))
+        con = duckdb.connect(str(building), config=config)
         try:
             report = _build_into(con, entry, source, suffix == ".csv", progress)
             con.execute("CHECKPOINT")
         finally:
             con.close()
+        if _identity(source) != before:
+            raise RegistrationError(f"source file {source.name} changed while it was registered; register it again")
         fsync_path(building)
         rows, dropped = report
         write_atomic(report_file, json.dumps({"rows": rows, "dropped": dropped}).encode())
@@ -101,13 +151,13 @@ def _build_into(
     progress: ProgressFn,
 ) -> tuple[int, int]:
     progress("loading source")
-    if is_csv:
+    if is_csv:  # parsed once into a temporary table, which spills beyond the memory limit
         con.execute(
             "CREATE TEMP TABLE src AS SELECT * FROM read_csv($1, header = true, all_varchar = true)",
             [str(source)],
         )
-    else:
-        con.execute("CREATE TEMP TABLE src AS SELECT * FROM read_parquet($1)", [str(source)])
+    else:  # read where it lies, by every step: a Parquet scan is as fast as a table scan
+        con.read_parquet(str(source)).create_view("src")
     progress("checking columns and types")
     check_schema(con, entry, is_csv)
     progress("checking values against the catalogue")
@@ -132,7 +182,7 @@ def _build_into(
     for key in entry.lookup_keys:
         # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted by quote().
         con.execute(f"CREATE INDEX {quote('idx_' + key)} ON {TABLE} ({quote(key)})")
-    con.execute("DROP TABLE src")
+    con.execute("DROP TABLE src" if is_csv else "DROP VIEW src")
     return kept, total - kept
 
 

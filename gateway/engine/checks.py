@@ -27,6 +27,13 @@ _ACCEPTED_PARQUET_TYPES: dict[ColumnType, Callable[[str], bool]] = {
 
 def check_schema(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
     found = {str(row[0]): str(row[1]) for row in con.execute("DESCRIBE src").fetchall()}
+    problems = schema_problems(entry, found, is_csv)
+    if problems:
+        raise RegistrationError("; ".join(problems))
+
+
+def schema_problems(entry: CatalogEntry, found: dict[str, str], is_csv: bool) -> list[str]:
+    """What is wrong with a source's columns ({name: SQL type name as DuckDB spells it})."""
     problems: list[str] = []
     declared = {c.name for c in entry.columns}
     missing = [c.name for c in entry.columns if c.name not in found]
@@ -39,8 +46,7 @@ def check_schema(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bo
         for col in entry.columns:
             if col.name in found and not _ACCEPTED_PARQUET_TYPES[col.type](found[col.name]):
                 problems.append(f"column {col.name}: type {found[col.name]} does not match {col.type.value}")
-    if problems:
-        raise RegistrationError("; ".join(problems))
+    return problems
 
 
 def check_values(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
@@ -99,8 +105,11 @@ def check_key_formats(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_cs
             continue
         is_valid = KEY_FORMATS[col.key_format]
         sql = f"SELECT DISTINCT {quote(col.name)} FROM src WHERE {quote(col.name)} IS NOT NULL"  # noqa: S608
-        values = [row[0] for row in con.execute(sql).fetchall()]
-        bad = sum(1 for v in values if not (is_csv and v == "") and not is_valid(v))
+        bad = 0
+        result = con.execute(sql)
+        # Streamed in batches: a key column may hold hundreds of millions of distinct values.
+        while batch := result.fetchmany(65_536):
+            bad += sum(1 for (v,) in batch if not (is_csv and v == "") and not is_valid(v))
         if bad:
             problems.append(f"column {col.name}: {bad} distinct value(s) are not valid {col.key_format} keys")
     if problems:

@@ -6,17 +6,21 @@ version it started on while new requests see the new one.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from gateway.engine.build import version_path
+from gateway.engine.build import marker_path, version_path
 from gateway.engine.snapshot import Snapshot
 from gateway.errors import DependencyError, NotFound
+
+if TYPE_CHECKING:
+    from gateway.engine.spark.snapshot import SparkSnapshot
 
 SERVING_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,
@@ -36,8 +40,11 @@ class _OpenVersion:
 class Domain:
     """Serving side of the data domain: read-only connections, one per open version."""
 
-    def __init__(self, data_dir: Path, *, threads: int = 2, index_max_rows: int = 2_000_000) -> None:
+    def __init__(
+        self, data_dir: Path, *, threads: int = 2, index_max_rows: int = 2_000_000, spark_master: str = "local[*]"
+    ) -> None:
         self._data_dir = data_dir
+        self._spark_master = spark_master
         self._threads = threads
         self._open: dict[tuple[str, str], _OpenVersion] = {}
         self._lock = threading.Lock()
@@ -78,7 +85,12 @@ class Domain:
         return [(dataset, held[0], key, columns) for (dataset, key, columns), held in self._indexes.items()]
 
     @contextmanager
-    def snapshot(self, dataset: str, version: str) -> Iterator[Snapshot]:
+    def snapshot(self, dataset: str, version: str) -> Iterator[Snapshot | SparkSnapshot]:
+        """The version for one request: a DuckDB file, or a Spark version (by its marker)."""
+        marker = marker_path(self._data_dir, dataset, version)
+        if not version_path(self._data_dir, dataset, version).is_file() and marker.is_file():
+            yield self._spark_snapshot(marker, dataset, version)
+            return
         key = (dataset, version)
         with self._lock:
             held = self._open.get(key)
@@ -102,6 +114,13 @@ class Domain:
                 if held.retired and held.users == 0:
                     held.connection.close()
                     self._open.pop(key, None)
+
+    def _spark_snapshot(self, marker: Path, dataset: str, version: str) -> SparkSnapshot:
+        from gateway.engine.spark.session import spark_session  # noqa: PLC0415 - optional extra
+        from gateway.engine.spark.snapshot import SparkSnapshot  # noqa: PLC0415 - optional extra
+
+        location = str(json.loads(marker.read_text())["location"])
+        return SparkSnapshot(spark_session(self._spark_master), location, dataset, version)
 
     def _connect(self, dataset: str, version: str) -> duckdb.DuckDBPyConnection:
         path = version_path(self._data_dir, dataset, version)

@@ -9,7 +9,8 @@ from typing import Any
 
 import duckdb
 
-from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
+from gateway.domain.aggregate import Plan
+from gateway.engine.plan_results import exact_statistics, observed_counts
 from gateway.engine.plan_sql import aggregate_sql
 from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
 from gateway.errors import InternalError
@@ -59,20 +60,7 @@ class Snapshot:
         lists belong to no cell.
         """
         sql, params = aggregate_sql(plan, *self._checked_values(plan))
-        names = list(plan.exact)
-        binned = plan.template.measure in MEASURES_WITH_BINS  # the query then returns a bin index
-        bins = len(plan.edges) - 1 if binned else 1
-        position = {cell: i for i, cell in enumerate(plan.cells)}
-        out = {name: [0] * (len(plan.cells) * bins) for name in names}
-        width = len(plan.group_by)
-        for row in self._cursor.execute(sql, params).fetchall():
-            cell = position.get(tuple(row[:width]))
-            if cell is None:
-                continue
-            slot = cell * bins + (int(row[width]) if binned else 0)
-            for name, value in zip(names, row[width + (1 if binned else 0) :], strict=True):
-                out[name][slot] = int(value or 0)
-        return out
+        return exact_statistics(plan, self._cursor.execute(sql, params).fetchall())
 
     def export(self, target: Path, columns: Sequence[str]) -> int:
         """The version's rows (these columns only) as a Parquet file for an approved job's
@@ -93,13 +81,7 @@ class Snapshot:
         mechanism's thresholded output may ever leave.
         """
         sql, params = aggregate_sql(plan)
-        width = len(plan.group_by)
-        out: dict[tuple[str, ...], int] = {}
-        for row in self._cursor.execute(sql, params).fetchall():
-            if any(v is None for v in row[:width]):
-                continue
-            out[tuple(v.isoformat() if hasattr(v, "isoformat") else str(v) for v in row[:width])] = int(row[width])
-        return out
+        return observed_counts(plan, self._cursor.execute(sql, params).fetchall())
 
     def cross_products(self, columns: Sequence[tuple[str, float, float]], units: int) -> tuple[list[int], int]:
         """Sums of products of fixed-point columns, for least squares from sufficient statistics.

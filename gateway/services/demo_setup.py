@@ -75,7 +75,12 @@ def setup(
     catalog = CatalogStore(settings.data_path)
     for name in demo_data.DATASETS:
         outcome = registration.register(
-            catalog, settings.data_path, source / f"{name}.yaml", source / f"{name}.parquet", note="demo data"
+            catalog,
+            settings.data_path,
+            source / f"{name}.yaml",
+            source / f"{name}.parquet",
+            note="demo data",
+            limits=registration.build_limits(settings),
         )
         state = "unchanged" if outcome.unchanged else "registered"
         say(

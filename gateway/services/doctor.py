@@ -54,7 +54,12 @@ def _domain(settings: Settings) -> list[Finding]:
     if not records:
         return [Finding("data domain", False, f"no dataset registered under {settings.data_path}; `veilgate register`")]
     findings = []
-    domain = Domain(settings.data_path, threads=settings.engine_threads, index_max_rows=settings.lookup_index_max_rows)
+    domain = Domain(
+        settings.data_path,
+        threads=settings.engine_threads,
+        index_max_rows=settings.lookup_index_max_rows,
+        spark_master=settings.spark_master,
+    )
     try:
         for record in records:
             name = f"dataset {record.entry.dataset}"

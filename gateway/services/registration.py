@@ -1,7 +1,7 @@
 """Register, change, correct or cancel a dataset in the data domain.
 
 Steps: (1) validate the catalogue entry; (2) refuse core data; (3) build the new version file
-(checks, contribution bound, indexes), which nothing serves yet; (4) record the registration in
+(checks, contribution bound, indexes) in bounded memory, which nothing serves yet; (4) record the registration in
 the catalogue, the atomic switch: requests that started before it finish on the old version.
 """
 
@@ -15,6 +15,7 @@ from gateway import engine
 from gateway.catalog import CatalogStore, load_entry
 from gateway.domain.catalog import ChangeKind, DatasetRecord, HistoryEvent, is_servable
 from gateway.errors import Conflict, RegistrationError
+from gateway.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +26,27 @@ class RegistrationOutcome:
     unchanged: bool
 
 
+def build_limits(settings: Settings) -> engine.BuildLimits:
+    """What building a version may use, from the settings (docs/operations.md, sizing)."""
+    return engine.BuildLimits(
+        memory_limit=settings.registration_memory_limit,
+        temp_directory=settings.registration_temp_directory,
+        spark_master=settings.spark_master,
+        spark_warehouse=settings.spark_warehouse,
+    )
+
+
 def register(
     catalog: CatalogStore,
     data_dir: Path,
     entry_file: Path,
-    source: Path,
+    source: Path | str,
     *,
     correction: bool = False,
     note: str = "",
     progress: engine.ProgressFn = lambda _step: None,
     now: datetime | None = None,
+    limits: engine.BuildLimits = engine.BuildLimits(),  # noqa: B008 - frozen, never mutated
 ) -> RegistrationOutcome:
     # 1. The catalogue entry is complete and consistent.
     entry = load_entry(entry_file)
@@ -45,7 +57,7 @@ def register(
     if previous is None and correction:
         raise RegistrationError(f"dataset {entry.dataset} is not registered; nothing to correct")
     # 3. Build and check the new version; nothing is visible until step 4.
-    built = engine.build_version(entry, source, data_dir, progress=progress)
+    built = engine.build_version(entry, source, data_dir, progress=progress, limits=limits)
     if previous is not None and previous.status == "registered" and previous.version == built.version:
         return RegistrationOutcome(previous, previous.rows, previous.rows_dropped_by_contribution_bound, True)
     kind = ChangeKind.CORRECTION if correction else ChangeKind.CHANGE

@@ -68,7 +68,10 @@ class Runtime:
             settings=settings,
             catalog=catalog,
             domain=Domain(
-                settings.data_path, threads=settings.engine_threads, index_max_rows=settings.lookup_index_max_rows
+                settings.data_path,
+                threads=settings.engine_threads,
+                index_max_rows=settings.lookup_index_max_rows,
+                spark_master=settings.spark_master,
             ),
             clients=open_accounts(settings),
             token_keys=KeyRing.load(settings.token_keys_dir),

@@ -1,0 +1,43 @@
+"""A plan's query result as the exact statistics services release: shared by every engine.
+
+An engine returns rows laid out as (group keys..., [bin index], one value per statistic in the
+plan's order); these functions place them in the plan's cells, so DuckDB and Spark answers are
+read the same way and compared the same way. No engine library is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
+
+
+def exact_statistics(plan: Plan, rows: Iterable[Sequence[Any]]) -> dict[str, list[int]]:
+    """One integer per cell (times bin) for each statistic; rows whose group keys are not in
+    the public category lists belong to no cell and are dropped."""
+    names = list(plan.exact)
+    binned = plan.template.measure in MEASURES_WITH_BINS  # the query then returns a bin index
+    bins = len(plan.edges) - 1 if binned else 1
+    position = {cell: i for i, cell in enumerate(plan.cells)}
+    out = {name: [0] * (len(plan.cells) * bins) for name in names}
+    width = len(plan.group_by)
+    for row in rows:
+        cell = position.get(tuple(row[:width]))
+        if cell is None:
+            continue
+        slot = cell * bins + (int(row[width]) if binned else 0)
+        for name, value in zip(names, row[width + (1 if binned else 0) :], strict=True):
+            out[name][slot] = int(value or 0)
+    return out
+
+
+def observed_counts(plan: Plan, rows: Iterable[Sequence[Any]]) -> dict[tuple[str, ...], int]:
+    """Counts per group key observed in the data (as text); keys with a NULL are left out."""
+    width = len(plan.group_by)
+    out: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        if any(v is None for v in row[:width]):
+            continue
+        out[tuple(v.isoformat() if hasattr(v, "isoformat") else str(v) for v in row[:width])] = int(row[width])
+    return out
