@@ -36,7 +36,7 @@ def _run(script: str, *args: str, timeout: float = 60) -> str:
 
 
 def test_every_benchmark_has_a_smoke_test() -> None:
-    tested = {"aggregate.py", "accuracy.py", "audit_log.py", "registration.py", "load.py"}
+    tested = {"aggregate.py", "accuracy.py", "audit_log.py", "registration.py", "load.py", "spark_engine.py"}
     tested |= {"verify_load.py", "score_load.py", "observability.py"}
     assert {p.name for p in BENCHMARKS.glob("*.py")} <= tested
 
@@ -51,6 +51,17 @@ def test_audit_log_reports_both_ratios() -> None:
     out = _run("audit_log.py", "--events", "40", "--requests", "40", "--concurrency", "4")
     assert "group commit" in out and "durable leaf each" in out
     assert out.count("ratio") == 2
+
+
+def test_spark_engine_reports_its_ratio() -> None:
+    from gateway.engine.spark.session import missing_requirement
+
+    reason = missing_requirement()
+    if reason is not None:
+        pytest.skip(reason)
+    out = _run("spark_engine.py", "--rows", "5000", "--repeat", "1", "--master", "local[1]", timeout=300)
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["rows"] == 5000 and report["ratio"] > 0
 
 
 def test_registration_reports_time_and_memory() -> None:

@@ -42,6 +42,7 @@ def spark_session(master: str) -> SparkSession:
             SparkSession.builder.master(master)
             .appName("veilgate")
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC")
             # Exact integer arithmetic: an overflow must fail, never wrap (sums are DECIMAL(38)).
             .config("spark.sql.ansi.enabled", "true")
