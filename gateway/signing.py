@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.atomic_files import check_secret_file, create_secret_file, stamp, write_atomic
+from gateway.domain.canonical_json import canonical
 from gateway.errors import ConfigurationError, SignatureInvalid, Unauthenticated
 
 ALGORITHM = "EdDSA"
@@ -51,8 +52,7 @@ def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
 
 def thumbprint(public_key: Ed25519PublicKey) -> str:
     """RFC 7638 JWK thumbprint: the key id, derived from the key so it cannot be confused."""
-    canonical = json.dumps(public_jwk(public_key), sort_keys=True, separators=(",", ":"))
-    return _b64url(hashlib.sha256(canonical.encode()).digest())
+    return _b64url(hashlib.sha256(canonical(public_jwk(public_key))).digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +230,8 @@ class KeyRing:
         kid = self.active.kid
         header = self._headers.get((kid, typ))
         if header is None:
-            fields = json.dumps({"alg": ALGORITHM, "kid": kid, "typ": typ}, separators=(",", ":"), sort_keys=True)
-            header = self._headers[(kid, typ)] = _b64url(fields.encode())
+            fields = canonical({"alg": ALGORITHM, "kid": kid, "typ": typ})
+            header = self._headers[(kid, typ)] = _b64url(fields)
         signing_input = f"{header}.{_b64url(payload)}"
         signature = self._private[kid].sign(signing_input.encode("ascii"))
         return f"{signing_input}.{_b64url(signature)}"

@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
-
 from gateway.domain.aggregate import AggregateTemplate, FilterRule, Plan, check_template, epsilon_text, plan
+from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, ColumnType
 from gateway.domain.job_vocabulary import Reason, Refusal
 from gateway.errors import InvalidRequest
@@ -66,7 +65,7 @@ class Planned:
 
 def plan_sha256(planned: Sequence[Mapping[str, Any]]) -> str:
     """The hash reviewers approve, of the plan as stored (canonical JSON)."""
-    return hashlib.sha256(rfc8785.dumps(list(planned))).hexdigest()
+    return hashlib.sha256(canonical(list(planned))).hexdigest()
 
 
 def read_requests(

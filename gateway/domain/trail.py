@@ -1,6 +1,6 @@
 """What the audit log and the receipts hold: leaves, checkpoints and result documents.
 
-Pure types. Each has exactly one byte encoding, RFC 8785 canonical JSON, because signatures and
+Pure types. Each has exactly one byte encoding, RFC 8785 canonical JSON (`canonical_json`), because signatures and
 Merkle hashes are computed over bytes: two encoders that differ in one space would make a valid
 record look forged. Unknown fields are refused when reading back, so a verifier never skips a
 field it does not understand.
@@ -12,70 +12,20 @@ keyed hashes made by the audit log) and never a noiseless value (only `result_di
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.domain.canonical_json import canonical
 
 RECEIPT_TYPE = "veilgate-receipt+json"
 """JWS `typ` of receipts. Checkpoints use another, so one can never pass for the other."""
 CHECKPOINT_TYPE = "veilgate-checkpoint+json"
 
 Json = dict[str, Any]
-
-
-def canonical(value: Any) -> bytes:
-    """RFC 8785 canonical JSON: the one encoding that is hashed and signed.
-
-    Most documents here hold only text, integers, booleans, ASCII keys and floats such as 0.975;
-    for those the C encoder of the standard library already writes RFC 8785 (same escapes, same
-    key order, and for a non-integral float of magnitude in [1e-4, 1e16) the same shortest
-    round-trip digits in positional notation) at a twentieth of the cost, and a property test
-    holds the two outputs equal. Anything else (integral or very large or small floats,
-    non-ASCII keys, integers beyond 2**53) goes through rfc8785.
-    """
-    if _plain(value):
-        try:
-            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: let rfc8785 refuse it in its own words
-    return rfc8785.dumps(value)
-
-
-_SAFE_INT = 2**53
-
-
-def _plain(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str or kind is bool or item is None:
-            continue
-        if kind is int:
-            if -_SAFE_INT < item < _SAFE_INT:
-                continue
-            return False
-        if kind is float:
-            # Python writes 1e-05 and 2.0 where RFC 8785 (ECMAScript) writes 0.00001 and 2.
-            if 1e-4 <= abs(item) < 1e16 and not item.is_integer():
-                continue
-            return False
-        if kind is dict:
-            for key, child in item.items():
-                if type(key) is not str or not key.isascii():
-                    return False
-                stack.append(child)
-            continue
-        if kind is list or kind is tuple:
-            stack.extend(item)
-            continue
-        return False
-    return True
 
 
 def digest(value: Any) -> str:

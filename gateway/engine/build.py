@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import rfc8785
 
 from gateway.atomic_files import fsync_path, write_atomic
+from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.engine.checks import check_key_formats, check_schema, check_values
 from gateway.engine.sql import COUNT_SQL, SQL_TYPE, TABLE, quote, scalar_int
@@ -57,7 +57,7 @@ class BuildReport:
 def content_version(entry: CatalogEntry, source: Path) -> str:
     """SHA-256 over the canonical catalogue entry and the source file's bytes. The default
     engine is left out of the entry, so versions named before it existed keep their names."""
-    digest = hashlib.sha256(rfc8785.dumps(entry.model_dump(mode="json", exclude={"engine"})))
+    digest = hashlib.sha256(canonical(entry.model_dump(mode="json", exclude={"engine"})))
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

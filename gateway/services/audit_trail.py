@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.domain import merkle
-from gateway.domain.trail import CHECKPOINT_TYPE, AuditLeaf, Checkpoint, TreeHead, canonical, utc_now
+from gateway.domain.canonical_json import canonical
+from gateway.domain.trail import CHECKPOINT_TYPE, AuditLeaf, Checkpoint, TreeHead, utc_now
 from gateway.errors import SignatureInvalid
 from gateway.services.receipts import fetch_json, load_jwks, verify_checkpoint
 from gateway.signing import KeyRing

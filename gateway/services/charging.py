@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 
 from gateway.budget_ledger import Holding
 from gateway.domain.budget import Accounts, Amount
+from gateway.domain.canonical_json import canonical_text
 from gateway.domain.trail import Json
 from gateway.errors import Conflict, NotFound
 from gateway.services.runtime import Runtime
@@ -128,7 +129,7 @@ def run(rt: Runtime, charges: Sequence[Charge]) -> list[tuple[Json, bool]]:
             elif i not in reservations:  # paid: replayed free
                 results.append((json.loads(stored[charge.key]), False))
             else:
-                result = json.dumps(charge.compute(functools.partial(reading, i)), sort_keys=True)
+                result = canonical_text(charge.compute(functools.partial(reading, i)))
                 # the first release stored wins: another payer's, or an earlier copy in this batch
                 stored[charge.key] = rt.budget.commit_release(reservations[i], charge.key, result, charge.payer)
                 committed.add(i)

@@ -20,11 +20,12 @@ import numpy as np
 from gateway import privacy
 from gateway.domain.aggregate import CONFIDENCE, epsilon_text
 from gateway.domain.budget import Accounts, Amount
+from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, ColumnType
 from gateway.domain.models import FIT_KINDS, LinearRegressionFit, NaiveBayesFit, Scorer
 from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
-from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent, canonical
+from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
 from gateway.errors import NotFound, ServiceUnavailable
 from gateway.services import charging, policy_admin
 from gateway.services.model_catalogue import model_version

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 
+from gateway.domain.canonical_json import canonical
 from gateway.domain.models import LinearRegressionFit, NaiveBayesFit, Scorer
-from gateway.domain.trail import Json, canonical
+from gateway.domain.trail import Json
 from gateway.services import policy_admin
 from gateway.services.runtime import Runtime
 

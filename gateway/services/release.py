@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, canonical, digest
+from gateway.domain.canonical_json import canonical
+from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, digest
 from gateway.observability.metrics import observe_release
 from gateway.services.receipts import sign_receipt
 from gateway.services.runtime import Runtime

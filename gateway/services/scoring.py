@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.domain.canonical_json import canonical_text
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.models import (
     Feature,
@@ -37,7 +38,7 @@ from gateway.services import policy_admin
 from gateway.services.model_catalogue import model_version
 from gateway.services.release import PendingRelease, prepare_release
 from gateway.services.runtime import Runtime
-from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim, stable_text
+from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim
 from gateway.state.ports import Admission, ClaimUse, VerificationRequest
 
 __all__ = ["ScoreCall", "ScoringPrepared", "pending_scoring", "prepare_scoring", "scores_in_memory", "warm_up"]
@@ -111,13 +112,13 @@ def prepare_scoring(
         answer, known = _score_one(rt, model, versions, key, today)
         subject = rt.audit.pseudonym(ENTITY_KINDS[model.key_format], key)
         note.subjects.append(subject)
-        question = stable_text([call.model, model_version(model), subject])
+        question = canonical_text([call.model, model_version(model), subject])
         uses.append(
             ClaimUse(
                 rt.audit.pseudonym("claim", question),
                 subject,
                 (rt.audit.pseudonym("ask", question),),
-                stable_text(answer),
+                canonical_text(answer),
                 known,
             )
         )

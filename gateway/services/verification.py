@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.domain.canonical_json import canonical_text
 from gateway.domain.catalog import CatalogEntry
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.policy import (
@@ -228,12 +229,6 @@ def fee_per_claim(bundle: PolicyBundle, price_class: str, purpose: str) -> int:
     return int(price.price_yuan * 1_000_000)
 
 
-def stable_text(value: Any) -> str:
-    """Deterministic JSON for pseudonym inputs and stored answers (never signed or published,
-    so the plain encoder suffices; signed documents use RFC 8785)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """Steps 1-3 done: what the ledger must admit, and what the answers will be built from."""
@@ -299,11 +294,11 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
         key = rt.audit.pseudonym(checked.kind, "|".join(checked.keys[k] for k in service.keys))
         note.subjects.append(key)
         asked = sorted(checked.checks.items())
-        asks = tuple(rt.audit.pseudonym("ask", stable_text([service_name, key, name, value])) for name, value in asked)
-        fingerprint = rt.audit.pseudonym("claim", stable_text([service_name, key, asked]))
+        asks = tuple(rt.audit.pseudonym("ask", canonical_text([service_name, key, n, v])) for n, v in asked)
+        fingerprint = rt.audit.pseudonym("claim", canonical_text([service_name, key, asked]))
         # SECURITY: every claim asked is billable, known key or not: a bill that counted only
         # known keys would tell the consumer, through its own usage statement, which keys exist.
-        uses.append(ClaimUse(fingerprint, key, asks, stable_text(answer), billable=True))
+        uses.append(ClaimUse(fingerprint, key, asks, canonical_text(answer), billable=True))
     request = VerificationRequest(
         fee_micro_yuan_per_claim=fee_per_claim(bundle, service.price_class or grant.price_class, purpose),
         consumer=principal.client_id,

@@ -8,7 +8,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.trail import canonical
+from gateway.domain.canonical_json import canonical
 
 keys = st.one_of(st.text(max_size=8), st.text(alphabet=st.characters(codec="ascii"), max_size=8))
 scalars = st.one_of(

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain import merkle
-from gateway.domain.trail import AuditLeaf, canonical
+from gateway.domain.canonical_json import canonical
+from gateway.domain.trail import AuditLeaf
 from gateway.services.audit_trail import make_checkpoint, verify_log
 from gateway.signing import KeyRing
 from gateway.state.audit_postgres import PostgresAuditLog

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws as joserfc_jws
 from joserfc.jwk import KeySet
 
-from gateway.domain.trail import CHECKPOINT_TYPE, RECEIPT_TYPE, PrivacySpent, ResultDocument, canonical, digest
+from gateway.domain.canonical_json import canonical
+from gateway.domain.trail import CHECKPOINT_TYPE, RECEIPT_TYPE, PrivacySpent, ResultDocument, digest
 from gateway.errors import SignatureInvalid
 from gateway.services.audit_trail import make_checkpoint
 from gateway.services.receipts import sign_result, verify_checkpoint, verify_receipt

@@ -13,11 +13,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.domain.aggregate import AggregateTemplate
 from gateway.domain.budget import Accounts, Amount, accounts, cap
+from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import Identifier
 from gateway.domain.jobs import JobService
 from gateway.domain.limits import VerificationLimits
@@ -76,6 +76,11 @@ class FieldCheck(_Frozen):
                 raise ValueError("`thresholds`: 1 to 8 distinct values in increasing order")
         elif self.thresholds:
             raise ValueError("`thresholds` are only for at_least and at_most checks")
+        # A claim's checks are keyed by their canonical JSON (RFC 8785), which holds integers
+        # only up to 2**53: a policy may not name one it could not key.
+        numbers = [*self.thresholds, *([self.value] if type(self.value) is int else [])]
+        if any(abs(n) >= 2**53 for n in numbers):
+            raise ValueError("`thresholds` and `value`: integers below 2**53 in magnitude")
         return self
 
 
@@ -208,8 +213,7 @@ class PolicyBundle(_Frozen):
         Not cached on the model: `model_copy` would carry a cached value into a changed copy.
         The bundle in force carries its version in `PolicyState`, computed once per swap.
         """
-        canonical = rfc8785.dumps(self.model_dump(mode="json"))
-        return hashlib.sha256(canonical).hexdigest()[:32]
+        return hashlib.sha256(canonical(self.model_dump(mode="json"))).hexdigest()[:32]
 
     def service_names(self) -> set[str]:
         return (
