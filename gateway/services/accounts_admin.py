@@ -5,16 +5,20 @@ privileged accounts disabled, any account re-enabled)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain.principal import Principal, Role
 from gateway.errors import NotFound
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasClients, HasSettings
 from gateway.state.ports import Account, AccountChange
 
 
+class AccountsNeeds(HasClients, HasSettings, Protocol):
+    """Account changes: the account store and how many approvals they need."""
+
+
 def create(
-    rt: Runtime, who: Principal, client_id: str, *, organisation: str, roles: list[Role], person: str | None
+    rt: AccountsNeeds, who: Principal, client_id: str, *, organisation: str, roles: list[Role], person: str | None
 ) -> AccountChange:
     return rt.clients.propose(
         "create", client_id, by=who.client_id, approvals_required=rt.settings.policy_approvals,
@@ -22,7 +26,9 @@ def create(
     )  # fmt: skip
 
 
-def change(rt: Runtime, who: Principal, client_id: str, action: str, roles: list[Role] | None = None) -> AccountChange:
+def change(
+    rt: AccountsNeeds, who: Principal, client_id: str, action: str, roles: list[Role] | None = None
+) -> AccountChange:
     if action not in ("roles", "disable", "enable"):
         raise NotFound("there is no such account change")
     return rt.clients.propose(
@@ -31,7 +37,7 @@ def change(rt: Runtime, who: Principal, client_id: str, action: str, roles: list
     )  # fmt: skip
 
 
-def approve(rt: Runtime, who: Principal, proposal_id: str) -> AccountChange:
+def approve(rt: AccountsNeeds, who: Principal, proposal_id: str) -> AccountChange:
     return rt.clients.approve(proposal_id, by=who.client_id, approvals_required=rt.settings.policy_approvals)
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import privacy
 from gateway.domain.aggregate import (
@@ -46,8 +46,15 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.services import aggregate_noise, charging, policy_admin
-from gateway.services.release import Release, prepare_release, release
-from gateway.services.runtime import Runtime
+from gateway.services.charging import ChargingNeeds
+from gateway.services.needs import HasDomain, HasFreezes
+from gateway.services.policy_admin import PolicyReader
+from gateway.services.release import Release, ReleaseNeeds, prepare_release, release
+
+
+class AggregateNeeds(PolicyReader, ChargingNeeds, ReleaseNeeds, HasDomain, HasFreezes, Protocol):
+    """What a DP aggregate takes."""
+
 
 MAX_BATCH = 20
 
@@ -86,14 +93,14 @@ class Batch:
         return total
 
 
-def known_templates(rt: Runtime, names: Sequence[str]) -> list[tuple[str, str]]:
+def known_templates(rt: AggregateNeeds, names: Sequence[str]) -> list[tuple[str, str]]:
     """(name, dataset) of the names that are templates: only those may reach an audit leaf."""
     bundle = policy_admin.current(rt).bundle
     found = {n: bundle.aggregate_templates[n].dataset for n in names if n in bundle.aggregate_templates}
     return sorted(found.items())
 
 
-def templates_for(rt: Runtime, principal: Principal) -> list[Json]:
+def templates_for(rt: AggregateNeeds, principal: Principal) -> list[Json]:
     """The templates a consumer's current grants cover, with their public definition."""
     bundle = policy_admin.current(rt).bundle
     now = datetime.now(UTC)
@@ -110,7 +117,7 @@ def templates_for(rt: Runtime, principal: Principal) -> list[Json]:
     ]
 
 
-def authorize_batch(rt: Runtime, principal: Principal, purpose: str, queries: Sequence[Query]) -> Batch:
+def authorize_batch(rt: AggregateNeeds, principal: Principal, purpose: str, queries: Sequence[Query]) -> Batch:
     """Steps 1 and 2 for every query of a batch: the first refusal refuses the batch."""
     if not 1 <= len(queries) <= MAX_BATCH:
         raise InvalidRequest(f"queries: 1 to {MAX_BATCH} per batch")
@@ -224,7 +231,7 @@ def _rows_per_cell(compiled: Plan) -> int:
     return len(template.quantiles) if template.measure is Measure.QUANTILE else bin_count(template)
 
 
-def compute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
+def compute(rt: AggregateNeeds, compiled: Plan, reading: Callable[[], None]) -> Json:
     """Steps 5 and 6 for one plan: the exact statistics, then the noise, then the rows.
 
     `reading` is called once the dataset version is open, just before the query runs: a
@@ -256,7 +263,7 @@ def compute(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> Json:
     }
 
 
-def _select_keys(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> list[Json]:
+def _select_keys(rt: AggregateNeeds, compiled: Plan, reading: Callable[[], None]) -> list[Json]:
     """Counts by keys observed in the data, through OpenDP's thresholded mechanism: a key made by
     few units is withheld (with probability at least 1 - delta for a single unit's key)."""
     with rt.domain.snapshot(compiled.dataset, compiled.version) as snapshot:
@@ -269,7 +276,7 @@ def _select_keys(rt: Runtime, compiled: Plan, reading: Callable[[], None]) -> li
     return assemble_selected(compiled, released, privacy.half_width(selected.scale, statistic.alpha))
 
 
-def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
+def run(rt: AggregateNeeds, batch: Batch) -> list[tuple[Json, bool]]:
     """Steps 3 to 7 (services.charging): each query's release, and whether this request paid."""
     return charging.run(
         rt,
@@ -286,7 +293,9 @@ def run(rt: Runtime, batch: Batch) -> list[tuple[Json, bool]]:
     )
 
 
-def release_batch(rt: Runtime, principal: Principal, event: AuditEvent, batch: Batch, *, single: bool) -> Release:
+def release_batch(
+    rt: AggregateNeeds, principal: Principal, event: AuditEvent, batch: Batch, *, single: bool
+) -> Release:
     """Steps 3 to 8: the signed document of a whole batch (or of one query)."""
     results = run(rt, batch)
     charged = Amount(0, 0)

@@ -8,6 +8,7 @@ the dataset, the organisation on the dataset, and the dataset version.
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from gateway.domain.budget import Amount
 from gateway.domain.principal import Principal
@@ -15,10 +16,15 @@ from gateway.domain.trail import Json
 from gateway.errors import NotFound
 from gateway.services import policy_admin
 from gateway.services.aggregate import amount_json
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasBudget
+from gateway.services.policy_admin import PolicyReader
 
 
-def budget_view(rt: Runtime, principal: Principal) -> Json:
+class BudgetViewNeeds(PolicyReader, HasBudget, Protocol):
+    """What the budget view reads."""
+
+
+def budget_view(rt: BudgetViewNeeds, principal: Principal) -> Json:
     """Granted, spent, reserved and remaining at each level, for every dataset the consumer's
     grants reach through aggregate templates and model fits."""
     bundle = policy_admin.current(rt).bundle

@@ -32,13 +32,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from gateway.budget_ledger import Holding
 from gateway.domain.budget import Accounts, Amount
 from gateway.domain.canonical_json import canonical_text
 from gateway.domain.trail import Json
 from gateway.errors import Conflict, NotFound
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasBudget
+
+
+class ChargingNeeds(HasBudget, Protocol):
+    """A charged release reads and writes the budget ledger only."""
+
 
 Compute = Callable[[Callable[[], None]], Json]
 """Runs the computation; calls its argument just before the first data is read."""
@@ -70,7 +76,7 @@ def expired_before(now: datetime | None = None) -> str:
     return ((now or datetime.now(UTC)) - timedelta(seconds=HOLD_EXPIRES_SECONDS)).isoformat()
 
 
-def _hold(rt: Runtime, pairs: list[tuple[str, str]], holder: str) -> Holding:
+def _hold(rt: ChargingNeeds, pairs: list[tuple[str, str]], holder: str) -> Holding:
     """Step 2: hold every (key, payer) pair, waiting while another request of the payer holds one."""
     deadline = time.monotonic() + HOLD_WAIT_SECONDS
     delay = _POLL_SECONDS[0]
@@ -87,7 +93,7 @@ def _hold(rt: Runtime, pairs: list[tuple[str, str]], holder: str) -> Holding:
         delay = min(delay * 2, _POLL_SECONDS[1])
 
 
-def run(rt: Runtime, charges: Sequence[Charge]) -> list[tuple[Json, bool]]:
+def run(rt: ChargingNeeds, charges: Sequence[Charge]) -> list[tuple[Json, bool]]:
     """Each computation's release, and whether this request paid for it (steps 1 to 6)."""
     replays: dict[int, str] = {}
     for i, charge in enumerate(charges):

@@ -7,16 +7,22 @@ per service and dataset; no request, key or answer is ever part of it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain.policy import PolicyBundle
 from gateway.services import metering, policy_admin
-from gateway.services.runtime import Runtime
+from gateway.services.metering import MeteringNeeds
+from gateway.services.policy_admin import PolicyReader
+
+
+class DisclosureNeeds(PolicyReader, MeteringNeeds, Protocol):
+    """What public disclosure reads."""
+
 
 Json = dict[str, Any]
 
 
-def authorizations(rt: Runtime) -> list[Json]:
+def authorizations(rt: DisclosureNeeds) -> list[Json]:
     bundle = policy_admin.current(rt).bundle
     out = []
     for grant_id, grant in sorted(bundle.grants.items()):
@@ -57,7 +63,7 @@ def _price(bundle: PolicyBundle, price_class: str | None) -> Json | None:
     }
 
 
-def services(rt: Runtime) -> list[Json]:
+def services(rt: DisclosureNeeds) -> list[Json]:
     bundle = policy_admin.current(rt)
     titles = {r.entry.dataset: r.entry.title for r in rt.catalog.records()}
     out: list[Json] = []
@@ -127,7 +133,7 @@ def services(rt: Runtime) -> list[Json]:
     return out
 
 
-def usage(rt: Runtime) -> list[Json]:
+def usage(rt: DisclosureNeeds) -> list[Json]:
     """Per service and month: verification calls and claims, and the releases charged to a
     privacy budget with what they spent per dataset (verification spends none: it is not
     differentially private, see docs/privacy-model.md)."""

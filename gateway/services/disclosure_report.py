@@ -9,10 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.services import disclosure, metering, policy_admin
-from gateway.services.runtime import Runtime
+from gateway.services.disclosure import DisclosureNeeds
 
 
-def build(rt: Runtime, year: int) -> dict[str, Any]:
+def build(rt: DisclosureNeeds, year: int) -> dict[str, Any]:
     bundle = policy_admin.current(rt).bundle
     start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
     fees = metering.statement(rt, date(year, 1, 1), date(year, 12, 31))["rows"]
@@ -55,7 +55,7 @@ def build(rt: Runtime, year: int) -> dict[str, Any]:
     }
 
 
-def _privacy_budget(rt: Runtime, year: int) -> list[dict[str, Any]]:
+def _privacy_budget(rt: DisclosureNeeds, year: int) -> list[dict[str, Any]]:
     """Per dataset and service: the releases charged to a privacy budget in the year and what
     they spent, every consumer together."""
     totals: dict[tuple[str, str], list[int]] = {}

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,9 +28,16 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
 from gateway.errors import NotFound, ServiceUnavailable
 from gateway.services import charging, policy_admin
+from gateway.services.charging import ChargingNeeds
 from gateway.services.model_catalogue import model_version
-from gateway.services.release import Release, prepare_release, release
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasDomain, HasFreezes
+from gateway.services.policy_admin import PolicyReader
+from gateway.services.release import Release, ReleaseNeeds, prepare_release, release
+
+
+class FittingNeeds(PolicyReader, ChargingNeeds, ReleaseNeeds, HasDomain, HasFreezes, Protocol):
+    """What a DP fit takes."""
+
 
 __all__ = ["MONTE_CARLO_DRAWS", "UNITS", "FitPlan", "authorize_fit", "release_fit"]
 
@@ -53,7 +60,7 @@ class FitPlan:
     key: str
 
 
-def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, epsilon: str | None) -> FitPlan:
+def authorize_fit(rt: FittingNeeds, principal: Principal, name: str, purpose: str, epsilon: str | None) -> FitPlan:
     """Authorize and plan a fit from public facts; every refusal here costs nothing."""
     policy = policy_admin.current(rt)
     bundle = policy.bundle
@@ -101,7 +108,7 @@ def authorize_fit(rt: Runtime, principal: Principal, name: str, purpose: str, ep
     )
 
 
-def release_fit(rt: Runtime, event: AuditEvent, fit: FitPlan, body: Json) -> Release:
+def release_fit(rt: FittingNeeds, event: AuditEvent, fit: FitPlan, body: Json) -> Release:
     """Charged once (or replayed free), audited, signed."""
     compute: Callable[[Callable[[], None]], Json] = functools.partial(_compute_fit, rt, fit)
     ((result, paid),) = charging.run(
@@ -124,7 +131,7 @@ def release_fit(rt: Runtime, event: AuditEvent, fit: FitPlan, body: Json) -> Rel
     return release(rt, pending)
 
 
-def _compute_fit(rt: Runtime, fit: FitPlan, reading: Callable[[], None]) -> Json:
+def _compute_fit(rt: FittingNeeds, fit: FitPlan, reading: Callable[[], None]) -> Json:
     if isinstance(fit.model, LinearRegressionFit):
         body = _linear_regression(rt, fit, fit.model, reading)
     else:
@@ -142,7 +149,7 @@ def _compute_fit(rt: Runtime, fit: FitPlan, reading: Callable[[], None]) -> Json
     }
 
 
-def _linear_regression(rt: Runtime, fit: FitPlan, model: LinearRegressionFit, reading: Callable[[], None]) -> Json:
+def _linear_regression(rt: FittingNeeds, fit: FitPlan, model: LinearRegressionFit, reading: Callable[[], None]) -> Json:
     """Least squares from noisy sufficient statistics (X'X, X'y, y'y in fixed point).
 
     One row moves every product by at most UNITS^2, so one unit moves the whole vector by at
@@ -229,7 +236,7 @@ def _categories(entry: CatalogEntry, column: str) -> list[Any]:
     return [False, True] if col.type is ColumnType.BOOLEAN else list(col.categories or ())
 
 
-def _naive_bayes(rt: Runtime, fit: FitPlan, model: NaiveBayesFit, reading: Callable[[], None]) -> Json:
+def _naive_bayes(rt: FittingNeeds, fit: FitPlan, model: NaiveBayesFit, reading: Callable[[], None]) -> Json:
     """Naive Bayes from noisy counts: class counts and class-by-value counts per feature.
 
     One row adds 1 to its class count and 1 to one cell of each feature's table, so one unit

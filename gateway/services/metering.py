@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain.budget import Amount
 from gateway.errors import InvalidRequest
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasBudget, HasLedger
+
+
+class MeteringNeeds(HasLedger, HasBudget, Protocol):
+    """Statements read the two ledgers only."""
 
 
 def _yuan(micro: int) -> str:
@@ -22,7 +26,7 @@ def amount_text(micro_epsilon: int, nano_delta: int) -> dict[str, str]:
     return {"epsilon": format(amount.epsilon.normalize(), "f"), "delta": format(amount.delta.normalize(), "f")}
 
 
-def statement(rt: Runtime, since: date, until: date, consumer: str | None = None) -> dict[str, Any]:
+def statement(rt: MeteringNeeds, since: date, until: date, consumer: str | None = None) -> dict[str, Any]:
     """Rows per consumer, grant, service, purpose and UTC day, with fees in yuan (exact decimals);
     `privacy_budget`: rows per consumer, grant, service, dataset and UTC day of the releases
     charged to a privacy budget (aggregates, model fits, job outputs) and what they spent."""

@@ -13,12 +13,12 @@ from gateway.domain.canonical_json import canonical
 from gateway.domain.models import LinearRegressionFit, NaiveBayesFit, Scorer
 from gateway.domain.trail import Json
 from gateway.services import policy_admin
-from gateway.services.runtime import Runtime
+from gateway.services.policy_admin import PolicyReader
 
 __all__ = ["catalogue", "model_version"]
 
 
-def catalogue(rt: Runtime) -> list[Json]:
+def catalogue(rt: PolicyReader) -> list[Json]:
     """Every approved model with the public part of its card (no bins, points or weights)."""
     policy = policy_admin.current(rt)
     out: list[Json] = []

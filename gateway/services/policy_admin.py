@@ -7,15 +7,25 @@ process (one stat) and swaps the new bundle in whole.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from gateway.domain.policy import Grant, PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyInvalid
 from gateway.policy import PolicyState
 from gateway.policy_store import Change
+from gateway.services.needs import HasCatalog, HasClients, HasOnnx, HasPolicy, HasPolicyStore, HasSettings
 from gateway.services.policy_check import check, serving_issues, validate
-from gateway.services.runtime import Runtime
 
 
-def current(rt: Runtime) -> PolicyState:
+class PolicyReader(HasPolicy, HasPolicyStore, HasCatalog, HasOnnx, HasSettings, Protocol):
+    """What reading the bundle in force takes (`current`)."""
+
+
+class PolicyAdminNeeds(PolicyReader, HasClients, HasSettings, Protocol):
+    """What changing the bundle takes: who proposes and approves, and how many approvals."""
+
+
+def current(rt: PolicyReader) -> PolicyState:
     """The bundle in force for this request, re-read if any process changed it."""
     state = rt.policy.state
     source = rt.policy_store.stamp()
@@ -29,7 +39,7 @@ def current(rt: Runtime) -> PolicyState:
     return state
 
 
-def _checked(rt: Runtime, bundle: PolicyBundle) -> PolicyBundle:
+def _checked(rt: PolicyAdminNeeds, bundle: PolicyBundle) -> PolicyBundle:
     errors = validate(bundle, rt.catalog, rt.onnx, policy_approvals=rt.settings.policy_approvals)
     if errors:
         raise PolicyInvalid(errors)
@@ -37,7 +47,7 @@ def _checked(rt: Runtime, bundle: PolicyBundle) -> PolicyBundle:
 
 
 def propose(
-    rt: Runtime, bundle: PolicyBundle, *, by: str, note: str, base: str | None, rollback: bool = False
+    rt: PolicyAdminNeeds, bundle: PolicyBundle, *, by: str, note: str, base: str | None, rollback: bool = False
 ) -> Change:
     """A proposal made from the version `base`: refused (409) if another is in force by now. A
     proposal of no account (`cli:<user>`, `sighup`) counts as nobody's approval."""
@@ -48,7 +58,7 @@ def propose(
     )  # fmt: skip
 
 
-def approve(rt: Runtime, proposal_id: str, *, by: str) -> Change:
+def approve(rt: PolicyAdminNeeds, proposal_id: str, *, by: str) -> Change:
     change = rt.policy_store.approve(
         proposal_id, by=by, identity=rt.clients.identity_of(by), approvals_required=rt.settings.policy_approvals
     )
@@ -57,13 +67,13 @@ def approve(rt: Runtime, proposal_id: str, *, by: str) -> Change:
     return change
 
 
-def _in_force(rt: Runtime) -> tuple[str | None, PolicyBundle]:
+def _in_force(rt: PolicyAdminNeeds) -> tuple[str | None, PolicyBundle]:
     """The version in force and its bundle, read from the store (not this process's copy)."""
     version = rt.policy_store.active_version()
     return version, rt.policy_store.load(version) if version else current(rt).bundle
 
 
-def add_grant(rt: Runtime, grant_id: str, grant: Grant, *, by: str) -> Change:
+def add_grant(rt: PolicyAdminNeeds, grant_id: str, grant: Grant, *, by: str) -> Change:
     """A new grant is a policy change: proposed from the version in force, in force once approved."""
     version, bundle = _in_force(rt)
     changed = PolicyBundle.model_validate({**bundle.model_dump(), "grants": {**bundle.grants, grant_id: grant}})
@@ -73,7 +83,7 @@ def add_grant(rt: Runtime, grant_id: str, grant: Grant, *, by: str) -> Change:
 _REVOKE_TRIES = 5
 
 
-def revoke_grant(rt: Runtime, grant_id: str, *, by: str, reason: str) -> Change:
+def revoke_grant(rt: PolicyAdminNeeds, grant_id: str, *, by: str, reason: str) -> Change:
     """Revoking only takes permission away, so it needs no second approval: in force at once.
     It is a compare and swap on the version it read: a change put in force meanwhile is never
     undone; the grant is taken out of that one instead."""
@@ -90,7 +100,7 @@ def revoke_grant(rt: Runtime, grant_id: str, *, by: str, reason: str) -> Change:
     raise Conflict("the policy kept changing while the grant was revoked; revoke it again")
 
 
-def reload_from_disk(rt: Runtime, *, by: str) -> Change:
+def reload_from_disk(rt: PolicyAdminNeeds, *, by: str) -> Change:
     """`veilgate policy reload` and SIGHUP: the YAML bundle, through the same checks as
     `policy check`, proposed like any change (a second administrator approves it); a bundle
     that fails changes nothing (the last good one stays in force)."""
@@ -101,7 +111,7 @@ def reload_from_disk(rt: Runtime, *, by: str) -> Change:
     return propose(rt, bundle, by=by, note=f"reload of {rt.settings.policy_dir}", base=version)
 
 
-def propose_rollback(rt: Runtime, *, by: str) -> Change:
+def propose_rollback(rt: PolicyAdminNeeds, *, by: str) -> Change:
     """`veilgate policy rollback`: the version in force before the current one, proposed like any
     change (SECURITY: it may bring back grants and services since taken away, so a second
     administrator approves it, and the command line is nobody's approval). Its base is the

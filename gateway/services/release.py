@@ -10,12 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.domain.canonical_json import canonical
 from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, digest
 from gateway.observability.metrics import observe_release
+from gateway.services.needs import HasAudit, HasReceiptKeys, HasSettings
 from gateway.services.receipts import sign_receipt
-from gateway.services.runtime import Runtime
+
+
+class ReleaseNeeds(HasAudit, HasReceiptKeys, HasSettings, Protocol):
+    """Releasing a result: the audit log, the receipt keys and the issuer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,7 @@ class PendingRelease:
     unsigned: Json
     """The result document without `audit_seq`, as JSON values."""
 
-    def complete(self, rt: Runtime, seq: int) -> Release:
+    def complete(self, rt: ReleaseNeeds, seq: int) -> Release:
         # The document is built from JSON values of known shape in `prepare_release` (the result
         # and the request already passed `digest`), so it is encoded as is: no model round trip.
         document = {**self.unsigned, "audit_seq": seq}
@@ -59,7 +64,7 @@ class PendingRelease:
 
 
 def prepare_release(
-    rt: Runtime,
+    rt: ReleaseNeeds,
     event: AuditEvent,
     *,
     service: str,
@@ -108,7 +113,7 @@ def prepare_release(
     return PendingRelease(leaf, unsigned)
 
 
-def release(rt: Runtime, pending: PendingRelease) -> Release:
+def release(rt: ReleaseNeeds, pending: PendingRelease) -> Release:
     """Append the leaf (blocking until it is durable), then sign the document naming it.
 
     Async routes do the same without blocking: await `rt.audit.append_async(pending.leaf)`, then

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain.canonical_json import canonical_text
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
@@ -36,10 +36,16 @@ from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InternalError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.services import policy_admin
 from gateway.services.model_catalogue import model_version
-from gateway.services.release import PendingRelease, prepare_release
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasDomain, HasFreezes
+from gateway.services.policy_admin import PolicyReader
+from gateway.services.release import PendingRelease, ReleaseNeeds, prepare_release
 from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim
 from gateway.state.ports import Admission, ClaimUse, VerificationRequest
+
+
+class ScoringNeeds(PolicyReader, ReleaseNeeds, HasDomain, HasFreezes, Protocol):
+    """What scoring takes."""
+
 
 __all__ = ["ScoreCall", "ScoringPrepared", "pending_scoring", "prepare_scoring", "scores_in_memory", "warm_up"]
 
@@ -67,7 +73,7 @@ class ScoringPrepared:
 
 
 def prepare_scoring(
-    rt: Runtime, principal: Principal, event: AuditEvent, call: ScoreCall, note: AuditNote
+    rt: ScoringNeeds, principal: Principal, event: AuditEvent, call: ScoreCall, note: AuditNote
 ) -> ScoringPrepared:
     """Steps 1 to 3: nothing is counted or released yet."""
     now = time.time()
@@ -143,7 +149,7 @@ def _feature_columns(feature: Feature) -> list[str]:
     return [feature.column, *([feature.order_by] if feature.order_by else [])]
 
 
-def warm_up(rt: Runtime) -> int:
+def warm_up(rt: ScoringNeeds) -> int:
     """Build the lookup index of every feature of every scoring model now, not on its first key.
     Returns how many models were warmed (those whose datasets are all served)."""
     warmed = 0
@@ -160,7 +166,7 @@ def warm_up(rt: Runtime) -> int:
     return warmed
 
 
-def scores_in_memory(rt: Runtime, model_name: str) -> bool:
+def scores_in_memory(rt: ScoringNeeds, model_name: str) -> bool:
     """Whether `prepare_scoring` reads only memory (every feature's index is held), so that it may
     run on the event loop; if not, it runs in a thread."""
     model = policy_admin.current(rt).bundle.models.get(model_name)
@@ -175,7 +181,7 @@ def scores_in_memory(rt: Runtime, model_name: str) -> bool:
     return True
 
 
-def _score_one(rt: Runtime, model: Scorer, versions: dict[str, str], key: str, today: Any) -> tuple[Json, bool]:
+def _score_one(rt: ScoringNeeds, model: Scorer, versions: dict[str, str], key: str, today: Any) -> tuple[Json, bool]:
     """The answer for one valid key (score and/or grade, or not_found), and whether it is known."""
     values: dict[str, Any] = {}
     known = False
@@ -208,7 +214,7 @@ def _score_one(rt: Runtime, model: Scorer, versions: dict[str, str], key: str, t
     return answer, True
 
 
-def pending_scoring(rt: Runtime, prepared: ScoringPrepared, admission: Admission) -> PendingRelease:
+def pending_scoring(rt: ScoringNeeds, prepared: ScoringPrepared, admission: Admission) -> PendingRelease:
     answers: dict[int, Json] = dict(prepared.invalid)
     for index, stored in zip(prepared.valid, admission.answers, strict=True):
         answers[index] = {

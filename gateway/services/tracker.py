@@ -3,11 +3,15 @@ under which grant. The key is turned into the audit log's pseudonym and never st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain.identifiers import is_valid_resident_id, is_valid_uscc, normalize_key
 from gateway.errors import InvalidRequest
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasAudit
+
+
+class TrackerNeeds(HasAudit, Protocol):
+    """The tracker reads the audit log only."""
 
 
 def kinds_of(key: str) -> list[str]:
@@ -18,7 +22,7 @@ def kinds_of(key: str) -> list[str]:
     return ["entity"]
 
 
-def track(rt: Runtime, raw_key: str) -> list[dict[str, Any]]:
+def track(rt: TrackerNeeds, raw_key: str) -> list[dict[str, Any]]:
     key = normalize_key(raw_key)
     if not 0 < len(key) <= 64:
         raise InvalidRequest("key: give the full key (1 to 64 characters)")

@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain.canonical_json import canonical_text
 from gateway.domain.catalog import CatalogEntry
@@ -40,9 +40,15 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.services import policy_admin
-from gateway.services.release import PendingRelease, Release, prepare_release, release
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasDomain, HasFreezes, HasLedger
+from gateway.services.policy_admin import PolicyReader
+from gateway.services.release import PendingRelease, Release, ReleaseNeeds, prepare_release, release
 from gateway.state.ports import Admission, ClaimUse, VerificationRequest
+
+
+class VerificationNeeds(PolicyReader, ReleaseNeeds, HasDomain, HasFreezes, HasLedger, Protocol):
+    """What a verification takes."""
+
 
 ENTITY_KINDS = {"uscc": "enterprise", "resident_id": "person"}
 
@@ -177,7 +183,7 @@ def lookup_columns(service: VerificationService) -> list[str]:
 
 
 def _answer(
-    rt: Runtime, service: VerificationService, version: str, columns: list[str], claim: _Valid
+    rt: VerificationNeeds, service: VerificationService, version: str, columns: list[str], claim: _Valid
 ) -> tuple[Json, bool]:
     """The answer (no record value in it) and whether the key is known; `columns`: the
     service's `lookup_columns`."""
@@ -196,7 +202,7 @@ def _answer(
     return {"result": "match" if all(fields.values()) else "no_match", "fields": fields}, True
 
 
-def answers_in_memory(rt: Runtime, service_name: str) -> bool:
+def answers_in_memory(rt: VerificationNeeds, service_name: str) -> bool:
     """Whether `prepare` for this service reads only memory, so that it may run on the event
     loop; if not (an index to build, a dataset too large for one), it runs in a thread."""
     service = policy_admin.current(rt).bundle.verification_services.get(service_name)
@@ -206,7 +212,7 @@ def answers_in_memory(rt: Runtime, service_name: str) -> bool:
     return rt.domain.in_memory(service.dataset, record.version, service.keys[0], lookup_columns(service))
 
 
-def warm_up(rt: Runtime) -> int:
+def warm_up(rt: VerificationNeeds) -> int:
     """Build the lookup index of every served verification service now, not on its first claim
     (building one reads the whole dataset version). Returns how many services were warmed."""
     bundle = policy_admin.current(rt).bundle
@@ -246,7 +252,9 @@ class Prepared:
     subjects: tuple[str, ...]
 
 
-def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote) -> Prepared:
+def prepare(
+    rt: VerificationNeeds, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote
+) -> Prepared:
     """Authorize, validate, look up and answer in the domain; nothing is counted or released yet."""
     now = time.time()
     service_name, purpose = call.service, call.purpose
@@ -325,7 +333,7 @@ def prepare(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCa
     )
 
 
-def pending_release(rt: Runtime, prepared: Prepared, admission: Admission) -> PendingRelease:
+def pending_release(rt: VerificationNeeds, prepared: Prepared, admission: Admission) -> PendingRelease:
     """Step 5, first half: the answers as admitted (repeats get their stored ones) and the leaf."""
     answers: dict[int, Json] = dict(prepared.invalid)
     for checked, stored in zip(prepared.valid, admission.answers, strict=True):
@@ -350,7 +358,9 @@ def pending_release(rt: Runtime, prepared: Prepared, admission: Admission) -> Pe
     )
 
 
-def verify(rt: Runtime, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote) -> Verified:
+def verify(
+    rt: VerificationNeeds, principal: Principal, event: AuditEvent, call: VerifyCall, note: AuditNote
+) -> Verified:
     """The whole use case, blocking: prepare, admit (step 4), release (step 5)."""
     prepared = prepare(rt, principal, event, call, note)
     admission = rt.ledger.admit_verification(prepared.admission, now=prepared.now)
