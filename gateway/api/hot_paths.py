@@ -32,6 +32,7 @@ from gateway.api.deps import principal
 from gateway.api.hot_bodies import ScoreRequest, VerifyRequest, decode
 from gateway.domain.names import NAME_PATTERN
 from gateway.services import scoring, verification
+from gateway.services.claims import AuditNote
 from gateway.services.runtime import Runtime
 from gateway.state.ports import Window
 
@@ -55,7 +56,7 @@ async def verify(request: Request, service: str) -> Response:
     who = await principal(request)  # authentication first: nothing of the body is read before
     body = decode(VerifyRequest, await request.body())
     rt: Runtime = request.app.state.runtime
-    audit_note = verification.AuditNote()
+    audit_note = AuditNote()
     call = verification.VerifyCall(
         service=service,
         purpose=body.purpose,
@@ -83,7 +84,7 @@ async def score(request: Request, model: str) -> Response:
     who = await principal(request)
     body = decode(ScoreRequest, await request.body())
     rt: Runtime = request.app.state.runtime
-    audit_note = verification.AuditNote()
+    audit_note = AuditNote()
     call = scoring.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=msgspec.to_builtins(body))
     try:
         event = allowed_event(request)

@@ -46,7 +46,7 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.services import aggregate_noise, charging, policy_admin
-from gateway.services.charging import ChargingNeeds
+from gateway.services.charging import ChargingNeeds, amount_json
 from gateway.services.needs import HasDomain, HasFreezes
 from gateway.services.policy_admin import PolicyReader
 from gateway.services.release import Release, ReleaseNeeds, prepare_release, release
@@ -340,8 +340,3 @@ def request_of(query: Query) -> Json:
         "epsilon": query.epsilon,
         "max_interval_width": None if query.max_interval_width is None else str(query.max_interval_width),
     }
-
-
-def amount_json(amount: Amount) -> Json:
-    """An amount as exact decimal strings."""
-    return {"epsilon": epsilon_text(amount.micro_epsilon), "delta": format(amount.delta.normalize(), "f")}

@@ -15,7 +15,7 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
 from gateway.errors import NotFound
 from gateway.services import policy_admin
-from gateway.services.aggregate import amount_json
+from gateway.services.charging import amount_json
 from gateway.services.needs import HasBudget
 from gateway.services.policy_admin import PolicyReader
 

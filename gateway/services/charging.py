@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from gateway.budget_ledger import Holding
+from gateway.domain.aggregate import epsilon_text
 from gateway.domain.budget import Accounts, Amount
 from gateway.domain.canonical_json import canonical_text
 from gateway.domain.trail import Json
@@ -151,3 +152,8 @@ def run(rt: ChargingNeeds, charges: Sequence[Charge]) -> list[tuple[Json, bool]]
             else:
                 rt.budget.commit(reservation)  # read, then failed: the charge stays
         rt.budget.drop_holds(holder)
+
+
+def amount_json(amount: Amount) -> Json:
+    """An amount as exact decimal strings, as every response that shows a charge or a budget writes it."""
+    return {"epsilon": epsilon_text(amount.micro_epsilon), "delta": format(amount.delta.normalize(), "f")}

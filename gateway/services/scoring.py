@@ -35,11 +35,11 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InternalError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.services import policy_admin
+from gateway.services.claims import ENTITY_KINDS, AuditNote, fee_per_claim
 from gateway.services.model_catalogue import model_version
 from gateway.services.needs import HasDomain, HasFreezes
 from gateway.services.policy_admin import PolicyReader
 from gateway.services.release import PendingRelease, ReleaseNeeds, prepare_release
-from gateway.services.verification import ENTITY_KINDS, AuditNote, fee_per_claim
 from gateway.state.ports import Admission, ClaimUse, VerificationRequest
 
 

@@ -19,7 +19,7 @@ import json
 import time
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -29,8 +29,6 @@ from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.policy import (
     CheckKind,
     FieldCheck,
-    PolicyBundle,
-    PurposeKind,
     UnknownKey,
     VerificationService,
     authorize,
@@ -40,6 +38,7 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.services import policy_admin
+from gateway.services.claims import ENTITY_KINDS, AuditNote, fee_per_claim
 from gateway.services.needs import HasDomain, HasFreezes, HasLedger
 from gateway.services.policy_admin import PolicyReader
 from gateway.services.release import PendingRelease, Release, ReleaseNeeds, prepare_release, release
@@ -48,9 +47,6 @@ from gateway.state.ports import Admission, ClaimUse, VerificationRequest
 
 class VerificationNeeds(PolicyReader, ReleaseNeeds, HasDomain, HasFreezes, HasLedger, Protocol):
     """What a verification takes."""
-
-
-ENTITY_KINDS = {"uscc": "enterprise", "resident_id": "person"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +63,6 @@ class VerifyCall:
     claims: list[Claim]
     body: Json
     """The request as sent, whose digest the receipt carries."""
-
-
-@dataclass(slots=True)
-class AuditNote:
-    """What the route records even when the request is refused: the service, once it is known to
-    be one (SECURITY: a name taken from the URL could be anything, a person's key included), and
-    the pseudonyms of the entities asked about."""
-
-    service: str | None = None
-    subjects: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,15 +210,6 @@ def warm_up(rt: VerificationNeeds) -> int:
         rt.domain.find(service.dataset, record.version, service.keys[0], "", lookup_columns(service))
         warmed += 1
     return warmed
-
-
-def fee_per_claim(bundle: PolicyBundle, price_class: str, purpose: str) -> int:
-    """Millionths of a yuan per billable claim: public governance and welfare purposes are free."""
-    price = bundle.price_classes.get(price_class)
-    purpose_of = bundle.purposes.get(purpose)
-    if price is None or purpose_of is None or purpose_of.kind is not PurposeKind.COMMERCIAL or price.unit != "call":
-        return 0
-    return int(price.price_yuan * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
