@@ -22,14 +22,14 @@ from gateway import job_host, sandbox_client
 from gateway.errors import ServiceUnavailable
 from gateway.services import jobs
 from gateway.services.jobs import output_checking
-from gateway.services.runtime import Runtime
+from gateway.services.jobs.run import RunNeeds
 from gateway.settings import Settings
 
 log = logging.getLogger("veilgate.worker")
 POLL_SECONDS = 0.5
 
 
-def lock(rt: Runtime) -> IO[str]:
+def lock(rt: RunNeeds) -> IO[str]:
     """Hold the host's lock of the job uids for as long as the returned file stays open: a worker
     that starts kills every process of those uids, so no other may be running jobs under them,
     whatever its state directory."""
@@ -45,7 +45,7 @@ def lock(rt: Runtime) -> IO[str]:
     return held
 
 
-def recover(rt: Runtime) -> list[str]:
+def recover(rt: RunNeeds) -> list[str]:
     """What an earlier worker left: its job processes killed, its run directories removed, and
     the jobs it was running marked failed. Returns their ids."""
     killed = sandbox_client.clean_up(jobs.runs_dir(rt), rt.settings.sandbox_job_uids)
@@ -57,7 +57,7 @@ def recover(rt: Runtime) -> list[str]:
     return failed
 
 
-def work_once(rt: Runtime) -> list[str]:
+def work_once(rt: RunNeeds) -> list[str]:
     """Run every job that needs a run now, one after the other; returns the ids it ran."""
     for job_id in jobs.fail_overdue(rt):
         log.warning("job %s is long past its time limit and still running: its worker stopped; marked failed", job_id)
@@ -97,7 +97,7 @@ def check_host(settings: Settings, files: job_host.HostFiles = job_host.HOST_FIL
     return problem
 
 
-def serve(rt: Runtime, *, stop: threading.Event, poll_seconds: float = POLL_SECONDS) -> None:
+def serve(rt: RunNeeds, *, stop: threading.Event, poll_seconds: float = POLL_SECONDS) -> None:
     """Until `stop` is set: check the host, recover, then poll and run. The caller holds `lock`."""
     check_host(rt.settings)
     recover(rt)

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.domain.job_vocabulary import Reason
 from gateway.domain.policy import Freeze, FreezeKind, PolicyBundle
 from gateway.jobs import Job
 from gateway.services import policy_admin
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasFreezes
+from gateway.services.policy_admin import PolicyReader
 
 
-def stopped(rt: Runtime, job: Job) -> Reason | None:
+class StopNeeds(PolicyReader, HasFreezes, Protocol):
+    """Whether a job is stopped: the bundle in force and the freezes."""
+
+
+def stopped(rt: StopNeeds, job: Job) -> Reason | None:
     """Why `job` may not (any longer) run or release, or None: the freezes and the policy in force now."""
     return why_stopped(policy_admin.current(rt).bundle, rt.freezes.active(), job, datetime.now(UTC))
 

@@ -6,18 +6,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from gateway.domain.job_vocabulary import Reason
 from gateway.services import policy_admin
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasJobs, HasSettings
+from gateway.services.policy_admin import PolicyReader
 
 
-def runs_dir(rt: Runtime) -> Path:
+class DispatchNeeds(PolicyReader, HasJobs, HasSettings, Protocol):
+    """Which jobs wait, which are overdue, and where runs live."""
+
+
+def runs_dir(rt: DispatchNeeds) -> Path:
     """Where the worker makes each run's directory (the inputs exported for it included)."""
     return rt.settings.state_dir / "jobs" / "runs"
 
 
-def runnable(rt: Runtime) -> list[str]:
+def runnable(rt: DispatchNeeds) -> list[str]:
     """Ids of the jobs that need a run now (approved or requeued, or waiting for their plan run),
     oldest first. Several workers may see one id; only one runs it (`run` claims it first)."""
     return [job.id for job in rt.jobs.waiting(approved_before=datetime.now(UTC))]
@@ -28,7 +34,7 @@ OVERDUE_GRACE_SECONDS = 600
 checking its outputs, releasing them."""
 
 
-def fail_overdue(rt: Runtime, now: datetime | None = None) -> list[str]:
+def fail_overdue(rt: DispatchNeeds, now: datetime | None = None) -> list[str]:
     """Jobs still `running` long after their sandbox's wall-clock limit: whatever process ran them
     stopped, on this host or another (replicas share the job store). Marked failed, so nobody
     waits for them forever; returns their ids."""

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Protocol
 
 from gateway.domain.aggregate import Plan
 from gateway.domain.job_plan import Planned, Refused, check_request, compile_planned, plan_sha256
@@ -21,14 +22,20 @@ from gateway.domain.trail import Json
 from gateway.errors import VeilgateError
 from gateway.jobs import Job
 from gateway.services import aggregate, charging
-from gateway.services.jobs.authorization import stopped
-from gateway.services.jobs.release import release_document
-from gateway.services.runtime import Runtime
+from gateway.services.aggregate import AggregateNeeds
+from gateway.services.jobs.authorization import StopNeeds, stopped
+from gateway.services.jobs.release import JobReleaseNeeds, release_document
+from gateway.services.needs import HasJobs
+
+
+class DpRunNeeds(AggregateNeeds, StopNeeds, JobReleaseNeeds, HasJobs, Protocol):
+    """An approved DP plan run: the aggregate and charging steps, and the job store."""
+
 
 ISOLATION = "none needed: the gateway computed the approved plan; no job code ran on the data"
 
 
-def run_approved_plan(rt: Runtime, job: Job, bundle: PolicyBundle, policy_version: str) -> Job:
+def run_approved_plan(rt: DpRunNeeds, job: Job, bundle: PolicyBundle, policy_version: str) -> Job:
     """Steps 1 to 5 for a claimed job (`JobStore.claim_run`) of a DP service."""
     # 1.
     approved = {(r["code_sha256"], r.get("plan_sha256")) for r in job.reviews if r["decision"] == "approve"}
@@ -81,7 +88,7 @@ def run_approved_plan(rt: Runtime, job: Job, bundle: PolicyBundle, policy_versio
 
 
 def _charge(
-    rt: Runtime, bundle: PolicyBundle, job: Job, compiled: list[tuple[str, Plan]], notes: list[str]
+    rt: DpRunNeeds, bundle: PolicyBundle, job: Job, compiled: list[tuple[str, Plan]], notes: list[str]
 ) -> dict[str, Json]:
     charges = [
         charging.Charge(
@@ -110,7 +117,7 @@ def _charge(
     }
 
 
-def _fail(rt: Runtime, job: Job, reason: Reason) -> Job:
+def _fail(rt: DpRunNeeds, job: Job, reason: Reason) -> Job:
     return rt.jobs.finish(
         job, status="failed", result=None, stdout=job.stdout or "", stderr=job.stderr or "", reason=reason.value
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import sandbox_client
 from gateway.domain import sdc
@@ -25,9 +25,14 @@ from gateway.domain.trail import Json
 from gateway.errors import Conflict, InvalidRequest
 from gateway.jobs import Job
 from gateway.services import policy_admin
-from gateway.services.jobs.authorization import stopped
-from gateway.services.jobs.release import release_document
-from gateway.services.runtime import Runtime
+from gateway.services.jobs.authorization import StopNeeds, stopped
+from gateway.services.jobs.release import JobReleaseNeeds, release_document
+from gateway.services.needs import HasClients, HasDomain, HasJobs
+
+
+class OutputCheckingNeeds(StopNeeds, JobReleaseNeeds, HasClients, HasDomain, HasJobs, Protocol):
+    """Output checks and the release of checked jobs."""
+
 
 log = logging.getLogger("veilgate.jobs")
 
@@ -55,7 +60,7 @@ def declarations(job: Job) -> list[sdc.TableDeclaration]:
 
 
 def crosstab_counts(
-    rt: Runtime, declaration: sdc.TableDeclaration, entries: Sequence[CatalogEntry]
+    rt: OutputCheckingNeeds, declaration: sdc.TableDeclaration, entries: Sequence[CatalogEntry]
 ) -> list[dict[str, Any]]:
     """The exact counts of a declared cross-tabulation, one row per key cell (zeros included),
     computed by the engine on the dataset's current version."""
@@ -74,7 +79,7 @@ def crosstab_counts(
 
 
 def check_tables(
-    rt: Runtime | None,
+    rt: OutputCheckingNeeds | None,
     job: Job,
     *,
     service: JobService,
@@ -137,7 +142,7 @@ def checker_view(job: Job, *, with_code: bool) -> Json:
     return body
 
 
-def check(rt: Runtime, checker: Principal, job_id: str, output: str, *, decision: str, reason: str) -> Job:
+def check(rt: OutputCheckingNeeds, checker: Principal, job_id: str, output: str, *, decision: str, reason: str) -> Job:
     """One checker's decision on one held output; the decision that completes the checks makes
     the signed, audited result, with each held output released or withheld as decided."""
     if decision not in ("release", "withhold"):
@@ -155,7 +160,7 @@ UNRELEASED_GRACE_SECONDS = 60
 started, before any process that shares the job store releases it."""
 
 
-def release_unclaimed(rt: Runtime, *, grace_seconds: float = UNRELEASED_GRACE_SECONDS) -> list[str]:
+def release_unclaimed(rt: OutputCheckingNeeds, *, grace_seconds: float = UNRELEASED_GRACE_SECONDS) -> list[str]:
     """Release the checked jobs that no process releases: the process of the last check stopped
     first. At startup and every checkpoint interval; returns their ids."""
     released = []
@@ -168,7 +173,7 @@ def release_unclaimed(rt: Runtime, *, grace_seconds: float = UNRELEASED_GRACE_SE
     return released
 
 
-def release_checked(rt: Runtime, job: Job) -> Job:
+def release_checked(rt: OutputCheckingNeeds, job: Job) -> Job:
     """The signed result of a job whose held outputs are all decided, for the process that
     claimed its release (`JobStore.claim_release`). The freezes, the grant and the service are
     checked again first: if they stopped the job since its run, nothing is released."""

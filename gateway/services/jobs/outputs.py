@@ -16,11 +16,11 @@ from gateway.domain.jobs import JobService
 from gateway.domain.trail import Json
 from gateway.jobs import Job
 from gateway.services.jobs import output_checking
-from gateway.services.runtime import Runtime
+from gateway.services.jobs.output_checking import OutputCheckingNeeds
 
 
 def check_outputs(
-    rt: Runtime | None,
+    rt: OutputCheckingNeeds | None,
     job: Job,
     *,
     service: JobService,

@@ -9,7 +9,7 @@ code and the plan; the real run computes the approved plan in the gateway and ru
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import sandbox_client
 from gateway.domain.aggregate import epsilon_text
@@ -22,7 +22,12 @@ from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.sample import sample_inputs
 from gateway.services.jobs.stored import job_files, service_of
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasJobs, HasSettings
+from gateway.services.policy_admin import PolicyReader
+
+
+class PlanningNeeds(PolicyReader, HasJobs, HasSettings, Protocol):
+    """A plan run: the bundle, the catalogue, the job store, the sandbox settings."""
 
 
 def make_plan(
@@ -58,7 +63,7 @@ def total_epsilon(plan: Sequence[Mapping[str, Any]]) -> str:
     return epsilon_text(sum(micro_epsilon(p.epsilon) for p in planned_of(plan)))
 
 
-def run_plan(rt: Runtime, job: Job) -> Job:
+def run_plan(rt: PlanningNeeds, job: Job) -> Job:
     """The claimed plan run (`JobStore.claim_plan`): the code on the sample, the plan stored with
     its hash, and the job waits for its reviews. A job that fails here fails with a reason from
     the vocabulary; its error output is for reviewers."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from gateway.domain.budget import Amount, micro_epsilon
 from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, utc_now
 from gateway.jobs import Job
-from gateway.services.release import prepare_release, release
-from gateway.services.runtime import Runtime
+from gateway.services.release import ReleaseNeeds, prepare_release, release
+
+
+class JobReleaseNeeds(ReleaseNeeds, Protocol):
+    """A job's signed outcome: the release step's leaves."""
 
 
 def release_document(
-    rt: Runtime, job: Job, results: dict[str, Json], *, isolation: str, reason: str | None,
+    rt: JobReleaseNeeds, job: Job, results: dict[str, Json], *, isolation: str, reason: str | None,
     policy_version: str,
 ) -> Json:  # fmt: skip
     """Step 5: the signed document of the job's outcome, appended to the audit log."""

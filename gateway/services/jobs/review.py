@@ -3,6 +3,8 @@ audience sees of a job (the submitter never sees reviewer names, code, logs or r
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
 from gateway.errors import NotFound
@@ -10,10 +12,15 @@ from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.planning import total_epsilon
 from gateway.services.jobs.stored import service_of
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasClients, HasJobs
+from gateway.services.policy_admin import PolicyReader
 
 
-def review(rt: Runtime, reviewer: Principal, job_id: str, decision: str, reason: str) -> Job:
+class ReviewNeeds(PolicyReader, HasClients, HasJobs, Protocol):
+    """Reviews and requeues: the bundle, who reviews, the job store."""
+
+
+def review(rt: ReviewNeeds, reviewer: Principal, job_id: str, decision: str, reason: str) -> Job:
     """Step 2; the review that completes the approvals makes the job `runnable` for the worker."""
     job = rt.jobs.get(job_id)
     service = service_of(policy_admin.current(rt).bundle, job.service)
@@ -26,7 +33,7 @@ REQUEUERS = 2
 """Administrators of different identities who must ask before a failed job runs again."""
 
 
-def requeue(rt: Runtime, admin: Principal, job_id: str, reason: str) -> Job:
+def requeue(rt: ReviewNeeds, admin: Principal, job_id: str, reason: str) -> Job:
     """Run again a failed job that released nothing (`JobStore.requeue`) once administrators of
     two identities asked (SECURITY: a run reads the data again; one administrator alone must not
     be able to make it); the worker picks it up."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from gateway import sandbox_client
 from gateway.domain.job_vocabulary import Reason
@@ -24,12 +25,45 @@ from gateway.services.jobs.outputs import check_outputs
 from gateway.services.jobs.planning import failure, run_plan
 from gateway.services.jobs.release import release_document
 from gateway.services.jobs.stored import job_files, service_of
-from gateway.services.runtime import Runtime
+from gateway.services.needs import (
+    HasAudit,
+    HasBudget,
+    HasCatalog,
+    HasClients,
+    HasDomain,
+    HasFreezes,
+    HasJobs,
+    HasOnnx,
+    HasPolicy,
+    HasPolicyStore,
+    HasReceiptKeys,
+    HasSettings,
+)
+
+
+class RunNeeds(
+    HasPolicy,
+    HasPolicyStore,
+    HasCatalog,
+    HasOnnx,
+    HasBudget,
+    HasAudit,
+    HasReceiptKeys,
+    HasSettings,
+    HasDomain,
+    HasFreezes,
+    HasClients,
+    HasJobs,
+    Protocol,
+):
+    """A whole job run, from its plan to its release: what each step needs (`DpRunNeeds`,
+    `OutputCheckingNeeds`, `PlanningNeeds`, `DispatchNeeds`), which it passes on."""
+
 
 log = logging.getLogger("veilgate.jobs")
 
 
-def run(rt: Runtime, job_id: str) -> Job:
+def run(rt: RunNeeds, job_id: str) -> Job:
     """Claim the job's next step and run it. Never raises: the outcome, good or bad, is recorded
     on the job (with a reason from the vocabulary; details are logged for administrators)."""
     try:
@@ -50,14 +84,14 @@ def run(rt: Runtime, job_id: str) -> Job:
     return rt.jobs.get(job_id)
 
 
-def _fail(rt: Runtime, job: Job, reason: Reason, *, stdout: str = "", stderr: str = "") -> Job:
+def _fail(rt: RunNeeds, job: Job, reason: Reason, *, stdout: str = "", stderr: str = "") -> Job:
     try:
         return rt.jobs.finish(job, status="failed", result=None, stdout=stdout, stderr=stderr, reason=reason.value)
     except Conflict:
         return rt.jobs.get(job.id)
 
 
-def _run(rt: Runtime, job: Job) -> Job:
+def _run(rt: RunNeeds, job: Job) -> Job:
     policy = policy_admin.current(rt)
     bundle = policy.bundle
     # 3. Nothing it touches was stopped since its submission, its grant still holds;

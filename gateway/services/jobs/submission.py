@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.domain import sdc
 from gateway.domain.aggregate import epsilon_text
@@ -19,7 +19,13 @@ from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.stored import job_files, service_of
-from gateway.services.runtime import Runtime
+from gateway.services.needs import HasFreezes, HasJobs
+from gateway.services.policy_admin import PolicyReader
+
+
+class SubmissionNeeds(PolicyReader, HasFreezes, HasJobs, Protocol):
+    """A submission: the bundle, the freezes, the catalogue and the job store."""
+
 
 MAX_CODE_BYTES = 256 * 1024
 MAX_OUTPUTS = 20
@@ -40,7 +46,7 @@ class Submission:
     """For SDC services: every output table declared (`gateway.domain.sdc.declare_tables`)."""
 
 
-def submit(rt: Runtime, principal: Principal, submission: Submission) -> Job:
+def submit(rt: SubmissionNeeds, principal: Principal, submission: Submission) -> Job:
     """Step 1: checks that need no data; the job then waits for its reviews."""
     policy = policy_admin.current(rt)
     bundle = policy.bundle
