@@ -18,8 +18,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import rfc8785
-
 from gateway.domain.aggregate.quantiles import Candidates, candidates_for
 from gateway.domain.aggregate.sensitivity import Statistic, statistics_for
 from gateway.domain.aggregate.templates import (
@@ -33,6 +31,7 @@ from gateway.domain.aggregate.templates import (
     categories_of,
 )
 from gateway.domain.budget import MICRO, Amount, nano_delta
+from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.errors import InvalidRequest
 
@@ -238,7 +237,7 @@ def plan(
         "parameters": normalised,
         "micro_epsilon": epsilon_micro,
     }
-    key = hashlib.sha256(rfc8785.dumps(key_material)).hexdigest()  # type: ignore[arg-type]  # JSON values only
+    key = hashlib.sha256(canonical(key_material)).hexdigest()
     return Plan(
         template_name=name,
         template=template,
