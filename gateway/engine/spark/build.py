@@ -17,13 +17,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import rfc8785
 from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from gateway.atomic_files import write_atomic
+from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS
 from gateway.engine.build import BuildLimits, BuildReport, ProgressFn, marker_path
@@ -69,7 +69,7 @@ def build_spark_version(
         _check_key_formats(frame, entry)
         progress("fingerprinting source")
         fingerprint = _fingerprint(frame, entry)
-        digest = hashlib.sha256(rfc8785.dumps(entry.model_dump(mode="json")))
+        digest = hashlib.sha256(canonical(entry.model_dump(mode="json")))
         digest.update(json.dumps(fingerprint).encode())
         version = digest.hexdigest()[:32]
         marker = marker_path(data_dir, entry.dataset, version)
