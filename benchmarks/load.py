@@ -219,6 +219,8 @@ def run(
             command += ["--port", str(port), "--workers", str(workers)]
             gateway = stack.enter_context(_server(command))
             gateways[str(workers)] = (base, gateway.pid)
+            if database_dsn is not None:  # the first creates the shared schema; the next waits for it
+                _wait_until_up(gateway, f"{base}/healthz")
             started.append((gateway, f"{base}/healthz"))
         for process, url in started:
             _wait_until_up(process, url)
