@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import yaml
 
@@ -149,11 +148,12 @@ def test_the_bound_keeps_the_same_rows(
 ) -> None:
     spark_dir = next(iter(tmp_path_factory.getbasetemp().glob("spark*"))) / "data"
     for dataset, (entry, duck_version, spark_version) in engines.items():
-        duck_file = session_installation.settings.data_path / "domain" / dataset / f"{duck_version}.duckdb"
-        con = duckdb.connect(str(duck_file), read_only=True)
-        names = ", ".join(c.name for c in entry.columns)
-        expected = sorted(con.execute(f"SELECT {names} FROM records").fetchall(), key=repr)  # noqa: S608
-        con.close()
+        exported = tmp_path_factory.mktemp("export") / f"{dataset}.parquet"
+        with Domain(session_installation.settings.data_path).snapshot(dataset, duck_version) as snap:
+            snap.export(exported, [c.name for c in entry.columns])  # through the serving connection
+        import pyarrow.parquet as pq
+
+        expected = sorted((tuple(r.values()) for r in pq.read_table(exported).to_pylist()), key=repr)
         import json
 
         location = json.loads(marker_path(spark_dir, dataset, spark_version).read_text())["location"]
