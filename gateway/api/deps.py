@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -50,3 +51,14 @@ def require_role(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
         return found
 
     return check
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+SELF_AUTHENTICATING = "_veilgate_self_authenticating"
+
+
+def reads_bearer_token(endpoint: _Endpoint) -> _Endpoint:
+    """Mark an endpoint that calls `principal` itself instead of through a dependency (the hot
+    paths take none), so the API document still lists its 401."""
+    setattr(endpoint, SELF_AUTHENTICATING, True)
+    return endpoint

@@ -58,11 +58,10 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
 
 def is_authenticated(route: APIRoute) -> bool:
     """The route reads a bearer token: through a dependency (the principal, a role check), or
-    by calling `deps.principal` itself (the hot paths, which take no dependencies)."""
+    itself, marked by `deps.reads_bearer_token` (the hot paths, which take no dependencies)."""
     if any(call is deps.principal or _is_role_check(call) for call in _calls(route.dependant)):
         return True
-    code = getattr(route.endpoint, "__code__", None)
-    return code is not None and deps.principal.__name__ in code.co_names
+    return bool(getattr(route.endpoint, deps.SELF_AUTHENTICATING, False))
 
 
 def _is_role_check(call: Callable[..., Any]) -> bool:

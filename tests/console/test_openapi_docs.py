@@ -61,6 +61,7 @@ def test_bearer_scheme_is_declared_and_used(shared_client: TestClient) -> None:
         ("/v1/catalog", "get", set(), {"401", "403", "404", "422", "429"}),
         ("/v1/aggregate/{template}", "post", {"401", "403", "404", "409", "422", "429"}, set()),
         ("/v1/verify/{service}", "post", {"401", "403", "404", "409", "422", "429"}, set()),
+        ("/v1/models/{model}/score", "post", {"401", "403", "404", "409", "422", "429"}, set()),
         ("/v1/objections", "post", {"401", "404", "422"}, {"429"}),
     ],
 )

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from gateway.api import hot_paths
 from gateway.api.auditing import allowed_event, note, released_response
-from gateway.api.deps import principal, runtime
+from gateway.api.deps import principal, reads_bearer_token, runtime
 from gateway.api.hot_bodies import ScoreRequest, openapi_body
 from gateway.api.schemas import FitRequest, NamePath, ReleasedResponse
 from gateway.domain.principal import Principal
@@ -27,6 +27,7 @@ async def registry(rt: Annotated[Runtime, Depends(runtime)]) -> dict[str, Any]:
 
 
 @router.post("/v1/models/{model}/score", response_model=ReleasedResponse, openapi_extra=openapi_body(ScoreRequest))
+@reads_bearer_token
 async def score(request: Request, model: NamePath) -> Response:
     """Score each entity in the domain: only its score and/or grade band leave, signed."""
     # Served by `hot_paths.HotPaths` before FastAPI routing; declared here for the API document.

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.api import hot_paths
+from gateway.api.deps import reads_bearer_token
 from gateway.api.hot_bodies import VerifyRequest, openapi_body
 from gateway.api.schemas import NamePath, ReleasedResponse
 
@@ -13,6 +14,7 @@ router = APIRouter(tags=["verification"])
 
 
 @router.post("/v1/verify/{service}", response_model=ReleasedResponse, openapi_extra=openapi_body(VerifyRequest))
+@reads_bearer_token
 async def verify(request: Request, service: NamePath) -> Response:
     """Answer each claim with match, no_match (or not_found, where the service says so) per field.
 
