@@ -1,8 +1,9 @@
 """The bundle's lifecycle: stored versions, proposals (rollbacks too), approvals, the version in force.
 
 Imports no other leaf. Each bundle ever proposed is kept (content-addressed, never changed), and
-one state document says which version is in force, which came before, the open proposals and the
-history of every change with who, when and the diff. Two stores:
+one state document says which version is in force, which came before, the open proposals, the
+outcome of each decided one (activated, rejected, withdrawn: never reopened) and the history of
+every change with who, when and the diff. Two stores:
 
 - `FilePolicyStore`, under `state/policy/`: `versions/<version>.json` and `state.json`. Changes
   take an exclusive lock shared by all processes; every process re-reads `state.json` when its
@@ -30,7 +31,7 @@ from gateway.atomic_files import Stamp, locked_json, stamp, write_atomic
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyDenied
 
-_EMPTY: dict[str, Any] = {"active": None, "previous": [], "proposals": {}, "history": []}
+_EMPTY: dict[str, Any] = {"active": None, "previous": [], "proposals": {}, "closed": {}, "history": []}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,15 @@ class Change:
 
     active: str | None
     proposal: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A proposal closed without going in force: the proposal with its `outcome`, and the history
+    entry that records who, when and why (what the request's audit leaf digests)."""
+
+    proposal: dict[str, Any]
+    entry: dict[str, Any]
 
 
 class PolicyStore:
@@ -119,11 +129,10 @@ class PolicyStore:
 
     def approve(self, proposal_id: str, *, by: str, identity: str, approvals_required: int) -> Change:
         """An administrator of another identity approves; nobody approves their own proposal,
-        nor with a second account of their own."""
+        nor with a second account of their own. A proposal already decided (in force, rejected,
+        withdrawn) is refused with 409."""
         with self._changing() as state:
-            proposal = state["proposals"].get(proposal_id)
-            if proposal is None:
-                raise NotFound("there is no open proposal with this id")
+            proposal = _open_proposal(state, proposal_id)
             identities = proposal.setdefault("identities", list(proposal["approvals"]))
             if by in proposal["approvals"] or identity in identities:
                 raise PolicyDenied("a change is approved by another person than the ones who proposed or approved it")
@@ -134,9 +143,27 @@ class PolicyStore:
             state["history"].append({"action": "approve", "at": _now(), "by": by, **_brief(proposal)})
             if len(proposal["approvals"]) < approvals_required:
                 return Change(None, proposal)
-            del state["proposals"][proposal_id]
+            _close(state, proposal_id, ACTIVATED, by=by)
             self._activate(state, proposal["version"], proposal, reason=proposal["note"])
             return Change(proposal["version"], proposal)
+
+    def reject(self, proposal_id: str, *, by: str, identity: str | None, reason: str) -> Decision:
+        """Another person than the proposer turns an open proposal down, for good: it can never
+        be approved afterwards. A compare and swap on the proposal's state, in the same
+        transaction as approvals, so a rejection racing the last approval loses or wins whole."""
+        with self._changing() as state:
+            proposal = _open_proposal(state, proposal_id)
+            if _is_proposer(proposal, by, identity):
+                raise PolicyDenied("a proposal is rejected by another person than its proposer, who withdraws it")
+            return _close(state, proposal_id, REJECTED, by=by, reason=reason)
+
+    def withdraw(self, proposal_id: str, *, by: str, identity: str | None, reason: str) -> Decision:
+        """The proposer takes an open proposal back, for good (as `reject`, by the other side)."""
+        with self._changing() as state:
+            proposal = _open_proposal(state, proposal_id)
+            if not _is_proposer(proposal, by, identity):
+                raise PolicyDenied("only the proposer withdraws a proposal; another administrator rejects it")
+            return _close(state, proposal_id, WITHDRAWN, by=by, reason=reason)
 
     def activate(self, bundle: PolicyBundle, *, by: str, reason: str, base: str | None) -> Change:
         """Put a bundle in force at once, if the version in force is still `base` (else 409):
@@ -180,6 +207,43 @@ class PolicyStore:
         return "\n".join(
             difflib.unified_diff(before, _pretty(bundle).splitlines(), "in force", "proposed", lineterm="")
         )
+
+
+ACTIVATED, REJECTED, WITHDRAWN = "activated", "rejected", "withdrawn"
+_ACTIONS = {REJECTED: "reject", WITHDRAWN: "withdraw"}
+
+
+def _open_proposal(state: dict[str, Any], proposal_id: str) -> dict[str, Any]:
+    """The open proposal `proposal_id`; 409 if it was decided, 404 if there never was one."""
+    proposal: dict[str, Any] | None = state["proposals"].get(proposal_id)
+    if proposal is not None:
+        return proposal
+    closed = state.get("closed", {}).get(proposal_id)
+    if closed is not None:
+        raise Conflict(f"proposal: already {closed['outcome']}; a decided proposal is never reopened")
+    raise NotFound("proposal: there is no proposal with this id")
+
+
+def _is_proposer(proposal: dict[str, Any], by: str, identity: str | None) -> bool:
+    """`by` made the proposal, or is another account of the same person."""
+    if by == proposal["proposed_by"]:
+        return True
+    approvals, identities = proposal["approvals"], proposal.get("identities", [])
+    # The proposer's identity is the first one recorded, when an account made the proposal.
+    own = identities[0] if approvals and identities and approvals[0] == proposal["proposed_by"] else None
+    return identity is not None and identity == own
+
+
+def _close(state: dict[str, Any], proposal_id: str, outcome: str, *, by: str, reason: str = "") -> Decision:
+    """Take the proposal off the open ones and remember its outcome, so it is never decided twice;
+    a rejection or withdrawal also goes in the history with its reason."""
+    proposal = state["proposals"].pop(proposal_id)
+    at = _now()
+    state.setdefault("closed", {})[proposal_id] = {"outcome": outcome, "by": by, "at": at}
+    entry = {"action": _ACTIONS.get(outcome, outcome), "at": at, "by": by, "reason": reason, **_brief(proposal)}
+    if outcome in _ACTIONS:
+        state["history"].append(entry)
+    return Decision({**proposal, "outcome": outcome}, entry)
 
 
 def _check_base(state: dict[str, Any], base: str | None) -> None:

@@ -18,7 +18,7 @@ from fastapi import Request, Response
 from starlette.types import Scope
 
 from gateway.domain.principal import Principal
-from gateway.domain.trail import AuditEvent, Decision, utc_now
+from gateway.domain.trail import AuditEvent, Decision, Json, digest, utc_now
 from gateway.services.release import Release
 
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz"})
@@ -50,6 +50,12 @@ def note(
         request.state.audit_client = client
 
 
+def note_record(request: Request, record: Json) -> None:
+    """Bind this request's audit leaf to a record an administrative write kept (its digest, in
+    the leaf's `result_digest`), so the record cannot be changed afterwards unnoticed."""
+    request.state.audit_result_digest = digest(record)
+
+
 def event_for(scope: Scope, status: int, *, reason: str | None = None) -> AuditEvent:
     state: dict[str, Any] = scope.get("state", {})
     principal = state.get("principal")
@@ -69,6 +75,7 @@ def event_for(scope: Scope, status: int, *, reason: str | None = None) -> AuditE
         dataset_version=state.get("audit_dataset_version"),
         decision=Decision.for_status(status),
         reason=reason or state.get("problem"),
+        result_digest=state.get("audit_result_digest") if status < 400 else None,
         subjects=tuple(state.get("audit_subjects", ())),
         status=status,
     )

@@ -1,4 +1,4 @@
-"""`veilgate policy ...`: check a bundle, propose a reload, roll back."""
+"""`veilgate policy ...`: check a bundle, propose a reload, roll back, reject or withdraw a proposal."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from gateway.services import policy_admin, policy_check
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The policy bundle: check, propose a reload, roll back.", no_args_is_help=True)
+app = typer.Typer(
+    help="The policy bundle: check, propose a reload, roll back, reject or withdraw a proposal.", no_args_is_help=True
+)
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why: kept in the policy history.")]
 
 
 @app.command("check")
@@ -67,3 +70,34 @@ def policy_rollback_command(config: ConfigOption = None) -> None:
             f"rollback to bundle {change.proposal['version']} proposed as {change.proposal['id']}: in force once "
             f"administrators approve it (POST /v1/admin/policy/proposals/{change.proposal['id']}/approve)"
         )
+
+
+def _decide(action: str, proposal_id: str, reason: str, config: Path | None) -> None:
+    if not reason.strip() or len(reason) > 500:
+        fail("--reason: between 1 and 500 characters")
+    with runtime(f"policy {action}", config) as rt:
+        decide = policy_admin.reject if action == "reject" else policy_admin.withdraw
+        closed = decide(rt, proposal_id, by=f"cli:{getpass.getuser()}", reason=reason).proposal
+    typer.echo(f"proposal {proposal_id} (bundle {closed['version']}) {closed['outcome']}: it can never be approved")
+
+
+@app.command("reject")
+def policy_reject_command(
+    proposal_id: Annotated[str, typer.Argument(help="The proposal's id (GET /v1/admin/policy).")],
+    reason: ReasonOption,
+    config: ConfigOption = None,
+) -> None:
+    """Turn down an open proposal for good, with a reason kept in the history: taking a change
+    off the table needs no second person. A proposal this command line made is withdrawn instead."""
+    _decide("reject", proposal_id, reason, config)
+
+
+@app.command("withdraw")
+def policy_withdraw_command(
+    proposal_id: Annotated[str, typer.Argument(help="The proposal's id (GET /v1/admin/policy).")],
+    reason: ReasonOption,
+    config: ConfigOption = None,
+) -> None:
+    """Take back, for good, a proposal this command line made (`policy reload`, `policy rollback`
+    by the same user)."""
+    _decide("withdraw", proposal_id, reason, config)

@@ -1,5 +1,6 @@
-"""The policy bundle in force and how it changes: propose, approve, add and revoke grants,
-reload from disk, roll back. Every change is validated like `veilgate policy check` first.
+"""The policy bundle in force and how it changes: propose, approve, reject, withdraw, add and
+revoke grants, reload from disk, roll back. Every change is validated like `veilgate policy
+check` first.
 
 Each request reads the bundle through `current(rt)`, which notices a change made by any
 process (one stat) and swaps the new bundle in whole.
@@ -12,7 +13,7 @@ from typing import Protocol
 from gateway.domain.policy import Grant, PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyInvalid
 from gateway.policy import PolicyState
-from gateway.policy_store import Change
+from gateway.policy_store import Change, Decision
 from gateway.services.needs import HasCatalog, HasClients, HasOnnx, HasPolicy, HasPolicyStore, HasSettings
 from gateway.services.policy_check import check, serving_issues, validate
 
@@ -51,9 +52,8 @@ def propose(
 ) -> Change:
     """A proposal made from the version `base`: refused (409) if another is in force by now. A
     proposal of no account (`cli:<user>`, `sighup`) counts as nobody's approval."""
-    identity = rt.clients.identity_of(by) if rt.clients.find(by) is not None else None
     return rt.policy_store.propose(
-        _checked(rt, bundle), by=by, identity=identity, note=note,
+        _checked(rt, bundle), by=by, identity=_identity(rt, by), note=note,
         approvals_required=rt.settings.policy_approvals, base=base, rollback=rollback,
     )  # fmt: skip
 
@@ -65,6 +65,21 @@ def approve(rt: PolicyAdminNeeds, proposal_id: str, *, by: str) -> Change:
     if change.active is not None:  # the catalogue may have changed since it was proposed
         _checked(rt, rt.policy_store.load(change.active))
     return change
+
+
+def _identity(rt: PolicyAdminNeeds, by: str) -> str | None:
+    """The person behind `by`, or None for a caller of no account (`cli:<user>`)."""
+    return rt.clients.identity_of(by) if rt.clients.find(by) is not None else None
+
+
+def reject(rt: PolicyAdminNeeds, proposal_id: str, *, by: str, reason: str) -> Decision:
+    """Turn another person's open proposal down for good, with a reason kept in the history."""
+    return rt.policy_store.reject(proposal_id, by=by, identity=_identity(rt, by), reason=reason)
+
+
+def withdraw(rt: PolicyAdminNeeds, proposal_id: str, *, by: str, reason: str) -> Decision:
+    """Take one's own open proposal back for good."""
+    return rt.policy_store.withdraw(proposal_id, by=by, identity=_identity(rt, by), reason=reason)
 
 
 def _in_force(rt: PolicyAdminNeeds) -> tuple[str | None, PolicyBundle]:

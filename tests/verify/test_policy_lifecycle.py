@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.domain.policy import PolicyBundle
+from gateway.domain.trail import digest
 from gateway.policy_store import FilePolicyStore
 from tests.conftest import Installation, bearer, get_token, policy_copy, serve_process
 from tests.verify.conftest import Gateway, enterprises
@@ -352,3 +353,74 @@ def test_a_rollback_never_revives_a_grant_revoked_after_it_was_proposed(gateway_
         assert refused.status_code == 409 and "propose it again" in refused.json()["detail"]
     assert "bank-sme-credit-2026" not in _bundle(gw)["bundle"]["grants"]
     assert gw.verify(_claim(gw)).status_code == 403
+
+
+def test_a_proposal_is_rejected_by_another_admin_or_withdrawn_by_its_proposer(
+    gateway_for: Callable[..., Gateway],
+) -> None:
+    gw = gateway_for()
+    admin, approver = _admin(gw), _admin(gw, "demo-approver")
+    before = _bundle(gw)
+    changed = before["bundle"]
+    changed["grants"]["bank-sme-credit-2026"]["services"] = ["enterprise-registration"]
+    body = {"bundle": changed, "note": "no tax data", "base_version": before["version"]}
+    first, second = (gw.client.put("/v1/admin/policy", json=body, headers=admin).json()["proposal"] for _ in "12")
+    reject = f"/v1/admin/policy/proposals/{first['id']}/reject"
+    withdraw = f"/v1/admin/policy/proposals/{second['id']}/withdraw"
+    reason = {"reason": "tax checks stay <b>on</b>"}
+    auditor = bearer(get_token(gw.client, "demo-auditor", gw.installation.credentials["demo-auditor"]))
+    for who in (gw.headers, auditor):  # a consumer and an auditor: the wrong role
+        refused = gw.client.post(reject, json=reason, headers=who)
+        assert refused.status_code == 403 and refused.json()["type"].endswith("/policy-denied")
+    assert gw.client.post(reject, json=reason).status_code == 401
+    own = gw.client.post(reject, json=reason, headers=admin)
+    assert own.status_code == 403 and "withdraws" in own.json()["detail"]  # the proposer withdraws instead
+    assert gw.client.post(withdraw, json=reason, headers=approver).status_code == 403  # not the proposer's
+    for bad in ({}, {"reason": ""}, {"reason": "x" * 501}, {"reason": "x", "extra": 1}):
+        assert gw.client.post(reject, json=bad, headers=approver).status_code == 422, bad
+    unknown = gw.client.post("/v1/admin/policy/proposals/000000000000/reject", json=reason, headers=approver)
+    assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+    rejected = gw.client.post(reject, json=reason, headers=approver)
+    assert rejected.status_code == 200 and rejected.json()["proposal"]["outcome"] == "rejected"
+    withdrawn = gw.client.post(withdraw, json={"reason": "made twice"}, headers=admin)
+    assert withdrawn.status_code == 200 and withdrawn.json()["proposal"]["outcome"] == "withdrawn"
+    for path in (reject, withdraw):  # decided for good: no approval, rejection or withdrawal after
+        for action, who in (("approve", approver), ("reject", approver), ("withdraw", admin)):
+            again = gw.client.post(path.rsplit("/", 1)[0] + f"/{action}", json=reason, headers=who)
+            assert again.status_code == 409 and again.json()["type"].endswith("/conflict"), (path, action)
+            assert "<b>" not in again.json()["detail"]
+    after = _bundle(gw)
+    assert after["version"] == before["version"] and after["proposals"] == []
+    tax_claim = [{"keys": _claim(gw)[0]["keys"], "checks": {"filed_on_time": True}}]
+    assert gw.verify(tax_claim, service="tax-compliance").status_code == 200  # never in force
+    entries = after["history"][-2:]
+    assert [(e["action"], e["by"], e["reason"]) for e in entries] == [
+        ("reject", "demo-approver", reason["reason"]),
+        ("withdraw", "demo-admin", "made twice"),
+    ]
+    # The request's audit leaf digests the history entry, so the stored reason cannot change unseen.
+    leaves = gw.client.get("/v1/admin/audit", params={"principal": "demo-approver", "limit": 1000}, headers=admin)
+    (leaf,) = [x for x in leaves.json()["leaves"] if x["route"].endswith("/reject") and x["status"] == 200]
+    assert leaf["result_digest"] == digest(rejected.json()["decision"]) == digest(entries[0])
+
+
+def test_reject_and_withdraw_from_the_command_line(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    config = ["--config", str(gw.installation.root / "veilgate.toml")]
+    settings = gw.client.app.state.settings  # type: ignore[attr-defined]
+    env = {"VEILGATE_POLICY_DIR": str(settings.policy_dir)}
+    gw.client.delete("/v1/admin/grants/bank-sme-credit-2026?reason=test", headers=_admin(gw))
+    made = CliRunner().invoke(cli, ["policy", "rollback", *config], env=env)
+    assert made.exit_code == 0, made.output
+    (proposal,) = _bundle(gw)["proposals"]
+    refused = CliRunner().invoke(cli, ["policy", "reject", proposal["id"], "--reason", "mine", *config], env=env)
+    assert refused.exit_code == 1 and "withdraws" in refused.output  # this user proposed it
+    empty = CliRunner().invoke(cli, ["policy", "withdraw", proposal["id"], "--reason", " ", *config], env=env)
+    assert empty.exit_code == 1 and "--reason" in empty.output
+    done = CliRunner().invoke(cli, ["policy", "withdraw", proposal["id"], "--reason", "not now", *config], env=env)
+    assert done.exit_code == 0 and "withdrawn" in done.output, done.output
+    again = CliRunner().invoke(cli, ["policy", "withdraw", proposal["id"], "--reason", "again", *config], env=env)
+    assert again.exit_code == 1 and "already withdrawn" in again.output
+    assert _bundle(gw)["proposals"] == [] and _bundle(gw)["history"][-1]["reason"] == "not now"
+    approve = gw.client.post(f"/v1/admin/policy/proposals/{proposal['id']}/approve", headers=_admin(gw))
+    assert approve.status_code == 409

@@ -1,22 +1,24 @@
 """Administration of the policy bundle and its grants. Changes are validated first, proposed
 from the version in force, and in force once administrators of enough identities approved
-(`policy_approvals`); revoking a grant only takes permission away and is in force at once.
+(`policy_approvals`); another administrator may reject a proposal, its proposer withdraw it
+(either closes it for good); revoking a grant only takes permission away and is in force at once.
 Auditors read."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.api.auditing import note_record
 from gateway.api.deps import require_role, runtime
 from gateway.api.schemas import NamePath, RecordIdPath
 from gateway.domain.policy import Grant, Name, PolicyBundle
 from gateway.domain.principal import Principal, Role
 from gateway.errors import NotFound
-from gateway.policy_store import Change
+from gateway.policy_store import Change, Decision
 from gateway.services import policy_admin
 from gateway.services.runtime import Runtime
 
@@ -36,6 +38,12 @@ class PolicyProposal(BaseModel):
         description="The version in force the bundle was made from (`version` of GET /v1/admin/policy): "
         "refused with 409 if another is in force by now.",
     )
+
+
+class ProposalDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500, description="Why: kept in the policy history.")
 
 
 class GrantProposal(BaseModel):
@@ -74,6 +82,29 @@ def propose_policy(rt: RuntimeDep, who: Admin, body: PolicyProposal) -> JSONResp
 def approve_policy(rt: RuntimeDep, who: Admin, proposal_id: RecordIdPath) -> JSONResponse:
     """Approve another person's proposal; nobody approves their own, nor with a second account."""
     return _change(policy_admin.approve(rt, proposal_id, by=who.client_id))
+
+
+def _decided(request: Request, decision: Decision) -> dict[str, Any]:
+    note_record(request, decision.entry)  # the audit leaf digests the history entry, reason included
+    return {"proposal": decision.proposal, "decision": decision.entry}
+
+
+@router.post("/policy/proposals/{proposal_id}/reject")
+def reject_policy(
+    request: Request, rt: RuntimeDep, who: Admin, proposal_id: RecordIdPath, body: ProposalDecision
+) -> dict[str, Any]:
+    """Turn down another person's open proposal, for good (the proposer withdraws instead): 403
+    for the proposer, 404 for no such proposal, 409 once it is decided."""
+    return _decided(request, policy_admin.reject(rt, proposal_id, by=who.client_id, reason=body.reason))
+
+
+@router.post("/policy/proposals/{proposal_id}/withdraw")
+def withdraw_policy(
+    request: Request, rt: RuntimeDep, who: Admin, proposal_id: RecordIdPath, body: ProposalDecision
+) -> dict[str, Any]:
+    """Take back one's own open proposal, for good: 403 for anyone but the proposer, 404 for no
+    such proposal, 409 once it is decided."""
+    return _decided(request, policy_admin.withdraw(rt, proposal_id, by=who.client_id, reason=body.reason))
 
 
 @router.get("/grants")
