@@ -153,7 +153,7 @@ class PolicyStore:
         transaction as approvals, so a rejection racing the last approval loses or wins whole."""
         with self._changing() as state:
             proposal = _open_proposal(state, proposal_id)
-            if _is_proposer(proposal, by, identity):
+            if is_proposer(proposal, by, identity):
                 raise PolicyDenied("a proposal is rejected by another person than its proposer, who withdraws it")
             return _close(state, proposal_id, REJECTED, by=by, reason=reason)
 
@@ -161,7 +161,7 @@ class PolicyStore:
         """The proposer takes an open proposal back, for good (as `reject`, by the other side)."""
         with self._changing() as state:
             proposal = _open_proposal(state, proposal_id)
-            if not _is_proposer(proposal, by, identity):
+            if not is_proposer(proposal, by, identity):
                 raise PolicyDenied("only the proposer withdraws a proposal; another administrator rejects it")
             return _close(state, proposal_id, WITHDRAWN, by=by, reason=reason)
 
@@ -224,7 +224,7 @@ def _open_proposal(state: dict[str, Any], proposal_id: str) -> dict[str, Any]:
     raise NotFound("proposal: there is no proposal with this id")
 
 
-def _is_proposer(proposal: dict[str, Any], by: str, identity: str | None) -> bool:
+def is_proposer(proposal: dict[str, Any], by: str, identity: str | None) -> bool:
     """`by` made the proposal, or is another account of the same person."""
     if by == proposal["proposed_by"]:
         return True

@@ -1,5 +1,5 @@
 """The administrators' and auditors' pages: the policy in force and its proposals as diffs with
-the two-person rule shown, grants, accounts, freezes, alerts and objections.
+the two-person rule shown (approve, reject, withdraw), grants, accounts, freezes, alerts and objections.
 
 SECURITY: every read and write calls the JSON API's own route function after the same role
 check its dependency makes (`admin` writes; `admin` or `auditor` reads), and every write first
@@ -25,6 +25,7 @@ from gateway.console.forms import parsed, shown
 from gateway.console.rendering import page
 from gateway.domain.principal import Principal, Role
 from gateway.errors import InvalidRequest
+from gateway.services import policy_admin
 from gateway.services.runtime import Runtime
 
 router = APIRouter(prefix="/console/admin", include_in_schema=False)
@@ -83,7 +84,9 @@ def policy_page(request: Request, rt: RuntimeDep) -> Response:
             taken = set(proposal.get("identities", []))
             may = [a["client_id"] for a in admins if a["client_id"] not in proposal["approvals"]]
             may = [c for c in may if _identity(next(a for a in admins if a["client_id"] == c)) not in taken]
-            proposals.append({**proposal, "may_approve": may, "diff_lines": _diff_lines(proposal.get("diff", ""))})
+            mine = policy_admin.is_proposer(rt, proposal, who.client_id)
+            lines = _diff_lines(proposal["diff"])
+            proposals.append({**proposal, "may_approve": may, "mine": mine, "diff_lines": lines})
         history = list(reversed(state["history"]))[:50]
         bundle_text = json.dumps(state["bundle"], indent=2, ensure_ascii=False)
         return page(request, "admin/policy.html", state=state, proposals=proposals, history=history,
@@ -114,6 +117,26 @@ def approve_policy(request: Request, rt: RuntimeDep, proposal_id: RecordIdPath, 
         who = writer(request, csrf)
         change = _body(policy_routes.approve_policy(rt, who, proposal_id))
         return back("/console/admin/policy", "activated" if change["active"] else "approved")
+
+    return shown(request, build)
+
+
+@router.post("/policy/proposals/{proposal_id}/{decision}")
+def decide_policy(
+    *, request: Request, rt: RuntimeDep, proposal_id: RecordIdPath, decision: NamePath, reason: Reason, csrf: Csrf = ""
+) -> Response:
+    """Reject another person's proposal, or withdraw one's own, through the API's own routes."""
+
+    def build() -> Response:
+        who = writer(request, csrf)
+        body = parsed(policy_routes.ProposalDecision, {"reason": reason})
+        if decision == "reject":
+            policy_routes.reject_policy(request, rt, who, proposal_id, body)
+        elif decision == "withdraw":
+            policy_routes.withdraw_policy(request, rt, who, proposal_id, body)
+        else:
+            raise InvalidRequest("decision: approve, reject or withdraw")
+        return back("/console/admin/policy", f"{decision}_policy")
 
     return shown(request, build)
 

@@ -8,12 +8,13 @@ process (one stat) and swaps the new bundle in whole.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.domain.policy import Grant, PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyInvalid
 from gateway.policy import PolicyState
 from gateway.policy_store import Change, Decision
+from gateway.policy_store import is_proposer as _is_proposer
 from gateway.services.needs import HasCatalog, HasClients, HasOnnx, HasPolicy, HasPolicyStore, HasSettings
 from gateway.services.policy_check import check, serving_issues, validate
 
@@ -70,6 +71,12 @@ def approve(rt: PolicyAdminNeeds, proposal_id: str, *, by: str) -> Change:
 def _identity(rt: PolicyAdminNeeds, by: str) -> str | None:
     """The person behind `by`, or None for a caller of no account (`cli:<user>`)."""
     return rt.clients.identity_of(by) if rt.clients.find(by) is not None else None
+
+
+def is_proposer(rt: PolicyAdminNeeds, proposal: dict[str, Any], by: str) -> bool:
+    """Whether `by` (or another account of the same person) made `proposal`: who withdraws it,
+    and who may not reject it."""
+    return _is_proposer(proposal, by, _identity(rt, by))
 
 
 def reject(rt: PolicyAdminNeeds, proposal_id: str, *, by: str, reason: str) -> Decision:

@@ -258,3 +258,53 @@ def test_roles_enable_and_tracker(client: TestClient, installation: Installation
     enabled = client.post("/console/admin/consumers/demo-business/enable", data={"csrf": csrf})
     assert enabled.status_code == 200 and "demo-business" in enabled.text
     assert client.get("/v1/me", headers=business).status_code == 401  # re-enabling waits for another person
+
+
+def _proposal_id(page: str) -> str:
+    return re.search(r'id="proposal-([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+
+
+def test_a_proposal_rejected_or_withdrawn_from_the_console(client: TestClient, installation: Installation) -> None:
+    token = get_token(client, "demo-admin", installation.credentials["demo-admin"])
+    grant = client.get("/v1/admin/grants/bank-sme-credit-2026", headers=bearer(token)).json()["grant"]
+    csrf = logged_in_as(client, installation, "demo-admin")
+    for name in ("rejected-grant", "withdrawn-grant"):
+        made = client.post("/console/admin/grants", data={"grant_id": name, "grant": json.dumps(grant), "csrf": csrf})
+        assert made.status_code == 200
+    page = client.get("/console/admin/policy").text
+    first, second = re.findall(r'id="proposal-([0-9a-f]+)"', page)
+    # The proposer is offered withdraw, never reject, and the store refuses a reject from them too.
+    assert f"/proposals/{first}/withdraw" in page and f"/proposals/{first}/reject" not in page
+    assert (
+        client.post(f"/console/admin/policy/proposals/{first}/reject", data={"reason": "x", "csrf": csrf}).status_code
+        == 403
+    )
+    withdrawn = client.post(
+        f"/console/admin/policy/proposals/{second}/withdraw", data={"reason": "twice", "csrf": csrf}
+    )
+    assert withdrawn.status_code == 200 and "can never be approved" in withdrawn.text
+    csrf = logged_in_as(client, installation, "demo-auditor")
+    page = client.get("/console/admin/policy").text
+    assert "/reject" not in page and "/withdraw" not in page  # auditors read only
+    refused = client.post(f"/console/admin/policy/proposals/{first}/reject", data={"reason": "x", "csrf": csrf})
+    assert refused.status_code == 403
+    csrf = logged_in_as(client, installation, "demo-approver")
+    page = client.get("/console/admin/policy").text
+    assert f"/proposals/{first}/reject" in page and f"/proposals/{first}/withdraw" not in page
+    reject = f"/console/admin/policy/proposals/{first}/reject"
+    for forged in ({"reason": "x"}, {"reason": "x", "csrf": "0" * 64}):
+        assert client.post(reject, data=forged).status_code == 403
+    foreign = client.post(reject, data={"reason": "x", "csrf": csrf}, headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert client.post(reject, data={"reason": "", "csrf": csrf}).status_code == 422
+    assert (
+        client.post(f"/console/admin/policy/proposals/{first}/ignore", data={"reason": "x", "csrf": csrf}).status_code
+        == 422
+    )
+    rejected = client.post(reject, data={"reason": HOSTILE, "csrf": csrf})
+    assert rejected.status_code == 200 and "can never be approved" in rejected.text
+    assert HOSTILE not in rejected.text and str(escape(HOSTILE)) in rejected.text  # the reason, in the history
+    assert 'id="proposal-' not in rejected.text
+    again = client.post(f"/console/admin/policy/proposals/{first}/approve", data={"csrf": csrf})
+    assert again.status_code == 409  # decided for good
+    assert "rejected-grant" not in client.get("/console/admin/grants").text

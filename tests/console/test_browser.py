@@ -283,3 +283,31 @@ def test_a_forged_form_is_refused(watch: Watch, site: tuple[str, Installation]) 
     assert "csrf" in watch.page.locator(".notice.error").inner_text()
     watch.goto("/console/admin/freezes?lang=en")
     assert "Nothing is frozen." in watch.page.locator("table").first.inner_text()
+
+
+def test_a_proposal_rejected_by_another_administrator(browser: Any, site: tuple[str, Installation]) -> None:
+    base, installation = site
+    admin = token(base, installation, "demo-admin")
+    grant = httpx2.get(f"{base}/v1/admin/grants/bank-sme-credit-2026", headers=admin).json()["grant"]
+    made = httpx2.post(f"{base}/v1/admin/grants", json={"id": "rejected-grant", "grant": grant}, headers=admin)
+    assert made.status_code == 202, made.text
+    proposal_id = made.json()["proposal"]["id"]
+    approver = Watch(browser, base)
+    try:
+        approver.login("demo-approver", installation.credentials["demo-approver"])
+        approver.goto("/console/admin/policy?lang=zh")
+        proposal = approver.page.locator(f"#proposal-{proposal_id}").locator("xpath=..")
+        proposal.get_by_label("驳回理由（记入历史）").fill("期限不对 <i>x</i>")
+        proposal.get_by_role("button", name="驳回").click()
+        approver.page.wait_for_load_state()
+        assert "已驳回" in approver.page.locator(".notice.ok").inner_text()
+        assert approver.page.locator(f"#proposal-{proposal_id}").count() == 0
+        history = approver.page.locator("table").last.inner_text()
+        assert "期限不对 <i>x</i>" in history and "驳回" in history  # the reason, shown as text
+        approver.clean()
+    finally:
+        approver.close()
+    again = httpx2.post(
+        f"{base}/v1/admin/policy/proposals/{proposal_id}/approve", headers=token(base, installation, "demo-approver")
+    )
+    assert again.status_code == 409
