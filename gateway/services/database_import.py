@@ -17,13 +17,13 @@ from typing import Protocol
 from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.errors import ConfigurationError
 from gateway.freezes import PostgresFreezeStore
-from gateway.jobs import PostgresJobStore
 from gateway.objections import PostgresObjectionStore
 from gateway.policy_store import PostgresPolicyStore
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
-from gateway.state.backend import accounts_file
+from gateway.state.backend import accounts_file, jobs_file
+from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.ledger_postgres import PostgresLedger
 
 
@@ -60,7 +60,7 @@ def import_installation(settings: Settings) -> list[Imported]:
          lambda: PostgresAuditLog(dsn, schema=schema, key_directory=settings.audit_dir)),
         ("freezes", settings.freezes_file, settings.freezes_file,
          lambda: PostgresFreezeStore(dsn, schema=schema, listen=False)),
-        ("jobs", state / "jobs" / "jobs.sqlite3", state / "jobs" / "jobs.sqlite3",
+        ("jobs", jobs_file(settings), jobs_file(settings),
          lambda: PostgresJobStore(dsn, schema=schema)),
         ("objections", state / "objections.json", state / "objections.json",
          lambda: PostgresObjectionStore(dsn, schema=schema)),

@@ -16,14 +16,13 @@ from gateway.budget_ledger import BudgetLedger
 from gateway.catalog import CatalogStore
 from gateway.engine import Domain
 from gateway.freezes import FreezeStore
-from gateway.jobs import JobStore
 from gateway.objections import ObjectionStore
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
 from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
 from gateway.signing import KeyRing
-from gateway.state.ports import AccountStore, AuditLogStore, LedgerStore
+from gateway.state.ports import AccountStore, AuditLogStore, JobStore, LedgerStore
 
 __all__ = [
     "HasAudit",

@@ -9,7 +9,6 @@ from gateway.catalog import CatalogStore
 from gateway.engine import Domain
 from gateway.errors import ConfigurationError
 from gateway.freezes import FileFreezeStore, FreezeStore, open_freezes
-from gateway.jobs import JobStore, open_jobs
 from gateway.objections import ObjectionStore, open_objections
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
@@ -18,8 +17,8 @@ from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
 from gateway.state.audit_sqlite import SqliteAuditLog
-from gateway.state.backend import open_accounts, open_ledger, open_log
-from gateway.state.ports import AccountStore, AuditLogStore, LedgerStore
+from gateway.state.backend import open_accounts, open_jobs, open_ledger, open_log
+from gateway.state.ports import AccountStore, AuditLogStore, JobStore, LedgerStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,7 @@ class Runtime:
             policy_store=policy_store,
             freezes=freezes,
             objections=open_objections(state / "objections.json", dsn=dsn, schema=schema),
-            jobs=open_jobs(state / "jobs" / "jobs.sqlite3", dsn=dsn, schema=schema),
+            jobs=open_jobs(settings),
             onnx=onnx,
         )
 

@@ -33,6 +33,7 @@ class PostgresAccountStore(AccountRules):
         self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         try:
             with self.writing() as execute:
+                execute(migrations.POSTGRES_LOCK)
                 migrations.migrate(execute, STORE, STEPS)
                 copied = _copy(execute, import_from) if import_from is not None else None
         except BaseException:

@@ -10,9 +10,11 @@ from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.accounts_sqlite import SqliteAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.jobs_postgres import PostgresJobStore
+from gateway.state.jobs_sqlite import SqliteJobStore
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
-from gateway.state.ports import AccountStore, AuditLogStore, LedgerStore
+from gateway.state.ports import AccountStore, AuditLogStore, JobStore, LedgerStore
 
 
 class Where(Protocol):
@@ -63,3 +65,14 @@ def open_log(directory: Path, *, dsn: str | None = None, schema: str = "veilgate
     if dsn:
         return PostgresAuditLog(dsn, schema=schema, key_directory=directory)
     return SqliteAuditLog.open(directory)
+
+
+def jobs_file(where: Where) -> Path:
+    return where.state_dir / "jobs" / "jobs.sqlite3"
+
+
+def open_jobs(where: Where) -> JobStore:
+    """The job store: PostgreSQL when a DSN is set, else `state/jobs/jobs.sqlite3`."""
+    if where.database_dsn:
+        return PostgresJobStore(where.database_dsn, schema=where.database_schema)
+    return SqliteJobStore(jobs_file(where))

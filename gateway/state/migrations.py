@@ -29,6 +29,10 @@ class Step:
     """Rewrites rows the new layout reads differently (runs after `statements`)."""
 
 
+POSTGRES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('veilgate_schema_versions'))"
+"""Taken first in a PostgreSQL store's opening transaction: the stores of every replica migrate
+one at a time, so two never create `schema_versions` (or a store's tables) at once."""
+
 _VERSIONS = """CREATE TABLE IF NOT EXISTS schema_versions (
     store TEXT NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (store, version))"""
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from gateway.jobs import AWAITING_CHECK
+from gateway.state.ports import AWAITING_CHECK
 from tests.conftest import Installation, bearer, get_token
 from tests.console.conftest import logged_in_as
 from tests.jobs.conftest import EXAMPLE_TABLES, Jobs, needs_isolation

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.jobs import AWAITING_CHECK, JobStore, PostgresJobStore, SqliteJobStore
 from gateway.sandbox_client import isolation_problem
 from gateway.services import job_worker
+from gateway.state.jobs_postgres import PostgresJobStore
+from gateway.state.jobs_sqlite import SqliteJobStore
+from gateway.state.ports import AWAITING_CHECK, JobStore
 from tests.conftest import ON_POSTGRES, REPO, Installation, bearer, get_token, store_handles
 
 EXAMPLE_TABLES: list[dict[str, Any]] = json.loads(

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import Conflict
-from gateway.jobs import SqliteJobStore
 from gateway.services import job_worker
 from gateway.services import jobs as job_services
 from gateway.services.receipts import verify_receipt
+from gateway.state.jobs_sqlite import SqliteJobStore
 from tests.conftest import REPO
 from tests.jobs.conftest import EXAMPLE_TABLES, Jobs, needs_isolation
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.errors import Conflict, NotFound
-from gateway.jobs import Job, JobStore
+from gateway.state.ports import Job, JobStore
 
 
 def submit(store: JobStore, submitter: str = "demo-researcher") -> Job:

@@ -21,8 +21,8 @@ from gateway.domain import sdc
 from gateway.domain.jobs import DisclosureControl
 from gateway.engine import version_path
 from gateway.errors import Conflict, NotFound
-from gateway.jobs import AWAITING_CHECK, JobStore
 from gateway.services.jobs import output_checking
+from gateway.state.ports import AWAITING_CHECK, JobStore
 from tests.conftest import REPO
 from tests.jobs.conftest import EXAMPLE_TABLES, Jobs, needs_isolation
 

@@ -14,10 +14,10 @@ import pytest
 from gateway.domain.principal import Role
 from gateway.errors import DependencyError
 from gateway.freezes import FreezeKind, open_freezes
-from gateway.jobs import open_jobs
 from gateway.objections import open_objections
 from gateway.policy_store import open_policy_store
 from gateway.state.accounts_postgres import PostgresAccountStore
+from gateway.state.jobs_postgres import PostgresJobStore
 from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
 
 pytestmark = needs_pg
@@ -54,7 +54,7 @@ def test_the_rarely_read_stores_of_a_process_share_one_connection_and_one_listen
                     stores.enter_context(contextlib.closing(open_policy_store(tmp_path / "p", **where))),
                 )
             )
-            stores.enter_context(contextlib.closing(open_jobs(tmp_path / "j", **where)))
+            stores.enter_context(contextlib.closing(PostgresJobStore(str(PG_DSN), schema=schema)))
             stores.enter_context(contextlib.closing(open_objections(tmp_path / "o", **where)))
         during = _connections()
         assert {n: during[n] - before[n] for n in NAMES} == {"veilgate-reader": 1, "veilgate-listener": 1}

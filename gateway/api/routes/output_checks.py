@@ -11,10 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from gateway.api.deps import require_role, runtime
 from gateway.api.schemas import ReviewRequest
 from gateway.domain.principal import Principal, Role
-from gateway.jobs import AWAITING_CHECK
 from gateway.services.jobs import output_checking
 from gateway.services.jobs.review import view
 from gateway.services.runtime import Runtime
+from gateway.state.ports import AWAITING_CHECK
 
 router = APIRouter(tags=["jobs"])
 Checker = Annotated[Principal, Depends(require_role(Role.ADMIN))]

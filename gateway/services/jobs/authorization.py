@@ -12,10 +12,10 @@ from typing import Protocol
 
 from gateway.domain.job_vocabulary import Reason
 from gateway.domain.policy import Freeze, FreezeKind, PolicyBundle
-from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.needs import HasFreezes
 from gateway.services.policy_admin import PolicyReader
+from gateway.state.ports import Job
 
 
 class StopNeeds(PolicyReader, HasFreezes, Protocol):

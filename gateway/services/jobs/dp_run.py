@@ -20,12 +20,12 @@ from gateway.domain.job_vocabulary import Reason, Refusal
 from gateway.domain.policy import PolicyBundle
 from gateway.domain.trail import Json
 from gateway.errors import VeilgateError
-from gateway.jobs import Job
 from gateway.services import aggregate, charging
 from gateway.services.aggregate import AggregateNeeds
 from gateway.services.jobs.authorization import StopNeeds, stopped
 from gateway.services.jobs.release import JobReleaseNeeds, release_document
 from gateway.services.needs import HasJobs
+from gateway.state.ports import Job
 
 
 class DpRunNeeds(AggregateNeeds, StopNeeds, JobReleaseNeeds, HasJobs, Protocol):

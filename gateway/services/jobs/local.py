@@ -17,11 +17,11 @@ from gateway.domain import sdc
 from gateway.domain.catalog import CatalogEntry
 from gateway.domain.policy import PolicyBundle
 from gateway.domain.trail import Json
-from gateway.jobs import Job
 from gateway.services.jobs.outputs import check_outputs
 from gateway.services.jobs.planning import failure, make_plan, total_epsilon
 from gateway.services.jobs.sample import SAMPLE_ROWS, sample_inputs
 from gateway.services.jobs.stored import service_of
+from gateway.state.ports import Job
 
 
 def run_local(

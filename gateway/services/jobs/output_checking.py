@@ -23,11 +23,11 @@ from gateway.domain.jobs import JobService
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
 from gateway.errors import Conflict, InvalidRequest
-from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.authorization import StopNeeds, stopped
 from gateway.services.jobs.release import JobReleaseNeeds, release_document
 from gateway.services.needs import HasClients, HasDomain, HasJobs
+from gateway.state.ports import Job
 
 
 class OutputCheckingNeeds(StopNeeds, JobReleaseNeeds, HasClients, HasDomain, HasJobs, Protocol):

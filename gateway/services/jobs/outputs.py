@@ -14,9 +14,9 @@ from gateway import sandbox_client
 from gateway.domain.catalog import CatalogEntry
 from gateway.domain.jobs import JobService
 from gateway.domain.trail import Json
-from gateway.jobs import Job
 from gateway.services.jobs import output_checking
 from gateway.services.jobs.output_checking import OutputCheckingNeeds
+from gateway.state.ports import Job
 
 
 def check_outputs(

@@ -18,12 +18,12 @@ from gateway.domain.catalog import CatalogEntry
 from gateway.domain.job_plan import Planned, check_request, plan_sha256, read_requests, share_of
 from gateway.domain.job_vocabulary import Reason, Refusal
 from gateway.domain.policy import PolicyBundle
-from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.sample import sample_inputs
 from gateway.services.jobs.stored import job_files, service_of
 from gateway.services.needs import HasJobs, HasSettings
 from gateway.services.policy_admin import PolicyReader
+from gateway.state.ports import Job
 
 
 class PlanningNeeds(PolicyReader, HasJobs, HasSettings, Protocol):

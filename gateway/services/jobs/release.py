@@ -6,8 +6,8 @@ from typing import Protocol
 
 from gateway.domain.budget import Amount, micro_epsilon
 from gateway.domain.trail import AuditEvent, Cost, Decision, Json, PrivacySpent, utc_now
-from gateway.jobs import Job
 from gateway.services.release import ReleaseNeeds, prepare_release, release
+from gateway.state.ports import Job
 
 
 class JobReleaseNeeds(ReleaseNeeds, Protocol):

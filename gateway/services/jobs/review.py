@@ -8,12 +8,12 @@ from typing import Protocol
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
 from gateway.errors import NotFound
-from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.planning import total_epsilon
 from gateway.services.jobs.stored import service_of
 from gateway.services.needs import HasClients, HasJobs
 from gateway.services.policy_admin import PolicyReader
+from gateway.state.ports import Job
 
 
 class ReviewNeeds(PolicyReader, HasClients, HasJobs, Protocol):

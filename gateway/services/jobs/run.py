@@ -16,7 +16,6 @@ from typing import Protocol
 from gateway import sandbox_client
 from gateway.domain.job_vocabulary import Reason
 from gateway.errors import Conflict, InvalidRequest, VeilgateError
-from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.authorization import stopped
 from gateway.services.jobs.dispatch import runs_dir
@@ -39,6 +38,7 @@ from gateway.services.needs import (
     HasReceiptKeys,
     HasSettings,
 )
+from gateway.state.ports import Job
 
 
 class RunNeeds(

@@ -16,11 +16,11 @@ from gateway.domain.job_plan import OUTPUT_NAME
 from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.errors import InvalidRequest, ServiceUnavailable
-from gateway.jobs import Job
 from gateway.services import policy_admin
 from gateway.services.jobs.stored import job_files, service_of
 from gateway.services.needs import HasFreezes, HasJobs
 from gateway.services.policy_admin import PolicyReader
+from gateway.state.ports import Job
 
 
 class SubmissionNeeds(PolicyReader, HasFreezes, HasJobs, Protocol):

@@ -1,10 +1,11 @@
-"""The job store: submitted analysis code, its reviews, its state and its outcome.
+"""The job store's rules, written once against its table with `?` placeholders, for both
+backends (`jobs_sqlite`, `jobs_postgres`), and its schema steps.
 
-Imports no other leaf. One SQLite file in WAL mode for the processes of one machine
-(`SqliteJobStore`), or PostgreSQL for replicas on several (`PostgresJobStore`). Every change is
-one transaction that holds the job (SQLite: the file's write lock; PostgreSQL: its row), so two
-gateway processes reviewing the same job cannot both take it past its last review. A job's code
-is stored with its SHA-256 at submission, and the hash is what reviewers approve.
+Invariants: every change is one transaction that holds the job (SQLite: the file's write lock;
+PostgreSQL: its row), so two processes reviewing the same job cannot both take it past its last
+review; a run's outcome is recorded only while that run still holds the job (compare and swap on
+its state and attempt); a job's code is stored with its SHA-256 at submission, and the hash is
+what reviewers approve.
 """
 
 from __future__ import annotations
@@ -13,95 +14,25 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
-import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from gateway import postgres_db
 from gateway.domain.sdc import current_checks, output_decisions, pending_outputs
 from gateway.errors import Conflict, NotFound
-from gateway.sqlite_files import immediate, open_wal
+from gateway.state.jobs_schema import INSERT, SELECT, SELECT_ONE
+from gateway.state.migrations import Execute
+from gateway.state.ports.jobs import AWAITING_CHECK, Job
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, submitter TEXT NOT NULL, organisation TEXT NOT NULL, service TEXT NOT NULL,
-    purpose TEXT NOT NULL, grant_id TEXT NOT NULL, code TEXT NOT NULL, code_kind TEXT NOT NULL,
-    code_sha256 TEXT NOT NULL,
-    datasets TEXT NOT NULL, outputs TEXT NOT NULL, epsilon TEXT, status TEXT NOT NULL,
-    reviews TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
-    result TEXT, stdout TEXT, stderr TEXT, reason TEXT, runner TEXT)"""
-_ADDED = (
-    ("runner", "TEXT"),
-    ("attempt", "INTEGER NOT NULL DEFAULT 0"),
-    ("plan", "TEXT"),
-    ("plan_sha256", "TEXT"),
-    ("notes", "TEXT"),
-    ("tables", "TEXT"),
-    ("held", "TEXT"),
-)
-"""Columns added since the first stores were made: added to an older store when it opens."""
-_COLUMNS = (
-    "id, submitter, organisation, service, purpose, grant_id, code, code_kind, code_sha256, datasets, outputs, "
-    "epsilon, status, reviews, created, updated, result, stdout, stderr, reason, attempt, plan, plan_sha256, notes, "
-    "tables, held"
-)
-# SQL text is built once, here, from the constant column list above; values are always bound.
-_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"  # noqa: S608
-_SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608
-_SELECT_ONE = _SELECT + " WHERE id = ?"
-_UNAVAILABLE = "the job store is unavailable"
-_TABLES: postgres_db.Tables = (("jobs", (*(c.strip() for c in _COLUMNS.split(",")), "runner")),)
+__all__ = ["JobRules", "runner_id"]
+
 _RUNNING = ("running", "planning-run", "releasing")
 """The states of a job some process holds: its real run, its plan run on the synthetic sample, or
 the release of its checked outputs."""
-"""What an installation's job store holds, for `PostgresJobStore.import_from`."""
 
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: str
-    submitter: str
-    organisation: str
-    service: str
-    purpose: str
-    grant_id: str
-    code: str
-    """The Python file, or (code_kind `archive`) the zip archive in base64."""
-    code_kind: str
-    code_sha256: str
-    datasets: list[str]
-    outputs: list[str]
-    epsilon: str | None
-    status: str
-    """planning (a DP job waiting for its plan run), planning-run, submitted, approved, rejected,
-    running, finished, failed."""
-    reviews: list[dict[str, Any]]
-    created: str
-    updated: str
-    result: dict[str, Any] | None
-    stdout: str | None
-    stderr: str | None
-    reason: str | None
-    attempt: int = 0
-    """How many runs (plan runs and real runs) were claimed: a run changes the job only while it
-    is the latest, so an earlier run of a requeued job cannot overwrite it."""
-    plan: list[dict[str, Any]] | None = None
-    """A DP job's plan: the DP outputs its run on the synthetic sample asked for."""
-    plan_sha256: str | None = None
-    notes: list[str] | None = None
-    """Why outputs were withheld, in detail: for reviewers only."""
-    tables: list[dict[str, Any]] | None = None
-    """An SDC job's declared tables (`gateway.domain.sdc.TableDeclaration.as_json`)."""
-    held: dict[str, Any] | None = None
-    """An SDC job's outputs after the automatic rules, held for output checking: only
-    administrators see them until two checkers decided each (status `awaiting output check`)."""
-
-
-AWAITING_CHECK = "awaiting output check"
+Writing = Callable[[], AbstractContextManager[Execute]]
+Rows = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 def runner_id() -> str:
@@ -128,31 +59,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class JobStore:
-    """The rules, whichever database holds the jobs; each backend gives its transactions."""
+class JobRules:
+    """The operations of `ports.JobStore`, whichever database holds the jobs. A backend hands
+    them `writing` (a transaction that holds what it reads until it commits), `rows` (a read
+    outside any change) and `select_for_update` (the statement that reads one job and holds it)."""
 
-    _select_for_update = _SELECT_ONE
-    """The job a change reads, held until the change commits."""
+    def __init__(self, *, writing: Writing, rows: Rows, select_for_update: str = SELECT_ONE) -> None:
+        self._transaction = writing
+        self._rows = rows
+        self._select_for_update = select_for_update
 
-    def _transaction(self) -> AbstractContextManager[Any]:  # pragma: no cover - each backend has its own
-        raise NotImplementedError
-
-    def _held(self, conn: Any, job_id: str) -> Job:
+    def _held(self, execute: Execute, job_id: str) -> Job:
         """The job, read inside a change and held until it commits."""
-        row = conn.execute(self._select_for_update, (job_id,)).fetchone()
+        row = execute(self._select_for_update, (job_id,)).fetchone()
         if row is None:
             raise NotFound("job: no job of yours has this id")
         return _job(row)
 
-    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:  # pragma: no cover
-        raise NotImplementedError
-
     def submit(self, **fields: Any) -> Job:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         job_id = "job-" + secrets.token_hex(8)
-        with self._transaction() as conn:
-            conn.execute(
-                _INSERT,
+        with self._transaction() as execute:
+            execute(
+                INSERT,
                 (
                     job_id, fields["submitter"], fields["organisation"], fields["service"], fields["purpose"],
                     fields["grant_id"], fields["code"], fields["code_kind"], fields["code_sha256"],
@@ -165,13 +94,13 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
-        rows = self._rows(_SELECT_ONE, (job_id,))
+        rows = self._rows(SELECT_ONE, (job_id,))
         if not rows:
             raise NotFound("job: no job of yours has this id")
         return _job(rows[0])
 
     def recent(self, *, submitter: str | None = None, limit: int = 100) -> list[Job]:
-        sql = _SELECT
+        sql = SELECT
         params: tuple[Any, ...] = ()
         if submitter is not None:
             sql += " WHERE submitter = ?"
@@ -193,8 +122,8 @@ class JobStore:
         `identity_of` maps a client id to the person behind it (the accounts'), so that two
         accounts of one person are one reviewer, and a submitter's second account none."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            job = self._held(conn, job_id)
+        with self._transaction() as execute:
+            job = self._held(execute, job_id)
             if job.status != "submitted":
                 raise Conflict(f"job {job_id} is {job.status}: it takes no more reviews")
             identity = identity_of(reviewer)
@@ -207,7 +136,7 @@ class JobStore:
                                       "at": now}]  # fmt: skip
             approvals = sum(r["decision"] == "approve" for r in reviews)
             status = "rejected" if decision == "reject" else ("approved" if approvals >= needed else "submitted")
-            conn.execute(
+            execute(
                 "UPDATE jobs SET reviews = ?, status = ?, updated = ?, reason = ? WHERE id = ?",
                 (json.dumps(reviews), status, now, reason if decision == "reject" else None, job_id),
             )
@@ -221,8 +150,8 @@ class JobStore:
         again under its approvals, and the run checks everything again. A request short of that
         is recorded (`requeue-request`) and the job stays failed. Recorded with the reviews."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            job = self._held(conn, job_id)
+        with self._transaction() as execute:
+            job = self._held(execute, job_id)
             if job.status != "failed" or job.result is not None:
                 raise Conflict(f"job {job_id} is {job.status}: only a failed job that released nothing runs again")
             identity = identity_of(by)
@@ -237,15 +166,13 @@ class JobStore:
                                       "reason": reason, "code_sha256": job.code_sha256,
                                       "plan_sha256": job.plan_sha256, "at": now}]  # fmt: skip
             if done:
-                conn.execute(
+                execute(
                     "UPDATE jobs SET reviews = ?, status = 'approved', updated = ?, reason = NULL, stdout = NULL, "
                     "stderr = NULL WHERE id = ?",
                     (json.dumps(reviews), now, job_id),
                 )
             else:
-                conn.execute(
-                    "UPDATE jobs SET reviews = ?, updated = ? WHERE id = ?", (json.dumps(reviews), now, job_id)
-                )
+                execute("UPDATE jobs SET reviews = ?, updated = ? WHERE id = ?", (json.dumps(reviews), now, job_id))
         return self.get(job_id)
 
     def claim_run(self, job_id: str) -> Job:
@@ -264,13 +191,13 @@ class JobStore:
     def checked(self, *, before: datetime) -> list[Job]:
         """Jobs whose outputs were all decided before then and that no process is releasing."""
         stamp = before.astimezone(UTC).isoformat(timespec="seconds")
-        return [_job(r) for r in self._rows(_SELECT + " WHERE status = 'checked' AND updated <= ? ORDER BY updated",
+        return [_job(r) for r in self._rows(SELECT + " WHERE status = 'checked' AND updated <= ? ORDER BY updated",
                                             (stamp,))]  # fmt: skip
 
     def _claim(self, job_id: str, waiting: str, held: str) -> Job:
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            updated = conn.execute(
+        with self._transaction() as execute:
+            updated = execute(
                 "UPDATE jobs SET status = ?, updated = ?, runner = ?, attempt = attempt + 1 "
                 "WHERE id = ? AND status = ?",
                 (held, now, runner_id(), job_id, waiting),
@@ -292,8 +219,8 @@ class JobStore:
         recorded only if that run still holds the job (compare and swap on its state and attempt);
         else Conflict, and nothing changes: a job failed and requeued meanwhile is not overwritten."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            updated = conn.execute(
+        with self._transaction() as execute:
+            updated = execute(
                 "UPDATE jobs SET status = ?, result = ?, stdout = ?, stderr = ?, reason = ?, updated = ?, notes = ?, "
                 "plan = COALESCE(?, plan), plan_sha256 = COALESCE(?, plan_sha256) "
                 "WHERE id = ? AND status = ? AND attempt = ?",
@@ -314,8 +241,8 @@ class JobStore:
         `finish`): the outputs after the automatic rules wait for two output checkers; nothing is
         released, and the submitter sees none of it."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            changed = conn.execute(
+        with self._transaction() as execute:
+            changed = execute(
                 "UPDATE jobs SET status = ?, held = ?, stdout = ?, stderr = ?, reason = ?, notes = ?, updated = ? "
                 "WHERE id = ? AND status = ? AND attempt = ?",
                 (
@@ -343,8 +270,8 @@ class JobStore:
         the reviews. Nobody checks their own job's outputs, nor one output twice. True for the one
         decision that leaves every held output decided (the job is then `checked`, to be released)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            job = self._held(conn, job_id)
+        with self._transaction() as execute:
+            job = self._held(execute, job_id)
             if job.status != AWAITING_CHECK:
                 raise Conflict(f"job {job_id} is {job.status}: it has no outputs waiting for a check")
             if identity_of(job.submitter) == identity_of(checker):
@@ -361,7 +288,7 @@ class JobStore:
             done = all(
                 v is not None for v in output_decisions(pending_outputs(job.held), reviews, identity_of).values()
             )
-            conn.execute(
+            execute(
                 "UPDATE jobs SET reviews = ?, status = ?, updated = ? WHERE id = ?",
                 (json.dumps(reviews), "checked" if done else AWAITING_CHECK, now, job_id),
             )
@@ -375,8 +302,8 @@ class JobStore:
         host = socket.gethostname()
         now = datetime.now(UTC).isoformat(timespec="seconds")
         orphans: list[tuple[str, str, int]] = []
-        with self._transaction() as conn:
-            for job_id, runner, status, attempt in conn.execute(
+        with self._transaction() as execute:
+            for job_id, runner, status, attempt in execute(
                 "SELECT id, runner, status, attempt FROM jobs WHERE status IN (?, ?, ?)", _RUNNING
             ).fetchall():
                 name, _, pid = str(runner or "").rpartition(":")
@@ -384,7 +311,7 @@ class JobStore:
                     orphans.append((str(job_id), str(status), int(attempt)))
             for job_id, status, attempt in orphans:
                 if status == "releasing":  # the run's own reason stays
-                    conn.execute(
+                    execute(
                         "UPDATE jobs SET status = 'checked', updated = ? WHERE id = ? AND status = ? AND attempt = ?",
                         (now, job_id, status, attempt),
                     )
@@ -392,7 +319,7 @@ class JobStore:
                 after, reason = (
                     ("planning", None) if status == "planning-run" else ("failed", "failed: process stopped")
                 )
-                conn.execute(
+                execute(
                     "UPDATE jobs SET status = ?, updated = ?, reason = ? WHERE id = ? AND status = ? AND attempt = ?",
                     (after, now, reason, job_id, status, attempt),
                 )
@@ -402,7 +329,7 @@ class JobStore:
         """Jobs approved (or waiting for their plan run) before then that no process has claimed."""
         stamp = approved_before.astimezone(UTC).isoformat(timespec="seconds")
         return [_job(r) for r in self._rows(
-            _SELECT + " WHERE status IN ('approved', 'planning') AND updated <= ? ORDER BY updated", (stamp,)
+            SELECT + " WHERE status IN ('approved', 'planning') AND updated <= ? ORDER BY updated", (stamp,)
         )]  # fmt: skip
 
     def status_counts(self) -> dict[str, int]:
@@ -411,20 +338,20 @@ class JobStore:
 
     def awaiting_check(self) -> list[Job]:
         """Jobs whose outputs wait for output checkers, oldest first."""
-        return [_job(r) for r in self._rows(_SELECT + " WHERE status = ? ORDER BY updated", (AWAITING_CHECK,))]
+        return [_job(r) for r in self._rows(SELECT + " WHERE status = ? ORDER BY updated", (AWAITING_CHECK,))]
 
     def running(self) -> list[Job]:
         """Every job some process is running now (its real run, its plan run or its release), or was
         when it stopped."""
-        return [_job(r) for r in self._rows(_SELECT + " WHERE status IN (?, ?, ?) ORDER BY updated", _RUNNING)]
+        return [_job(r) for r in self._rows(SELECT + " WHERE status IN (?, ?, ?) ORDER BY updated", _RUNNING)]
 
     def fail_if_running(self, job_id: str, reason: str) -> bool:
         """running -> failed, with `reason` (a plan run, which released nothing, waits to run
         again instead, and so does the release of checked outputs, keeping its run's reason);
         False if the job was not running (it just finished)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            changed = conn.execute(
+        with self._transaction() as execute:
+            changed = execute(
                 "UPDATE jobs SET status = CASE status WHEN 'planning-run' THEN 'planning' "
                 "WHEN 'releasing' THEN 'checked' ELSE 'failed' END, updated = ?, "
                 "reason = CASE status WHEN 'planning-run' THEN NULL WHEN 'releasing' THEN reason ELSE ? END "
@@ -439,59 +366,3 @@ class JobStore:
         if not rows:
             raise NotFound("job: no job of yours has this id")
         return str(rows[0][0]), str(rows[0][1]), str(rows[0][2])
-
-    def close(self) -> None:  # pragma: no cover - each backend has its own
-        raise NotImplementedError
-
-
-class SqliteJobStore(JobStore):
-    def __init__(self, path: Path) -> None:
-        self._conn = open_wal(path)
-        self._conn.execute(_SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
-        for name, kind in _ADDED:  # a store made before these were recorded
-            if name not in columns:
-                self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")  # from _ADDED, a constant
-        self._lock = threading.Lock()
-
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate(self._conn, self._lock, _UNAVAILABLE)
-
-    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-class PostgresJobStore(JobStore):
-    """Jobs in PostgreSQL, seen by every replica; a change holds its job's row (FOR UPDATE)."""
-
-    _select_for_update = _SELECT_ONE + " FOR UPDATE"
-
-    def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
-        added = [f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in _ADDED]  # constants
-        self._db.create_tables("veilgate_jobs", (_SCHEMA, *added))
-
-    def _transaction(self) -> AbstractContextManager[Any]:
-        return self._db.transaction()
-
-    def import_from(self, source: Path) -> int | None:
-        """Copy an installation's SQLite job store here, if this one is empty (else None)."""
-        with self._db.transaction() as db:
-            return postgres_db.copy_tables(db, source, _TABLES) if postgres_db.is_empty(db, _TABLES) else None
-
-    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        return self._db.rows(sql, params)
-
-    def close(self) -> None:
-        self._db.close()
-
-
-def open_jobs(path: Path, *, dsn: str | None = None, schema: str = "veilgate") -> JobStore:
-    """The job store as configured: in PostgreSQL when `dsn` is set, else the file at `path`."""
-    if dsn:
-        return PostgresJobStore(dsn, schema=schema)
-    return SqliteJobStore(path)

@@ -1,0 +1,34 @@
+"""What the services may ask of each store, whatever the backend (`typing.Protocol`), and the
+values the stores take and return: one module per store, all named here."""
+
+from gateway.state.ports.accounts import PRIVILEGED, Account, AccountAction, AccountChange, AccountStore
+from gateway.state.ports.audit import AuditLogStore, LeafFilter, StoredLeaf
+from gateway.state.ports.jobs import AWAITING_CHECK, Job, JobStore
+from gateway.state.ports.ledger import (
+    Admission,
+    BillingRow,
+    ClaimUse,
+    LedgerStore,
+    VerificationRequest,
+    Window,
+)
+
+__all__ = [
+    "AWAITING_CHECK",
+    "PRIVILEGED",
+    "Account",
+    "AccountAction",
+    "AccountChange",
+    "AccountStore",
+    "Admission",
+    "AuditLogStore",
+    "BillingRow",
+    "ClaimUse",
+    "Job",
+    "JobStore",
+    "LeafFilter",
+    "LedgerStore",
+    "StoredLeaf",
+    "VerificationRequest",
+    "Window",
+]
