@@ -232,8 +232,8 @@ def test_a_release_is_claimed_once_and_an_orphaned_one_waits_again(open_store: C
     assert releasing.status == "releasing"
     with pytest.raises(Conflict):  # one process makes the result
         open_store().claim_release(job_id)
-    with store._transaction() as conn:  # its process stopped before the result was made
-        conn.execute("UPDATE jobs SET runner = ? WHERE id = ?", (f"{socket.gethostname()}:{_finished_pid()}", job_id))
+    with store._transaction() as execute:  # type: ignore[attr-defined]  # its process stopped before the result was made
+        execute("UPDATE jobs SET runner = ? WHERE id = ?", (f"{socket.gethostname()}:{_finished_pid()}", job_id))
     assert store.fail_orphans() == [job_id]
     assert store.get(job_id).status == "checked"  # nothing was released: it waits to be released again
     with pytest.raises(Conflict, match="no longer held"):  # the stopped release cannot record anything
