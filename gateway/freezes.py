@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import postgres_db
 from gateway.atomic_files import Stamp, locked_json, stamp
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.errors import Conflict, NotFound
+from gateway.state import postgres_connections, postgres_reader, postgres_watched
 
 Freezes = dict[tuple[FreezeKind, str], Freeze]
 
@@ -122,9 +122,9 @@ class PostgresFreezeStore(FreezeStore):
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
         """`listen=False`: no copy in memory, every `active()` reads the rows (a CLI command, say)."""
-        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_freezes", _PG_SCHEMA)
-        self._watched = postgres_db.Watched(dsn, schema, channel=_CHANNEL, load=self._load, listen=listen)
+        self._watched = postgres_watched.Watched(dsn, schema, channel=_CHANNEL, load=self._load, listen=listen)
 
     def active(self) -> Freezes:
         return self._watched.get()
@@ -167,7 +167,7 @@ class PostgresFreezeStore(FreezeStore):
         local = FileFreezeStore(path)
         tables = (("freezes", ()), ("freeze_history", ()))
         with self._db.transaction() as db:
-            if not postgres_db.is_empty(db, tables):
+            if not postgres_connections.is_empty(db, tables):
                 return None
             stops = local.active().values()
             for stop in stops:
@@ -179,7 +179,7 @@ class PostgresFreezeStore(FreezeStore):
         return len(stops)
 
     @staticmethod
-    def _record(db: postgres_db.Db, event: dict[str, Any]) -> None:
+    def _record(db: postgres_connections.Db, event: dict[str, Any]) -> None:
         """The history row, and the notice every replica reloads on (sent when the change commits)."""
         db.execute("INSERT INTO freeze_history (event) VALUES (?)", (json.dumps(event, ensure_ascii=False),))
         db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input

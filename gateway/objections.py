@@ -15,9 +15,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gateway import postgres_db
 from gateway.atomic_files import locked_json
 from gateway.errors import Conflict, NotFound
+from gateway.state import postgres_connections, postgres_reader
 
 _EMPTY: dict[str, Any] = {"objections": {}}
 
@@ -128,7 +128,7 @@ def _row(objection: dict[str, Any]) -> tuple[str, str, str, str]:
 
 class PostgresObjectionStore(ObjectionStore):
     def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_objections", (_PG_SCHEMA,))
 
     def _add(self, made: dict[str, Any]) -> None:
@@ -138,7 +138,7 @@ class PostgresObjectionStore(ObjectionStore):
         """Copy an installation's objections file here, if this store is empty (else None)."""
         found = FileObjectionStore(path).list()
         with self._db.transaction() as db:
-            if not postgres_db.is_empty(db, (("objections", ()),)):
+            if not postgres_connections.is_empty(db, (("objections", ()),)):
                 return None
             db.executemany("INSERT INTO objections VALUES (?, ?, ?, ?)", [_row(o) for o in found])
         return len(found)

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import postgres_db
 from gateway.atomic_files import Stamp, locked_json, stamp, write_atomic
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyDenied
+from gateway.state import postgres_connections, postgres_reader, postgres_watched
 
 _EMPTY: dict[str, Any] = {"active": None, "previous": [], "proposals": {}, "closed": {}, "history": []}
 
@@ -308,10 +308,10 @@ class PostgresPolicyStore(PolicyStore):
     kept in memory by every replica and renewed on each NOTIFY."""
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
-        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         self._db.create_tables("veilgate_policy", _PG_SCHEMA)
         self._db.write("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(_EMPTY),))
-        self._watched = postgres_db.Watched(dsn, schema, channel=_CHANNEL, load=self._changes, listen=listen)
+        self._watched = postgres_watched.Watched(dsn, schema, channel=_CHANNEL, load=self._changes, listen=listen)
 
     def _changes(self) -> int:
         return int(self._db.rows("SELECT changes FROM policy_state WHERE id = 1")[0][0])
@@ -343,7 +343,7 @@ class PostgresPolicyStore(PolicyStore):
         versions = sorted((directory / "versions").glob("*.json"))
         with self._db.transaction() as db:
             (changes,) = db.execute("SELECT changes FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
-            if changes or not postgres_db.is_empty(db, (("policy_versions", ()),)):
+            if changes or not postgres_connections.is_empty(db, (("policy_versions", ()),)):
                 return None
             rows = [(path.stem, path.read_text(encoding="utf-8")) for path in versions]
             db.executemany("INSERT INTO policy_versions VALUES (?, ?)", rows)

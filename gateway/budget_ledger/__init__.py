@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import postgres_db
 from gateway.budget_ledger import releases, spending
 from gateway.budget_ledger.releases import Holding, IdempotentReplay, ReleaseStore, StaleEntry
 from gateway.budget_ledger.spending import Label, SpendingRow, SpendingStore
 from gateway.budget_ledger.store import Cursor
 from gateway.domain.budget import Accounts, Amount
 from gateway.errors import BudgetExhausted, Conflict, NotFound
-from gateway.sqlite_files import immediate, open_wal, reading
+from gateway.state import postgres_connections
+from gateway.state.sqlite_connections import immediate, open_wal, reading
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_reservations (
@@ -261,7 +261,7 @@ class SqliteBudgetLedger(BudgetLedger):
         self._conn.close()
 
 
-_TABLES: postgres_db.Tables = (
+_TABLES: postgres_connections.Tables = (
     ("budget_reservations", ("id", "state", "micro_epsilon", "nano_delta", "created")),
     ("budget_postings", ("reservation_id", "account")),
     ("budget_balances", ("account", "reserved_e", "reserved_d", "spent_e", "spent_d")),
@@ -278,7 +278,7 @@ class PostgresBudgetLedger(BudgetLedger):
 
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
         # Pooled: a connection cut by a restart or a failover is replaced before it is used.
-        self._pool = postgres_db.Pool(dsn, schema, name="veilgate-budget", unavailable=_UNAVAILABLE)
+        self._pool = postgres_connections.Pool(dsn, schema, name="veilgate-budget", unavailable=_UNAVAILABLE)
         with self._pool.transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -286,8 +286,12 @@ class PostgresBudgetLedger(BudgetLedger):
     def import_from(self, source: Path) -> int | None:
         """Copy an installation's SQLite budget ledger here, if this one is empty (else None)."""
         with self._pool.transaction() as conn:
-            db = postgres_db.Db(conn)
-            return postgres_db.copy_tables(db, source, _TABLES) if postgres_db.is_empty(db, _TABLES) else None
+            db = postgres_connections.Db(conn)
+            return (
+                postgres_connections.copy_tables(db, source, _TABLES)
+                if postgres_connections.is_empty(db, _TABLES)
+                else None
+            )
 
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s")

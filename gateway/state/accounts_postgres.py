@@ -14,8 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway import postgres_db
-from gateway.state import migrations
+from gateway.state import migrations, postgres_reader, postgres_watched
 from gateway.state.accounts import STEPS, STORE, AccountRules, _account, import_file
 from gateway.state.migrations import Execute
 from gateway.state.ports import Account
@@ -30,7 +29,7 @@ class PostgresAccountStore(AccountRules):
     def __init__(self, dsn: str, *, schema: str, listen: bool = True, import_from: Path | None = None) -> None:
         """`import_from`: an installation's SQLite accounts file (or its older `clients.json`),
         copied in if the table is empty: the first replica of an installation on one machine."""
-        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         try:
             with self.writing() as execute:
                 execute(migrations.POSTGRES_LOCK)
@@ -41,7 +40,7 @@ class PostgresAccountStore(AccountRules):
             raise
         if copied:
             log.warning("client accounts: %d copied from %s into PostgreSQL", copied, import_from)
-        self._watched = postgres_db.Watched(dsn, schema, channel=_CHANNEL, load=self._load, listen=listen)
+        self._watched = postgres_watched.Watched(dsn, schema, channel=_CHANNEL, load=self._load, listen=listen)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Execute]:

@@ -1,6 +1,6 @@
 """Accounts in one SQLite file (`state/accounts.sqlite3`), for the processes of one machine.
 
-A change is one BEGIN IMMEDIATE transaction (`sqlite_files.immediate`): two workers, or the
+A change is one BEGIN IMMEDIATE transaction (`sqlite_connections.immediate`): two workers, or the
 command line and a server, take turns and never write over each other. Every request reads the
 accounts from memory, re-read when `PRAGMA data_version` says another connection committed.
 """
@@ -15,8 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway import sqlite_files
-from gateway.state import migrations
+from gateway.state import migrations, sqlite_connections
 from gateway.state.accounts import STEPS, STORE, AccountRules, _account, import_file
 from gateway.state.migrations import Execute
 from gateway.state.ports import Account
@@ -31,7 +30,7 @@ class SqliteAccountStore(AccountRules):
         in on first open; it is then renamed `clients.json.imported` and kept as a backup."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)  # secret hashes: the owner's only (SQLite gives its WAL files the same mode)
-        self._conn = sqlite_files.open_wal(path)
+        self._conn = sqlite_connections.open_wal(path)
         self._lock = threading.Lock()
         self._cache: tuple[int, dict[str, Account]] | None = None
         with self.writing() as execute:
@@ -45,7 +44,7 @@ class SqliteAccountStore(AccountRules):
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Execute]:
-        with sqlite_files.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
+        with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
             yield conn.execute
 
     def _changed(self) -> None:
@@ -53,7 +52,7 @@ class SqliteAccountStore(AccountRules):
             self._cache = None  # data_version does not count this connection's own commits
 
     def _accounts(self) -> dict[str, Account]:
-        with sqlite_files.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
+        with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
             (version,) = conn.execute("PRAGMA data_version").fetchone()
             if self._cache is not None and self._cache[0] == version:
                 return self._cache[1]
@@ -63,7 +62,7 @@ class SqliteAccountStore(AccountRules):
             return found
 
     def _proposal_rows(self) -> list[str]:
-        with sqlite_files.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
+        with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
             return [text for (text,) in conn.execute("SELECT record FROM account_proposals ORDER BY id").fetchall()]
 
     def close(self) -> None:

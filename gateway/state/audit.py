@@ -34,7 +34,7 @@ from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
 from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import GroupCommitter, Settle, Waiter, resolve
+from gateway.state.group_commit import GroupCommitter, Settle, Waiter, resolve
 from gateway.state.ledger_reads import ReadRows
 from gateway.state.ports import LeafFilter, StoredLeaf
 

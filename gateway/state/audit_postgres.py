@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gateway import postgres_db
 from gateway.domain.trail import AuditEvent
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import Settle, written
+from gateway.state import postgres_connections, postgres_reader
 from gateway.state.audit import (
     BATCH_LIMIT,
     INSERT_SQL,
@@ -21,6 +20,7 @@ from gateway.state.audit import (
     settle_batch,
 )
 from gateway.state.audit_sqlite import DB_FILE
+from gateway.state.group_commit import Settle, written
 
 PG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS leaves (
@@ -39,7 +39,7 @@ PG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS checkpoints (
         size BIGINT PRIMARY KEY, root TEXT NOT NULL, time TEXT NOT NULL, jws TEXT NOT NULL)""",
 )
-TABLES: postgres_db.Tables = (
+TABLES: postgres_connections.Tables = (
     ("leaves", ("seq", "record", "hash")),
     ("checkpoints", ("size", "root", "time", "jws")),
 )
@@ -62,9 +62,9 @@ class PostgresAuditLog(AuditLogRules):
     def __init__(self, dsn: str, *, schema: str, key_directory: Path) -> None:
         key_directory.mkdir(parents=True, exist_ok=True)
         os.chmod(key_directory, 0o700)
-        self._read = postgres_db.Reader(dsn, schema, name="veilgate-audit", unavailable=UNAVAILABLE)
+        self._read = postgres_reader.Reader(dsn, schema, name="veilgate-audit", unavailable=UNAVAILABLE)
         self._read.create_tables("veilgate_audit", PG_SCHEMA)
-        writer, self._loop_writer = postgres_db.committers(
+        writer, self._loop_writer = postgres_connections.committers(
             dsn, schema, name="veilgate-audit", unavailable=UNAVAILABLE, lock=PG_LOCK,
             apply=self._apply, apply_on_loop=self._append_on_loop, fail=fail_batch, limit=BATCH_LIMIT,
         )  # fmt: skip
@@ -78,7 +78,7 @@ class PostgresAuditLog(AuditLogRules):
         return seq
 
     @staticmethod
-    async def _append_on_loop(conn: postgres_db.AsyncDb, batch: list[Append]) -> Settle:
+    async def _append_on_loop(conn: postgres_connections.AsyncDb, batch: list[Append]) -> Settle:
         """`_apply`, awaited."""
         ((next_seq,),) = await conn.rows(NEXT_SEQ_SQL)
         await conn.executemany(INSERT_SQL, numbered(batch, next_seq))
@@ -89,9 +89,9 @@ class PostgresAuditLog(AuditLogRules):
         The tree is the same tree: old receipts' leaves and checkpoints still prove."""
         with self._read.transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(?)", (PG_LOCK,))  # with the batches of every replica
-            if not postgres_db.is_empty(db, TABLES):
+            if not postgres_connections.is_empty(db, TABLES):
                 return None
-            return postgres_db.copy_tables(db, directory / DB_FILE, TABLES)
+            return postgres_connections.copy_tables(db, directory / DB_FILE, TABLES)
 
     def close(self) -> None:
         self._closed = True

@@ -12,8 +12,9 @@ from typing import Any
 
 from gateway.domain.trail import AuditEvent
 from gateway.errors import AuditUnavailable
-from gateway.group_commit import sqlite_committers, written
 from gateway.state.audit import BATCH_LIMIT, AuditLogRules, fail_batch
+from gateway.state.group_commit import written
+from gateway.state.group_commit_loop import sqlite_committers
 
 DB_FILE = "log.sqlite3"
 SQLITE_SCHEMA = """
@@ -50,7 +51,7 @@ def _connect(path: Path, busy_timeout_seconds: float = 30.0) -> sqlite3.Connecti
 class SqliteAuditLog(AuditLogRules):
     """One SQLite file in WAL mode, shared by the processes of one machine (BEGIN IMMEDIATE
     orders them). The request path writes from the event loop, with only the COMMIT in a thread
-    (`group_commit.LoopCommitter`)."""
+    (`group_commit_loop.LoopCommitter`)."""
 
     def __init__(self, directory: Path, *, busy_timeout_seconds: float = 30.0) -> None:
         self._path = directory / DB_FILE

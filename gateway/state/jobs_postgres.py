@@ -1,6 +1,6 @@
 """Jobs in PostgreSQL, seen by every replica.
 
-A change is one transaction on the process's shared reader (`postgres_db.Reader.shared`) that
+A change is one transaction on the process's shared reader (`postgres_reader.Reader.shared`) that
 holds its job's row (`SELECT ... FOR UPDATE`), so replicas reviewing or claiming one job take
 turns; jobs of other ids do not wait for each other.
 """
@@ -11,8 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway import postgres_db
-from gateway.state import migrations
+from gateway.state import migrations, postgres_connections, postgres_reader
 from gateway.state.jobs import JobRules
 from gateway.state.jobs_schema import COLUMNS, SELECT_ONE, STEPS, STORE
 from gateway.state.migrations import Execute
@@ -20,13 +19,13 @@ from gateway.state.migrations import Execute
 __all__ = ["PostgresJobStore"]
 
 _UNAVAILABLE = "the job store is unavailable"
-_TABLES: postgres_db.Tables = (("jobs", (*(c.strip() for c in COLUMNS.split(",")), "runner")),)
+_TABLES: postgres_connections.Tables = (("jobs", (*(c.strip() for c in COLUMNS.split(",")), "runner")),)
 """What an installation's job store holds, for `import_from`."""
 
 
 class PostgresJobStore(JobRules):
     def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_db.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
         super().__init__(writing=self._writing, rows=self._db.rows, select_for_update=SELECT_ONE + " FOR UPDATE")
         try:
             with self._writing() as execute:
@@ -44,7 +43,11 @@ class PostgresJobStore(JobRules):
     def import_from(self, source: Path) -> int | None:
         """Copy an installation's SQLite job store here, if this one is empty (else None)."""
         with self._db.transaction() as db:
-            return postgres_db.copy_tables(db, source, _TABLES) if postgres_db.is_empty(db, _TABLES) else None
+            return (
+                postgres_connections.copy_tables(db, source, _TABLES)
+                if postgres_connections.is_empty(db, _TABLES)
+                else None
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -1,6 +1,6 @@
 """Jobs in one SQLite file (`state/jobs/jobs.sqlite3`), for the processes of one machine.
 
-A change is one BEGIN IMMEDIATE transaction (`sqlite_files.immediate`): it holds the file's
+A change is one BEGIN IMMEDIATE transaction (`sqlite_connections.immediate`): it holds the file's
 write lock from its first read, so two workers never take the same job.
 """
 
@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway import sqlite_files
-from gateway.state import migrations
+from gateway.state import migrations, sqlite_connections
 from gateway.state.jobs import JobRules
 from gateway.state.jobs_schema import STEPS, STORE
 from gateway.state.migrations import Execute
@@ -26,7 +25,7 @@ _UNAVAILABLE = "the job store is unavailable"
 
 class SqliteJobStore(JobRules):
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite_files.open_wal(path)
+        self._conn = sqlite_connections.open_wal(path)
         self._lock = threading.Lock()
         super().__init__(writing=self._writing, rows=self._read)
         try:
@@ -38,11 +37,11 @@ class SqliteJobStore(JobRules):
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Execute]:
-        with sqlite_files.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
+        with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
             yield conn.execute
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with sqlite_files.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
+        with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
             return conn.execute(sql, params).fetchall()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import ConfigurationError, DependencyError
-from gateway.group_commit import GroupCommitter, Settle, Waiter, resolve
+from gateway.state.group_commit import GroupCommitter, Settle, Waiter, resolve
 from gateway.state.ledger_admission import ALERTS_KEPT_DAYS, DAY, Admit, Outcome, decide, note_refusal, wanted_by
 from gateway.state.ledger_reads import LedgerReads, ReadRows
 from gateway.state.ledger_tables import Db, insert_alert, read_exact

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import LimitReached
-from gateway.group_commit import Waiter
+from gateway.state.group_commit import Waiter
 from gateway.state.ledger_tables import Db, Rows, Wanted, Writes, insert_alert
 from gateway.state.ports import Admission, ClaimUse, VerificationRequest, Window
 

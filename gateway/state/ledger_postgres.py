@@ -10,9 +10,9 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import postgres_db
 from gateway.errors import ConfigurationError
-from gateway.group_commit import Settle, written
+from gateway.state import postgres_connections, postgres_reader
+from gateway.state.group_commit import Settle, written
 from gateway.state.ledger import BATCH_LIMIT, UNAVAILABLE, Job, LedgerRules, fail_batch
 from gateway.state.ledger_admission import Admit, decide, note_refusal, wanted_by
 from gateway.state.ledger_tables import ALERT_SQL, PG_LOCK, PG_SCHEMA, TABLES, Rows, exact_reads
@@ -27,9 +27,9 @@ class PostgresLedger(LedgerRules):
     IMMEDIATE does: admissions of every replica are applied one batch at a time."""
 
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
-        self._read = postgres_db.Reader(dsn, schema, name="veilgate-ledger", unavailable=UNAVAILABLE)
+        self._read = postgres_reader.Reader(dsn, schema, name="veilgate-ledger", unavailable=UNAVAILABLE)
         self._read.create_tables("veilgate_ledger", PG_SCHEMA)
-        writer, self._loop_writer = postgres_db.committers(
+        writer, self._loop_writer = postgres_connections.committers(
             dsn, schema, name="veilgate-ledger", unavailable=UNAVAILABLE, lock=PG_LOCK,
             apply=self._apply_pipelined, apply_on_loop=self._admit_on_loop, fail=fail_batch, limit=BATCH_LIMIT,
         )  # fmt: skip
@@ -40,7 +40,7 @@ class PostgresLedger(LedgerRules):
         admission: Admission = await written(Admit(request, now), self._loop_writer, self._writer)
         return admission
 
-    async def _admit_on_loop(self, conn: postgres_db.AsyncDb, batch: list[Job]) -> Settle:
+    async def _admit_on_loop(self, conn: postgres_connections.AsyncDb, batch: list[Job]) -> Settle:
         """`_apply` for a batch of admissions only, awaited: one read, the decisions, the writes.
         Refusal counts are noted by the writer thread after the COMMIT (they
         only feed alerts)."""
@@ -62,7 +62,7 @@ class PostgresLedger(LedgerRules):
 
         return self._settle(batch, outcomes, note_refusals)
 
-    def _apply_pipelined(self, conn: postgres_db.Db, batch: list[Job]) -> Settle:
+    def _apply_pipelined(self, conn: postgres_connections.Db, batch: list[Job]) -> Settle:
         """In pipeline mode: the batch's writes travel together to the COMMIT instead of waiting
         for a round trip each; its one read is its one other round trip."""
         with conn.pipeline():
@@ -72,7 +72,7 @@ class PostgresLedger(LedgerRules):
         """Copy an installation's SQLite ledger here, if this one is empty (else None)."""
         with self._read.transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(?)", (PG_LOCK,))  # with the batches of every replica
-            if not postgres_db.is_empty(db, TABLES):
+            if not postgres_connections.is_empty(db, TABLES):
                 return None
             with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
                 bound = local.execute("SELECT value FROM meta WHERE name = 'pseudonym_key'").fetchone()
@@ -81,7 +81,7 @@ class PostgresLedger(LedgerRules):
                 (here,) = db.execute("SELECT value FROM meta WHERE name = 'pseudonym_key'").fetchone()
                 if here != bound[0]:
                     raise ConfigurationError("this ledger was written with pseudonyms of another subject secret")
-            return postgres_db.copy_tables(db, source, TABLES)
+            return postgres_connections.copy_tables(db, source, TABLES)
 
     def close(self) -> None:
         self._loop_writer.close()

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.group_commit import sqlite_committers, written
+from gateway.state.group_commit import written
+from gateway.state.group_commit_loop import sqlite_committers
 from gateway.state.ledger import BATCH_LIMIT, LedgerRules, fail_batch
 from gateway.state.ledger_admission import Admit
 from gateway.state.ledger_tables import SQLITE_SCHEMA
@@ -22,7 +23,7 @@ DB_FILE = "ledger.sqlite3"
 class SqliteLedger(LedgerRules):
     """One SQLite file in WAL mode: the processes of one machine share it, BEGIN IMMEDIATE
     orders them. The request path writes from the event loop, with only the COMMIT in a thread
-    (`group_commit.LoopCommitter`)."""
+    (`group_commit_loop.LoopCommitter`)."""
 
     _join = "CROSS JOIN"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gateway import postgres_db
+from gateway.state import postgres_connections
 
 log = logging.getLogger("veilgate.ledger")
 
@@ -73,7 +73,7 @@ PG_SCHEMA = (
         fee_micro_yuan BIGINT NOT NULL, PRIMARY KEY (consumer, grant_id, service, purpose, day))""",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
-TABLES: postgres_db.Tables = (
+TABLES: postgres_connections.Tables = (
     ("counters", ("scope", '"window"', "used", "until")),
     ("members", ("scope", '"window"', "item", "until")),
     ("answers", ("scope", '"window"', "fingerprint", "answer", "until")),
@@ -85,7 +85,7 @@ PG_LOCK = 0x76676C6564676572
 
 
 class Db(Protocol):
-    """What the rules need of a connection: sqlite3's, or `postgres_db.Db` over psycopg."""
+    """What the rules need of a connection: sqlite3's, or `postgres_connections.Db` over psycopg."""
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any: ...
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 
 class Execute(Protocol):
-    """A transaction's `execute`: a sqlite3 connection's, or `postgres_db.Db`'s (both take `?`)."""
+    """A transaction's `execute`: a sqlite3 connection's, or `postgres_connections.Db`'s (both take `?`)."""
 
     def __call__(self, sql: str, params: Sequence[Any] = (), /) -> Any: ...
 

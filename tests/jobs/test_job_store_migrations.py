@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway import postgres_db
-from gateway.state import migrations
+from gateway.state import migrations, postgres_connections
 from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.jobs_sqlite import SqliteJobStore
 from gateway.state.ports import JobStore
@@ -60,7 +59,7 @@ def _old_store(backend: str, tmp_path: Path) -> Iterator[tuple[Callable[[], JobS
     with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
         conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
-        db = postgres_db.Db(conn)
+        db = postgres_connections.Db(conn)
         db.execute(OLD_DDL)
         db.executemany(OLD_INSERT, ROWS)
         yield (lambda: PostgresJobStore(PG_DSN or "", schema=schema)), db.execute

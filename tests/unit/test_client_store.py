@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import postgres_db
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, NotFound
-from gateway.state import migrations
+from gateway.state import migrations, postgres_connections
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.accounts_sqlite import SqliteAccountStore
 from gateway.state.ports import AccountStore
@@ -119,7 +118,7 @@ def test_an_old_postgres_database_is_migrated_and_its_file_copied_once(tmp_path:
             assert second.find("admin-1").disabled  # type: ignore[union-attr]
             with psycopg.connect(PG_DSN, autocommit=True) as conn:
                 conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
-                assert migrations.applied(postgres_db.Db(conn).execute, "accounts") == [1, 2]
+                assert migrations.applied(postgres_connections.Db(conn).execute, "accounts") == [1, 2]
         finally:
             first.close()
             second.close()

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.group_commit import LoopCommitter, Settle, Waiter, resolve
+from gateway.state.group_commit import Settle, Waiter, resolve
+from gateway.state.group_commit_loop import LoopCommitter
 
 Item = tuple[int, Waiter]
 

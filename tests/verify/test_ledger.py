@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from gateway import group_commit
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, RateLimited
+from gateway.state import group_commit
 from gateway.state.ledger import LedgerRules
 from gateway.state.ledger_admission import DAY, Admit
 from gateway.state.ledger_postgres import PostgresLedger

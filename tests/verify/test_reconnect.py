@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from gateway import group_commit, postgres_db
 from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.domain.budget import Amount
 from gateway.domain.policy import FreezeKind
 from gateway.freezes import PostgresFreezeStore
+from gateway.state import group_commit, postgres_watched
 from tests.budget.test_budget import _accounts
 from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
 from tests.verify.test_ledger import NOON, claim, open_at, request
@@ -83,7 +83,7 @@ def test_a_listener_that_hears_nothing_still_delivers_a_freeze(schema: str, monk
     """A half-open connection raises nothing and delivers nothing: notices are dropped here,
     and the heartbeat's reading must bring the freeze all the same."""
     assert PG_DSN is not None
-    monkeypatch.setattr(postgres_db, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(postgres_watched, "HEARTBEAT_SECONDS", 0.2)
     deaf: list[Any] = []
 
     def no_notices(self: Any, **_kwargs: Any) -> Iterator[Any]:

@@ -1,0 +1,262 @@
+"""PostgreSQL for the stores that replicas on several machines share: the ledgers, the audit log,
+the freezes, the jobs and the client accounts.
+
+The stores keep one set of SQL, written with SQLite's `?` placeholders; `Db` runs it on a psycopg
+connection. Connections are named (`application_name`) and live in the deployment's schema.
+A process holds few: the stores read rarely share one (`postgres_reader.Reader.shared`), the
+values kept in memory share one listener (`postgres_watched.Watched`), the ledger and the audit
+log each write through `committers`, and the budget ledger takes a `Pool`. psycopg is imported
+only in this package and only when a DSN is configured: installations on SQLite need no driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from gateway.errors import ConfigurationError, DependencyError
+from gateway.state.group_commit import GroupCommitter, Settle
+from gateway.state.group_commit_async import AsyncCommitter
+
+if TYPE_CHECKING:  # the driver is optional at run time
+    from psycopg import AsyncConnection, Connection
+
+    PgConnection = Connection[tuple[Any, ...]]
+    PgAsyncConnection = AsyncConnection[tuple[Any, ...]]
+
+
+def driver() -> ModuleType:
+    try:
+        import psycopg  # noqa: PLC0415 - optional: only installations on PostgreSQL need the driver
+    except ImportError:
+        raise ConfigurationError("PostgreSQL is configured but its driver is not installed: "
+                                 "pip install 'veilgate[postgres]'") from None  # fmt: skip
+    return psycopg
+
+
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+"""libpq's TCP settings on every connection: a peer that vanished (a failover, a cut cable)
+is noticed within about a minute, idle or not, instead of when the kernel gives up (hours)."""
+
+POOL_TIMEOUT_SECONDS = 5.0
+"""How long a pooled store waits for a connection before it answers 503."""
+
+
+def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnection:
+    """An autocommit connection whose search path is `schema` (created if missing).
+
+    `unavailable`: the message of the DependencyError raised when the server cannot be reached.
+    """
+    psycopg = driver()
+    try:
+        conn: PgConnection = psycopg.connect(dsn, autocommit=True, application_name=name, **KEEPALIVES)
+        # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
+        identifier = psycopg.sql.Identifier(schema)
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+    except psycopg.Error as exc:
+        raise DependencyError(unavailable) from exc
+    return conn
+
+
+async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -> AsyncDb:
+    """`connect`, for the event loop (`group_commit_async.AsyncCommitter`)."""
+    psycopg = driver()
+    try:
+        conn: PgAsyncConnection = await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, application_name=name, **KEEPALIVES
+        )
+        identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
+        await conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+        await conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+    except psycopg.Error as exc:
+        raise DependencyError(unavailable) from exc
+    return AsyncDb(conn)
+
+
+class Pool:
+    """Connections of one store from psycopg_pool: each checked when taken (a connection cut by
+    a restart or a failover is replaced, not handed out), reopened in the background while the
+    server is away, and closed after `max_idle`. A transaction that fails on the network raises
+    DependencyError; the next one gets a sound connection."""
+
+    def __init__(self, dsn: str, schema: str, *, name: str, unavailable: str, max_size: int = 4) -> None:
+        psycopg = driver()
+        try:
+            from psycopg_pool import ConnectionPool  # noqa: PLC0415 - optional, with the driver
+        except ImportError:
+            raise ConfigurationError("PostgreSQL is configured but psycopg_pool is not installed: "
+                                     "pip install 'veilgate[postgres]'") from None  # fmt: skip
+        self._psycopg = psycopg
+        self._unavailable = unavailable
+        identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
+
+        def configure(conn: PgConnection) -> None:
+            conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+            conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+
+        self._pool: Any = ConnectionPool(
+            dsn,
+            kwargs={"autocommit": True, "application_name": name, **KEEPALIVES},
+            min_size=1,
+            max_size=max_size,
+            configure=configure,
+            check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT_SECONDS,
+            reconnect_timeout=3600.0,
+            name=name,
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+        except Exception as exc:  # the pool's timeout, or the server refused
+            self._pool.close()
+            raise DependencyError(unavailable) from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        """One transaction on a checked connection: committed when the block ends, rolled back
+        if it raises; a network failure or an exhausted pool is DependencyError."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (self._psycopg.OperationalError, self._pool_timeout()) as exc:
+            raise DependencyError(self._unavailable) from exc
+
+    def _pool_timeout(self) -> type[Exception]:
+        from psycopg_pool import PoolTimeout  # noqa: PLC0415 - optional, with the driver
+
+        return PoolTimeout
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+Item = TypeVar("Item")
+
+
+def committers(
+    dsn: str,
+    schema: str,
+    *,
+    name: str,
+    unavailable: str,
+    lock: int,
+    apply: Callable[[Db, list[Item]], Settle],
+    apply_on_loop: Callable[[AsyncDb, list[Item]], Awaitable[Settle]],
+    fail: Callable[[list[Item], BaseException], None],
+    limit: int,
+) -> tuple[GroupCommitter[Item, Db], AsyncCommitter[Item, AsyncDb]]:
+    """A store's two writers: a thread for blocking callers, and the event loop for the request
+    path (`AsyncCommitter`). Every batch of either holds the store's advisory lock `lock`, so
+    the batches of every replica take turns."""
+    take_lock = f"SELECT pg_advisory_xact_lock({int(lock)})"  # an integer, not input
+    thread: GroupCommitter[Item, Db] = GroupCommitter(
+        f"{name}-writer",
+        lambda: Db(connect(dsn, schema, name=name, unavailable=unavailable)),
+        apply,
+        limit=limit,
+        fail=fail,
+        begin=("BEGIN", take_lock),
+    )
+    on_loop: AsyncCommitter[Item, AsyncDb] = AsyncCommitter(
+        functools.partial(connect_async, dsn, schema, name=name, unavailable=unavailable),
+        apply_on_loop,
+        limit=limit,
+        fail=fail,
+        begin=(take_lock,),
+        name=name,
+    )
+    return thread, on_loop
+
+
+class Db:
+    """A psycopg connection that takes SQL as written for SQLite (`?` placeholders, no `%`)."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    @staticmethod
+    @functools.cache
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
+        return self._conn.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        rows = list(rows)
+        if rows:
+            self._conn.cursor().executemany(self._sql(sql), rows)
+
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        """Statements whose results are not read go with the next read, not one round trip each."""
+        return self._conn.pipeline()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class AsyncDb:
+    """`Db` on the event loop: the same SQL, awaited."""
+
+    def __init__(self, conn: PgAsyncConnection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
+        return await self._conn.execute(Db._sql(sql), params)
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = await self._conn.execute(Db._sql(sql), params)
+        found: list[tuple[Any, ...]] = await cursor.fetchall()
+        return found
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        rows = list(rows)
+        if rows:
+            await self._conn.cursor().executemany(Db._sql(sql), rows)
+
+    def pipeline(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """As `Db.pipeline`."""
+        return self._conn.pipeline()
+
+    def close(self) -> None:
+        """Close at once, from any thread: psycopg's own `close` is a coroutine, and a store is
+        closed by blocking code (at shutdown, with nothing in flight)."""
+        self._conn.pgconn.finish()
+
+
+Tables = Sequence[tuple[str, Sequence[str]]]
+"""(table, columns): what a store copies from its SQLite file, under the same names."""
+
+
+def is_empty(db: Db, tables: Tables) -> bool:
+    """Whether none of `tables` holds a row: a store that may take an installation's history."""
+    # SECURITY: table names are the stores' own constants, never input.
+    return not any(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall() for table, _columns in tables)  # noqa: S608
+
+
+def copy_tables(db: Db, source: Path, tables: Tables) -> int:
+    """Copy `tables` from the SQLite file `source` (opened read-only) into the same tables here,
+    inside the caller's transaction: moving an installation's history to PostgreSQL. Returns the
+    rows copied."""
+    copied = 0
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as sqlite:
+        for table, columns in tables:
+            names = ", ".join(columns)
+            # SECURITY: table and column names are the stores' own constants, never input.
+            rows = sqlite.execute(f"SELECT {names} FROM {table}").fetchall()  # noqa: S608
+            db.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows)  # noqa: S608
+            copied += len(rows)
+    return copied
