@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,56 @@ def stamp(path: str | Path) -> Stamp | None:
     except FileNotFoundError:
         return None
     return (info.st_mtime_ns, info.st_size)
+
+
+class Recheck:
+    """When to look at a file again for another process's change: at most once per `seconds`.
+
+    A state file that other processes replace (freezes, the policy in force, a catalogue record,
+    a key ring) used to be stat'ed several times per request; a monotonic clock read is a
+    fraction of that. `seconds = 0` looks every time. A change made through the same object
+    calls `now()`, so the process that made it sees it on its next request.
+    """
+
+    __slots__ = ("_next", "_seconds")
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self._seconds = seconds
+        self._next = 0.0
+
+    def due(self) -> bool:
+        """True when the caller should look again (and the next look is then `seconds` away)."""
+        if self._seconds <= 0:
+            return True
+        clock = time.monotonic()
+        if clock < self._next:
+            return False
+        self._next = clock + self._seconds
+        return True
+
+    def now(self) -> None:
+        """Look again on the next call, whatever the interval."""
+        self._next = 0.0
+
+
+class CachedStamp:
+    """A file's `stamp`, taken again only when `Recheck` says so."""
+
+    __slots__ = ("_path", "_recheck", "_stamp")
+
+    def __init__(self, path: str | Path, seconds: float = 0.0) -> None:
+        self._path = str(path)
+        self._recheck = Recheck(seconds)
+        self._stamp: Stamp | None = None
+
+    def get(self) -> Stamp | None:
+        if self._recheck.due():
+            self._stamp = stamp(self._path)
+        return self._stamp
+
+    def forget(self) -> None:
+        """The file was changed here: take its stamp again on the next `get`."""
+        self._recheck.now()
 
 
 def fsync_path(path: Path) -> None:

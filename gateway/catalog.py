@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from gateway.atomic_files import Stamp, stamp, write_atomic
+from gateway.atomic_files import Recheck, Stamp, stamp, write_atomic
 from gateway.domain.catalog import CatalogEntry, DatasetRecord
 from gateway.domain.names import is_identifier
 from gateway.errors import NotFound, RegistrationError
@@ -39,10 +39,14 @@ def load_entry(path: Path) -> CatalogEntry:
 class CatalogStore:
     """Reads and writes dataset records; re-reads a record only when its file changed."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, recheck_seconds: float = 0.0) -> None:
+        """`recheck_seconds`: how long `find` may answer a record from memory before it looks
+        at its file again (0: on every call). A record saved here is seen at once."""
         self._dir = data_dir / "catalog"
         self._prefix = f"{self._dir}{os.sep}"
         self._cache: dict[str, tuple[Stamp, DatasetRecord]] = {}
+        self._rechecks: dict[str, Recheck] = {}
+        self._recheck_seconds = recheck_seconds
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -53,17 +57,20 @@ class CatalogStore:
     def find(self, dataset: str) -> DatasetRecord | None:
         if not is_identifier(dataset):  # SECURITY: the name becomes a file name; nothing else is one
             return None
+        cached = self._cache.get(dataset)
+        recheck = self._rechecks.get(dataset)
+        if cached is not None and recheck is not None and not recheck.due():
+            return cached[1]
         path = f"{self._prefix}{dataset}.json"
         current = stamp(path)
         if current is None:
             return None
-        with self._lock:
-            cached = self._cache.get(dataset)
-            if cached is not None and cached[0] == current:
-                return cached[1]
+        if cached is not None and cached[0] == current:
+            return cached[1]
         record = DatasetRecord.model_validate_json(Path(path).read_bytes())
         with self._lock:
             self._cache[dataset] = (current, record)
+            self._rechecks.setdefault(dataset, Recheck(self._recheck_seconds))
         return record
 
     def get(self, dataset: str) -> DatasetRecord:
@@ -78,3 +85,6 @@ class CatalogStore:
     def save(self, record: DatasetRecord) -> None:
         data = json.dumps(record.model_dump(mode="json"), ensure_ascii=False, indent=2).encode()
         write_atomic(self._dir / f"{record.entry.dataset}.json", data)
+        recheck = self._rechecks.get(record.entry.dataset)
+        if recheck is not None:
+            recheck.now()

@@ -1,12 +1,14 @@
 """Emergency stops: which consumers, organisations, datasets and services are frozen.
 
 Imports no other leaf. Two stores, one promise: a freeze made by any process, or by `veilgate
-freeze` while the API is down, is in force on the next request of every process. Every change is
-kept in `history`.
+freeze` while the API is down, is in force in every process within moments: on the next request
+of the process that made it, and on every other's first request after its recheck interval
+(`state_recheck_seconds`) or the notice. Every change is kept in `history`.
 
 - `FileFreezeStore`, the processes of one machine: one JSON file in the state directory,
-  replaced whole (atomic_files) and re-read when its stamp changes. Changes take an exclusive
-  file lock, so two processes never lose each other's change.
+  replaced whole (atomic_files) and re-read when its stamp changes; the stamp is looked at
+  again at most once per recheck interval. Changes take an exclusive file lock, so two
+  processes never lose each other's change.
 - `PostgresFreezeStore`, replicas on several machines: rows in PostgreSQL. Each change notifies
   every replica (NOTIFY), which reloads at once; a replica whose listening connection is down
   reads the rows on every request instead, and refuses (503) while it cannot read them: a stop
@@ -23,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.atomic_files import Stamp, locked_json, stamp
+from gateway.atomic_files import CachedStamp, Stamp, locked_json
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.errors import Conflict, NotFound
 from gateway.state import postgres_connections, postgres_reader, postgres_watched
@@ -56,14 +58,17 @@ def _unfrozen(kind: FreezeKind, name: str, *, by: str, reason: str) -> dict[str,
 
 
 class FileFreezeStore(FreezeStore):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, recheck_seconds: float = 0.0) -> None:
+        """`recheck_seconds`: how long `active` may answer from memory before it looks for
+        another process's change (0: on every call). A change made here is seen at once."""
         self._path = path
+        self._stamp = CachedStamp(path, recheck_seconds)
         self._cache: tuple[Stamp, Freezes] | None = None
         self._lock = threading.Lock()
 
     def active(self) -> Freezes:
-        """What is frozen now; one stat per call when nothing changed."""
-        current = stamp(self._path)
+        """What is frozen now; at most one stat per recheck interval when nothing changed."""
+        current = self._stamp.get()
         if current is None:
             return {}
         cached = self._cache
@@ -103,8 +108,11 @@ class FileFreezeStore(FreezeStore):
 
     @contextmanager
     def _changing(self) -> Iterator[dict[str, Any]]:
-        with self._lock, locked_json(self._path, {"active": [], "history": []}) as data:
-            yield data
+        try:
+            with self._lock, locked_json(self._path, {"active": [], "history": []}) as data:
+                yield data
+        finally:
+            self._stamp.forget()
 
 
 _PG_SCHEMA = (
@@ -189,8 +197,11 @@ class PostgresFreezeStore(FreezeStore):
         self._db.close()
 
 
-def open_freezes(path: Path, *, dsn: str | None = None, schema: str = "veilgate", listen: bool = True) -> FreezeStore:
-    """The freezes as configured: in PostgreSQL when `dsn` is set, else the file at `path`."""
+def open_freezes(
+    path: Path, *, dsn: str | None = None, schema: str = "veilgate", listen: bool = True, recheck_seconds: float = 0.0
+) -> FreezeStore:
+    """The freezes as configured: in PostgreSQL when `dsn` is set (changes arrive by notice),
+    else the file at `path` (looked at again every `recheck_seconds`)."""
     if dsn:
         return PostgresFreezeStore(dsn, schema=schema, listen=listen)
-    return FileFreezeStore(path)
+    return FileFreezeStore(path, recheck_seconds=recheck_seconds)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.atomic_files import Stamp, locked_json, stamp, write_atomic
+from gateway.atomic_files import CachedStamp, Stamp, locked_json, write_atomic
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyDenied
 from gateway.state import postgres_connections, postgres_reader, postgres_watched
@@ -265,12 +265,15 @@ def _now() -> str:
 
 
 class FilePolicyStore(PolicyStore):
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, recheck_seconds: float = 0.0) -> None:
+        """`recheck_seconds`: how long `stamp` may answer from memory before it looks at the
+        file for another process's change (0: on every call); a change made here is seen at once."""
         self._dir = directory
         self._state = directory / "state.json"
+        self._stamp = CachedStamp(self._state, recheck_seconds)
 
     def stamp(self) -> Stamp | None:
-        return stamp(self._state)
+        return self._stamp.get()
 
     def _read(self) -> dict[str, Any]:
         if not self._state.exists():
@@ -278,8 +281,13 @@ class FilePolicyStore(PolicyStore):
         loaded: dict[str, Any] = json.loads(self._state.read_text(encoding="utf-8"))
         return loaded
 
-    def _changing(self) -> AbstractContextManager[dict[str, Any]]:
-        return locked_json(self._state, _EMPTY)
+    @contextmanager
+    def _changing(self) -> Iterator[dict[str, Any]]:
+        try:
+            with locked_json(self._state, _EMPTY) as data:
+                yield data
+        finally:
+            self._stamp.forget()
 
     def load(self, version: str) -> PolicyBundle:
         path = self._dir / "versions" / f"{version}.json"
@@ -371,9 +379,15 @@ class PostgresPolicyStore(PolicyStore):
 
 
 def open_policy_store(
-    directory: Path, *, dsn: str | None = None, schema: str = "veilgate", listen: bool = True
+    directory: Path,
+    *,
+    dsn: str | None = None,
+    schema: str = "veilgate",
+    listen: bool = True,
+    recheck_seconds: float = 0.0,
 ) -> PolicyStore:
-    """The policy store as configured: in PostgreSQL when `dsn` is set, else files under `directory`."""
+    """The policy store as configured: in PostgreSQL when `dsn` is set (changes arrive by
+    notice), else files under `directory` (looked at again every `recheck_seconds`)."""
     if dsn:
         return PostgresPolicyStore(dsn, schema=schema, listen=listen)
-    return FilePolicyStore(directory)
+    return FilePolicyStore(directory, recheck_seconds=recheck_seconds)

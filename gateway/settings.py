@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     tracing: bool = Field(
         False, description="OpenTelemetry: one span per request (needs the `tracing` extra); off by default."
     )
+    state_recheck_seconds: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="How long a server process answers from its copy of the state other processes on this machine"
+        " change (freezes, the policy in force, catalogue records, key rings, client accounts) before it looks for"
+        " their change; a change made through the process itself is seen at once. 0: on every request.",
+    )
     checkpoint_interval_seconds: int = Field(
         60, ge=1, le=86_400, description="How often a server signs a checkpoint of the audit log, if it grew."
     )

@@ -31,7 +31,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.atomic_files import check_secret_file, create_secret_file, stamp, write_atomic
+from gateway.atomic_files import Recheck, check_secret_file, create_secret_file, stamp, write_atomic
 from gateway.domain.canonical_json import canonical
 from gateway.errors import ConfigurationError, SignatureInvalid, Unauthenticated
 
@@ -92,7 +92,14 @@ class KeyInfo:
 class KeyRing:
     """The keys of one purpose: exactly one active signing key, retired and revoked ones kept."""
 
-    def __init__(self, directory: Path, infos: list[KeyInfo], private: dict[str, Ed25519PrivateKey]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        infos: list[KeyInfo],
+        private: dict[str, Ed25519PrivateKey],
+        *,
+        recheck_seconds: float = 0.0,
+    ) -> None:
         self._dir = directory
         self._infos = infos
         self._private = private
@@ -100,12 +107,14 @@ class KeyRing:
         self._lock = threading.Lock()
         self._ring_file = str(directory / _RING_FILE)
         self._stamp = stamp(self._ring_file)
+        self._recheck = Recheck(recheck_seconds)
         self._verified: dict[tuple[str, str, str, tuple[str, ...]], tuple[dict[str, Any], str]] = {}
         self._headers: dict[tuple[str, str], str] = {}
 
     def refresh(self) -> None:
-        """Pick up a rotation or revocation made by another process (`veilgate keys ...`)."""
-        if stamp(self._ring_file) == self._stamp:
+        """Pick up a rotation or revocation made by another process (`veilgate keys ...`): its
+        file is looked at again at most once per recheck interval."""
+        if not self._recheck.due() or stamp(self._ring_file) == self._stamp:
             return
         fresh = KeyRing.load(self._dir)
         with self._lock:
@@ -126,7 +135,9 @@ class KeyRing:
         return ring
 
     @classmethod
-    def load(cls, directory: Path) -> KeyRing:
+    def load(cls, directory: Path, *, recheck_seconds: float = 0.0) -> KeyRing:
+        """`recheck_seconds`: how long the ring may be used from memory before its file is
+        looked at again for another process's rotation or revocation (0: on every use)."""
         ring_file = directory / _RING_FILE
         if not ring_file.is_file():
             raise ConfigurationError(f"no key ring in {directory}; run `veilgate keys init`")
@@ -141,7 +152,7 @@ class KeyRing:
             private[info.kid] = key
         if sum(1 for i in infos if i.status == "active") != 1:
             raise ConfigurationError(f"key ring {directory} must have exactly one active key")
-        return cls(directory, infos, private)
+        return cls(directory, infos, private, recheck_seconds=recheck_seconds)
 
     def rotate(self) -> KeyInfo:
         """Make a new active key; the previous active key is retired but stays published."""

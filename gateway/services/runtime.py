@@ -48,13 +48,14 @@ class Runtime:
         """
         dsn, schema = settings.database_dsn, settings.database_schema
         state = settings.state_dir
-        catalog = CatalogStore(settings.data_path)
-        policy_store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema)
+        recheck = settings.state_recheck_seconds  # files other processes change: looked at this often
+        catalog = CatalogStore(settings.data_path, recheck_seconds=recheck)
+        policy_store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema, recheck_seconds=recheck)
         onnx = OnnxModels(settings.policy_dir)
         audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
         ledger = open_ledger(settings)
         budget = open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema)
-        freezes = open_freezes(settings.freezes_file, dsn=dsn, schema=schema)
+        freezes = open_freezes(settings.freezes_file, dsn=dsn, schema=schema, recheck_seconds=recheck)
         try:
             if dsn:
                 _refuse_to_leave_history_behind(settings, budget, audit, freezes)
@@ -73,8 +74,8 @@ class Runtime:
                 spark_master=settings.spark_master,
             ),
             clients=open_accounts(settings),
-            token_keys=KeyRing.load(settings.token_keys_dir),
-            receipt_keys=KeyRing.load(settings.receipt_keys_dir),
+            token_keys=KeyRing.load(settings.token_keys_dir, recheck_seconds=recheck),
+            receipt_keys=KeyRing.load(settings.receipt_keys_dir, recheck_seconds=recheck),
             audit=audit,
             ledger=ledger,
             budget=budget,

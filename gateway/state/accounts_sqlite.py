@@ -2,7 +2,9 @@
 
 A change is one BEGIN IMMEDIATE transaction (`sqlite_connections.immediate`): two workers, or the
 command line and a server, take turns and never write over each other. Every request reads the
-accounts from memory, re-read when `PRAGMA data_version` says another connection committed.
+accounts from memory, re-read when `PRAGMA data_version` says another connection committed; that
+is asked at most once per recheck interval (`state_recheck_seconds`), and at once after a change
+made through this store.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from gateway.atomic_files import Recheck
 from gateway.state import migrations, sqlite_connections
 from gateway.state.accounts import STEPS, STORE, AccountRules, _account, import_file
 from gateway.state.migrations import Execute
@@ -25,14 +28,17 @@ _UNAVAILABLE = "the client accounts cannot be read"
 
 
 class SqliteAccountStore(AccountRules):
-    def __init__(self, path: Path, *, import_from: Path | None = None) -> None:
+    def __init__(self, path: Path, *, import_from: Path | None = None, recheck_seconds: float = 0.0) -> None:
         """`import_from`: a `clients.json` (the store before this one) whose accounts are copied
-        in on first open; it is then renamed `clients.json.imported` and kept as a backup."""
+        in on first open; it is then renamed `clients.json.imported` and kept as a backup.
+        `recheck_seconds`: how long the accounts may be read from memory before another
+        process's commit is looked for (0: on every read)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)  # secret hashes: the owner's only (SQLite gives its WAL files the same mode)
         self._conn = sqlite_connections.open_wal(path)
         self._lock = threading.Lock()
         self._cache: tuple[int, dict[str, Account]] | None = None
+        self._recheck = Recheck(recheck_seconds)
         with self.writing() as execute:
             migrations.migrate(execute, STORE, STEPS)
             copied = import_file(execute, import_from) if import_from is not None else None
@@ -52,6 +58,9 @@ class SqliteAccountStore(AccountRules):
             self._cache = None  # data_version does not count this connection's own commits
 
     def _accounts(self) -> dict[str, Account]:
+        cached = self._cache
+        if cached is not None and not self._recheck.due():
+            return cached[1]
         with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
             (version,) = conn.execute("PRAGMA data_version").fetchone()
             if self._cache is not None and self._cache[0] == version:

@@ -29,6 +29,9 @@ class Where(Protocol):
     @property
     def database_schema(self) -> str: ...
 
+    @property
+    def state_recheck_seconds(self) -> float: ...
+
 
 def accounts_file(where: Where) -> Path:
     return where.state_dir / "accounts.sqlite3"
@@ -40,12 +43,14 @@ def legacy_clients_file(where: Where) -> Path:
 
 
 def open_accounts(where: Where, *, listen: bool = True) -> AccountStore:
-    """`listen=False`: no copy kept in memory on PostgreSQL (a command that reads once)."""
+    """`listen=False`: no copy kept in memory on PostgreSQL, and SQLite's asked on every read
+    (a command that reads once)."""
     legacy = legacy_clients_file(where)
     if where.database_dsn:  # the first replica brings the accounts of the machine it was set up on
         local = accounts_file(where) if accounts_file(where).is_file() else legacy
         return PostgresAccountStore(where.database_dsn, schema=where.database_schema, listen=listen, import_from=local)
-    return SqliteAccountStore(accounts_file(where), import_from=legacy)
+    recheck = where.state_recheck_seconds if listen else 0.0  # a command reads once
+    return SqliteAccountStore(accounts_file(where), import_from=legacy, recheck_seconds=recheck)
 
 
 def ledger_dir(where: Where) -> Path:

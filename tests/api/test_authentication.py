@@ -267,8 +267,10 @@ def test_revoked_token_key_is_refused(installation: Installation, make_client: A
     client = make_client(installation.settings)
     ring.rotate()
     assert _me(client, old_token).status_code == 200  # retired keys still verify
-    # Revocation by another process (the CLI) takes effect in the running server.
+    # Revocation by another process (the CLI) takes effect in the running server, on its first
+    # request after the recheck interval.
     KeyRing.load(installation.settings.token_keys_dir).revoke(old_kid, datetime.now(UTC) - timedelta(hours=1))
+    time.sleep(installation.settings.state_recheck_seconds)
     _assert_unauthenticated(_me(client, old_token), "revoked")
 
 

@@ -4,6 +4,7 @@ receipts that match the body, and a consumer can prove its request was logged.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -278,6 +279,7 @@ def test_a_rotation_from_the_cli_reaches_the_running_server(
     headers = _token(client, installation, "demo-business")
     before = client.post("/v1/test/echo", json={}, headers=headers).json()["receipt"]
     KeyRing.load(installation.settings.receipt_keys_dir).rotate()  # what `veilgate keys rotate` does
+    time.sleep(installation.settings.state_recheck_seconds)  # then the server looks at the ring again
     after = client.post("/v1/test/echo", json={}, headers=headers).json()["receipt"]
     jwks = client.get("/.well-known/jwks.json").json()
     assert len(jwks["keys"]) == 2

@@ -1,7 +1,9 @@
-"""Emergency stops take effect on the next request in every process; disclosure matches the bundle."""
+"""Emergency stops take effect on the next request of the process that made them and on every
+other process's first request after its recheck interval; disclosure matches the bundle."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,11 +65,16 @@ def test_only_admins_freeze(gateway_for: Callable[..., Gateway]) -> None:
 
 
 def test_a_freeze_from_the_cli_reaches_a_running_gateway(gateway_for: Callable[..., Gateway]) -> None:
-    """What an operator does when the API itself is the problem: another process writes the stop."""
+    """What an operator does when the API itself is the problem: another process writes the stop,
+    in force on the gateway's first request once its recheck interval has passed."""
     gw = gateway_for()
+    interval = gw.installation.settings.state_recheck_seconds
+    assert 0 < interval <= 1  # the default: the file is not looked at on every request
+    assert gw.verify(_claim(gw)).status_code == 200  # the freezes file read, its stamp remembered
     config = ["--config", str(gw.installation.root / "veilgate.toml")]
     result = CliRunner().invoke(cli, ["freeze", "consumer", "demo-business", "--reason", "leaked secret", *config])
     assert result.exit_code == 0, result.output
+    time.sleep(interval)
     assert gw.verify(_claim(gw)).status_code == 403
     twice = CliRunner().invoke(cli, ["freeze", "consumer", "demo-business", "--reason", "x", *config])
     assert twice.exit_code == 1 and "already frozen" in twice.output
@@ -75,6 +82,7 @@ def test_a_freeze_from_the_cli_reaches_a_running_gateway(gateway_for: Callable[.
         CliRunner().invoke(cli, ["unfreeze", "consumer", "demo-business", "--reason", "rotated", *config]).exit_code
         == 0
     )
+    time.sleep(interval)
     assert gw.verify(_claim(gw)).status_code == 200
 
 

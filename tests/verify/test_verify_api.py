@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -282,6 +283,7 @@ def test_a_dataset_cancelled_while_serving_makes_its_service_unavailable(gateway
     claim = [{"keys": {"credit_code": enterprises(gw.installation)[0]["credit_code"]}, "checks": {"active": True}}]
     assert gw.verify(claim).status_code == 200
     registration.cancel(CatalogStore(gw.installation.settings.data_path), "enterprise_registry", note="withdrawn")
+    time.sleep(gw.installation.settings.state_recheck_seconds)  # another process's change: seen once looked for
     refused = gw.verify(claim)
     assert refused.status_code == 409 and refused.json()["type"].endswith("/service-unavailable")
 

@@ -1,0 +1,49 @@
+"""State files that other processes change are looked at again at most once per recheck interval,
+and a change made through the same store is seen at once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from gateway.atomic_files import CachedStamp, Recheck, stamp
+from gateway.domain.policy import FreezeKind
+from gateway.freezes import FileFreezeStore
+
+
+def test_a_change_by_another_process_is_seen_after_the_recheck_interval(tmp_path: Path) -> None:
+    """The freezes of a server that looks at the file at most every `interval`: another
+    process's stop is not looked for before, and is in force on the first call after it."""
+    path = tmp_path / "freezes.json"
+    other_process = FileFreezeStore(path)
+    patient = FileFreezeStore(path, recheck_seconds=3600)
+    assert patient.active() == {}
+    other_process.freeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="r")
+    assert patient.active() == {}  # an hour's interval: not looked at again yet
+    interval = 0.05
+    server = FileFreezeStore(path, recheck_seconds=interval)
+    assert (FreezeKind.CONSUMER, "demo-business") in server.active()
+    other_process.unfreeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="r")
+    time.sleep(interval)
+    assert server.active() == {}
+
+
+def test_a_change_made_through_the_store_is_seen_at_once(tmp_path: Path) -> None:
+    store = FileFreezeStore(tmp_path / "freezes.json", recheck_seconds=3600)
+    assert store.active() == {}
+    store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
+    assert (FreezeKind.SERVICE, "tax-compliance") in store.active()
+
+
+def test_a_cached_stamp_looks_again_only_when_due_or_told(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    cached = CachedStamp(path, 3600)
+    assert cached.get() is None
+    path.write_text("{}")
+    assert cached.get() is None  # not due
+    cached.forget()
+    assert cached.get() == stamp(path)
+    every_time = CachedStamp(path)
+    path.write_text("{} ")
+    assert every_time.get() == stamp(path)
+    assert Recheck(0).due() and Recheck(0).due()
