@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import orjson
 
 from gateway.domain.canonical_json import canonical_text
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
@@ -219,7 +220,7 @@ def pending_scoring(rt: ScoringNeeds, prepared: ScoringPrepared, admission: Admi
     for index, stored in zip(prepared.valid, admission.answers, strict=True):
         answers[index] = {
             "entity": index,
-            **json.loads(stored),
+            **orjson.loads(stored),
             "transaction_id": f"{prepared.event.request_id}-{index}",
         }
     call = prepared.call

@@ -15,13 +15,14 @@ can fail on input (formats, fields, thresholds) runs before the lookup.
 
 from __future__ import annotations
 
-import json
 import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import orjson
 
 from gateway.domain.canonical_json import canonical_text
 from gateway.domain.catalog import CatalogEntry
@@ -316,7 +317,7 @@ def pending_release(rt: VerificationNeeds, prepared: Prepared, admission: Admiss
     for checked, stored in zip(prepared.valid, admission.answers, strict=True):
         answers[checked.index] = {
             "claim": checked.index,
-            **json.loads(stored),
+            **orjson.loads(stored),
             "transaction_id": f"{prepared.event.request_id}-{checked.index}",
         }
     call = prepared.call

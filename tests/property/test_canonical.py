@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,3 +50,20 @@ def test_the_tricky_characters() -> None:
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_every_float_is_written_as_rfc8785_writes_it(number: float) -> None:
     assert canonical({"x": [number]}) == rfc8785.dumps({"x": [number]})
+
+
+def test_what_the_fast_path_does_not_take_goes_to_rfc8785() -> None:
+    """Nesting deeper than orjson goes, subclasses of the plain types and other objects: the
+    same bytes as rfc8785, or its refusal."""
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    assert canonical(deep) == rfc8785.dumps(deep)
+
+    class Text(str):
+        pass
+
+    assert canonical({"k": Text("v")}) == rfc8785.dumps({"k": Text("v")})
+    for refused in ({"k": "\ud800"}, {"k": float("nan")}, {"k": 2**64}, {"k": object()}):
+        with pytest.raises((rfc8785.CanonicalizationError, ValueError, OverflowError, TypeError)):
+            canonical(refused)
