@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -42,6 +43,17 @@ from gateway.app import create_app
 from gateway.services import demo_setup
 
 Message = dict[str, Any]
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one measured route is sent: its method, path, bodies (cycled) and headers."""
+
+    method: str
+    path: str
+    bodies: list[bytes]
+    headers: Headers = ()
 
 
 class App:
@@ -50,7 +62,7 @@ class App:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def call(self, method: str, path: str, body: bytes = b"", headers: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[int, bytes]:  # fmt: skip
+    async def call(self, method: str, path: str, body: bytes = b"", headers: Headers = ()) -> tuple[int, bytes]:
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -108,8 +120,7 @@ async def running(app: Any) -> AsyncIterator[None]:
         await task
 
 
-async def drive(app: App, method: str, path: str, bodies: list[bytes], headers: tuple[tuple[bytes, bytes], ...],
-                requests: int, concurrency: int, offset: int) -> float:  # fmt: skip
+async def drive(app: App, route: Route, requests: int, concurrency: int, offset: int = 0) -> float:
     """CPU µs per request (all threads of the process) for `requests` calls, `concurrency` in flight."""
     issued = 0
 
@@ -118,10 +129,10 @@ async def drive(app: App, method: str, path: str, bodies: list[bytes], headers: 
         while issued < requests:
             number = issued
             issued += 1
-            body = bodies[(offset + number) % len(bodies)] if bodies else b""
-            status, answer = await app.call(method, path, body, headers)
+            body = route.bodies[(offset + number) % len(route.bodies)] if route.bodies else b""
+            status, answer = await app.call(route.method, route.path, body, route.headers)
             if status != 200:
-                sys.exit(f"{method} {path} answered {status}: {answer[:300]!r}")
+                sys.exit(f"{route.method} {route.path} answered {status}: {answer[:300]!r}")
 
     cpu = time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -144,35 +155,31 @@ async def measure(args: argparse.Namespace, setup: demo_setup.DemoSetup) -> list
 
     app = App(create_app(load_settings(setup.config_file)))
     source = setup.config_file.parent / "source"
-    routes = {
-        "verify": ("/v1/verify/enterprise-registration", [b.encode() for b in verify_load._bodies(source)]),
-        "score": ("/v1/models/enterprise-credit-risk/score", [b.encode() for b in score_load._bodies(source)]),
-    }
+    verify_bodies = [b.encode() for b in verify_load._bodies(source)]
+    score_bodies = [b.encode() for b in score_load._bodies(source)]
     async with running(app.app):
-        form = urlencode(
-            {
-                "grant_type": "client_credentials",
-                "client_id": "demo-business",
-                "client_secret": setup.credentials["demo-business"],
-            }  # fmt: skip
-        ).encode()
+        form = {"grant_type": "client_credentials", "client_id": "demo-business"}
+        form["client_secret"] = setup.credentials["demo-business"]
         status, answer = await app.call(
-            "POST", "/v1/token", form, ((b"content-type", b"application/x-www-form-urlencoded"),)
+            "POST", "/v1/token", urlencode(form).encode(), ((b"content-type", b"application/x-www-form-urlencoded"),)
         )
         if status != 200:
             sys.exit(f"no token: {answer!r}")
         token = json.loads(answer)["access_token"]
         post = ((b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode()))
+        healthz = Route("GET", "/healthz", [])
+        routes = {
+            "verify": Route("POST", "/v1/verify/enterprise-registration", verify_bodies, post),
+            "score": Route("POST", "/v1/models/enterprise-credit-risk/score", score_bodies, post),
+        }
         warm = min(200, args.requests)
-        await drive(app, "GET", "/healthz", [], (), warm, args.concurrency, 0)
-        for name, (path, bodies) in routes.items():
-            await drive(app, "POST", path, bodies, post, warm, args.concurrency, 0)
+        for route in (healthz, *routes.values()):
+            await drive(app, route, warm, args.concurrency)
         results = []
         for number in range(args.rounds):
-            found = {"healthz": await drive(app, "GET", "/healthz", [], (), args.requests, args.concurrency, 0)}
-            for name, (path, bodies) in routes.items():
-                offset = warm + number * args.requests
-                found[name] = await drive(app, "POST", path, bodies, post, args.requests, args.concurrency, offset)
+            found = {"healthz": await drive(app, healthz, args.requests, args.concurrency)}
+            for name, route in routes.items():
+                found[name] = await drive(app, route, args.requests, args.concurrency, warm + number * args.requests)
             print(f"{number + 1}. " + "   ".join(f"{k} {v:6.0f} µs" for k, v in found.items()), flush=True)
             results.append(found)
     return results

@@ -37,7 +37,7 @@ def _run(script: str, *args: str, timeout: float = 60) -> str:
 
 def test_every_benchmark_has_a_smoke_test() -> None:
     tested = {"aggregate.py", "accuracy.py", "audit_log.py", "registration.py", "load.py", "spark_engine.py"}
-    tested |= {"verify_load.py", "score_load.py", "observability.py"}
+    tested |= {"verify_load.py", "score_load.py", "observability.py", "request_cpu.py"}
     assert {p.name for p in BENCHMARKS.glob("*.py")} <= tested
 
 
@@ -87,6 +87,16 @@ def test_observability_ends_with_its_json_line() -> None:
     assert figures["requests"] == 200
     assert figures["bare_us"] > 0 and figures["metrics_us"] > 0 and figures["ratio"] > 0
     assert figures["scrape_ms"] > 0
+
+
+def test_request_cpu_ends_with_its_json_line() -> None:
+    out = _run(
+        "request_cpu.py", "--requests", "40", "--rounds", "1", "--concurrency", "4", "--scale", "0.02", timeout=180
+    )
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["requests"] == 40 and figures["database"] == "sqlite"
+    assert figures["healthz_us"] > 0 and figures["verify_us"] > 0 and figures["score_us"] > 0
+    assert figures["verify_ratio"] > 0 and figures["score_ratio"] > 0
 
 
 def _load_module(name: str) -> object:
