@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         description="Where Spark writes dataset versions (a path, hdfs:// or s3a:// URI); defaults to"
         " `<data_dir>/domain`. Every gateway replica and Spark executor must read it.",
     )
+    console_origin: str | None = Field(
+        None,
+        pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+$",
+        description="The origin browsers reach the console at (https://host[:port]), when a proxy in front ends"
+        " TLS: console forms must come from it and the session cookie is marked Secure when it is https. Unset:"
+        " the scheme and host the gateway sees (X-Forwarded-Proto only from FORWARDED_ALLOW_IPS).",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     lookup_index_max_rows: int = Field(
         2_000_000, ge=0, description="Datasets up to this size are looked up from memory; larger ones in DuckDB."

@@ -12,10 +12,11 @@ from gateway.console import admin_pages, docs, openapi, public_pages, rendering,
 
 
 def install(app: FastAPI) -> None:
-    """Mount `/docs` and its assets, the OpenAPI document with its security and problems, and
-    the console's pages under `/console`."""
+    """Mount `/docs` and its assets, the OpenAPI document with its security and problems, the
+    console's pages under `/console`, and the security headers of everything under both."""
     openapi.install(app)
     docs.install(app)
     app.include_router(rendering.static_router)
     for module in (public_pages, admin_pages, review_pages, trail_pages):
         app.include_router(module.router)
+    app.add_middleware(rendering.PageHeaders)  # innermost: the hot paths never reach it

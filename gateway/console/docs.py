@@ -48,7 +48,7 @@ PAGE = """<!doctype html>
 router = APIRouter(include_in_schema=False)
 
 
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
 @router.get("/docs")

@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.console import i18n, session
 from gateway.errors import NotFound, VeilgateError
@@ -41,6 +43,32 @@ _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=ut
 STATIC_FILES = ("console.css", "console.js", "receipt.js")
 
 static_router = APIRouter(include_in_schema=False)
+PREFIXES = ("/console", "/docs")
+
+
+class PageHeaders:
+    """Pure ASGI: every response under /console and /docs carries the headers above unless it
+    set its own (the docs page its policy, static files their caching), so a redirect, a 404, a
+    405 or a refusal rendered as problem+json is never framed, sniffed or cached either. Other
+    paths pass straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith(PREFIXES):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 @static_router.get("/console/static/{name}")
@@ -53,16 +81,20 @@ def static_file(name: str) -> Response:
     return Response(body, media_type=media, headers={**HEADERS, "Cache-Control": "public, max-age=300"})
 
 
-def page(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    """Render `template` in the request's language, with the session and its CSRF token."""
+def page(
+    request: Request, template: str, *, status: int = 200, keep_query: bool = True, **context: Any
+) -> HTMLResponse:
+    """Render `template` in the request's language, with the session and its CSRF token; the
+    language switch keeps the query unless `keep_query` is false."""
     language = i18n.choose(request)
     other = "zh" if language == "en" else "en"
+    query = request.url.include_query_params(lang=other).query if keep_query else f"lang={other}"
     who = getattr(request.state, "principal", None) or session.current(request)
     body = _ENV.get_template(template).render(
         t=i18n.Translator(language),
         lang=language,
         other_lang=other,
-        switch_url=f"{request.url.path}?{request.url.include_query_params(lang=other).query}",
+        switch_url=f"{request.url.path}?{query}",
         path=request.url.path,
         who=who,
         csrf=session.csrf_token(request),
@@ -77,4 +109,5 @@ def page(request: Request, template: str, *, status: int = 200, **context: Any) 
 def error_page(request: Request, error: VeilgateError) -> HTMLResponse:
     """A refusal as a page: its status and detail (which never carries a value sent)."""
     request.state.problem = error.type_slug  # the reason its audit leaf records
-    return page(request, "error.html", status=error.status, error=error)
+    # SECURITY: the refused query is not echoed, not even in the language switch's link.
+    return page(request, "error.html", status=error.status, keep_query=False, error=error)

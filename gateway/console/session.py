@@ -27,8 +27,16 @@ LOGIN_COOKIE = "vg_login"
 _CSRF_CONTEXT = b"veilgate-console-csrf-v1"
 
 
+def origin(request: Request) -> str:
+    """The origin the console's own forms come from: `console_origin` when set (a proxy in front
+    ends TLS and may change the scheme), else the scheme and host this request reached us by
+    (uvicorn takes X-Forwarded-Proto only from the proxies FORWARDED_ALLOW_IPS trusts)."""
+    rt: Runtime = request.app.state.runtime
+    return rt.settings.console_origin or f"{request.url.scheme}://{request.url.netloc}"
+
+
 def _is_https(request: Request) -> bool:
-    return request.url.scheme == "https"
+    return origin(request).startswith("https://")
 
 
 def current(request: Request) -> Principal | None:
@@ -74,8 +82,14 @@ def csrf_token(request: Request) -> str:
 
 
 def _check_origin(request: Request) -> None:
-    origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+    """SECURITY: a browser says where a form came from (Sec-Fetch-Site, Origin); a write from
+    anywhere but this origin is refused, a sibling site on the same domain (same-site) and a
+    sandboxed page (`Origin: null`) included. Clients that send neither still need the token."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site != "same-origin":
+        raise PolicyDenied("csrf: this form was sent from another site")
+    sent = request.headers.get("origin")
+    if sent is not None and sent != origin(request):
         raise PolicyDenied("csrf: this form was sent from another site")
 
 

@@ -20,7 +20,7 @@ import httpx2
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import REPO, Installation, serving
+from tests.conftest import REPO, Installation, free_port, serving
 from tests.console.conftest import PUBLIC_PAGES
 from tests.jobs.conftest import EXAMPLE_TABLES
 from tests.verify.conftest import PURPOSE, SERVICE, enterprises
@@ -311,3 +311,28 @@ def test_a_proposal_rejected_by_another_administrator(browser: Any, site: tuple[
         f"{base}/v1/admin/policy/proposals/{proposal_id}/approve", headers=token(base, installation, "demo-approver")
     )
     assert again.status_code == 409
+
+
+def test_a_form_from_another_origin_on_the_same_host_is_refused(watch: Watch, site: tuple[str, Installation]) -> None:
+    """A page on another port of the same host is the same site, so the SameSite=Strict cookie
+    goes along; even with the session's own token (as if it had leaked), its form is refused."""
+    base, installation = site
+    watch.login("demo-admin", installation.credentials["demo-admin"])
+    watch.goto("/console/admin/freezes?lang=en")
+    leaked = watch.page.locator("input[name=csrf]").first.get_attribute("value")
+    evil = f"http://127.0.0.1:{free_port()}/prize"
+    form = (
+        f'<form method="post" action="{base}/console/admin/freezes/freeze">'
+        f'<input name="csrf" value="{leaked}"><input name="kind" value="consumer">'
+        '<input name="name" value="demo-business"><input name="reason" value="csrf">'
+        '<button type="submit">Claim</button></form>'
+    )
+    watch.page.route(evil, lambda route: route.fulfill(status=200, content_type="text/html", body=form))
+    watch.page.goto(evil)
+    with watch.page.expect_navigation():
+        watch.page.get_by_role("button", name="Claim").click()
+    # refused for where it came from (the session went along: without it the refusal is a 401)
+    assert "sent from another site" in watch.page.locator(".notice.error").inner_text()
+    watch.goto("/console/admin/freezes?lang=en")
+    assert "Nothing is frozen." in watch.page.locator("table").first.inner_text()
+    assert watch.outside == []
