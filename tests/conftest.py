@@ -29,6 +29,10 @@ from gateway.services import demo_setup
 from gateway.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+JOB_UIDS = (300_000 + (os.getpid() % 900) * 100, 300_000 + (os.getpid() % 900) * 100 + 99)
+"""The job uids of this test process: a worker kills every process of its range when it starts,
+and the jail tests look for leftovers there, so two test runs on one host must not share one."""
+os.environ["VEILGATE_SANDBOX_JOB_UIDS"] = f"[{JOB_UIDS[0]}, {JOB_UIDS[1]}]"
 PG_DSN = os.environ.get("VEILGATE_TEST_PG_DSN")
 needs_pg = pytest.mark.skipif(PG_DSN is None, reason="set VEILGATE_TEST_PG_DSN to run against PostgreSQL")
 ON_POSTGRES = pytest.param("postgres", marks=[pytest.mark.postgres, needs_pg])

@@ -14,9 +14,10 @@ import pytest
 
 from gateway import job_processes, sandbox_client
 from gateway.domain import seccomp
+from tests.conftest import JOB_UIDS
 from tests.jobs.conftest import needs_isolation
 
-UIDS = sandbox_client.DEFAULT_JOB_UIDS
+UIDS = JOB_UIDS
 PG_SOCKET = Path("/var/run/postgresql/.s.PGSQL.5432")
 
 
@@ -29,7 +30,7 @@ def _run(code: str, tmp_path: Path, **kwargs: object) -> sandbox_client.Outcome:
     limits = kwargs.pop("limits", None) or _limits()
     return sandbox_client.run(
         work_dir=tmp_path / "runs", files={"main.py": code.encode()}, write_inputs=lambda _target: None,
-        limits=limits, **kwargs,  # type: ignore[arg-type]
+        limits=limits, job_uids=UIDS, **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
 
 

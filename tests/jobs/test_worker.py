@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway import job_processes, sandbox_client
+from gateway import job_processes
+from tests.conftest import JOB_UIDS
 from tests.jobs.conftest import Jobs, needs_isolation
 
 pytestmark = needs_isolation
-UIDS = range(sandbox_client.DEFAULT_JOB_UIDS[0], sandbox_client.DEFAULT_JOB_UIDS[1] + 1)
+UIDS = range(JOB_UIDS[0], JOB_UIDS[1] + 1)
 SLOW = "import time, veilgate_job as vg\ntime.sleep(300)\n"
 
 

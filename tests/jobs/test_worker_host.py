@@ -98,7 +98,8 @@ def test_a_worker_checks_the_host_before_anything_else(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     assert job_worker.check_host(make_settings(state), clean) is None
-    busy = _host(tmp_path / "busy", passwd=PASSWD + "svc:x:200001:200001::/srv:/bin/sh\n")
+    taken = make_settings(state).sandbox_job_uids[0] + 1
+    busy = _host(tmp_path / "busy", passwd=PASSWD + f"svc:x:{taken}:{taken}::/srv:/bin/sh\n")
     with pytest.raises(ServiceUnavailable, match="sandbox_job_uids"):
         job_worker.check_host(make_settings(state), busy)
     with pytest.raises(ServiceUnavailable, match="state directory"):
