@@ -56,6 +56,8 @@ def test_bearer_scheme_is_declared_and_used(shared_client: TestClient) -> None:
     [
         ("/v1/admin/freeze", "post", {"401", "403", "409", "422"}, {"429"}),
         ("/v1/admin/policy/proposals/{proposal_id}/approve", "post", {"401", "403", "404", "409", "422"}, set()),
+        ("/v1/admin/policy/proposals/{proposal_id}/reject", "post", {"401", "403", "404", "409", "422"}, {"429"}),
+        ("/v1/admin/policy/proposals/{proposal_id}/withdraw", "post", {"401", "403", "404", "409", "422"}, {"429"}),
         ("/v1/token", "post", {"422", "429"}, {"401", "403"}),
         ("/v1/catalog/{dataset}", "get", {"404", "422"}, {"401", "403", "409", "429"}),
         ("/v1/catalog", "get", set(), {"401", "403", "404", "422", "429"}),
