@@ -56,24 +56,25 @@ def aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = Fa
             upper, lower = bind(float(high * template.granularity)), bind(float(low * template.granularity))
             clamped = f"greatest(least({as_double}, {upper}), {lower})"
         if within_bounds and is_integer and template.granularity == 1:
-            units_of = column
+            units = column
             inner.append(f"{column} AS v")
         else:
             rounded = f"CAST(round({clamped} / {bind(float(template.granularity))}) AS BIGINT)"
             units = f"greatest(least({rounded}, {bind(high)}), {bind(low)})"
-            units_of = f"CASE WHEN {missing} THEN NULL ELSE {units} END"
-            inner.append(f"{units_of} AS v")
+            inner.append(f"CASE WHEN {missing} THEN NULL ELSE {units} END AS v")
         if template.measure in MEASURES_WITH_BINS:
+            # A missing value is in no bin: the rows are filtered before binning (a CASE around
+            # every bin index made the query about 1.6 times slower), and bins are all that is counted.
+            conditions.append(f"NOT ({missing})")
             edges = plan.edges
             grid = regular_grid(edges, template.granularity)
             if grid is not None:  # arithmetic index on the value in units: 5-8x faster than a CASE
                 first, step = grid
-                index = f"(CAST({units_of} AS BIGINT) - {bind(first)}) // {bind(step)}"
-                last = bind(len(edges) - 2)  # greatest() skips NULLs: a missing value needs the CASE
-                inner.append(f"CASE WHEN {missing} THEN NULL ELSE least(greatest({index}, 0), {last}) END AS b")
+                index = f"(CAST({units} AS BIGINT) - {bind(first)}) // {bind(step)}"
+                inner.append(f"least(greatest({index}, 0), {bind(len(edges) - 2)}) AS b")
             else:
                 steps = " ".join(f"WHEN {clamped} < {bind(float(e))} THEN {i}" for i, e in enumerate(edges[1:-1]))
-                inner.append(f"CASE WHEN {missing} THEN NULL {steps} ELSE {len(edges) - 2} END AS b")
+                inner.append(f"CASE {steps} ELSE {len(edges) - 2} END AS b" if steps else "0 AS b")
     else:
         inner.append("NULL AS v")
     inner.append(f"{quote(plan.privacy_unit)} AS u")
@@ -81,9 +82,6 @@ def aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = Fa
     where = " AND ".join(conditions) or "TRUE"
     if template.measure in MEASURES_WITH_BINS:
         outer.append("b")
-        where_outer = "WHERE b IS NOT NULL"
-    else:
-        where_outer = ""
     for name in plan.exact:
         if name == "centred_sum":  # exact in integers: sum(v - c) = sum(v) - c * count(v)
             middle = bind(centre(plan.value_units or (0, 0)))
@@ -102,5 +100,5 @@ def aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = Fa
         f"GROUP BY {', '.join(outer[: len(selected) + (1 if 'b' in outer else 0)])}" if selected or "b" in outer else ""
     )
     # SECURITY: every name is a catalogue identifier passed through quote(); every value is bound.
-    sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {TABLE} WHERE {where}) {where_outer} {group}"  # noqa: S608
+    sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {TABLE} WHERE {where}) {group}"  # noqa: S608
     return sql, params
