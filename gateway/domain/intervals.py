@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
@@ -148,7 +149,7 @@ class QuantileNoise:
         offsets = np.arange(-side, side + 1, dtype=np.float64) * step  # units, relative to the truth's step
         truth = np.round(self.positions * step)
         apart = np.abs(offsets[None, :] - truth[:, None]).astype(np.float32)
-        selection = np.random.default_rng((self.seed, side)).standard_exponential(apart.shape, dtype=np.float32)
+        selection = _selection_noise(self.seed, side)
         noisy = (den * density[:, None]).astype(np.float32) * apart - np.float32(scale) * selection
         picked = offsets[np.argmin(noisy, axis=1)]
         return np.asarray(picked - truth)
@@ -163,6 +164,15 @@ class QuantileNoise:
             return None
         low, high = np.quantile(found, [alpha / 2, 1 - alpha / 2])
         return -float(high), -float(low)
+
+
+@lru_cache(maxsize=32)
+def _selection_noise(seed: int, side: int) -> np.ndarray:
+    """The selection's exponential noise for `side` candidates each side of the truth, the same
+    for every cell of a release that reaches as far (so drawn once per release, not per cell)."""
+    drawn = np.random.default_rng((seed, side)).standard_exponential((QUANTILE_DRAWS, 2 * side + 1), dtype=np.float32)
+    drawn.flags.writeable = False
+    return drawn
 
 
 def expected_quantile_width(

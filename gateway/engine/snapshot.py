@@ -9,8 +9,8 @@ from typing import Any
 
 import duckdb
 
-from gateway.domain.aggregate import Plan
-from gateway.engine.plan_results import exact_statistics, observed_counts
+from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
+from gateway.engine.plan_results import binned_statistics, exact_statistics, observed_counts
 from gateway.engine.plan_sql import aggregate_sql
 from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
 from gateway.errors import InternalError
@@ -60,7 +60,10 @@ class Snapshot:
         lists belong to no cell.
         """
         sql, params = aggregate_sql(plan, *self._checked_values(plan))
-        return exact_statistics(plan, self._cursor.execute(sql, params).fetchall())
+        result = self._cursor.execute(sql, params)
+        if plan.template.measure in MEASURES_WITH_BINS:
+            return binned_statistics(plan, list(result.fetchnumpy().values()))
+        return exact_statistics(plan, result.fetchall())
 
     def export(self, target: Path, columns: Sequence[str]) -> int:
         """The version's rows (these columns only) as a Parquet file for an approved job's

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+import numpy as np
+
 from gateway import privacy
 from gateway.domain import intervals
 from gateway.domain.aggregate import CONFIDENCE, Measure, NoisyVector, Plan, Statistic, epsilon_text, quantiles
@@ -108,7 +110,7 @@ def _quantile_width(compiled: Plan, typical_rows: int | None) -> Decimal | None:
     span = grid.last - grid.first
     widest = Decimal(0)
     for i, q in enumerate(compiled.template.quantiles):
-        chosen, near = compiled.statistics[2 * i], compiled.statistics[2 * i + 1]
+        chosen, near = compiled.statistics[1 + 2 * i], compiled.statistics[2 + 2 * i]
         width = intervals.expected_quantile_width(
             typical_rows,
             span,
@@ -125,22 +127,30 @@ def _quantile_width(compiled: Plan, typical_rows: int | None) -> Decimal | None:
 
 
 def _release_quantiles(compiled: Plan, bins: Sequence[int]) -> dict[str, NoisyVector]:
-    """Per quantile and cell, a candidate chosen by report-noisy-min on its exact scores, then
-    a noisy count of the rows near each chosen candidate (sequential: the count's window
-    depends on the released choice only)."""
+    """Noisy coarse counts of every cell (one release); then per quantile and cell, a candidate
+    chosen by report-noisy-min on the exact scores of the fine candidates that the coarse counts
+    leave possible; then a noisy count of the rows near each chosen candidate. Sequential: each
+    step's candidates or window depend on the released values before it only."""
     grid = compiled.candidates
     if grid is None:  # unreachable: a quantile plan always has its candidates
         raise InternalError("a quantile plan has no candidates (this is a bug)")
-    per_cell = [bins[c * grid.count : (c + 1) * grid.count] for c in range(len(compiled.cells))]
-    noisy: dict[str, NoisyVector] = {}
+    fine = np.asarray(bins, dtype=np.int64).reshape(len(compiled.cells), grid.count)
+    coarse = compiled.statistics[0]
+    stride = quantiles.coarse_stride(grid.count)
+    exact_coarse = quantiles.coarse_counts(fine, stride)
+    located = privacy.add_noise(exact_coarse.ravel().tolist(), coarse.sensitivity, coarse.micro_epsilon)
+    noisy = {coarse.name: NoisyVector(located.values, located.scale, 0)}
+    per_cell = np.asarray(located.values, dtype=np.int64).reshape(exact_coarse.shape)
     for i, q in enumerate(compiled.template.quantiles):
-        select, near = compiled.statistics[2 * i], compiled.statistics[2 * i + 1]
-        chosen = [
-            privacy.select_min(quantiles.scores(counts, q), select.sensitivity, select.micro_epsilon)
-            for counts in per_cell
-        ]
+        select, near = compiled.statistics[1 + 2 * i], compiled.statistics[2 + 2 * i]
+        margin = quantiles.locate_margin(located.scale, exact_coarse.shape[1], q)
+        chosen = []
+        for counts, coarse_noisy in zip(fine, per_cell, strict=True):
+            first, last = quantiles.locate(coarse_noisy.tolist(), q, margin, stride, grid.count)
+            scores = quantiles.scores(counts, q, first, last)
+            chosen.append(first + privacy.select_min(scores, select.sensitivity, select.micro_epsilon))
         noisy[select.name] = NoisyVector(tuple(chosen), scale_of(select), 0)
-        exact = [quantiles.window(counts, j)[0] for counts, j in zip(per_cell, chosen, strict=True)]
+        exact = [quantiles.window(counts, j)[0] for counts, j in zip(fine, chosen, strict=True)]
         released = privacy.add_noise(exact, near.sensitivity, near.micro_epsilon)
         noisy[near.name] = NoisyVector(released.values, released.scale, 0)
     return noisy

@@ -193,7 +193,7 @@ def plan(
     epsilon_micro = template.epsilon.charge(epsilon, "template")
     if template.measure is Measure.MEAN and epsilon_micro < 2:  # both statistics need a share
         raise InvalidRequest("epsilon: a mean needs at least 0.000002 (it is split in two)")
-    if template.measure is Measure.QUANTILE and epsilon_micro < 2 * len(template.quantiles):
+    if template.measure is Measure.QUANTILE and epsilon_micro < 1 + 2 * len(template.quantiles):
         raise InvalidRequest("epsilon: too small to share among this template's quantiles")
     value_units: tuple[int, int] | None = None
     if template.column is not None:

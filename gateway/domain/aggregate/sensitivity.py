@@ -24,8 +24,9 @@ class Statistic:
     """One noisy vector the mechanism releases: its name, sensitivity and epsilon share."""
 
     name: str
-    """`rows`, `units`, `values` (rows with a value), `sum`, `centred_sum`, `bins`, or for the
-    i-th quantile `quantile_i` (the chosen candidates) and `near_i` (rows near them)."""
+    """`rows`, `units`, `values` (rows with a value), `sum`, `centred_sum`, `bins`, or for
+    quantiles `coarse` (the coarse counts that bound where each one can be), and for the i-th
+    quantile `quantile_i` (the chosen candidates) and `near_i` (rows near them)."""
     sensitivity: int
     """L1 for discrete Laplace vectors; for a selection, L-infinity of the scores of one cell."""
     micro_epsilon: int
@@ -52,7 +53,7 @@ def statistics_for(
     - a row count moves by at most `max_rows` in total;
     - a distinct-unit count moves by at most 1 per cell the unit touches: min(max_rows, cells);
     - a clamped sum moves by at most `max_rows` times the largest absolute clamped value;
-    - histogram bins move by at most `max_rows` in total;
+    - histogram bins move by at most `max_rows` in total, and so do a quantile's coarse counts;
     - a quantile's candidate scores each move by at most `max_rows` times max(num, den - num) in
       every cell (domain.aggregate.quantiles); the cells' selections together cost the epsilon
       once, because a unit's rows in a cell cost in proportion and add up to `max_rows`.
@@ -68,10 +69,9 @@ def statistics_for(
     if measure is Measure.HISTOGRAM:
         return (Statistic("bins", max_rows, epsilon_micro),)
     if measure is Measure.QUANTILE:
-        out: list[Statistic] = []
-        for i, (q, (select, near)) in enumerate(
-            zip(quantiles, split_quantile_epsilon(epsilon_micro, len(quantiles)), strict=True)
-        ):
+        located, shares = split_quantile_epsilon(epsilon_micro, len(quantiles))
+        out: list[Statistic] = [Statistic("coarse", max_rows, located, alpha)]
+        for i, (q, (select, near)) in enumerate(zip(quantiles, shares, strict=True)):
             num, den = score_ratio(q)
             out.append(Statistic(f"quantile_{i}", max_rows * max(num, den - num), select, alpha, "noisy_min"))
             out.append(Statistic(f"near_{i}", max_rows, near, alpha))
