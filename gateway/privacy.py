@@ -11,7 +11,8 @@ yet vetted); it is enabled here, and only here, and docs/privacy-model.md says s
 
 Quantiles use OpenDP's report-noisy-min (`make_noisy_max`, negated, pure epsilon: exponential
 noise, the permute-and-flip mechanism) on candidate scores the domain computes exactly from a
-histogram (domain.aggregate.quantiles), calibrated the same way to their L-infinity sensitivity.
+histogram (domain.aggregate.quantiles), calibrated the same way to their L-infinity sensitivity;
+the candidates it is given are those that discrete Laplace coarse counts leave possible.
 
 Calibration takes OpenDP's own privacy map as the authority: the scale is raised until the map
 says the measurement costs at most the epsilon charged, so float rounding in `sensitivity /

@@ -52,7 +52,7 @@ class Measure(StrEnum):
     SUM = "sum"
     MEAN = "mean"
     QUANTILE = "quantile"
-    """Chosen among up to 2,001 candidates by the exponential mechanism (aggregate.quantiles)."""
+    """Chosen among up to 4,001 candidates by the exponential mechanism (aggregate.quantiles)."""
     HISTOGRAM = "histogram"
 
 
