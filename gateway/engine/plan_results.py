@@ -7,6 +7,7 @@ read the same way and compared the same way. No engine library is imported here.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,9 +43,14 @@ def binned_statistics(plan: Plan, columns: Sequence[np.ndarray]) -> dict[str, li
     bins = len(plan.edges) - 1
     index, counts = np.asarray(columns[width], dtype=np.int64), np.asarray(columns[width + 1], dtype=np.int64)
     if width:
-        position = {cell: i for i, cell in enumerate(plan.cells)}
-        keys = zip(*(column.tolist() for column in columns[:width]), strict=True)
-        cell = np.fromiter((position.get(key, -1) for key in keys), dtype=np.int64, count=len(index))
+        keys: Iterable[Any]
+        if width == 1:  # the key itself, not a 1-tuple: a third faster
+            position: dict[Any, int] = {cell[0]: i for i, cell in enumerate(plan.cells)}
+            keys = columns[0].tolist()
+        else:
+            position = {cell: i for i, cell in enumerate(plan.cells)}
+            keys = zip(*(column.tolist() for column in columns[:width]), strict=True)
+        cell = np.fromiter(map(position.get, keys, itertools.repeat(-1)), dtype=np.int64, count=len(index))
     else:
         cell = np.zeros(len(index), dtype=np.int64)
     placed = np.zeros(len(plan.cells) * bins, dtype=np.int64)
