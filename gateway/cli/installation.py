@@ -13,11 +13,10 @@ from typing import Annotated
 import typer
 
 from gateway.cli.console import console, fail, guard
-from gateway.freezes import FreezeStore, open_freezes
 from gateway.services.runtime import Runtime
 from gateway.settings import Settings, load_settings
-from gateway.state.backend import open_accounts, open_log
-from gateway.state.ports import AccountStore, AuditLogStore
+from gateway.state.backend import open_accounts, open_freezes, open_log
+from gateway.state.ports import AccountStore, AuditLogStore, FreezeStore
 
 __all__ = [
     "DEMO_CONFIG",
@@ -74,8 +73,7 @@ def account_store(settings: Settings) -> contextlib.closing[AccountStore]:
 
 def freeze_store(settings: Settings) -> contextlib.closing[FreezeStore]:
     """The stops as configured, for one command: works while no gateway can start."""
-    dsn, schema = settings.database_dsn, settings.database_schema
-    return contextlib.closing(open_freezes(settings.freezes_file, dsn=dsn, schema=schema, listen=False))
+    return contextlib.closing(open_freezes(settings, listen=False))
 
 
 def audit_log(settings: Settings) -> AuditLogStore:

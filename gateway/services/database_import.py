@@ -16,15 +16,15 @@ from typing import Protocol
 
 from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.errors import ConfigurationError
-from gateway.freezes import PostgresFreezeStore
-from gateway.objections import PostgresObjectionStore
 from gateway.policy_store import PostgresPolicyStore
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
-from gateway.state.backend import accounts_file, jobs_file
+from gateway.state.backend import accounts_file, jobs_file, objections_file
+from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.ledger_postgres import PostgresLedger
+from gateway.state.objections_postgres import PostgresObjectionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def import_installation(settings: Settings) -> list[Imported]:
          lambda: PostgresFreezeStore(dsn, schema=schema, listen=False)),
         ("jobs", jobs_file(settings), jobs_file(settings),
          lambda: PostgresJobStore(dsn, schema=schema)),
-        ("objections", state / "objections.json", state / "objections.json",
+        ("objections", objections_file(settings), objections_file(settings),
          lambda: PostgresObjectionStore(dsn, schema=schema)),
     ]  # fmt: skip
     done: list[Imported] = []

@@ -15,14 +15,12 @@ from typing import Protocol
 from gateway.budget_ledger import BudgetLedger
 from gateway.catalog import CatalogStore
 from gateway.engine import Domain
-from gateway.freezes import FreezeStore
-from gateway.objections import ObjectionStore
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
 from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
 from gateway.signing import KeyRing
-from gateway.state.ports import AccountStore, AuditLogStore, JobStore, LedgerStore
+from gateway.state.ports import AccountStore, AuditLogStore, FreezeStore, JobStore, LedgerStore, ObjectionStore
 
 __all__ = [
     "HasAudit",

@@ -8,8 +8,6 @@ from gateway.budget_ledger import BudgetLedger, SqliteBudgetLedger, open_budget_
 from gateway.catalog import CatalogStore
 from gateway.engine import Domain
 from gateway.errors import ConfigurationError
-from gateway.freezes import FileFreezeStore, FreezeStore, open_freezes
-from gateway.objections import ObjectionStore, open_objections
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
 from gateway.policy_store import PolicyStore, open_policy_store
@@ -17,8 +15,9 @@ from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
 from gateway.state.audit_sqlite import SqliteAuditLog
-from gateway.state.backend import open_accounts, open_jobs, open_ledger, open_log
-from gateway.state.ports import AccountStore, AuditLogStore, JobStore, LedgerStore
+from gateway.state.backend import open_accounts, open_freezes, open_jobs, open_ledger, open_log, open_objections
+from gateway.state.freezes_file import FileFreezeStore
+from gateway.state.ports import AccountStore, AuditLogStore, FreezeStore, JobStore, LedgerStore, ObjectionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +54,7 @@ class Runtime:
         audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
         ledger = open_ledger(settings)
         budget = open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema)
-        freezes = open_freezes(settings.freezes_file, dsn=dsn, schema=schema, recheck_seconds=recheck)
+        freezes = open_freezes(settings)
         try:
             if dsn:
                 _refuse_to_leave_history_behind(settings, budget, audit, freezes)
@@ -84,7 +83,7 @@ class Runtime:
             ),
             policy_store=policy_store,
             freezes=freezes,
-            objections=open_objections(state / "objections.json", dsn=dsn, schema=schema),
+            objections=open_objections(settings),
             jobs=open_jobs(settings),
             onnx=onnx,
         )

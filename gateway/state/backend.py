@@ -10,11 +10,15 @@ from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.accounts_sqlite import SqliteAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.freezes_file import FileFreezeStore
+from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.jobs_sqlite import SqliteJobStore
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
-from gateway.state.ports import AccountStore, AuditLogStore, JobStore, LedgerStore
+from gateway.state.objections_file import FileObjectionStore
+from gateway.state.objections_postgres import PostgresObjectionStore
+from gateway.state.ports import AccountStore, AuditLogStore, FreezeStore, JobStore, LedgerStore, ObjectionStore
 
 
 class Where(Protocol):
@@ -31,6 +35,9 @@ class Where(Protocol):
 
     @property
     def state_recheck_seconds(self) -> float: ...
+
+    @property
+    def freezes_file(self) -> Path: ...
 
 
 def accounts_file(where: Where) -> Path:
@@ -81,3 +88,23 @@ def open_jobs(where: Where) -> JobStore:
     if where.database_dsn:
         return PostgresJobStore(where.database_dsn, schema=where.database_schema)
     return SqliteJobStore(jobs_file(where))
+
+
+def open_freezes(where: Where, *, listen: bool = True) -> FreezeStore:
+    """The emergency stops: PostgreSQL when a DSN is set (changes arrive by notice), else
+    `freezes.json` under `state_dir` (looked at again every `state_recheck_seconds`).
+    `listen=False`, for a command: no copy kept in memory, every `active()` reads the stops."""
+    if where.database_dsn:
+        return PostgresFreezeStore(where.database_dsn, schema=where.database_schema, listen=listen)
+    return FileFreezeStore(where.freezes_file, recheck_seconds=where.state_recheck_seconds if listen else 0.0)
+
+
+def objections_file(where: Where) -> Path:
+    return where.state_dir / "objections.json"
+
+
+def open_objections(where: Where) -> ObjectionStore:
+    """The objections: PostgreSQL when a DSN is set, else `objections.json` under `state_dir`."""
+    if where.database_dsn:
+        return PostgresObjectionStore(where.database_dsn, schema=where.database_schema)
+    return FileObjectionStore(objections_file(where))

@@ -11,14 +11,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import DependencyError
-from gateway.freezes import FreezeKind, open_freezes
-from gateway.objections import open_objections
 from gateway.policy_store import open_policy_store
 from gateway.state.accounts_postgres import PostgresAccountStore
+from gateway.state.backend import open_freezes, open_objections
 from gateway.state.jobs_postgres import PostgresJobStore
-from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
+from tests.conftest import PG_DSN, eventually, make_settings, needs_pg, pg_schema
 
 pytestmark = needs_pg
 NAMES = ("veilgate-reader", "veilgate-listener")
@@ -47,15 +47,16 @@ def test_the_rarely_read_stores_of_a_process_share_one_connection_and_one_listen
         opened = []
         for _replica in range(2):  # two handles on each store, as two replicas in one process
             where = {"dsn": PG_DSN, "schema": schema}
+            settings = make_settings(tmp_path, database_dsn=PG_DSN, database_schema=schema)
             opened.append(
                 (
                     stores.enter_context(contextlib.closing(PostgresAccountStore(str(PG_DSN), schema=schema))),
-                    stores.enter_context(contextlib.closing(open_freezes(tmp_path / "f.json", **where))),
+                    stores.enter_context(contextlib.closing(open_freezes(settings))),
                     stores.enter_context(contextlib.closing(open_policy_store(tmp_path / "p", **where))),
                 )
             )
             stores.enter_context(contextlib.closing(PostgresJobStore(str(PG_DSN), schema=schema)))
-            stores.enter_context(contextlib.closing(open_objections(tmp_path / "o", **where)))
+            stores.enter_context(contextlib.closing(open_objections(settings)))
         during = _connections()
         assert {n: during[n] - before[n] for n in NAMES} == {"veilgate-reader": 1, "veilgate-listener": 1}
 
@@ -76,8 +77,9 @@ def test_the_rarely_read_stores_of_a_process_share_one_connection_and_one_listen
     eventually(lambda: _connections() == before)  # closed with the last handle
 
 
-def test_a_shared_connection_still_names_the_store_that_cannot_read() -> None:
+def test_a_shared_connection_still_names_the_store_that_cannot_read(tmp_path: Path) -> None:
+    nowhere = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
     with pytest.raises(DependencyError, match="freezes cannot be read"):
-        open_freezes(Path("unused"), dsn="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+        open_freezes(make_settings(tmp_path, database_dsn=nowhere))
     with pytest.raises(DependencyError, match="client accounts"):
         PostgresAccountStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", schema="veilgate")

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from gateway.cli import app as cli
 from gateway.domain.policy import FreezeKind
 from gateway.errors import Conflict, DependencyError, NotFound
-from gateway.freezes import FileFreezeStore, PostgresFreezeStore
 from gateway.policy import load_bundle
+from gateway.state.freezes_file import FileFreezeStore
+from gateway.state.freezes_postgres import PostgresFreezeStore
 from tests.conftest import PG_DSN, REPO, bearer, eventually, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 

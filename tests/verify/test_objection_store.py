@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import Conflict, NotFound
-from gateway.objections import FileObjectionStore, ObjectionStore, PostgresObjectionStore, Status
+from gateway.state.objections_file import FileObjectionStore
+from gateway.state.objections_postgres import PostgresObjectionStore
+from gateway.state.ports import ObjectionStore, Status
 from tests.conftest import ON_POSTGRES, store_handles
 
 

@@ -15,8 +15,8 @@ import pytest
 from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.domain.budget import Amount
 from gateway.domain.policy import FreezeKind
-from gateway.freezes import PostgresFreezeStore
 from gateway.state import group_commit, postgres_watched
+from gateway.state.freezes_postgres import PostgresFreezeStore
 from tests.budget.test_budget import _accounts
 from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
 from tests.verify.test_ledger import NOON, claim, open_at, request

@@ -18,9 +18,10 @@ from gateway.budget_ledger import SqliteBudgetLedger
 from gateway.domain.budget import Accounts, Amount, accounts
 from gateway.domain.policy import FreezeKind
 from gateway.errors import ConfigurationError
-from gateway.freezes import FileFreezeStore, PostgresFreezeStore
 from gateway.services.runtime import Runtime
 from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.freezes_file import FileFreezeStore
+from gateway.state.freezes_postgres import PostgresFreezeStore
 from tests.conftest import PG_DSN, Installation, needs_pg, pg_schema, policy_copy, serve_process
 from tests.trust.conftest import event
 from tests.verify.conftest import SERVICE, enterprises

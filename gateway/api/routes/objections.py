@@ -13,8 +13,8 @@ from gateway.api.schemas import RecordIdPath
 from gateway.domain.names import IDENTIFIER_PATTERN, RECORD_ID_PATTERN, is_identifier
 from gateway.domain.principal import Principal, Role
 from gateway.errors import NotFound
-from gateway.objections import Status
 from gateway.services.runtime import Runtime
+from gateway.state.ports import Status
 
 router = APIRouter(tags=["objections"])
 RuntimeDep = Annotated[Runtime, Depends(runtime)]

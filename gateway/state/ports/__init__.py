@@ -3,6 +3,7 @@ values the stores take and return: one module per store, all named here."""
 
 from gateway.state.ports.accounts import PRIVILEGED, Account, AccountAction, AccountChange, AccountStore
 from gateway.state.ports.audit import AuditLogStore, LeafFilter, StoredLeaf
+from gateway.state.ports.freezes import Freezes, FreezeStore
 from gateway.state.ports.jobs import AWAITING_CHECK, Job, JobStore
 from gateway.state.ports.ledger import (
     Admission,
@@ -12,9 +13,11 @@ from gateway.state.ports.ledger import (
     VerificationRequest,
     Window,
 )
+from gateway.state.ports.objections import NEXT, ObjectionStore, Status
 
 __all__ = [
     "AWAITING_CHECK",
+    "NEXT",
     "PRIVILEGED",
     "Account",
     "AccountAction",
@@ -24,10 +27,14 @@ __all__ = [
     "AuditLogStore",
     "BillingRow",
     "ClaimUse",
+    "FreezeStore",
+    "Freezes",
     "Job",
     "JobStore",
     "LeafFilter",
     "LedgerStore",
+    "ObjectionStore",
+    "Status",
     "StoredLeaf",
     "VerificationRequest",
     "Window",

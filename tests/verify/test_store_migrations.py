@@ -1,0 +1,81 @@
+"""PostgreSQL stores written before versioned migrations (tables made by the DDL of then, no
+`schema_versions`) open with their rows intact and their steps recorded once: the freezes and
+the objections. (Their local stores are JSON documents, which have no schema to migrate.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateway.domain.policy import Freeze, FreezeKind
+from gateway.state import migrations, postgres_connections
+from gateway.state.freezes_postgres import PostgresFreezeStore
+from gateway.state.objections_postgres import PostgresObjectionStore
+from gateway.state.ports import Status
+from tests.conftest import PG_DSN, needs_pg, pg_schema
+
+pytestmark = [pytest.mark.postgres, needs_pg]
+
+
+@pytest.fixture
+def old_schema() -> Iterator[tuple[str, postgres_connections.Db]]:
+    """A schema of its own, and a raw connection into it."""
+    import psycopg
+
+    assert PG_DSN is not None
+    with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
+        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
+        yield schema, postgres_connections.Db(conn)
+
+
+def test_freezes_of_before_are_migrated_with_their_rows(old_schema: tuple[str, postgres_connections.Db]) -> None:
+    schema, raw = old_schema
+    raw.execute("CREATE TABLE freezes (kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, "
+                "PRIMARY KEY (kind, name))")  # fmt: skip
+    raw.execute("CREATE TABLE freeze_history (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event TEXT NOT NULL)")
+    stop = Freeze(kind=FreezeKind.SERVICE, name="svc", since="2026-01-01T00:00:00+00:00", by="admin", reason="x")
+    raw.execute("INSERT INTO freezes VALUES (?, ?, ?)", ("service", "svc", stop.model_dump_json()))
+    raw.execute("INSERT INTO freeze_history (event) VALUES (?)", (json.dumps({"action": "freeze", "name": "svc"}),))
+    for _opening in range(2):
+        store = PostgresFreezeStore(PG_DSN or "", schema=schema, listen=False)
+        try:
+            assert store.active() == {(FreezeKind.SERVICE, "svc"): stop}
+            assert store.history()[0] == {"action": "freeze", "name": "svc"}
+        finally:
+            store.close()
+    assert migrations.applied(raw.execute, "freezes") == [1]
+    store = PostgresFreezeStore(PG_DSN or "", schema=schema, listen=False)
+    try:
+        store.unfreeze(FreezeKind.SERVICE, "svc", by="admin", reason="resolved")
+        assert store.active() == {} and len(store.history()) == 2
+    finally:
+        store.close()
+
+
+def test_objections_of_before_are_migrated_with_their_rows(old_schema: tuple[str, postgres_connections.Db]) -> None:
+    schema, raw = old_schema
+    raw.execute("CREATE TABLE objections (id TEXT PRIMARY KEY, consumer TEXT NOT NULL, filed_at TEXT NOT NULL, "
+                "record TEXT NOT NULL)")  # fmt: skip
+    old: dict[str, Any] = {
+        "id": "abc123", "consumer": "demo-business", "about": "dataset", "subject": "enterprises",
+        "text": "wrong", "status": "open", "filed_at": "2026-01-01T00:00:00+00:00", "steps": [],
+    }  # fmt: skip
+    raw.execute(
+        "INSERT INTO objections VALUES (?, ?, ?, ?)", (old["id"], old["consumer"], old["filed_at"], json.dumps(old))
+    )
+    for _opening in range(2):
+        store = PostgresObjectionStore(PG_DSN or "", schema=schema)
+        try:
+            assert store.get("abc123") == old and store.list("demo-business") == [old]
+        finally:
+            store.close()
+    assert migrations.applied(raw.execute, "objections") == [1]
+    store = PostgresObjectionStore(PG_DSN or "", schema=schema)
+    try:
+        assert store.move("abc123", Status.ACCEPTED, reply="looking", by="admin")["status"] == "accepted"
+    finally:
+        store.close()
