@@ -156,9 +156,11 @@ def test_every_page_in_both_languages(watch: Watch, site: tuple[str, Installatio
         response = watch.goto(f"/console/admin{path}?lang={language}")
         assert response.status == 200, path
         assert watch.page.locator("html").get_attribute("lang") == ("zh-CN" if language == "zh" else "en")
-    watch.goto("/docs")
+    # Swagger UI must not take its document or configuration from the query (a hostile link)
+    watch.goto("/docs?url=https://evil.example/openapi.json&configUrl=https://evil.example/c.json")
     watch.page.wait_for_selector(".opblock", timeout=20000)
     assert watch.page.locator("button.authorize").count() == 1
+    assert "Veilgate" in watch.page.locator(".info .title").inner_text()
     watch.clean()
 
 
