@@ -6,10 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.freezes import FileFreezeStore
-
 from gateway.atomic_files import CachedStamp, Recheck, stamp
 from gateway.domain.policy import FreezeKind
+from gateway.state.freezes_file import FileFreezeStore
 
 
 def test_a_change_by_another_process_is_seen_after_the_recheck_interval(tmp_path: Path) -> None:
