@@ -17,6 +17,7 @@ with the same locations as on every route.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,9 +47,15 @@ _NAME = re.compile(NAME_PATTERN)
 def rate_limit_headers(windows: tuple[Window, ...]) -> dict[str, str]:
     """IETF HTTPAPI rate-limit fields: the policies, and what is left of each."""
     return {
-        "RateLimit-Policy": ", ".join(f'"{w.name}";q={w.limit};w={w.window_seconds}' for w in windows),
+        "RateLimit-Policy": _policies(tuple((w.name, w.limit, w.window_seconds) for w in windows)),
         "RateLimit": ", ".join(f'"{w.name}";r={max(0, w.remaining)};t={w.reset_seconds}' for w in windows),
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _policies(windows: tuple[tuple[str, int, int], ...]) -> str:
+    """The policies change only with the bundle: written once per set of limits."""
+    return ", ".join(f'"{name}";q={limit};w={seconds}' for name, limit, seconds in windows)
 
 
 async def verify(request: Request, service: str) -> Response:

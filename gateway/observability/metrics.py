@@ -162,10 +162,17 @@ def dataset_label(dataset: object) -> str:
 
 def observe_release(dataset: object, epsilon: float) -> None:
     """One signed result released; `epsilon` is the budget it spent (0 for none)."""
-    label = dataset_label(dataset)
-    RELEASES.labels(label).inc()
+    releases, spent = _release_series(dataset_label(dataset))
+    releases.inc()
     if epsilon > 0:
-        EPSILON.labels(label).inc(epsilon)
+        spent.inc(epsilon)
+
+
+@functools.lru_cache(maxsize=MAX_VALUES + 2)
+def _release_series(label: str) -> tuple[Counter, Counter]:
+    """A release's two series for one dataset label (the labels are bounded): looked up once,
+    not on every release."""
+    return RELEASES.labels(label), EPSILON.labels(label)
 
 
 def observe_commit(store: str, items: int, seconds: float) -> None:

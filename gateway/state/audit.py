@@ -51,7 +51,7 @@ def numbered(batch: list[Append], next_seq: int) -> list[tuple[int, str, bytes]]
     """The batch's rows, numbered from `next_seq`: (seq, record, leaf hash)."""
     rows = []
     for offset, (event, _waiter) in enumerate(batch):
-        record = AuditLeaf.of(event, next_seq + offset).encode()
+        record = AuditLeaf.encode_at(event, next_seq + offset)
         rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
     return rows
 

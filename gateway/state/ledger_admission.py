@@ -9,6 +9,7 @@ after it. Pure decisions over `Rows`; only `note_refusal` touches a connection.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,12 @@ def window_of(now: float, seconds: int) -> tuple[int, float, int]:
     return number, end, max(1, math.ceil(end - now))
 
 
+@functools.lru_cache(maxsize=4)
+def _day_text(day: int) -> str:
+    """The UTC date of day number `day`, as billing rows name it."""
+    return datetime.fromtimestamp(day * DAY, UTC).date().isoformat()
+
+
 class Admit:
     """One admission waiting in a batch: its windows and the names of its limits' state."""
 
@@ -49,6 +56,7 @@ class Admit:
         "probe",
         "quota",
         "request",
+        "today",
     )
 
     def __init__(self, request: VerificationRequest, now: float) -> None:
@@ -64,6 +72,7 @@ class Admit:
         self.answers = f"answer:{consumer}:{request.service}"
         self.asks: dict[str, str] = {claim.key: f"asks:{consumer}:{claim.key}" for claim in request.claims}
         """Per entity asked about: the scope of its probing limit."""
+        self.today = _day_text(self.day[0])
 
     def want(self, wanted: Wanted) -> None:
         """Everything this admission may read: its counters, the members of every key it asks
@@ -81,19 +90,21 @@ class Admit:
 
     def decide(self, rows: Rows, writes: Writes) -> Admission:
         """Admit against `rows` (changing them and adding to `writes`), or raise LimitReached
-        naming the first limit that trips, having changed nothing."""
+        naming the first limit that trips, having changed nothing.
+
+        Runs inside the ledger's write transaction for every admission of a batch, so it reads
+        the rows' dicts directly and builds only what it writes."""
         req, limits = self.request, self.request.limits
         (minute, minute_end, minute_left), (day, day_end, day_left) = self.minute, self.day
         probe, probe_end, probe_left = self.probe
-
-        def used(scope: str, window: int) -> int:
-            return rows.used.get((scope, window), 0)
+        used, members, stored_answers = rows.used.get, rows.members, rows.answers
+        answer_scope, keys_scope, asks_of = self.answers, self.keys, self.asks
 
         # Repeats inside the probe window: the stored answer, and not counted again.
         answers: list[str] = []
         fresh: dict[str, ClaimUse] = {}
         for claim in req.claims:
-            stored = rows.answers.get((self.answers, probe, claim.fingerprint))
+            stored = stored_answers.get((answer_scope, probe, claim.fingerprint))
             if stored is None:
                 stored = fresh.setdefault(claim.fingerprint, claim).answer
             answers.append(stored)
@@ -102,63 +113,66 @@ class Admit:
             asks_by_key.setdefault(claim.key, set()).update(claim.asks)
 
         # The limits, in a fixed order; the first that trips refuses the whole request.
-        who = {"consumer": req.consumer, "grant": req.grant}
-        consumer_used, quota_used = used(self.consumer_rate, minute), used(self.quota, day)
+        consumer_used = used((self.consumer_rate, minute), 0)
+        quota_used = used((self.quota, day), 0)
         if consumer_used + 1 > limits.consumer_per_minute:
             message = f"at most {limits.consumer_per_minute} requests a minute per consumer"
-            raise LimitReached(message, retry_after_seconds=minute_left, limit="consumer_rate", **who)
-        if used(self.organisation_rate, minute) + 1 > limits.organisation_per_minute:
+            raise self._refused(message, minute_left, "consumer_rate")
+        organisation_used = used((self.organisation_rate, minute), 0)
+        if organisation_used + 1 > limits.organisation_per_minute:
             message = f"at most {limits.organisation_per_minute} requests a minute per organisation"
-            raise LimitReached(message, retry_after_seconds=minute_left, limit="organisation_rate", **who)
+            raise self._refused(message, minute_left, "organisation_rate")
         if quota_used + len(fresh) > req.daily_quota:
             message = f"the grant's daily quota of {req.daily_quota} claims is used up"
-            raise LimitReached(message, retry_after_seconds=day_left, limit="quota", **who)
-        new_keys = [key for key in asks_by_key if (self.keys, day, key) not in rows.members]
-        if used(self.keys, day) + len(new_keys) > limits.distinct_keys_per_day:
+            raise self._refused(message, day_left, "quota")
+        new_keys = [key for key in asks_by_key if (keys_scope, day, key) not in members]
+        keys_used = used((keys_scope, day), 0)
+        if keys_used + len(new_keys) > limits.distinct_keys_per_day:
             message = f"at most {limits.distinct_keys_per_day} different entities a day per consumer"
-            raise LimitReached(message, retry_after_seconds=day_left, limit="distinct_keys", **who)
-        new_asks = {
-            key: [a for a in asks if (self.asks[key], probe, a) not in rows.members]
-            for key, asks in asks_by_key.items()
-        }
-        for key, asks in new_asks.items():
-            if used(self.asks[key], probe) + len(asks) > limits.probe_checks_per_key:
-                raise LimitReached(
+            raise self._refused(message, day_left, "distinct_keys")
+        new_asks: list[tuple[str, list[str], int]] = []
+        for key, asks in asks_by_key.items():
+            scope = asks_of[key]
+            unseen = [a for a in asks if (scope, probe, a) not in members]
+            asked = used((scope, probe), 0)
+            if asked + len(unseen) > limits.probe_checks_per_key:
+                message = (
                     f"at most {limits.probe_checks_per_key} different questions about one entity "
-                    f"in {limits.probe_window_seconds} seconds",
-                    retry_after_seconds=probe_left,
-                    limit="probe",
-                    **who,
+                    f"in {limits.probe_window_seconds} seconds"
                 )
+                raise self._refused(message, probe_left, "probe")
+            new_asks.append((scope, unseen, asked))
 
         # Everything holds: count it all.
-        def count(scope: str, window: int, increment: int, until: float) -> None:
-            if increment:
-                rows.used[(scope, window)] = used(scope, window) + increment
-                writes.count(scope, window, increment, until)
-
-        def add(scope: str, window: int, item: str, until: float) -> None:
-            rows.members.add((scope, window, item))
-            writes.members.append((scope, window, item, until))
-
-        count(self.consumer_rate, minute, 1, minute_end)
-        count(self.organisation_rate, minute, 1, minute_end)
-        count(self.quota, day, len(fresh), day_end)
-        count(self.keys, day, len(new_keys), day_end)
-        for key in new_keys:
-            add(self.keys, day, key, day_end)
-        for key, asks in new_asks.items():
-            count(self.asks[key], probe, len(asks), probe_end)
-            for ask in asks:
-                add(self.asks[key], probe, ask, probe_end)
+        rows.used[(self.consumer_rate, minute)] = consumer_used + 1
+        writes.count(self.consumer_rate, minute, 1, minute_end)
+        rows.used[(self.organisation_rate, minute)] = organisation_used + 1
+        writes.count(self.organisation_rate, minute, 1, minute_end)
+        if fresh:
+            rows.used[(self.quota, day)] = quota_used + len(fresh)
+            writes.count(self.quota, day, len(fresh), day_end)
+        if new_keys:
+            rows.used[(keys_scope, day)] = keys_used + len(new_keys)
+            writes.count(keys_scope, day, len(new_keys), day_end)
+            for key in new_keys:
+                members.add((keys_scope, day, key))
+                writes.members.append((keys_scope, day, key, day_end))
+        for scope, unseen, asked in new_asks:
+            if unseen:
+                rows.used[(scope, probe)] = asked + len(unseen)
+                writes.count(scope, probe, len(unseen), probe_end)
+            for ask in unseen:
+                members.add((scope, probe, ask))
+                writes.members.append((scope, probe, ask, probe_end))
         for claim in fresh.values():
-            rows.answers[(self.answers, probe, claim.fingerprint)] = claim.answer
-            writes.answers.append((self.answers, probe, claim.fingerprint, claim.answer, probe_end))
+            stored_answers[(answer_scope, probe, claim.fingerprint)] = claim.answer
+            writes.answers.append((answer_scope, probe, claim.fingerprint, claim.answer, probe_end))
         billable = sum(c.billable for c in fresh.values())
-        today = datetime.fromtimestamp(self.now, UTC).date().isoformat()
-        sums = writes.billing.setdefault((req.consumer, req.grant, req.service, req.purpose, today), [0, 0, 0, 0])
-        for n, value in enumerate((1, len(fresh), billable, billable * req.fee_micro_yuan_per_claim)):
-            sums[n] += value
+        sums = writes.billing.setdefault((req.consumer, req.grant, req.service, req.purpose, self.today), [0, 0, 0, 0])
+        sums[0] += 1
+        sums[1] += len(fresh)
+        sums[2] += billable
+        sums[3] += billable * req.fee_micro_yuan_per_claim
         if quota_used < ALERT_SHARE * req.daily_quota <= quota_used + len(fresh):
             message = f"grant {req.grant} used 80% of its daily quota"
             writes.alerts.append(("quota_80", req.grant, message, f"q80:{req.grant}:{day}"))
@@ -174,6 +188,12 @@ class Admit:
                 Window("quota", req.daily_quota, req.daily_quota - quota_used - len(fresh), day_left, DAY),
             ),
         )  # fmt: skip
+
+    def _refused(self, message: str, retry_after_seconds: int, limit: str) -> LimitReached:
+        req = self.request
+        return LimitReached(
+            message, retry_after_seconds=retry_after_seconds, limit=limit, consumer=req.consumer, grant=req.grant
+        )
 
 
 Outcome = tuple[Waiter, Any, BaseException | None]

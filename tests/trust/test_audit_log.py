@@ -7,12 +7,13 @@ import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from gateway.domain import merkle
-from gateway.domain.trail import AuditLeaf, Checkpoint, Decision
+from gateway.domain.trail import AuditLeaf, Checkpoint, Cost, Decision
 from gateway.errors import AuditUnavailable, ConfigurationError
 from gateway.state.audit import AuditLogRules as AuditLog
 from gateway.state.audit_sqlite import SqliteAuditLog
@@ -29,6 +30,20 @@ def test_appends_are_numbered_in_order_and_hashed_as_stored(audit_log: AuditLog)
         assert row.hash == merkle.leaf_hash(row.record)
         assert AuditLeaf.model_validate_json(row.record).encode() == row.record
     assert audit_log.root(5) == merkle.root([s.hash for s in stored])
+
+
+def test_a_leaf_is_encoded_as_the_model_encodes_it() -> None:
+    """The writer encodes leaves without building the model: the same bytes, whatever the event holds."""
+    plain = event(7)
+    charged = plain.model_copy(
+        update={"cost": Cost(epsilon=Decimal("0.25"), quota_units=3), "subjects": ("enterprise:ab", "person:cd"),
+                "service": "svc", "dataset": "ds", "reason": "中文 \u2028", "grant": None}
+    )  # fmt: skip
+    for made in (plain, charged):
+        for seq in (0, 1, 2**40):
+            assert AuditLeaf.encode_at(made, seq) == AuditLeaf.of(made, seq).encode()
+    with pytest.raises(ValueError, match="seq"):
+        AuditLeaf.encode_at(plain, -1)
 
 
 def test_concurrent_appends_share_commits_and_leave_no_gap(audit_log: AuditLog) -> None:
