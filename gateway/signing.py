@@ -204,7 +204,10 @@ class KeyRing:
         return next(i for i in self._infos if i.status == "active")
 
     def info(self, kid: str) -> KeyInfo | None:
-        return next((i for i in self._infos if i.kid == kid), None)
+        for info in self._infos:
+            if info.kid == kid:
+                return info
+        return None
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """Public keys, retired ones included so old signatures still verify."""
@@ -260,7 +263,7 @@ class KeyRing:
         # A token already verified with these parameters skips parsing and the signature (PyJWT
         # spends most of a request's authentication time there), never the checks that can
         # change: the key's status and the token's time window.
-        remembered = (token, audience, issuer, tuple(sorted(required)))
+        remembered = (token, audience, issuer, tuple(required))
         hit = self._verified.get(remembered)
         if hit is not None:
             claims, cached_kid = hit

@@ -155,9 +155,16 @@ def observe_request(method: str, template: object, status: int, seconds: float, 
 def dataset_label(dataset: object) -> str:
     if dataset is None:
         return "none"
-    if isinstance(dataset, str) and _NAME.fullmatch(dataset):
-        return _bounded("dataset", dataset)
+    if isinstance(dataset, str):
+        return _dataset_name_label(dataset)
     return OTHER
+
+
+@functools.lru_cache(maxsize=MAX_VALUES * 2)
+def _dataset_name_label(dataset: str) -> str:
+    """Stable for each name (a name once counted stays counted, one refused stays `other`),
+    so it is worked out once per name, not on every release."""
+    return _bounded("dataset", dataset) if _NAME.fullmatch(dataset) else OTHER
 
 
 def observe_release(dataset: object, epsilon: float) -> None:

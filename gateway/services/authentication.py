@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,15 @@ def mint_token(
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _roles(names: tuple[str, ...]) -> frozenset[Role]:
+    """The roles a token names (the same few lists on every request: parsed once each)."""
+    try:
+        return frozenset(Role(r) for r in names)
+    except ValueError:
+        raise Unauthenticated("the access token names an unknown role") from None
+
+
 def authenticate(
     clients: AccountStore,
     keys: KeyRing,
@@ -99,10 +109,7 @@ def authenticate(
     roles_claim = claims["roles"]
     if not isinstance(roles_claim, list) or not all(isinstance(r, str) for r in roles_claim):
         raise Unauthenticated("the access token's roles claim is malformed")
-    try:
-        roles = frozenset(Role(r) for r in roles_claim)
-    except ValueError:
-        raise Unauthenticated("the access token names an unknown role") from None
+    roles = _roles(tuple(roles_claim))
     subject, token_id = claims["sub"], claims["jti"]
     if not isinstance(subject, str) or not isinstance(token_id, str):
         raise Unauthenticated("the access token's sub or jti claim is malformed")
