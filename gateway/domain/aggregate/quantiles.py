@@ -97,7 +97,7 @@ def candidates_for(
     value_units: tuple[int, int], bins: Sequence[Decimal], granularity: Decimal, cells: int
 ) -> Candidates:
     """The finest regular grid over the bounds (or the template's first to last edge) with at
-    most 2,001 candidates, and fewer when many cells would make over a million counts."""
+    most 4,001 candidates, and fewer when many cells would make over a million counts."""
     low, high = value_units
     if bins:
         low = max(low, int((bins[0] / granularity).to_integral_value(ROUND_CEILING)))
