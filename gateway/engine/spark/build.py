@@ -96,7 +96,7 @@ def _duckdb_name(data_type: T.DataType) -> str:
     """A Spark type as DuckDB spells it, so that the same accepted-types table applies."""
     if isinstance(data_type, T.DecimalType):
         return f"DECIMAL({data_type.precision},{data_type.scale})"
-    return _DUCKDB_NAME.get(type(data_type), data_type.simpleString().upper())
+    return str(_DUCKDB_NAME.get(type(data_type), data_type.simpleString().upper()))  # Any without pyspark
 
 
 def _check_values(frame: DataFrame, entry: CatalogEntry) -> None:
