@@ -13,7 +13,7 @@ Also the split of a mean's epsilon between its two statistics, in exact integers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 
@@ -125,6 +125,10 @@ class QuantileNoise:
     """Of the selection's exponential noise, drawn for as many candidates as a cell needs."""
     high_count: float
     """The 99th percentile of `counts`: the sparsest density the draws reach, for the reach."""
+    shared: dict[tuple[int, int, float], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """`_model`'s results by (side, step, scale)."""
 
     @classmethod
     def draw(cls, count_scale: float, seed: int) -> QuantileNoise:
@@ -146,13 +150,22 @@ class QuantileNoise:
         sparsest = max(rows - self.high_count, 0.5) / max(width, 1)
         reach = 20 * scale / (den * sparsest * step) + 2
         side = int(min(MOST_OFFSETS, np.ceil(reach)))
-        offsets = np.arange(-side, side + 1, dtype=np.float64) * step  # units, relative to the truth's step
-        truth = np.round(self.positions * step)
-        apart = np.abs(offsets[None, :] - truth[:, None]).astype(np.float32)
-        selection = _selection_noise(self.seed, side)
-        noisy = (den * density[:, None]).astype(np.float32) * apart - np.float32(scale) * selection
+        offsets, truth, apart, selection = self._model(side, step, scale)
+        noisy = (den * density[:, None]).astype(np.float32) * apart - selection
         picked = offsets[np.argmin(noisy, axis=1)]
         return np.asarray(picked - truth)
+
+    def _model(self, side: int, step: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What the draws of cells that reach as far on the same grid share: the candidates'
+        offsets (units, relative to the truth's step), the truth, how far apart the two are, and
+        the selection's noise times its scale. Computed once per release and shape."""
+        key = (side, step, scale)
+        if key not in self.shared:
+            offsets = np.arange(-side, side + 1, dtype=np.float64) * step
+            truth = np.round(self.positions * step)
+            apart = np.abs(offsets[None, :] - truth[:, None]).astype(np.float32)
+            self.shared[key] = (offsets, truth, apart, np.float32(scale) * _selection_noise(self.seed, side))
+        return self.shared[key]
 
     def interval(
         self, rows: int, width: int, *, step: int, den: int, scale: float, alpha: float
