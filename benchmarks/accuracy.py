@@ -21,14 +21,15 @@ The last line is JSON: {"count": {"median_rel_error_pct": ..., "coverage": ...},
 "median_time_ratio": ..., "median_cpu_ratio": ..., "median_ms": {"plain": ..., "query": ...,
 "noise": ..., "intervals": ...}}
 
-Measured on 2 shared cores (load average 11-13, so wall times are several times the quiet
-machine's; the ratios come from the same run): the median's error 0.06% (0.13% with one stage
-over 2,001 candidates, where the grid step alone made the error), coverage 94-95%, and
-3.0 times its plain query's time (3.3 in CPU), against 7.0 before. Of a release, the query took
-about 1.6 times the plain query, the noise 1.3 times (the coarse counts' 1,088 exact discrete
-Laplace draws about a third of it, 34 calls of report-noisy-min over 127-253 candidates the
-rest) and the intervals a quarter: 1.5 times is out of reach while the histogram alone costs
-more than the plain query and OpenDP samples every draw exactly.
+Measured on 2 shared cores under load averages of 11 to 20 (wall times several times a quiet
+machine's; every ratio comes from one run): the median's error 0.061% (0.133% with one stage
+over 2,001 candidates, where the grid step alone made the error), coverage 94-95%, and 3.0-3.5
+times its plain query's time (3.2-3.5 in CPU), where the single stage took 11.1 times in the
+same conditions (7.0 on a quieter machine). Of a release, the query took about 1.5-1.8 times
+the plain query, the noise 1.2-1.4 times (the coarse counts' 1,088 exact discrete Laplace draws
+about a third of it, 34 calls of report-noisy-min over 127-253 candidates the rest) and the
+intervals 0.3 times: 1.5 times is out of reach while the histogram alone costs more than the plain
+query and OpenDP samples every draw exactly.
 """
 
 from __future__ import annotations
