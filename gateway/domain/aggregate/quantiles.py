@@ -10,10 +10,10 @@ times that (the L-infinity sensitivity the selection is calibrated to).
 
 The selection runs in two stages, because OpenDP's exact report-noisy-min (permute and flip)
 tries candidates one by one until one is accepted, so its time grows with the candidates far
-from the quantile. First a share of epsilon releases noisy counts of coarse bins (about 64 runs
+from the quantile. First a share of epsilon releases noisy counts of coarse bins (COARSE_BINS runs
 of fine bins per cell, discrete Laplace); from them alone `locate` bounds where each quantile
-can be, with a margin that all the coarse noise exceeds with probability below
-LOCATE_FAILURE. Report-noisy-min then picks among the fine candidates inside those bounds only.
+can be, with a margin that the coarse noise exceeds at any edge of a cell with probability
+below LOCATE_FAILURE. Report-noisy-min then picks among the fine candidates inside those bounds only.
 The exact best candidate lies inside them whenever the noise stays within the margin. A last
 small share releases a noisy count of the rows near the chosen candidate: the local density the
 interval needs (domain.intervals.QuantileNoise). The grid, the shares, the margin and the
