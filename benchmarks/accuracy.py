@@ -23,9 +23,11 @@ The last line is JSON: {"count": {"median_rel_error_pct": ..., "coverage": ...},
 
 Measured on 2 shared cores under load averages of 11 to 20 (wall times several times a quiet
 machine's; every ratio comes from one run): the median's error 0.061% (0.133% with one stage
-over 2,001 candidates, where the grid step alone made the error), coverage 94-95%, and 3.0-3.5
-times its plain query's time (3.2-3.5 in CPU), where the single stage took 11.1 times in the
-same conditions (7.0 on a quieter machine). Of a release, the query took about 1.5-1.8 times
+over 2,001 candidates, where the grid step alone made the error), coverage 0.93-0.96 over five
+runs (0.934 for the single stage; a run's 850 median intervals come from the same 34 cells,
+whose picks hardly move, so they are far from independent draws), and 3.0-3.6 times its plain
+query's time (3.1-3.5 in CPU), where the single stage took 11.1 times in the same conditions
+(7.0 on a quieter machine). Of a release, the query took about 1.5-1.8 times
 the plain query, the noise 1.2-1.4 times (the coarse counts' 1,088 exact discrete Laplace draws
 about a third of it, 34 calls of report-noisy-min over 127-253 candidates the rest) and the
 intervals 0.3 times: 1.5 times is out of reach while the histogram alone costs more than the plain
