@@ -6,7 +6,10 @@ itself:
   kills every process of those uids and sums their memory. A uid or gid that a host account or
   group has, or that a subordinate range (`/etc/subuid`, `/etc/subgid`, the ranges rootless
   containers map to) hands out, would let a job act as that account, reach its files, or be
-  killed with it. The paths are parameters so that tests give their own files.
+  killed with it. The files are read, and every id of the range is also asked of the system's
+  account database (NSS: `pwd.getpwuid`, `grp.getgrgid`), which sees accounts and groups that
+  live only in a directory service (LDAP, sssd) and appear in no file. The paths and the lookups
+  are parameters so that tests give their own.
 - **nothing secret is bound into the jail**: the jail binds whole directories read-only (the
   interpreter's prefixes, the virtual environment, the site-packages); a state directory, keys
   or a dataset directory under one of them would be readable by every job.
@@ -14,7 +17,9 @@ itself:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import grp
+import pwd
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,22 +28,43 @@ from gateway.errors import ServiceUnavailable
 __all__ = ["HOST_FILES", "HostFiles", "check_jail_binds", "check_job_uids"]
 
 
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _has_group(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class HostFiles:
-    """Where the host lists its accounts, groups and subordinate id ranges."""
+    """Where the host lists its accounts, groups and subordinate id ranges, and how it is asked
+    whether an id is an account's or a group's (NSS, every source it is configured with)."""
 
     passwd: Path = Path("/etc/passwd")
     group: Path = Path("/etc/group")
     subuid: Path = Path("/etc/subuid")
     subgid: Path = Path("/etc/subgid")
+    has_account: Callable[[int], bool] = _has_account
+    has_group: Callable[[int], bool] = _has_group
 
 
 HOST_FILES = HostFiles()
 
 _RULE = (
     "sandbox_job_uids: the range must be used by no account or group of this host and overlap no "
-    "subordinate id range (/etc/passwd, /etc/group, /etc/subuid, /etc/subgid)"
+    "subordinate id range (/etc/passwd, /etc/group, /etc/subuid, /etc/subgid, the account database)"
 )
+MAX_JOB_UIDS = 65_536
+"""The widest range a worker accepts: each of its ids is looked up in the account database."""
 
 
 def _lines(path: Path) -> Iterable[tuple[int, list[str]]]:
@@ -89,14 +115,21 @@ def _ranges(files: HostFiles) -> Iterable[tuple[Path, int, int, int]]:
 
 def check_job_uids(job_uids: tuple[int, int], files: HostFiles = HOST_FILES) -> None:
     """Refuse (ServiceUnavailable naming the setting and the rule, and where the clash is) a job
-    uid range that any account, group or subordinate range of the host uses. Jobs run with the
-    same number as uid and gid, so both are checked against both."""
+    uid range that any account, group or subordinate range of the host uses, in its files or in
+    the account database. Jobs run with the same number as uid and gid, so both are checked
+    against both."""
     first, last = job_uids
     if not 1000 <= first <= last:
         raise ServiceUnavailable("sandbox_job_uids: give a first and a last uid, from 1000 up")
+    if last - first >= MAX_JOB_UIDS:
+        raise ServiceUnavailable(f"sandbox_job_uids: at most {MAX_JOB_UIDS} uids")
     for path, number, low, high in _ranges(files):
         if low <= last and first <= high:
             raise ServiceUnavailable(f"{_RULE}; line {number} of {path} uses ids in it")
+    # SECURITY: an account or group only a directory service knows is in no file above.
+    for number in range(first, last + 1):
+        if files.has_account(number) or files.has_group(number):
+            raise ServiceUnavailable(f"{_RULE}; the account database has an account or group with id {number}")
 
 
 def check_jail_binds(bound: Iterable[Path], protected: Mapping[str, Path]) -> None:

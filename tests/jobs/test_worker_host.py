@@ -4,6 +4,8 @@ keys, a dataset) inside a directory the jail binds for every job to read."""
 
 from __future__ import annotations
 
+import dataclasses
+import pwd
 import sys
 from pathlib import Path
 
@@ -64,6 +66,32 @@ def test_ranges_next_to_it_and_unreadable_lines(tmp_path: Path) -> None:
     assert "is not understood" in _refusal(tmp_path, passwd="root:x:0\n")
     with pytest.raises(ServiceUnavailable, match="from 1000 up"):
         job_host.check_job_uids((0, 10), _host(tmp_path))
+
+
+def test_an_account_only_the_directory_service_knows_is_refused(tmp_path: Path) -> None:
+    """An LDAP or sssd account is in no host file: the range's ids are asked of the account
+    database too (here stand-ins for NSS that know one uid, then one gid, of the range)."""
+    clean = _host(tmp_path)
+    in_directory = dataclasses.replace(clean, has_account=lambda uid: uid == 200_777)
+    with pytest.raises(ServiceUnavailable, match="the account database has an account or group with id 200777"):
+        job_host.check_job_uids(RANGE, in_directory)
+    group_only = dataclasses.replace(clean, has_group=lambda gid: gid == RANGE[0])
+    with pytest.raises(ServiceUnavailable, match="sandbox_job_uids: the range must be used by no account"):
+        job_host.check_job_uids(RANGE, group_only)
+    job_host.check_job_uids(RANGE, dataclasses.replace(clean, has_account=lambda uid: uid == RANGE[1] + 1))
+    with pytest.raises(ServiceUnavailable, match="at most 65536 uids"):
+        job_host.check_job_uids((1000, 1000 + 65_536), clean)
+
+
+def test_the_real_account_database_is_asked_even_with_empty_files(tmp_path: Path) -> None:
+    """With host files that list nothing, a uid the system's NSS knows (an account of this
+    machine, 1000 or above) is still refused: the lookups are the real `pwd` and `grp`."""
+    known = sorted(entry.pw_uid for entry in pwd.getpwall() if 1000 <= entry.pw_uid < 2**31)
+    if not known:
+        pytest.skip("this machine has no account with a uid of 1000 or above")
+    empty = job_host.HostFiles(*(tmp_path / n for n in ("a", "b", "c", "d")))
+    with pytest.raises(ServiceUnavailable, match=f"the account database has an account or group with id {known[0]}"):
+        job_host.check_job_uids((known[0], known[0] + 10), empty)
 
 
 def _refused_because(settings_dir: Path, **over: object) -> str:
