@@ -39,10 +39,11 @@ def clients_add(
 
 @app.command("disable")
 def clients_disable(client_id: str, config: ConfigOption = None) -> None:
-    """Disable a client: its tokens stop working on the next request."""
+    """Disable a client: its tokens stop working on the next request. Not the last administrators:
+    no change leaves fewer than `policy_approvals` (by person), here as through the API."""
     settings = settings_for(config)
     with guard("disabling"), account_store(settings) as clients:
-        clients.disable(client_id)
+        clients.disable(client_id, approvals_required=settings.policy_approvals)
     typer.echo(f"{client_id}: disabled")
 
 

@@ -47,6 +47,7 @@ def public(account: Account) -> dict[str, Any]:
         "client_id": account.client_id,
         "organisation": account.organisation,
         "person": account.person,
+        "made_by": account.made_by,
         "roles": sorted(r.value for r in account.roles),
         "disabled": account.disabled,
         "revision": account.revision,

@@ -42,6 +42,8 @@ def _record(account: Account) -> dict[str, Any]:
         "disabled": account.disabled,
         "person": account.person,
         "revision": account.revision,
+        "made_by": account.made_by,
+        "maker_identity": account.maker_identity,
     }
 
 
@@ -56,6 +58,8 @@ def _account(item: dict[str, Any]) -> Account:
         disabled=bool(item.get("disabled", False)),
         person=item["person"] if "person" in item else item["client_id"],
         revision=int(item.get("revision", 0)),
+        made_by=item.get("made_by"),
+        maker_identity=item.get("maker_identity"),
     )
 
 
@@ -188,12 +192,18 @@ class AccountRules:
             tables.insert(made)
         return secret
 
-    def disable(self, client_id: str) -> Account:
+    def disable(self, client_id: str, *, approvals_required: int) -> Account:
         with self._tables() as tables:
             found = tables.get(client_id)
             if found is None:
                 raise NotFound("there is no client with this id")
-            return found if found.disabled else tables.update(replace(found, disabled=True))
+            if found.disabled:
+                return found
+            after = replace(found, disabled=True)
+            # SECURITY: fewer administrators than approvals reopens setting up (privileged roles
+            # granted from the host alone); the host keeps the API's rule.
+            _keep_enough_admins(tables, found, after, approvals_required)
+            return tables.update(after)
 
     def proposals(self) -> list[dict[str, Any]]:
         return [_public(json.loads(text)) for text in self._proposal_rows()]
@@ -277,8 +287,9 @@ def _applied(proposal: dict[str, Any], current: Account | None) -> Account:
     roles = frozenset(Role(r) for r in proposal["roles"])
     if current is None:
         return Account(
-            proposal["client_id"], proposal["organisation"], roles, "", datetime.now(UTC), person=proposal["person"]
-        )
+            proposal["client_id"], proposal["organisation"], roles, "", datetime.now(UTC), person=proposal["person"],
+            made_by=proposal["proposed_by"], maker_identity=proposal["identities"][0],
+        )  # fmt: skip
     action = proposal["action"]
     return replace(
         current,

@@ -46,11 +46,11 @@ def test_accounts_are_made_checked_and_disabled_across_handles(open_store: Calla
     assert here.check_credentials("bank-1", secret + "x") is None
     assert here.check_credentials("nobody", secret) is None
     eventually(lambda: there.check_credentials("bank-1", secret) is not None)
-    there.disable("bank-1")
+    there.disable("bank-1", approvals_required=2)
     assert there.check_credentials("bank-1", secret) is None  # where it was disabled: at once
     eventually(lambda: here.check_credentials("bank-1", secret) is None)
     with pytest.raises(NotFound):
-        there.disable("nobody")
+        there.disable("nobody", approvals_required=2)
     assert [(c.client_id, c.disabled) for c in here.all()] == [("bank-1", True)]
 
 
@@ -70,7 +70,8 @@ def test_the_account_file_of_before_is_imported_once_and_kept(tmp_path: Path) ->
     found = store.check_credentials("admin-1", secret)
     assert found is not None and found.person == "admin-1"  # each old account is its own person
     assert not legacy.exists() and (tmp_path / "clients.json.imported").is_file()
-    store.disable("admin-1")
+    store.add("admin-2", "Operator", [Role.ADMIN], person="Another")  # not the last administrator
+    store.disable("admin-1", approvals_required=1)
     store.close()
     _old_file(legacy)  # a file put back later is not imported over the accounts
     again = SqliteAccountStore(tmp_path / "accounts.sqlite3", import_from=legacy)
@@ -111,7 +112,8 @@ def test_an_old_postgres_database_is_migrated_and_its_file_copied_once(tmp_path:
             conn.execute(psycopg.sql.SQL("CREATE TABLE {}.clients (client_id TEXT PRIMARY KEY, record TEXT NOT NULL)")
                          .format(psycopg.sql.Identifier(schema)))  # fmt: skip
         first = PostgresAccountStore(PG_DSN, schema=schema, import_from=legacy)
-        first.disable("admin-1")  # later changes are not overwritten by the file: the table is not empty
+        first.add("admin-2", "Operator", [Role.ADMIN], person="Another")  # not the last administrator
+        first.disable("admin-1", approvals_required=1)  # later changes are not overwritten by the file
         second = PostgresAccountStore(PG_DSN, schema=schema, import_from=legacy)
         try:
             assert first.check_credentials("admin-1", secret) is None
@@ -153,7 +155,7 @@ def test_two_processes_creating_while_one_disables_lose_nothing(backend: str, tm
         workers = [ctx.Process(target=_create_many, args=(backend, where, f"w{n}", 12)) for n in range(2)]
         for worker in workers:
             worker.start()
-        store.disable("victim")
+        store.disable("victim", approvals_required=2)
         for worker in workers:
             worker.join(timeout=120)
             assert worker.exitcode == 0

@@ -72,7 +72,7 @@ def test_the_rarely_read_stores_of_a_process_share_one_connection_and_one_listen
                           ("veilgate-listener",))  # fmt: skip
         other_freezes.unfreeze(FreezeKind.SERVICE, "svc", by="admin", reason="resolved")
         eventually(lambda: (FreezeKind.SERVICE, "svc") not in freezes.active())
-        clients.disable("new-client")
+        clients.disable("new-client", approvals_required=2)
         eventually(lambda: getattr(other_clients.find("new-client"), "disabled", False))
     eventually(lambda: _connections() == before)  # closed with the last handle
 

@@ -5,9 +5,15 @@ re-enabled account needs a second person too."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from gateway.cli import app as cli
+from gateway.errors import Conflict
+from gateway.jobs import SqliteJobStore
 from tests.conftest import bearer, get_token
 from tests.verify.conftest import Gateway
 
@@ -123,3 +129,55 @@ def test_a_proposal_applies_only_to_the_account_it_was_made_from(gateway_for: Ca
     assert gw.client.delete("/v1/admin/consumers/demo-business", headers=approver).status_code == 204
     stale = gw.client.post(f"/v1/admin/consumers/proposals/{asked.json()['proposal']['id']}/approve", headers=approver)
     assert stale.status_code == 409 and "propose it again" in stale.json()["detail"]
+
+
+def test_an_account_made_without_a_person_counts_as_its_maker(
+    gateway_for: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """An administrator who leaves `person` out of a new account (no second person approves a
+    consumer account) must not get an account of another identity to submit jobs from: it is
+    the maker's identity, so the maker can neither review nor check nor requeue its jobs."""
+    gw = gateway_for()
+    admin = _as(gw, "demo-admin")
+    made = gw.client.post("/v1/admin/consumers", headers=admin,
+                          json={"client_id": "no-person", "organisation": "Elsewhere Institute",
+                                "roles": ["researcher"]})  # fmt: skip
+    assert made.status_code == 201 and made.json()["account"]["person"] is None
+    rt = gw.client.app.state.runtime  # type: ignore[attr-defined]
+    assert rt.clients.identity_of("no-person") == rt.clients.identity_of("demo-admin")
+    assert rt.clients.identity_of("no-person") != rt.clients.identity_of("demo-approver")
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job = store.submit(submitter="no-person", organisation="Elsewhere Institute", service="s", purpose="p",
+                       grant_id="g", code="print(1)", code_kind="file", code_sha256="0" * 64, datasets=["d"],
+                       outputs=["o"], epsilon=None)  # fmt: skip
+    with pytest.raises(Conflict, match="nobody reviews their own job"):
+        store.review(job.id, "demo-admin", "approve", "fine", 2, identity_of=rt.clients.identity_of)
+    store.review(job.id, "demo-approver", "approve", "fine", 2, identity_of=rt.clients.identity_of)
+    assert store.get(job.id).status == "submitted"  # one approval of two: the maker's does not count
+    # With a person named, the account is that person's (the name is on the record, with its maker).
+    named = gw.client.post("/v1/admin/consumers", headers=admin,
+                           json={"client_id": "named", "organisation": "Elsewhere Institute",
+                                 "roles": ["researcher"], "person": "A Researcher"})  # fmt: skip
+    assert named.status_code == 201
+    assert rt.clients.identity_of("named") == "person:A Researcher"
+    listed = {a["client_id"]: a for a in gw.client.get("/v1/admin/consumers", headers=admin).json()["accounts"]}
+    assert listed["named"]["made_by"] == "demo-admin" and listed["no-person"]["made_by"] == "demo-admin"
+
+
+def test_the_command_line_cannot_disable_the_others_to_make_an_administrator_alone(
+    gateway_for: Callable[..., Gateway],
+) -> None:
+    """From the host: disabling the other administrator would reopen the setting-up window in
+    which `veilgate clients add` grants privileged roles alone; it is refused like the API's."""
+    gw = gateway_for()
+    config = str(gw.installation.root / "veilgate.toml")
+    refused = CliRunner().invoke(cli, ["clients", "disable", "demo-approver", "--config", config])
+    assert refused.exit_code != 0 and "fewer than 2 administrators" in refused.output
+    made = CliRunner().invoke(
+        cli, ["clients", "add", "second-me", "--org", "O", "--role", "admin", "--person", "Not Me", "--config", config]
+    )
+    assert made.exit_code != 0 and "second administrator's approval" in made.output
+    assert gw.client.get("/v1/me", headers=_as(gw, "demo-approver")).status_code == 200
+    # A consumer is still disabled at once from the host.
+    assert CliRunner().invoke(cli, ["clients", "disable", "demo-business", "--config", config]).exit_code == 0
+    assert _token_status(gw.client, "demo-business", gw.installation.credentials["demo-business"]) == 401

@@ -29,12 +29,20 @@ class Account:
     person: str | None = None
     revision: int = 0
     """Counts the account's changes: a proposal applies only to the revision it was made from."""
+    made_by: str | None = None
+    """The account that proposed this one (None: made on the host, by `veilgate clients add`)."""
+    maker_identity: str | None = None
+    """Its maker's identity when it was made: the identity of an account made without a person."""
 
     @property
     def identity(self) -> str:
-        """The person, or else the organisation: accounts without a person share their
-        organisation's identity, so two of them never make two approvals."""
-        return f"person:{self.person}" if self.person else f"org:{self.organisation}"
+        """The person; else, for an account an administrator made, that administrator's identity
+        (SECURITY: leaving the person out must not make an account of another identity, to submit
+        a job from and review it, say); else the organisation, so that two accounts without a
+        person never make two approvals."""
+        if self.person:
+            return f"person:{self.person}"
+        return self.maker_identity or f"org:{self.organisation}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +76,9 @@ class AccountStore(Protocol):
         privileged, and for setting up an installation."""
         ...
 
-    def disable(self, client_id: str) -> Account:
-        """Disable at once (taking access away): its tokens stop on the next request."""
+    def disable(self, client_id: str, *, approvals_required: int) -> Account:
+        """Disable at once (taking access away): its tokens stop on the next request. Refused
+        (Conflict) if it would leave fewer administrators than it takes to approve a change."""
         ...
 
     def propose(
