@@ -21,8 +21,7 @@ from typing import IO
 from gateway import job_host, sandbox_client
 from gateway.errors import ServiceUnavailable
 from gateway.services import jobs
-from gateway.services.jobs import output_checking
-from gateway.services.jobs.run import RunNeeds
+from gateway.services.jobs import RunNeeds
 from gateway.settings import Settings
 
 log = logging.getLogger("veilgate.worker")
@@ -61,7 +60,7 @@ def work_once(rt: RunNeeds) -> list[str]:
     """Run every job that needs a run now, one after the other; returns the ids it ran."""
     for job_id in jobs.fail_overdue(rt):
         log.warning("job %s is long past its time limit and still running: its worker stopped; marked failed", job_id)
-    for job_id in output_checking.release_unclaimed(rt):
+    for job_id in jobs.release_unclaimed(rt):
         log.warning("job %s was checked but its result never made (its process stopped); released it", job_id)
     ran = []
     for job_id in jobs.runnable(rt):

@@ -195,3 +195,24 @@ def test_objection_subject_never_opens_a_file_outside_the_catalogue(
         headers=bearer(tokens["demo-business"]),
     )
     assert found.status_code == 201, found.text
+
+
+def test_output_check_paths_take_only_checked_ids_and_names(swept: tuple[TestClient, dict[str, str]]) -> None:
+    """The output-check routes once took any string as the job id and the output name: on a
+    PostgreSQL job store a NUL in it was a 500 (text cannot hold NUL). They take the checked
+    id and name types of every other route, refused before any store is asked."""
+    client, tokens = swept
+    admin = bearer(tokens["demo-admin"])
+    for path in ("/v1/admin/output-checks/job-%00x", "/v1/admin/output-checks/" + "j" * 300):
+        refused = client.get(path, headers=admin)
+        assert refused.status_code == 422, (path, refused.status_code)
+        assert "job_id" in refused.text and "%00" not in refused.text
+    for output in ("a%00b", "x" * 100, "..%2F..%2Fkeys"):
+        refused = client.post(
+            f"/v1/admin/output-checks/job-0011223344556677/{output}/release", headers=admin, json={"reason": "ok"}
+        )
+        assert refused.status_code in (404, 422), (output, refused.status_code)
+        if refused.status_code == 422:
+            assert "output" in refused.text
+    assert client.post("/v1/admin/output-checks/job-0011223344556677/a%00b/release", headers=admin,
+                       json={"reason": "ok"}).status_code == 422  # fmt: skip

@@ -9,12 +9,10 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
 from gateway.api.deps import require_role, runtime
-from gateway.api.schemas import ReviewRequest
+from gateway.api.schemas import NamePath, RecordIdPath, ReviewRequest
 from gateway.domain.principal import Principal, Role
-from gateway.services.jobs import output_checking
-from gateway.services.jobs.review import view
+from gateway.services import jobs
 from gateway.services.runtime import Runtime
-from gateway.state.ports import AWAITING_CHECK
 
 router = APIRouter(tags=["jobs"])
 Checker = Annotated[Principal, Depends(require_role(Role.ADMIN))]
@@ -23,14 +21,14 @@ Checker = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 @router.get("/v1/admin/output-checks")
 async def queue(rt: Annotated[Runtime, Depends(runtime)], _who: Checker) -> dict[str, Any]:
     """Jobs whose outputs wait for output checkers, oldest first, with the outputs still waiting."""
-    jobs = await run_in_threadpool(rt.jobs.awaiting_check)
-    return {"jobs": [output_checking.checker_view(j, with_code=False) for j in jobs]}
+    waiting = await run_in_threadpool(rt.jobs.awaiting_check)
+    return {"jobs": [jobs.checker_view(j, with_code=False) for j in waiting]}
 
 
 @router.get("/v1/admin/output-checks/{job_id}")
-async def show(rt: Annotated[Runtime, Depends(runtime)], _who: Checker, job_id: str) -> dict[str, Any]:
+async def show(rt: Annotated[Runtime, Depends(runtime)], _who: Checker, job_id: RecordIdPath) -> dict[str, Any]:
     """A held job for its checkers: each output's values and source, the code, the log, the checks."""
-    return output_checking.checker_view(await run_in_threadpool(rt.jobs.get, job_id), with_code=True)
+    return jobs.checker_view(await run_in_threadpool(rt.jobs.get, job_id), with_code=True)
 
 
 @router.post("/v1/admin/output-checks/{job_id}/{output}/{decision}")
@@ -38,14 +36,11 @@ async def decide(
     *,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Checker,
-    job_id: str,
-    output: str,
+    job_id: RecordIdPath,
+    output: NamePath,
     decision: Literal["release", "withhold"],
     body: ReviewRequest,
 ) -> dict[str, Any]:
     """Release or withhold one held output, with a reason; the decision that completes the checks
     makes the signed result, which the researcher then sees."""
-    job = await run_in_threadpool(output_checking.check, rt, who, job_id, output, decision=decision, reason=body.reason)
-    if job.status == AWAITING_CHECK:
-        return output_checking.checker_view(job, with_code=False)
-    return view(job, for_admin=True)
+    return await run_in_threadpool(jobs.check_output, rt, who, job_id, output, decision=decision, reason=body.reason)

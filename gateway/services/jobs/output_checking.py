@@ -26,8 +26,9 @@ from gateway.errors import Conflict, InvalidRequest
 from gateway.services import policy_admin
 from gateway.services.jobs.authorization import StopNeeds, stopped
 from gateway.services.jobs.release import JobReleaseNeeds, release_document
+from gateway.services.jobs.review import view
 from gateway.services.needs import HasClients, HasDomain, HasJobs
-from gateway.state.ports import Job
+from gateway.state.ports import AWAITING_CHECK, Job
 
 
 class OutputCheckingNeeds(StopNeeds, JobReleaseNeeds, HasClients, HasDomain, HasJobs, Protocol):
@@ -140,6 +141,15 @@ def checker_view(job: Job, *, with_code: bool) -> Json:
         body |= {"code": job.code, "code_kind": job.code_kind, "stdout": job.stdout, "stderr": job.stderr,
                  "reviews": [r for r in job.reviews if "output" not in r]}  # fmt: skip
     return body
+
+
+def check_output(
+    rt: OutputCheckingNeeds, checker: Principal, job_id: str, output: str, *, decision: str, reason: str
+) -> Json:
+    """One checker's decision on one held output, and the job as checkers then see it (still
+    waiting) or as administrators see it (released)."""
+    job = check(rt, checker, job_id, output, decision=decision, reason=reason)
+    return checker_view(job, with_code=False) if job.status == AWAITING_CHECK else view(job, for_admin=True)
 
 
 def check(rt: OutputCheckingNeeds, checker: Principal, job_id: str, output: str, *, decision: str, reason: str) -> Job:
