@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway import job_processes
+from gateway.domain.job_source import visible
 from gateway.domain.seccomp import job_filter
 from gateway.errors import ServiceUnavailable
 
@@ -360,7 +361,8 @@ class _Capped:
     def text(self) -> str:
         self._thread.join(timeout=10)
         text = self.path.read_bytes().decode("utf-8", errors="replace") if self.path.is_file() else ""
-        return text + ("\n[cut: longer than 64 KiB]" if self.cut else "")
+        # SECURITY: reviewers and output checkers read this; nothing in it may reorder or hide text
+        return visible(text) + ("\n[cut: longer than 64 KiB]" if self.cut else "")
 
 
 def _execute(

@@ -67,8 +67,8 @@ MAX_ARCHIVE_BYTES = 4 * 1024 * 1024
 
 
 def unpack_archive(data: bytes) -> dict[str, bytes]:
-    """The files of a job archive (zip), checked: relative paths without `..`, at most 100 files
-    and 4 MiB unpacked, and a `main.py` at the top, which is what runs."""
+    """The files of a job archive (zip), checked: relative paths without `..`, each once, at most
+    100 files and 4 MiB unpacked, and a `main.py` at the top, which is what runs."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -81,12 +81,15 @@ def unpack_archive(data: bytes) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for info in infos:
         parts = PurePosixPath(info.filename).parts
-        if info.filename.startswith("/") or "\\" in info.filename or not parts or ".." in parts:
-            raise InvalidRequest("archive: every member must be a plain relative path")
+        name = PurePosixPath(*parts).as_posix() if parts else ""
+        # SECURITY: one name twice (`main.py`, `./main.py`) is read from the first by one tool and
+        # run from the last by another: reviewers would approve other code than what runs.
+        if info.filename.startswith("/") or "\\" in info.filename or not parts or ".." in parts or name in files:
+            raise InvalidRequest("archive: every member must be a plain relative path, once")
         content = archive.read(info)
         if len(content) != info.file_size:
             raise InvalidRequest("archive: a file's size does not match its entry")
-        files[PurePosixPath(*parts).as_posix()] = content
+        files[name] = content
     if "main.py" not in files:
         raise InvalidRequest("archive: needs a main.py at its top, which is what runs")
     return files

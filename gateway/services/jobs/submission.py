@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from gateway.domain import sdc
 from gateway.domain.aggregate import epsilon_text
 from gateway.domain.job_plan import OUTPUT_NAME
+from gateway.domain.job_source import check_source
 from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.errors import InvalidRequest, ServiceUnavailable
@@ -69,7 +70,8 @@ def submit(rt: SubmissionNeeds, principal: Principal, submission: Submission) ->
             raise InvalidRequest("code: at most 256 KiB")
     else:
         kind, stored = "archive", base64.b64encode(submission.archive or b"").decode()
-    _files, code_sha256 = job_files(stored, kind)  # an archive is checked here, before review
+    files, code_sha256 = job_files(stored, kind)  # an archive is checked here, before review
+    check_source(files, "code" if kind == "file" else "archive")  # what reviewers read is what runs
     unknown = [d for d in submission.datasets if d not in service.datasets]
     if not submission.datasets or unknown or len(set(submission.datasets)) != len(submission.datasets):
         raise InvalidRequest(f"datasets: one or more of {', '.join(service.datasets)}, each once")
