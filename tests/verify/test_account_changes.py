@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from gateway.errors import Conflict
-from gateway.jobs import SqliteJobStore
+from gateway.state.jobs_sqlite import SqliteJobStore
 from tests.conftest import bearer, get_token
 from tests.verify.conftest import Gateway
 
