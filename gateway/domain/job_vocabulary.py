@@ -43,6 +43,7 @@ class Reason(StrEnum):
     FROZEN = "stopped: frozen"
     GRANT_REVOKED = "stopped: grant revoked"
     SERVICE_WITHDRAWN = "stopped: service withdrawn"
+    ACCOUNT_DISABLED = "stopped: account disabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,5 +64,5 @@ class Refusal:
         return body
 
 
-STOPPED = (Reason.FROZEN, Reason.GRANT_REVOKED, Reason.SERVICE_WITHDRAWN)
+STOPPED = (Reason.FROZEN, Reason.GRANT_REVOKED, Reason.SERVICE_WITHDRAWN, Reason.ACCOUNT_DISABLED)
 """Reasons that stop a run and release nothing."""

@@ -232,6 +232,24 @@ def test_a_grant_revoked_during_a_run_releases_nothing(jobs_gateway: Callable[..
     assert outcome["status"] == "failed" and outcome["reason"] == "stopped: grant revoked" and outcome["result"] is None
 
 
+def test_a_submitter_disabled_during_a_run_releases_nothing(jobs_gateway: Callable[..., Jobs]) -> None:
+    """Disabling an account is the administrators' stop for a person: a run of theirs must not
+    go on reading the data and leave a signed result waiting for the day it is enabled again."""
+    jobs = jobs_gateway()
+    job_id = jobs.submit(_slow(4)).json()["id"]
+    assert jobs.review(job_id, "demo-admin").status_code == 200
+    assert jobs.review(job_id, "demo-approver").status_code == 200
+    _wait_running(jobs, job_id)
+    disabled = jobs.client.delete("/v1/admin/consumers/demo-researcher", headers=jobs.headers["demo-admin"])
+    assert disabled.status_code == 204, disabled.text
+    deadline = time.monotonic() + 120
+    while jobs.admin_view(job_id)["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    outcome = jobs.admin_view(job_id)
+    assert outcome["status"] == "failed" and outcome["reason"] == "stopped: account disabled", outcome["reason"]
+    assert outcome["result"] is None
+
+
 def test_a_dp_plan_stopped_before_release_releases_nothing(
     jobs_gateway: Callable[..., Jobs], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -284,3 +284,30 @@ def test_two_accounts_of_one_person_are_one_output_checker(open_store: Callable[
         [*store.get(job_id).reviews, {"output": "a", "reviewer": "admin-a2", "decision": "release"}],
         lambda c: person(c) or c,
     ) == {"a": None}
+
+
+@needs_isolation
+def test_checkers_see_how_the_run_ended_before_the_researcher_does(jobs_gateway: Callable[..., Jobs]) -> None:
+    """How a run ends (completed, an error, a limit) is the job's choice, so a few bits of the
+    data; with a table held, the researcher reads it in the result once the checkers released
+    the table. The checkers must see it too, beside the values they release."""
+    jobs = jobs_gateway()
+    code = (
+        "import veilgate_job as vg\n"
+        'vg.table("made_up", [{"status": "active", "n": 40}], keys=["status"], counts=["n"])\n'
+    )
+    job_id = _submit_approved(
+        jobs,
+        code
+        + "vg.finish()  # the outputs are written: how the run ends is still the job's choice\nraise SystemExit(3)\n",
+        [{"name": "made_up", "keys": ["status"], "counts": ["n"]}],
+    )
+    assert jobs.wait(job_id)["status"] == AWAITING_CHECK
+    held = _queue(jobs, job_id)
+    assert held["waiting"] == ["made_up"] and held["run"] == "failed: error (see reviewers)"
+    queued = jobs.client.get("/v1/admin/output-checks", headers=jobs.headers["demo-admin"]).json()["jobs"]
+    assert [j["run"] for j in queued if j["id"] == job_id] == ["failed: error (see reviewers)"]
+    outcome = jobs.check_all(job_id)
+    assert outcome["result"]["result"]["reason"] == held["run"]
+    completed = _submit_approved(jobs, code, [{"name": "made_up", "keys": ["status"], "counts": ["n"]}])
+    assert jobs.wait(completed)["status"] == AWAITING_CHECK and _queue(jobs, completed)["run"] == "completed"

@@ -1,7 +1,8 @@
 """Authorization again, at release and during a run: not only at submission and start.
 
-A freeze, a revoked or expired grant, or a withdrawn service between the start of a run and its
-release stops the run and releases nothing (`Reason.FROZEN`, `GRANT_REVOKED`, `SERVICE_WITHDRAWN`).
+A freeze, a revoked or expired grant, a withdrawn service, or the submitter's account disabled
+between the start of a run and its release stops the run and releases nothing (`Reason.FROZEN`,
+`GRANT_REVOKED`, `SERVICE_WITHDRAWN`, `ACCOUNT_DISABLED`).
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ from typing import Protocol
 from gateway.domain.job_vocabulary import Reason
 from gateway.domain.policy import Freeze, FreezeKind, PolicyBundle
 from gateway.services import policy_admin
-from gateway.services.needs import HasFreezes
+from gateway.services.needs import HasClients, HasFreezes
 from gateway.services.policy_admin import PolicyReader
 from gateway.state.ports import Job
 
 
-class StopNeeds(PolicyReader, HasFreezes, Protocol):
-    """Whether a job is stopped: the bundle in force and the freezes."""
+class StopNeeds(PolicyReader, HasFreezes, HasClients, Protocol):
+    """Whether a job is stopped: the bundle in force, the freezes and the submitter's account."""
 
 
 def stopped(rt: StopNeeds, job: Job) -> Reason | None:
-    """Why `job` may not (any longer) run or release, or None: the freezes and the policy in force now."""
-    return why_stopped(policy_admin.current(rt).bundle, rt.freezes.active(), job, datetime.now(UTC))
+    """Why `job` may not (any longer) run or release, or None: the freezes and the policy in force
+    now, and the submitter's account (SECURITY: disabling it stops the person's runs too)."""
+    why = why_stopped(policy_admin.current(rt).bundle, rt.freezes.active(), job, datetime.now(UTC))
+    if why is None:
+        account = rt.clients.find(job.submitter)
+        if account is None or account.disabled:
+            return Reason.ACCOUNT_DISABLED
+    return why
 
 
 def why_stopped(
