@@ -155,7 +155,8 @@ class ConsumerCreateRequest(BaseModel):
     person: str | None = Field(
         default=None, min_length=1, max_length=200,
         description="Who holds the account: all of one person's accounts name them alike, and two "
-        "approvals must come from two people. Without it the organisation is the identity.",
+        "approvals must come from two people. Without it, the account is the identity of the administrator "
+        "who makes it. A name that differs from an existing person's only in case, width or spacing is refused.",
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.principal import Role
-from gateway.errors import Conflict, NotFound, PolicyDenied
+from gateway.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
 from gateway.state import secrets as secret_codes
 from gateway.state.migrations import Execute, Step
 from gateway.state.ports import PRIVILEGED, Account, AccountAction, AccountChange
@@ -91,6 +92,29 @@ def import_file(execute: Execute, path: Path) -> int | None:
     for account in found:
         execute("INSERT INTO clients VALUES (?, ?)", (account.client_id, json.dumps(_record(account))))
     return len(found)
+
+
+def _person_key(person: str) -> str:
+    """How a person's name reads to someone approving a change: width, case, spacing and
+    invisible characters aside."""
+    shown = "".join(ch for ch in unicodedata.normalize("NFKC", person) if unicodedata.category(ch)[0] != "C")
+    return " ".join(shown.casefold().split())
+
+
+def _check_person(person: str | None, accounts: Iterable[Account]) -> None:
+    """SECURITY: a person spelled nearly like another (`demo administrator`, a trailing space, a
+    zero width space) reads to an approver as that person but would count as someone else, so
+    its holder could approve their own changes. Refused, naming the parameter and the rule."""
+    if person is None:
+        return
+    if person != " ".join(person.split()) or any(unicodedata.category(ch)[0] == "C" for ch in person):
+        raise InvalidRequest("person: no control or invisible characters, and single spaces between words only")
+    key = _person_key(person)
+    if any(a.person is not None and a.person != person and _person_key(a.person) == key for a in accounts):
+        raise InvalidRequest(
+            "person: differs from an existing person only in case, width or spacing; give that person's name "
+            "exactly as on their other accounts, or a name that reads differently"
+        )
 
 
 class _Tables:
@@ -189,6 +213,7 @@ class AccountRules:
             person=person, revision=1,
         )  # fmt: skip
         with self._tables() as tables:
+            _check_person(person, tables.all())
             tables.insert(made)
         return secret
 
@@ -226,6 +251,7 @@ class AccountRules:
                     raise Conflict("a new account needs an organisation")
                 if current is not None:
                     raise Conflict("this client id is taken")
+                _check_person(person, tables.all())
             elif current is None:
                 raise NotFound("there is no client with this id")
             proposal = {

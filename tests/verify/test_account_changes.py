@@ -181,3 +181,54 @@ def test_the_command_line_cannot_disable_the_others_to_make_an_administrator_alo
     # A consumer is still disabled at once from the host.
     assert CliRunner().invoke(cli, ["clients", "disable", "demo-business", "--config", config]).exit_code == 0
     assert _token_status(gw.client, "demo-business", gw.installation.credentials["demo-business"]) == 401
+
+
+def test_a_person_spelled_nearly_like_another_is_refused(gateway_for: Callable[..., Gateway]) -> None:
+    """An approver who agrees to "a second account of the Demo Administrator" must not thereby
+    make another identity: a person that differs from an existing one only in case, spacing,
+    width or invisible characters would count as someone else, and its holder would approve
+    their own changes. Such a person is refused (naming the parameter and the rule)."""
+    gw = gateway_for()
+    admin, approver = _as(gw, "demo-admin"), _as(gw, "demo-approver")
+    for near in ("demo administrator", "Demo Administrator ", "Demo  Administrator", "Demo\u200bAdministrator",
+                 "Ｄｅｍｏ Administrator"):  # fmt: skip
+        asked = gw.client.post(
+            "/v1/admin/consumers", headers=admin,
+            json={"client_id": "admin-alt", "organisation": "Demo Public Data Administration", "roles": ["admin"],
+                  "person": near},
+        )  # fmt: skip
+        assert asked.status_code == 422, (near, asked.status_code)
+        assert asked.json()["detail"].startswith("person: "), asked.text
+        assert near not in asked.text
+    # the exact spelling is that person's second account, and approving it adds no identity
+    same = gw.client.post(
+        "/v1/admin/consumers", headers=admin,
+        json={"client_id": "admin-alt", "organisation": "Demo Public Data Administration", "roles": ["admin"],
+              "person": "Demo Administrator"},
+    )  # fmt: skip
+    assert same.status_code == 202
+    approved = gw.client.post(
+        f"/v1/admin/consumers/proposals/{same.json()['proposal']['id']}/approve", headers=approver
+    )
+    assert approved.status_code == 200
+    rt = gw.client.app.state.runtime  # type: ignore[attr-defined]
+    assert rt.clients.identity_of("admin-alt") == rt.clients.identity_of("demo-admin")
+    # the host's command line keeps the same rule
+    config = str(gw.installation.root / "veilgate.toml")
+    made = CliRunner().invoke(
+        cli,
+        [
+            "clients",
+            "add",
+            "r-2",
+            "--org",
+            "O",
+            "--role",
+            "researcher",
+            "--person",
+            "DEMO APPROVER",
+            "--config",
+            config,
+        ],
+    )
+    assert made.exit_code != 0 and "person:" in made.output
