@@ -73,7 +73,7 @@ def test_an_archive_naming_one_file_twice_is_refused(jobs_gateway: Callable[...,
         assert refused.json()["detail"].startswith("archive: every member must be a plain relative path, once")
 
 
-def _zip(members: list[tuple[str, str]]) -> str:
+def _zip(members: list[tuple[str, str | bytes]]) -> str:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zipfile warns of a name written twice: the attack
@@ -98,3 +98,21 @@ def test_a_log_cannot_reorder_or_hide_what_reviewers_and_checkers_read(jobs_gate
         assert not any(ch in text for ch in ("\r", "\x1b", "\x07", "\u202e", "\u200b", "\u2028")), repr(text)
     assert "rows: 12\\u000drows: 99\\u202e21 :swor\\u001b[2K\\u200bend" in shown["stdout"]
     assert "warn\\u001b]52;c;aGk=\\u0007\\u2028done\n" in shown["stderr"]
+
+
+def test_reviewers_read_an_archive_file_by_file_as_it_runs(jobs_gateway: Callable[..., Jobs]) -> None:
+    """An archive was shown to reviewers as base64: nobody can review that. Its files are shown
+    one by one, as the gateway unpacks them for the run (the same names, the same bytes)."""
+    jobs = jobs_gateway()
+    members = [("main.py", "import lib.helpers\nlib.helpers.go()\n"), ("lib/__init__.py", ""),
+               ("lib/helpers.py", "def go() -> None:\n    print('hello from the helper')\n"),
+               ("notes.bin", b"\xff\xfe binary")]  # fmt: skip
+    submitted = jobs.submit(None, archive=_zip(members))
+    assert submitted.status_code == 201, submitted.text
+    shown = jobs.admin_view(submitted.json()["id"])
+    assert shown["files"]["main.py"] == members[0][1]
+    assert shown["files"]["lib/helpers.py"] == members[2][1]
+    assert shown["files"]["notes.bin"].startswith("(not text: 9 bytes, SHA-256 ")
+    assert "files" not in jobs.status(submitted.json()["id"])  # the researcher's view has none
+    one_file = jobs.submit('print("one file")\n').json()["id"]
+    assert jobs.admin_view(one_file)["files"] == {"main.py": 'print("one file")\n'}

@@ -27,6 +27,7 @@ from gateway.services import policy_admin
 from gateway.services.jobs.authorization import StopNeeds, stopped
 from gateway.services.jobs.release import JobReleaseNeeds, release_document
 from gateway.services.jobs.review import view
+from gateway.services.jobs.stored import readable_files
 from gateway.services.needs import HasClients, HasDomain, HasJobs
 from gateway.state.ports import AWAITING_CHECK, Job
 
@@ -140,7 +141,8 @@ def checker_view(job: Job, *, with_code: bool) -> Json:
         "code_sha256": job.code_sha256,
     }
     if with_code:
-        body |= {"code": job.code, "code_kind": job.code_kind, "stdout": job.stdout, "stderr": job.stderr,
+        body |= {"code": job.code, "code_kind": job.code_kind, "files": readable_files(job.code, job.code_kind),
+                 "stdout": job.stdout, "stderr": job.stderr,
                  "reviews": [r for r in job.reviews if "output" not in r]}  # fmt: skip
     return body
 

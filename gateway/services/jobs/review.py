@@ -10,7 +10,7 @@ from gateway.domain.trail import Json
 from gateway.errors import NotFound
 from gateway.services import policy_admin
 from gateway.services.jobs.planning import total_epsilon
-from gateway.services.jobs.stored import service_of
+from gateway.services.jobs.stored import readable_files, service_of
 from gateway.services.needs import HasClients, HasJobs
 from gateway.services.policy_admin import PolicyReader
 from gateway.state.ports import Job
@@ -67,7 +67,7 @@ def view(job: Job, *, for_admin: bool) -> Json:
     }
     if for_admin:
         body |= {"submitter": job.submitter, "organisation": job.organisation, "code": job.code,
-                 "code_kind": job.code_kind,
+                 "code_kind": job.code_kind, "files": readable_files(job.code, job.code_kind),
                  "reviews": job.reviews, "stdout": job.stdout, "stderr": job.stderr,
                  "notes": job.notes or []}  # fmt: skip
     return body
