@@ -19,6 +19,7 @@ import pytest
 from gateway.catalog import CatalogStore
 from gateway.domain import sdc
 from gateway.domain.jobs import DisclosureControl
+from gateway.domain.principal import Role
 from gateway.engine import version_path
 from gateway.errors import Conflict, NotFound
 from gateway.services.jobs import output_checking
@@ -311,3 +312,34 @@ def test_checkers_see_how_the_run_ended_before_the_researcher_does(jobs_gateway:
     assert outcome["result"]["result"]["reason"] == held["run"]
     completed = _submit_approved(jobs, code, [{"name": "made_up", "keys": ["status"], "counts": ["n"]}])
     assert jobs.wait(completed)["status"] == AWAITING_CHECK and _queue(jobs, completed)["run"] == "completed"
+
+
+def test_the_submitters_own_administrator_account_reads_no_held_output_nor_log(
+    jobs_gateway: Callable[..., Jobs],
+) -> None:
+    """A person may hold a researcher account and an administrator account (one `person`). The
+    administrator account must not read what output checking holds back from the researcher:
+    the held values, the run's stdout (where a job can print raw rows), its notes."""
+    jobs = jobs_gateway()
+    rt = jobs.client.app.state.runtime  # type: ignore[attr-defined]
+    rt.clients.add("admin-research", "Demo Public Data Administration", [Role.RESEARCHER], person="Demo Administrator")
+    job = rt.jobs.submit(
+        submitter="admin-research", organisation="o", service="enterprise-tables", purpose="p", grant_id="g",
+        code="print(1)", code_kind="file", code_sha256="h", datasets=["enterprise_registry"], outputs=["a"],
+        epsilon=None, tables=[{"name": "a", "keys": [], "counts": ["n"]}],
+    )  # fmt: skip
+    rt.jobs.review(job.id, "demo-approver", "approve", "ok", 2)
+    rt.jobs.review(job.id, "demo-auditor", "approve", "ok", 2)
+    running = rt.jobs.claim_run(job.id)
+    held = {"outputs": {"a": {"status": "held", "rows": [{"n": 4242}]}}, "reason": None}
+    rt.jobs.hold(running, held=held, stdout=f"raw row: {LEAK}", stderr="", reason=None, notes=["a: detail"])
+    own, other = jobs.headers["demo-admin"], jobs.headers["demo-approver"]
+    inspected = jobs.client.get(f"/v1/admin/jobs/{job.id}", headers=own)
+    assert inspected.status_code == 200 and LEAK not in inspected.text and "stdout" not in inspected.json()
+    assert jobs.client.get(f"/v1/admin/output-checks/{job.id}", headers=own).status_code == 403
+    queue = jobs.client.get("/v1/admin/output-checks", headers=own).json()["jobs"]
+    assert job.id not in [j["id"] for j in queue] and "4242" not in str(queue)
+    # another person checks it as before
+    assert LEAK in jobs.client.get(f"/v1/admin/jobs/{job.id}", headers=other).text
+    assert "4242" in jobs.client.get(f"/v1/admin/output-checks/{job.id}", headers=other).text
+    assert job.id in [j["id"] for j in jobs.client.get("/v1/admin/output-checks", headers=other).json()["jobs"]]

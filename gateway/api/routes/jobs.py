@@ -63,9 +63,10 @@ async def list_jobs(rt: Annotated[Runtime, Depends(runtime)], _who: Admin) -> di
 
 
 @router.get("/v1/admin/jobs/{job_id}")
-async def inspect(rt: Annotated[Runtime, Depends(runtime)], _who: Admin, job_id: RecordIdPath) -> dict[str, Any]:
-    """Everything about a job for its reviewers: the code, who reviewed, stdout and stderr."""
-    return jobs.view(await run_in_threadpool(rt.jobs.get, job_id), for_admin=True)
+async def inspect(rt: Annotated[Runtime, Depends(runtime)], who: Admin, job_id: RecordIdPath) -> dict[str, Any]:
+    """Everything about a job for its reviewers: the code, who reviewed, stdout and stderr (for
+    the submitter's own person, what the researcher sees)."""
+    return await run_in_threadpool(jobs.admin_view, rt, who, job_id)
 
 
 @router.post("/v1/admin/jobs/{job_id}/approve")

@@ -19,16 +19,16 @@ Checker = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 
 
 @router.get("/v1/admin/output-checks")
-async def queue(rt: Annotated[Runtime, Depends(runtime)], _who: Checker) -> dict[str, Any]:
-    """Jobs whose outputs wait for output checkers, oldest first, with the outputs still waiting."""
-    waiting = await run_in_threadpool(rt.jobs.awaiting_check)
-    return {"jobs": [jobs.checker_view(j, with_code=False) for j in waiting]}
+async def queue(rt: Annotated[Runtime, Depends(runtime)], who: Checker) -> dict[str, Any]:
+    """Jobs whose outputs wait for output checkers, oldest first, with the outputs still waiting
+    (not the caller's own jobs)."""
+    return {"jobs": await run_in_threadpool(jobs.checker_queue, rt, who)}
 
 
 @router.get("/v1/admin/output-checks/{job_id}")
-async def show(rt: Annotated[Runtime, Depends(runtime)], _who: Checker, job_id: RecordIdPath) -> dict[str, Any]:
+async def show(rt: Annotated[Runtime, Depends(runtime)], who: Checker, job_id: RecordIdPath) -> dict[str, Any]:
     """A held job for its checkers: each output's values and source, the code, the log, the checks."""
-    return jobs.checker_view(await run_in_threadpool(rt.jobs.get, job_id), with_code=True)
+    return await run_in_threadpool(jobs.checker_job, rt, who, job_id)
 
 
 @router.post("/v1/admin/output-checks/{job_id}/{output}/{decision}")

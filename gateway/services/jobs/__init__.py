@@ -18,9 +18,15 @@ Other packages use what `__all__` names, never a step's module (an import contra
 
 from gateway.services.jobs.dispatch import OVERDUE_GRACE_SECONDS, fail_overdue, runnable, runs_dir
 from gateway.services.jobs.local import run_local
-from gateway.services.jobs.output_checking import check_output, checker_view, release_unclaimed
+from gateway.services.jobs.output_checking import (
+    check_output,
+    checker_job,
+    checker_queue,
+    checker_view,
+    release_unclaimed,
+)
 from gateway.services.jobs.outputs import check_outputs
-from gateway.services.jobs.review import requeue, require_owner, review, view
+from gateway.services.jobs.review import admin_view, requeue, require_owner, review, view
 from gateway.services.jobs.run import RunNeeds, run
 from gateway.services.jobs.stored import job_files, service_of
 from gateway.services.jobs.submission import Submission, submit
@@ -29,8 +35,11 @@ __all__ = [
     "OVERDUE_GRACE_SECONDS",
     "RunNeeds",
     "Submission",
+    "admin_view",
     "check_output",
     "check_outputs",
+    "checker_job",
+    "checker_queue",
     "checker_view",
     "fail_overdue",
     "job_files",

@@ -22,11 +22,11 @@ from gateway.domain.job_vocabulary import Reason, Refusal
 from gateway.domain.jobs import JobService
 from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
-from gateway.errors import Conflict, InvalidRequest
+from gateway.errors import Conflict, InvalidRequest, PolicyDenied
 from gateway.services import policy_admin
 from gateway.services.jobs.authorization import StopNeeds, stopped
 from gateway.services.jobs.release import JobReleaseNeeds, release_document
-from gateway.services.jobs.review import view
+from gateway.services.jobs.review import is_own, view
 from gateway.services.jobs.stored import readable_files
 from gateway.services.needs import HasClients, HasDomain, HasJobs
 from gateway.state.ports import AWAITING_CHECK, Job
@@ -145,6 +145,20 @@ def checker_view(job: Job, *, with_code: bool) -> Json:
                  "stdout": job.stdout, "stderr": job.stderr,
                  "reviews": [r for r in job.reviews if "output" not in r]}  # fmt: skip
     return body
+
+
+def checker_queue(rt: OutputCheckingNeeds, who: Principal) -> list[Json]:
+    """The jobs waiting for output checks, oldest first, without the checker's own."""
+    return [checker_view(j, with_code=False) for j in rt.jobs.awaiting_check() if not is_own(rt, who, j)]
+
+
+def checker_job(rt: OutputCheckingNeeds, who: Principal, job_id: str) -> Json:
+    """One held job for a checker: not for the submitter's own person, who would read before
+    the checkers what they hold back (PolicyDenied)."""
+    job = rt.jobs.get(job_id)
+    if is_own(rt, who, job):
+        raise PolicyDenied("nobody reads the held outputs or the log of their own job: another output checker must")
+    return checker_view(job, with_code=True)
 
 
 def check_output(

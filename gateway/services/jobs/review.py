@@ -73,6 +73,19 @@ def view(job: Job, *, for_admin: bool) -> Json:
     return body
 
 
+def is_own(rt: HasClients, who: Principal, job: Job) -> bool:
+    """`who` is the submitter's person (one of their accounts)."""
+    return rt.clients.identity_of(who.client_id) == rt.clients.identity_of(job.submitter)
+
+
+def admin_view(rt: ReviewNeeds, who: Principal, job_id: str) -> Json:
+    """Everything about a job for an administrator, except one of the submitter's own person
+    (SECURITY: their administrator account must not read the log, the notes or the outcome that
+    output checking holds back from their researcher account): the researcher's view."""
+    job = rt.jobs.get(job_id)
+    return view(job, for_admin=not is_own(rt, who, job))
+
+
 def require_owner(job: Job, principal: Principal) -> Job:
     if job.submitter != principal.client_id:
         raise NotFound(f"no job {job.id}")  # another's job does not exist for you
