@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from gateway.budget_ledger import Holding
 from gateway.domain.aggregate import epsilon_text
 from gateway.domain.budget import Accounts, Amount
 from gateway.domain.canonical_json import canonical_text
 from gateway.domain.trail import Json
 from gateway.errors import Conflict, NotFound
 from gateway.services.needs import HasBudget
+from gateway.state.ports import Holding
 
 
 class ChargingNeeds(HasBudget, Protocol):

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.errors import ConfigurationError
 from gateway.policy_store import PostgresPolicyStore
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
-from gateway.state.backend import accounts_file, jobs_file, objections_file
+from gateway.state.backend import accounts_file, budget_file, jobs_file, objections_file
+from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.ledger_postgres import PostgresLedger
@@ -52,7 +52,7 @@ def import_installation(settings: Settings) -> list[Imported]:
          lambda: PostgresPolicyStore(dsn, schema=schema, listen=False)),
         ("client accounts", accounts_file(settings), accounts_file(settings),
          lambda: PostgresAccountStore(dsn, schema=schema, listen=False)),
-        ("privacy budgets", state / "ledger" / "budget.sqlite3", state / "ledger" / "budget.sqlite3",
+        ("privacy budgets", budget_file(settings), budget_file(settings),
          lambda: PostgresBudgetLedger(dsn, schema=schema)),
         ("verification ledger", state / "ledger" / "ledger.sqlite3", state / "ledger" / "ledger.sqlite3",
          lambda: PostgresLedger(dsn, schema=schema)),

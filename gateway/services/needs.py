@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.budget_ledger import BudgetLedger
 from gateway.catalog import CatalogStore
 from gateway.engine import Domain
 from gateway.onnx_models import OnnxModels
@@ -20,7 +19,15 @@ from gateway.policy import PolicyHolder
 from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
 from gateway.signing import KeyRing
-from gateway.state.ports import AccountStore, AuditLogStore, FreezeStore, JobStore, LedgerStore, ObjectionStore
+from gateway.state.ports import (
+    AccountStore,
+    AuditLogStore,
+    BudgetStore,
+    FreezeStore,
+    JobStore,
+    LedgerStore,
+    ObjectionStore,
+)
 
 __all__ = [
     "HasAudit",
@@ -83,7 +90,7 @@ class HasLedger(Protocol):
 
 class HasBudget(Protocol):
     @property
-    def budget(self) -> BudgetLedger: ...
+    def budget(self) -> BudgetStore: ...
 
 
 class HasPolicy(Protocol):

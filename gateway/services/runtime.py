@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.budget_ledger import BudgetLedger, SqliteBudgetLedger, open_budget_ledger
 from gateway.catalog import CatalogStore
 from gateway.engine import Domain
 from gateway.errors import ConfigurationError
@@ -15,9 +14,27 @@ from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
 from gateway.state.audit_sqlite import SqliteAuditLog
-from gateway.state.backend import open_accounts, open_freezes, open_jobs, open_ledger, open_log, open_objections
+from gateway.state.backend import (
+    budget_file,
+    open_accounts,
+    open_budget,
+    open_freezes,
+    open_jobs,
+    open_ledger,
+    open_log,
+    open_objections,
+)
+from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.freezes_file import FileFreezeStore
-from gateway.state.ports import AccountStore, AuditLogStore, FreezeStore, JobStore, LedgerStore, ObjectionStore
+from gateway.state.ports import (
+    AccountStore,
+    AuditLogStore,
+    BudgetStore,
+    FreezeStore,
+    JobStore,
+    LedgerStore,
+    ObjectionStore,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +47,7 @@ class Runtime:
     receipt_keys: KeyRing
     audit: AuditLogStore
     ledger: LedgerStore
-    budget: BudgetLedger
+    budget: BudgetStore
     policy: PolicyHolder
     policy_store: PolicyStore
     freezes: FreezeStore
@@ -46,14 +63,13 @@ class Runtime:
         files and JSON documents under the state directory.
         """
         dsn, schema = settings.database_dsn, settings.database_schema
-        state = settings.state_dir
         recheck = settings.state_recheck_seconds  # files other processes change: looked at this often
         catalog = CatalogStore(settings.data_path, recheck_seconds=recheck)
         policy_store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema, recheck_seconds=recheck)
         onnx = OnnxModels(settings.policy_dir)
         audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
         ledger = open_ledger(settings)
-        budget = open_budget_ledger(state / "ledger" / "budget.sqlite3", dsn=dsn, schema=schema)
+        budget = open_budget(settings)
         freezes = open_freezes(settings)
         try:
             if dsn:
@@ -101,7 +117,7 @@ class Runtime:
 
 
 def _refuse_to_leave_history_behind(
-    settings: Settings, budget: BudgetLedger, audit: AuditLogStore, freezes: FreezeStore
+    settings: Settings, budget: BudgetStore, audit: AuditLogStore, freezes: FreezeStore
 ) -> None:
     """An installation switched to PostgreSQL whose history is still in its files would start
     again from zero: budgets already spent would be spent again, the audit trail would begin anew
@@ -115,13 +131,13 @@ def _refuse_to_leave_history_behind(
                 f"{settings.freezes_file} stops {names}, and PostgreSQL stops nothing: starting on PostgreSQL "
                 "would lift those stops. Make them again with `veilgate freeze` under this configuration first"
             )
-    budget_file = settings.state_dir / "ledger" / "budget.sqlite3"
-    if budget_file.exists() and not budget.has_history():
-        local = SqliteBudgetLedger(budget_file)
+    local_file = budget_file(settings)
+    if local_file.exists() and not budget.has_history():
+        local = SqliteBudgetLedger(local_file)
         try:
             if local.has_history():
                 raise ConfigurationError(
-                    f"privacy budgets were spent in {budget_file}, and PostgreSQL has none: starting on "
+                    f"privacy budgets were spent in {local_file}, and PostgreSQL has none: starting on "
                     "PostgreSQL would forget them. Set database_dsn on a new installation (see docs/operations.md)"
                 )
         finally:

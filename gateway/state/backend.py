@@ -10,6 +10,8 @@ from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.accounts_sqlite import SqliteAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.budget_postgres import PostgresBudgetLedger
+from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.freezes_file import FileFreezeStore
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
@@ -18,7 +20,15 @@ from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
 from gateway.state.objections_file import FileObjectionStore
 from gateway.state.objections_postgres import PostgresObjectionStore
-from gateway.state.ports import AccountStore, AuditLogStore, FreezeStore, JobStore, LedgerStore, ObjectionStore
+from gateway.state.ports import (
+    AccountStore,
+    AuditLogStore,
+    BudgetStore,
+    FreezeStore,
+    JobStore,
+    LedgerStore,
+    ObjectionStore,
+)
 
 
 class Where(Protocol):
@@ -69,6 +79,17 @@ def open_ledger(where: Where) -> LedgerStore:
     if where.database_dsn:
         return PostgresLedger(where.database_dsn, schema=where.database_schema)
     return SqliteLedger.open(ledger_dir(where))
+
+
+def budget_file(where: Where) -> Path:
+    return ledger_dir(where) / "budget.sqlite3"
+
+
+def open_budget(where: Where) -> BudgetStore:
+    """The privacy-budget ledger: PostgreSQL when a DSN is set, else `state/ledger/budget.sqlite3`."""
+    if where.database_dsn:
+        return PostgresBudgetLedger(where.database_dsn, schema=where.database_schema)
+    return SqliteBudgetLedger(budget_file(where))
 
 
 def open_log(directory: Path, *, dsn: str | None = None, schema: str = "veilgate") -> AuditLogStore:

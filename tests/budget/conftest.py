@@ -7,17 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
+from gateway.state.budget_postgres import PostgresBudgetLedger
+from gateway.state.budget_sqlite import SqliteBudgetLedger
+from gateway.state.ports import BudgetStore
 from tests.conftest import ON_POSTGRES, store_handles
 
-Opener = Callable[[], BudgetLedger]
+Opener = Callable[[], BudgetStore]
 
 
 @pytest.fixture(params=["sqlite", ON_POSTGRES])
 def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """A factory: every call opens another handle (another 'process') on the same ledger."""
 
-    def on_sqlite() -> BudgetLedger:
+    def on_sqlite() -> BudgetStore:
         return SqliteBudgetLedger(tmp_path / "budget.sqlite3")
 
     with store_handles(

@@ -15,9 +15,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gateway.budget_ledger import BudgetLedger, PostgresBudgetLedger, SqliteBudgetLedger
 from gateway.domain.budget import Accounts, Amount, accounts, micro_epsilon, nano_delta
 from gateway.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
+from gateway.state.budget_postgres import PostgresBudgetLedger
+from gateway.state.budget_sqlite import SqliteBudgetLedger
+from gateway.state.ports import BudgetStore
 from tests.budget.conftest import Opener
 from tests.conftest import PG_DSN
 
@@ -124,7 +126,7 @@ def test_two_hundred_simultaneous_requests_for_ten_releases(open_ledger: Opener)
 
 
 def _worker(backend: str, where: str, attempts: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    ledger: BudgetLedger = (
+    ledger: BudgetStore = (
         SqliteBudgetLedger(Path(where))
         if backend == "sqlite"
         else PostgresBudgetLedger(os.environ["VG_PG"], schema=where)
@@ -174,7 +176,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self._dir = tempfile.TemporaryDirectory()
         self.path = Path(self._dir.name) / "budget.sqlite3"
-        self.ledger: BudgetLedger = SqliteBudgetLedger(self.path)
+        self.ledger: BudgetStore = SqliteBudgetLedger(self.path)
         self.acc = _accounts(self.CAP)
         self.open: dict[str, Amount] = {}
         self.spent = Amount(0, 0)

@@ -9,9 +9,9 @@ from pathlib import Path
 import jwt
 from typer.testing import CliRunner
 
-from gateway.budget_ledger import SqliteBudgetLedger
 from gateway.cli import app
 from gateway.domain.budget import Amount, accounts
+from gateway.state.budget_sqlite import SqliteBudgetLedger
 from tests.conftest import Installation
 
 runner = CliRunner()

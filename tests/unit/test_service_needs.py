@@ -12,17 +12,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway.budget_ledger import open_budget_ledger
 from gateway.domain.budget import Amount, accounts, cap
 from gateway.domain.principal import Principal, Role
 from gateway.domain.trail import AuditEvent, Decision, utc_now
 from gateway.services import accounts_admin, charging, metering, tracker
 from gateway.state.backend import open_accounts, open_ledger, open_log
+from gateway.state.budget_sqlite import SqliteBudgetLedger
 from tests.conftest import make_settings
 
 
 def test_a_charged_release_needs_only_the_budget_ledger(tmp_path: Path) -> None:
-    budget = open_budget_ledger(tmp_path / "budget.sqlite3")
+    budget = SqliteBudgetLedger(tmp_path / "budget.sqlite3")
     try:
         stores = SimpleNamespace(budget=budget)
         one = cap(Decimal(1), Decimal(0))
@@ -47,7 +47,7 @@ def test_a_charged_release_needs_only_the_budget_ledger(tmp_path: Path) -> None:
 
 def test_a_usage_statement_needs_only_the_two_ledgers(tmp_path: Path) -> None:
     ledger = open_ledger(make_settings(tmp_path / "state"))
-    budget = open_budget_ledger(tmp_path / "budget.sqlite3")
+    budget = SqliteBudgetLedger(tmp_path / "budget.sqlite3")
     try:
         report = metering.statement(SimpleNamespace(ledger=ledger, budget=budget), date(2026, 1, 1), date(2026, 1, 31))
         assert report["rows"] == [] and report["privacy_budget"] == []

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gateway.budget_ledger import PostgresBudgetLedger
 from gateway.domain.budget import Amount
 from gateway.domain.policy import FreezeKind
 from gateway.state import group_commit, postgres_watched
+from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from tests.budget.test_budget import _accounts
 from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema

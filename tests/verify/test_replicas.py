@@ -14,12 +14,12 @@ from typing import Any
 import httpx2
 import pytest
 
-from gateway.budget_ledger import SqliteBudgetLedger
 from gateway.domain.budget import Accounts, Amount, accounts
 from gateway.domain.policy import FreezeKind
 from gateway.errors import ConfigurationError
 from gateway.services.runtime import Runtime
 from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.freezes_file import FileFreezeStore
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from tests.conftest import PG_DSN, Installation, needs_pg, pg_schema, policy_copy, serve_process

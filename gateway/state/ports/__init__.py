@@ -3,6 +3,15 @@ values the stores take and return: one module per store, all named here."""
 
 from gateway.state.ports.accounts import PRIVILEGED, Account, AccountAction, AccountChange, AccountStore
 from gateway.state.ports.audit import AuditLogStore, LeafFilter, StoredLeaf
+from gateway.state.ports.budget import (
+    Balance,
+    BudgetStore,
+    Holding,
+    IdempotentReplay,
+    SpendingRow,
+    StaleEntry,
+    StaleReservation,
+)
 from gateway.state.ports.freezes import Freezes, FreezeStore
 from gateway.state.ports.jobs import AWAITING_CHECK, Job, JobStore
 from gateway.state.ports.ledger import (
@@ -25,15 +34,22 @@ __all__ = [
     "AccountStore",
     "Admission",
     "AuditLogStore",
+    "Balance",
     "BillingRow",
+    "BudgetStore",
     "ClaimUse",
     "FreezeStore",
     "Freezes",
+    "Holding",
+    "IdempotentReplay",
     "Job",
     "JobStore",
     "LeafFilter",
     "LedgerStore",
     "ObjectionStore",
+    "SpendingRow",
+    "StaleEntry",
+    "StaleReservation",
     "Status",
     "StoredLeaf",
     "VerificationRequest",

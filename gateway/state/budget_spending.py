@@ -1,7 +1,7 @@
 """Privacy budget spent, by consumer, grant, service, dataset and UTC day: for a consumer's usage
 statement and for public disclosure.
 
-Imports nothing from gateway but the store base. A reservation carries its label (who, which
+Written once against `budget_base.Store`, for both backends. A reservation carries its label (who, which
 grant, which service, which dataset) from the moment it is made; its spend is added to the day's
 row in the same transaction that spends it, so a crash can lose neither (a reservation a crash
 left is labelled, and `settle_stale` adds it when it commits it).
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.budget_ledger.store import Cursor, Store
+from gateway.state.budget_base import Cursor, Store
+from gateway.state.ports.budget import SpendingRow
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_labels (
@@ -40,24 +41,12 @@ class Label:
     dataset: str
 
 
-@dataclass(frozen=True, slots=True)
-class SpendingRow:
-    consumer: str
-    grant: str
-    service: str
-    dataset: str
-    day: str
-    releases: int
-    micro_epsilon: int
-    nano_delta: int
-
-
 class SpendingStore(Store):
     """Labels on reservations, and what their spends add up to."""
 
     def _label(self, cur: Cursor, reservation: str, label: Label) -> None:
         cur.execute(
-            self._q("INSERT INTO budget_labels VALUES (?, ?, ?, ?, ?)"),
+            "INSERT INTO budget_labels VALUES (?, ?, ?, ?, ?)",
             (reservation, label.consumer, label.grant, label.service, label.dataset),
         )
 
@@ -72,19 +61,17 @@ class SpendingStore(Store):
             return  # reserved before reservations were labelled
         day = datetime.now(UTC).date().isoformat()
         cur.execute(
-            self._q(
-                "INSERT INTO budget_spending VALUES (?, ?, ?, ?, ?, 1, ?, ?) "
-                "ON CONFLICT (consumer, grant_id, service, dataset, day) DO UPDATE SET "
-                "releases = budget_spending.releases + 1, "
-                "micro_epsilon = budget_spending.micro_epsilon + excluded.micro_epsilon, "
-                "nano_delta = budget_spending.nano_delta + excluded.nano_delta"
-            ),
+            "INSERT INTO budget_spending VALUES (?, ?, ?, ?, ?, 1, ?, ?) "
+            "ON CONFLICT (consumer, grant_id, service, dataset, day) DO UPDATE SET "
+            "releases = budget_spending.releases + 1, "
+            "micro_epsilon = budget_spending.micro_epsilon + excluded.micro_epsilon, "
+            "nano_delta = budget_spending.nano_delta + excluded.nano_delta",
             (*rows[0], day, micro_epsilon, nano_delta),
         )
         self._unlabel(cur, reservation)
 
     def _unlabel(self, cur: Cursor, reservation: str) -> None:
-        cur.execute(self._q("DELETE FROM budget_labels WHERE reservation_id = ?"), (reservation,))
+        cur.execute("DELETE FROM budget_labels WHERE reservation_id = ?", (reservation,))
 
     def spending(self, since: str, until: str, consumer: str | None = None) -> list[SpendingRow]:
         """Rows of UTC days `since` to `until` (inclusive, YYYY-MM-DD), of one consumer or all."""

@@ -1,6 +1,6 @@
 """Stored releases, the holds that make one question one charge, and idempotency keys.
 
-Imports nothing from gateway but errors and the store base. Invariants, across the processes and
+Written once against `budget_base.Store`, for both backends. Invariants, across the processes and
 replicas that share the ledger:
 - one question (query key) has one stored release: the first committed wins;
 - a budget account (the payer) pays for a question at most once: `release_payers` records who
@@ -16,10 +16,10 @@ replicas that share the ledger:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.budget_ledger.store import Cursor, Store
+from gateway.state.budget_base import Store
+from gateway.state.ports.budget import Holding, IdempotentReplay, StaleEntry
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS aggregate_releases (
@@ -44,36 +44,6 @@ TABLES = (  # holds are not history: a request's, never copied
 
 def now_text() -> str:
     return datetime.now(UTC).isoformat()
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotentReplay:
-    request_digest: str
-    state: str
-    """`running` (another request holds the key) or `done` (`body` is the answer to replay)."""
-    body: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Holding:
-    """What `hold_releases` found. With `busy` empty, this request holds every pair asked."""
-
-    busy: tuple[tuple[str, str], ...]
-    """(key, payer) pairs another live request holds: then nothing was taken."""
-    stored: dict[str, str]
-    """The stored release of each key that has one."""
-    paid: frozenset[tuple[str, str]]
-    """The (key, payer) pairs asked that are already paid for."""
-
-
-@dataclass(frozen=True, slots=True)
-class StaleEntry:
-    """A hold or a running idempotency key older than the cut-off: a crash left it."""
-
-    kind: str
-    """`hold` or `idempotency-key`."""
-    name: str
-    created: str
 
 
 class ReleaseStore(Store):
@@ -108,13 +78,11 @@ class ReleaseStore(Store):
             busy = []
             for key, payer in wanted:
                 cur.execute(
-                    self._q(
-                        "DELETE FROM payer_holds WHERE query_key = ? AND payer = ? AND created < ? AND holder <> ?"
-                    ),
+                    "DELETE FROM payer_holds WHERE query_key = ? AND payer = ? AND created < ? AND holder <> ?",
                     (key, payer, expired_before, holder),
                 )
                 cur.execute(
-                    self._q("INSERT INTO payer_holds VALUES (?, ?, ?, ?) ON CONFLICT (query_key, payer) DO NOTHING"),
+                    "INSERT INTO payer_holds VALUES (?, ?, ?, ?) ON CONFLICT (query_key, payer) DO NOTHING",
                     (key, payer, holder, created),
                 )
                 owners = self._rows(
@@ -126,7 +94,7 @@ class ReleaseStore(Store):
                 if not owners or owners[0][0] != holder:
                     busy.append((key, payer))
             if busy:  # all or none: a batch never holds some pairs while it waits for others
-                cur.execute(self._q("DELETE FROM payer_holds WHERE holder = ?"), (holder,))
+                cur.execute("DELETE FROM payer_holds WHERE holder = ?", (holder,))
                 return Holding(tuple(busy), {}, frozenset())
             stored: dict[str, str] = {}
             paid: set[tuple[str, str]] = set()
@@ -140,7 +108,7 @@ class ReleaseStore(Store):
     def drop_holds(self, holder: str) -> None:
         """The request is over (answered, refused or failed): its keys are free again."""
         with self._transaction() as cur:
-            cur.execute(self._q("DELETE FROM payer_holds WHERE holder = ?"), (holder,))
+            cur.execute("DELETE FROM payer_holds WHERE holder = ?", (holder,))
 
     def commit_release(self, reservation: str, query_key: str, result: str, payer: str = "") -> str:
         """Spend the charge, store the release under its query key and record who paid, in one
@@ -152,12 +120,12 @@ class ReleaseStore(Store):
         with self._transaction() as cur:
             self._settle_in(cur, reservation, spend=True)
             cur.execute(
-                self._q("INSERT INTO aggregate_releases VALUES (?, ?, ?) ON CONFLICT (query_key) DO NOTHING"),
+                "INSERT INTO aggregate_releases VALUES (?, ?, ?) ON CONFLICT (query_key) DO NOTHING",
                 (query_key, result, now_text()),
             )
             if payer:
                 cur.execute(
-                    self._q("INSERT INTO release_payers VALUES (?, ?) ON CONFLICT (query_key, payer) DO NOTHING"),
+                    "INSERT INTO release_payers VALUES (?, ?) ON CONFLICT (query_key, payer) DO NOTHING",
                     (query_key, payer),
                 )
             ((stored,),) = self._rows(cur, "SELECT result FROM aggregate_releases WHERE query_key = ?", (query_key,))
@@ -173,19 +141,15 @@ class ReleaseStore(Store):
         """
         with self._transaction() as cur:
             inserted = cur.execute(
-                self._q(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, 'running', NULL, ?) "
-                    "ON CONFLICT (consumer, idempotency_key) DO NOTHING"
-                ),
+                "INSERT INTO idempotency_keys VALUES (?, ?, ?, 'running', NULL, ?) "
+                "ON CONFLICT (consumer, idempotency_key) DO NOTHING",
                 (consumer, key, request_digest, now_text()),
             ).rowcount
             if inserted == 1:
                 return None
             taken = cur.execute(
-                self._q(
-                    "UPDATE idempotency_keys SET created = ? WHERE consumer = ? AND idempotency_key = ? "
-                    "AND state = 'running' AND request_digest = ? AND created < ?"
-                ),
+                "UPDATE idempotency_keys SET created = ? WHERE consumer = ? AND idempotency_key = ? "
+                "AND state = 'running' AND request_digest = ? AND created < ?",
                 (now_text(), consumer, key, request_digest, expired_before),
             ).rowcount
             if taken == 1:
@@ -202,17 +166,12 @@ class ReleaseStore(Store):
         with self._transaction() as cur:
             if body is None:
                 cur.execute(
-                    self._q(
-                        "DELETE FROM idempotency_keys WHERE consumer = ? AND idempotency_key = ? AND state = 'running'"
-                    ),
+                    "DELETE FROM idempotency_keys WHERE consumer = ? AND idempotency_key = ? AND state = 'running'",
                     (consumer, key),
                 )
             else:
                 cur.execute(
-                    self._q(
-                        "UPDATE idempotency_keys SET state = 'done', body = ? "
-                        "WHERE consumer = ? AND idempotency_key = ?"
-                    ),
+                    "UPDATE idempotency_keys SET state = 'done', body = ? WHERE consumer = ? AND idempotency_key = ?",
                     (body, consumer, key),
                 )
 
@@ -234,9 +193,9 @@ class ReleaseStore(Store):
         returns (holds, keys). A charge their requests made is settled with the reservations
         (`settle_stale`): once data was read, it stays."""
         with self._transaction() as cur:
-            holds = cur.execute(self._q("DELETE FROM payer_holds WHERE created < ?"), (older_than,)).rowcount
+            holds = cur.execute("DELETE FROM payer_holds WHERE created < ?", (older_than,)).rowcount
             keys = cur.execute(
-                self._q("DELETE FROM idempotency_keys WHERE state = 'running' AND created < ?"), (older_than,)
+                "DELETE FROM idempotency_keys WHERE state = 'running' AND created < ?", (older_than,)
             ).rowcount
         return int(holds), int(keys)
 
@@ -245,4 +204,4 @@ def _entries(rows: Sequence[tuple[object, ...]]) -> list[StaleEntry]:
     return sorted((StaleEntry(str(k), str(n), str(c)) for k, n, c in rows), key=lambda e: e.created)
 
 
-__all__ = ["SCHEMA", "TABLES", "Cursor", "Holding", "IdempotentReplay", "ReleaseStore", "StaleEntry"]
+__all__ = ["SCHEMA", "TABLES", "ReleaseStore", "now_text"]

@@ -1,8 +1,8 @@
-"""The privacy-budget ledger: reserve before execution, commit once data is read, release only
-what was never used. Two backends behind one interface: SQLite (embedded) and PostgreSQL (for
-several gateway processes or machines).
+"""The privacy-budget ledger's rules: reserve before execution, commit once data is read,
+release only what was never used; written once for both backends (`budget_sqlite`,
+`budget_postgres`), with the store's schema steps.
 
-Imports no other leaf. Every operation is one transaction. A reservation draws on three accounts
+Every operation is one transaction. A reservation draws on three accounts
 at once (grant, organisation, dataset version; see `domain.budget`) and is refused if any of them
 would exceed its cap. The accounts are locked in name order, so two reservations never deadlock.
 
@@ -10,29 +10,26 @@ A reservation is `reserved`, then `reading` once its computation is about to rea
 on its charge stays, whatever happens), then `committed`. A crash leaves it counted: the ledger
 errs on the safe side and is never overspent. `stale` lists what crashes left, and `settle_stale`
 gives back what never read data and commits what did. Stored releases, their holds and
-idempotency keys: `releases`.
+idempotency keys: `budget_releases`; spending by day: `budget_spending`.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
-from gateway.budget_ledger import releases, spending
-from gateway.budget_ledger.releases import Holding, IdempotentReplay, ReleaseStore, StaleEntry
-from gateway.budget_ledger.spending import Label, SpendingRow, SpendingStore
-from gateway.budget_ledger.store import Cursor
 from gateway.domain.budget import Accounts, Amount
 from gateway.errors import BudgetExhausted, Conflict, NotFound
-from gateway.state import postgres_connections
-from gateway.state.sqlite_connections import immediate, open_wal, reading
+from gateway.state import budget_releases, budget_spending
+from gateway.state.budget_base import Cursor
+from gateway.state.budget_releases import ReleaseStore
+from gateway.state.budget_spending import Label, SpendingStore
+from gateway.state.migrations import Step
+from gateway.state.ports.budget import Balance, StaleReservation
 
-_SCHEMA = (
+STORE = "budget"
+_LAYOUT = (
     """CREATE TABLE IF NOT EXISTS budget_reservations (
         id TEXT PRIMARY KEY, state TEXT NOT NULL, micro_epsilon BIGINT NOT NULL, nano_delta BIGINT NOT NULL,
         created TEXT NOT NULL)""",
@@ -41,37 +38,32 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_balances (
         account TEXT PRIMARY KEY, reserved_e BIGINT NOT NULL, reserved_d BIGINT NOT NULL,
         spent_e BIGINT NOT NULL, spent_d BIGINT NOT NULL)""",
-    *releases.SCHEMA,
-    *spending.SCHEMA,
+    *budget_releases.SCHEMA,
+    *budget_spending.SCHEMA,
 )
+STEPS = (Step(1, _LAYOUT),)
+"""1: the layout of before versioned migrations, reached from any earlier one as it always was
+(`CREATE ... IF NOT EXISTS`, and the per-question holds of old dropped)."""
+TABLES = (
+    ("budget_reservations", ("id", "state", "micro_epsilon", "nano_delta", "created")),
+    ("budget_postings", ("reservation_id", "account")),
+    ("budget_balances", ("account", "reserved_e", "reserved_d", "spent_e", "spent_d")),
+    *budget_releases.TABLES,
+    *budget_spending.TABLES,
+)
+"""What an installation's SQLite file holds that PostgreSQL takes on `import_from`."""
 _UNRESERVE = "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ? WHERE account = ?"
 _SPEND = (
     "UPDATE budget_balances SET reserved_e = reserved_e - ?, reserved_d = reserved_d - ?, "
     "spent_e = spent_e + ?, spent_d = spent_d + ? WHERE account = ?"
 )
-_UNAVAILABLE = "the budget ledger is unavailable; nothing was released"
 _LEVELS = ("the grant's budget on this dataset", "the organisation's budget on this dataset",
            "the global budget of this dataset version")  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class StaleReservation:
-    id: str
-    state: str
-    """`reserved` (no data was read: it may be given back) or `reading` (the charge stays)."""
-    amount: Amount
-    created: str
-    accounts: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Balance:
-    spent: Amount
-    reserved: Amount
-
-
-class BudgetLedger(ReleaseStore, SpendingStore):
-    """The backend-independent rules; subclasses give a transaction and the SQL dialect."""
+class BudgetRules(ReleaseStore, SpendingStore):
+    """The operations of `ports.BudgetStore`, on any backend: a backend hands them its
+    transaction and its read (`budget_base.Store`) and the statements that hold a row."""
 
     select_balance = "SELECT reserved_e, reserved_d, spent_e, spent_d FROM budget_balances WHERE account = ?"
 
@@ -99,7 +91,7 @@ class BudgetLedger(ReleaseStore, SpendingStore):
         with self._transaction() as cur:
             for account in sorted(needed):
                 cur.execute(
-                    self._q("INSERT INTO budget_balances VALUES (?, 0, 0, 0, 0) ON CONFLICT (account) DO NOTHING"),
+                    "INSERT INTO budget_balances VALUES (?, 0, 0, 0, 0) ON CONFLICT (account) DO NOTHING",
                     (account,),
                 )
             for account in sorted(needed):
@@ -108,7 +100,7 @@ class BudgetLedger(ReleaseStore, SpendingStore):
                     raise BudgetExhausted(f"this release would exceed {levels[account]}")
             for n, (reservation, (accounts, amount)) in enumerate(zip(reservations, charges, strict=True)):
                 cur.execute(
-                    self._q("INSERT INTO budget_reservations VALUES (?, 'reserved', ?, ?, ?)"),
+                    "INSERT INTO budget_reservations VALUES (?, 'reserved', ?, ?, ?)",
                     (reservation, amount.micro_epsilon, amount.nano_delta, created),
                 )
                 if services:
@@ -116,12 +108,10 @@ class BudgetLedger(ReleaseStore, SpendingStore):
                         cur, reservation, Label(accounts.consumer, accounts.grant_id, services[n], accounts.dataset)
                     )
                 for account, _cap in accounts.pairs():
-                    cur.execute(self._q("INSERT INTO budget_postings VALUES (?, ?)"), (reservation, account))
+                    cur.execute("INSERT INTO budget_postings VALUES (?, ?)", (reservation, account))
                     cur.execute(
-                        self._q(
-                            "UPDATE budget_balances SET reserved_e = reserved_e + ?, reserved_d = reserved_d + ? "
-                            "WHERE account = ?"
-                        ),
+                        "UPDATE budget_balances SET reserved_e = reserved_e + ?, reserved_d = reserved_d + ? "
+                        "WHERE account = ?",
                         (amount.micro_epsilon, amount.nano_delta, account),
                     )
         return reservations
@@ -138,9 +128,7 @@ class BudgetLedger(ReleaseStore, SpendingStore):
         """
         with self._transaction() as cur:
             changed = cur.execute(
-                self._q(
-                    "UPDATE budget_reservations SET state = 'reading' WHERE id = ? AND state IN ('reserved', 'reading')"
-                ),
+                "UPDATE budget_reservations SET state = 'reading' WHERE id = ? AND state IN ('reserved', 'reading')",
                 (reservation,),
             ).rowcount
         if changed != 1:
@@ -204,16 +192,16 @@ class BudgetLedger(ReleaseStore, SpendingStore):
         )]  # fmt: skip
         for account in accounts:
             if spend:
-                cur.execute(self._q(_SPEND), (eps, delta, eps, delta, account))
+                cur.execute(_SPEND, (eps, delta, eps, delta, account))
             else:
-                cur.execute(self._q(_UNRESERVE), (eps, delta, account))
+                cur.execute(_UNRESERVE, (eps, delta, account))
         if spend:
-            cur.execute(self._q("UPDATE budget_reservations SET state = 'committed' WHERE id = ?"), (reservation,))
+            cur.execute("UPDATE budget_reservations SET state = 'committed' WHERE id = ?", (reservation,))
             self._spent(cur, reservation, int(eps), int(delta))
         else:
             self._unlabel(cur, reservation)
-            cur.execute(self._q("DELETE FROM budget_postings WHERE reservation_id = ?"), (reservation,))
-            cur.execute(self._q("DELETE FROM budget_reservations WHERE id = ?"), (reservation,))
+            cur.execute("DELETE FROM budget_postings WHERE reservation_id = ?", (reservation,))
+            cur.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation,))
 
     def has_history(self) -> bool:
         """Whether any budget was ever reserved here."""
@@ -232,95 +220,5 @@ class BudgetLedger(ReleaseStore, SpendingStore):
         re, rd, se, sd = (int(v) for v in rows[0])
         return Balance(spent=Amount(se, sd), reserved=Amount(re, rd))
 
-    def close(self) -> None:  # pragma: no cover - each backend has its own
-        raise NotImplementedError
 
-
-class SqliteBudgetLedger(BudgetLedger):
-    """One file in WAL mode; BEGIN IMMEDIATE orders every process on the machine."""
-
-    def __init__(self, path: Path) -> None:
-        self._conn = open_wal(path)
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Cursor]:
-        with immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
-            yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Cursor]:
-        """Without BEGIN IMMEDIATE: a lookup on the request path never waits for another
-        process's write lock (each SELECT sees one committed state)."""
-        with reading(self._conn, self._lock, _UNAVAILABLE) as conn:
-            yield conn
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-_TABLES: postgres_connections.Tables = (
-    ("budget_reservations", ("id", "state", "micro_epsilon", "nano_delta", "created")),
-    ("budget_postings", ("reservation_id", "account")),
-    ("budget_balances", ("account", "reserved_e", "reserved_d", "spent_e", "spent_d")),
-    *releases.TABLES,
-    *spending.TABLES,
-)
-
-
-class PostgresBudgetLedger(BudgetLedger):
-    """PostgreSQL: balance rows locked FOR UPDATE, in name order, inside one transaction."""
-
-    select_balance = BudgetLedger.select_balance + " FOR UPDATE"
-    select_reservation = BudgetLedger.select_reservation + " FOR UPDATE"
-
-    def __init__(self, dsn: str, *, schema: str = "public") -> None:
-        # Pooled: a connection cut by a restart or a failover is replaced before it is used.
-        self._pool = postgres_connections.Pool(dsn, schema, name="veilgate-budget", unavailable=_UNAVAILABLE)
-        with self._pool.transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-
-    def import_from(self, source: Path) -> int | None:
-        """Copy an installation's SQLite budget ledger here, if this one is empty (else None)."""
-        with self._pool.transaction() as conn:
-            db = postgres_connections.Db(conn)
-            return (
-                postgres_connections.copy_tables(db, source, _TABLES)
-                if postgres_connections.is_empty(db, _TABLES)
-                else None
-            )
-
-    def _q(self, sql: str) -> str:
-        return sql.replace("?", "%s")
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Cursor]:
-        with self._pool.transaction() as conn:
-            yield conn
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-def open_budget_ledger(path: Path, *, dsn: str | None = None, schema: str = "veilgate") -> BudgetLedger:
-    """The budget ledger as configured: in PostgreSQL when `dsn` is set, else the SQLite file at `path`."""
-    if dsn:
-        return PostgresBudgetLedger(dsn, schema=schema)
-    return SqliteBudgetLedger(path)
-
-
-__all__ = [
-    "Balance",
-    "BudgetLedger",
-    "Holding",
-    "IdempotentReplay",
-    "PostgresBudgetLedger",
-    "SpendingRow",
-    "SqliteBudgetLedger",
-    "StaleEntry",
-    "StaleReservation",
-    "open_budget_ledger",
-]
+__all__ = ["STEPS", "STORE", "TABLES", "BudgetRules"]
