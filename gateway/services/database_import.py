@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.errors import ConfigurationError
-from gateway.policy_store import PostgresPolicyStore
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
@@ -25,6 +24,7 @@ from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.objections_postgres import PostgresObjectionStore
+from gateway.state.policy_postgres import PostgresPolicyStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from gateway.catalog import CatalogStore
 from gateway.engine import Domain
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
-from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
 from gateway.signing import KeyRing
 from gateway.state.ports import (
@@ -27,6 +26,7 @@ from gateway.state.ports import (
     JobStore,
     LedgerStore,
     ObjectionStore,
+    PolicyStore,
 )
 
 __all__ = [

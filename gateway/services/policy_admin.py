@@ -13,10 +13,10 @@ from typing import Any, Protocol
 from gateway.domain.policy import Grant, PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyInvalid
 from gateway.policy import PolicyState
-from gateway.policy_store import Change, Decision
-from gateway.policy_store import is_proposer as _is_proposer
 from gateway.services.needs import HasCatalog, HasClients, HasOnnx, HasPolicy, HasPolicyStore, HasSettings
 from gateway.services.policy_check import check, serving_issues, validate
+from gateway.state.policy import is_proposer as _is_proposer
+from gateway.state.ports import Change, Decision
 
 
 class PolicyReader(HasPolicy, HasPolicyStore, HasCatalog, HasOnnx, HasSettings, Protocol):

@@ -12,7 +12,7 @@ from gateway.domain.policy import PolicyBundle, PolicyIssue, check_against_catal
 from gateway.errors import Conflict, PolicyInvalid
 from gateway.onnx_models import OnnxModels
 from gateway.policy import Located, PolicyHolder, locate_issues, read_bundle
-from gateway.policy_store import PolicyStore
+from gateway.state.ports import PolicyStore
 
 log = logging.getLogger("veilgate.policy")
 

@@ -9,7 +9,6 @@ from gateway.engine import Domain
 from gateway.errors import ConfigurationError
 from gateway.onnx_models import OnnxModels
 from gateway.policy import PolicyHolder
-from gateway.policy_store import PolicyStore, open_policy_store
 from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
@@ -23,6 +22,7 @@ from gateway.state.backend import (
     open_ledger,
     open_log,
     open_objections,
+    open_policy_store,
 )
 from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.freezes_file import FileFreezeStore
@@ -34,6 +34,7 @@ from gateway.state.ports import (
     JobStore,
     LedgerStore,
     ObjectionStore,
+    PolicyStore,
 )
 
 
@@ -65,7 +66,7 @@ class Runtime:
         dsn, schema = settings.database_dsn, settings.database_schema
         recheck = settings.state_recheck_seconds  # files other processes change: looked at this often
         catalog = CatalogStore(settings.data_path, recheck_seconds=recheck)
-        policy_store = open_policy_store(settings.policy_store_dir, dsn=dsn, schema=schema, recheck_seconds=recheck)
+        policy_store = open_policy_store(settings)
         onnx = OnnxModels(settings.policy_dir)
         audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
         ledger = open_ledger(settings)

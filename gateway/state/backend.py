@@ -20,6 +20,8 @@ from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
 from gateway.state.objections_file import FileObjectionStore
 from gateway.state.objections_postgres import PostgresObjectionStore
+from gateway.state.policy_file import FilePolicyStore
+from gateway.state.policy_postgres import PostgresPolicyStore
 from gateway.state.ports import (
     AccountStore,
     AuditLogStore,
@@ -28,6 +30,7 @@ from gateway.state.ports import (
     JobStore,
     LedgerStore,
     ObjectionStore,
+    PolicyStore,
 )
 
 
@@ -48,6 +51,9 @@ class Where(Protocol):
 
     @property
     def freezes_file(self) -> Path: ...
+
+    @property
+    def policy_store_dir(self) -> Path: ...
 
 
 def accounts_file(where: Where) -> Path:
@@ -129,3 +135,12 @@ def open_objections(where: Where) -> ObjectionStore:
     if where.database_dsn:
         return PostgresObjectionStore(where.database_dsn, schema=where.database_schema)
     return FileObjectionStore(objections_file(where))
+
+
+def open_policy_store(where: Where, *, listen: bool = True) -> PolicyStore:
+    """The policy store: PostgreSQL when a DSN is set (changes arrive by notice), else files
+    under `state/policy/` (looked at again every `state_recheck_seconds`). `listen=False`, for a
+    command: no copy kept in memory, and the files looked at on every read."""
+    if where.database_dsn:
+        return PostgresPolicyStore(where.database_dsn, schema=where.database_schema, listen=listen)
+    return FilePolicyStore(where.policy_store_dir, recheck_seconds=where.state_recheck_seconds if listen else 0.0)

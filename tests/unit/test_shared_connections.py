@@ -14,9 +14,8 @@ import pytest
 from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import DependencyError
-from gateway.policy_store import open_policy_store
 from gateway.state.accounts_postgres import PostgresAccountStore
-from gateway.state.backend import open_freezes, open_objections
+from gateway.state.backend import open_freezes, open_objections, open_policy_store
 from gateway.state.jobs_postgres import PostgresJobStore
 from tests.conftest import PG_DSN, eventually, make_settings, needs_pg, pg_schema
 
@@ -46,13 +45,12 @@ def test_the_rarely_read_stores_of_a_process_share_one_connection_and_one_listen
     with contextlib.ExitStack() as stores:
         opened = []
         for _replica in range(2):  # two handles on each store, as two replicas in one process
-            where = {"dsn": PG_DSN, "schema": schema}
             settings = make_settings(tmp_path, database_dsn=PG_DSN, database_schema=schema)
             opened.append(
                 (
                     stores.enter_context(contextlib.closing(PostgresAccountStore(str(PG_DSN), schema=schema))),
                     stores.enter_context(contextlib.closing(open_freezes(settings))),
-                    stores.enter_context(contextlib.closing(open_policy_store(tmp_path / "p", **where))),
+                    stores.enter_context(contextlib.closing(open_policy_store(settings))),
                 )
             )
             stores.enter_context(contextlib.closing(PostgresJobStore(str(PG_DSN), schema=schema)))

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 from gateway.cli import app as cli
 from gateway.domain.budget import Amount, accounts
 from gateway.domain.policy import FreezeKind
-from gateway.policy_store import FilePolicyStore
 from gateway.services.runtime import Runtime
 from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.ledger_sqlite import SqliteLedger
+from gateway.state.policy_file import FilePolicyStore
 from tests.conftest import PG_DSN, bearer, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 

@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.domain.policy import PolicyBundle
 from gateway.domain.trail import digest
-from gateway.policy_store import FilePolicyStore
+from gateway.state.policy_file import FilePolicyStore
 from tests.conftest import Installation, bearer, get_token, policy_copy, serve_process
 from tests.verify.conftest import Gateway, enterprises
 

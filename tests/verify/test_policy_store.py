@@ -12,7 +12,9 @@ import pytest
 
 from gateway.errors import Conflict, NotFound, PolicyDenied
 from gateway.policy import load_bundle
-from gateway.policy_store import FilePolicyStore, PolicyStore, PostgresPolicyStore
+from gateway.state.policy_file import FilePolicyStore
+from gateway.state.policy_postgres import PostgresPolicyStore
+from gateway.state.ports import PolicyStore
 from tests.conftest import ON_POSTGRES, REPO, eventually, store_handles
 
 

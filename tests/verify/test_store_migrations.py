@@ -1,6 +1,7 @@
 """PostgreSQL stores written before versioned migrations (tables made by the DDL of then, no
-`schema_versions`) open with their rows intact and their steps recorded once: the freezes and
-the objections. (Their local stores are JSON documents, which have no schema to migrate.)"""
+`schema_versions`) open with their rows intact and their steps recorded once: the freezes, the
+objections and the policy store. (Their local stores are JSON documents and files, which have
+no schema to migrate.)"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gateway.domain.policy import Freeze, FreezeKind
 from gateway.state import migrations, postgres_connections
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.objections_postgres import PostgresObjectionStore
+from gateway.state.policy_postgres import PostgresPolicyStore
 from gateway.state.ports import Status
 from tests.conftest import PG_DSN, needs_pg, pg_schema
 
@@ -79,3 +81,26 @@ def test_objections_of_before_are_migrated_with_their_rows(old_schema: tuple[str
         assert store.move("abc123", Status.ACCEPTED, reply="looking", by="admin")["status"] == "accepted"
     finally:
         store.close()
+
+
+def test_a_policy_store_of_before_is_migrated_with_its_state(old_schema: tuple[str, postgres_connections.Db]) -> None:
+    schema, raw = old_schema
+    raw.execute("CREATE TABLE policy_versions (version TEXT PRIMARY KEY, bundle TEXT NOT NULL)")
+    raw.execute("CREATE TABLE policy_state (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, "
+                "changes BIGINT NOT NULL)")  # fmt: skip
+    state = {
+        "active": "v-old",
+        "previous": [],
+        "proposals": {},
+        "history": [{"action": "activate", "version": "v-old"}],
+    }
+    raw.execute("INSERT INTO policy_state VALUES (1, ?, 7)", (json.dumps(state),))
+    for _opening in range(2):
+        store = PostgresPolicyStore(PG_DSN or "", schema=schema, listen=False)
+        try:
+            assert store.active_version() == "v-old" and store.history() == state["history"]
+            assert store.stamp() == (7, 0)  # the change count of before, so no replica reloads for nothing
+        finally:
+            store.close()
+    assert migrations.applied(raw.execute, "policy") == [1]
+    assert raw.execute("SELECT count(*) FROM policy_state").fetchone()[0] == 1

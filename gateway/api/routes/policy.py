@@ -18,9 +18,9 @@ from gateway.api.schemas import NamePath, RecordIdPath
 from gateway.domain.policy import Grant, Name, PolicyBundle
 from gateway.domain.principal import Principal, Role
 from gateway.errors import NotFound
-from gateway.policy_store import Change, Decision
 from gateway.services import policy_admin
 from gateway.services.runtime import Runtime
+from gateway.state.ports import Change, Decision
 
 router = APIRouter(prefix="/v1/admin", tags=["administration"])
 RuntimeDep = Annotated[Runtime, Depends(runtime)]

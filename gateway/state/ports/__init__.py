@@ -23,6 +23,7 @@ from gateway.state.ports.ledger import (
     Window,
 )
 from gateway.state.ports.objections import NEXT, ObjectionStore, Status
+from gateway.state.ports.policy import Change, Decision, PolicyStore
 
 __all__ = [
     "AWAITING_CHECK",
@@ -37,7 +38,9 @@ __all__ = [
     "Balance",
     "BillingRow",
     "BudgetStore",
+    "Change",
     "ClaimUse",
+    "Decision",
     "FreezeStore",
     "Freezes",
     "Holding",
@@ -47,6 +50,7 @@ __all__ = [
     "LeafFilter",
     "LedgerStore",
     "ObjectionStore",
+    "PolicyStore",
     "SpendingRow",
     "StaleEntry",
     "StaleReservation",

@@ -1,80 +1,49 @@
-"""The bundle's lifecycle: stored versions, proposals (rollbacks too), approvals, the version in force.
-
-Imports no other leaf. Each bundle ever proposed is kept (content-addressed, never changed), and
-one state document says which version is in force, which came before, the open proposals, the
-outcome of each decided one (activated, rejected, withdrawn: never reopened) and the history of
-every change with who, when and the diff. Two stores:
-
-- `FilePolicyStore`, under `state/policy/`: `versions/<version>.json` and `state.json`. Changes
-  take an exclusive lock shared by all processes; every process re-reads `state.json` when its
-  stamp changes, so a change is in force on the next request everywhere on the machine.
-- `PostgresPolicyStore`, for replicas on several machines: the same in two tables. A change holds
-  the state's row and NOTIFYs every replica, which sees a new stamp and loads the version in force.
-
-Validation is the caller's: this store records decisions, it does not make them.
-"""
+"""The policy store's rules, written once for both stores (`policy_file`, `policy_postgres`):
+proposals (rollbacks too), approvals by other identities, rejections and withdrawals that close
+a proposal for good, activation as a compare and swap on the version in force, and the history
+of every change with who, when and the diff."""
 
 from __future__ import annotations
 
 import difflib
 import json
 import secrets
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from gateway.atomic_files import CachedStamp, Stamp, locked_json, write_atomic
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyDenied
-from gateway.state import postgres_connections, postgres_reader, postgres_watched
+from gateway.state.ports.policy import Change, Decision
 
-_EMPTY: dict[str, Any] = {"active": None, "previous": [], "proposals": {}, "closed": {}, "history": []}
+__all__ = ["ACTIVATED", "EMPTY", "REJECTED", "WITHDRAWN", "PolicyRules", "is_proposer", "pretty"]
 
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What happened: the version now in force (None if only proposed) and the proposal."""
-
-    active: str | None
-    proposal: dict[str, Any] | None
+EMPTY: dict[str, Any] = {"active": None, "previous": [], "proposals": {}, "closed": {}, "history": []}
+"""The state document of a store that never changed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A proposal closed without going in force: the proposal with its `outcome`, and the history
-    entry that records who, when and why (what the request's audit leaf digests)."""
+class PolicyRules:
+    """The operations of `ports.PolicyStore` other than `stamp`, `load` and `close`, whichever
+    store keeps the versions and the state document. A backend hands them:
+    - `read`: the state document as last committed;
+    - `changing`: a read-modify-write of it, one change at a time across processes, written back
+      unless the block raises;
+    - `keep`: keep a bundle under its version (once), returning the version;
+    - `load`: a stored version (the diff of a proposal is against the version in force)."""
 
-    proposal: dict[str, Any]
-    entry: dict[str, Any]
-
-
-class PolicyStore:
-    """The lifecycle's rules, whichever store keeps the versions and the state document."""
-
-    def stamp(self) -> Stamp | None:  # pragma: no cover - each store has its own
-        """Changes whenever the state does: a process that sees a new stamp loads the version in force."""
-        raise NotImplementedError
-
-    def _read(self) -> dict[str, Any]:  # pragma: no cover
-        raise NotImplementedError
-
-    def _changing(self) -> AbstractContextManager[dict[str, Any]]:  # pragma: no cover
-        """Read-modify-write of the state document, one change at a time across processes;
-        written back unless the block raises."""
-        raise NotImplementedError
-
-    def load(self, version: str) -> PolicyBundle:  # pragma: no cover
-        raise NotImplementedError
-
-    def _store(self, bundle: PolicyBundle) -> str:  # pragma: no cover
-        """Keep `bundle` under its version (once); returns the version."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release what the store holds open (nothing, for the files)."""
+    def __init__(
+        self,
+        *,
+        read: Callable[[], dict[str, Any]],
+        changing: Callable[[], AbstractContextManager[dict[str, Any]]],
+        keep: Callable[[PolicyBundle], str],
+        load: Callable[[str], PolicyBundle],
+    ) -> None:
+        self._read = read
+        self._changing = changing
+        self._store = keep
+        self._load = load
 
     def state(self) -> dict[str, Any]:
         """The whole state document: the version in force, those before, proposals, history."""
@@ -203,10 +172,8 @@ class PolicyStore:
         )
 
     def _diff(self, active: str | None, bundle: PolicyBundle) -> str:
-        before = _pretty(self.load(active)).splitlines() if active else []
-        return "\n".join(
-            difflib.unified_diff(before, _pretty(bundle).splitlines(), "in force", "proposed", lineterm="")
-        )
+        before = pretty(self._load(active)).splitlines() if active else []
+        return "\n".join(difflib.unified_diff(before, pretty(bundle).splitlines(), "in force", "proposed", lineterm=""))
 
 
 ACTIVATED, REJECTED, WITHDRAWN = "activated", "rejected", "withdrawn"
@@ -252,7 +219,7 @@ def _check_base(state: dict[str, Any], base: str | None) -> None:
         raise Conflict("the bundle in force changed since this change was made from it; make it again")
 
 
-def _pretty(bundle: PolicyBundle) -> str:
+def pretty(bundle: PolicyBundle) -> str:
     return json.dumps(bundle.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -262,132 +229,3 @@ def _brief(proposal: dict[str, Any]) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class FilePolicyStore(PolicyStore):
-    def __init__(self, directory: Path, *, recheck_seconds: float = 0.0) -> None:
-        """`recheck_seconds`: how long `stamp` may answer from memory before it looks at the
-        file for another process's change (0: on every call); a change made here is seen at once."""
-        self._dir = directory
-        self._state = directory / "state.json"
-        self._stamp = CachedStamp(self._state, recheck_seconds)
-
-    def stamp(self) -> Stamp | None:
-        return self._stamp.get()
-
-    def _read(self) -> dict[str, Any]:
-        if not self._state.exists():
-            return json.loads(json.dumps(_EMPTY))  # type: ignore[no-any-return]
-        loaded: dict[str, Any] = json.loads(self._state.read_text(encoding="utf-8"))
-        return loaded
-
-    @contextmanager
-    def _changing(self) -> Iterator[dict[str, Any]]:
-        try:
-            with locked_json(self._state, _EMPTY) as data:
-                yield data
-        finally:
-            self._stamp.forget()
-
-    def load(self, version: str) -> PolicyBundle:
-        path = self._dir / "versions" / f"{version}.json"
-        if not path.is_file():
-            raise NotFound(f"no stored policy version {version}")
-        return PolicyBundle.model_validate_json(path.read_bytes())
-
-    def _store(self, bundle: PolicyBundle) -> str:
-        path = self._dir / "versions" / f"{bundle.version}.json"
-        if not path.exists():
-            write_atomic(path, _pretty(bundle).encode())
-        return bundle.version
-
-
-_PG_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS policy_versions (version TEXT PRIMARY KEY, bundle TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS policy_state (
-        id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, changes BIGINT NOT NULL)""",
-)
-_CHANNEL = "veilgate_policy"
-_UNAVAILABLE = "the policy store cannot be read"
-
-
-class PostgresPolicyStore(PolicyStore):
-    """Versions and the state document in PostgreSQL; the stamp is the state's change count,
-    kept in memory by every replica and renewed on each NOTIFY."""
-
-    def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
-        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
-        self._db.create_tables("veilgate_policy", _PG_SCHEMA)
-        self._db.write("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(_EMPTY),))
-        self._watched = postgres_watched.Watched(dsn, schema, channel=_CHANNEL, load=self._changes, listen=listen)
-
-    def _changes(self) -> int:
-        return int(self._db.rows("SELECT changes FROM policy_state WHERE id = 1")[0][0])
-
-    def stamp(self) -> Stamp | None:
-        return (self._watched.get(), 0)
-
-    def _read(self) -> dict[str, Any]:
-        state: dict[str, Any] = json.loads(self._db.rows("SELECT state FROM policy_state WHERE id = 1")[0][0])
-        return state
-
-    @contextmanager
-    def _changing(self) -> Iterator[dict[str, Any]]:
-        with self._db.transaction() as db:
-            (text,) = db.execute("SELECT state FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
-            state: dict[str, Any] = json.loads(text)
-            yield state
-            db.execute(
-                "UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1",
-                (json.dumps(state, ensure_ascii=False),),
-            )
-            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
-        self._watched.renew()
-
-    def import_from(self, directory: Path) -> int | None:
-        """Copy an installation's policy files here (every version, the state with its history),
-        if this store never changed (else None); returns the versions copied."""
-        local = FilePolicyStore(directory)
-        versions = sorted((directory / "versions").glob("*.json"))
-        with self._db.transaction() as db:
-            (changes,) = db.execute("SELECT changes FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
-            if changes or not postgres_connections.is_empty(db, (("policy_versions", ()),)):
-                return None
-            rows = [(path.stem, path.read_text(encoding="utf-8")) for path in versions]
-            db.executemany("INSERT INTO policy_versions VALUES (?, ?)", rows)
-            state = json.dumps(local.state(), ensure_ascii=False)
-            db.execute("UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1", (state,))
-            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
-        self._watched.renew()
-        return len(versions)
-
-    def load(self, version: str) -> PolicyBundle:
-        rows = self._db.rows("SELECT bundle FROM policy_versions WHERE version = ?", (version,))
-        if not rows:
-            raise NotFound(f"no stored policy version {version}")
-        return PolicyBundle.model_validate_json(rows[0][0])
-
-    def _store(self, bundle: PolicyBundle) -> str:
-        self._db.write(
-            "INSERT INTO policy_versions VALUES (?, ?) ON CONFLICT DO NOTHING", (bundle.version, _pretty(bundle))
-        )
-        return bundle.version
-
-    def close(self) -> None:
-        self._watched.close()
-        self._db.close()
-
-
-def open_policy_store(
-    directory: Path,
-    *,
-    dsn: str | None = None,
-    schema: str = "veilgate",
-    listen: bool = True,
-    recheck_seconds: float = 0.0,
-) -> PolicyStore:
-    """The policy store as configured: in PostgreSQL when `dsn` is set (changes arrive by
-    notice), else files under `directory` (looked at again every `recheck_seconds`)."""
-    if dsn:
-        return PostgresPolicyStore(dsn, schema=schema, listen=listen)
-    return FilePolicyStore(directory, recheck_seconds=recheck_seconds)

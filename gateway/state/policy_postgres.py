@@ -1,0 +1,119 @@
+"""The policy store in PostgreSQL, for replicas on several machines: versions and the state
+document in two tables. A change holds the state's row (`FOR UPDATE`) and NOTIFYs every
+replica, which sees a new stamp (the state's change count, kept in memory and renewed on each
+notice) and loads the version in force."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from gateway.atomic_files import Stamp
+from gateway.domain.policy import PolicyBundle
+from gateway.errors import NotFound
+from gateway.state import migrations, postgres_connections, postgres_reader, postgres_watched
+from gateway.state.migrations import Execute, Step
+from gateway.state.policy import EMPTY, PolicyRules, pretty
+from gateway.state.policy_file import FilePolicyStore
+
+__all__ = ["STEPS", "STORE", "PostgresPolicyStore"]
+
+
+STORE = "policy"
+
+
+def _first_state(execute: Execute) -> None:
+    """The state document of a store that never changed, unless it has one."""
+    execute("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(EMPTY),))
+
+
+STEPS = (
+    Step(
+        1,
+        (
+            "CREATE TABLE IF NOT EXISTS policy_versions (version TEXT PRIMARY KEY, bundle TEXT NOT NULL)",
+            """CREATE TABLE IF NOT EXISTS policy_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, changes BIGINT NOT NULL)""",
+        ),
+        _first_state,
+    ),
+)
+"""1: the layout the store had before versioned migrations, and its one state row."""
+_CHANNEL = "veilgate_policy"
+_UNAVAILABLE = "the policy store cannot be read"
+
+
+class PostgresPolicyStore(PolicyRules):
+    """Versions and the state document in PostgreSQL; the stamp is the state's change count,
+    kept in memory by every replica and renewed on each NOTIFY."""
+
+    def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
+        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        super().__init__(read=self._read_state, changing=self._changing_state, keep=self._keep, load=self.load)
+        try:
+            with self._db.transaction() as db:
+                db.execute(migrations.POSTGRES_LOCK)
+                migrations.migrate(db.execute, STORE, STEPS)
+        except BaseException:
+            self._db.close()
+            raise
+        self._watched = postgres_watched.Watched(dsn, schema, channel=_CHANNEL, load=self._changes, listen=listen)
+
+    def _changes(self) -> int:
+        return int(self._db.rows("SELECT changes FROM policy_state WHERE id = 1")[0][0])
+
+    def stamp(self) -> Stamp | None:
+        return (self._watched.get(), 0)
+
+    def _read_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(self._db.rows("SELECT state FROM policy_state WHERE id = 1")[0][0])
+        return state
+
+    @contextmanager
+    def _changing_state(self) -> Iterator[dict[str, Any]]:
+        with self._db.transaction() as db:
+            (text,) = db.execute("SELECT state FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
+            state: dict[str, Any] = json.loads(text)
+            yield state
+            db.execute(
+                "UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1",
+                (json.dumps(state, ensure_ascii=False),),
+            )
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+
+    def import_from(self, directory: Path) -> int | None:
+        """Copy an installation's policy files here (every version, the state with its history),
+        if this store never changed (else None); returns the versions copied."""
+        local = FilePolicyStore(directory)
+        versions = sorted((directory / "versions").glob("*.json"))
+        with self._db.transaction() as db:
+            (changes,) = db.execute("SELECT changes FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
+            if changes or not postgres_connections.is_empty(db, (("policy_versions", ()),)):
+                return None
+            rows = [(path.stem, path.read_text(encoding="utf-8")) for path in versions]
+            db.executemany("INSERT INTO policy_versions VALUES (?, ?)", rows)
+            state = json.dumps(local.state(), ensure_ascii=False)
+            db.execute("UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1", (state,))
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+        return len(versions)
+
+    def load(self, version: str) -> PolicyBundle:
+        rows = self._db.rows("SELECT bundle FROM policy_versions WHERE version = ?", (version,))
+        if not rows:
+            raise NotFound(f"no stored policy version {version}")
+        return PolicyBundle.model_validate_json(rows[0][0])
+
+    def _keep(self, bundle: PolicyBundle) -> str:
+        self._db.write(
+            "INSERT INTO policy_versions VALUES (?, ?) ON CONFLICT DO NOTHING", (bundle.version, pretty(bundle))
+        )
+        return bundle.version
+
+    def close(self) -> None:
+        self._watched.close()
+        self._db.close()
