@@ -6,6 +6,8 @@ no schema to migrate.)"""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,3 +106,50 @@ def test_a_policy_store_of_before_is_migrated_with_its_state(old_schema: tuple[s
             store.close()
     assert migrations.applied(raw.execute, "policy") == [1]
     assert raw.execute("SELECT count(*) FROM policy_state").fetchone()[0] == 1
+
+
+def _open_every_store(schema: str, start: Any, failures: Any) -> None:
+    """In a process of its own, as a replica starting: open every PostgreSQL store at once with
+    the others (`start`), then close them; a failure is reported by its type."""
+    from gateway.state.accounts_postgres import PostgresAccountStore
+    from gateway.state.budget_postgres import PostgresBudgetLedger
+    from gateway.state.jobs_postgres import PostgresJobStore
+
+    dsn = os.environ["VG_PG"]
+    start.wait(timeout=60)
+    try:
+        for opener in (
+            lambda: PostgresBudgetLedger(dsn, schema=schema),
+            lambda: PostgresJobStore(dsn, schema=schema),
+            lambda: PostgresFreezeStore(dsn, schema=schema, listen=False),
+            lambda: PostgresObjectionStore(dsn, schema=schema),
+            lambda: PostgresPolicyStore(dsn, schema=schema, listen=False),
+            lambda: PostgresAccountStore(dsn, schema=schema, listen=False),
+        ):
+            opener().close()
+    except Exception as error:  # reported to the test, which fails naming it
+        failures.put(type(error).__name__)
+
+
+def test_replicas_starting_together_migrate_each_store_once() -> None:
+    """Four processes open every store of a new schema at the same moment: the advisory lock
+    (`migrations.POSTGRES_LOCK`) makes them migrate in turn, so none fails on a table another is
+    creating and no step is recorded twice."""
+    with pg_schema() as schema:
+        context = multiprocessing.get_context("spawn")
+        start, failures = context.Event(), context.Queue()
+        os.environ["VG_PG"] = PG_DSN or ""
+        replicas = [context.Process(target=_open_every_store, args=(schema, start, failures)) for _ in range(4)]
+        for replica in replicas:
+            replica.start()
+        start.set()
+        for replica in replicas:
+            replica.join(timeout=120)
+        assert [replica.exitcode for replica in replicas] == [0, 0, 0, 0]
+        assert failures.empty()
+        import psycopg
+
+        with psycopg.connect(PG_DSN or "", autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
+            rows = conn.execute("SELECT store, count(*) FROM schema_versions GROUP BY store ORDER BY store").fetchall()
+        assert rows == [("accounts", 2), ("budget", 1), ("freezes", 1), ("jobs", 2), ("objections", 1), ("policy", 1)]
