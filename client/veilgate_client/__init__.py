@@ -8,6 +8,7 @@ gw.release("wage-base-mean", group_by=["region"]).to_pandas()
 from veilgate_client.client import Gateway
 from veilgate_client.errors import (
     BadRequest,
+    BadResponse,
     BudgetExhausted,
     Conflict,
     EvidenceError,
@@ -25,6 +26,7 @@ from veilgate_client.errors import (
     ServerError,
     Unauthorized,
     Unavailable,
+    Unreachable,
     VeilgateError,
 )
 from veilgate_client.jobs import Job, LocalRun
@@ -33,9 +35,9 @@ from veilgate_client.results import Answers, Batch, Budget, Fit, Preview, RateLi
 
 __version__ = "0.1.0"
 __all__ = [
-    "Answers", "BadRequest", "Batch", "Budget", "BudgetExhausted", "Conflict", "EvidenceError", "Fit",
+    "Answers", "BadRequest", "BadResponse", "Batch", "Budget", "BudgetExhausted", "Conflict", "EvidenceError", "Fit",
     "Forbidden", "Frozen", "Gateway", "Inclusion", "Job", "KeysChanged", "LocalRun", "NotFound", "NotIncluded",
     "NotYetCheckpointed", "PayloadTooLarge", "Preview", "ProblemError", "RateLimitState", "RateLimited",
     "Receipt", "ReceiptInvalid", "Refused", "Release", "ServerError", "Unauthorized", "Unavailable",
-    "VeilgateError",
+    "Unreachable", "VeilgateError",
 ]  # fmt: skip

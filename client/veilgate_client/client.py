@@ -24,7 +24,7 @@ import httpx
 
 from veilgate_client import jobs, results
 from veilgate_client.config import load_config
-from veilgate_client.errors import Conflict, Unavailable, problem_from_response
+from veilgate_client.errors import BadResponse, Conflict, Unavailable, Unreachable, problem_from_response
 from veilgate_client.evidence import KeyPin
 from veilgate_client.receipt import Receipt
 
@@ -90,12 +90,18 @@ class Gateway:
         """A valid access token, fetched again a minute before the current one expires."""
         if self._token is None or time.monotonic() > self._expires - _RENEW_SECONDS:
             form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self._secret}
-            response = self._http.post("/v1/token", data=form)
+            try:
+                response = self._http.post("/v1/token", data=form)
+            except _RETRYABLE as lost:
+                raise Unreachable(f"POST /v1/token: {type(lost).__name__}: {lost}") from lost
             if response.status_code != 200:
                 raise problem_from_response(response)
-            body = response.json()
-            self._token = str(body["access_token"])
-            self._expires = time.monotonic() + float(body.get("expires_in", 900))
+            body = json_object(response)
+            token, lifetime = body.get("access_token"), body.get("expires_in", 900)
+            if not isinstance(token, str) or not isinstance(lifetime, int | float) or isinstance(lifetime, bool):
+                raise BadResponse("the token endpoint's answer has no access_token and expires_in")
+            self._token = token
+            self._expires = time.monotonic() + float(lifetime)
         return self._token
 
     def request(
@@ -118,9 +124,9 @@ class Gateway:
             last = attempt == attempts - 1
             try:
                 response = self._http.request(method, path, json=json, params=params, headers=headers)
-            except _RETRYABLE:
+            except _RETRYABLE as lost:
                 if last:
-                    raise
+                    raise Unreachable(f"{method} {path}: {type(lost).__name__}: {lost}") from lost
             else:
                 if response.status_code < 400:
                     return response
@@ -133,7 +139,12 @@ class Gateway:
         raise AssertionError("unreachable")
 
     def get_json(self, path: str, *, params: Mapping[str, Any] | None = None, auth: bool = True) -> Any:
-        return self.request("GET", path, params=params, auth=auth).json()
+        """A GET's JSON answer (`BadResponse` if it is not JSON)."""
+        response = self.request("GET", path, params=params, auth=auth)
+        try:
+            return response.json()
+        except ValueError:
+            raise BadResponse(f"GET {path}: the answer is not JSON") from None
 
     def jwks(self, kid: str | None = None) -> dict[str, Any]:
         """The gateway's pinned receipt keys (fetched on first use, refreshed by rotation rules)."""
@@ -142,6 +153,13 @@ class Gateway:
     def receipt_of(self, body: dict[str, Any]) -> Receipt:
         """Check a result body's receipt: signed by a pinned key, for this client, exactly this body."""
         return Receipt.from_body(body, self, consumer=self.client_id)
+
+    def _signed(self, response: httpx.Response) -> tuple[dict[str, Any], Receipt]:
+        """The signed result of a response, after its receipt checked: nothing unchecked is used."""
+        receipt = self.receipt_of(json_object(response))
+        if not isinstance(receipt.result, dict):
+            raise BadResponse("the signed result is not an object")
+        return receipt.result, receipt
 
     def _purpose(self, purpose: str | None) -> str:
         chosen = purpose or self.purpose
@@ -173,26 +191,27 @@ class Gateway:
     def preview(self, template: str, *, purpose: str | None = None, **query: Any) -> results.Preview:
         """Cost and expected accuracy of one query; spends nothing. Query as for `release`."""
         body = {"purpose": self._purpose(purpose), **query_body(**query)}
-        return results.Preview(self.request("POST", f"/v1/aggregate/{template}/preview", json=body).json())
+        return results.Preview(json_object(self.request("POST", f"/v1/aggregate/{template}/preview", json=body)))
 
     def release(self, template: str, *, purpose: str | None = None, **query: Any) -> results.Release:
         """Release one DP query: `group_by`, `filters`, `epsilon`, `max_interval_width`. Charged once."""
         body = {"purpose": self._purpose(purpose), **query_body(**query)}
-        response = self.request("POST", f"/v1/aggregate/{template}", json=body, release=True)
-        document = response.json()
-        return results.Release(document["result"], self.receipt_of(document))
+        result, receipt = self._signed(self.request("POST", f"/v1/aggregate/{template}", json=body, release=True))
+        return results.Release(result, receipt)
 
     def preview_batch(self, queries: Sequence[Mapping[str, Any]], *, purpose: str | None = None) -> results.Preview:
         """The total cost of a batch and each query's accuracy; each query is `{"template", ...}`."""
         body = {"purpose": self._purpose(purpose), "queries": [batch_query(q) for q in queries]}
-        return results.Preview(self.request("POST", "/v1/aggregate-batch/preview", json=body).json())
+        return results.Preview(json_object(self.request("POST", "/v1/aggregate-batch/preview", json=body)))
 
     def release_batch(self, queries: Sequence[Mapping[str, Any]], *, purpose: str | None = None) -> results.Batch:
         """Release a batch: all charged at once or none. One `Release` per query, one receipt."""
         body = {"purpose": self._purpose(purpose), "queries": [batch_query(q) for q in queries]}
-        document = self.request("POST", "/v1/aggregate-batch", json=body, release=True).json()
-        receipt = self.receipt_of(document)
-        return results.Batch([results.Release(r, receipt) for r in document["result"]["releases"]], receipt)
+        result, receipt = self._signed(self.request("POST", "/v1/aggregate-batch", json=body, release=True))
+        releases = result.get("releases")
+        if not isinstance(releases, list) or not all(isinstance(r, dict) for r in releases):
+            raise BadResponse("the signed batch result has no list of releases")
+        return results.Batch([results.Release(r, receipt) for r in releases], receipt)
 
     def budget(self) -> results.Budget:
         """Granted, spent, reserved and remaining privacy budget, per grant, dataset and level."""
@@ -203,8 +222,8 @@ class Gateway:
         body: dict[str, Any] = {"purpose": self._purpose(purpose)}
         if epsilon is not None:
             body["epsilon"] = str(Decimal(str(epsilon)))
-        document = self.request("POST", f"/v1/models/{model}/fit", json=body).json()
-        return results.Fit(document["result"], self.receipt_of(document))
+        result, receipt = self._signed(self.request("POST", f"/v1/models/{model}/fit", json=body))
+        return results.Fit(result, receipt)
 
     def submit(
         self,
@@ -231,7 +250,7 @@ class Gateway:
             body["tables"] = [dict(t) for t in tables]
         if epsilon is not None:
             body["epsilon"] = str(Decimal(str(epsilon)))
-        return jobs.Job(self, self.request("POST", "/v1/jobs", json=body).json())
+        return jobs.Job(self, json_object(self.request("POST", "/v1/jobs", json=body)))
 
     def job(self, job_id: str) -> jobs.Job:
         """A submitted job, as it is now."""
@@ -277,15 +296,26 @@ class Gateway:
         batch = [claims] if isinstance(claims, Mapping) else list(claims)
         body = {"purpose": self._purpose(purpose), "claims": [dict(c) for c in batch]}
         response = self.request("POST", f"/v1/verify/{service}", json=body)
-        document = response.json()
-        return results.Answers(document["result"], self.receipt_of(document), results.RateLimitState.parse(response))
+        result, receipt = self._signed(response)
+        return results.Answers(result, receipt, results.RateLimitState.parse(response))
 
     def score(self, model: str, keys: Sequence[str] | str, *, purpose: str | None = None) -> results.Answers:
         """Score entities with an approved model: a grade and/or score per key, computed in the domain."""
         body = {"purpose": self._purpose(purpose), "keys": [keys] if isinstance(keys, str) else list(keys)}
         response = self.request("POST", f"/v1/models/{model}/score", json=body)
-        document = response.json()
-        return results.Answers(document["result"], self.receipt_of(document), results.RateLimitState.parse(response))
+        result, receipt = self._signed(response)
+        return results.Answers(result, receipt, results.RateLimitState.parse(response))
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """A response's JSON object; `BadResponse` for anything else (an HTML page, a truncated body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise BadResponse(f"{response.request.method} {response.request.url.path}: the answer is not a JSON object")
+    return body
 
 
 def query_body(

@@ -34,17 +34,12 @@ def load_config(path: str | Path | None = None, profile: str | None = None) -> C
         raise ValueError(f"no client config file at {file}")
     if file.is_file():
         data = tomllib.loads(file.read_text(encoding="utf-8"))
-        values = {k: v for k, v in data.items() if k != "profiles"}
+        values = _with_secret({k: v for k, v in data.items() if k != "profiles"}, file)
         if profile is not None:
             profiles = data.get("profiles", {})
             if profile not in profiles:
                 raise ValueError(f"no profile {profile!r} in {file}")
-            values |= profiles[profile]
-        if "secret_file" in values and "secret" not in values:
-            secret_path = Path(values.pop("secret_file")).expanduser()
-            if not secret_path.is_absolute():
-                secret_path = file.parent / secret_path
-            values["secret"] = secret_path.read_text(encoding="utf-8").strip()
+            values |= _with_secret(dict(profiles[profile]), file)  # a profile's secret_file beats the top secret
     env = {"url": "VEILGATE_URL", "client_id": "VEILGATE_CLIENT_ID", "secret": "VEILGATE_CLIENT_SECRET",
            "purpose": "VEILGATE_PURPOSE"}  # fmt: skip
     for name, variable in env.items():
@@ -54,3 +49,13 @@ def load_config(path: str | Path | None = None, profile: str | None = None) -> C
     if missing:
         raise ValueError(f"missing {', '.join(missing)}: set {', '.join(env[m] for m in missing)} or write {file}")
     return ClientConfig(str(values["url"]), str(values["client_id"]), str(values["secret"]), values.get("purpose"))
+
+
+def _with_secret(values: dict[str, Any], file: Path) -> dict[str, Any]:
+    """One table of the file, its `secret_file` (relative to the file) read into `secret`."""
+    if "secret_file" in values:
+        secret_path = Path(values.pop("secret_file")).expanduser()
+        if not secret_path.is_absolute():
+            secret_path = file.parent / secret_path
+        values.setdefault("secret", secret_path.read_text(encoding="utf-8").strip())
+    return values

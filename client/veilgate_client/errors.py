@@ -143,6 +143,15 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+class BadResponse(VeilgateError):
+    """The gateway answered something the API does not promise (not JSON, a missing field):
+    nothing from that answer is returned. Often a proxy or the wrong URL; otherwise a bug to report."""
+
+
+class Unreachable(VeilgateError):
+    """The gateway could not be reached, or the connection broke before its answer arrived."""
+
+
 class EvidenceError(VeilgateError):
     """A receipt, a key set or an audit proof does not check out: do not rely on the result."""
 

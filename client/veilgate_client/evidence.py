@@ -95,18 +95,25 @@ def verify_jws(token: str, jwks: Mapping[str, Any], typ: str, issued_at: Callabl
         raise ReceiptInvalid("the signature does not verify") from None
     if not isinstance(payload, dict):
         raise ReceiptInvalid("the JWS payload is not an object")
-    if jwk.get("status") == "revoked":
-        since = jwk.get("revoked_since")
-        if not isinstance(since, str) or issued_at(payload) >= datetime.fromisoformat(since).timestamp():
-            raise ReceiptInvalid(f"key {kid} was revoked before this was issued")
+    if jwk.get("status") == "revoked" and issued_at(payload) >= _revoked_since(jwk):
+        raise ReceiptInvalid(f"key {kid} was revoked before this was issued")
     return payload
+
+
+def _revoked_since(jwk: Mapping[str, Any]) -> float:
+    """When a revoked key stopped being trusted; a revocation without a readable time trusts nothing."""
+    since = jwk.get("revoked_since")
+    try:
+        return datetime.fromisoformat(str(since).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("-inf")
 
 
 def verify_receipt(token: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
     """The result document a receipt signs, after the checks above and a check of its shape."""
 
     def issued(doc: dict[str, Any]) -> float:
-        return float(doc["iat"]) if isinstance(doc.get("iat"), int) else 0.0
+        return float(doc["iat"]) if isinstance(doc.get("iat"), int) else float("inf")
 
     document: dict[str, Any] = verify_jws(token, jwks, RECEIPT_TYPE, issued)
     for name, kind in _DOCUMENT_FIELDS.items():
@@ -120,8 +127,11 @@ def verify_receipt(token: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
 def verify_checkpoint(token: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
     """The signed tree head `{iss, size, root, time}` of a checkpoint."""
 
-    def issued(head: dict[str, Any]) -> float:
-        return datetime.fromisoformat(str(head.get("time", "")).replace("Z", "+00:00")).timestamp()
+    def issued(head: dict[str, Any]) -> float:  # an unreadable time counts as after any revocation
+        try:
+            return datetime.fromisoformat(str(head.get("time", "")).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return float("inf")
 
     head: dict[str, Any] = verify_jws(token, jwks, CHECKPOINT_TYPE, issued)
     if not isinstance(head.get("size"), int) or not isinstance(head.get("root"), str):
@@ -185,6 +195,8 @@ class KeyPin:
         if not isinstance(new, dict) or not isinstance(new.get("keys"), list):
             raise KeysChanged("the gateway's JWKS has no `keys` list")
         for jwk in new["keys"]:
+            if not isinstance(jwk, dict):
+                raise KeysChanged("the gateway's JWKS holds an entry that is not a key")
             _public_key(jwk, str(jwk.get("kid")))
         if self._jwks is not None:
             check_rotation(self._jwks, new)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from veilgate_client.errors import BadResponse
 from veilgate_client.results import frame, table_rows
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class Job:
 
     def __init__(self, gateway: Gateway, view: dict[str, Any]) -> None:
         self.gateway = gateway
-        self.view = view
+        self.view = _checked_view(view)
         self._receipt: Receipt | None = None
 
     id = property(lambda self: str(self.view["id"]))
@@ -67,12 +68,18 @@ class Job:
         return dict(result.get("outputs") or {})
 
     def refresh(self) -> Job:
-        self.view = self.gateway.get_json(f"/v1/jobs/{self.id}")
+        self.view = _checked_view(self.gateway.get_json(f"/v1/jobs/{self.id}"))
         self._receipt = None
         return self
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, status={self.status!r})"
+
+
+def _checked_view(view: Any) -> dict[str, Any]:
+    if not isinstance(view, dict) or not isinstance(view.get("id"), str) or not isinstance(view.get("status"), str):
+        raise BadResponse("the gateway's view of a job has no id and status")
+    return view
 
 
 def _output_frame(output: dict[str, Any]) -> Any:

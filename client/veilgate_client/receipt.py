@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from veilgate_client.errors import NotIncluded, NotYetCheckpointed, ReceiptInvalid
+from veilgate_client.errors import BadResponse, NotIncluded, NotYetCheckpointed, ReceiptInvalid
 from veilgate_client.evidence import (
     jws_header,
     leaf_hash,
@@ -53,13 +53,20 @@ class Inclusion:
         if head["size"] != self.size or head["root"] != self.root:
             raise NotIncluded("the kept proof does not match its checkpoint")
         _check_leaf(self.leaf, document)
-        path = [bytes.fromhex(p) for p in self.audit_path]
+        try:
+            path = [bytes.fromhex(p) for p in self.audit_path]
+        except (TypeError, ValueError):
+            raise NotIncluded("the audit path is not a list of hex hashes") from None
+        if any(len(p) != 32 for p in path):
+            raise NotIncluded("the audit path holds a hash that is not 32 bytes")
         got = root_from_inclusion(leaf_hash(self.leaf), self.seq, self.size, path)
         if got.hex() != self.root:
             raise NotIncluded(f"leaf {self.seq} is not in the checkpointed tree of {self.size} leaves")
 
 
-def _check_leaf(leaf: dict[str, Any], document: dict[str, Any]) -> None:
+def _check_leaf(leaf: Any, document: dict[str, Any]) -> None:
+    if not isinstance(leaf, dict):
+        raise NotIncluded("the audit leaf is not an object")
     if leaf.get("seq") != document["audit_seq"] or leaf.get("request_id") != document["request_id"]:
         raise NotIncluded("the audit leaf records another request")
     if leaf.get("result_digest") != sha256_digest(document["result"]):
@@ -120,18 +127,14 @@ class Receipt:
         seq = self.audit_seq
         leaf = source.get_json(f"/v1/audit/leaves/{seq}")
         _check_leaf(leaf, self.document)
-        deadline = time.monotonic() + wait
-        while True:
-            found = source.get_json("/v1/audit/checkpoints", params={"after_size": seq, "limit": 1}, auth=False)
-            if found.get("checkpoints"):
-                break
-            if time.monotonic() >= deadline:
-                raise NotYetCheckpointed(f"no signed checkpoint covers leaf {seq} yet; ask again later")
-            time.sleep(0.5)
-        token = found["checkpoints"][0]["jws"]
-        head = verify_checkpoint(token, source.jwks(jws_header(token).get("kid")))
+        token = _first_checkpoint(source, seq, wait)
+        kid = jws_header(token).get("kid")
+        head = verify_checkpoint(token, source.jwks(kid if isinstance(kid, str) else None))
         proof = source.get_json("/v1/audit/proof/inclusion", params={"leaf": seq, "size": head["size"]}, auth=False)
-        inclusion = Inclusion(seq, head["size"], head["root"], token, list(proof["audit_path"]), leaf)
+        path = proof.get("audit_path") if isinstance(proof, dict) else None
+        if not isinstance(path, list):
+            raise NotIncluded(f"the gateway gave no audit path for leaf {seq}")
+        inclusion = Inclusion(seq, head["size"], head["root"], token, path, leaf)
         inclusion.check(self.document, source.jwks())
         self.inclusion = inclusion
         return inclusion
@@ -148,16 +151,50 @@ class Receipt:
         return target
 
     @classmethod
-    def load(cls, path: str | Path, *, jwks: dict[str, Any] | None = None) -> Receipt:
-        """Read a saved receipt or a saved response body; with `jwks`, verify it too."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    def load(
+        cls, path: str | Path, *, jwks: dict[str, Any] | None = None, gateway: AuditSource | None = None
+    ) -> Receipt:
+        """Read a saved receipt or a saved response body and verify it, with its kept inclusion proof:
+        against `jwks` (the published keys), or `gateway`'s pinned keys. Never loaded unchecked."""
+        if jwks is None and gateway is None:
+            raise ValueError("pass jwks= or gateway=: a receipt is only loaded with the keys that check it")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except ValueError:
+            raise ReceiptInvalid(f"{path} is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("receipt"), str):
             raise ReceiptInvalid(f"{path} holds no receipt")
         if data.get("format") == FILE_FORMAT:
-            kept = data.get("inclusion")
-            receipt = cls(data["receipt"], data["document"], data.get("gateway"), Inclusion(**kept) if kept else None)
+            kept, document = data.get("inclusion"), data.get("document")
+            try:
+                inclusion = Inclusion(**kept) if kept else None
+            except TypeError:
+                raise ReceiptInvalid(f"{path} holds an inclusion proof of another shape") from None
+            if not isinstance(document, dict):
+                raise ReceiptInvalid(f"{path} holds no document")
+            receipt = cls(data["receipt"], document, data.get("gateway"), inclusion, gateway)
         else:  # a saved response body: the document is the body itself
-            receipt = cls(data["receipt"], {k: v for k, v in data.items() if k != "receipt"})
-        if jwks is not None:
-            receipt.verify(jwks)
+            receipt = cls(data["receipt"], {k: v for k, v in data.items() if k != "receipt"}, None, None, gateway)
+        if jwks is None and gateway is not None:
+            kid = jws_header(receipt.jws).get("kid")
+            jwks = gateway.jwks(kid if isinstance(kid, str) else None)
+        receipt.verify(jwks or {})
         return receipt
+
+
+def _first_checkpoint(source: AuditSource, seq: int, wait: float) -> str:
+    """The JWS of the first signed checkpoint that covers leaf `seq`, waiting up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = source.get_json("/v1/audit/checkpoints", params={"after_size": seq, "limit": 1}, auth=False)
+        listed = found.get("checkpoints") if isinstance(found, dict) else None
+        if not isinstance(listed, list):
+            raise BadResponse("the gateway's list of checkpoints is not a list")
+        if listed:
+            token = listed[0].get("jws") if isinstance(listed[0], dict) else None
+            if not isinstance(token, str):
+                raise BadResponse("the gateway listed a checkpoint without its JWS")
+            return token
+        if time.monotonic() >= deadline:
+            raise NotYetCheckpointed(f"no signed checkpoint covers leaf {seq} yet; ask again later")
+        time.sleep(0.5)

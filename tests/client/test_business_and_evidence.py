@@ -95,6 +95,9 @@ def test_inclusion_is_proved_against_a_signed_checkpoint_and_kept_with_the_saved
 
         loaded = Receipt.load(saved, jwks=jwks)  # signature and kept proof re-checked offline
         assert loaded.document == answers.receipt.document and loaded.inclusion == proof
+        assert Receipt.load(saved, gateway=gw).prove_inclusion().seq == proof.seq  # the pinned keys, then the log
+        with pytest.raises(ValueError, match="jwks= or gateway="):
+            Receipt.load(saved)  # never loaded unchecked
 
         kept = json.loads(saved.read_text())
         kept["inclusion"]["leaf"]["result_digest"] = "sha256:" + "0" * 64
@@ -121,6 +124,9 @@ def test_inclusion_is_proved_against_a_signed_checkpoint_and_kept_with_the_saved
     jwks_option = ["--jwks", str(tmp_path / "jwks.json")]
     edited = runner.invoke(cli, ["receipt", "verify", str(tmp_path / "edited.json"), *jwks_option])
     assert edited.exit_code == 1 and "differs from what its receipt signs" in edited.output
+    assert Receipt.load(tmp_path / "body.json", jwks=jwks).request_id == body["request_id"]
+    with pytest.raises(ReceiptInvalid, match="differs from what the receipt signs"):
+        Receipt.load(tmp_path / "edited.json", jwks=jwks)
 
 
 def test_keys_are_pinned_and_follow_a_rotation(fresh: Any) -> None:

@@ -3,6 +3,8 @@ demo's .demo/veilgate.toml (said in one line); with none, it says so and never s
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,20 @@ def test_no_configuration_is_said_plainly_and_no_keys_are_suggested(elsewhere: P
 def test_keys_init_still_creates_an_installation_where_there_is_none(elsewhere: Path) -> None:
     result = CliRunner().invoke(cli, ["keys", "init"])
     assert result.exit_code == 0 and (elsewhere / "state" / "keys").is_dir()
+
+
+@pytest.mark.parametrize("command", [["audit", "verify"], ["doctor"], ["policy", "check", str(REPO / "policies")]])
+def test_after_make_demo_the_readme_commands_act_on_the_demo(
+    elsewhere: Path, session_installation: Installation, command: list[str]
+) -> None:
+    shutil.copytree(session_installation.root, elsewhere / ".demo")  # what `make demo` leaves in the checkout
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    assert f"using the demo's configuration {elsewhere / '.demo' / 'veilgate.toml'}" in result.stderr.replace("\n", "")
+    assert result.stderr.count("using the demo's configuration") == 1
+    assert not (elsewhere / "state").exists()
+
+
+def test_make_demo_prints_the_export_line() -> None:
+    planned = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert f"export VEILGATE_CONFIG={REPO}/.demo/veilgate.toml" in planned

@@ -47,3 +47,18 @@ def test_the_client_never_imports_the_gateway() -> None:
 def test_modules_stay_small() -> None:
     for source in (CLIENT / "veilgate_client").glob("*.py"):
         assert len(source.read_text().splitlines()) <= 400, source
+
+
+def test_docs_name_every_public_call_and_exception() -> None:
+    import veilgate_client
+    from veilgate_client import jobs, receipt, results
+
+    docs = (REPO / "docs" / "client.md").read_text()
+    classes = [veilgate_client.Gateway, receipt.Receipt, receipt.Inclusion, results.Release, results.Batch,
+               results.Preview, results.Budget, results.Fit, results.Answers, results.RateLimitState, jobs.Job,
+               jobs.LocalRun]  # fmt: skip
+    public = {(cls.__name__, name) for cls in classes for name in [*vars(cls), *getattr(cls, "__annotations__", {})]}
+    missing = sorted(f"{owner}.{name}" for owner, name in public
+                     if not name.startswith("_") and f".{name}" not in docs and f"`{name}" not in docs)  # fmt: skip
+    missing += [name for name in veilgate_client.__all__ if f"`{name}`" not in docs]
+    assert missing == []

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import matplotlib
 import pytest
-from veilgate_client import BudgetExhausted, Gateway, NotFound, Refused, Unauthorized
+from veilgate_client import BudgetExhausted, Gateway, NotFound, Refused, Unauthorized, Unreachable
 
 from tests.client.conftest import Served
 
@@ -129,8 +129,9 @@ def test_a_release_is_retried_under_one_idempotency_key_and_charged_once(fresh: 
 def test_nothing_but_a_release_is_retried(served: Served) -> None:
     transport = _FailFirst("/v1/aggregate/insured-persons/preview")
     gw = served.gateway("demo-researcher", "public_research", transport=transport)
-    with gw, pytest.raises(httpx.ReadError):
+    with gw, pytest.raises(Unreachable, match="ReadError") as lost:
         gw.preview("insured-persons")
+    assert isinstance(lost.value.__cause__, httpx.ReadError)
     assert len(transport.seen) == 1 and "Idempotency-Key" not in transport.seen[0].headers
 
 
