@@ -24,7 +24,14 @@ import httpx
 
 from veilgate_client import jobs, results
 from veilgate_client.config import load_config
-from veilgate_client.errors import BadResponse, Conflict, Unavailable, Unreachable, problem_from_response
+from veilgate_client.errors import (
+    BadResponse,
+    Conflict,
+    ReceiptInvalid,
+    Unavailable,
+    Unreachable,
+    problem_from_response,
+)
 from veilgate_client.evidence import KeyPin
 from veilgate_client.receipt import Receipt
 
@@ -154,11 +161,21 @@ class Gateway:
         """Check a result body's receipt: signed by a pinned key, for this client, exactly this body."""
         return Receipt.from_body(body, self, consumer=self.client_id)
 
-    def _signed(self, response: httpx.Response) -> tuple[dict[str, Any], Receipt]:
-        """The signed result of a response, after its receipt checked: nothing unchecked is used."""
+    def _signed(
+        self, response: httpx.Response, service: str, entries: tuple[str, int] | None = None
+    ) -> tuple[dict[str, Any], Receipt]:
+        """The signed result of a response, after its receipt checked: nothing unchecked is used. The
+        receipt must be for the `service` called and, with `entries`, hold that many answers: a
+        genuine receipt of another call, passed off as this one's, is refused."""
         receipt = self.receipt_of(json_object(response))
+        if receipt.document["service"] != service:
+            raise ReceiptInvalid(f"the receipt is for {receipt.document['service']}, not for {service}")
         if not isinstance(receipt.result, dict):
             raise BadResponse("the signed result is not an object")
+        if entries is not None:
+            listed = receipt.result.get(entries[0])
+            if not isinstance(listed, list) or len(listed) != entries[1]:
+                raise ReceiptInvalid(f"the receipt holds another number of {entries[0]} than were asked for")
         return receipt.result, receipt
 
     def _purpose(self, purpose: str | None) -> str:
@@ -196,7 +213,9 @@ class Gateway:
     def release(self, template: str, *, purpose: str | None = None, **query: Any) -> results.Release:
         """Release one DP query: `group_by`, `filters`, `epsilon`, `max_interval_width`. Charged once."""
         body = {"purpose": self._purpose(purpose), **query_body(**query)}
-        result, receipt = self._signed(self.request("POST", f"/v1/aggregate/{template}", json=body, release=True))
+        result, receipt = self._signed(
+            self.request("POST", f"/v1/aggregate/{template}", json=body, release=True), template
+        )
         return results.Release(result, receipt)
 
     def preview_batch(self, queries: Sequence[Mapping[str, Any]], *, purpose: str | None = None) -> results.Preview:
@@ -207,9 +226,11 @@ class Gateway:
     def release_batch(self, queries: Sequence[Mapping[str, Any]], *, purpose: str | None = None) -> results.Batch:
         """Release a batch: all charged at once or none. One `Release` per query, one receipt."""
         body = {"purpose": self._purpose(purpose), "queries": [batch_query(q) for q in queries]}
-        result, receipt = self._signed(self.request("POST", "/v1/aggregate-batch", json=body, release=True))
-        releases = result.get("releases")
-        if not isinstance(releases, list) or not all(isinstance(r, dict) for r in releases):
+        response = self.request("POST", "/v1/aggregate-batch", json=body, release=True)
+        service = str(queries[0]["template"]) if len(queries) == 1 else "aggregate-batch"
+        result, receipt = self._signed(response, service, ("releases", len(queries)))
+        releases = result["releases"]
+        if not all(isinstance(r, dict) for r in releases):
             raise BadResponse("the signed batch result has no list of releases")
         return results.Batch([results.Release(r, receipt) for r in releases], receipt)
 
@@ -222,7 +243,7 @@ class Gateway:
         body: dict[str, Any] = {"purpose": self._purpose(purpose)}
         if epsilon is not None:
             body["epsilon"] = str(Decimal(str(epsilon)))
-        result, receipt = self._signed(self.request("POST", f"/v1/models/{model}/fit", json=body))
+        result, receipt = self._signed(self.request("POST", f"/v1/models/{model}/fit", json=body), model)
         return results.Fit(result, receipt)
 
     def submit(
@@ -296,14 +317,14 @@ class Gateway:
         batch = [claims] if isinstance(claims, Mapping) else list(claims)
         body = {"purpose": self._purpose(purpose), "claims": [dict(c) for c in batch]}
         response = self.request("POST", f"/v1/verify/{service}", json=body)
-        result, receipt = self._signed(response)
+        result, receipt = self._signed(response, service, ("answers", len(batch)))
         return results.Answers(result, receipt, results.RateLimitState.parse(response))
 
     def score(self, model: str, keys: Sequence[str] | str, *, purpose: str | None = None) -> results.Answers:
         """Score entities with an approved model: a grade and/or score per key, computed in the domain."""
         body = {"purpose": self._purpose(purpose), "keys": [keys] if isinstance(keys, str) else list(keys)}
         response = self.request("POST", f"/v1/models/{model}/score", json=body)
-        result, receipt = self._signed(response)
+        result, receipt = self._signed(response, model, ("answers", len(body["keys"])))
         return results.Answers(result, receipt, results.RateLimitState.parse(response))
 
 

@@ -180,7 +180,10 @@ class KeyPin:
     def keys(self, kid: str | None = None) -> dict[str, Any]:
         """The pinned JWKS, refreshed if it is stale or does not hold `kid`."""
         if self._jwks is None and self.path is not None and self.path.is_file():
-            self._jwks = json.loads(self.path.read_text())
+            try:
+                self._jwks = json.loads(self.path.read_text())
+            except ValueError:
+                raise KeysChanged(f"the pinned keys in {self.path} are unreadable; restore the file") from None
         stale = time.monotonic() - self._checked > self.max_age
         if self._jwks is None or stale or (kid is not None and kid not in self.kids()):
             self.refresh()

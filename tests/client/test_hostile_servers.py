@@ -239,6 +239,10 @@ def test_broken_keys_tokens_and_connections_raise_typed_errors(served: Served, t
         with gw, pytest.raises(error, match=why):
             gw.verify("enterprise-registration", _claim(served))
         assert not (tmp_path / "p.json").exists()
+    (tmp_path / "p.json").write_text("{not json")
+    corrupt = served.gateway("demo-business", "credit_assessment", pin_file=tmp_path / "p.json")
+    with corrupt, pytest.raises(KeysChanged, match="unreadable"):
+        corrupt.verify("enterprise-registration", _claim(served))
     transport = _Hostile()
     transport.rules["/v1/token"] = _json(lambda token: {**token, "access_token": None})
     with served.gateway("demo-business", transport=transport, pin_file=False) as gw, pytest.raises(BadResponse):
@@ -263,3 +267,17 @@ def test_a_revoked_key_with_an_unreadable_time_trusts_nothing(tmp_path: Path) ->
     unreadable = {"keys": [{**key, "status": "revoked", "revoked_since": "soon"}]}
     with pytest.raises(ReceiptInvalid, match="revoked"):
         verify_checkpoint(head("2026-01-01T00:00:00Z"), unreadable)
+
+
+def test_a_genuine_receipt_of_another_call_is_refused(served: Served, hostile: tuple[Gateway, _Hostile, Path]) -> None:
+    gw, transport, _pin = hostile
+    code = _claim(served)["keys"]["credit_code"]
+    scored = gw.request("POST", "/v1/models/enterprise-credit-risk/score",
+                        json={"purpose": "credit_assessment", "keys": [code]}).json()  # fmt: skip
+    one = gw.request("POST", VERIFY, json={"purpose": "credit_assessment", "claims": [_claim(served)]}).json()
+    transport.rules[VERIFY] = _json(lambda _body: scored)  # signed, for this client, but for another service
+    with pytest.raises(ReceiptInvalid, match="for enterprise-credit-risk, not for enterprise-registration"):
+        gw.verify("enterprise-registration", _claim(served))
+    transport.rules[VERIFY] = _json(lambda _body: one)  # signed, but the answer to one claim of two
+    with pytest.raises(ReceiptInvalid, match="another number of answers"):
+        gw.verify("enterprise-registration", [_claim(served), _claim(served)])
