@@ -46,7 +46,8 @@ def _copy(session_installation: Installation, root: Path) -> Settings:
         session_installation.root, root, ignore=lambda d, _names: ["ledger", "policy"] if d.endswith("state") else []
     )
     return session_installation.settings.model_copy(
-        update={"state_dir": root / "state", "checkpoint_interval_seconds": 1}
+        # state looked at on every request: an operator's key rotation is in force at the next request
+        update={"state_dir": root / "state", "checkpoint_interval_seconds": 1, "state_recheck_seconds": 0}
     )
 
 
