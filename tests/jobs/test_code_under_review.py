@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import InvalidRequest
+from gateway.services import policy_admin
+from gateway.services.jobs import run_local
 from tests.jobs.conftest import Jobs, needs_isolation
 
 HIDDEN = 'print("hidden code ran")'
@@ -116,3 +119,13 @@ def test_reviewers_read_an_archive_file_by_file_as_it_runs(jobs_gateway: Callabl
     assert "files" not in jobs.status(submitted.json()["id"])  # the researcher's view has none
     one_file = jobs.submit('print("one file")\n').json()["id"]
     assert jobs.admin_view(one_file)["files"] == {"main.py": 'print("one file")\n'}
+
+
+def test_a_local_run_refuses_what_a_submission_would(jobs_gateway: Callable[..., Jobs], tmp_path: Path) -> None:
+    """`veilgate jobs run-local` tells the researcher before they submit, with the same rule."""
+    jobs = jobs_gateway()
+    rt = jobs.client.app.state.runtime  # type: ignore[attr-defined]
+    bundle = policy_admin.current(rt).bundle
+    entries = [rt.catalog.get("social_insurance").entry]
+    with pytest.raises(InvalidRequest, match=r"^code: Python files must be UTF-8"):
+        run_local(bundle, "labour-analysis", entries, UTF7, ["n"], epsilon="1", work_dir=tmp_path)

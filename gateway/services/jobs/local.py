@@ -15,6 +15,7 @@ from typing import Any
 from gateway import sandbox_client
 from gateway.domain import sdc
 from gateway.domain.catalog import CatalogEntry
+from gateway.domain.job_source import check_source
 from gateway.domain.policy import PolicyBundle
 from gateway.domain.trail import Json
 from gateway.services.jobs.outputs import check_outputs
@@ -30,6 +31,7 @@ def run_local(
 ) -> Json:  # fmt: skip
     """The job on the synthetic sample: its tables checked (SDC), or its plan (DP). The sample is
     made from the catalogue entries alone, so the run needs no isolation."""
+    check_source({"main.py": code.encode()}, "code")  # what a submission would refuse, said first
     service = service_of(bundle, service_name)
     declared = None
     if service.output_check == "sdc":  # the same declaration a submission needs
