@@ -3,6 +3,7 @@ their intervals, batches, budgets, DP fits, plots, typed refusals, retries under
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,17 +97,17 @@ def test_an_exhausted_budget_is_its_own_exception_and_charges_nothing(fresh: Any
 
 
 class _FailFirst(httpx.BaseTransport):
-    """Drops the first request to a path (as a lost connection would), then passes everything on."""
+    """Drops the first request to each of `paths` (as a lost connection would), then passes everything on."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, *paths: str) -> None:
         self.inner = httpx.HTTPTransport()
-        self.path = path
-        self.seen: list[httpx.Request] = []
+        self.seen: dict[str, list[httpx.Request]] = {path: [] for path in paths}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == self.path:
-            self.seen.append(request)
-            if len(self.seen) == 1:
+        seen = self.seen.get(request.url.path)
+        if seen is not None:
+            seen.append(request)
+            if len(seen) == 1:
                 self.inner.handle_request(request).close()  # it reached the gateway; the answer is lost
                 raise httpx.ReadError("connection lost", request=request)
         return self.inner.handle_request(request)
@@ -117,22 +118,35 @@ class _FailFirst(httpx.BaseTransport):
 
 def test_a_release_is_retried_under_one_idempotency_key_and_charged_once(fresh: Any) -> None:
     gateway = fresh()
-    transport = _FailFirst("/v1/aggregate/insured-persons")
+    transport = _FailFirst("/v1/aggregate/insured-persons", "/v1/aggregate-batch")
     with gateway.gateway("demo-researcher", "public_research", transport=transport) as gw:
         release = gw.release("insured-persons", epsilon="0.7")
-        keys = {r.headers["Idempotency-Key"] for r in transport.seen}
-        assert len(transport.seen) == 2 and len(keys) == 1
-        assert not release.replayed and release.charged["epsilon"] == "0.7"
-        assert Decimal(str(_epsilon_spent(gw.budget().rows(), "social_insurance"))) == Decimal("0.7")
+        batch = gw.release_batch([{"template": "contributors-count", "epsilon": "0.2"},
+                                  {"template": "wage-base-mean", "epsilon": "0.1"}])  # fmt: skip
+        for sent in transport.seen.values():
+            assert len(sent) == 2 and len({r.headers["Idempotency-Key"] for r in sent}) == 1
+        assert not release.replayed and release.charged["epsilon"] == "0.7" and len(batch) == 2
+        assert Decimal(str(_epsilon_spent(gw.budget().rows(), "social_insurance"))) == Decimal("1.0")
 
 
 def test_nothing_but_a_release_is_retried(served: Served) -> None:
-    transport = _FailFirst("/v1/aggregate/insured-persons/preview")
-    gw = served.gateway("demo-researcher", "public_research", transport=transport)
-    with gw, pytest.raises(Unreachable, match="ReadError") as lost:
-        gw.preview("insured-persons")
-    assert isinstance(lost.value.__cause__, httpx.ReadError)
-    assert len(transport.seen) == 1 and "Idempotency-Key" not in transport.seen[0].headers
+    calls: list[tuple[str, str, str, Callable[[Gateway], object]]] = [
+        ("demo-researcher", "public_research", "/v1/aggregate/insured-persons/preview",
+         lambda gw: gw.preview("insured-persons")),
+        ("demo-researcher", "public_research", "/v1/models/penalties-regression/fit",
+         lambda gw: gw.fit("penalties-regression", epsilon="0.1")),
+        ("demo-business", "credit_assessment", "/v1/verify/enterprise-registration",
+         lambda gw: gw.verify("enterprise-registration", {"keys": {"credit_code": "x"}, "checks": {"active": True}})),
+        ("demo-business", "credit_assessment", "/v1/models/enterprise-credit-risk/score",
+         lambda gw: gw.score("enterprise-credit-risk", ["x"])),
+    ]  # fmt: skip
+    for client, purpose, path, call in calls:
+        transport = _FailFirst(path)
+        gw = served.gateway(client, purpose, transport=transport)
+        with gw, pytest.raises(Unreachable, match="ReadError") as lost:
+            call(gw)
+        assert isinstance(lost.value.__cause__, httpx.ReadError)
+        assert len(transport.seen[path]) == 1 and "Idempotency-Key" not in transport.seen[path][0].headers
 
 
 def test_the_token_is_renewed_before_it_expires(served: Served) -> None:
