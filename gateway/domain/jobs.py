@@ -7,6 +7,7 @@ differential privacy.
 
 from __future__ import annotations
 
+import importlib.machinery
 import io
 import zipfile
 from pathlib import PurePosixPath
@@ -66,6 +67,18 @@ MAX_ARCHIVE_FILES = 100
 MAX_ARCHIVE_BYTES = 4 * 1024 * 1024
 
 
+_COMPILED_SUFFIXES = (*importlib.machinery.BYTECODE_SUFFIXES, *importlib.machinery.EXTENSION_SUFFIXES,
+                      ".pyc", ".pyo", ".pyd", ".so", ".pth")  # fmt: skip
+
+
+def _is_compiled(name: str) -> bool:
+    """SECURITY: a member Python imports without a source a reviewer can read: bytecode (an
+    unchecked-hash `.pyc` in `__pycache__` runs instead of the `.py` beside it), an extension
+    module (`import x` loads `x.so`), a `.pth` file."""
+    path = PurePosixPath(name)
+    return "__pycache__" in path.parts or path.name.endswith(_COMPILED_SUFFIXES)
+
+
 def unpack_archive(data: bytes) -> dict[str, bytes]:
     """The files of a job archive (zip), checked: relative paths without `..`, each once, at most
     100 files and 4 MiB unpacked, and a `main.py` at the top, which is what runs."""
@@ -86,6 +99,11 @@ def unpack_archive(data: bytes) -> dict[str, bytes]:
         # run from the last by another: reviewers would approve other code than what runs.
         if info.filename.startswith("/") or "\\" in info.filename or not parts or ".." in parts or name in files:
             raise InvalidRequest("archive: every member must be a plain relative path, once")
+        if _is_compiled(name):
+            raise InvalidRequest(
+                "archive: no compiled code (bytecode, __pycache__, extension modules, .pth files): Python "
+                "would load it in place of, or beside, the sources reviewers read"
+            )
         content = archive.read(info)
         if len(content) != info.file_size:
             raise InvalidRequest("archive: a file's size does not match its entry")

@@ -7,7 +7,9 @@ look like others, and archive members that two tools unpack differently (one nam
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
+import py_compile
 import subprocess
 import sys
 import warnings
@@ -129,3 +131,43 @@ def test_a_local_run_refuses_what_a_submission_would(jobs_gateway: Callable[...,
     entries = [rt.catalog.get("social_insurance").entry]
     with pytest.raises(InvalidRequest, match=r"^code: Python files must be UTF-8"):
         run_local(bundle, "labour-analysis", entries, UTF7, ["n"], epsilon="1", work_dir=tmp_path)
+
+
+def _pyc(source: str, tmp_path: Path) -> bytes:
+    """Bytecode of `source` that Python loads without checking it against any source file
+    (PEP 552, unchecked hash)."""
+    path = tmp_path / "compiled_from.py"
+    path.write_text(source)
+    target = tmp_path / "out.pyc"
+    py_compile.compile(str(path), cfile=str(target), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return target.read_bytes()
+
+
+def test_bytecode_beside_a_reviewed_module_runs_instead_of_it(tmp_path: Path) -> None:
+    """The attack is real: an unchecked-hash `.pyc` in `__pycache__` is imported in place of the
+    `.py` beside it, which is all a reviewer reads."""
+    job = tmp_path / "job"
+    (job / "__pycache__").mkdir(parents=True)
+    (job / "helper.py").write_text("def go() -> None:\n    print('reviewed')\n")
+    cached = Path(importlib.util.cache_from_source(str(job / "helper.py")))
+    cached.write_bytes(_pyc("def go() -> None:\n    print('hidden code ran')\n", tmp_path))
+    ran = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(job)!r}); "
+                          "import helper; helper.go()"], capture_output=True, text=True, check=True)  # fmt: skip
+    assert ran.stdout == "hidden code ran\n"
+
+
+def test_an_archive_with_code_no_reviewer_can_read_is_refused(
+    jobs_gateway: Callable[..., Jobs], tmp_path: Path
+) -> None:
+    jobs = jobs_gateway()
+    hidden = _pyc("def go() -> None:\n    print('hidden code ran')\n", tmp_path)
+    tag = Path(importlib.util.cache_from_source("helper.py")).name
+    base: list[tuple[str, str | bytes]] = [("main.py", "import helper\nhelper.go()\n"),
+                                           ("helper.py", "def go() -> None:\n    print('reviewed')\n")]  # fmt: skip
+    compiled = (f"__pycache__/{tag}", "helper.pyc", "lib/__pycache__/x.pyc", "native.abi3.so", "native.so",
+                "native.cpython-311-x86_64-linux-gnu.so", "setup.pth")  # fmt: skip
+    for member in compiled:
+        refused = jobs.submit(None, archive=_zip([*base, (member, hidden)]))
+        assert refused.status_code == 422, member
+        assert refused.json()["detail"].startswith("archive: no compiled code"), refused.text
+    assert jobs.submit(None, archive=_zip([*base, ("data/lookup.csv", "a,b\n1,2\n")])).status_code == 201
