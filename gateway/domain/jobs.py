@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import io
+import unicodedata
 import zipfile
 from pathlib import PurePosixPath
 from typing import Literal
@@ -97,7 +98,15 @@ def unpack_archive(data: bytes) -> dict[str, bytes]:
         name = PurePosixPath(*parts).as_posix() if parts else ""
         # SECURITY: one name twice (`main.py`, `./main.py`) is read from the first by one tool and
         # run from the last by another: reviewers would approve other code than what runs.
-        if info.filename.startswith("/") or "\\" in info.filename or not parts or ".." in parts or name in files:
+        hidden = any(unicodedata.category(ch)[0] == "C" for ch in info.filename)  # reviewers read the names too
+        if (
+            info.filename.startswith("/")
+            or "\\" in info.filename
+            or not parts
+            or ".." in parts
+            or name in files
+            or hidden
+        ):
             raise InvalidRequest("archive: every member must be a plain relative path, once")
         if _is_compiled(name):
             raise InvalidRequest(

@@ -72,7 +72,7 @@ def test_plain_code_with_text_in_any_language_is_taken(jobs_gateway: Callable[..
 def test_an_archive_naming_one_file_twice_is_refused(jobs_gateway: Callable[..., Jobs]) -> None:
     """`unzip -l` lists both; a reviewer reads the first, Python's zipfile ran the last."""
     jobs = jobs_gateway()
-    for second in ("main.py", "./main.py", "lib/../main.py"):
+    for second in ("main.py", "./main.py", "lib/../main.py", "lib/\u202eyp.main"):
         refused = jobs.submit(None, archive=_zip([("main.py", 'print("reviewed")\n'), (second, HIDDEN + "\n")]))
         assert refused.status_code == 422, second
         assert refused.json()["detail"].startswith("archive: every member must be a plain relative path, once")
