@@ -23,7 +23,7 @@ from gateway.console import session
 from gateway.console.forms import parsed, shown
 from gateway.console.rendering import page
 from gateway.domain.principal import Role
-from gateway.services import catalog_view, disclosure, disclosure_report, policy_admin
+from gateway.services import authentication, catalog_view, disclosure, disclosure_report, policy_admin
 from gateway.services.runtime import Runtime
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -132,8 +132,10 @@ def login(
 ) -> Response:
     def build() -> Response:
         session.check_login_token(request, login_csrf)
-        # The token route itself: its throttle (before scrypt), its checks, its audit note.
-        grant = public_routes.token(request, rt, "client_credentials", client_id, client_secret)
+        # As the token route: its throttle (before scrypt), its checks, its audit note; for the
+        # console's own audience (see `authentication.console_audience`).
+        audience = authentication.console_audience(rt.settings.audience)
+        grant = public_routes.grant_token(request, rt, client_id, client_secret, audience=audience)
         who = session.principal_of(request, grant.access_token)
         staff = who is not None and (who.has_role(Role.ADMIN) or who.has_role(Role.AUDITOR))
         response = RedirectResponse("/console/admin" if staff else "/console/objections", status_code=303)

@@ -1,4 +1,5 @@
-"""Client credentials in, access token out; access token in, principal out."""
+"""Client credentials in, access token out; access token in, principal out. Also the console's
+sessions: tokens for their own audience, whose logout is recorded (`SessionStore`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.domain.principal import Principal, Role
 from gateway.errors import Unauthenticated
 from gateway.signing import KeyRing
-from gateway.state.ports import AccountStore
+from gateway.state.ports import AccountStore, SessionStore
 
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "exp", "jti", "roles")
 
@@ -119,3 +120,60 @@ def authenticate(
         raise Unauthenticated("the client of this access token is disabled")
     # 4. Roles can only shrink after issue: a token never grants more than the account has now.
     return Principal(client.client_id, client.organisation, roles & client.roles, token_id)
+
+
+def console_audience(audience: str) -> str:
+    """SECURITY: a console session's token names its own `aud`, so the API refuses it as a
+    bearer token (a copied cookie reaches no API route) and only the console, never the API's
+    hot paths, looks up whether a session has ended."""
+    return f"{audience}#console"
+
+
+def authenticate_session(
+    clients: AccountStore,
+    keys: KeyRing,
+    sessions: SessionStore,
+    token: str,
+    *,
+    issuer: str,
+    audience: str,
+    leeway_seconds: int,
+) -> Principal:
+    """The principal of a console session's token; `audience` is the API's."""
+    # 1. A valid token of the console's audience, of an enabled client (as `authenticate`).
+    found = authenticate(
+        clients, keys, token, issuer=issuer, audience=console_audience(audience), leeway_seconds=leeway_seconds
+    )
+    # 2. SECURITY: not logged out, in this process or any other: a cookie copied before logout
+    # is refused from then on, not only when the token expires.
+    if sessions.has_ended(found.token_id):
+        raise Unauthenticated("this console session was logged out")
+    return found
+
+
+def end_session(
+    keys: KeyRing,
+    sessions: SessionStore,
+    token: str,
+    *,
+    issuer: str,
+    audience: str,
+    leeway_seconds: int,
+) -> bool:
+    """Record a console session's token as ended until it would expire anyway; False for a
+    token that is no valid console session (nothing to end)."""
+    try:
+        claims = keys.verify_jwt(
+            token,
+            audience=console_audience(audience),
+            issuer=issuer,
+            required=REQUIRED_CLAIMS,
+            leeway_seconds=leeway_seconds,
+        )
+    except Unauthenticated:
+        return False
+    session_id, expires = claims["jti"], claims["exp"]
+    if not isinstance(session_id, str) or not isinstance(expires, int):
+        return False
+    sessions.end(session_id, until=expires + leeway_seconds)
+    return True

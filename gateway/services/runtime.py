@@ -23,6 +23,7 @@ from gateway.state.backend import (
     open_log,
     open_objections,
     open_policy_store,
+    open_sessions,
 )
 from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.freezes_file import FileFreezeStore
@@ -35,6 +36,7 @@ from gateway.state.ports import (
     LedgerStore,
     ObjectionStore,
     PolicyStore,
+    SessionStore,
 )
 
 
@@ -53,6 +55,8 @@ class Runtime:
     policy_store: PolicyStore
     freezes: FreezeStore
     objections: ObjectionStore
+    sessions: SessionStore
+    """Console sessions that logged out: read by the console, never by the API."""
     jobs: JobStore
     onnx: OnnxModels
 
@@ -101,11 +105,13 @@ class Runtime:
             policy_store=policy_store,
             freezes=freezes,
             objections=open_objections(settings),
+            sessions=open_sessions(settings),
             jobs=open_jobs(settings),
             onnx=onnx,
         )
 
     def close(self) -> None:
+        self.sessions.close()
         self.objections.close()
         self.policy_store.close()
         self.clients.close()

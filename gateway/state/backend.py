@@ -31,7 +31,10 @@ from gateway.state.ports import (
     LedgerStore,
     ObjectionStore,
     PolicyStore,
+    SessionStore,
 )
+from gateway.state.sessions_postgres import PostgresSessionStore
+from gateway.state.sessions_sqlite import SqliteSessionStore
 
 
 class Where(Protocol):
@@ -144,3 +147,15 @@ def open_policy_store(where: Where, *, listen: bool = True) -> PolicyStore:
     if where.database_dsn:
         return PostgresPolicyStore(where.database_dsn, schema=where.database_schema, listen=listen)
     return FilePolicyStore(where.policy_store_dir, recheck_seconds=where.state_recheck_seconds if listen else 0.0)
+
+
+def sessions_file(where: Where) -> Path:
+    return where.state_dir / "sessions.sqlite3"
+
+
+def open_sessions(where: Where) -> SessionStore:
+    """The ended console sessions: PostgreSQL when a DSN is set, else `sessions.sqlite3` under
+    `state_dir`. Read on every console request, never on the API's."""
+    if where.database_dsn:
+        return PostgresSessionStore(where.database_dsn, schema=where.database_schema)
+    return SqliteSessionStore(sessions_file(where))

@@ -173,7 +173,8 @@ def test_logout_and_expiry_end_the_session(client: TestClient, installation: Ins
     settings = installation.settings
     expired = authentication.mint_token(
         rt.token_keys, "demo-admin", "Veilgate demo", frozenset({Role.ADMIN}), issuer=settings.issuer,
-        audience=settings.audience, ttl_seconds=60, now=datetime.now(UTC) - timedelta(minutes=10),
+        audience=authentication.console_audience(settings.audience), ttl_seconds=60,
+        now=datetime.now(UTC) - timedelta(minutes=10),
     )  # fmt: skip
     client.cookies.set(session.COOKIE, expired, path="/console")
     assert client.get("/console/admin").status_code == 401
@@ -199,16 +200,21 @@ def behind_proxy(app: Any, trusted: str) -> Iterator[str]:
 
 
 def _session_cookie(response: Any) -> str:
-    return next(v for v in response.headers.get_list("set-cookie") if v.startswith(f"{session.COOKIE}="))
+    """The session's Set-Cookie, named `__Host-vg_session` over https, `vg_session` over http."""
+    names = (f"{session.COOKIE}=", f"{session.HOST_PREFIX}{session.COOKIE}=")
+    return next(v for v in response.headers.get_list("set-cookie") if v.startswith(names))
 
 
 def _login(client: Any, installation: Installation, **headers: str) -> Any:
     """Log in as demo-admin; the login cookie is sent back by hand (a Secure cookie is not, over http)."""
-    token = hidden(client.get("/console/login", headers=headers).text, "login_csrf")
+    form = client.get("/console/login", headers=headers)
+    names = (f"{session.LOGIN_COOKIE}=", f"{session.HOST_PREFIX}{session.LOGIN_COOKIE}=")
+    cookie = next(v for v in form.headers.get_list("set-cookie") if v.startswith(names)).split(";")[0]
     return client.post(
         "/console/login",
-        data={"client_id": "demo-admin", "client_secret": installation.credentials["demo-admin"], "login_csrf": token},
-        headers={**headers, "Cookie": f"{session.LOGIN_COOKIE}={token}"}, follow_redirects=False,
+        data={"client_id": "demo-admin", "client_secret": installation.credentials["demo-admin"],
+              "login_csrf": hidden(form.text, "login_csrf")},
+        headers={**headers, "Cookie": cookie}, follow_redirects=False,
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from gateway.domain.policy import FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import DependencyError
 from gateway.state.accounts_postgres import PostgresAccountStore
-from gateway.state.backend import open_freezes, open_objections, open_policy_store
+from gateway.state.backend import open_freezes, open_objections, open_policy_store, open_sessions
 from gateway.state.jobs_postgres import PostgresJobStore
 from tests.conftest import PG_DSN, eventually, make_settings, needs_pg, pg_schema
 
@@ -55,6 +55,7 @@ def test_the_rarely_read_stores_of_a_process_share_one_connection_and_one_listen
             )
             stores.enter_context(contextlib.closing(PostgresJobStore(str(PG_DSN), schema=schema)))
             stores.enter_context(contextlib.closing(open_objections(settings)))
+            stores.enter_context(contextlib.closing(open_sessions(settings)))
         during = _connections()
         assert {n: during[n] - before[n] for n in NAMES} == {"veilgate-reader": 1, "veilgate-listener": 1}
 

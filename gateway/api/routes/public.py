@@ -56,6 +56,15 @@ def token(
     """OAuth2 client credentials grant: a short-lived EdDSA-signed JWT."""
     if grant_type != "client_credentials":
         raise InvalidRequest("grant_type must be client_credentials")
+    grant = grant_token(request, rt, client_id, client_secret, audience=rt.settings.audience)
+    return TokenResponse(access_token=grant.access_token, expires_in=grant.expires_in)
+
+
+def grant_token(
+    request: Request, rt: Runtime, client_id: str, client_secret: str, *, audience: str
+) -> authentication.TokenGrant:
+    """A token for `audience` (the API's, or the console's): throttled, checked and noted in the
+    audit log alike, whichever asks."""
     # Before the secret is hashed (scrypt): see `token_throttle`.
     throttle: TokenThrottle = request.app.state.token_throttle
     throttle.admit(client_id, request.client.host if request.client else "unknown")
@@ -65,11 +74,11 @@ def token(
         client_id,
         client_secret,
         issuer=rt.settings.issuer,
-        audience=rt.settings.audience,
+        audience=audience,
         ttl_seconds=rt.settings.token_ttl_seconds,
     )
     note(request, client=(grant.client_id, grant.organisation))
-    return TokenResponse(access_token=grant.access_token, expires_in=grant.expires_in)
+    return grant
 
 
 @router.get("/v1/catalog", response_model=CatalogListResponse, tags=["catalogue"])

@@ -24,6 +24,7 @@ from gateway.state.ports.ledger import (
 )
 from gateway.state.ports.objections import NEXT, ObjectionStore, Status
 from gateway.state.ports.policy import Change, Decision, PolicyStore
+from gateway.state.ports.sessions import SessionStore
 
 __all__ = [
     "AWAITING_CHECK",
@@ -51,6 +52,7 @@ __all__ = [
     "LedgerStore",
     "ObjectionStore",
     "PolicyStore",
+    "SessionStore",
     "SpendingRow",
     "StaleEntry",
     "StaleReservation",
