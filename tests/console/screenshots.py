@@ -65,9 +65,10 @@ def _activity(base: str, credentials: dict[str, str]) -> str:
 
 def _shoot(page: Page, base: str, path: str, target: Path) -> None:
     page.goto(base + path)
-    if page.locator(".proposal").count():  # the proposal and its diff, not the page's top
-        page.locator(".proposal").first.scroll_into_view_if_needed()
-        page.evaluate("window.scrollBy(0, document.querySelector('.proposal').getBoundingClientRect().top - 10)")
+    proposal = page.locator(".proposal")
+    if proposal.count():  # the whole proposal: its diff and its approve and reject forms, not the page's top
+        proposal.first.screenshot(path=str(target))
+        return
     page.screenshot(path=str(target), full_page=False)
 
 
