@@ -114,6 +114,7 @@ def _open_every_store(schema: str, start: Any, failures: Any) -> None:
     from gateway.state.accounts_postgres import PostgresAccountStore
     from gateway.state.budget_postgres import PostgresBudgetLedger
     from gateway.state.jobs_postgres import PostgresJobStore
+    from gateway.state.sessions_postgres import PostgresSessionStore
 
     dsn = os.environ["VG_PG"]
     start.wait(timeout=60)
@@ -125,6 +126,7 @@ def _open_every_store(schema: str, start: Any, failures: Any) -> None:
             lambda: PostgresObjectionStore(dsn, schema=schema),
             lambda: PostgresPolicyStore(dsn, schema=schema, listen=False),
             lambda: PostgresAccountStore(dsn, schema=schema, listen=False),
+            lambda: PostgresSessionStore(dsn, schema=schema),
         ):
             opener().close()
     except Exception as error:  # reported to the test, which fails naming it
@@ -152,4 +154,5 @@ def test_replicas_starting_together_migrate_each_store_once() -> None:
         with psycopg.connect(PG_DSN or "", autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
             rows = conn.execute("SELECT store, count(*) FROM schema_versions GROUP BY store ORDER BY store").fetchall()
-        assert rows == [("accounts", 2), ("budget", 1), ("freezes", 1), ("jobs", 2), ("objections", 1), ("policy", 1)]
+        assert rows == [("accounts", 2), ("budget", 1), ("freezes", 1), ("jobs", 2), ("objections", 1), ("policy", 1),
+                        ("sessions", 1)]  # fmt: skip
