@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -209,3 +210,57 @@ def test_correction_of_an_unregistered_dataset_is_refused(source: Path, tmp_path
     with pytest.raises(RegistrationError, match="nothing to correct"):
         _register(tmp_path / "data", source / "tax_compliance.yaml", source / "tax_compliance.parquet", correction=True)
     assert _nothing_written(tmp_path / "data", "tax_compliance")
+
+
+def _social_insurance(source: Path, tmp_path: Path, mutate: Any) -> Path:
+    table = pq.read_table(source / "social_insurance.parquet")
+    return _write(mutate(table), tmp_path)
+
+
+def _set(table: pa.Table, column: str, rows: dict[int, Any]) -> pa.Table:
+    values = table[column].to_pylist()
+    for i, value in rows.items():
+        values[i] = value
+    return table.set_column(
+        table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+    )
+
+
+def test_value_checks_count_every_row_when_they_ride_on_the_key_grouping(source: Path, tmp_path: Path) -> None:
+    """The value checks share the pass that groups the privacy unit's keys: rows of one person and
+    of several persons must all be counted, and a value problem is reported before a key problem."""
+    table = pq.read_table(source / "social_insurance.parquet")
+    ids = table["person_id"].to_pylist()
+    one = ids[0]
+    same_person = [i for i, p in enumerate(ids) if p == one][:3]
+    others = [i for i, p in enumerate(ids) if p != one][:2]
+    bad_rows = dict.fromkeys([*same_person, *others], 40_001)
+    data = _social_insurance(
+        source, tmp_path, lambda t: _set(_set(t, "wage_base", bad_rows), "person_id", {7: "1101011950"})
+    )
+    with pytest.raises(RegistrationError) as caught:
+        _register(tmp_path / "data", source / "social_insurance.yaml", data)
+    assert caught.value.detail == "column wage_base: values outside the bounds [0, 40000] (5 row(s))"
+
+
+def test_an_invalid_privacy_unit_key_is_refused(source: Path, tmp_path: Path) -> None:
+    data = _social_insurance(source, tmp_path, lambda t: _set(t, "person_id", {0: "110101195001010011", 5: "x"}))
+    with pytest.raises(RegistrationError) as caught:
+        _register(tmp_path / "data", source / "social_insurance.yaml", data)
+    assert caught.value.detail == "column person_id: 2 distinct value(s) are not valid resident_id keys"
+    assert _nothing_written(tmp_path / "data", "social_insurance")
+
+
+def test_the_version_is_sorted_by_the_first_lookup_key_and_indexes_the_others(source: Path, tmp_path: Path) -> None:
+    """The first lookup key needs no index (zone maps over the sorted table find its rows);
+    every other lookup key has one."""
+    outcome = _register(tmp_path / "data", source / "social_insurance.yaml", source / "social_insurance.parquet")
+    path = engine.version_path(tmp_path / "data", "social_insurance", outcome.record.version)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        indexed = {row[0] for row in con.execute("SELECT expressions FROM duckdb_indexes()").fetchall()}
+        keys = [row[0] for row in con.execute(f"SELECT person_id FROM {engine.TABLE}").fetchall()]  # noqa: S608
+    finally:
+        con.close()
+    assert indexed == {"[employer_code]"}
+    assert keys == sorted(keys)
