@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,20 @@ def test_version_change_under_load_is_atomic(installation: Installation, tmp_pat
     assert errors == []
     assert seen[old.version] == {old.rows}
     assert seen[outcome.record.version] == {table.num_rows // 2}
+
+
+@pytest.mark.parametrize(
+    ("master", "cores"),
+    [("local", 1), ("local[3]", 3), ("local[2,4]", 2), ("local[0]", None), ("spark://h:7077", None), ("yarn", None)],
+)
+def test_shuffle_partitions_are_sized_for_local_masters_only(master: str, cores: int | None) -> None:
+    """Local masters get a few shuffle partitions per core; a cluster keeps Spark's own setting."""
+    from gateway.engine.spark.session import local_cores
+
+    assert local_cores(master) == cores
+
+
+def test_every_core_counts_for_local_star() -> None:
+    from gateway.engine.spark.session import local_cores
+
+    assert local_cores("local[*]") == (os.cpu_count() or 1)

@@ -3,12 +3,13 @@ run by Spark on Parquet, written as Parquet beside (or far from) the gateway.
 
 Steps: (1) read the source (a Parquet file or directory: a local path, hdfs://, s3a://);
 (2) check columns, values and key formats as DuckDB registration does, with the same
-messages; (3) fingerprint the rows (count and sums of two 64-bit row hashes, computed by
-the executors) to name the version; (4) keep at most `max_rows` rows per privacy unit in the
-same order as DuckDB (keep_first_by, then every column, NULLs last) and write them to
-`<warehouse>/<dataset>/<version>.parquet`; (5) fingerprint the source again (refused if it
-changed) and commit by writing the marker `<data_dir>/domain/<dataset>/<version>.spark.json`
-atomically: nothing serves a Spark version without its marker.
+messages, and in the pass of the value checks fingerprint the rows (count and sums of two
+64-bit row hashes, computed by the executors) to name the version; (3) keep at most
+`max_rows` rows per privacy unit in the same order as DuckDB (keep_first_by, then every
+column, NULLs last) and write them to `<warehouse>/<dataset>/<version>.parquet`; (4)
+fingerprint the source again (refused if it changed) and commit by writing the marker
+`<data_dir>/domain/<dataset>/<version>.spark.json` atomically: nothing serves a Spark version
+without its marker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, Window
@@ -64,11 +66,9 @@ def build_spark_version(
         problems = schema_problems(entry, found, is_csv=False)
         if problems:
             raise RegistrationError("; ".join(problems))
-        progress("checking values against the catalogue")
-        _check_values(frame, entry)
+        progress("checking values against the catalogue and fingerprinting the source")
+        fingerprint = _check_values(frame, entry)
         _check_key_formats(frame, entry)
-        progress("fingerprinting source")
-        fingerprint = _fingerprint(frame, entry)
         digest = hashlib.sha256(canonical(entry.model_dump(mode="json")))
         digest.update(json.dumps(fingerprint).encode())
         version = digest.hexdigest()[:32]
@@ -99,8 +99,9 @@ def _duckdb_name(data_type: T.DataType) -> str:
     return str(_DUCKDB_NAME.get(type(data_type), data_type.simpleString().upper()))  # Any without pyspark
 
 
-def _check_values(frame: DataFrame, entry: CatalogEntry) -> None:
-    """The value checks of `engine.checks.check_values` (Parquet form), one aggregation."""
+def _check_values(frame: DataFrame, entry: CatalogEntry) -> list[str]:
+    """The value checks of `engine.checks.check_values` (Parquet form) and the source's
+    fingerprint, in one aggregation: one pass over the source instead of two."""
     checks: list[tuple[str, Column]] = []
     for col in entry.columns:
         value = F.col(col.name)
@@ -125,13 +126,14 @@ def _check_values(frame: DataFrame, entry: CatalogEntry) -> None:
                     value.isNotNull() & ~value.isin(list(col.categories)),
                 )
             )
-    if not checks:
-        return
-    row = frame.agg(*[F.sum(F.when(cond, 1).otherwise(0)).alias(f"c{i}") for i, (_, cond) in enumerate(checks)]).first()
-    counts = [0 if row is None else int(row[i] or 0) for i in range(len(checks))]
+    counted = [F.sum(F.when(cond, 1).otherwise(0)) for _, cond in checks]
+    row = frame.agg(*counted, *_fingerprint_columns(entry)).first()
+    values: list[Any] = [None] * (len(checks) + 3) if row is None else list(row)
+    counts = [int(v or 0) for v in values[: len(checks)]]
     problems = [f"{label} ({count} row(s))" for (label, _), count in zip(checks, counts, strict=True) if count]
     if problems:
         raise RegistrationError("; ".join(problems))
+    return [str(v if v is not None else 0) for v in values[len(checks) :]]
 
 
 def _check_key_formats(frame: DataFrame, entry: CatalogEntry) -> None:
@@ -142,20 +144,25 @@ def _check_key_formats(frame: DataFrame, entry: CatalogEntry) -> None:
         is_valid = KEY_FORMATS[col.key_format]
         distinct = frame.select(col.name).where(F.col(col.name).isNotNull()).distinct()
         # Streamed partition by partition: the driver never holds every distinct key.
-        bad = sum(1 for row in distinct.toLocalIterator() if not is_valid(row[0]))
+        # The next partition is computed while this one is checked.
+        bad = sum(1 for row in distinct.toLocalIterator(prefetchPartitions=True) if not is_valid(row[0]))
         if bad:
             problems.append(f"column {col.name}: {bad} distinct value(s) are not valid {col.key_format} keys")
     if problems:
         raise RegistrationError("; ".join(problems))
 
 
-def _fingerprint(frame: DataFrame, entry: CatalogEntry) -> list[str]:
+def _fingerprint_columns(entry: CatalogEntry) -> list[Column]:
     """Rows, and the sums of two 64-bit hashes of every row (order does not matter): a changed,
     added or removed row changes them."""
     columns = [F.col(c.name) for c in entry.columns]
     first = F.xxhash64(*columns).cast("decimal(38,0)")
     second = F.hash(*columns).cast("decimal(38,0)")
-    row = frame.agg(F.count(F.lit(1)), F.sum(first), F.sum(second)).first()
+    return [F.count(F.lit(1)), F.sum(first), F.sum(second)]
+
+
+def _fingerprint(frame: DataFrame, entry: CatalogEntry) -> list[str]:
+    row = frame.agg(*_fingerprint_columns(entry)).first()
     return ["0", "0", "0"] if row is None else [str(v if v is not None else 0) for v in row]
 
 
