@@ -69,7 +69,7 @@ def test_registration_reports_time_and_memory() -> None:
     assert "ratio registration / baseline" in out
     report = json.loads(out.strip().splitlines()[-1])
     assert report["rows"] == 20000
-    assert report["peak_rss_mb"] > 0 and report["time_ratio"] > 0
+    assert report["peak_rss_mb"] > 0 and report["time_ratio"] > 0 and report["cpu_ratio"] > 0
 
 
 def test_accuracy_ends_with_its_json_line() -> None:

@@ -24,7 +24,7 @@ import duckdb
 from gateway.atomic_files import fsync_path, write_atomic
 from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
-from gateway.engine.checks import check_rows, check_schema
+from gateway.engine.checks import check_schema, check_values, invalid_keys, key_problems
 from gateway.engine.sql import COUNT_SQL, SQL_TYPE, TABLE, quote, scalar_int
 from gateway.errors import RegistrationError
 
@@ -160,11 +160,13 @@ def _build_into(
         con.read_parquet(str(source)).create_view("src")
     progress("checking columns and types")
     check_schema(con, entry, is_csv)
-    progress("checking values and keys against the catalogue")
-    check_rows(con, entry, is_csv)
+    progress("checking values against the catalogue")
+    check_values(con, entry, is_csv)
+    unit = entry.privacy_unit
+    keyed = [c for c in entry.columns if c.key_format is not None]
+    bad = {c.name: invalid_keys(con, c, "src", is_csv) for c in keyed if c.name != unit.column}
     total = scalar_int(con, "SELECT count(*) FROM src")
     progress("enforcing the contribution bound")
-    unit = entry.privacy_unit
     casts = ", ".join(f"{_cast(quote(c.name), c, is_csv)} AS {quote(c.name)}" for c in entry.columns)
     order_terms = [f"{quote(t.column)} {'DESC' if t.descending else 'ASC'}" for t in unit.keep_first_by]
     # Then every other column: the unit's own column is one value within its partition, and a
@@ -181,6 +183,9 @@ def _build_into(
         [unit.max_rows],
     )
     kept = scalar_int(con, COUNT_SQL)
+    bad |= {c.name: invalid_keys(con, c, TABLE, is_csv) for c in keyed if c.name == unit.column}
+    if problems := key_problems(entry, bad):  # the file is still under its temporary name
+        raise RegistrationError("; ".join(problems))
     progress("building lookup indexes")
     # The table is sorted by the first lookup key, so DuckDB's zone maps find its rows without an
     # index (measured at 10 M rows: a lookup costs the same; the index cost a tenth of the build

@@ -1,6 +1,6 @@
 """The checks a source file passes before it becomes a dataset version.
 
-The checks are aggregate queries over the loaded source (`src`), so they run out of core like
+Each check is one aggregate query over the loaded source (`src`), so it runs out of core like
 any DuckDB query; a refusal names the column and the rule and counts rows, never a value.
 """
 
@@ -49,40 +49,7 @@ def schema_problems(entry: CatalogEntry, found: dict[str, str], is_csv: bool) ->
     return problems
 
 
-def check_rows(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
-    """Every value against the catalogue, then every key column's distinct values against its
-    key format. Value problems are reported before key problems, as separate checks would.
-
-    The value checks ride on the grouping that lists the distinct values of one key column (the
-    privacy unit's when it has a key format): one pass over the source instead of two. Each
-    other key column is one DISTINCT; a catalogue without key formats gets one aggregate.
-    """
-    checks, params = _value_checks(entry, is_csv)
-    keyed = sorted(
-        (c for c in entry.columns if c.key_format is not None), key=lambda c: c.name != entry.privacy_unit.column
-    )
-    bad: dict[str, int] = {}
-    if keyed:
-        counts, bad[keyed[0].name] = _grouped_pass(con, keyed[0], checks, params, is_csv)
-    else:
-        counts = _ungrouped_pass(con, checks, params)
-    problems = [f"{label} ({count} row(s))" for (label, _), count in zip(checks, counts, strict=True) if count]
-    if problems:
-        raise RegistrationError("; ".join(problems))
-    for col in keyed[1:]:
-        sql = f"SELECT DISTINCT {quote(col.name)} FROM src WHERE {quote(col.name)} IS NOT NULL"  # noqa: S608
-        bad[col.name] = _count_invalid(con.execute(sql), col, is_csv, [])
-    key_problems = [
-        f"column {c.name}: {bad[c.name]} distinct value(s) are not valid {c.key_format} keys"
-        for c in entry.columns
-        if bad.get(c.name)
-    ]
-    if key_problems:
-        raise RegistrationError("; ".join(key_problems))
-
-
-def _value_checks(entry: CatalogEntry, is_csv: bool) -> tuple[list[tuple[str, str]], list[Any]]:
-    """(label, SQL condition) per check, and the parameters the conditions bind."""
+def check_values(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
     checks: list[tuple[str, str]] = []
     params: list[Any] = []
     for col in entry.columns:
@@ -118,45 +85,43 @@ def _value_checks(entry: CatalogEntry, is_csv: bool) -> tuple[list[tuple[str, st
                 )
             )
             params.append(list(col.categories))
-    return checks, params
-
-
-def _counted(checks: list[tuple[str, str]]) -> str:
-    # SECURITY: the conditions hold only quoted catalogue names and $n placeholders; every bound
-    # and category list travels in the parameters.
-    return "".join(f", count(*) FILTER (WHERE {cond})" for _, cond in checks)
-
-
-def _ungrouped_pass(con: duckdb.DuckDBPyConnection, checks: list[tuple[str, str]], params: list[Any]) -> list[int]:
     if not checks:
-        return []
-    row = con.execute(f"SELECT 0{_counted(checks)} FROM src", params).fetchone()  # noqa: S608
+        return
+    select = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond in checks)
+    # SECURITY: the conditions hold only quoted catalogue names and $n placeholders; every bound
+    # and category list travels in `params`.
+    row = con.execute(f"SELECT {select} FROM src", params).fetchone()  # noqa: S608
     if row is None:
         raise InternalError("an aggregate query returned no row (this is a bug)")
-    return [int(v) for v in row[1:]]
+    problems = [f"{label} ({count} row(s))" for (label, _), count in zip(checks, row, strict=True) if count]
+    if problems:
+        raise RegistrationError("; ".join(problems))
 
 
-def _grouped_pass(
-    con: duckdb.DuckDBPyConnection, key: Column, checks: list[tuple[str, str]], params: list[Any], is_csv: bool
-) -> tuple[list[int], int]:
-    """The check counts over all rows, and how many distinct values of `key` are invalid."""
-    name = quote(key.name)
-    result = con.execute(f"SELECT {name}{_counted(checks)} FROM src GROUP BY {name}", params)  # noqa: S608
-    totals = [0] * len(checks)
-    bad = _count_invalid(result, key, is_csv, totals)
-    return totals, bad
+def invalid_keys(con: duckdb.DuckDBPyConnection, column: Column, table: str, is_csv: bool) -> int:
+    """How many distinct values of `column` in `table` are not valid keys of its format.
 
-
-def _count_invalid(result: duckdb.DuckDBPyConnection, key: Column, is_csv: bool, totals: list[int]) -> int:
-    """Invalid distinct keys in the first column of `result`; adds its other columns to `totals`.
-    Streamed in batches: a key column may hold hundreds of millions of distinct values."""
-    if key.key_format is None:
+    `table` is the source (`src`), or for the privacy unit's column the bounded table: every
+    unit keeps at least one row (max_rows >= 1), so both hold the same distinct units, and the
+    bounded table, sorted by them and in DuckDB's own storage, lists them several times faster.
+    """
+    if column.key_format is None:
         raise InternalError("a key check on a column without a key format (this is a bug)")
-    is_valid = KEY_FORMATS[key.key_format]
+    is_valid = KEY_FORMATS[column.key_format]
+    # SECURITY: `table` is one of two constant names; the column is quoted from the catalogue.
+    sql = f"SELECT DISTINCT {quote(column.name)} FROM {table} WHERE {quote(column.name)} IS NOT NULL"  # noqa: S608
     bad = 0
+    result = con.execute(sql)
+    # Streamed in batches: a key column may hold hundreds of millions of distinct values.
     while batch := result.fetchmany(65_536):
-        columns = list(zip(*batch, strict=True))
-        bad += sum(1 for v in columns[0] if v is not None and not (is_csv and v == "") and not is_valid(v))
-        for i, column in enumerate(columns[1:]):
-            totals[i] += sum(column)
+        bad += sum(1 for (v,) in batch if not (is_csv and v == "") and not is_valid(v))
     return bad
+
+
+def key_problems(entry: CatalogEntry, bad: dict[str, int]) -> list[str]:
+    """The refusals for invalid keys ({column: invalid distinct values}), in catalogue order."""
+    return [
+        f"column {c.name}: {bad[c.name]} distinct value(s) are not valid {c.key_format} keys"
+        for c in entry.columns
+        if bad.get(c.name)
+    ]

@@ -226,14 +226,11 @@ def _set(table: pa.Table, column: str, rows: dict[int, Any]) -> pa.Table:
     )
 
 
-def test_value_checks_count_every_row_when_they_ride_on_the_key_grouping(source: Path, tmp_path: Path) -> None:
-    """The value checks share the pass that groups the privacy unit's keys: rows of one person and
-    of several persons must all be counted, and a value problem is reported before a key problem."""
+def test_value_problems_count_every_row_and_come_before_key_problems(source: Path, tmp_path: Path) -> None:
     table = pq.read_table(source / "social_insurance.parquet")
     ids = table["person_id"].to_pylist()
-    one = ids[0]
-    same_person = [i for i, p in enumerate(ids) if p == one][:3]
-    others = [i for i, p in enumerate(ids) if p != one][:2]
+    same_person = [i for i, p in enumerate(ids) if p == ids[0]][:3]
+    others = [i for i, p in enumerate(ids) if p != ids[0]][:2]
     bad_rows = dict.fromkeys([*same_person, *others], 40_001)
     data = _social_insurance(
         source, tmp_path, lambda t: _set(_set(t, "wage_base", bad_rows), "person_id", {7: "1101011950"})
@@ -243,11 +240,33 @@ def test_value_checks_count_every_row_when_they_ride_on_the_key_grouping(source:
     assert caught.value.detail == "column wage_base: values outside the bounds [0, 40000] (5 row(s))"
 
 
-def test_an_invalid_privacy_unit_key_is_refused(source: Path, tmp_path: Path) -> None:
-    data = _social_insurance(source, tmp_path, lambda t: _set(t, "person_id", {0: "110101195001010011", 5: "x"}))
+def test_an_invalid_key_only_in_rows_the_bound_drops_is_refused(source: Path, tmp_path: Path) -> None:
+    """Keys are checked in every source row, not only in the rows the bound keeps."""
+    table = pq.read_table(source / "social_insurance.parquet")
+    ids, months = table["person_id"].to_pylist(), table["month"].to_pylist()
+    heavy = max(set(ids), key=ids.count)
+    rows = [i for i, p in enumerate(ids) if p == heavy]
+    oldest = min(rows, key=lambda i: months[i])
+    assert sum(1 for i in rows if months[i] > months[oldest]) >= 36, "the oldest row must be dropped"
+    data = _social_insurance(source, tmp_path, lambda t: _set(t, "employer_code", {oldest: "91350100M000100Y44"}))
     with pytest.raises(RegistrationError) as caught:
         _register(tmp_path / "data", source / "social_insurance.yaml", data)
-    assert caught.value.detail == "column person_id: 2 distinct value(s) are not valid resident_id keys"
+    assert caught.value.detail == "column employer_code: 1 distinct value(s) are not valid uscc keys"
+    assert _nothing_written(tmp_path / "data", "social_insurance")
+
+
+def test_an_invalid_privacy_unit_key_is_refused(source: Path, tmp_path: Path) -> None:
+    data = _social_insurance(
+        source,
+        tmp_path,
+        lambda t: _set(_set(t, "person_id", {0: "110101195001010011", 5: "x"}), "employer_code", {9: "9"}),
+    )
+    with pytest.raises(RegistrationError) as caught:
+        _register(tmp_path / "data", source / "social_insurance.yaml", data)
+    assert caught.value.detail == (
+        "column person_id: 2 distinct value(s) are not valid resident_id keys; "
+        "column employer_code: 1 distinct value(s) are not valid uscc keys"
+    )
     assert _nothing_written(tmp_path / "data", "social_insurance")
 
 
