@@ -41,9 +41,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--master", default="local[*]")
+    parser.add_argument("--templates", type=int, default=None, help="only the first N templates (by name)")
     args = parser.parse_args()
     bundle = load_bundle(REPO / "policies")
-    templates = {n: t for n, t in bundle.aggregate_templates.items() if t.dataset == "social_insurance"}
+    templates = {n: t for n, t in sorted(bundle.aggregate_templates.items()) if t.dataset == "social_insurance"}
+    templates = dict(list(templates.items())[: args.templates])
     with tempfile.TemporaryDirectory(dir=os.environ.get("VEILGATE_BENCH_DIR")) as tmp:
         root = Path(tmp)
         source = root / "social_insurance.parquet"
@@ -89,6 +91,8 @@ def main() -> None:
                     "ratio": round(ratio, 2),
                     "registration_ratio": round(registration_ratio, 2),
                     "master": args.master,
+                    "templates": len(templates),
+                    "load_average_1m": round(os.getloadavg()[0], 2),
                 }
             )
         )
