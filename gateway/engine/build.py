@@ -188,8 +188,8 @@ def _build_into(
         raise RegistrationError("; ".join(problems))
     progress("building lookup indexes")
     # The table is sorted by the first lookup key, so DuckDB's zone maps find its rows without an
-    # index (measured at 10 M rows: a lookup costs the same; the index cost a tenth of the build
-    # and a quarter of the file). The other keys get an ART index each.
+    # index (measured at 10 M rows: a lookup took 1.4 ms of CPU against 1.3 with the index, which
+    # cost a twelfth of the build and a quarter of the file). The other keys get an ART index each.
     for key in entry.lookup_keys[1:]:
         # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted by quote().
         con.execute(f"CREATE INDEX {quote('idx_' + key)} ON {TABLE} ({quote(key)})")
