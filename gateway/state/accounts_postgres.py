@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.state import migrations, postgres_reader, postgres_watched
+from gateway.state import migrations, postgres_reader, postgres_watched, sqlite_connections
 from gateway.state.accounts import STEPS, STORE, AccountRules, _account, import_file
 from gateway.state.migrations import Execute
 from gateway.state.ports import Account
@@ -81,7 +80,7 @@ def _copy(execute: Execute, source: Path) -> int | None:
         return import_file(execute, source)
     if not source.is_file() or execute("SELECT 1 FROM clients LIMIT 1").fetchall():
         return None
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
+    with contextlib.closing(sqlite_connections.open_read_only(source)) as local:
         accounts = local.execute("SELECT client_id, record FROM clients").fetchall()
         proposals = local.execute("SELECT id, record FROM account_proposals").fetchall()
     for row in accounts:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.domain.trail import AuditEvent
 from gateway.errors import AuditUnavailable
+from gateway.state import sqlite_connections
 from gateway.state.audit import BATCH_LIMIT, AuditLogRules, fail_batch
 from gateway.state.group_commit import written
 from gateway.state.group_commit_loop import sqlite_committers
@@ -42,10 +43,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 
 def _connect(path: Path, busy_timeout_seconds: float = 30.0) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")  # an int, not input
-    conn.execute("PRAGMA synchronous = FULL")
-    return conn
+    return sqlite_connections.connect(path, busy_timeout_seconds=busy_timeout_seconds)
 
 
 class SqliteAuditLog(AuditLogRules):

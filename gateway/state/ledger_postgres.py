@@ -6,12 +6,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.errors import ConfigurationError
-from gateway.state import postgres_connections, postgres_reader
+from gateway.state import postgres_connections, postgres_reader, sqlite_connections
 from gateway.state.group_commit import Settle, written
 from gateway.state.ledger import BATCH_LIMIT, UNAVAILABLE, Job, LedgerRules, fail_batch
 from gateway.state.ledger_admission import Admit, decide, note_refusal, wanted_by
@@ -74,7 +73,7 @@ class PostgresLedger(LedgerRules):
             db.execute("SELECT pg_advisory_xact_lock(?)", (PG_LOCK,))  # with the batches of every replica
             if not postgres_connections.is_empty(db, TABLES):
                 return None
-            with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
+            with contextlib.closing(sqlite_connections.open_read_only(source)) as local:
                 bound = local.execute("SELECT value FROM meta WHERE name = 'pseudonym_key'").fetchone()
             if bound is not None:
                 db.execute("INSERT INTO meta VALUES ('pseudonym_key', ?) ON CONFLICT DO NOTHING", (bound[0],))

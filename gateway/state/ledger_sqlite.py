@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.state import sqlite_connections
 from gateway.state.group_commit import written
 from gateway.state.group_commit_loop import sqlite_committers
 from gateway.state.ledger import BATCH_LIMIT, LedgerRules, fail_batch
@@ -60,10 +61,7 @@ class SqliteLedger(LedgerRules):
     def _connect(self, *, wait: bool = True) -> sqlite3.Connection:
         """`wait=False`: for the event loop, which must never sleep on the lock (LoopCommitter)."""
         timeout = self._timeout if wait else 0.0
-        conn = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=wait)
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")  # an int, not input
-        conn.execute("PRAGMA synchronous = FULL")
-        return conn
+        return sqlite_connections.connect(self._path, busy_timeout_seconds=timeout, same_thread=wait)
 
     def _conn(self) -> sqlite3.Connection:
         """A reading connection per thread: sqlite3 connections are not shared across threads."""

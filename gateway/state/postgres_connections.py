@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from gateway.errors import ConfigurationError, DependencyError
 from gateway.state.group_commit import GroupCommitter, Settle
 from gateway.state.group_commit_async import AsyncCommitter
+from gateway.state.sqlite_connections import open_read_only
 
 if TYPE_CHECKING:  # the driver is optional at run time
     from psycopg import AsyncConnection, Connection
@@ -252,7 +252,7 @@ def copy_tables(db: Db, source: Path, tables: Tables) -> int:
     inside the caller's transaction: moving an installation's history to PostgreSQL. Returns the
     rows copied."""
     copied = 0
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as sqlite:
+    with contextlib.closing(open_read_only(source)) as sqlite:
         for table, columns in tables:
             names = ", ".join(columns)
             # SECURITY: table and column names are the stores' own constants, never input.

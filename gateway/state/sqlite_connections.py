@@ -1,9 +1,10 @@
 """SQLite files that several threads and processes write: how to open them and how to write.
 
-Shared by the leaves that keep their state in one SQLite file of their own (the budget ledger,
-the job store). WAL mode with `synchronous = FULL` makes a commit durable before it returns;
-BEGIN IMMEDIATE takes the file's write lock at the start, so two processes never interleave
-the reads and writes of one transaction.
+The one place the stores open SQLite: each keeps its state in one file of its own (the ledger,
+the audit log, the budget ledger, the jobs, the accounts, ...). WAL mode with
+`synchronous = FULL` makes a commit durable before it returns; BEGIN IMMEDIATE takes the file's
+write lock at the start, so two processes never interleave the reads and writes of one
+transaction.
 """
 
 from __future__ import annotations
@@ -17,14 +18,29 @@ from pathlib import Path
 from gateway.errors import DependencyError
 
 
-def open_wal(path: Path) -> sqlite3.Connection:
-    """One connection, shared by the threads of a process under the caller's lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode = WAL")
+def connect(path: Path, *, busy_timeout_seconds: float = 30.0, same_thread: bool = False) -> sqlite3.Connection:
+    """A connection to a file already in WAL mode whose commits are durable (`synchronous =
+    FULL`), managing its own transactions. `busy_timeout_seconds`: how long a statement waits
+    for another writer's lock (0: never, for the event loop). `same_thread`: sqlite3's check
+    that only the opening thread uses it."""
+    conn = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=same_thread)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")  # an int, not input
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA busy_timeout = 30000")
     return conn
+
+
+def open_wal(path: Path) -> sqlite3.Connection:
+    """One connection, shared by the threads of a process under the caller's lock; the file
+    (and its directory) created and put in WAL mode if it is not already."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    return conn
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write: reading an installation's file to copy it elsewhere."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
 @contextmanager
