@@ -19,10 +19,11 @@ from gateway.state.audit import (
     numbered,
     settle_batch,
 )
-from gateway.state.audit_sqlite import DB_FILE
+from gateway.state.audit_sqlite import DB_FILE, STORE
 from gateway.state.group_commit import Settle, written
+from gateway.state.migrations import Step
 
-PG_SCHEMA = (
+_PG_FIRST = (
     """CREATE TABLE IF NOT EXISTS leaves (
         seq BIGINT PRIMARY KEY,
         record TEXT NOT NULL,
@@ -39,6 +40,8 @@ PG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS checkpoints (
         size BIGINT PRIMARY KEY, root TEXT NOT NULL, time TEXT NOT NULL, jws TEXT NOT NULL)""",
 )
+PG_STEPS = (Step(1, _PG_FIRST),)
+"""As `audit_sqlite.SQLITE_STEPS`, on PostgreSQL."""
 TABLES: postgres_connections.Tables = (
     ("leaves", ("seq", "record", "hash")),
     ("checkpoints", ("size", "root", "time", "jws")),
@@ -63,7 +66,11 @@ class PostgresAuditLog(AuditLogRules):
         key_directory.mkdir(parents=True, exist_ok=True)
         os.chmod(key_directory, 0o700)
         self._read = postgres_reader.Reader(dsn, schema, name="veilgate-audit", unavailable=UNAVAILABLE)
-        self._read.create_tables("veilgate_audit", PG_SCHEMA)
+        try:
+            self._read.migrate(STORE, PG_STEPS)
+        except BaseException:
+            self._read.close()
+            raise
         writer, self._loop_writer = postgres_connections.committers(
             dsn, schema, name="veilgate-audit", unavailable=UNAVAILABLE, lock=PG_LOCK,
             apply=self._apply, apply_on_loop=self._append_on_loop, fail=fail_batch, limit=BATCH_LIMIT,

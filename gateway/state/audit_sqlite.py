@@ -16,9 +16,11 @@ from gateway.state import sqlite_connections
 from gateway.state.audit import BATCH_LIMIT, AuditLogRules, fail_batch
 from gateway.state.group_commit import written
 from gateway.state.group_commit_loop import sqlite_committers
+from gateway.state.migrations import Step
 
 DB_FILE = "log.sqlite3"
-SQLITE_SCHEMA = """
+STORE = "audit"
+_SQLITE_FIRST = """
 CREATE TABLE IF NOT EXISTS leaves (
     seq INTEGER PRIMARY KEY,
     record TEXT NOT NULL,
@@ -40,6 +42,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     jws TEXT NOT NULL
 );
 """
+SQLITE_STEPS = (Step(1, tuple(sql.strip() for sql in _SQLITE_FIRST.split(";") if sql.strip())),)
+"""The log's versioned steps (`migrations`). Step 1 is the layout of before versioning, as
+`CREATE ... IF NOT EXISTS`: a log made then is at version 0, and the step changes nothing it holds."""
 
 
 def _connect(path: Path, busy_timeout_seconds: float = 30.0) -> sqlite3.Connection:
@@ -81,7 +86,7 @@ class SqliteAuditLog(AuditLogRules):
             conn = _connect(path)
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(SQLITE_SCHEMA)
+                sqlite_connections.migrate(conn, STORE, SQLITE_STEPS)
             finally:
                 conn.close()
         except sqlite3.Error as exc:

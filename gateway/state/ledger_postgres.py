@@ -14,7 +14,7 @@ from gateway.state import postgres_connections, postgres_reader, sqlite_connecti
 from gateway.state.group_commit import Settle, written
 from gateway.state.ledger import BATCH_LIMIT, UNAVAILABLE, Job, LedgerRules, fail_batch
 from gateway.state.ledger_admission import Admit, decide, note_refusal, wanted_by
-from gateway.state.ledger_tables import ALERT_SQL, PG_LOCK, PG_SCHEMA, TABLES, Rows, exact_reads
+from gateway.state.ledger_tables import ALERT_SQL, PG_LOCK, PG_STEPS, STORE, TABLES, Rows, exact_reads
 from gateway.state.ports import Admission, VerificationRequest
 
 log = logging.getLogger("veilgate.ledger")
@@ -27,7 +27,11 @@ class PostgresLedger(LedgerRules):
 
     def __init__(self, dsn: str, *, schema: str = "public") -> None:
         self._read = postgres_reader.Reader(dsn, schema, name="veilgate-ledger", unavailable=UNAVAILABLE)
-        self._read.create_tables("veilgate_ledger", PG_SCHEMA)
+        try:
+            self._read.migrate(STORE, PG_STEPS)
+        except BaseException:
+            self._read.close()
+            raise
         writer, self._loop_writer = postgres_connections.committers(
             dsn, schema, name="veilgate-ledger", unavailable=UNAVAILABLE, lock=PG_LOCK,
             apply=self._apply_pipelined, apply_on_loop=self._admit_on_loop, fail=fail_batch, limit=BATCH_LIMIT,

@@ -15,7 +15,7 @@ from gateway.state.group_commit import written
 from gateway.state.group_commit_loop import sqlite_committers
 from gateway.state.ledger import BATCH_LIMIT, LedgerRules, fail_batch
 from gateway.state.ledger_admission import Admit
-from gateway.state.ledger_tables import SQLITE_SCHEMA
+from gateway.state.ledger_tables import SQLITE_STEPS, STORE
 from gateway.state.ports import Admission, VerificationRequest
 
 DB_FILE = "ledger.sqlite3"
@@ -49,9 +49,13 @@ class SqliteLedger(LedgerRules):
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         ledger = cls(path, busy_timeout_seconds=busy_timeout_seconds)
-        conn = ledger._conn()
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(SQLITE_SCHEMA)
+        try:
+            conn = ledger._conn()
+            conn.execute("PRAGMA journal_mode = WAL")
+            sqlite_connections.migrate(conn, STORE, SQLITE_STEPS)
+        except BaseException:
+            ledger.close()
+            raise
         return ledger
 
     @property

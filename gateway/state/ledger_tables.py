@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.state import postgres_connections
+from gateway.state.migrations import Step
 
 log = logging.getLogger("veilgate.ledger")
 
@@ -22,7 +23,7 @@ log = logging.getLogger("veilgate.ledger")
 # the unique index takes the random inserts; keyed by the key itself, every `until` entry
 # repeated the whole key as well. Measured: a third less CPU per admission. Files made before
 # keep their layout, which the same statements read and write.
-SQLITE_SCHEMA = """
+_SQLITE_FIRST = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL, window INTEGER NOT NULL, used INTEGER NOT NULL, until REAL NOT NULL,
     UNIQUE (scope, window)
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS billing (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-PG_SCHEMA = (
+_PG_FIRST = (
     """CREATE TABLE IF NOT EXISTS counters (
         scope TEXT NOT NULL, "window" BIGINT NOT NULL, used BIGINT NOT NULL, until DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (scope, "window"))""",
@@ -73,6 +74,12 @@ PG_SCHEMA = (
         fee_micro_yuan BIGINT NOT NULL, PRIMARY KEY (consumer, grant_id, service, purpose, day))""",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+STORE = "ledger"
+SQLITE_STEPS = (Step(1, tuple(sql.strip() for sql in _SQLITE_FIRST.split(";") if sql.strip())),)
+PG_STEPS = (Step(1, _PG_FIRST),)
+"""The ledger's versioned steps on each backend (`migrations`). Step 1 is the layout of before
+versioning, as `CREATE ... IF NOT EXISTS`: a ledger made then is at version 0, and the step
+changes nothing it holds."""
 TABLES: postgres_connections.Tables = (
     ("counters", ("scope", '"window"', "used", "until")),
     ("members", ("scope", '"window"', "item", "until")),

@@ -4,7 +4,9 @@ has not seen yet, recording each in `schema_versions` (store, version, when).
 Runs inside the store's opening transaction, which one process or replica holds at a time, so
 two that start together never apply a step twice. A database made before this table existed
 is at version 0 for every store: its steps begin with the `CREATE ... IF NOT EXISTS` of the
-layout it already has, so applying them to it changes nothing that is there.
+layout it already has, so applying them to it changes nothing that is there. A database with a
+version this code has no step for was written by a newer release: it is refused, not written
+with a layout it does not know.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from gateway.errors import ConfigurationError
 
 
 class Execute(Protocol):
@@ -46,6 +50,12 @@ def applied(execute: Execute, store: str) -> list[int]:
 def migrate(execute: Execute, store: str, steps: Sequence[Step]) -> list[int]:
     """Apply the steps of `store` not applied yet, in order; returns the versions applied now."""
     done = set(applied(execute, store))
+    known = max((step.version for step in steps), default=0)
+    if any(version > known for version in done):
+        raise ConfigurationError(
+            f"the {store} store was written by a newer Veilgate: its schema_versions name a version above "
+            f"{known}, the last this release knows; run that release, or restore a backup made before it"
+        )
     now: list[int] = []
     for step in sorted(steps, key=lambda s: s.version):
         if step.version in done:

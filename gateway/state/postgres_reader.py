@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import DependencyError
+from gateway.state import migrations
 from gateway.state.postgres_connections import Db, connect, driver
 
 if TYPE_CHECKING:
@@ -104,6 +105,13 @@ class Reader:
             db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (store,))
             for statement in statements:
                 db.execute(statement)
+
+    def migrate(self, store: str, steps: Sequence[migrations.Step]) -> list[int]:
+        """Bring `store`'s tables up to date (`migrations.migrate`) in one transaction, under the
+        lock that every replica's stores migrate under."""
+        with self.transaction() as db:
+            db.execute(migrations.POSTGRES_LOCK)
+            return migrations.migrate(db.execute, store, steps)
 
     def _connection(self) -> PgConnection:
         session = self._session

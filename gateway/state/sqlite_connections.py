@@ -9,13 +9,15 @@ transaction.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.errors import DependencyError
+from gateway.state import migrations
 
 
 def connect(path: Path, *, busy_timeout_seconds: float = 30.0, same_thread: bool = False) -> sqlite3.Connection:
@@ -41,6 +43,20 @@ def open_wal(path: Path) -> sqlite3.Connection:
 def open_read_only(path: Path) -> sqlite3.Connection:
     """A connection that cannot write: reading an installation's file to copy it elsewhere."""
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def migrate(conn: sqlite3.Connection, store: str, steps: Sequence[migrations.Step]) -> list[int]:
+    """Bring `store`'s tables in this file up to date (`migrations.migrate`) in one BEGIN
+    IMMEDIATE transaction: processes that open the file together take turns."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = migrations.migrate(conn.execute, store, steps)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return done
 
 
 @contextmanager

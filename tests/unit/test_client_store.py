@@ -16,6 +16,7 @@ import pytest
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, NotFound
 from gateway.state import migrations, postgres_connections
+from gateway.state.accounts import STEPS
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.accounts_sqlite import SqliteAccountStore
 from gateway.state.ports import AccountStore
@@ -95,7 +96,7 @@ def test_an_old_database_is_migrated_in_order_and_once(tmp_path: Path) -> None:
         assert json.loads(text)["person"] == "admin-1"
         assert db.execute("SELECT count(*) FROM account_proposals").fetchone() == (0,)
     with sqlite3.connect(path) as db:
-        assert migrations.migrate(db.execute, "accounts", ()) == []
+        assert migrations.migrate(db.execute, "accounts", STEPS) == []
 
 
 @pytest.mark.postgres
