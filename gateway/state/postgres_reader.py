@@ -98,14 +98,6 @@ class Reader:
                 self._drop()
                 raise DependencyError(self._unavailable) from exc
 
-    def create_tables(self, store: str, statements: Sequence[str]) -> None:
-        """Run a store's CREATE ... IF NOT EXISTS statements, one replica at a time (an advisory
-        lock named after `store`: two replicas starting together would race on the catalog)."""
-        with self.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (store,))
-            for statement in statements:
-                db.execute(statement)
-
     def migrate(self, store: str, steps: Sequence[migrations.Step]) -> list[int]:
         """Bring `store`'s tables up to date (`migrations.migrate`) in one transaction, under the
         lock that every replica's stores migrate under."""
