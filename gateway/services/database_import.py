@@ -18,7 +18,7 @@ from gateway.errors import ConfigurationError
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
-from gateway.state.backend import accounts_file, budget_file, jobs_file, objections_file
+from gateway.state.backend import accounts_file, budget_file, freezes_database, jobs_file, objections_file
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
@@ -46,6 +46,7 @@ def import_installation(settings: Settings) -> list[Imported]:
     if not settings.database_dsn:
         raise ConfigurationError("set database_dsn in the configuration: it names where the history goes")
     dsn, schema, state = settings.database_dsn, settings.database_schema, settings.state_dir
+    stops = freezes_database(settings) if freezes_database(settings).exists() else settings.freezes_file
     steps: list[tuple[str, Path, Path, Callable[[], _Importer]]] = [
         # (what, the file that says there is something, what is copied, the store it goes to)
         ("policy", settings.policy_store_dir / "state.json", settings.policy_store_dir,
@@ -58,7 +59,7 @@ def import_installation(settings: Settings) -> list[Imported]:
          lambda: PostgresLedger(dsn, schema=schema)),
         ("audit log", settings.audit_dir / "log.sqlite3", settings.audit_dir,
          lambda: PostgresAuditLog(dsn, schema=schema, key_directory=settings.audit_dir)),
-        ("freezes", settings.freezes_file, settings.freezes_file,
+        ("freezes", stops, stops,
          lambda: PostgresFreezeStore(dsn, schema=schema, listen=False)),
         ("jobs", jobs_file(settings), jobs_file(settings),
          lambda: PostgresJobStore(dsn, schema=schema)),

@@ -15,6 +15,7 @@ from gateway.signing import KeyRing
 from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.backend import (
     budget_file,
+    freezes_database,
     open_accounts,
     open_budget,
     open_freezes,
@@ -26,7 +27,7 @@ from gateway.state.backend import (
     open_sessions,
 )
 from gateway.state.budget_sqlite import SqliteBudgetLedger
-from gateway.state.freezes_file import FileFreezeStore
+from gateway.state.freezes_sqlite import installation_stops
 from gateway.state.ports import (
     AccountStore,
     AuditLogStore,
@@ -130,12 +131,14 @@ def _refuse_to_leave_history_behind(
     again from zero: budgets already spent would be spent again, the audit trail would begin anew
     under receipts that name the old one, and emergency stops would be lifted. Moving it is not
     automated, so refuse."""
-    if settings.freezes_file.exists() and not freezes.active():
-        stopped = FileFreezeStore(settings.freezes_file).active()
+    local_stops = freezes_database(settings)
+    if (local_stops.exists() or settings.freezes_file.exists()) and not freezes.active():
+        stopped = installation_stops(local_stops, settings.freezes_file)
         if stopped:
             names = ", ".join(f"{kind.value} {name}" for kind, name in sorted(stopped))
+            where = local_stops if local_stops.exists() else settings.freezes_file
             raise ConfigurationError(
-                f"{settings.freezes_file} stops {names}, and PostgreSQL stops nothing: starting on PostgreSQL "
+                f"{where} stops {names}, and PostgreSQL stops nothing: starting on PostgreSQL "
                 "would lift those stops. Make them again with `veilgate freeze` under this configuration first"
             )
     local_file = budget_file(settings)

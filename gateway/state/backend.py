@@ -12,8 +12,8 @@ from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.budget_sqlite import SqliteBudgetLedger
-from gateway.state.freezes_file import FileFreezeStore
 from gateway.state.freezes_postgres import PostgresFreezeStore
+from gateway.state.freezes_sqlite import SqliteFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.jobs_sqlite import SqliteJobStore
 from gateway.state.ledger_postgres import PostgresLedger
@@ -120,13 +120,19 @@ def open_jobs(where: Where) -> JobStore:
     return SqliteJobStore(jobs_file(where))
 
 
+def freezes_database(where: Where) -> Path:
+    return where.state_dir / "freezes.sqlite3"
+
+
 def open_freezes(where: Where, *, listen: bool = True) -> FreezeStore:
     """The emergency stops: PostgreSQL when a DSN is set (changes arrive by notice), else
-    `freezes.json` under `state_dir` (looked at again every `state_recheck_seconds`).
+    `freezes.sqlite3` under `state_dir` (looked at again every `state_recheck_seconds`; an older
+    `freezes.json` is imported on first open and kept as `freezes.json.imported`).
     `listen=False`, for a command: no copy kept in memory, every `active()` reads the stops."""
     if where.database_dsn:
         return PostgresFreezeStore(where.database_dsn, schema=where.database_schema, listen=listen)
-    return FileFreezeStore(where.freezes_file, recheck_seconds=where.state_recheck_seconds if listen else 0.0)
+    recheck = where.state_recheck_seconds if listen else 0.0
+    return SqliteFreezeStore(freezes_database(where), import_from=where.freezes_file, recheck_seconds=recheck)
 
 
 def objections_file(where: Where) -> Path:

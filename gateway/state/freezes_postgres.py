@@ -7,21 +7,20 @@ while it cannot read them: a stop it cannot see must not be ignored.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from datetime import UTC, datetime
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from gateway.domain.policy import Freeze, FreezeKind
-from gateway.errors import Conflict, NotFound
-from gateway.state import migrations, postgres_connections, postgres_reader, postgres_watched
-from gateway.state.freezes_file import FileFreezeStore, unfrozen
-from gateway.state.migrations import Step
+from gateway.state import freezes, migrations, postgres_reader, postgres_watched
+from gateway.state.migrations import Execute, Step
 from gateway.state.ports.freezes import Freezes
 
 __all__ = ["STEPS", "STORE", "PostgresFreezeStore"]
 
-STORE = "freezes"
+STORE = freezes.STORE
 STEPS = (
     Step(
         1,
@@ -65,52 +64,43 @@ class PostgresFreezeStore:
         return [json.loads(event) for (event,) in self._db.rows("SELECT event FROM freeze_history ORDER BY id")]
 
     def freeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
-        made = Freeze(kind=kind, name=name, since=datetime.now(UTC), by=by, reason=reason)
         with self._db.transaction() as db:
-            inserted = db.execute(
-                "INSERT INTO freezes VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                (kind.value, name, made.model_dump_json()),
-            ).rowcount
-            if inserted != 1:
-                raise Conflict(f"name: this {kind.value} is already frozen")
-            self._record(db, {"action": "freeze", **made.model_dump(mode="json")})
+            made = freezes.add(db.execute, kind, name, by=by, reason=reason)
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input; sent when the change commits
         self._watched.renew()
         return made
 
     def unfreeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
         with self._db.transaction() as db:
-            rows = db.execute(
-                "DELETE FROM freezes WHERE kind = ? AND name = ? RETURNING record", (kind.value, name)
-            ).fetchall()
-            if not rows:
-                raise NotFound(f"name: this {kind.value} is not frozen")
-            self._record(db, unfrozen(kind, name, by=by, reason=reason))
-        self._watched.renew()
-        return Freeze.model_validate_json(rows[0][0])
-
-    def import_from(self, path: Path) -> int | None:
-        """Copy an installation's freezes file here (stops and history), if this store has
-        neither (else None); returns the stops copied."""
-        local = FileFreezeStore(path)
-        tables = (("freezes", ()), ("freeze_history", ()))
-        with self._db.transaction() as db:
-            if not postgres_connections.is_empty(db, tables):
-                return None
-            stops = local.active().values()
-            for stop in stops:
-                db.execute("INSERT INTO freezes VALUES (?, ?, ?)", (stop.kind.value, stop.name, stop.model_dump_json()))
-            for event in local.history():
-                db.execute("INSERT INTO freeze_history (event) VALUES (?)", (json.dumps(event, ensure_ascii=False),))
+            lifted = freezes.remove(db.execute, kind, name, by=by, reason=reason)
             db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
         self._watched.renew()
-        return len(stops)
+        return lifted
 
-    @staticmethod
-    def _record(db: postgres_connections.Db, event: dict[str, Any]) -> None:
-        """The history row, and the notice every replica reloads on (sent when the change commits)."""
-        db.execute("INSERT INTO freeze_history (event) VALUES (?)", (json.dumps(event, ensure_ascii=False),))
-        db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+    def import_from(self, path: Path) -> int | None:
+        """Copy an installation's stops and history here (its `freezes.sqlite3`, or the older
+        `freezes.json`), if this store has neither (else None); returns the stops copied."""
+        with self._db.transaction() as db:
+            copy = freezes.copy_file if path.suffix == ".json" else _copy_database
+            copied = copy(db.execute, path)
+            db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
+        self._watched.renew()
+        return copied
 
     def close(self) -> None:
         self._watched.close()
         self._db.close()
+
+
+def _copy_database(execute: Execute, source: Path) -> int | None:
+    """Copy the rows of an installation's SQLite freezes file into empty tables, history in order."""
+    if not source.is_file() or execute("SELECT 1 FROM freezes UNION ALL SELECT 1 FROM freeze_history").fetchall():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
+        stops = local.execute("SELECT kind, name, record FROM freezes").fetchall()
+        history = local.execute("SELECT event FROM freeze_history ORDER BY id").fetchall()
+    for row in stops:
+        execute("INSERT INTO freezes VALUES (?, ?, ?)", row)
+    for row in history:
+        execute("INSERT INTO freeze_history (event) VALUES (?)", row)
+    return len(stops)

@@ -8,20 +8,20 @@ from pathlib import Path
 
 from gateway.atomic_files import CachedStamp, Recheck, stamp
 from gateway.domain.policy import FreezeKind
-from gateway.state.freezes_file import FileFreezeStore
+from gateway.state.freezes_sqlite import SqliteFreezeStore
 
 
 def test_a_change_by_another_process_is_seen_after_the_recheck_interval(tmp_path: Path) -> None:
-    """The freezes of a server that looks at the file at most every `interval`: another
+    """The freezes of a server that looks at the file (`PRAGMA data_version`) at most every `interval`: another
     process's stop is not looked for before, and is in force on the first call after it."""
-    path = tmp_path / "freezes.json"
-    other_process = FileFreezeStore(path)
-    patient = FileFreezeStore(path, recheck_seconds=3600)
+    path = tmp_path / "freezes.sqlite3"
+    other_process = SqliteFreezeStore(path)
+    patient = SqliteFreezeStore(path, recheck_seconds=3600)
     assert patient.active() == {}
     other_process.freeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="r")
     assert patient.active() == {}  # an hour's interval: not looked at again yet
     interval = 0.05
-    server = FileFreezeStore(path, recheck_seconds=interval)
+    server = SqliteFreezeStore(path, recheck_seconds=interval)
     assert (FreezeKind.CONSUMER, "demo-business") in server.active()
     other_process.unfreeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="r")
     time.sleep(interval)
@@ -29,7 +29,7 @@ def test_a_change_by_another_process_is_seen_after_the_recheck_interval(tmp_path
 
 
 def test_a_change_made_through_the_store_is_seen_at_once(tmp_path: Path) -> None:
-    store = FileFreezeStore(tmp_path / "freezes.json", recheck_seconds=3600)
+    store = SqliteFreezeStore(tmp_path / "freezes.sqlite3", recheck_seconds=3600)
     assert store.active() == {}
     store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
     assert (FreezeKind.SERVICE, "tax-compliance") in store.active()

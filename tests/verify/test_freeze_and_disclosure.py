@@ -3,8 +3,9 @@ other process's first request after its recheck interval; disclosure matches the
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,20 @@ from gateway.cli import app as cli
 from gateway.domain.policy import FreezeKind
 from gateway.errors import Conflict, DependencyError, NotFound
 from gateway.policy import load_bundle
-from gateway.state.freezes_file import FileFreezeStore
 from gateway.state.freezes_postgres import PostgresFreezeStore
-from tests.conftest import PG_DSN, REPO, bearer, eventually, get_token, needs_pg, pg_schema
+from gateway.state.freezes_sqlite import SqliteFreezeStore
+from gateway.state.ports import FreezeStore
+from tests.conftest import (
+    ON_POSTGRES,
+    PG_DSN,
+    REPO,
+    bearer,
+    eventually,
+    get_token,
+    needs_pg,
+    pg_schema,
+    store_handles,
+)
 from tests.verify.conftest import Gateway, enterprises
 
 
@@ -87,19 +99,57 @@ def test_a_freeze_from_the_cli_reaches_a_running_gateway(gateway_for: Callable[.
     assert gw.verify(_claim(gw)).status_code == 200
 
 
-def test_the_store_keeps_history_and_refuses_nonsense(tmp_path: Path) -> None:
-    store = FileFreezeStore(tmp_path / "freezes.json")
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], FreezeStore]]:
+    with store_handles(
+        request.param,
+        lambda: SqliteFreezeStore(tmp_path / "freezes.sqlite3"),
+        lambda dsn, schema: PostgresFreezeStore(dsn, schema=schema, listen=False),
+    ) as factory:
+        yield factory
+
+
+def test_the_store_keeps_history_and_refuses_nonsense(open_store: Callable[[], FreezeStore]) -> None:
+    store = open_store()
     assert store.active() == {}
     store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
     with pytest.raises(Conflict):
         store.freeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
     with pytest.raises(NotFound):
         store.unfreeze(FreezeKind.DATASET, "tax_compliance", by="a", reason="r")
-    other_process = FileFreezeStore(tmp_path / "freezes.json")
+    other_process = open_store()
     assert (FreezeKind.SERVICE, "tax-compliance") in other_process.active()
     other_process.unfreeze(FreezeKind.SERVICE, "tax-compliance", by="b", reason="r")
+    with pytest.raises(NotFound):
+        store.unfreeze(FreezeKind.SERVICE, "tax-compliance", by="a", reason="r")
     assert store.active() == {}
-    assert [h["by"] for h in store.history()] == ["a", "b"]
+    assert [(h["action"], h["by"]) for h in store.history()] == [("freeze", "a"), ("unfreeze", "b")]
+
+
+def test_a_freezes_file_of_before_is_imported_once_with_its_history(tmp_path: Path) -> None:
+    """An installation's `freezes.json`, in the format the file store wrote: its stops and history
+    are copied into the new SQLite file on first open, and the file kept as `.imported`."""
+    legacy = tmp_path / "freezes.json"
+    since = "2026-01-02T03:04:05+00:00"
+    stop = {"kind": "consumer", "name": "demo-business", "since": since, "by": "admin", "reason": "leaked"}
+    lifted = {"action": "unfreeze", "kind": "service", "name": "svc", "since": since, "by": "b", "reason": "ok"}
+    history = [{"action": "freeze", **stop, "name": "svc", "kind": "service"}, lifted, {"action": "freeze", **stop}]
+    legacy.write_text(json.dumps({"active": [stop], "history": history}), encoding="utf-8")
+    store = SqliteFreezeStore(tmp_path / "freezes.sqlite3", import_from=legacy)
+    try:
+        assert list(store.active()) == [(FreezeKind.CONSUMER, "demo-business")]
+        assert store.active()[(FreezeKind.CONSUMER, "demo-business")].reason == "leaked"
+        assert store.history() == history
+        assert not legacy.exists() and (tmp_path / "freezes.json.imported").is_file()
+        store.unfreeze(FreezeKind.CONSUMER, "demo-business", by="admin", reason="rotated")
+    finally:
+        store.close()
+    legacy.write_text(json.dumps({"active": [stop], "history": [{"action": "freeze", **stop}]}), encoding="utf-8")
+    again = SqliteFreezeStore(tmp_path / "freezes.sqlite3", import_from=legacy)  # not over a store with history
+    try:
+        assert again.active() == {} and len(again.history()) == 4 and legacy.exists()
+    finally:
+        again.close()
 
 
 def test_disclosure_matches_the_bundle(gateway_for: Callable[..., Gateway]) -> None:

@@ -20,8 +20,8 @@ from gateway.errors import ConfigurationError
 from gateway.services.runtime import Runtime
 from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.budget_sqlite import SqliteBudgetLedger
-from gateway.state.freezes_file import FileFreezeStore
 from gateway.state.freezes_postgres import PostgresFreezeStore
+from gateway.state.freezes_sqlite import SqliteFreezeStore
 from tests.conftest import PG_DSN, Installation, needs_pg, pg_schema, policy_copy, serve_process
 from tests.trust.conftest import event
 from tests.verify.conftest import SERVICE, enterprises
@@ -192,7 +192,9 @@ def test_an_installation_with_history_in_its_files_does_not_start_on_postgres(
             Runtime.open(spent)
 
     stopped = new_replica(installation, tmp_path / "stopped")
-    FileFreezeStore(stopped / "freezes.json").freeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="abuse")
+    local = SqliteFreezeStore(stopped / "freezes.sqlite3")
+    local.freeze(FreezeKind.CONSUMER, "demo-business", by="a", reason="abuse")
+    local.close()
     with pg_schema() as schema:
         on_postgres = installation.settings.model_copy(
             update={"state_dir": stopped, "database_dsn": PG_DSN, "database_schema": schema}
