@@ -18,7 +18,14 @@ from gateway.errors import ConfigurationError
 from gateway.settings import Settings
 from gateway.state.accounts_postgres import PostgresAccountStore
 from gateway.state.audit_postgres import PostgresAuditLog
-from gateway.state.backend import accounts_file, budget_file, freezes_database, jobs_file, objections_file
+from gateway.state.backend import (
+    accounts_file,
+    budget_file,
+    freezes_database,
+    jobs_file,
+    objections_database,
+    objections_file,
+)
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.jobs_postgres import PostgresJobStore
@@ -47,6 +54,7 @@ def import_installation(settings: Settings) -> list[Imported]:
         raise ConfigurationError("set database_dsn in the configuration: it names where the history goes")
     dsn, schema, state = settings.database_dsn, settings.database_schema, settings.state_dir
     stops = freezes_database(settings) if freezes_database(settings).exists() else settings.freezes_file
+    objections = objections_database(settings) if objections_database(settings).exists() else objections_file(settings)
     steps: list[tuple[str, Path, Path, Callable[[], _Importer]]] = [
         # (what, the file that says there is something, what is copied, the store it goes to)
         ("policy", settings.policy_store_dir / "state.json", settings.policy_store_dir,
@@ -63,7 +71,7 @@ def import_installation(settings: Settings) -> list[Imported]:
          lambda: PostgresFreezeStore(dsn, schema=schema, listen=False)),
         ("jobs", jobs_file(settings), jobs_file(settings),
          lambda: PostgresJobStore(dsn, schema=schema)),
-        ("objections", objections_file(settings), objections_file(settings),
+        ("objections", objections, objections,
          lambda: PostgresObjectionStore(dsn, schema=schema)),
     ]  # fmt: skip
     done: list[Imported] = []

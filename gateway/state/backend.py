@@ -18,8 +18,8 @@ from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.jobs_sqlite import SqliteJobStore
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
-from gateway.state.objections_file import FileObjectionStore
 from gateway.state.objections_postgres import PostgresObjectionStore
+from gateway.state.objections_sqlite import SqliteObjectionStore
 from gateway.state.policy_file import FilePolicyStore
 from gateway.state.policy_postgres import PostgresPolicyStore
 from gateway.state.ports import (
@@ -136,14 +136,20 @@ def open_freezes(where: Where, *, listen: bool = True) -> FreezeStore:
 
 
 def objections_file(where: Where) -> Path:
+    """Where objections were kept before SQLite: imported once, then kept as a backup."""
     return where.state_dir / "objections.json"
 
 
+def objections_database(where: Where) -> Path:
+    return where.state_dir / "objections.sqlite3"
+
+
 def open_objections(where: Where) -> ObjectionStore:
-    """The objections: PostgreSQL when a DSN is set, else `objections.json` under `state_dir`."""
+    """The objections: PostgreSQL when a DSN is set, else `objections.sqlite3` under `state_dir`
+    (an older `objections.json` imported on first open and kept as `objections.json.imported`)."""
     if where.database_dsn:
         return PostgresObjectionStore(where.database_dsn, schema=where.database_schema)
-    return FileObjectionStore(objections_file(where))
+    return SqliteObjectionStore(objections_database(where), import_from=objections_file(where))
 
 
 def open_policy_store(where: Where, *, listen: bool = True) -> PolicyStore:

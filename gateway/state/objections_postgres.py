@@ -3,35 +3,21 @@ on any other; a move holds its objection's row (`SELECT ... FOR UPDATE`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import NotFound
-from gateway.state import migrations, postgres_connections, postgres_reader
-from gateway.state.migrations import Step
-from gateway.state.objections import ObjectionRules, apply_move
-from gateway.state.objections_file import FileObjectionStore
+from gateway.state import migrations, postgres_reader
+from gateway.state.migrations import Execute
+from gateway.state.objections import STEPS, STORE, ObjectionRules, apply_move, copy_file, row
 from gateway.state.ports.objections import Status
 
 __all__ = ["STEPS", "STORE", "PostgresObjectionStore"]
 
-STORE = "objections"
-STEPS = (
-    Step(
-        1,
-        (
-            """CREATE TABLE IF NOT EXISTS objections (
-            id TEXT PRIMARY KEY, consumer TEXT NOT NULL, filed_at TEXT NOT NULL, record TEXT NOT NULL)""",
-        ),
-    ),
-)
-"""1: the layout the store had before versioned migrations."""
 _UNAVAILABLE = "the objections cannot be read or written"
-
-
-def _row(objection: dict[str, Any]) -> tuple[str, str, str, str]:
-    return objection["id"], objection["consumer"], objection["filed_at"], json.dumps(objection)
 
 
 class PostgresObjectionStore(ObjectionRules):
@@ -47,16 +33,13 @@ class PostgresObjectionStore(ObjectionRules):
             raise
 
     def _add_one(self, made: dict[str, Any]) -> None:
-        self._db.write("INSERT INTO objections VALUES (?, ?, ?, ?)", _row(made))
+        self._db.write("INSERT INTO objections VALUES (?, ?, ?, ?)", row(made))
 
     def import_from(self, path: Path) -> int | None:
-        """Copy an installation's objections file here, if this store is empty (else None)."""
-        found = FileObjectionStore(path).list()
+        """Copy an installation's objections here (its `objections.sqlite3`, or the older
+        `objections.json`), if this store is empty (else None)."""
         with self._db.transaction() as db:
-            if not postgres_connections.is_empty(db, (("objections", ()),)):
-                return None
-            db.executemany("INSERT INTO objections VALUES (?, ?, ?, ?)", [_row(o) for o in found])
-        return len(found)
+            return copy_file(db.execute, path) if path.suffix == ".json" else _copy_database(db.execute, path)
 
     def get(self, objection_id: str) -> dict[str, Any]:
         rows = self._db.rows("SELECT record FROM objections WHERE id = ?", (objection_id,))
@@ -84,3 +67,14 @@ class PostgresObjectionStore(ObjectionRules):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _copy_database(execute: Execute, source: Path) -> int | None:
+    """Copy the rows of an installation's SQLite objections file into an empty table."""
+    if not source.is_file() or execute("SELECT 1 FROM objections LIMIT 1").fetchall():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
+        rows = local.execute("SELECT id, consumer, filed_at, record FROM objections").fetchall()
+    for found in rows:
+        execute("INSERT INTO objections VALUES (?, ?, ?, ?)", found)
+    return len(rows)

@@ -1,7 +1,7 @@
 """PostgreSQL stores written before versioned migrations (tables made by the DDL of then, no
 `schema_versions`) open with their rows intact and their steps recorded once: the freezes, the
-objections and the policy store. (Their local stores are JSON documents and files, which have
-no schema to migrate.)"""
+objections and the policy store. (Their SQLite stores began with versioned steps; the policy's
+local store is JSON files, with no schema to migrate.)"""
 
 from __future__ import annotations
 
