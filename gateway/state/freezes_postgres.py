@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from gateway.domain.policy import Freeze, FreezeKind
-from gateway.state import freezes, migrations, postgres_reader, postgres_watched
+from gateway.state import freezes, migrations, postgres_reader, postgres_watched, sqlite_connections
 from gateway.state.migrations import Execute, Step
 from gateway.state.ports.freezes import Freezes
 
@@ -96,7 +95,7 @@ def _copy_database(execute: Execute, source: Path) -> int | None:
     """Copy the rows of an installation's SQLite freezes file into empty tables, history in order."""
     if not source.is_file() or execute("SELECT 1 FROM freezes UNION ALL SELECT 1 FROM freeze_history").fetchall():
         return None
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
+    with contextlib.closing(sqlite_connections.open_read_only(source)) as local:
         stops = local.execute("SELECT kind, name, record FROM freezes").fetchall()
         history = local.execute("SELECT event FROM freeze_history ORDER BY id").fetchall()
     for row in stops:

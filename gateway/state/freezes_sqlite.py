@@ -104,7 +104,7 @@ def installation_stops(database: Path, legacy: Path) -> Freezes:
     """The stops an installation on one machine holds, read without changing anything: those of
     its SQLite file, or of its `freezes.json` if that was never imported."""
     if database.is_file():
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(sqlite_connections.open_read_only(database)) as conn:
             try:
                 rows = conn.execute("SELECT record FROM freezes").fetchall()
             except sqlite3.OperationalError:  # made, but its tables not yet

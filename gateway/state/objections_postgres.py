@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import NotFound
-from gateway.state import migrations, postgres_reader
+from gateway.state import migrations, postgres_reader, sqlite_connections
 from gateway.state.migrations import Execute
 from gateway.state.objections import STEPS, STORE, ObjectionRules, apply_move, copy_file, row
 from gateway.state.ports.objections import Status
@@ -73,7 +72,7 @@ def _copy_database(execute: Execute, source: Path) -> int | None:
     """Copy the rows of an installation's SQLite objections file into an empty table."""
     if not source.is_file() or execute("SELECT 1 FROM objections LIMIT 1").fetchall():
         return None
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as local:
+    with contextlib.closing(sqlite_connections.open_read_only(source)) as local:
         rows = local.execute("SELECT id, consumer, filed_at, record FROM objections").fetchall()
     for found in rows:
         execute("INSERT INTO objections VALUES (?, ?, ?, ?)", found)
