@@ -25,6 +25,7 @@ from gateway.state.backend import (
     jobs_file,
     objections_database,
     objections_file,
+    policy_database,
 )
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.freezes_postgres import PostgresFreezeStore
@@ -53,11 +54,12 @@ def import_installation(settings: Settings) -> list[Imported]:
     if not settings.database_dsn:
         raise ConfigurationError("set database_dsn in the configuration: it names where the history goes")
     dsn, schema, state = settings.database_dsn, settings.database_schema, settings.state_dir
+    policy = policy_database(settings) if policy_database(settings).exists() else settings.policy_store_dir
     stops = freezes_database(settings) if freezes_database(settings).exists() else settings.freezes_file
     objections = objections_database(settings) if objections_database(settings).exists() else objections_file(settings)
     steps: list[tuple[str, Path, Path, Callable[[], _Importer]]] = [
         # (what, the file that says there is something, what is copied, the store it goes to)
-        ("policy", settings.policy_store_dir / "state.json", settings.policy_store_dir,
+        ("policy", policy if policy.is_file() else policy / "state.json", policy,
          lambda: PostgresPolicyStore(dsn, schema=schema, listen=False)),
         ("client accounts", accounts_file(settings), accounts_file(settings),
          lambda: PostgresAccountStore(dsn, schema=schema, listen=False)),

@@ -66,7 +66,7 @@ class Runtime:
         """Open every leaf; fails with an error that says what to fix (a bad policy bundle too).
 
         With `database_dsn`, the state replicas share lives in PostgreSQL; otherwise in SQLite
-        files and JSON documents under the state directory.
+        files (and the catalogue's and key rings' files) under the state directory.
         """
         dsn, schema = settings.database_dsn, settings.database_schema
         recheck = settings.state_recheck_seconds  # files other processes change: looked at this often

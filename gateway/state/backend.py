@@ -20,8 +20,8 @@ from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
 from gateway.state.objections_postgres import PostgresObjectionStore
 from gateway.state.objections_sqlite import SqliteObjectionStore
-from gateway.state.policy_file import FilePolicyStore
 from gateway.state.policy_postgres import PostgresPolicyStore
+from gateway.state.policy_sqlite import SqlitePolicyStore
 from gateway.state.ports import (
     AccountStore,
     AuditLogStore,
@@ -152,13 +152,19 @@ def open_objections(where: Where) -> ObjectionStore:
     return SqliteObjectionStore(objections_database(where), import_from=objections_file(where))
 
 
+def policy_database(where: Where) -> Path:
+    return where.policy_store_dir / "policy.sqlite3"
+
+
 def open_policy_store(where: Where, *, listen: bool = True) -> PolicyStore:
-    """The policy store: PostgreSQL when a DSN is set (changes arrive by notice), else files
-    under `state/policy/` (looked at again every `state_recheck_seconds`). `listen=False`, for a
-    command: no copy kept in memory, and the files looked at on every read."""
+    """The policy store: PostgreSQL when a DSN is set (changes arrive by notice), else
+    `state/policy/policy.sqlite3` (looked at again every `state_recheck_seconds`; the files of
+    earlier versions in `state/policy/` imported on first open). `listen=False`, for a command: no
+    copy kept in memory, and the file asked on every read."""
     if where.database_dsn:
         return PostgresPolicyStore(where.database_dsn, schema=where.database_schema, listen=listen)
-    return FilePolicyStore(where.policy_store_dir, recheck_seconds=where.state_recheck_seconds if listen else 0.0)
+    recheck = where.state_recheck_seconds if listen else 0.0
+    return SqlitePolicyStore(policy_database(where), import_from=where.policy_store_dir, recheck_seconds=recheck)
 
 
 def sessions_file(where: Where) -> Path:

@@ -1,4 +1,4 @@
-"""The policy store's rules, written once for both stores (`policy_file`, `policy_postgres`):
+"""The policy store's rules, written once for both stores (`policy_sqlite`, `policy_postgres`):
 proposals (rollbacks too), approvals by other identities, rejections and withdrawals that close
 a proposal for good, activation as a compare and swap on the version in force, and the history
 of every change with who, when and the diff."""
@@ -11,16 +11,58 @@ import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import Conflict, NotFound, PolicyDenied
+from gateway.state.migrations import Execute, Step
 from gateway.state.ports.policy import Change, Decision
 
-__all__ = ["ACTIVATED", "EMPTY", "REJECTED", "WITHDRAWN", "PolicyRules", "is_proposer", "pretty"]
+__all__ = [
+    "ACTIVATED", "EMPTY", "REJECTED", "STEPS", "STORE", "WITHDRAWN", "PolicyRules", "copy_directory", "is_proposer",
+    "pretty",
+]  # fmt: skip
 
 EMPTY: dict[str, Any] = {"active": None, "previous": [], "proposals": {}, "closed": {}, "history": []}
 """The state document of a store that never changed."""
+STORE = "policy"
+
+
+def _first_state(execute: Execute) -> None:
+    """The state document of a store that never changed, unless it has one."""
+    execute("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(EMPTY),))
+
+
+STEPS = (
+    Step(
+        1,
+        (
+            "CREATE TABLE IF NOT EXISTS policy_versions (version TEXT PRIMARY KEY, bundle TEXT NOT NULL)",
+            """CREATE TABLE IF NOT EXISTS policy_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, changes BIGINT NOT NULL)""",
+        ),
+        _first_state,
+    ),
+)
+"""1: the versions and the one state row with its change count (PostgreSQL's layout before
+versioned migrations; SQLite's from the start)."""
+
+
+def copy_directory(execute: Execute, directory: Path) -> int | None:
+    """Copy the files the policy store kept before SQLite (`versions/<version>.json`, `state.json`)
+    into a store that never changed, in the caller's transaction: the versions copied, or None if
+    there is no `state.json` or the store changed already."""
+    state_file = directory / "state.json"
+    (changes,) = execute("SELECT changes FROM policy_state WHERE id = 1").fetchone()
+    if not state_file.is_file() or changes or execute("SELECT 1 FROM policy_versions LIMIT 1").fetchall():
+        return None
+    versions = sorted((directory / "versions").glob("*.json"))
+    for path in versions:
+        execute("INSERT INTO policy_versions VALUES (?, ?)", (path.stem, path.read_text(encoding="utf-8")))
+    state = json.dumps(json.loads(state_file.read_text(encoding="utf-8")), ensure_ascii=False)
+    execute("UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1", (state,))
+    return len(versions)
 
 
 class PolicyRules:

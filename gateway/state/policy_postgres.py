@@ -5,6 +5,7 @@ notice) and loads the version in force."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,34 +15,13 @@ from typing import Any
 from gateway.atomic_files import Stamp
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import NotFound
-from gateway.state import migrations, postgres_connections, postgres_reader, postgres_watched
-from gateway.state.migrations import Execute, Step
-from gateway.state.policy import EMPTY, PolicyRules, pretty
-from gateway.state.policy_file import FilePolicyStore
+from gateway.state import migrations, postgres_reader, postgres_watched, sqlite_connections
+from gateway.state.migrations import Execute
+from gateway.state.policy import STEPS, STORE, PolicyRules, copy_directory, pretty
 
 __all__ = ["STEPS", "STORE", "PostgresPolicyStore"]
 
 
-STORE = "policy"
-
-
-def _first_state(execute: Execute) -> None:
-    """The state document of a store that never changed, unless it has one."""
-    execute("INSERT INTO policy_state VALUES (1, ?, 0) ON CONFLICT DO NOTHING", (json.dumps(EMPTY),))
-
-
-STEPS = (
-    Step(
-        1,
-        (
-            "CREATE TABLE IF NOT EXISTS policy_versions (version TEXT PRIMARY KEY, bundle TEXT NOT NULL)",
-            """CREATE TABLE IF NOT EXISTS policy_state (
-            id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, changes BIGINT NOT NULL)""",
-        ),
-        _first_state,
-    ),
-)
-"""1: the layout the store had before versioned migrations, and its one state row."""
 _CHANNEL = "veilgate_policy"
 _UNAVAILABLE = "the policy store cannot be read"
 
@@ -85,22 +65,16 @@ class PostgresPolicyStore(PolicyRules):
             db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
         self._watched.renew()
 
-    def import_from(self, directory: Path) -> int | None:
-        """Copy an installation's policy files here (every version, the state with its history),
-        if this store never changed (else None); returns the versions copied."""
-        local = FilePolicyStore(directory)
-        versions = sorted((directory / "versions").glob("*.json"))
+    def import_from(self, source: Path) -> int | None:
+        """Copy an installation's policy here (its `policy.sqlite3`, or the directory of files it
+        was kept in before): every version, the state with its history, if this store never
+        changed (else None); returns the versions copied."""
         with self._db.transaction() as db:
-            (changes,) = db.execute("SELECT changes FROM policy_state WHERE id = 1 FOR UPDATE").fetchone()
-            if changes or not postgres_connections.is_empty(db, (("policy_versions", ()),)):
-                return None
-            rows = [(path.stem, path.read_text(encoding="utf-8")) for path in versions]
-            db.executemany("INSERT INTO policy_versions VALUES (?, ?)", rows)
-            state = json.dumps(local.state(), ensure_ascii=False)
-            db.execute("UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1", (state,))
+            db.execute("SELECT changes FROM policy_state WHERE id = 1 FOR UPDATE")
+            copied = copy_directory(db.execute, source) if source.is_dir() else _copy_database(db.execute, source)
             db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
         self._watched.renew()
-        return len(versions)
+        return copied
 
     def load(self, version: str) -> PolicyBundle:
         rows = self._db.rows("SELECT bundle FROM policy_versions WHERE version = ?", (version,))
@@ -117,3 +91,18 @@ class PostgresPolicyStore(PolicyRules):
     def close(self) -> None:
         self._watched.close()
         self._db.close()
+
+
+def _copy_database(execute: Execute, source: Path) -> int | None:
+    """Copy the versions and state of an installation's SQLite policy file into a store that
+    never changed."""
+    (changes,) = execute("SELECT changes FROM policy_state WHERE id = 1").fetchone()
+    if not source.is_file() or changes or execute("SELECT 1 FROM policy_versions LIMIT 1").fetchall():
+        return None
+    with contextlib.closing(sqlite_connections.open_read_only(source)) as local:
+        versions = local.execute("SELECT version, bundle FROM policy_versions").fetchall()
+        (state,) = local.execute("SELECT state FROM policy_state WHERE id = 1").fetchone()
+    for row in versions:
+        execute("INSERT INTO policy_versions VALUES (?, ?)", row)
+    execute("UPDATE policy_state SET state = ?, changes = changes + 1 WHERE id = 1", (state,))
+    return len(versions)

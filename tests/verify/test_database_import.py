@@ -13,10 +13,11 @@ from gateway.domain.budget import Amount, accounts
 from gateway.domain.policy import FreezeKind
 from gateway.services.runtime import Runtime
 from gateway.state.audit_sqlite import SqliteAuditLog
+from gateway.state.backend import policy_database
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.ledger_sqlite import SqliteLedger
-from gateway.state.policy_file import FilePolicyStore
+from gateway.state.policy_sqlite import SqlitePolicyStore
 from tests.conftest import PG_DSN, bearer, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 
@@ -39,7 +40,9 @@ def test_an_installation_moves_to_postgres_with_its_history(gateway_for: Callabl
     local_ledger = SqliteLedger.open(inst.settings.state_dir / "ledger")
     usage = local_ledger.usage("bank-sme-credit-2026")
     local_ledger.close()
-    in_force = FilePolicyStore(inst.settings.policy_store_dir).active_version()
+    local_policy = SqlitePolicyStore(policy_database(inst.settings))
+    in_force = local_policy.active_version()
+    local_policy.close()
     assert size > 0 and usage and in_force
 
     with pg_schema() as schema:

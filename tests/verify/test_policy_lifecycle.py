@@ -20,7 +20,8 @@ from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.domain.policy import PolicyBundle
 from gateway.domain.trail import digest
-from gateway.state.policy_file import FilePolicyStore
+from gateway.state.backend import policy_database
+from gateway.state.policy_sqlite import SqlitePolicyStore
 from tests.conftest import Installation, bearer, get_token, policy_copy, serve_process
 from tests.verify.conftest import Gateway, enterprises
 
@@ -169,7 +170,7 @@ def test_rollback_and_reload_from_disk(gateway_for: Callable[..., Gateway]) -> N
 def test_every_request_is_served_under_exactly_one_version(gateway_for: Callable[..., Gateway]) -> None:
     """Swap two bundles back and forth (as another process would) under concurrent requests."""
     gw = gateway_for()
-    store = FilePolicyStore(gw.client.app.state.settings.policy_store_dir)  # type: ignore[attr-defined]
+    store = SqlitePolicyStore(policy_database(gw.client.app.state.settings))  # type: ignore[attr-defined]
     one = store.load(store.active_version() or "")
     data = one.model_dump(mode="json")
     data["grants"] = {"bank-b": data["grants"]["bank-sme-credit-2026"]}

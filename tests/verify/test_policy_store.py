@@ -1,8 +1,9 @@
-"""The policy store on both backends: files always, PostgreSQL when VEILGATE_TEST_PG_DSN is set.
+"""The policy store on both backends: SQLite always, PostgreSQL when VEILGATE_TEST_PG_DSN is set.
 A change made through one handle (another process, or a replica) is seen by the others."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,17 +13,18 @@ import pytest
 
 from gateway.errors import Conflict, NotFound, PolicyDenied
 from gateway.policy import load_bundle
-from gateway.state.policy_file import FilePolicyStore
+from gateway.state.policy import pretty
 from gateway.state.policy_postgres import PostgresPolicyStore
+from gateway.state.policy_sqlite import SqlitePolicyStore
 from gateway.state.ports import PolicyStore
 from tests.conftest import ON_POSTGRES, REPO, eventually, store_handles
 
 
-@pytest.fixture(params=["files", ON_POSTGRES])
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], PolicyStore]]:
     with store_handles(
         request.param,
-        lambda: FilePolicyStore(tmp_path / "policy"),
+        lambda: SqlitePolicyStore(tmp_path / "policy" / "policy.sqlite3"),
         lambda dsn, schema: PostgresPolicyStore(dsn, schema=schema),
     ) as factory:
         yield factory
@@ -190,3 +192,35 @@ def test_a_concurrent_approve_and_reject_end_with_exactly_one_outcome(open_store
         with pytest.raises(Conflict):  # decided, whichever way
             rejecter.approve(proposal_id, by="admin-d", identity="person:d", approvals_required=2)
     assert sum(outcomes.values()) == RACES
+
+
+def test_the_policy_files_of_before_are_imported_once(tmp_path: Path) -> None:
+    """An installation's `state/policy/` as the file store wrote it (`versions/<version>.json`,
+    `state.json`) is copied into the new SQLite file on first open; `state.json` is kept as
+    `state.json.imported`, and a later open copies nothing over the store."""
+    directory = tmp_path / "policy"
+    demo = load_bundle(REPO / "policies")
+    changed = demo.model_copy(update={"grants": {k: v for k, v in demo.grants.items() if k != "bank-sme-credit-2026"}})
+    (directory / "versions").mkdir(parents=True)
+    for bundle in (demo, changed):
+        (directory / "versions" / f"{bundle.version}.json").write_text(pretty(bundle), encoding="utf-8")
+    history = [{"action": "activate", "at": "2026-01-01T00:00:00+00:00", "version": demo.version, "replaced": None,
+                "proposed_by": "setup", "approved_by": [], "reason": "first import", "diff": ""}]  # fmt: skip
+    proposal = {"id": "p1", "version": changed.version, "base": demo.version, "proposed_by": "admin-a",
+                "proposed_at": "2026-01-02T00:00:00+00:00", "note": "x", "approvals": ["admin-a"],
+                "identities": ["person:a"], "diff": ""}  # fmt: skip
+    state = {"active": demo.version, "previous": [], "proposals": {"p1": proposal}, "closed": {}, "history": history}
+    (directory / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    store = SqlitePolicyStore(directory / "policy.sqlite3", import_from=directory)
+    try:
+        assert store.state() == state and store.load(changed.version) == changed
+        assert not (directory / "state.json").exists() and (directory / "state.json.imported").is_file()
+        store.withdraw("p1", by="admin-a", identity="person:a", reason="not needed")
+    finally:
+        store.close()
+    (directory / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    again = SqlitePolicyStore(directory / "policy.sqlite3", import_from=directory)
+    try:
+        assert again.proposals() == {} and (directory / "state.json").exists()
+    finally:
+        again.close()

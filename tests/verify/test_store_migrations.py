@@ -1,7 +1,6 @@
 """PostgreSQL stores written before versioned migrations (tables made by the DDL of then, no
 `schema_versions`) open with their rows intact and their steps recorded once: the freezes, the
-objections and the policy store. (Their SQLite stores began with versioned steps; the policy's
-local store is JSON files, with no schema to migrate.)"""
+objections and the policy store. (Their SQLite stores began with versioned steps.)"""
 
 from __future__ import annotations
 
