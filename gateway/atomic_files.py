@@ -7,16 +7,11 @@ fsync, rename, fsync the directory), so a reader sees the old content or the new
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from gateway.errors import ConfigurationError
 
@@ -65,26 +60,6 @@ class Recheck:
         self._next = 0.0
 
 
-class CachedStamp:
-    """A file's `stamp`, taken again only when `Recheck` says so."""
-
-    __slots__ = ("_path", "_recheck", "_stamp")
-
-    def __init__(self, path: str | Path, seconds: float = 0.0) -> None:
-        self._path = str(path)
-        self._recheck = Recheck(seconds)
-        self._stamp: Stamp | None = None
-
-    def get(self) -> Stamp | None:
-        if self._recheck.due():
-            self._stamp = stamp(self._path)
-        return self._stamp
-
-    def forget(self) -> None:
-        """The file was changed here: take its stamp again on the next `get`."""
-        self._recheck.now()
-
-
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -131,20 +106,3 @@ def check_secret_file(path: Path) -> None:
         raise ConfigurationError(f"secret file {path.name} is not a regular file")
     if info.st_mode & 0o077:
         raise ConfigurationError(f"secret file {path.name} is readable by others; chmod 600 it")
-
-
-@contextmanager
-def locked_json(path: Path, empty: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Read-modify-write of a JSON document, under an exclusive lock shared by every process.
-
-    Yields the current content (or a copy of `empty`); whatever the block leaves in it is written
-    back atomically, unless the block raises.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_suffix(".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data: dict[str, Any] = (
-            json.loads(path.read_text(encoding="utf-8")) if path.exists() else json.loads(json.dumps(empty))
-        )
-        yield data
-        write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode())

@@ -58,8 +58,8 @@ class SqliteAccountStore(AccountRules):
             self._cache = None  # data_version does not count this connection's own commits
 
     def _accounts(self) -> dict[str, Account]:
-        cached = self._cache
-        if cached is not None and not self._recheck.due():
+        due, cached = self._recheck.due(), self._cache  # the interval starts at the first read
+        if cached is not None and not due:
             return cached[1]
         with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
             (version,) = conn.execute("PRAGMA data_version").fetchone()

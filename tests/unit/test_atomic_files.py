@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.atomic_files import CachedStamp, Recheck, stamp
+from gateway.atomic_files import Recheck
 from gateway.domain.policy import FreezeKind
 from gateway.state.freezes_sqlite import SqliteFreezeStore
 
@@ -35,15 +35,11 @@ def test_a_change_made_through_the_store_is_seen_at_once(tmp_path: Path) -> None
     assert (FreezeKind.SERVICE, "tax-compliance") in store.active()
 
 
-def test_a_cached_stamp_looks_again_only_when_due_or_told(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    cached = CachedStamp(path, 3600)
-    assert cached.get() is None
-    path.write_text("{}")
-    assert cached.get() is None  # not due
-    cached.forget()
-    assert cached.get() == stamp(path)
-    every_time = CachedStamp(path)
-    path.write_text("{} ")
-    assert every_time.get() == stamp(path)
-    assert Recheck(0).due() and Recheck(0).due()
+def test_recheck_is_due_once_per_interval_or_when_told() -> None:
+    every_time = Recheck(0)
+    assert every_time.due() and every_time.due()
+    hourly = Recheck(3600)
+    assert hourly.due()  # the first look
+    assert not hourly.due()
+    hourly.now()
+    assert hourly.due() and not hourly.due()
