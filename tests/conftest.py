@@ -25,8 +25,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.policy import read_bundle
 from gateway.services import demo_setup
 from gateway.settings import Settings
+from gateway.state.backend import open_policy_store
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_UIDS = (300_000 + (os.getpid() % 900) * 100, 300_000 + (os.getpid() % 900) * 100 + 99)
@@ -167,13 +169,18 @@ def policy_copy(target: Path, change: Callable[[dict[str, Any]], None] | None = 
 @pytest.fixture
 def bundle_app(installation: Installation, tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     """A factory: a client of a new app on the test's installation, serving the demo bundle with
-    `change` applied (and no bundle an earlier app of the test put in force)."""
+    `change` applied. The first app of a test starts on an empty policy store (nothing an earlier
+    test put in force); a later one shares that store, as the processes of one installation do,
+    and puts its bundle in force there when it differs, for every app of the test."""
     made: list[TestClient] = []
 
     def factory(change: Callable[[dict[str, Any]], None] | None = None) -> TestClient:
         policies = policy_copy(tmp_path / f"policies-{len(made)}", change)
         settings = installation.settings.model_copy(update={"policy_dir": policies})
-        shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
+        if made:
+            _put_in_force(settings, policies)
+        else:
+            shutil.rmtree(settings.policy_store_dir, ignore_errors=True)
         client = TestClient(create_app(settings))
         made.append(client)
         return client
@@ -181,6 +188,18 @@ def bundle_app(installation: Installation, tmp_path: Path) -> Iterator[Callable[
     yield factory
     for client in made:
         client.close()
+
+
+def _put_in_force(settings: Settings, policies: Path) -> None:
+    bundle, errors = read_bundle(policies)
+    assert bundle is not None, errors
+    store = open_policy_store(settings, listen=False)
+    try:
+        active = store.active_version()
+        if active is None or store.load(active) != bundle:
+            store.activate(bundle, by="test", reason="the bundle of a later app of the test", base=active)
+    finally:
+        store.close()
 
 
 def free_port() -> int:
