@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.domain.policy import Freeze, FreezeKind
-from gateway.state import freezes, migrations, postgres_reader, postgres_watched, sqlite_connections
+from gateway.state import freezes, postgres_reader, postgres_watched, sqlite_connections
 from gateway.state.migrations import Execute, Step
 from gateway.state.ports.freezes import Freezes
 
@@ -41,14 +41,7 @@ class PostgresFreezeStore:
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
         """`listen=False`: no copy in memory, every `active()` reads the rows (a CLI command, say)."""
-        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
-        try:
-            with self._db.transaction() as db:
-                db.execute(migrations.POSTGRES_LOCK)
-                migrations.migrate(db.execute, STORE, STEPS)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = postgres_reader.Reader.migrated(dsn, schema, store=STORE, steps=STEPS, unavailable=_UNAVAILABLE)
         self._watched = postgres_watched.Watched(dsn, schema, channel=_CHANNEL, load=self._load, listen=listen)
 
     def active(self) -> Freezes:

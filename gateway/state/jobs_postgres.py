@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.state import migrations, postgres_connections, postgres_reader
+from gateway.state import postgres_connections, postgres_reader
 from gateway.state.jobs import JobRules
 from gateway.state.jobs_schema import COLUMNS, SELECT_ONE, STEPS, STORE
 from gateway.state.migrations import Execute
@@ -25,15 +25,8 @@ _TABLES: postgres_connections.Tables = (("jobs", (*(c.strip() for c in COLUMNS.s
 
 class PostgresJobStore(JobRules):
     def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.migrated(dsn, schema, store=STORE, steps=STEPS, unavailable=_UNAVAILABLE)
         super().__init__(writing=self._writing, rows=self._db.rows, select_for_update=SELECT_ONE + " FOR UPDATE")
-        try:
-            with self._writing() as execute:
-                execute(migrations.POSTGRES_LOCK)
-                migrations.migrate(execute, STORE, STEPS)
-        except BaseException:
-            self._db.close()
-            raise
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Execute]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import NotFound
-from gateway.state import migrations, postgres_reader, sqlite_connections
+from gateway.state import postgres_reader, sqlite_connections
 from gateway.state.migrations import Execute
 from gateway.state.objections import STEPS, STORE, ObjectionRules, apply_move, copy_file, row
 from gateway.state.ports.objections import Status
@@ -21,15 +21,8 @@ _UNAVAILABLE = "the objections cannot be read or written"
 
 class PostgresObjectionStore(ObjectionRules):
     def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.migrated(dsn, schema, store=STORE, steps=STEPS, unavailable=_UNAVAILABLE)
         super().__init__(add=self._add_one)
-        try:
-            with self._db.transaction() as db:
-                db.execute(migrations.POSTGRES_LOCK)
-                migrations.migrate(db.execute, STORE, STEPS)
-        except BaseException:
-            self._db.close()
-            raise
 
     def _add_one(self, made: dict[str, Any]) -> None:
         self._db.write("INSERT INTO objections VALUES (?, ?, ?, ?)", row(made))

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.atomic_files import Stamp
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import NotFound
-from gateway.state import migrations, postgres_reader, postgres_watched, sqlite_connections
+from gateway.state import postgres_reader, postgres_watched, sqlite_connections
 from gateway.state.migrations import Execute
 from gateway.state.policy import STEPS, STORE, PolicyRules, copy_directory, pretty
 
@@ -31,15 +31,8 @@ class PostgresPolicyStore(PolicyRules):
     kept in memory by every replica and renewed on each NOTIFY."""
 
     def __init__(self, dsn: str, *, schema: str, listen: bool = True) -> None:
-        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
+        self._db = postgres_reader.Reader.migrated(dsn, schema, store=STORE, steps=STEPS, unavailable=_UNAVAILABLE)
         super().__init__(read=self._read_state, changing=self._changing_state, keep=self._keep, load=self.load)
-        try:
-            with self._db.transaction() as db:
-                db.execute(migrations.POSTGRES_LOCK)
-                migrations.migrate(db.execute, STORE, STEPS)
-        except BaseException:
-            self._db.close()
-            raise
         self._watched = postgres_watched.Watched(dsn, schema, channel=_CHANNEL, load=self._changes, listen=listen)
 
     def _changes(self) -> int:

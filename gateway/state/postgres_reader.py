@@ -64,6 +64,19 @@ class Reader:
             session.users += 1
         return cls(dsn, schema, name=session.name, unavailable=unavailable, session=session)
 
+    @classmethod
+    def migrated(
+        cls, dsn: str, schema: str, *, store: str, steps: Sequence[migrations.Step], unavailable: str
+    ) -> Reader:
+        """`shared`, with `store`'s tables brought up to date (`migrate`); closed again if that fails."""
+        reader = cls.shared(dsn, schema, unavailable=unavailable)
+        try:
+            reader.migrate(store, steps)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
+
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._session.lock:
             found: list[tuple[Any, ...]] = self._run(sql, params).fetchall()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.state import migrations, postgres_reader
+from gateway.state import postgres_reader
 from gateway.state.sessions_sqlite import END, HAS_ENDED, PRUNE, STEPS, STORE
 
 __all__ = ["PostgresSessionStore"]
@@ -16,14 +16,7 @@ _UNAVAILABLE = "the ended console sessions cannot be read or written"
 
 class PostgresSessionStore:
     def __init__(self, dsn: str, *, schema: str) -> None:
-        self._db = postgres_reader.Reader.shared(dsn, schema, unavailable=_UNAVAILABLE)
-        try:
-            with self._db.transaction() as db:
-                db.execute(migrations.POSTGRES_LOCK)
-                migrations.migrate(db.execute, STORE, STEPS)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = postgres_reader.Reader.migrated(dsn, schema, store=STORE, steps=STEPS, unavailable=_UNAVAILABLE)
 
     def end(self, session_id: str, *, until: int) -> None:
         with self._db.transaction() as db:
