@@ -55,6 +55,22 @@ def pg_schema() -> Iterator[str]:
             conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
 
 
+@contextmanager
+def pg_old_schema() -> Iterator[tuple[str, Any]]:
+    """A schema of its own, made and set as the search path of a raw connection (yielded as a
+    `postgres_connections.Db`), to write an earlier release's tables before a store opens them."""
+    import psycopg
+
+    from gateway.state import postgres_connections
+
+    assert PG_DSN is not None
+    with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
+        name = psycopg.sql.Identifier(schema)
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(name))
+        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(name))
+        yield schema, postgres_connections.Db(conn)
+
+
 def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
     """Until `check` holds: what another process or replica learns from a notice, not at once.
     Fails after `seconds`."""

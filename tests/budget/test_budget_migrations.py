@@ -14,11 +14,11 @@ import pytest
 
 from gateway.domain.budget import Amount, accounts
 from gateway.errors import BudgetExhausted
-from gateway.state import migrations, postgres_connections
+from gateway.state import migrations
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.ports import BudgetStore
-from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
+from tests.conftest import ON_POSTGRES, PG_DSN, pg_old_schema
 
 OLD_DDL = (
     """CREATE TABLE budget_reservations (
@@ -65,13 +65,9 @@ def _old_ledger(backend: str, tmp_path: Path) -> Iterator[tuple[Callable[[], Bud
             _fill(raw.execute)
             yield (lambda: SqliteBudgetLedger(path)), raw.execute
         return
-    import psycopg
 
     assert PG_DSN is not None
-    with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
-        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
-        db = postgres_connections.Db(conn)
+    with pg_old_schema() as (schema, db):
         _fill(db.execute)
         yield (lambda: PostgresBudgetLedger(PG_DSN or "", schema=schema)), db.execute
 

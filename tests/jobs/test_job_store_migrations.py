@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from gateway.state import migrations, postgres_connections
+from gateway.state import migrations
 from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.jobs_sqlite import SqliteJobStore
 from gateway.state.ports import JobStore
-from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
+from tests.conftest import ON_POSTGRES, PG_DSN, pg_old_schema
 
 OLD_DDL = """CREATE TABLE jobs (
     id TEXT PRIMARY KEY, submitter TEXT NOT NULL, organisation TEXT NOT NULL, service TEXT NOT NULL,
@@ -53,13 +53,9 @@ def _old_store(backend: str, tmp_path: Path) -> Iterator[tuple[Callable[[], JobS
             raw.executemany(OLD_INSERT, ROWS)
             yield (lambda: SqliteJobStore(path)), raw.execute
         return
-    import psycopg
 
     assert PG_DSN is not None
-    with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
-        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
-        db = postgres_connections.Db(conn)
+    with pg_old_schema() as (schema, db):
         db.execute(OLD_DDL)
         db.executemany(OLD_INSERT, ROWS)
         yield (lambda: PostgresJobStore(PG_DSN or "", schema=schema)), db.execute

@@ -15,12 +15,12 @@ import pytest
 from gateway.domain import merkle
 from gateway.domain.trail import AuditLeaf
 from gateway.errors import ConfigurationError
-from gateway.state import migrations, postgres_connections
+from gateway.state import migrations
 from gateway.state.audit import AuditLogRules
 from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.ports import LeafFilter
-from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
+from tests.conftest import ON_POSTGRES, PG_DSN, pg_old_schema
 from tests.trust.conftest import event
 
 OLD_SQLITE_DDL = (
@@ -71,13 +71,9 @@ def _database(
                 raw.execute(statement)
             yield (lambda: SqliteAuditLog.open(directory)), raw.execute
         return
-    import psycopg
 
     assert PG_DSN is not None
-    with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
-        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
-        db = postgres_connections.Db(conn)
+    with pg_old_schema() as (schema, db):
         for statement in ddl:
             db.execute(statement)
         yield (lambda: PostgresAuditLog(PG_DSN or "", schema=schema, key_directory=directory)), db.execute

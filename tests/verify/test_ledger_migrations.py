@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigurationError
-from gateway.state import migrations, postgres_connections
+from gateway.state import migrations
 from gateway.state.ledger import LedgerRules
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
-from tests.conftest import ON_POSTGRES, PG_DSN, pg_schema
+from tests.conftest import ON_POSTGRES, PG_DSN, pg_old_schema
 
 OLD_SQLITE_DDL = (
     """CREATE TABLE counters (scope TEXT NOT NULL, window INTEGER NOT NULL, used INTEGER NOT NULL,
@@ -101,13 +101,9 @@ def _database(backend: str, tmp_path: Path, ddl: Sequence[str]) -> Iterator[tupl
                 raw.execute(statement)
             yield (lambda: SqliteLedger.open(directory)), raw.execute
         return
-    import psycopg
 
     assert PG_DSN is not None
-    with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
-        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
-        db = postgres_connections.Db(conn)
+    with pg_old_schema() as (schema, db):
         for statement in ddl:
             db.execute(statement)
         yield (lambda: PostgresLedger(PG_DSN or "", schema=schema)), db.execute

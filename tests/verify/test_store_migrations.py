@@ -18,7 +18,7 @@ from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.objections_postgres import PostgresObjectionStore
 from gateway.state.policy_postgres import PostgresPolicyStore
 from gateway.state.ports import Status
-from tests.conftest import PG_DSN, needs_pg, pg_schema
+from tests.conftest import PG_DSN, needs_pg, pg_old_schema, pg_schema
 
 pytestmark = [pytest.mark.postgres, needs_pg]
 
@@ -26,13 +26,10 @@ pytestmark = [pytest.mark.postgres, needs_pg]
 @pytest.fixture
 def old_schema() -> Iterator[tuple[str, postgres_connections.Db]]:
     """A schema of its own, and a raw connection into it."""
-    import psycopg
 
     assert PG_DSN is not None
-    with pg_schema() as schema, psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
-        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
-        yield schema, postgres_connections.Db(conn)
+    with pg_old_schema() as made:
+        yield made
 
 
 def test_freezes_of_before_are_migrated_with_their_rows(old_schema: tuple[str, postgres_connections.Db]) -> None:
