@@ -226,9 +226,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with uvicorn in a thread; yields the base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="error")
+def serving(app: FastAPI | Any, *, forwarded_allow_ips: str | None = None) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread; yields the base URL. `forwarded_allow_ips`: the
+    proxies whose forwarded headers uvicorn believes, as `veilgate serve` passes them."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level="error", forwarded_allow_ips=forwarded_allow_ips
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

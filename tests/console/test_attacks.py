@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import routing
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -23,7 +22,7 @@ from gateway.app import create_app
 from gateway.console import session
 from gateway.domain.principal import Role
 from gateway.services import authentication
-from tests.conftest import CANARY, Installation, bearer, free_port, get_token, wait_until_up
+from tests.conftest import CANARY, Installation, bearer, get_token, serving
 from tests.console.conftest import PUBLIC_PAGES, hidden, logged_in_as
 
 HOSTILE = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>"
@@ -184,19 +183,8 @@ def test_logout_and_expiry_end_the_session(client: TestClient, installation: Ins
 @contextmanager
 def behind_proxy(app: Any, trusted: str) -> Iterator[str]:
     """`app` served by uvicorn as `veilgate serve` does (proxy headers on), trusting `trusted`."""
-    import threading
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="error", forwarded_allow_ips=trusted)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{config.port}"
-    wait_until_up(base)
-    try:
+    with serving(app, forwarded_allow_ips=trusted) as base:
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _session_cookie(response: Any) -> str:
