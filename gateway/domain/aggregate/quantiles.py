@@ -60,9 +60,12 @@ MAX_COUNTED = 1_000_000
 """Most exact counts (cells times candidates) one query keeps in memory: many cells get fewer candidates."""
 LOCATE_SHARE = Fraction(1, 5)
 """The share of a template's epsilon that releases the coarse counts (once, for all its quantiles)."""
-SELECT_SHARE = Fraction(9, 10)
+SELECT_SHARE = Fraction(2, 3)
 """The share of a quantile's epsilon (after the coarse counts) that selects it; the rest counts
-the rows near it."""
+the rows near it. At 9/10 that count was so noisy that a fifth of the intervals of cells of a few
+thousand rows were the whole range, and the intervals' simulation, which redraws that noise,
+covered 96-97%; at 2/3 they cover 95% (93-97% in every size of cell) and are 5 to 20 times
+narrower, while the median's error grows by about a third."""
 COARSE_BINS = 32
 """About this many coarse bins per cell: more would sum more noise into the margin, fewer would
 make each bin (and so the fine candidates searched) wider."""
