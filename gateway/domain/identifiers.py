@@ -13,6 +13,7 @@ Verification must refuse malformed keys before touching data, so every key is no
 from __future__ import annotations
 
 import operator
+import re
 import unicodedata
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -21,6 +22,9 @@ _USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
 
 _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
 _ORG_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ORG_VALUE = {c: i for i, c in enumerate(_ORG_ALPHABET)}
+_ORG_CHECK = tuple({10: "X", 11: "0"}.get(11 - r, str(11 - r)) for r in range(11))
+"""The check character for a weighted sum s, by s % 11."""
 
 _RESIDENT_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
 _RESIDENT_CHECK = "10X98765432"
@@ -44,15 +48,20 @@ def uscc_check_char(first17: str) -> str:
     return USCC_ALPHABET[(31 - total % 31) % 31]
 
 
+_USCC_SHAPE = re.compile(f"[{USCC_ALPHABET}]{{2}}[0-9]{{6}}[{USCC_ALPHABET}]{{10}}")
+"""18 characters of the alphabet, the third to eighth (the division code) digits."""
+
+
 def is_valid_uscc(code: str) -> bool:
-    if len(code) != 18 or any(c not in _USCC_VALUE for c in code):
+    """Checked on every verification, so shape by one regular expression and each weighted sum
+    by map() over tables (a third of the cost of a generator per character)."""
+    if _USCC_SHAPE.fullmatch(code) is None:
         return False
-    if not code[2:8].isdigit():
+    org = sum(map(operator.mul, map(_ORG_VALUE.__getitem__, code[8:16]), _ORG_WEIGHTS))
+    if _ORG_CHECK[org % 11] != code[16]:
         return False
-    org = code[8:17]
-    if any(c not in _ORG_ALPHABET for c in org[:8]) or org_code_check_char(org[:8]) != org[8]:
-        return False
-    return uscc_check_char(code[:17]) == code[17]
+    total = sum(map(operator.mul, map(_USCC_VALUE.__getitem__, code[:17]), _USCC_WEIGHTS))
+    return USCC_ALPHABET[(31 - total % 31) % 31] == code[17]
 
 
 def resident_id_check_char(first17: str) -> str:

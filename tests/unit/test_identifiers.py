@@ -64,3 +64,26 @@ def test_any_single_digit_change_breaks_a_resident_id(seed: int, position: int, 
     assert is_valid_resident_id(number)
     replacement = data.draw(st.sampled_from([d for d in "0123456789" if d != number[position]]))
     assert not is_valid_resident_id(number[:position] + replacement + number[position + 1 :])
+
+
+def _uscc_by_definition(code: str) -> bool:
+    """GB 32100 and GB 11714 as written: the reference the table-driven check must equal."""
+    alphabet, org_alphabet = USCC_ALPHABET, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    if len(code) != 18 or any(c not in alphabet for c in code) or not code[2:8].isdigit():
+        return False
+    org_sum = sum(org_alphabet.index(c) * w for c, w in zip(code[8:16], (3, 7, 9, 10, 5, 8, 4, 2), strict=True))
+    org_check = {10: "X", 11: "0"}.get(11 - org_sum % 11, str(11 - org_sum % 11))
+    total = sum(alphabet.index(c) * pow(3, i, 31) for i, c in enumerate(code[:17]))
+    return org_check == code[16] and alphabet[(31 - total % 31) % 31] == code[17]
+
+
+@given(st.integers(min_value=0, max_value=2**32), st.lists(st.tuples(st.integers(0, 17), st.characters()), max_size=3))
+def test_the_credit_code_check_equals_the_standards_definition(seed: int, changes: list[tuple[int, str]]) -> None:
+    """Valid codes, and codes with any characters (other alphabets, digits, 'I', 'O', a full
+    stop...) put anywhere: both checks agree on every one."""
+    code = list(mock_uscc(random.Random(seed)))
+    for position, character in changes:
+        code[position] = character
+    text = "".join(code)
+    assert is_valid_uscc(text) == _uscc_by_definition(text)
+    assert is_valid_uscc(text[:17]) is False and is_valid_uscc(text + "0") is False
