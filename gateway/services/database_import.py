@@ -26,6 +26,7 @@ from gateway.state.backend import (
     objections_database,
     objections_file,
     policy_database,
+    sessions_file,
 )
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.freezes_postgres import PostgresFreezeStore
@@ -33,6 +34,7 @@ from gateway.state.jobs_postgres import PostgresJobStore
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.objections_postgres import PostgresObjectionStore
 from gateway.state.policy_postgres import PostgresPolicyStore
+from gateway.state.sessions_postgres import PostgresSessionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,8 @@ class _Importer(Protocol):
 
 
 def import_installation(settings: Settings) -> list[Imported]:
-    """Policy, client accounts, budgets, the verification ledger, the audit log, freezes, jobs and
-    objections, in that order: each from its file, where the file exists."""
+    """Policy, client accounts, budgets, the verification ledger, the audit log, freezes, jobs,
+    objections and ended console sessions, in that order: each from its file, where it exists."""
     if not settings.database_dsn:
         raise ConfigurationError("set database_dsn in the configuration: it names where the history goes")
     dsn, schema, state = settings.database_dsn, settings.database_schema, settings.state_dir
@@ -75,6 +77,8 @@ def import_installation(settings: Settings) -> list[Imported]:
          lambda: PostgresJobStore(dsn, schema=schema)),
         ("objections", objections, objections,
          lambda: PostgresObjectionStore(dsn, schema=schema)),
+        ("ended console sessions", sessions_file(settings), sessions_file(settings),
+         lambda: PostgresSessionStore(dsn, schema=schema)),
     ]  # fmt: skip
     done: list[Imported] = []
     for what, marker, source, open_store in steps:

@@ -4,9 +4,11 @@ is kept in memory that a notice would have to update)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from pathlib import Path
 
-from gateway.state import postgres_reader
+from gateway.state import postgres_reader, sqlite_connections
 from gateway.state.sessions_sqlite import END, HAS_ENDED, PRUNE, STEPS, STORE
 
 __all__ = ["PostgresSessionStore"]
@@ -25,6 +27,22 @@ class PostgresSessionStore:
 
     def has_ended(self, session_id: str) -> bool:
         return bool(self._db.rows(HAS_ENDED, (session_id,)))
+
+    def import_from(self, source: Path) -> int | None:
+        """Copy the ended sessions of an installation's `sessions.sqlite3` whose tokens have not
+        expired, so that a logout before the move stays one after it; returns how many were new
+        here (adding is idempotent: run twice, nothing is copied twice)."""
+        if not source.is_file():
+            return None
+        with contextlib.closing(sqlite_connections.open_read_only(source)) as local:
+            ended = local.execute(
+                "SELECT id, expires_at FROM ended_sessions WHERE expires_at >= ?", (int(time.time()),)
+            ).fetchall()
+        copied = 0
+        with self._db.transaction() as db:
+            for row in ended:
+                copied += db.execute(END, row).rowcount
+        return copied
 
     def close(self) -> None:
         self._db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,11 +14,12 @@ from gateway.domain.budget import Amount, accounts
 from gateway.domain.policy import FreezeKind
 from gateway.services.runtime import Runtime
 from gateway.state.audit_sqlite import SqliteAuditLog
-from gateway.state.backend import policy_database
+from gateway.state.backend import policy_database, sessions_file
 from gateway.state.budget_postgres import PostgresBudgetLedger
 from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.ledger_sqlite import SqliteLedger
 from gateway.state.policy_sqlite import SqlitePolicyStore
+from gateway.state.sessions_sqlite import SqliteSessionStore
 from tests.conftest import PG_DSN, bearer, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 
@@ -44,6 +46,10 @@ def test_an_installation_moves_to_postgres_with_its_history(gateway_for: Callabl
     in_force = local_policy.active_version()
     local_policy.close()
     assert size > 0 and usage and in_force
+    ended = SqliteSessionStore(sessions_file(inst.settings))  # a console logout, and one long expired
+    ended.end("logged-out", until=int(time.time()) + 3600)
+    ended.end("expired", until=int(time.time()) - 60)
+    ended.close()
 
     with pg_schema() as schema:
         config = inst.root / "postgres.toml"
@@ -56,6 +62,7 @@ def test_an_installation_moves_to_postgres_with_its_history(gateway_for: Callabl
         copied = re.search(r"^audit log: (\d+) copied$", moved.output, re.M)
         assert copied is not None and int(copied.group(1)) >= size  # leaves, and checkpoints
         assert "freezes: 1 copied" in moved.output
+        assert "ended console sessions: 1 copied" in moved.output
         again = CliRunner().invoke(cli, ["database", "import", "--config", str(config)])
         assert again.exit_code == 0
         verified = CliRunner().invoke(cli, ["audit", "verify", "--config", str(config)])
@@ -70,6 +77,7 @@ def test_an_installation_moves_to_postgres_with_its_history(gateway_for: Callabl
             assert rt.ledger.usage("bank-sme-credit-2026") == usage
             assert rt.policy_store.active_version() == in_force
             assert rt.clients.find("demo-business") is not None
+            assert rt.sessions.has_ended("logged-out") and not rt.sessions.has_ended("expired")
         finally:
             rt.close()
 
