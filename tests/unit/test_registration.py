@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gateway import engine
-from gateway.catalog import CatalogStore
+from gateway.catalog import CatalogStore, load_entry
 from gateway.domain.catalog import ChangeKind
 from gateway.errors import Conflict, RegistrationError
 from gateway.services import registration
@@ -283,3 +283,105 @@ def test_the_version_is_sorted_by_the_first_lookup_key_and_indexes_the_others(so
         con.close()
     assert indexed == {"[employer_code]"}
     assert keys == sorted(keys)
+
+
+def _heavy_person(source: Path) -> tuple[pa.Table, str]:
+    """The demo rows and 60 more of one new person, in ties of six months (ten rows a month), so
+    that which 36 rows the bound keeps depends on every column after keep_first_by."""
+    table = pq.read_table(source / "social_insurance.parquet")
+    first = table.slice(0, 1).to_pylist()[0]
+    person = "110101199001010015"
+    extra = [
+        first
+        | {
+            "person_id": person,
+            "month": first["month"].replace(month=1 + i % 6),
+            "region": ["11", "31"][i % 2],
+            "wage_base": 1000 + (i * 7919) % 60,
+            "paid": i % 3 != 0,
+        }
+        for i in range(60)
+    ]
+    return pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)]), person
+
+
+def _rule(rows: list[dict[str, Any]], max_rows: int) -> list[tuple[Any, ...]]:
+    """The documented rule, row by row: latest month first, then every column in catalogue order."""
+    ordered = sorted(
+        rows,
+        key=lambda r: (
+            -r["month"].toordinal(),
+            r["employer_code"],
+            r["region"],
+            r["industry"],
+            r["wage_base"],
+            r["paid"],
+        ),
+    )
+    return sorted(tuple(r.values()) for r in ordered[:max_rows])
+
+
+@pytest.mark.parametrize("lookup_keys", [["person_id", "employer_code"], ["employer_code", "person_id"], []])
+def test_the_bound_keeps_the_documented_rows_whichever_key_sorts_the_version(
+    source: Path, tmp_path: Path, lookup_keys: list[str]
+) -> None:
+    """Sorted by the unit (one sort ranks and orders) or by another key (a window ranks): each
+    person keeps at most max_rows rows, exactly the ones the documented rule names."""
+    table, person = _heavy_person(source)
+    data = _write(table, tmp_path)
+    entry = _entry(source, "social_insurance", tmp_path, lookup_keys=lookup_keys)
+    outcome = _register(tmp_path / "data", entry, data)
+    path = engine.version_path(tmp_path / "data", "social_insurance", outcome.record.version)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        cursor = con.execute(f"SELECT * FROM {engine.TABLE}")  # noqa: S608 - constant
+        names = [d[0] for d in cursor.description]
+        kept = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+    per_person: dict[str, int] = {}
+    for row in kept:
+        per_person[row["person_id"]] = per_person.get(row["person_id"], 0) + 1
+    assert max(per_person.values()) == 36
+    assert per_person[person] == 36
+    heavy = [r for r in table.to_pylist() if r["person_id"] == person]
+    assert sorted(tuple(r.values()) for r in kept if r["person_id"] == person) == _rule(heavy, 36)
+    assert outcome.rows_dropped_by_contribution_bound == table.num_rows - len(kept)
+
+
+def test_the_same_file_builds_the_same_table_row_for_row(source: Path, tmp_path: Path) -> None:
+    table, _person = _heavy_person(source)
+    data = _write(table, tmp_path)
+    entry = load_entry(source / "social_insurance.yaml")
+    first = engine.build_version(entry, data, tmp_path / "a")
+    again = engine.build_version(entry, data, tmp_path / "b", limits=engine.BuildLimits(threads=1))
+    orders = []
+    for built in (first, again):
+        con = duckdb.connect(str(built.path), read_only=True)
+        try:
+            orders.append(con.execute(f"SELECT * FROM {engine.TABLE}").fetchall())  # noqa: S608 - constant
+        finally:
+            con.close()
+    assert orders[0] == orders[1]  # the same rows, in the same order
+    assert first.rows_dropped_by_contribution_bound == again.rows_dropped_by_contribution_bound > 0
+
+
+@pytest.mark.parametrize("lookup_keys", [["person_id"], ["employer_code"]])
+def test_rows_without_a_unit_share_one_bound(source: Path, tmp_path: Path, lookup_keys: list[str]) -> None:
+    """A nullable unit column: its missing values are one unit, as in PARTITION BY."""
+    table, person = _heavy_person(source)
+    ids = [None if p == person else p for p in table["person_id"].to_pylist()]
+    data = _write(table.set_column(0, "person_id", pa.array(ids, pa.string())), tmp_path)
+    raw = yaml.safe_load((source / "social_insurance.yaml").read_text())
+    raw["columns"][0]["nullable"] = True
+    raw["lookup_keys"] = lookup_keys
+    entry = tmp_path / "entry.yaml"
+    entry.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    outcome = _register(tmp_path / "data", entry, data)
+    path = engine.version_path(tmp_path / "data", "social_insurance", outcome.record.version)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        missing = con.execute(f"SELECT count(*) FROM {engine.TABLE} WHERE person_id IS NULL").fetchone()  # noqa: S608
+    finally:
+        con.close()
+    assert missing == (36,)
