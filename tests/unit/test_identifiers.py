@@ -37,7 +37,15 @@ def test_malformed_credit_codes_are_refused(code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "number", ["110105194912310021", "11010519491331002X", "1101051949123100", "ABCDEFGHIJKLMNOPQR"]
+    "number",
+    [
+        "110105194912310021",
+        "11010519491331002X",
+        "1101051949123100",
+        "ABCDEFGHIJKLMNOPQR",
+        "\u06611010519491231002X",  # the valid example with an Arabic-Indic one: a digit, not ASCII
+        "\u00b21010519491231002X",  # a superscript two: str.isdigit takes it, int() does not
+    ],
 )
 def test_malformed_resident_ids_are_refused(number: str) -> None:
     assert not is_valid_resident_id(number)

@@ -385,3 +385,12 @@ def test_rows_without_a_unit_share_one_bound(source: Path, tmp_path: Path, looku
     finally:
         con.close()
     assert missing == (36,)
+
+
+def test_rows_outside_the_category_list_are_counted_row_by_row(source: Path, tmp_path: Path) -> None:
+    table = pq.read_table(source / "enterprise_registry.parquet")
+    status = ["dormant", "dormant", "closed", *table["status"].to_pylist()[3:]]
+    data = _write(table.set_column(7, "status", pa.array(status)), tmp_path)
+    with pytest.raises(RegistrationError) as caught:
+        _register(tmp_path / "data", source / "enterprise_registry.yaml", data)
+    assert caught.value.detail == "column status: values outside the public category list (3 row(s))"
