@@ -202,7 +202,9 @@ def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv:
     if not entry.lookup_keys or entry.lookup_keys[0] == unit.column:
         # The version is sorted by the unit anyway, so one sort by (unit, the rule's order) serves
         # both: a row's rank is its position less the position where its unit starts, counted as
-        # rows stream out of the sort (DuckDB keeps row order through windows with an empty OVER).
+        # rows stream out of the sort (DuckDB keeps row order through windows with an empty OVER;
+        # its docs do not promise it, so tests/unit/test_registration.py holds the rows the rule
+        # names, with one thread and two, and the recount below holds the bound).
         # A window partitioned by the unit sorted every row once more on the same text keys, and
         # the table was then sorted again by the lookup keys: at 10 M rows that took 18 s of CPU,
         # this 13. NULL units sort last and IS DISTINCT FROM takes them for one unit, as
