@@ -3,6 +3,7 @@ and unknown keys, frozen models and keys past their limits are refused."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -153,6 +154,9 @@ def test_a_new_model_version_is_an_approved_and_audited_change(models_gateway: C
     proposal = proposed.json()["proposal"]["id"]
     approved = approver.client.post(f"/v1/admin/policy/proposals/{proposal}/approve", headers=approver.headers)
     assert approved.status_code == 200, approved.text
+    # The bank's app is another server process in effect: it sees the approval once its recheck
+    # interval has passed (state_recheck_seconds), not on a request made in the same instant.
+    time.sleep(bank.installation.settings.state_recheck_seconds)
     after = {m["name"]: m["version"] for m in bank.client.get("/v1/models").json()["models"]}[MODEL]
     assert after != before
     scored = bank.score(list(_reference(bank.installation, 2)))
