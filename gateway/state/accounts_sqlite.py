@@ -17,8 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.atomic_files import Recheck
-from gateway.state import migrations, sqlite_connections
+from gateway.state import sqlite_connections
 from gateway.state.accounts import STEPS, STORE, AccountRules, _account, import_file
 from gateway.state.migrations import Execute
 from gateway.state.ports import Account
@@ -37,16 +36,11 @@ class SqliteAccountStore(AccountRules):
         path.touch(mode=0o600)  # secret hashes: the owner's only (SQLite gives its WAL files the same mode)
         self._conn = sqlite_connections.open_wal(path)
         self._lock = threading.Lock()
-        self._cache: tuple[int, dict[str, Account]] | None = None
-        self._recheck = Recheck(recheck_seconds)
-        with self.writing() as execute:
-            migrations.migrate(execute, STORE, STEPS)
-            copied = import_file(execute, import_from) if import_from is not None else None
+        self._snapshot: sqlite_connections.Snapshot[dict[str, Account]] = sqlite_connections.Snapshot(recheck_seconds)
+        copy = (lambda execute: import_file(execute, import_from)) if import_from is not None else None
+        copied = sqlite_connections.migrate_and_import(self._conn, self._lock, _UNAVAILABLE, STORE, STEPS, copy=copy)
         if copied is not None and import_from is not None:
-            backup = import_from.with_name(import_from.name + ".imported")
-            import_from.rename(backup)
-            log.warning("client accounts: %d copied from %s into %s; the file is kept as %s",
-                        copied, import_from, path, backup)  # fmt: skip
+            sqlite_connections.keep_as_imported(import_from, copied, path, log, "client accounts")
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Execute]:
@@ -55,20 +49,10 @@ class SqliteAccountStore(AccountRules):
 
     def _changed(self) -> None:
         with self._lock:
-            self._cache = None  # data_version does not count this connection's own commits
+            self._snapshot.forget()  # data_version does not count this connection's own commits
 
     def _accounts(self) -> dict[str, Account]:
-        due, cached = self._recheck.due(), self._cache  # the interval starts at the first read
-        if cached is not None and not due:
-            return cached[1]
-        with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
-            (version,) = conn.execute("PRAGMA data_version").fetchone()
-            if self._cache is not None and self._cache[0] == version:
-                return self._cache[1]
-            rows = conn.execute("SELECT client_id, record FROM clients").fetchall()
-            found = {key: _account(json.loads(text)) for key, text in rows}
-            self._cache = (int(version), found)
-            return found
+        return self._snapshot.read(self._conn, self._lock, _UNAVAILABLE, _read_accounts)
 
     def _proposal_rows(self) -> list[str]:
         with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
@@ -77,3 +61,7 @@ class SqliteAccountStore(AccountRules):
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._conn.close()
+
+
+def _read_accounts(conn: sqlite3.Connection) -> dict[str, Account]:
+    return {key: _account(json.loads(text)) for key, text in conn.execute("SELECT client_id, record FROM clients")}

@@ -16,9 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gateway.atomic_files import Recheck
 from gateway.domain.policy import Freeze, FreezeKind
-from gateway.state import freezes, migrations, sqlite_connections
+from gateway.state import freezes, sqlite_connections
 from gateway.state.migrations import Step
 from gateway.state.ports.freezes import Freezes
 
@@ -48,34 +47,17 @@ class SqliteFreezeStore:
         process's commit (0: on every call)."""
         self._conn = sqlite_connections.open_wal(path)
         self._lock = threading.Lock()
-        self._cache: tuple[int, Freezes] | None = None
-        self._recheck = Recheck(recheck_seconds)
-        try:
-            with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
-                migrations.migrate(conn.execute, freezes.STORE, STEPS)
-                copied = freezes.copy_file(conn.execute, import_from) if import_from is not None else None
-        except BaseException:
-            self._conn.close()
-            raise
+        self._snapshot: sqlite_connections.Snapshot[Freezes] = sqlite_connections.Snapshot(recheck_seconds)
+        copy = (lambda execute: freezes.copy_file(execute, import_from)) if import_from is not None else None
+        copied = sqlite_connections.migrate_and_import(
+            self._conn, self._lock, _UNAVAILABLE, freezes.STORE, STEPS, copy=copy
+        )
         if copied is not None and import_from is not None:
-            backup = import_from.with_name(import_from.name + ".imported")
-            import_from.rename(backup)
-            log.warning("freezes: %d stops copied from %s into %s; the file is kept as %s",
-                        copied, import_from, path, backup)  # fmt: skip
+            sqlite_connections.keep_as_imported(import_from, copied, path, log, "freezes")
 
     def active(self) -> Freezes:
         """What is frozen now; one `PRAGMA data_version` per recheck interval when nothing changed."""
-        due, cached = self._recheck.due(), self._cache  # the interval starts at the first read
-        if cached is not None and not due:
-            return cached[1]
-        with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
-            (version,) = conn.execute("PRAGMA data_version").fetchone()
-            if self._cache is not None and self._cache[0] == version:
-                return self._cache[1]
-            rows = conn.execute("SELECT record FROM freezes").fetchall()
-            found = {(f.kind, f.name): f for f in (Freeze.model_validate_json(text) for (text,) in rows)}
-            self._cache = (int(version), found)
-            return found
+        return self._snapshot.read(self._conn, self._lock, _UNAVAILABLE, _read_freezes)
 
     def history(self) -> list[dict[str, Any]]:
         with sqlite_connections.reading(self._conn, self._lock, _UNAVAILABLE) as conn:
@@ -86,14 +68,14 @@ class SqliteFreezeStore:
             with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
                 return freezes.add(conn.execute, kind, name, by=by, reason=reason)
         finally:
-            self._cache = None  # data_version does not count this connection's own commits
+            self._snapshot.forget()  # data_version does not count this connection's own commits
 
     def unfreeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
         try:
             with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
                 return freezes.remove(conn.execute, kind, name, by=by, reason=reason)
         finally:
-            self._cache = None
+            self._snapshot.forget()
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
@@ -111,3 +93,8 @@ def installation_stops(database: Path, legacy: Path) -> Freezes:
                 rows = []
         return {(f.kind, f.name): f for f in (Freeze.model_validate_json(text) for (text,) in rows)}
     return freezes.read_file(legacy)[0] if legacy.is_file() else {}
+
+
+def _read_freezes(conn: sqlite3.Connection) -> Freezes:
+    rows = conn.execute("SELECT record FROM freezes").fetchall()
+    return {(f.kind, f.name): f for f in (Freeze.model_validate_json(text) for (text,) in rows)}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import NotFound
-from gateway.state import migrations, sqlite_connections
+from gateway.state import sqlite_connections
 from gateway.state.objections import STEPS, STORE, ObjectionRules, apply_move, copy_file, row
 from gateway.state.ports.objections import Status
 
@@ -31,18 +31,10 @@ class SqliteObjectionStore(ObjectionRules):
         self._conn = sqlite_connections.open_wal(path)
         self._lock = threading.Lock()
         super().__init__(add=self._add_one)
-        try:
-            with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
-                migrations.migrate(conn.execute, STORE, STEPS)
-                copied = copy_file(conn.execute, import_from) if import_from is not None else None
-        except BaseException:
-            self._conn.close()
-            raise
+        copy = (lambda execute: copy_file(execute, import_from)) if import_from is not None else None
+        copied = sqlite_connections.migrate_and_import(self._conn, self._lock, _UNAVAILABLE, STORE, STEPS, copy=copy)
         if copied is not None and import_from is not None:
-            backup = import_from.with_name(import_from.name + ".imported")
-            import_from.rename(backup)
-            log.warning("objections: %d copied from %s into %s; the file is kept as %s",
-                        copied, import_from, path, backup)  # fmt: skip
+            sqlite_connections.keep_as_imported(import_from, copied, path, log, "objections")
 
     def _add_one(self, made: dict[str, Any]) -> None:
         with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:

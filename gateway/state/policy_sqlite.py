@@ -21,7 +21,7 @@ from typing import Any
 from gateway.atomic_files import Recheck, Stamp
 from gateway.domain.policy import PolicyBundle
 from gateway.errors import NotFound
-from gateway.state import migrations, sqlite_connections
+from gateway.state import sqlite_connections
 from gateway.state.policy import STEPS, STORE, PolicyRules, copy_directory, pretty
 
 __all__ = ["SqlitePolicyStore"]
@@ -42,18 +42,10 @@ class SqlitePolicyStore(PolicyRules):
         self._cache: tuple[int, int] | None = None  # (data_version, changes)
         self._inside = threading.local()  # `writing`: this thread holds the lock, in its transaction
         super().__init__(read=self._read_state, changing=self._changing_state, keep=self._keep, load=self.load)
-        try:
-            with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
-                migrations.migrate(conn.execute, STORE, STEPS)
-                copied = copy_directory(conn.execute, import_from) if import_from is not None else None
-        except BaseException:
-            self._conn.close()
-            raise
+        copy = (lambda execute: copy_directory(execute, import_from)) if import_from is not None else None
+        copied = sqlite_connections.migrate_and_import(self._conn, self._lock, _UNAVAILABLE, STORE, STEPS, copy=copy)
         if copied is not None and import_from is not None:
-            state_file = import_from / "state.json"
-            state_file.rename(state_file.with_name("state.json.imported"))
-            log.warning("policy: %d versions and the state copied from %s into %s; state.json is kept as "
-                        "state.json.imported", copied, import_from, path)  # fmt: skip
+            sqlite_connections.keep_as_imported(import_from / "state.json", copied, path, log, "policy versions")
 
     def stamp(self) -> Stamp | None:
         due, cached = self._recheck.due(), self._cache  # the interval starts at the first look

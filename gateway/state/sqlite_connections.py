@@ -10,14 +10,19 @@ transaction.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar
 
+from gateway.atomic_files import Recheck
 from gateway.errors import DependencyError
 from gateway.state import migrations
+
+T = TypeVar("T")
 
 
 def connect(path: Path, *, busy_timeout_seconds: float = 30.0, same_thread: bool = False) -> sqlite3.Connection:
@@ -86,3 +91,59 @@ def reading(conn: sqlite3.Connection, lock: threading.Lock, unavailable: str) ->
             yield conn
         except sqlite3.OperationalError as exc:
             raise DependencyError(unavailable) from exc
+
+
+def migrate_and_import(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    unavailable: str,
+    store: str,
+    steps: Sequence[migrations.Step],
+    *,
+    copy: Callable[[migrations.Execute], int | None] | None = None,
+) -> int | None:
+    """A store's first open: its steps applied and, where `copy` is given, what an earlier release
+    kept in files copied in, in one transaction; what `copy` returns (None: nothing copied). The
+    connection is closed if that fails, so a store that cannot open leaves no handle behind."""
+    try:
+        with immediate(conn, lock, unavailable) as held:
+            migrations.migrate(held.execute, store, steps)
+            return copy(held.execute) if copy is not None else None
+    except BaseException:
+        conn.close()
+        raise
+
+
+def keep_as_imported(source: Path, copied: int, into: Path, log: logging.Logger, what: str) -> None:
+    """The file an import copied from, renamed `<name>.imported` and kept as a backup (never read
+    again), and the import logged."""
+    backup = source.with_name(source.name + ".imported")
+    source.rename(backup)
+    log.warning("%s: %d copied from %s into %s; the file is kept as %s", what, copied, source, into, backup)
+
+
+class Snapshot(Generic[T]):
+    """A store's rows held in memory, read again only when another connection committed
+    (`PRAGMA data_version`), which is asked at most once per recheck interval; `forget` after
+    this connection's own commits, which data_version does not count."""
+
+    def __init__(self, recheck_seconds: float) -> None:
+        self._recheck = Recheck(recheck_seconds)
+        self._held: tuple[int, T] | None = None
+
+    def read(
+        self, conn: sqlite3.Connection, lock: threading.Lock, unavailable: str, load: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        due, held = self._recheck.due(), self._held  # the interval starts at the first read
+        if held is not None and not due:
+            return held[1]
+        with reading(conn, lock, unavailable) as held_conn:
+            (version,) = held_conn.execute("PRAGMA data_version").fetchone()
+            if self._held is not None and self._held[0] == version:
+                return self._held[1]
+            found = load(held_conn)
+            self._held = (int(version), found)
+            return found
+
+    def forget(self) -> None:
+        self._held = None
