@@ -36,7 +36,9 @@ def quote(identifier: str) -> str:
 
 
 def scalar_int(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
-    row = con.execute(sql, list(params)).fetchone()
-    if row is None:
-        raise InternalError("a scalar query returned no row (this is a bug)")
-    return int(row[0])
+    """The one integer a query returns. Fetched to the end, so the connection is free for a
+    relation (`con.sql`) next: DuckDB refuses one while an execute() result is unfinished."""
+    rows = con.execute(sql, list(params)).fetchall()
+    if len(rows) != 1:
+        raise InternalError("a scalar query did not return one row (this is a bug)")
+    return int(rows[0][0])

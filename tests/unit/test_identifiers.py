@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import random
 
+import duckdb
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.domain.identifiers import USCC_ALPHABET, is_valid_resident_id, is_valid_uscc, normalize_key
+from gateway.domain.catalog import Column
+from gateway.domain.identifiers import (
+    USCC_ALPHABET,
+    is_valid_resident_id,
+    is_valid_uscc,
+    normalize_key,
+    valid_resident_ids,
+)
 from gateway.domain.mock_rows import mock_resident_id, mock_uscc
+from gateway.engine.checks import invalid_keys
 
 
 @pytest.mark.parametrize("code", ["91350100M000100Y43", "91110000802100433B"])
@@ -95,3 +105,48 @@ def test_the_credit_code_check_equals_the_standards_definition(seed: int, change
     text = "".join(code)
     assert is_valid_uscc(text) == _uscc_by_definition(text)
     assert is_valid_uscc(text[:17]) is False and is_valid_uscc(text + "0") is False
+
+
+def _resident_id_variants(seed: int, changes: list[tuple[int, str]]) -> str:
+    number = list(mock_resident_id(random.Random(seed)))
+    for position, character in changes:
+        number[position % len(number)] = character
+    return "".join(number)
+
+
+_ODD_CHARACTERS = [*"0123456789X", "x", " ", "\u0663", "\u00e9", "\uff11"]
+_CHANGES = st.lists(st.tuples(st.integers(0, 17), st.sampled_from(_ODD_CHARACTERS)), max_size=3)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**32), _CHANGES), min_size=1, max_size=40))
+def test_the_batch_resident_id_check_equals_the_one_at_a_time_check(
+    numbers: list[tuple[int, list[tuple[int, str]]]],
+) -> None:
+    """Valid numbers with digits, 'X', letters, spaces and other scripts' digits put anywhere:
+    every 18-byte one is judged as is_valid_resident_id judges it."""
+    texts = [_resident_id_variants(seed, changes) for seed, changes in numbers]
+    fixed = [t.encode("utf-8") for t in texts if len(t.encode("utf-8")) == 18]
+    if not fixed:
+        return
+    matrix = np.frombuffer(b"".join(fixed), dtype=np.uint8).reshape(len(fixed), 18)
+    assert valid_resident_ids(matrix).tolist() == [is_valid_resident_id(t.decode("utf-8")) for t in fixed]
+
+
+@pytest.mark.parametrize("is_csv", [False, True])
+def test_registration_counts_every_kind_of_invalid_resident_id(is_csv: bool) -> None:
+    """Through DuckDB and Arrow as registration reads them: wrong lengths, other scripts (more
+    bytes than characters), a bad month, a bad check character; an empty CSV cell is missing."""
+    good = [mock_resident_id(random.Random(seed)) for seed in range(5)]
+    bad = [
+        good[0][:17],
+        good[0] + "1",
+        "\u0663" + good[0][1:],
+        good[1][:10] + "13" + good[1][12:],
+        good[2][:17] + ("0" if good[2][17] != "0" else "1"),
+    ]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE src AS SELECT unnest($1) AS person_id", [[*good, *bad, "", None, *good]])
+    column = Column.model_validate(
+        {"name": "person_id", "type": "string", "sensitivity": "identifier", "key_format": "resident_id"}
+    )
+    assert invalid_keys(con, column, "src", is_csv) == len(bad) + (0 if is_csv else 1)

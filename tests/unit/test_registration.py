@@ -325,8 +325,9 @@ def _rule(rows: list[dict[str, Any]], max_rows: int) -> list[tuple[Any, ...]]:
 def test_the_bound_keeps_the_documented_rows_whichever_key_sorts_the_version(
     source: Path, tmp_path: Path, lookup_keys: list[str]
 ) -> None:
-    """Sorted by the unit (one sort ranks and orders) or by another key (a window ranks): each
-    person keeps at most max_rows rows, exactly the ones the documented rule names."""
+    """Whichever key sorts the version (the unit, another key, none), the units above the bound
+    are ranked apart: each person keeps at most max_rows rows, exactly the ones the documented
+    rule names."""
     table, person = _heavy_person(source)
     data = _write(table, tmp_path)
     entry = _entry(source, "social_insurance", tmp_path, lookup_keys=lookup_keys)
