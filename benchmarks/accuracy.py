@@ -27,11 +27,14 @@ over 2,001 candidates, where the grid step alone made the error), coverage 0.93-
 runs (0.934 for the single stage; a run's 850 median intervals come from the same 34 cells,
 whose picks hardly move, so they are far from independent draws), and 3.0-3.6 times its plain
 query's time (3.1-3.5 in CPU), where the single stage took 11.1 times in the same conditions
-(7.0 on a quieter machine). Of a release, the query took about 1.5-1.8 times
-the plain query, the noise 1.2-1.4 times (the coarse counts' 1,088 exact discrete Laplace draws
-about a third of it, 34 calls of report-noisy-min over 127-253 candidates the rest) and the
-intervals 0.3 times: 1.5 times is out of reach while the histogram alone costs more than the plain
-query and OpenDP samples every draw exactly.
+(7.0 on a quieter machine). On a quiet machine (load below 1) the median took 4.4-4.5 times its
+plain query (query 30 ms, noise 50, intervals 6, plain 19-22) with the bins handed from DuckDB
+to OpenDP as Python lists and the cells' selections one after another; with the bins kept in
+numpy and the selections on two threads, 3.8 times (24, 36, 6 against 17.6). What is left of
+the noise is OpenDP drawing each value by itself: about 15 microseconds a discrete Laplace draw
+here, most of it ten `getpid` system calls (OpenSSL's fork check, seen with `strace -c`), so the
+coarse counts' 1,088 draws take 15-19 ms and the 34 report-noisy-min calls over 127-253
+candidates 12-15 ms on two threads. 1.5 times is out of reach while every draw costs that.
 """
 
 from __future__ import annotations

@@ -8,15 +8,21 @@ read the same way and compared the same way. No engine library is imported here.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
 
+ExactStatistics = Mapping[str, list[int] | npt.NDArray[np.int64]]
+"""Per statistic of a plan, one integer per cell (times bin): a list, or for the bins of a
+histogram or quantile as the DuckDB engine places them, a numpy vector (a quantile has a
+hundred thousand bins, and a list of them cost as long to make and read back as the query)."""
 
-def exact_statistics(plan: Plan, rows: Iterable[Sequence[Any]]) -> dict[str, list[int]]:
+
+def exact_statistics(plan: Plan, rows: Iterable[Sequence[Any]]) -> ExactStatistics:
     """One integer per cell (times bin) for each statistic; rows whose group keys are not in
     the public category lists belong to no cell and are dropped."""
     names = list(plan.exact)
@@ -35,7 +41,7 @@ def exact_statistics(plan: Plan, rows: Iterable[Sequence[Any]]) -> dict[str, lis
     return out
 
 
-def binned_statistics(plan: Plan, columns: Sequence[np.ndarray]) -> dict[str, list[int]]:
+def binned_statistics(plan: Plan, columns: Sequence[np.ndarray]) -> ExactStatistics:
     """`exact_statistics` of a histogram or quantile from its result as columns (group keys...,
     bin index, count), placed with numpy: a quantile's result has tens of thousands of rows,
     which a loop over tuples placed in about as long as the query took."""
@@ -56,7 +62,7 @@ def binned_statistics(plan: Plan, columns: Sequence[np.ndarray]) -> dict[str, li
     placed = np.zeros(len(plan.cells) * bins, dtype=np.int64)
     kept = cell >= 0
     placed[cell[kept] * bins + index[kept]] = counts[kept]
-    return {"bins": placed.tolist()}
+    return {"bins": placed}
 
 
 def observed_counts(plan: Plan, rows: Iterable[Sequence[Any]]) -> dict[tuple[str, ...], int]:

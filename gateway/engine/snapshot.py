@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 
 from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
-from gateway.engine.plan_results import binned_statistics, exact_statistics, observed_counts
+from gateway.engine.plan_results import ExactStatistics, binned_statistics, exact_statistics, observed_counts
 from gateway.engine.plan_sql import aggregate_sql
 from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
 from gateway.errors import InternalError
@@ -50,7 +50,7 @@ class Snapshot:
                 index.setdefault(row[0], []).append(tuple(row[1:]))
         return index
 
-    def aggregate(self, plan: Plan) -> dict[str, list[int]]:
+    def aggregate(self, plan: Plan) -> ExactStatistics:
         """The exact statistics a plan names, one integer per cell (times bin), in the plan's order.
 
         Values are clamped to the catalogue bounds here although registration already refused

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway import privacy
 from gateway.domain import intervals
@@ -126,7 +127,7 @@ def _quantile_width(compiled: Plan, typical_rows: int | None) -> Decimal | None:
     return widest * g
 
 
-def _release_quantiles(compiled: Plan, bins: Sequence[int]) -> dict[str, NoisyVector]:
+def _release_quantiles(compiled: Plan, bins: Sequence[int] | npt.NDArray[np.int64]) -> dict[str, NoisyVector]:
     """Noisy coarse counts of every cell (one release); then per quantile and cell, a candidate
     chosen by report-noisy-min on the exact scores of the fine candidates that the coarse counts
     leave possible; then a noisy count of the rows near each chosen candidate. Sequential: each
@@ -138,17 +139,19 @@ def _release_quantiles(compiled: Plan, bins: Sequence[int]) -> dict[str, NoisyVe
     coarse = compiled.statistics[0]
     stride = quantiles.coarse_stride(grid.count)
     exact_coarse = quantiles.coarse_counts(fine, stride)
-    located = privacy.add_noise(exact_coarse.ravel().tolist(), coarse.sensitivity, coarse.micro_epsilon)
+    located = privacy.add_noise(exact_coarse.ravel(), coarse.sensitivity, coarse.micro_epsilon)
     noisy = {coarse.name: NoisyVector(located.values, located.scale, 0)}
     per_cell = np.asarray(located.values, dtype=np.int64).reshape(exact_coarse.shape)
     for i, q in enumerate(compiled.template.quantiles):
         select, near = compiled.statistics[1 + 2 * i], compiled.statistics[2 + 2 * i]
         margin = quantiles.locate_margin(located.scale, exact_coarse.shape[1], q)
-        chosen = []
+        firsts, searched = [], []
         for counts, coarse_noisy in zip(fine, per_cell, strict=True):
             first, last = quantiles.locate(coarse_noisy.tolist(), q, margin, stride, grid.count)
-            scores = quantiles.scores(counts, q, first, last)
-            chosen.append(first + privacy.select_min(scores, select.sensitivity, select.micro_epsilon))
+            firsts.append(first)
+            searched.append(quantiles.scores(counts, q, first, last))
+        picks = privacy.select_min_each(searched, select.sensitivity, select.micro_epsilon)
+        chosen = [first + pick for first, pick in zip(firsts, picks, strict=True)]
         noisy[select.name] = NoisyVector(tuple(chosen), scale_of(select), 0)
         exact = [quantiles.window(counts, j)[0] for counts, j in zip(fine, chosen, strict=True)]
         released = privacy.add_noise(exact, near.sensitivity, near.micro_epsilon)
@@ -156,7 +159,7 @@ def _release_quantiles(compiled: Plan, bins: Sequence[int]) -> dict[str, NoisyVe
     return noisy
 
 
-def release_noise(compiled: Plan, exact: Mapping[str, Sequence[int]]) -> dict[str, NoisyVector]:
+def release_noise(compiled: Plan, exact: Mapping[str, Sequence[int] | npt.NDArray[np.int64]]) -> dict[str, NoisyVector]:
     """Step 6's mechanisms on the exact statistics of a plan (not one choosing its groups)."""
     if compiled.template.measure is Measure.QUANTILE:
         return _release_quantiles(compiled, exact["bins"])

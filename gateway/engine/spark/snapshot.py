@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from pyspark.sql import SparkSession
 
 from gateway.domain.aggregate import Plan
-from gateway.engine.plan_results import exact_statistics, observed_counts
+from gateway.engine.plan_results import ExactStatistics, exact_statistics, observed_counts
 from gateway.engine.spark.plans import aggregate_frame
 from gateway.errors import DependencyError
 
@@ -30,7 +30,7 @@ class SparkSnapshot:
     def count_rows(self) -> int:
         return int(self._frame.count())
 
-    def aggregate(self, plan: Plan) -> dict[str, list[int]]:
+    def aggregate(self, plan: Plan) -> ExactStatistics:
         """The exact statistics a plan names, as `Snapshot.aggregate` returns them. The rows
         come back to the driver grouped (one per cell and bin), never row by row."""
         return exact_statistics(plan, [tuple(row) for row in aggregate_frame(self._frame, plan).collect()])
