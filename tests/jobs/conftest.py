@@ -27,6 +27,9 @@ EXAMPLE_TABLES: list[dict[str, Any]] = json.loads(
 )
 """The tables the example SDC job declares: one computed by the gateway, one the job writes."""
 CHECKERS = ("demo-admin", "demo-approver")
+QUICK_LIMITS = {"cpu_seconds": 5, "wall_seconds": 5, "memory_mb": 1024, "file_mb": 8, "processes": 16, "scratch_mb": 16}
+"""The SDC service's limits in job tests: the run's outcome is recorded once its wall-clock limit
+has passed, so every SDC run takes about this long."""
 
 needs_isolation = pytest.mark.skipif(
     isolation_problem() is not None, reason=f"the jail cannot be built here: {isolation_problem()}"
@@ -129,7 +132,14 @@ class Jobs:
 @pytest.fixture
 def jobs_gateway(installation: Installation, bundle_app: Callable[..., TestClient]) -> Callable[..., Jobs]:
     def factory(change: Callable[[dict[str, Any]], None] | None = None) -> Jobs:
-        client = bundle_app(change)
+        def changed(bundle: dict[str, Any]) -> None:
+            # A run's outcome waits for its service's wall-clock limit: the shortest allowed
+            # keeps the tests quick (a test that needs more sets its own limits).
+            bundle["job_services"]["enterprise-tables"]["limits"] = dict(QUICK_LIMITS)
+            if change is not None:
+                change(bundle)
+
+        client = bundle_app(changed)
         who = ("demo-researcher", "demo-admin", "demo-approver", "demo-business")
         headers = {w: bearer(get_token(client, w, installation.credentials[w])) for w in who}
         return Jobs(client, installation, headers)

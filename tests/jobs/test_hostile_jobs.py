@@ -17,7 +17,7 @@ pytestmark = needs_isolation
 
 
 def _tight(bundle: dict[str, Any]) -> None:
-    limits = {"cpu_seconds": 4, "wall_seconds": 8, "memory_mb": 1024, "file_mb": 8, "processes": 16, "scratch_mb": 16}
+    limits = {"cpu_seconds": 4, "wall_seconds": 5, "memory_mb": 1024, "file_mb": 8, "processes": 16, "scratch_mb": 16}
     bundle["job_services"]["enterprise-tables"]["limits"] = limits
 
 

@@ -10,6 +10,8 @@ that lost its job (failed as overdue, then requeued) cannot overwrite it.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -62,6 +64,22 @@ class RunNeeds(
 
 log = logging.getLogger("veilgate.jobs")
 
+HOLD_MARGIN_SECONDS = 2.0
+"""Beyond the wall-clock limit from when a run's inputs were ready: starting its jail and, at
+the limit, killing and reaping it. A run that ends later than the limit plus this is recorded
+when it ends."""
+HOLD_POLL_SECONDS = 0.5
+
+
+def hold_until(not_before: float, should_stop: Callable[[], object]) -> None:
+    """Wait until `not_before` (time.monotonic) unless `should_stop` says something first: a
+    freeze, a revoke or a withdrawn service is an administrator's act, not the data's, and the
+    run is then recorded as stopped at once."""
+    while (left := not_before - time.monotonic()) > 0:
+        if should_stop() is not None:
+            return
+        time.sleep(min(left, HOLD_POLL_SECONDS))
+
 
 def run(rt: RunNeeds, job_id: str) -> Job:
     """Claim the job's next step and run it. Never raises: the outcome, good or bad, is recorded
@@ -113,11 +131,14 @@ def _run(rt: RunNeeds, job: Job) -> Job:
     records = {d: rt.catalog.get(d) for d in job.datasets}
     banned = set(bundle.negative_list.columns)
 
+    inputs_ready: list[float] = []
+
     def write_inputs(target: Path) -> None:
         for name, record in records.items():
             columns = [c.name for c in record.entry.columns if f"{name}.{c.name}" not in banned]
             with rt.domain.snapshot(name, record.version) as snapshot:
                 snapshot.export(target / f"{name}.parquet", columns)
+        inputs_ready.append(time.monotonic())
 
     outcome = sandbox_client.run(
         work_dir=runs_dir(rt),
@@ -128,6 +149,12 @@ def _run(rt: RunNeeds, job: Job) -> Job:
         should_stop=lambda: None if (why := stopped(rt, job)) is None else why.value,  # a freeze kills it
         job_uids=rt.settings.sandbox_job_uids,
     )
+    # SECURITY: when a run ends is the job's choice (it may sleep until a time computed from the
+    # data), so nothing of its outcome is recorded, and its status stays `running`, until its
+    # wall-clock limit has passed from when its inputs were ready: every run that keeps to its
+    # limit ends, as far as anyone outside the worker can tell, at the same time.
+    started = inputs_ready[0] if inputs_ready else time.monotonic()
+    hold_until(started + service.limits.wall_seconds + HOLD_MARGIN_SECONDS, lambda: stopped(rt, job))
     # SECURITY: authorization again before anything is released: a freeze, a revoke or a
     # withdrawn service during the run releases nothing.
     reason = stopped(rt, job)
