@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tests.jobs.conftest import QUICK_LIMITS, Jobs, needs_isolation
 
@@ -59,3 +60,28 @@ def test_a_run_that_ends_early_or_late_within_its_limit_is_seen_to_end_at_its_li
     assert quick >= WALL and chosen >= WALL, (quick, chosen)
     assert abs(chosen - quick) < 1.5, (quick, chosen)
     assert quick_outcome["status"] == chosen_outcome["status"]
+
+
+def test_a_freeze_during_the_wait_stops_the_run_at_once(jobs_gateway: Callable[..., Jobs]) -> None:
+    """The wait is the job's, not the administrator's: a stop during it is recorded within a
+    poll, as a stop (nothing released), long before the limit."""
+
+    def long_limit(bundle: dict[str, Any]) -> None:
+        bundle["job_services"]["enterprise-tables"]["limits"] = {**QUICK_LIMITS, "wall_seconds": 60}
+
+    jobs = jobs_gateway(long_limit)
+    job_id = _approved(jobs, QUICK)
+    worker = jobs.work_in_background()
+    deadline = time.monotonic() + 30
+    while jobs.status(job_id)["status"] != "running":
+        assert time.monotonic() < deadline, jobs.status(job_id)
+        time.sleep(0.1)
+    time.sleep(3)  # the job ended long ago; its outcome waits
+    assert jobs.status(job_id)["status"] == "running"
+    stop = {"kind": "consumer", "name": "demo-researcher", "reason": "investigation"}
+    frozen_at = time.monotonic()
+    assert jobs.client.post("/v1/admin/freeze", json=stop, headers=jobs.headers["demo-admin"]).status_code == 201
+    worker.join(timeout=20)
+    assert not worker.is_alive() and time.monotonic() - frozen_at < 20
+    outcome = jobs.status(job_id)
+    assert outcome["status"] == "failed" and outcome["reason"] == "stopped: frozen" and outcome["result"] is None
