@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
+from gateway.state import person_names
 from gateway.state import secrets as secret_codes
 from gateway.state.migrations import Execute, Step
 from gateway.state.ports import PRIVILEGED, Account, AccountAction, AccountChange
@@ -94,26 +95,20 @@ def import_file(execute: Execute, path: Path) -> int | None:
     return len(found)
 
 
-def _person_key(person: str) -> str:
-    """How a person's name reads to someone approving a change: width, case, spacing and
-    invisible characters aside."""
-    shown = "".join(ch for ch in unicodedata.normalize("NFKC", person) if unicodedata.category(ch)[0] != "C")
-    return " ".join(shown.casefold().split())
-
-
 def _check_person(person: str | None, accounts: Iterable[Account]) -> None:
     """SECURITY: a person spelled nearly like another (`demo administrator`, a trailing space, a
-    zero width space) reads to an approver as that person but would count as someone else, so
-    its holder could approve their own changes. Refused, naming the parameter and the rule."""
+    zero width space, a Cyrillic letter in a Latin name) reads to an approver as that person but
+    would count as someone else, so its holder could approve their own changes. Refused, naming
+    the parameter and the rule."""
     if person is None:
         return
     if person != " ".join(person.split()) or any(unicodedata.category(ch)[0] == "C" for ch in person):
         raise InvalidRequest("person: no control or invisible characters, and single spaces between words only")
-    key = _person_key(person)
-    if any(a.person is not None and a.person != person and _person_key(a.person) == key for a in accounts):
+    reads = person_names.keys(person)
+    if any(a.person is not None and a.person != person and reads & person_names.keys(a.person) for a in accounts):
         raise InvalidRequest(
-            "person: differs from an existing person only in case, width or spacing; give that person's name "
-            "exactly as on their other accounts, or a name that reads differently"
+            "person: reads like an existing person (differs only in case, width, spacing or letters that look "
+            "alike); give that person's name exactly as on their other accounts, or a name that reads differently"
         )
 
 

@@ -188,11 +188,13 @@ def test_a_person_spelled_nearly_like_another_is_refused(gateway_for: Callable[.
     """An approver who agrees to "a second account of the Demo Administrator" must not thereby
     make another identity: a person that differs from an existing one only in case, spacing,
     width or invisible characters would count as someone else, and its holder would approve
-    their own changes. Such a person is refused (naming the parameter and the rule)."""
+    their own changes; so would one written with letters that look alike (a Cyrillic `е` or `і`,
+    a capital `I` for an `l`). Such a person is refused (naming the parameter and the rule)."""
     gw = gateway_for()
     admin, approver = _as(gw, "demo-admin"), _as(gw, "demo-approver")
     for near in ("demo administrator", "Demo Administrator ", "Demo  Administrator", "Demo\u200bAdministrator",
-                 "Ｄｅｍｏ Administrator"):  # fmt: skip
+                 "Ｄｅｍｏ Administrator", "D\u0435mo Administrator", "Demo Admin\u0456strator",
+                 "DEMO ADM\u0406N\u0406STRATOR", "Demo AdminIstrator"):  # fmt: skip
         asked = gw.client.post(
             "/v1/admin/consumers", headers=admin,
             json={"client_id": "admin-alt", "organisation": "Demo Public Data Administration", "roles": ["admin"],
