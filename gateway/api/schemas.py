@@ -156,7 +156,8 @@ class ConsumerCreateRequest(BaseModel):
         default=None, min_length=1, max_length=200,
         description="Who holds the account: all of one person's accounts name them alike, and two "
         "approvals must come from two people. Without it, the account is the identity of the administrator "
-        "who makes it. A name that differs from an existing person's only in case, width or spacing is refused.",
+        "who makes it. A name that differs from an existing person's only in case, width, spacing or "
+        "letters that look alike is refused.",
     )  # fmt: skip
 
 
