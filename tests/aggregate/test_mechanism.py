@@ -4,6 +4,7 @@ that cover the true value as often as they claim."""
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections import Counter
 from decimal import Decimal
 
@@ -172,3 +173,26 @@ def test_selections_side_by_side_come_back_in_their_cells_order() -> None:
         cells.append(scores)
     picks = privacy.select_min_each(cells, 1, 1_000_000)
     assert picks == [int(np.argmin(c)) for c in cells]
+
+
+def test_a_long_vector_drawn_in_parts_keeps_each_value_in_its_place() -> None:
+    """Drawn on several threads, each part's noise lands on its own values: with a tiny scale
+    (epsilon 10 on sensitivity 1) the noise is mostly zero, so the values come back in order."""
+    values = list(range(0, 50_000, 7))
+    noised = privacy.add_noise(values, 1, 10_000_000)
+    assert len(noised.values) == len(values)
+    assert sum(abs(a - b) for a, b in zip(noised.values, values, strict=True)) < len(values) // 50
+
+
+def test_a_forked_process_draws_on_its_own_threads() -> None:
+    """The parent's pool has threads only in the parent: a child forked after it drew (a server
+    worker, a job worker's helper) must get its own pool, not wait forever on the parent's."""
+    privacy.add_noise([0] * 1000, 1, 1_000_000)  # the parent's pool now has threads
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=privacy.add_noise, args=([0] * 1000, 1, 1_000_000))
+    child.start()
+    child.join(timeout=30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
