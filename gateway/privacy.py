@@ -54,7 +54,7 @@ class Noised:
     """Scale of the discrete Laplace noise added to each value (in the statistic's units)."""
 
 
-_THREADS = min(4, len(os.sched_getaffinity(0)))
+_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 """OpenDP's samplers release the GIL while they draw, so independent draws run side by side."""
 _SPLIT_FROM = 256
 """Vectors this long are drawn in parts on the pool: each draw costs OpenDP about 15

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -102,7 +101,7 @@ def _check_person(person: str | None, accounts: Iterable[Account]) -> None:
     the parameter and the rule."""
     if person is None:
         return
-    if person != " ".join(person.split()) or any(unicodedata.category(ch)[0] == "C" for ch in person):
+    if person != " ".join(person.split()) or any(person_names.is_invisible(ch) for ch in person):
         raise InvalidRequest("person: no control or invisible characters, and single spaces between words only")
     reads = person_names.keys(person)
     if any(a.person is not None and a.person != person and reads & person_names.keys(a.person) for a in accounts):

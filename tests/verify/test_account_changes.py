@@ -194,7 +194,8 @@ def test_a_person_spelled_nearly_like_another_is_refused(gateway_for: Callable[.
     admin, approver = _as(gw, "demo-admin"), _as(gw, "demo-approver")
     for near in ("demo administrator", "Demo Administrator ", "Demo  Administrator", "Demo\u200bAdministrator",
                  "Ｄｅｍｏ Administrator", "D\u0435mo Administrator", "Demo Admin\u0456strator",
-                 "DEMO ADM\u0406N\u0406STRATOR", "Demo AdminIstrator"):  # fmt: skip
+                 "DEMO ADM\u0406N\u0406STRATOR", "Demo AdminIstrator", "Demo Adrninistrator",
+                 "Demo Admi\u034fnistrator", "Demo\u3164Administrator"):  # fmt: skip
         asked = gw.client.post(
             "/v1/admin/consumers", headers=admin,
             json={"client_id": "admin-alt", "organisation": "Demo Public Data Administration", "roles": ["admin"],

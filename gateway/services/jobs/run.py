@@ -64,10 +64,11 @@ class RunNeeds(
 
 log = logging.getLogger("veilgate.jobs")
 
-HOLD_MARGIN_SECONDS = 2.0
-"""Beyond the wall-clock limit from when a run's inputs were ready: starting its jail and, at
-the limit, killing and reaping it. A run that ends later than the limit plus this is recorded
-when it ends."""
+HOLD_MARGIN_SECONDS = 5.0
+"""Beyond the wall-clock limit from when a run's inputs were ready: starting its jail, killing
+and reaping it at the limit, and checking its outputs (a table of 10,000 cells with secondary
+suppression takes about a second). A run and its checks that end later than the limit plus
+this are recorded when they end."""
 HOLD_POLL_SECONDS = 0.5
 
 
@@ -150,19 +151,27 @@ def _run(rt: RunNeeds, job: Job) -> Job:
         job_uids=rt.settings.sandbox_job_uids,
     )
     # SECURITY: when a run ends is the job's choice (it may sleep until a time computed from the
-    # data), so nothing of its outcome is recorded, and its status stays `running`, until its
-    # wall-clock limit has passed from when its inputs were ready: every run that keeps to its
+    # data), and so is how long its outputs take to check (the tables it writes): nothing of its
+    # outcome is recorded, and its status stays `running`, until its wall-clock limit (and a
+    # margin for checking) has passed from when its inputs were ready. Every run that keeps to its
     # limit ends, as far as anyone outside the worker can tell, at the same time.
     started = inputs_ready[0] if inputs_ready else time.monotonic()
-    hold_until(started + service.limits.wall_seconds + HOLD_MARGIN_SECONDS, lambda: stopped(rt, job))
-    # SECURITY: authorization again before anything is released: a freeze, a revoke or a
-    # withdrawn service during the run releases nothing.
+    not_before = started + service.limits.wall_seconds + HOLD_MARGIN_SECONDS
+    # SECURITY: authorization again before the data is read for the checks and before anything
+    # is released: a freeze, a revoke or a withdrawn service during the run releases nothing
+    # (an administrator's act, recorded at once).
     reason = stopped(rt, job)
     if reason is not None or not rt.jobs.is_current(job):
         return _fail(rt, job, reason or Reason.PROCESS_STOPPED, stdout=outcome.stdout, stderr=outcome.stderr)
     # 4.
     entries = [r.entry for r in records.values()]
-    results, notes = check_outputs(rt, job, service=service, entries=entries, outcome=outcome)
+    try:
+        results, notes = check_outputs(rt, job, service=service, entries=entries, outcome=outcome)
+    finally:  # a check that fails is recorded no earlier than one that passes
+        hold_until(not_before, lambda: stopped(rt, job))
+    reason = stopped(rt, job)
+    if reason is not None or not rt.jobs.is_current(job):
+        return _fail(rt, job, reason or Reason.PROCESS_STOPPED, stdout=outcome.stdout, stderr=outcome.stderr)
     failed = failure(outcome)
     said = None if failed is None else failed.value
     if any(r["status"] == "held" for r in results.values()):  # tables wait for two output checkers
