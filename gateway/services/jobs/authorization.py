@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gateway.domain.job_vocabulary import Reason
 from gateway.domain.policy import Freeze, FreezeKind, PolicyBundle
+from gateway.errors import Conflict
 from gateway.services import policy_admin
 from gateway.services.needs import HasClients, HasFreezes
 from gateway.services.policy_admin import PolicyReader
@@ -54,3 +55,14 @@ def why_stopped(
     ):
         return Reason.GRANT_REVOKED
     return None
+
+
+def refuse_the_submitters_maker(rt: HasClients, job: Job, who: str, act: str) -> None:
+    """SECURITY: an account an administrator made names its person on that administrator's word
+    alone (checked by nobody else), so one administrator could invent a person, submit as them
+    and count as one of the two who approve: the maker of the submitter's account takes no part
+    in that account's jobs (reviews, requeues, output checks)."""
+    account = rt.clients.find(job.submitter)
+    maker = None if account is None else account.maker_identity
+    if maker is not None and maker == rt.clients.identity_of(who):
+        raise Conflict(f"nobody {act} the jobs of an account they made: another administrator must")

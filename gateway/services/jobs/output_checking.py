@@ -24,7 +24,7 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
 from gateway.errors import Conflict, InvalidRequest, PolicyDenied
 from gateway.services import policy_admin
-from gateway.services.jobs.authorization import StopNeeds, stopped
+from gateway.services.jobs.authorization import StopNeeds, refuse_the_submitters_maker, stopped
 from gateway.services.jobs.release import JobReleaseNeeds, release_document
 from gateway.services.jobs.review import is_own, view
 from gateway.services.jobs.stored import readable_files
@@ -175,6 +175,7 @@ def check(rt: OutputCheckingNeeds, checker: Principal, job_id: str, output: str,
     the signed, audited result, with each held output released or withheld as decided."""
     if decision not in ("release", "withhold"):
         raise InvalidRequest("decision: release or withhold")
+    refuse_the_submitters_maker(rt, rt.jobs.get(job_id), checker.client_id, "checks the outputs of")
     job, done = rt.jobs.check_output(
         job_id, checker.client_id, output, decision, reason, identity_of=rt.clients.identity_of
     )

@@ -9,6 +9,7 @@ from gateway.domain.principal import Principal
 from gateway.domain.trail import Json
 from gateway.errors import NotFound
 from gateway.services import policy_admin
+from gateway.services.jobs.authorization import refuse_the_submitters_maker
 from gateway.services.jobs.planning import total_epsilon
 from gateway.services.jobs.stored import readable_files, service_of
 from gateway.services.needs import HasClients, HasJobs
@@ -23,6 +24,7 @@ class ReviewNeeds(PolicyReader, HasClients, HasJobs, Protocol):
 def review(rt: ReviewNeeds, reviewer: Principal, job_id: str, decision: str, reason: str) -> Job:
     """Step 2; the review that completes the approvals makes the job `runnable` for the worker."""
     job = rt.jobs.get(job_id)
+    refuse_the_submitters_maker(rt, job, reviewer.client_id, "reviews")
     service = service_of(policy_admin.current(rt).bundle, job.service)
     return rt.jobs.review(
         job_id, reviewer.client_id, decision, reason, service.reviewers, identity_of=rt.clients.identity_of
@@ -37,6 +39,7 @@ def requeue(rt: ReviewNeeds, admin: Principal, job_id: str, reason: str) -> Job:
     """Run again a failed job that released nothing (`JobStore.requeue`) once administrators of
     two identities asked (SECURITY: a run reads the data again; one administrator alone must not
     be able to make it); the worker picks it up."""
+    refuse_the_submitters_maker(rt, rt.jobs.get(job_id), admin.client_id, "requeues")
     return rt.jobs.requeue(job_id, admin.client_id, reason, needed=REQUEUERS, identity_of=rt.clients.identity_of)
 
 
