@@ -30,7 +30,9 @@ query's time (3.1-3.5 in CPU), where the single stage took 11.1 times in the sam
 (7.0 on a quieter machine). On a quiet machine (load below 1) the median took 4.4-4.5 times its
 plain query (query 30 ms, noise 50, intervals 6, plain 19-22) with the bins handed from DuckDB
 to OpenDP as Python lists and the cells' selections one after another; with the bins kept in
-numpy and the selections on two threads, 3.8 times (24, 36, 6 against 17.6). What is left of
+numpy and the selections on two threads, 3.8 times (24, 36, 6 against 17.6); drawing vectors
+of 256 values or more in parts on the same threads took the noise from 40.5 to 35.8 ms (the two
+alternated in one run). What is left of
 the noise is OpenDP drawing each value by itself: about 15 microseconds a discrete Laplace draw
 here, most of it ten `getpid` system calls (OpenSSL's fork check, seen with `strace -c`), so the
 coarse counts' 1,088 draws take 15-19 ms and the 34 report-noisy-min calls over 127-253
