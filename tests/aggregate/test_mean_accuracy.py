@@ -54,27 +54,33 @@ def _outside_band(n: int, p: float, low: float = 0.93, high: float = 0.97) -> fl
 
 TRIALS = 1_500
 CELLS = 4
-# 6,000 intervals: if the true coverage is anywhere in [0.945, 0.955], a false failure of the
-# 93-97% band has probability below one in ten thousand (checked below, not assumed).
+# 6,000 intervals: if the true coverage is anywhere in [0.943, 0.959], a false failure of the
+# 93-97% band has probability below one in ten thousand (checked below, not assumed). Measured
+# over 24,000 intervals a configuration: 0.951 at epsilon 1 and 0.959 at epsilon 0.3.
 
 
 def test_the_number_of_runs_makes_a_false_failure_rarer_than_one_in_ten_thousand() -> None:
-    for p in (0.945, 0.95, 0.955):
+    for p in (0.943, 0.95, 0.959):
         assert _outside_band(TRIALS * CELLS, p) < 1e-4
 
 
 @pytest.mark.parametrize(("epsilon", "rows"), [("1", [60, 150, 400, 900]), ("0.3", [100, 250, 500, 800])])
 def test_mean_intervals_cover_about_95_percent(epsilon: str, rows: list[int]) -> None:
-    """amount in [0, 100] at granularity 0.5: 0..200 units, centre 100. True means in each
+    """amount in [0, 100] at granularity 0.01: 0..10000 units, centre 5000. True means in each
     cell near the centre, near a bound and between, with few to many rows; intervals wide
-    against the granularity so that rounding outwards does not inflate the coverage."""
-    compiled = plan("t", _mean_template("amount", "0.5"), ENTRY, "v", {"group_by": ["region"]}, epsilon=epsilon)
-    means = [Fraction(100), Fraction(15), Fraction(180), Fraction(1371, 10)]  # in units
+    against the granularity so that rounding outwards does not inflate the coverage (at
+    granularity 0.5 the intervals of 900 rows at epsilon 1 are a few units wide, and rounding
+    them outwards took the coverage of those cells to 97-98%: conservative, but not what this
+    measures)."""
+    compiled = plan("t", _mean_template("amount", "0.01"), ENTRY, "v", {"group_by": ["region"]}, epsilon=epsilon)
+    means = [Fraction(5000), Fraction(750), Fraction(9000), Fraction(6855)]  # in units
     truth = {
-        "centred_sum": [round((m - 100) * n) for m, n in zip(means, rows, strict=True)],
+        "centred_sum": [round((m - 5000) * n) for m, n in zip(means, rows, strict=True)],
         "values": rows,
     }
-    exact = [(Decimal(100) + Decimal(s) / Decimal(n)) / 2 for s, n in zip(truth["centred_sum"], rows, strict=True)]
+    exact = [
+        (Decimal(5000) + Decimal(s) / Decimal(n)) / 100 for s, n in zip(truth["centred_sum"], rows, strict=True)
+    ]
     covered = total = 0
     for _ in range(TRIALS):
         noisy = {}
