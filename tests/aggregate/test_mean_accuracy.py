@@ -78,9 +78,7 @@ def test_mean_intervals_cover_about_95_percent(epsilon: str, rows: list[int]) ->
         "centred_sum": [round((m - 5000) * n) for m, n in zip(means, rows, strict=True)],
         "values": rows,
     }
-    exact = [
-        (Decimal(5000) + Decimal(s) / Decimal(n)) / 100 for s, n in zip(truth["centred_sum"], rows, strict=True)
-    ]
+    exact = [(Decimal(5000) + Decimal(s) / Decimal(n)) / 100 for s, n in zip(truth["centred_sum"], rows, strict=True)]
     covered = total = 0
     for _ in range(TRIALS):
         noisy = {}
