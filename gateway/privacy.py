@@ -59,19 +59,19 @@ _THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity
 _SPLIT_FROM = 256
 """Vectors this long are drawn in parts on the pool: each draw costs OpenDP about 15
 microseconds (most of it system calls), a call about 170."""
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+"""The pool and the process that made it."""
+_pool_lock = threading.Lock()
 
 
 def _drawing_pool() -> ThreadPoolExecutor:
     """This process's pool: a process forked from one that used its pool gets its own (the
     parent's threads do not exist in the child, so the parent's pool would never run anything)."""
-    pid = os.getpid()
-    with _pools_lock:
-        pool = _pools.get(pid)
-        if pool is None:
-            pool = _pools[pid] = ThreadPoolExecutor(_THREADS, thread_name_prefix="veilgate-noise")
-        return pool
+    global _pool  # noqa: PLW0603 - one pool a process, made on first use
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(_THREADS, thread_name_prefix="veilgate-noise"))
+        return _pool[1]
 
 
 @lru_cache(maxsize=1024)

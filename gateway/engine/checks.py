@@ -14,7 +14,7 @@ import numpy as np
 
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS, valid_resident_ids
-from gateway.engine.sql import INTEGER_TYPES, SQL_TYPE, quote
+from gateway.engine.sql import INTEGER_TYPES, SQL_TYPE, quote, scalar_int
 from gateway.errors import InternalError, RegistrationError
 
 _ACCEPTED_PARQUET_TYPES: dict[ColumnType, Callable[[str], bool]] = {
@@ -105,8 +105,7 @@ def _rows_outside_categories(con: duckdb.DuckDBPyConnection, value: str, categor
         "SELECT coalesce(sum(n) FILTER (WHERE NOT list_contains($1, v)), 0)"  # noqa: S608
         f" FROM (SELECT {value} AS v, count(*) AS n FROM src GROUP BY 1) WHERE v IS NOT NULL"
     )
-    ((outside,),) = con.execute(sql, [list(categories)]).fetchall()
-    return int(outside)
+    return scalar_int(con, sql, [list(categories)])
 
 
 def invalid_keys(con: duckdb.DuckDBPyConnection, column: Column, table: str, is_csv: bool) -> int:

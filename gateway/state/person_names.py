@@ -93,6 +93,6 @@ def _look_alikes() -> tuple[dict[str, str], dict[str, str]]:
     classes = {ch: root(ch) for ch in list(parent)}
     sequences: dict[str, str] = {}
     for character, found in multiple.items():
-        rep = classes.get(character, character)
-        sequences[rep] = min([*found, *([sequences[rep]] if rep in sequences else [])])
+        rep, shortest = classes.get(character, character), min(found)
+        sequences[rep] = min(shortest, sequences.get(rep, shortest))
     return classes, sequences
