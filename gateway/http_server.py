@@ -4,7 +4,9 @@ Chosen by measurement (benchmarks/verify_load.py): uvicorn's pure-Python h11 par
 standard asyncio loop served a bare endpoint at about half the rate of uvloop with httptools,
 and the server's share of a verification's CPU shrank by as much. Both are pinned dependencies,
 named here rather than left to uvicorn's "auto", so that a missing wheel fails at start instead
-of quietly serving at half speed.
+of quietly serving at half speed. granian 2.8 (a Rust server) was measured in its place and
+served verification no faster on one worker and slower on two: the app, not the server, is
+where a request's time goes.
 
 Nagle's algorithm must be off on every accepted connection, or a response written in two parts
 (head, then body) waits 40 ms for the client's delayed ACK. uvloop turns it off on every TCP
