@@ -49,12 +49,23 @@ def _checked(rt: PolicyAdminNeeds, bundle: PolicyBundle) -> PolicyBundle:
 
 
 def propose(
-    rt: PolicyAdminNeeds, bundle: PolicyBundle, *, by: str, note: str, base: str | None, rollback: bool = False
+    rt: PolicyAdminNeeds,
+    bundle: PolicyBundle,
+    *,
+    by: str,
+    note: str,
+    base: str | None,
+    rollback: bool = False,
+    account: bool = True,
 ) -> Change:
-    """A proposal made from the version `base`: refused (409) if another is in force by now. A
-    proposal of no account (`cli:<user>`, `sighup`) counts as nobody's approval."""
+    """A proposal made from the version `base`: refused (409) if another is in force by now.
+
+    `account=False` for a proposal of no account (`cli:<user>`, `sighup`): it counts as nobody's
+    approval. SECURITY: decided by where the call comes from, never by looking `by` up, or an
+    account named `sighup` would make every reload its holder's first approval.
+    """
     return rt.policy_store.propose(
-        _checked(rt, bundle), by=by, identity=_identity(rt, by), note=note,
+        _checked(rt, bundle), by=by, identity=_identity(rt, by) if account else None, note=note,
         approvals_required=rt.settings.policy_approvals, base=base, rollback=rollback,
     )  # fmt: skip
 
@@ -130,7 +141,7 @@ def reload_from_disk(rt: PolicyAdminNeeds, *, by: str) -> Change:
     if bundle is None:
         raise PolicyInvalid(errors)
     version = rt.policy_store.active_version()
-    return propose(rt, bundle, by=by, note=f"reload of {rt.settings.policy_dir}", base=version)
+    return propose(rt, bundle, by=by, note=f"reload of {rt.settings.policy_dir}", base=version, account=False)
 
 
 def propose_rollback(rt: PolicyAdminNeeds, *, by: str) -> Change:
@@ -140,4 +151,6 @@ def propose_rollback(rt: PolicyAdminNeeds, *, by: str) -> Change:
     version in force now: once anything else goes in force, a revoke included, approving it is
     refused (409), so it never silently undoes a later change."""
     base, version = rt.policy_store.rollback_target()
-    return propose(rt, rt.policy_store.load(version), by=by, note=f"rollback to {version}", base=base, rollback=True)
+    return propose(
+        rt, rt.policy_store.load(version), by=by, note=f"rollback to {version}", base=base, rollback=True, account=False
+    )

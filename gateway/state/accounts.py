@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.names import CLIENT_ID_PATTERN
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
 from gateway.state import person_names
@@ -201,6 +203,10 @@ class AccountRules:
         return account
 
     def add(self, client_id: str, organisation: str, roles: Iterable[Role], *, person: str | None = None) -> str:
+        # SECURITY: the API checks the pattern too; the host's `clients add` comes here directly,
+        # and an id such as `cli:root` would pass for the command line's own name.
+        if re.fullmatch(CLIENT_ID_PATTERN, client_id) is None:
+            raise InvalidRequest("client_id: 3 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
         secret = secret_codes.new_secret()
         made = Account(
             client_id, organisation, frozenset(roles), secret_codes.hash_secret(secret), datetime.now(UTC),

@@ -64,8 +64,9 @@ def test_the_maker_of_the_submitters_account_does_not_review_its_jobs(jobs_gatew
     refused = jobs.review(job_id, "demo-admin")
     assert refused.status_code == 409 and "account they made" in refused.json()["detail"]
     assert jobs.review(job_id, "demo-approver").status_code == 200
-    assert jobs.admin_view(job_id)["status"] == "submitted"  # one approval of the two needed
-    assert all(r["reviewer"] != "demo-admin" for r in jobs.admin_view(job_id)["reviews"])
+    seen = jobs.client.get(f"/v1/admin/jobs/{job_id}", headers=jobs.headers["demo-approver"]).json()
+    assert seen["status"] == "submitted"  # one approval of the two needed
+    assert all(r["reviewer"] != "demo-admin" for r in seen["reviews"])
 
 
 def test_the_maker_neither_checks_its_outputs_nor_asks_for_a_run_again(jobs_gateway: Callable[..., Jobs]) -> None:
@@ -86,3 +87,27 @@ def test_the_maker_neither_checks_its_outputs_nor_asks_for_a_run_again(jobs_gate
     assert refused.status_code == 409 and "account they made" in refused.json()["detail"]
     asked = jobs.client.post(f"/v1/admin/jobs/{job_id}/requeue", json=again, headers=jobs.headers["demo-approver"])
     assert asked.status_code in (200, 202), asked.text
+
+
+def test_the_maker_reads_nothing_output_checking_holds_back(jobs_gateway: Callable[..., Jobs]) -> None:
+    """A job of the invented account prints a record and holds an output for checking: its
+    account's maker sees neither (the researcher's view of the job, no held values), as the
+    account itself sees neither; another administrator sees both."""
+    jobs, invented = _with_a_grant(jobs_gateway)
+    job_id = _submitted_as(jobs, invented)
+    rt = jobs.client.app.state.runtime
+    for reviewer in ("demo-approver", "second-approver"):  # straight to the store: two approvals
+        rt.jobs.review(job_id, reviewer, "approve", "reviewed", 2)
+    leak, held_value = "raw row 110101199003070015", 4242
+    held = {"outputs": {"counts": {"status": "held", "rows": [{"n": held_value}]}}, "reason": None}
+    rt.jobs.hold(rt.jobs.claim_run(job_id), held=held, stdout=leak, stderr=leak, reason=None, notes=[leak])
+    maker = jobs.headers["demo-admin"]
+    job = jobs.client.get(f"/v1/admin/jobs/{job_id}", headers=maker)
+    assert job.status_code == 200 and leak not in job.text and "stdout" not in job.json()
+    listed = jobs.client.get("/v1/admin/output-checks", headers=maker)
+    assert listed.status_code == 200 and job_id not in listed.text
+    detail = jobs.client.get(f"/v1/admin/output-checks/{job_id}", headers=maker)
+    assert detail.status_code in (403, 404, 409) and str(held_value) not in detail.text
+    other = jobs.headers["demo-approver"]
+    assert leak in jobs.client.get(f"/v1/admin/jobs/{job_id}", headers=other).text
+    assert str(held_value) in jobs.client.get(f"/v1/admin/output-checks/{job_id}", headers=other).text

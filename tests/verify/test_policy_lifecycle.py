@@ -425,3 +425,34 @@ def test_reject_and_withdraw_from_the_command_line(gateway_for: Callable[..., Ga
     assert _bundle(gw)["proposals"] == [] and _bundle(gw)["history"][-1]["reason"] == "not now"
     approve = gw.client.post(f"/v1/admin/policy/proposals/{proposal['id']}/approve", headers=_admin(gw))
     assert approve.status_code == 409
+
+
+def test_an_account_named_like_a_reload_is_not_its_first_approval(gateway_for: Callable[..., Gateway]) -> None:
+    """A reload (SIGHUP, `veilgate policy reload`) is proposed by no account. One administrator
+    who names an account `sighup` must not thereby count as its proposer's approval and then put
+    the bundle in force alone with their own; and the host refuses client ids that could pass
+    for the command line's own name (`cli:<user>`)."""
+    from gateway.background import Housekeeping  # noqa: PLC0415
+
+    gw = gateway_for(lambda _bundle: None)
+    rt = gw.client.app.state.runtime
+    made = gw.client.post(
+        "/v1/admin/consumers",
+        json={"client_id": "sighup", "organisation": "Elsewhere", "roles": ["consumer"], "person": "Zed Nobody"},
+        headers=_admin(gw),
+    )
+    assert made.status_code == 201, made.text
+    policies = rt.settings.policy_dir
+    data = yaml.safe_load((policies / "bundle.yaml").read_text())
+    data["grants"]["bank-sme-credit-2026"]["scenario"] = "Changed on disk"
+    (policies / "bundle.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    before = _bundle(gw)["version"]
+    Housekeeping(rt).reload_policy()
+    (proposal,) = gw.client.get("/v1/admin/policy", headers=_admin(gw)).json()["proposals"]
+    assert proposal["proposed_by"] == "sighup" and proposal["approvals"] == []
+    approved = gw.client.post(f"/v1/admin/policy/proposals/{proposal['id']}/approve", headers=_admin(gw))
+    assert approved.status_code == 202, approved.text  # one approval of the two
+    assert _bundle(gw)["version"] == before
+    config = ["--config", str(gw.installation.root / "veilgate.toml")]
+    added = CliRunner().invoke(cli, ["clients", "add", "cli:root", "--org", "X", "--role", "consumer", *config])
+    assert added.exit_code == 1 and "client_id" in added.output

@@ -77,8 +77,16 @@ def view(job: Job, *, for_admin: bool) -> Json:
 
 
 def is_own(rt: HasClients, who: Principal, job: Job) -> bool:
-    """`who` is the submitter's person (one of their accounts)."""
-    return rt.clients.identity_of(who.client_id) == rt.clients.identity_of(job.submitter)
+    """`who` is the submitter's person (one of their accounts), or made the submitter's account.
+
+    SECURITY: an administrator who made an account may have invented its person, so what output
+    checking holds back from that account (the log, the notes, the held outcome) is held back
+    from its maker as well (`authorization.refuse_the_submitters_maker` keeps them out of the
+    decisions)."""
+    identity = rt.clients.identity_of(who.client_id)
+    account = rt.clients.find(job.submitter)
+    maker = None if account is None else account.maker_identity
+    return identity == rt.clients.identity_of(job.submitter) or (maker is not None and maker == identity)
 
 
 def admin_view(rt: ReviewNeeds, who: Principal, job_id: str) -> Json:
