@@ -116,9 +116,11 @@ def prepare_scoring(
                 "error": {"field": "key", "message": f"not a valid {model.key_format} (check character or length)"},
             }
             continue
-        answer, known = _score_one(rt, model, versions, key, today)
+        # SECURITY: the subject is noted before the data is read, so that a lookup that fails
+        # (on whatever the entity's rows hold) still names whom the request asked about.
         subject = rt.audit.pseudonym(ENTITY_KINDS[model.key_format], key)
         note.subjects.append(subject)
+        answer, known = _score_one(rt, model, versions, key, today)
         question = canonical_text([call.model, model_version(model), subject])
         uses.append(
             ClaimUse(

@@ -165,3 +165,38 @@ def test_a_new_model_version_is_an_approved_and_audited_change(models_gateway: C
     routes = [(leaf["principal"], leaf["route"]) for leaf in trail["leaves"]]
     assert ("demo-admin", "/v1/admin/policy") in routes
     assert ("demo-approver", "/v1/admin/policy/proposals/{proposal_id}/approve") in routes
+
+
+def test_a_row_without_its_order_and_a_failed_lookup_still_leave_a_trail(
+    models_gateway: Callable[..., Client], monkeypatch: Any
+) -> None:
+    """A NULL `order_by` sorts after every value (it raised TypeError: a 500 that only some
+    entities' rows gave, a free yes/no about them); and a lookup that fails on an entity's rows
+    still names that entity in the audit leaf of the refused request."""
+    from gateway.domain.models import Feature, feature_value  # noqa: PLC0415
+    from gateway.state.audit_sqlite import SqliteAuditLog  # noqa: PLC0415
+    from gateway.state.ports import LeafFilter  # noqa: PLC0415
+
+    feature = Feature(dataset="tax_compliance", column="arrears", key="credit_code", order_by="tax_year", last=2)
+    rows = [(5, 2024), (7, None), (9, 2025)]
+    assert feature_value(feature.model_copy(update={"transform": "sum"}), rows, date(2026, 1, 1)) == 14
+    assert feature_value(feature, [(7, None), (3, None)], date(2026, 1, 1)) == 7
+
+    bank = models_gateway(who="demo-business")
+    key = next(iter(_reference(bank.installation, 1)))
+    domain = bank.client.app.state.runtime.domain
+    real_find = domain.find
+
+    def failing(dataset: str, *args: Any) -> Any:
+        if dataset == "tax_compliance":
+            raise ValueError("a value this lookup cannot handle")
+        return real_find(dataset, *args)
+
+    monkeypatch.setattr(domain, "find", failing)
+    assert bank.score([key]).status_code == 500
+    log = SqliteAuditLog.open(bank.installation.settings.audit_dir)
+    try:
+        (leaf,) = [x for x in log.find(LeafFilter(service=MODEL), limit=100) if x.status == 500]
+    finally:
+        log.close()
+    assert leaf.subjects and leaf.subjects[0].startswith("enterprise:")
