@@ -236,7 +236,9 @@ def feature_value(feature: Feature, rows: Sequence[tuple[Any, ...]], today: date
     """The feature from the entity's rows, each (column value, order_by value or None)."""
     # Newest first; a NULL `order_by` sorts after every value (None does not compare), as in verification.
     ordered = (
-        sorted(rows, key=lambda r: (r[1] is not None, r[1]), reverse=True) if feature.order_by is not None else list(rows)
+        sorted(rows, key=lambda r: (r[1] is not None, r[1]), reverse=True)
+        if feature.order_by is not None
+        else list(rows)
     )
     newest = ordered[: feature.last]
     values = [r[0] for r in newest if r[0] is not None]

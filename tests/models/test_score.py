@@ -173,9 +173,9 @@ def test_a_row_without_its_order_and_a_failed_lookup_still_leave_a_trail(
     """A NULL `order_by` sorts after every value (it raised TypeError: a 500 that only some
     entities' rows gave, a free yes/no about them); and a lookup that fails on an entity's rows
     still names that entity in the audit leaf of the refused request."""
-    from gateway.domain.models import Feature, feature_value  # noqa: PLC0415
-    from gateway.state.audit_sqlite import SqliteAuditLog  # noqa: PLC0415
-    from gateway.state.ports import LeafFilter  # noqa: PLC0415
+    from gateway.domain.models import Feature, feature_value
+    from gateway.state.audit_sqlite import SqliteAuditLog
+    from gateway.state.ports import LeafFilter
 
     feature = Feature(dataset="tax_compliance", column="arrears", key="credit_code", order_by="tax_year", last=2)
     rows = [(5, 2024), (7, None), (9, 2025)]

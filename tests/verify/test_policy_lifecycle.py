@@ -432,7 +432,7 @@ def test_an_account_named_like_a_reload_is_not_its_first_approval(gateway_for: C
     who names an account `sighup` must not thereby count as its proposer's approval and then put
     the bundle in force alone with their own; and the host refuses client ids that could pass
     for the command line's own name (`cli:<user>`)."""
-    from gateway.background import Housekeeping  # noqa: PLC0415
+    from gateway.background import Housekeeping
 
     gw = gateway_for(lambda _bundle: None)
     rt = gw.client.app.state.runtime

@@ -126,11 +126,16 @@ def test_an_unknown_key_takes_the_work_of_a_known_one(gateway_for: Callable[...,
     answer takes: an unknown key's checks are run (on the claim's own values) as a known key's
     are, and fifty copies of one claim in a request are answered once, not timed fifty times.
     Counted in calls, not timed: the same calls of the same functions on either path."""
-    from gateway.services import verification  # noqa: PLC0415
+    from gateway.services import verification
 
     gw = gateway_for()
     known = enterprises(gw.installation)[3]
-    checks = {"name": known["name"], "legal_representative": "张三", "active": True, "registered_capital_at_least": 1000000}
+    checks = {
+        "name": known["name"],
+        "legal_representative": "张三",
+        "active": True,
+        "registered_capital_at_least": 1000000,
+    }
     calls: dict[str, int] = {"matches": 0, "find": 0, "normalize": 0}
     for name, attr in (("matches", "_matches"), ("normalize", "normalize_text")):
         real = getattr(verification, attr)
