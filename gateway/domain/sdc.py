@@ -12,6 +12,7 @@ sent or a name that was not declared.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -192,7 +193,12 @@ class Checked:
 
 def check_written(output: Any, declaration: TableDeclaration, entries: Sequence[CatalogEntry]) -> Checked:
     """A table the job wrote, against its declaration: exactly the declared columns, key values
-    that are public categories, each key combination once, counts whole numbers in [0, 2^53]."""
+    that are public categories, each key combination at most once, counts whole numbers in
+    [0, 2^53]. It comes back with every cell in catalogue order (`cells`), 0 where none was written.
+
+    SECURITY: the order of the rows and which cells are left out are the job's choice, so they
+    could spell out records (a permutation of 620 cells holds about 4,860 bits) under counts
+    that look right to the checkers: neither survives the check."""
     if not isinstance(output, dict) or output.get("kind") != "table":
         return Checked(None, SCHEMA_MISMATCH)
     if output.get("keys") != list(declaration.keys) or output.get("counts") != list(declaration.counts):
@@ -223,7 +229,12 @@ def check_written(output: Any, declaration: TableDeclaration, entries: Sequence[
             value = row[count]
             if type(value) is not int or not 0 <= value <= MAX_COUNT:
                 return Checked(None, BAD_COUNT)
-    return Checked([{c: row[c] for c in (*declaration.keys, *declaration.counts)} for row in rows])
+    by_key = {tuple(row[k] for k in declaration.keys): row for row in rows}
+    zero = dict.fromkeys(declaration.counts, 0)
+    return Checked(
+        [{**dict(zip(declaration.keys, key, strict=True)), **{c: by_key.get(key, zero)[c] for c in declaration.counts}}
+         for key in cells(declaration, entries)]
+    )  # fmt: skip
 
 
 def apply_rules(
@@ -246,21 +257,38 @@ def _round(value: int, base: int) -> int:
 
 
 def _secondary(rows: list[dict[str, Any]], keys: Sequence[str], count: str, redacted: set[int]) -> set[int]:
+    """A worklist: a group is looked at again only when one of its cells was just redacted.
+
+    SECURITY: a job chooses the counts it writes, and so how long this takes; passes over every
+    group until nothing changed took 132 ms for one count column of 1,860 cells whose values
+    were searched for the longest cascade, against 4 for plain values (time the job's outcome
+    would carry). Each redaction here re-reads only the groups of its cell."""
     redacted = set(redacted)
     groupings = [[k for k in keys if k != free] for free in keys] or [[]]
-    changed = True
-    while changed:
-        changed = False
-        for fixed in groupings:
-            groups: dict[tuple[Any, ...], list[int]] = {}
-            for i, row in enumerate(rows):
-                groups.setdefault(tuple(row[k] for k in fixed), []).append(i)
-            for members in groups.values():
-                hidden = [i for i in members if i in redacted]
-                shown = [i for i in members if i not in redacted]
-                if len(hidden) == 1 and shown:
-                    redacted.add(min(shown, key=lambda i: (rows[i][count], i)))
-                    changed = True
+    groups: list[list[int]] = []
+    groups_of: list[list[int]] = [[] for _ in rows]
+    for fixed in groupings:
+        numbered: dict[tuple[Any, ...], int] = {}
+        for i, row in enumerate(rows):
+            group = numbered.setdefault(tuple(row[k] for k in fixed), len(groups))
+            if group == len(groups):
+                groups.append([])
+            groups[group].append(i)
+            groups_of[i].append(group)
+    pending = deque(range(len(groups)))
+    queued = [True] * len(groups)
+    while pending:
+        group = pending.popleft()
+        queued[group] = False
+        members = groups[group]
+        hidden = [i for i in members if i in redacted]
+        if len(hidden) == 1 and len(members) > 1:
+            shown = min((i for i in members if i not in redacted), key=lambda i: (rows[i][count], i))
+            redacted.add(shown)
+            for other in groups_of[shown]:
+                if not queued[other]:
+                    queued[other] = True
+                    pending.append(other)
     return redacted
 
 

@@ -70,8 +70,21 @@ def _privacy_budget(rt: DisclosureNeeds, year: int) -> list[dict[str, Any]]:
     ]
 
 
+_CELL_ESCAPES = str.maketrans(
+    {"|": "\\|", "\\": "\\\\", "`": "\\`", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "}
+)
+
+
+def _cell(value: object) -> str:
+    """`value` as the text of one table cell. SECURITY: titles, descriptions and names come from
+    catalogue entries and policy bundles: a `|`, a line break or markup in one must not forge a
+    row, a fee or a heading in the published report, nor run script where it is rendered."""
+    return str(value).translate(_CELL_ESCAPES)
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The same report as a readable document."""
+    """The same report as a readable document; every value from the report is escaped as a cell."""
+    report = _escaped(report)
     lines = [f"# Public data authorized operation: disclosure report {report['year']}", ""]
     lines += [f"Policy version in force: `{report['policy_version']}`.", "", "## Authorized resources", ""]
     lines += [
@@ -102,3 +115,12 @@ def markdown(report: dict[str, Any]) -> str:
         shown = f"{price['price_yuan']} yuan per {price['unit']} (cap {price['cap_yuan']})" if price else "-"
         lines.append(f"| {service['title']} | {service['description'] or '-'} | {shown} |")
     return "\n".join(lines) + "\n"
+
+
+def _escaped(value: Any) -> Any:
+    """Every text in the report as a table cell's text (`_cell`), numbers and structure kept."""
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return _cell(value) if isinstance(value, str) else value

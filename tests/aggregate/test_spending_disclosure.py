@@ -47,3 +47,19 @@ def test_dp_spend_is_in_usage_disclosure_and_the_annual_report(research: Callabl
     text = disclosure_report.markdown(report)
     assert "## Privacy budget spent" in text and f"| social_insurance | {COUNT} | 2 | 0.65 | 0 |" in text
     assert disclosure_report.build(rt, TODAY.year - 1)["privacy_budget_spent"] == []
+
+
+def test_a_hostile_title_is_one_cell_of_the_annual_report(research: Callable[..., Research]) -> None:
+    """Titles, descriptions and operators come from catalogue entries and bundles that one
+    administrator writes: a `|`, a line break or markup in one must not forge a row, a fee or a
+    heading in the published report, nor run script where it is rendered."""
+    r = research()
+    rt = r.client.app.state.runtime  # type: ignore[attr-defined]
+    report = disclosure_report.build(rt, TODAY.year)
+    hostile = "Wages | 0 yuan |\n## Fees refunded\n<script>alert(1)</script> `x`"
+    report["products_and_services"] = [{**report["products_and_services"][0], "title": hostile}]
+    text = disclosure_report.markdown(report)
+    products = text.split("## Products and services")[1].strip().splitlines()
+    assert len(products) == 3  # the header, its rule, and one row
+    assert products[2].count(" | ") == products[0].count(" | ")  # as many cells as the header
+    assert "<script>" not in text and "\n## Fees refunded" not in text

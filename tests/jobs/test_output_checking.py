@@ -288,29 +288,38 @@ def test_two_accounts_of_one_person_are_one_output_checker(open_store: Callable[
 
 
 @needs_isolation
-def test_checkers_see_how_the_run_ended_before_the_researcher_does(jobs_gateway: Callable[..., Jobs]) -> None:
-    """How a run ends (completed, an error, a limit) is the job's choice, so a few bits of the
-    data; with a table held, the researcher reads it in the result once the checkers released
-    the table. The checkers must see it too, beside the values they release."""
+def test_how_the_run_ended_and_which_rule_refused_a_table_stay_with_the_checkers(
+    jobs_gateway: Callable[..., Jobs],
+) -> None:
+    """How a run ends (completed, an error, a limit) and which rule refused a table are the
+    job's choice, so a few bits of the data each. The checkers see them beside the values they
+    release, but could not take them out of what they release: the researcher reads that the
+    run failed and one reason for every table not released, nothing more. A written table comes
+    out whole, in catalogue order."""
     jobs = jobs_gateway()
     code = (
-        "import veilgate_job as vg\n"
-        'vg.table("made_up", [{"status": "active", "n": 40}], keys=["status"], counts=["n"])\n'
+        "import sys\nimport veilgate_job as vg\n"
+        'vg.table("made_up", [{"status": "cancelled", "n": 40}, {"status": "active", "n": 90}],'
+        ' keys=["status"], counts=["n"])\n'
+        'vg.table("negative", [{"status": "active", "n": -5}], keys=["status"], counts=["n"])\n'
+        "vg.finish()  # the outputs are written: how the run ends is still the job's choice\n"
+        "sys.stderr.write('MemoryError\\n')\nraise SystemExit(3)\n"
     )
-    job_id = _submit_approved(
-        jobs,
-        code
-        + "vg.finish()  # the outputs are written: how the run ends is still the job's choice\nraise SystemExit(3)\n",
-        [{"name": "made_up", "keys": ["status"], "counts": ["n"]}],
-    )
+    tables = [{"name": name, "keys": ["status"], "counts": ["n"]} for name in ("made_up", "negative")]
+    job_id = _submit_approved(jobs, code, tables)
     assert jobs.wait(job_id)["status"] == AWAITING_CHECK
     held = _queue(jobs, job_id)
-    assert held["waiting"] == ["made_up"] and held["run"] == "failed: error (see reviewers)"
+    assert held["waiting"] == ["made_up"] and held["run"] == "failed: memory limit"
+    assert held["outputs"]["negative"] == {"status": "withheld", "reason": sdc.BAD_COUNT}
     queued = jobs.client.get("/v1/admin/output-checks", headers=jobs.headers["demo-admin"]).json()["jobs"]
-    assert [j["run"] for j in queued if j["id"] == job_id] == ["failed: error (see reviewers)"]
-    outcome = jobs.check_all(job_id)
-    assert outcome["result"]["result"]["reason"] == held["run"]
-    completed = _submit_approved(jobs, code, [{"name": "made_up", "keys": ["status"], "counts": ["n"]}])
+    assert [j["run"] for j in queued if j["id"] == job_id] == ["failed: memory limit"]
+    result = jobs.check_all(job_id)["result"]["result"]
+    assert result["reason"] == "failed: error (see reviewers)"
+    assert result["outputs"]["negative"] == {"status": "withheld", "reason": "withheld: by output checking"}
+    made_up = result["outputs"]["made_up"]
+    assert made_up["status"] == "released"
+    assert [row["status"] for row in made_up["rows"]] == ["active", "revoked", "cancelled"]
+    completed = _submit_approved(jobs, code.split("vg.finish()", maxsplit=1)[0], tables)
     assert jobs.wait(completed)["status"] == AWAITING_CHECK and _queue(jobs, completed)["run"] == "completed"
 
 

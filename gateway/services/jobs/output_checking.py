@@ -214,14 +214,15 @@ def release_checked(rt: OutputCheckingNeeds, job: Job) -> Job:
     held = job.held or {}
     decided = sdc.output_decisions(sdc.pending_outputs(job.held), job.reviews, rt.clients.identity_of)
     results: dict[str, Json] = {}
+    # SECURITY: which rule refused a table, and how the run ended, are the job's choice (a few
+    # bits each, from the data), and the checkers cannot take them out of what they release:
+    # the researcher reads one reason for every table not released, and whether the run completed.
     for name, result in (held.get("outputs") or {}).items():
         if decided.get(name) == "released":
             results[name] = {**result, "status": "released"}
-        elif decided.get(name) == "withheld":
-            results[name] = Refusal(Reason.OUTPUT_CHECK).shown()
         else:
-            results[name] = result
-    reason = held.get("reason")
+            results[name] = Refusal(Reason.OUTPUT_CHECK).shown()
+    reason = None if held.get("reason") is None else Reason.ERROR.value
     document = release_document(
         rt, job, results, isolation=str(held.get("isolation")), reason=reason,
         policy_version=policy_admin.current(rt).version,

@@ -10,6 +10,7 @@ that lost its job (failed as overdue, then requeued) cannot overwrite it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,9 +68,19 @@ log = logging.getLogger("veilgate.jobs")
 HOLD_MARGIN_SECONDS = 5.0
 """Beyond the wall-clock limit from when a run's inputs were ready: starting its jail, killing
 and reaping it at the limit, and checking its outputs (a table of 10,000 cells with secondary
-suppression takes about a second). A run and its checks that end later than the limit plus
-this are recorded when they end."""
+suppression takes tens of milliseconds a count column, whatever counts the job chose). A run
+whose checks end later than the limit plus this is recorded at the next `HOLD_STEP_SECONDS`."""
 HOLD_POLL_SECONDS = 0.5
+HOLD_STEP_SECONDS = 30.0
+"""A run whose checks end after its hold is recorded at the next multiple of this past the hold:
+how far it overran then tells a few steps, not the time to the millisecond."""
+
+
+def release_time(not_before: float, checked: float) -> float:
+    """When to record a run whose outputs were checked at `checked` (time.monotonic)."""
+    if checked <= not_before:
+        return not_before
+    return not_before + math.ceil((checked - not_before) / HOLD_STEP_SECONDS) * HOLD_STEP_SECONDS
 
 
 def hold_until(not_before: float, should_stop: Callable[[], object]) -> None:
@@ -168,7 +179,7 @@ def _run(rt: RunNeeds, job: Job) -> Job:
     try:
         results, notes = check_outputs(rt, job, service=service, entries=entries, outcome=outcome)
     finally:  # a check that fails is recorded no earlier than one that passes
-        hold_until(not_before, lambda: stopped(rt, job))
+        hold_until(release_time(not_before, time.monotonic()), lambda: stopped(rt, job))
     reason = stopped(rt, job)
     if reason is not None or not rt.jobs.is_current(job):
         return _fail(rt, job, reason or Reason.PROCESS_STOPPED, stdout=outcome.stdout, stderr=outcome.stderr)
