@@ -116,6 +116,10 @@ def test_references_must_resolve(tmp_path: Path, session_installation: Installat
             lambda s: s["fields"]["registered_capital_at_least"].update(thresholds=[1, 20000000000]),
             "thresholds must lie inside the bounds",
         ),
+        (  # true of every record: it would only tell that the key exists, which no_match hides
+            lambda s: s["fields"]["registered_capital_at_least"].update(thresholds=[0, 1000000]),
+            "a threshold at the lower bound of registered_capital is true of every record",
+        ),
         (
             lambda s: s["fields"].update(x={"column": "registered_capital", "check": "equals"}),
             "an equality check compares text",

@@ -145,6 +145,13 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
                     column.bounds[0] <= t <= column.bounds[1] for t in check.thresholds
                 ):
                     issue((*path, "thresholds"), f"thresholds must lie inside the bounds of {check.column}")
+                elif column.bounds is not None and column.bounds[0 if check.check is CheckKind.AT_LEAST else 1] in (
+                    check.thresholds
+                ):
+                    # SECURITY: every record holds at least the lower bound (at most the upper):
+                    # such a check is true of every record, so it would only tell that one exists.
+                    edge = "lower" if check.check is CheckKind.AT_LEAST else "upper"
+                    issue((*path, "thresholds"), f"a threshold at the {edge} bound of {check.column} is true of every record")
             elif check.check is CheckKind.FIXED:
                 if column.categories is not None and str(check.value) not in column.categories:
                     issue((*path, "value"), f"{check.value!r} is not a category of {check.column}")
