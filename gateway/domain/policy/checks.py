@@ -151,7 +151,8 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
                     # SECURITY: every record holds at least the lower bound (at most the upper):
                     # such a check is true of every record, so it would only tell that one exists.
                     edge = "lower" if check.check is CheckKind.AT_LEAST else "upper"
-                    issue((*path, "thresholds"), f"a threshold at the {edge} bound of {check.column} is true of every record")
+                    every = f"a threshold at the {edge} bound of {check.column} is true of every record"
+                    issue((*path, "thresholds"), every)
             elif check.check is CheckKind.FIXED:
                 if column.categories is not None and str(check.value) not in column.categories:
                     issue((*path, "value"), f"{check.value!r} is not a category of {check.column}")
