@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli.host_audit import record_change
 from gateway.cli.installation import ConfigOption, runtime
 
 __all__ = ["app"]
@@ -40,6 +41,8 @@ def budget_stale(
         if settle:
             returned, committed = rt.budget.settle_stale(cutoff)
             holds, keys = rt.budget.settle_stale_holds(cutoff)
+            settled = {"before": cutoff, "returned": returned, "committed": committed, "holds": holds, "keys": keys}
+            record_change(rt.settings, "budget stale --settle", settled)
             typer.echo(f"given back (no data read): {returned}; committed (data read, the charge stays): {committed}")
             typer.echo(f"holds dropped: {holds}; idempotency keys freed: {keys}")
         elif stale or held:

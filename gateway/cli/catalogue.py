@@ -9,6 +9,7 @@ import typer
 
 from gateway.catalog import CatalogStore
 from gateway.cli.console import guard, progress
+from gateway.cli.host_audit import record_change
 from gateway.cli.installation import ConfigOption, settings_for
 from gateway.services import registration
 
@@ -44,6 +45,8 @@ def register(
         bar.update(task, description="done", total=1, completed=1)
     record = outcome.record
     state = "unchanged (same content version)" if outcome.unchanged else record.history[-1].kind.value
+    change = {"dataset": record.entry.dataset, "version": record.version, "rows": outcome.rows, "state": state}
+    record_change(settings, "register", change)
     typer.echo(
         f"{record.entry.dataset}: {state}; version {record.version}; {outcome.rows:,} rows served; "
         f"{outcome.rows_dropped_by_contribution_bound:,} rows dropped by the contribution bound "
@@ -60,4 +63,5 @@ def deregister(
     settings = settings_for(config)
     with guard("cancellation"):
         registration.cancel(CatalogStore(settings.data_path), dataset, note=note)
+    record_change(settings, "deregister", {"dataset": dataset, "note": note})
     typer.echo(f"{dataset}: cancelled")

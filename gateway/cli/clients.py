@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.console import fail, guard
+from gateway.cli.host_audit import record_change
 from gateway.cli.installation import ConfigOption, account_store, settings_for
 from gateway.domain.principal import Role
 from gateway.state.ports import PRIVILEGED
@@ -34,6 +35,8 @@ def clients_add(
         if PRIVILEGED & set(role) and len(admins) >= max(1, settings.policy_approvals):
             fail("privileged roles are granted through POST /v1/admin/consumers and a second administrator's approval")
         secret = clients.add(client_id, org, role, person=person)
+    change = {"client_id": client_id, "organisation": org, "roles": sorted(r.value for r in role), "person": person}
+    record_change(settings, "clients add", change)  # the secret is printed once and recorded nowhere
     typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
 
 
@@ -44,6 +47,7 @@ def clients_disable(client_id: str, config: ConfigOption = None) -> None:
     settings = settings_for(config)
     with guard("disabling"), account_store(settings) as clients:
         clients.disable(client_id, approvals_required=settings.policy_approvals)
+    record_change(settings, "clients disable", {"client_id": client_id})
     typer.echo(f"{client_id}: disabled")
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 
 from gateway.cli.console import guard
+from gateway.cli.host_audit import host_user, record_change
 from gateway.cli.installation import ConfigOption, freeze_store, settings_for
 from gateway.domain.policy import FreezeKind
 
@@ -23,7 +23,9 @@ def freeze_command(
     """Emergency stop, effective on the next request of every gateway process; works without the API."""
     settings = settings_for(config)
     with guard("freeze"), freeze_store(settings) as store:
-        made = store.freeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+        made = store.freeze(kind, name, by=host_user(), reason=reason)
+    change = {"kind": made.kind.value, "name": made.name, "since": made.since.isoformat(), "reason": reason}
+    record_change(settings, "freeze", change)
     typer.echo(f"{made.kind.value} {made.name} frozen since {made.since.isoformat()}")
 
 
@@ -36,5 +38,6 @@ def unfreeze_command(
     """Lift a freeze."""
     settings = settings_for(config)
     with guard("unfreeze"), freeze_store(settings) as store:
-        store.unfreeze(kind, name, by=f"cli:{getpass.getuser()}", reason=reason)
+        store.unfreeze(kind, name, by=host_user(), reason=reason)
+    record_change(settings, "unfreeze", {"kind": kind.value, "name": name, "reason": reason})
     typer.echo(f"{kind.value} {name} no longer frozen")

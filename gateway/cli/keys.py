@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.console import fail, guard
+from gateway.cli.host_audit import record_change
 from gateway.cli.installation import ConfigOption, account_store, settings_for
 from gateway.services import authentication
 from gateway.settings import Settings
@@ -48,6 +49,7 @@ def keys_rotate(config: ConfigOption = None, purpose: PurposeOption = KeyPurpose
     settings = settings_for(config)
     with guard("rotation"):
         info = KeyRing.load(_key_dir(settings, purpose)).rotate()
+    record_change(settings, "keys rotate", {"purpose": purpose.value, "kid": info.kid})
     typer.echo(f"{purpose.value}: new active key {info.kid}")
 
 
@@ -63,6 +65,7 @@ def keys_revoke(
     since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
     with guard("revocation"):
         KeyRing.load(_key_dir(settings, purpose)).revoke(kid, since)
+    record_change(settings, "keys revoke", {"purpose": purpose.value, "kid": kid, "since": since.isoformat()})
     typer.echo(f"{purpose.value}: key {kid} revoked since {since.isoformat()}")
 
 

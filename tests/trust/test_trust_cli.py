@@ -136,3 +136,38 @@ def test_a_witness_keeps_checkpoints_and_catches_a_rewrite(installation: Install
     assert store.read_text() == kept  # the witness keeps the good checkpoint
     witnessed = runner.invoke(cli, ["audit", "verify", "--witness", str(store), *_config(installation)])
     assert witnessed.exit_code == 1 and "that a witness kept" in witnessed.output
+
+
+def test_changes_made_from_the_host_are_in_the_audit_log(installation: Installation) -> None:
+    """A command that changes the installation acts for no account, so no API route records
+    it: each leaves a leaf of its own (principal `cli:<user>`, its command as route), bound by
+    `result_digest` to the change it made and holding no secret it printed."""
+    from gateway.domain.trail import digest  # noqa: PLC0415
+    from gateway.state.ports import LeafFilter  # noqa: PLC0415
+
+    log = SqliteAuditLog.open(installation.settings.audit_dir)
+    before = log.size()
+    commands = [
+        ["freeze", "consumer", "demo-business", "--reason", "suspected abuse"],
+        ["unfreeze", "consumer", "demo-business", "--reason", "cleared"],
+        ["clients", "add", "host-made", "--org", "Elsewhere", "--role", "consumer"],
+        ["clients", "disable", "host-made"],
+        ["keys", "rotate"],
+    ]
+    outputs = []
+    for command in commands:
+        result = runner.invoke(cli, [*command, *_config(installation)])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    secret = json.loads(outputs[2])["client_secret"]
+    leaves = [x for x in log.find(LeafFilter(), limit=1000) if x.seq >= before]
+    log.close()
+    assert [leaf.route for leaf in leaves] == [
+        "veilgate freeze", "veilgate unfreeze", "veilgate clients add", "veilgate clients disable",
+        "veilgate keys rotate",
+    ]  # fmt: skip
+    assert all(leaf.principal and leaf.principal.startswith("cli:") and leaf.method == "CLI" for leaf in leaves)
+    added = {"client_id": "host-made", "organisation": "Elsewhere", "roles": ["consumer"], "person": None}
+    assert leaves[2].result_digest == digest(added)
+    assert leaves[1].result_digest == digest({"kind": "consumer", "name": "demo-business", "reason": "cleared"})
+    assert secret not in json.dumps([leaf.model_dump(mode="json") for leaf in leaves])
