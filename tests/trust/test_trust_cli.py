@@ -142,8 +142,8 @@ def test_changes_made_from_the_host_are_in_the_audit_log(installation: Installat
     """A command that changes the installation acts for no account, so no API route records
     it: each leaves a leaf of its own (principal `cli:<user>`, its command as route), bound by
     `result_digest` to the change it made and holding no secret it printed."""
-    from gateway.domain.trail import digest  # noqa: PLC0415
-    from gateway.state.ports import LeafFilter  # noqa: PLC0415
+    from gateway.domain.trail import digest
+    from gateway.state.ports import LeafFilter
 
     log = SqliteAuditLog.open(installation.settings.audit_dir)
     before = log.size()
