@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli.host_audit import record_change
+from gateway.cli.host_audit import host_change
 from gateway.cli.installation import ConfigOption, runtime
 
 __all__ = ["app"]
@@ -30,7 +30,7 @@ def budget_stale(
 ) -> None:
     """What crashed requests left (reservations, release holds, running idempotency keys): listed, or settled."""
     cutoff = (datetime.now(UTC) - timedelta(minutes=older_than_minutes)).isoformat()
-    with runtime("stale reservations", config) as rt:
+    with runtime("stale reservations", config) as rt, host_change(rt.settings, "budget stale --settle") as record:
         stale = rt.budget.stale(cutoff)
         for found in stale:
             eps = found.amount.epsilon
@@ -42,7 +42,7 @@ def budget_stale(
             returned, committed = rt.budget.settle_stale(cutoff)
             holds, keys = rt.budget.settle_stale_holds(cutoff)
             settled = {"before": cutoff, "returned": returned, "committed": committed, "holds": holds, "keys": keys}
-            record_change(rt.settings, "budget stale --settle", settled)
+            record(settled)
             typer.echo(f"given back (no data read): {returned}; committed (data read, the charge stays): {committed}")
             typer.echo(f"holds dropped: {holds}; idempotency keys freed: {keys}")
         elif stale or held:

@@ -9,7 +9,7 @@ import typer
 
 from gateway.catalog import CatalogStore
 from gateway.cli.console import guard, progress
-from gateway.cli.host_audit import record_change
+from gateway.cli.host_audit import host_change
 from gateway.cli.installation import ConfigOption, settings_for
 from gateway.services import registration
 
@@ -30,7 +30,7 @@ def register(
 ) -> None:
     """Check a data file against its catalogue entry and make it the served version."""
     settings = settings_for(config, creating=True)
-    with guard("registration"), progress() as bar:
+    with host_change(settings, "register") as record, guard("registration"), progress() as bar:
         task = bar.add_task("registering", total=None)
         outcome = registration.register(
             CatalogStore(settings.data_path),
@@ -43,14 +43,13 @@ def register(
             limits=registration.build_limits(settings),
         )
         bar.update(task, description="done", total=1, completed=1)
-    record = outcome.record
-    state = "unchanged (same content version)" if outcome.unchanged else record.history[-1].kind.value
-    change = {"dataset": record.entry.dataset, "version": record.version, "rows": outcome.rows, "state": state}
-    record_change(settings, "register", change)
+        made = outcome.record
+        state = "unchanged (same content version)" if outcome.unchanged else made.history[-1].kind.value
+        record({"dataset": made.entry.dataset, "version": made.version, "rows": outcome.rows, "state": state})
     typer.echo(
-        f"{record.entry.dataset}: {state}; version {record.version}; {outcome.rows:,} rows served; "
+        f"{made.entry.dataset}: {state}; version {made.version}; {outcome.rows:,} rows served; "
         f"{outcome.rows_dropped_by_contribution_bound:,} rows dropped by the contribution bound "
-        f"(at most {record.entry.privacy_unit.max_rows} per {record.entry.privacy_unit.column})"
+        f"(at most {made.entry.privacy_unit.max_rows} per {made.entry.privacy_unit.column})"
     )
 
 
@@ -61,7 +60,7 @@ def deregister(
 ) -> None:
     """Cancel a dataset's registration: it stays listed as cancelled and is no longer served."""
     settings = settings_for(config)
-    with guard("cancellation"):
+    with host_change(settings, "deregister") as record, guard("cancellation"):
         registration.cancel(CatalogStore(settings.data_path), dataset, note=note)
-    record_change(settings, "deregister", {"dataset": dataset, "note": note})
+        record({"dataset": dataset, "note": note})
     typer.echo(f"{dataset}: cancelled")

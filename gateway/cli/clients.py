@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.console import fail, guard
-from gateway.cli.host_audit import record_change
+from gateway.cli.host_audit import host_change
 from gateway.cli.installation import ConfigOption, account_store, settings_for
 from gateway.domain.principal import Role
 from gateway.state.ports import PRIVILEGED
@@ -30,14 +30,14 @@ def clients_add(
     only while setting up (fewer administrators than `policy_approvals`): after that, through
     `POST /v1/admin/consumers` and a second administrator's approval."""
     settings = settings_for(config, creating=True)
-    with guard("client creation"), account_store(settings) as clients:
+    with host_change(settings, "clients add") as record, guard("client creation"), account_store(settings) as clients:
         admins = {a.identity for a in clients.all() if Role.ADMIN in a.roles and not a.disabled}
         if PRIVILEGED & set(role) and len(admins) >= max(1, settings.policy_approvals):
             fail("privileged roles are granted through POST /v1/admin/consumers and a second administrator's approval")
         secret = clients.add(client_id, org, role, person=person)
-    change = {"client_id": client_id, "organisation": org, "roles": sorted(r.value for r in role), "person": person}
-    record_change(settings, "clients add", change)  # the secret is printed once and recorded nowhere
-    typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
+        # printed first, once: the secret is recorded nowhere, and lost if a failed leaf ended the command
+        typer.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
+        record({"client_id": client_id, "organisation": org, "roles": sorted(r.value for r in role), "person": person})
 
 
 @app.command("disable")
@@ -45,9 +45,9 @@ def clients_disable(client_id: str, config: ConfigOption = None) -> None:
     """Disable a client: its tokens stop working on the next request. Not the last administrators:
     no change leaves fewer than `policy_approvals` (by person), here as through the API."""
     settings = settings_for(config)
-    with guard("disabling"), account_store(settings) as clients:
+    with host_change(settings, "clients disable") as record, guard("disabling"), account_store(settings) as clients:
         clients.disable(client_id, approvals_required=settings.policy_approvals)
-    record_change(settings, "clients disable", {"client_id": client_id})
+        record({"client_id": client_id})
     typer.echo(f"{client_id}: disabled")
 
 

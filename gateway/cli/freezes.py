@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.console import guard
-from gateway.cli.host_audit import host_user, record_change
+from gateway.cli.host_audit import host_change, host_user
 from gateway.cli.installation import ConfigOption, freeze_store, settings_for
 from gateway.domain.policy import FreezeKind
 
@@ -22,10 +22,9 @@ def freeze_command(
 ) -> None:
     """Emergency stop, effective on the next request of every gateway process; works without the API."""
     settings = settings_for(config)
-    with guard("freeze"), freeze_store(settings) as store:
+    with host_change(settings, "freeze", emergency=True) as record, guard("freeze"), freeze_store(settings) as store:
         made = store.freeze(kind, name, by=host_user(), reason=reason)
-    change = {"kind": made.kind.value, "name": made.name, "since": made.since.isoformat(), "reason": reason}
-    record_change(settings, "freeze", change)
+        record({"kind": made.kind.value, "name": made.name, "since": made.since.isoformat(), "reason": reason})
     typer.echo(f"{made.kind.value} {made.name} frozen since {made.since.isoformat()}")
 
 
@@ -37,7 +36,7 @@ def unfreeze_command(
 ) -> None:
     """Lift a freeze."""
     settings = settings_for(config)
-    with guard("unfreeze"), freeze_store(settings) as store:
+    with host_change(settings, "unfreeze") as record, guard("unfreeze"), freeze_store(settings) as store:
         store.unfreeze(kind, name, by=host_user(), reason=reason)
-    record_change(settings, "unfreeze", {"kind": kind.value, "name": name, "reason": reason})
+        record({"kind": kind.value, "name": name, "reason": reason})
     typer.echo(f"{kind.value} {name} no longer frozen")

@@ -8,16 +8,22 @@ what was changed from the host and when; a store rewritten afterwards no longer 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import secrets
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from gateway.cli.console import fail
+from gateway.cli.console import console, fail
 from gateway.domain.trail import AuditEvent, Decision, digest, utc_now
 from gateway.settings import Settings
+from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.backend import open_log
+from gateway.state.ports import AuditLogStore
 
-__all__ = ["host_user", "record_change"]
+__all__ = ["host_change", "host_user"]
+
+Record = Callable[[dict[str, Any]], None]
 
 
 def host_user() -> str:
@@ -25,24 +31,61 @@ def host_user() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def record_change(settings: Settings, command: str, change: dict[str, Any]) -> None:
-    """Append the leaf of a change already made. If the log cannot take it, say so and exit 1:
-    the change stands, and the operator must know it is not in the log."""
-    event = AuditEvent(
-        time=utc_now(),
-        request_id=secrets.token_hex(16),
-        principal=host_user(),
-        method="CLI",
-        route=f"veilgate {command}",
-        decision=Decision.ALLOWED,
-        status=200,
-        result_digest=digest(change),
-    )
+@contextlib.contextmanager
+def host_change(settings: Settings, command: str, *, emergency: bool = False) -> Iterator[Record]:
+    """The log, opened and checked before the change is made (a command whose leaf could not be
+    written changes nothing), and `record(change)` to append the leaf once it is made. If the
+    append itself fails, the command says the change stands unrecorded and exits 1.
+
+    `emergency` (a freeze): the change is made whatever the log's state, and a leaf that cannot
+    be written is said in one line instead: an emergency stop never waits on the audit log."""
+    log: AuditLogStore | None = None
+    problem = None
     try:
         log = open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema)
-        try:
-            log.append_now(event)
-        finally:
+        if settings.database_dsn and log.size() == 0 and _local_log_has_leaves(settings):
+            problem = (
+                f"the audit log in {settings.audit_dir} has leaves and PostgreSQL's has none: run "
+                "`veilgate database import` first (a leaf written now would begin the trail anew)"
+            )
+    except Exception as exc:  # the log cannot be opened
+        problem = f"the audit log cannot be opened ({type(exc).__name__})"
+    if problem is not None or log is None:
+        if log is not None:
             log.close()
-    except Exception as exc:  # any failure of the log: the operator must hear of it
-        fail(f"{command}: done, but not recorded in the audit log ({type(exc).__name__}); record it by hand")
+        if not emergency:
+            fail(f"{command}: {problem}; nothing was changed")
+        yield lambda _change: console.print(f"[yellow]{command}: done, but not in the audit log: {problem}[/yellow]")
+        return
+    opened = log
+    try:
+
+        def record(change: dict[str, Any]) -> None:
+            event = AuditEvent(
+                time=utc_now(),
+                request_id=secrets.token_hex(16),
+                principal=host_user(),
+                method="CLI",
+                route=f"veilgate {command}",
+                decision=Decision.ALLOWED,
+                status=200,
+                result_digest=digest(change),
+            )
+            try:
+                opened.append_now(event)
+            except Exception as exc:  # the change stands: the operator must know it is not in the log
+                fail(f"{command}: done, but not recorded in the audit log ({type(exc).__name__}); record it by hand")
+
+        yield record
+    finally:
+        opened.close()
+
+
+def _local_log_has_leaves(settings: Settings) -> bool:
+    if not (settings.audit_dir / "log.sqlite3").exists():
+        return False
+    local = SqliteAuditLog.open(settings.audit_dir)
+    try:
+        return local.size() > 0
+    finally:
+        local.close()

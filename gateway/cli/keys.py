@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.console import fail, guard
-from gateway.cli.host_audit import record_change
+from gateway.cli.host_audit import host_change
 from gateway.cli.installation import ConfigOption, account_store, settings_for
 from gateway.services import authentication
 from gateway.settings import Settings
@@ -47,9 +47,9 @@ def keys_init(config: ConfigOption = None) -> None:
 def keys_rotate(config: ConfigOption = None, purpose: PurposeOption = KeyPurpose.RECEIPT) -> None:
     """Make a new active key; the old one is retired and stays published."""
     settings = settings_for(config)
-    with guard("rotation"):
+    with host_change(settings, "keys rotate") as record, guard("rotation"):
         info = KeyRing.load(_key_dir(settings, purpose)).rotate()
-    record_change(settings, "keys rotate", {"purpose": purpose.value, "kid": info.kid})
+        record({"purpose": purpose.value, "kid": info.kid})
     typer.echo(f"{purpose.value}: new active key {info.kid}")
 
 
@@ -63,9 +63,9 @@ def keys_revoke(
     """Mark a compromised key as revoked."""
     settings = settings_for(config)
     since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
-    with guard("revocation"):
+    with host_change(settings, "keys revoke") as record, guard("revocation"):
         KeyRing.load(_key_dir(settings, purpose)).revoke(kid, since)
-    record_change(settings, "keys revoke", {"purpose": purpose.value, "kid": kid, "since": since.isoformat()})
+        record({"purpose": purpose.value, "kid": kid, "since": since.isoformat()})
     typer.echo(f"{purpose.value}: key {kid} revoked since {since.isoformat()}")
 
 
@@ -75,11 +75,12 @@ def token(
 ) -> None:
     """Print an access token for a client, for local administration (needs the key files)."""
     settings = settings_for(config)
-    with guard("token"), account_store(settings) as clients:
+    with host_change(settings, "token") as record, guard("token"), account_store(settings) as clients:
         found = clients.find(client)
         if found is None or found.disabled:
             fail(f"no enabled client {client!r}")
         keys = KeyRing.load(settings.token_keys_dir)
+        record({"client_id": found.client_id})  # whom a token was made for from the host, never the token
         typer.echo(
             authentication.mint_token(
                 keys,

@@ -9,7 +9,7 @@ import typer
 
 from gateway.catalog import CatalogStore
 from gateway.cli.console import console, fail
-from gateway.cli.host_audit import host_user, record_change
+from gateway.cli.host_audit import host_change, host_user
 from gateway.cli.installation import ConfigOption, runtime, settings_for
 from gateway.services import policy_admin, policy_check
 
@@ -47,9 +47,9 @@ def policy_reload_command(config: ConfigOption = None) -> None:
     """Propose the YAML bundle of `policy_dir`, after the same checks (a running server does the
     same on SIGHUP): in force once an administrator approves it (at once with
     `policy_approvals = 1`); a bundle that fails changes nothing."""
-    with runtime("policy reload", config) as rt:
+    with runtime("policy reload", config) as rt, host_change(rt.settings, "policy reload") as record:
         change = policy_admin.reload_from_disk(rt, by=host_user())
-        record_change(rt.settings, "policy reload", {"proposal": change.proposal, "active": change.active})
+        record({"proposal": change.proposal, "active": change.active})
     if change.active is not None:
         typer.echo(f"bundle {change.active} in force")
     elif change.proposal is not None:
@@ -64,9 +64,9 @@ def policy_rollback_command(config: ConfigOption = None) -> None:
     """Propose the bundle that was in force before the current one: in force once administrators
     of two identities approve it (the command line is nobody's approval), refused if anything
     else goes in force first."""
-    with runtime("policy rollback", config) as rt:
+    with runtime("policy rollback", config) as rt, host_change(rt.settings, "policy rollback") as record:
         change = policy_admin.propose_rollback(rt, by=host_user())
-        record_change(rt.settings, "policy rollback", {"proposal": change.proposal, "active": change.active})
+        record({"proposal": change.proposal, "active": change.active})
     if change.proposal is not None:
         typer.echo(
             f"rollback to bundle {change.proposal['version']} proposed as {change.proposal['id']}: in force once "
@@ -77,10 +77,10 @@ def policy_rollback_command(config: ConfigOption = None) -> None:
 def _decide(action: str, proposal_id: str, reason: str, config: Path | None) -> None:
     if not reason.strip() or len(reason) > 500:
         fail("--reason: between 1 and 500 characters")
-    with runtime(f"policy {action}", config) as rt:
+    with runtime(f"policy {action}", config) as rt, host_change(rt.settings, f"policy {action}") as record:
         decide = policy_admin.reject if action == "reject" else policy_admin.withdraw
         closed = decide(rt, proposal_id, by=host_user(), reason=reason).proposal
-        record_change(rt.settings, f"policy {action}", {"proposal": closed})
+        record({"proposal": closed})
     typer.echo(f"proposal {proposal_id} (bundle {closed['version']}) {closed['outcome']}: it can never be approved")
 
 

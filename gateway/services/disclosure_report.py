@@ -71,14 +71,26 @@ def _privacy_budget(rt: DisclosureNeeds, year: int) -> list[dict[str, Any]]:
 
 
 _CELL_ESCAPES = str.maketrans(
-    {"|": "\\|", "\\": "\\\\", "`": "\\`", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "}
+    {
+        "|": "\\|",
+        "\\": "\\\\",
+        "`": "\\`",
+        "<": "&lt;",
+        ">": "&gt;",
+        "&": "&amp;",
+        "\n": " ",
+        "\r": " ",
+        "[": "\\[",
+        "]": "\\]",
+    }  # no link nor image without brackets
 )
 
 
 def _cell(value: object) -> str:
     """`value` as the text of one table cell. SECURITY: titles, descriptions and names come from
-    catalogue entries and policy bundles: a `|`, a line break or markup in one must not forge a
-    row, a fee or a heading in the published report, nor run script where it is rendered."""
+    catalogue entries and policy bundles: a `|`, a line break, a link or markup in one must not
+    forge a row, a fee or a heading in the published report, nor run script or fetch an image
+    where it is rendered."""
     return str(value).translate(_CELL_ESCAPES)
 
 

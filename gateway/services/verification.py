@@ -288,7 +288,7 @@ def prepare(
         note.subjects.append(key)
         # A claim asked again in one request is answered once: fifty copies of one claim are
         # not fifty timings of the same record (nor fifty times the work).
-        same = (tuple(checked.keys[k] for k in service.keys), tuple(checked.checks.items()))
+        same = (tuple(checked.keys[k] for k in service.keys), tuple(sorted(checked.checks.items())))
         answer = answered.get(same)
         if answer is None:
             answer = answered[same] = _answer(rt, service, record.version, columns, checked)[0]

@@ -4,6 +4,7 @@ adds nothing, a failed request nothing."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -56,10 +57,11 @@ def test_a_hostile_title_is_one_cell_of_the_annual_report(research: Callable[...
     r = research()
     rt = r.client.app.state.runtime  # type: ignore[attr-defined]
     report = disclosure_report.build(rt, TODAY.year)
-    hostile = "Wages | 0 yuan |\n## Fees refunded\n<script>alert(1)</script> `x`"
+    hostile = "Wages | 0 yuan |\n## Fees refunded\n<script>alert(1)</script> `x` [y](javascript:z) ![](http://t)"
     report["products_and_services"] = [{**report["products_and_services"][0], "title": hostile}]
     text = disclosure_report.markdown(report)
     products = text.split("## Products and services")[1].strip().splitlines()
     assert len(products) == 3  # the header, its rule, and one row
     assert products[2].count(" | ") == products[0].count(" | ")  # as many cells as the header
     assert "<script>" not in text and "\n## Fees refunded" not in text
+    assert re.search(r"(?<!\\)\[", text) is None  # no link nor image: every bracket escaped

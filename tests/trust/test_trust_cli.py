@@ -153,6 +153,7 @@ def test_changes_made_from_the_host_are_in_the_audit_log(installation: Installat
         ["clients", "add", "host-made", "--org", "Elsewhere", "--role", "consumer"],
         ["clients", "disable", "host-made"],
         ["keys", "rotate"],
+        ["token", "--client", "demo-admin"],
     ]
     outputs = []
     for command in commands:
@@ -164,10 +165,11 @@ def test_changes_made_from_the_host_are_in_the_audit_log(installation: Installat
     log.close()
     assert [leaf.route for leaf in leaves] == [
         "veilgate freeze", "veilgate unfreeze", "veilgate clients add", "veilgate clients disable",
-        "veilgate keys rotate",
+        "veilgate keys rotate", "veilgate token",
     ]  # fmt: skip
     assert all(leaf.principal and leaf.principal.startswith("cli:") and leaf.method == "CLI" for leaf in leaves)
     added = {"client_id": "host-made", "organisation": "Elsewhere", "roles": ["consumer"], "person": None}
     assert leaves[2].result_digest == digest(added)
     assert leaves[1].result_digest == digest({"kind": "consumer", "name": "demo-business", "reason": "cleared"})
-    assert secret not in json.dumps([leaf.model_dump(mode="json") for leaf in leaves])
+    dumped = json.dumps([leaf.model_dump(mode="json") for leaf in leaves])
+    assert secret not in dumped and outputs[-1].strip() not in dumped  # neither the secret nor the token

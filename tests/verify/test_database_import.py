@@ -102,3 +102,31 @@ def test_spent_budgets_move_with_the_installation(tmp_path: Path) -> None:
             assert [s.id for s in shared.stale("9999")] == [held]
         finally:
             shared.close()
+
+
+def test_host_commands_before_the_import_begin_no_new_trail(gateway_for: Callable[..., Gateway]) -> None:
+    """Under a configuration that names PostgreSQL, whose log is still empty while the SQLite one
+    has leaves, a host command's leaf would begin the trail anew (and the import would then find
+    the log taken and copy nothing): the command changes nothing and says to import first. An
+    emergency stop is the exception: it is made, and says it is not in the log."""
+    gw = gateway_for()
+    inst = gw.installation
+    assert gw.verify([{"keys": {"credit_code": enterprises(inst)[0]["credit_code"]}, "checks": {"active": True}}])
+    gw.client.close()
+    with pg_schema() as schema:
+        config = inst.root / "postgres.toml"
+        config.write_text(
+            f'state_dir = "{inst.settings.state_dir}"\npolicy_dir = "{inst.settings.policy_dir}"\n'
+            f'database_dsn = "{PG_DSN}"\ndatabase_schema = "{schema}"\n'
+        )
+        rotated = CliRunner().invoke(cli, ["keys", "rotate", "--config", str(config)])
+        assert rotated.exit_code == 1 and "veilgate database import" in rotated.output
+        assert "nothing was changed" in rotated.output
+        frozen = CliRunner().invoke(
+            cli, ["freeze", "service", "tax-compliance", "--reason", "now", "--config", str(config)]
+        )
+        assert frozen.exit_code == 0 and "not in the audit log" in frozen.output
+        moved = CliRunner().invoke(cli, ["database", "import", "--config", str(config)])
+        assert moved.exit_code == 0, moved.output
+        (audit,) = [line for line in moved.output.splitlines() if line.startswith("audit log:")]
+        assert audit != "audit log: it already holds data; nothing copied" and audit.endswith("copied")

@@ -133,7 +133,7 @@ def checker_view(job: Job, *, with_code: bool) -> Json:
         "purpose": job.purpose,
         "declared": job.tables,
         "outputs": (job.held or {}).get("outputs"),
-        # how the run ended reaches the researcher with the released tables: its checkers see it
+        # how the run ended, for the checkers only: the researcher reads whether it completed
         "run": (job.held or {}).get("reason") or "completed",
         "waiting": [name for name in pending if decided[name] is None],
         "checks": [r for r in job.reviews if "output" in r],
