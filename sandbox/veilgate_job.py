@@ -39,7 +39,8 @@ def dataset(name: str) -> Any:
 
 
 def table(name: str, rows: list[dict[str, Any]], *, keys: list[str], counts: list[str]) -> None:
-    """A table of counts by public categories, released after statistical disclosure control."""
+    """A table of counts by public categories, released after statistical disclosure control.
+    The gateway puts its rows in catalogue order and counts 0 for a combination not written."""
     if len(rows) > MAX_ROWS:
         raise ValueError(f"an output table has at most {MAX_ROWS} rows")
     _add(name, {"kind": "table", "keys": list(keys), "counts": list(counts), "rows": rows})
