@@ -7,6 +7,7 @@ from typing import Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from gateway import demo_data
@@ -19,7 +20,7 @@ console = Console(stderr=True, soft_wrap=True)  # one message, one line: logs an
 
 def fail(message: str) -> NoReturn:
     """Say what went wrong in one line and exit with status 1."""
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")  # a message may quote a file: never markup
     raise typer.Exit(1)
 
 
@@ -39,7 +40,7 @@ class Guard:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> Literal[False]:
         if isinstance(exc, VeilgateError):
-            console.print(f"[red]{self.action} failed:[/red] {exc.detail}")
+            console.print(f"[red]{self.action} failed:[/red] {escape(exc.detail)}")
             raise typer.Exit(1)
         return False
 

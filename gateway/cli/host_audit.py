@@ -14,6 +14,8 @@ import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich.markup import escape
+
 from gateway.cli.console import console, fail
 from gateway.domain.trail import AuditEvent, Decision, digest, utc_now
 from gateway.settings import Settings
@@ -55,7 +57,8 @@ def host_change(settings: Settings, command: str, *, emergency: bool = False) ->
             log.close()
         if not emergency:
             fail(f"{command}: {problem}; nothing was changed")
-        yield lambda _change: console.print(f"[yellow]{command}: done, but not in the audit log: {problem}[/yellow]")
+        said = escape(f"{command}: done, but not in the audit log: {problem}")
+        yield lambda _change: console.print(f"[yellow]{said}[/yellow]")
         return
     opened = log
     try:

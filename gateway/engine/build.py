@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ class BuildReport:
     unchanged: bool
 
 
+_GLOB = re.compile(r"[*?\[\]{}]")
+"""Characters DuckDB's readers take as a file pattern."""
+
+
 def content_version(entry: CatalogEntry, source: Path) -> str:
     """SHA-256 over the canonical catalogue entry and the source file's bytes. The default
     engine is left out of the entry, so versions named before it existed keep their names."""
@@ -64,10 +69,13 @@ def content_version(entry: CatalogEntry, source: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def _identity(source: Path) -> tuple[int, int, int, int]:
-    """What changes when a file is rewritten or replaced: device, inode, size, modification time."""
+def _identity(source: Path) -> tuple[int, int, int, int, int]:
+    """What changes when a file is rewritten or replaced: device, inode, size, modification time
+    and change time. SECURITY: its owner can set the modification time back (`touch -d`), so a
+    file rewritten between the checks and the write, then put back, kept it; no user can set
+    the change time."""
     stat = source.stat()
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def marker_path(data_dir: Path, dataset: str, version: str) -> Path:
@@ -97,6 +105,10 @@ def build_version(
 
         return build_spark_version(entry, str(source), data_dir, limits=limits, progress=progress)
     source = Path(source)
+    if _GLOB.search(source.name) or _GLOB.search(str(source.parent)):
+        # SECURITY: DuckDB reads a path with these as a pattern, so the version would hold
+        # other files than the one hashed and checked for changes.
+        raise RegistrationError("source: a path without * ? [ ] { } (DuckDB reads those as a pattern)")
     if not source.is_file():
         raise RegistrationError(f"source file {source.name} does not exist")
     suffix = source.suffix.lower()

@@ -14,6 +14,7 @@ import numpy as np
 
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.domain.identifiers import KEY_FORMATS, valid_resident_ids
+from gateway.domain.names import is_identifier
 from gateway.engine.sql import INTEGER_TYPES, SQL_TYPE, quote, scalar_int
 from gateway.errors import InternalError, RegistrationError
 
@@ -42,7 +43,12 @@ def schema_problems(entry: CatalogEntry, found: dict[str, str], is_csv: bool) ->
     if missing:
         problems.append(f"missing column(s): {', '.join(missing)}")
     if extra:
-        problems.append(f"column(s) not in the catalogue entry: {', '.join(extra)}")
+        # SECURITY: a file without a header row makes its first record the column names: only
+        # names a catalogue could hold are repeated, the others counted.
+        named = [name for name in extra if is_identifier(name)]
+        others = len(extra) - len(named)
+        listed = ", ".join([*named, *([f"{others} other(s) that are not column names"] if others else [])])
+        problems.append(f"column(s) not in the catalogue entry: {listed}")
     if not is_csv:
         for col in entry.columns:
             if col.name in found and not _ACCEPTED_PARQUET_TYPES[col.type](found[col.name]):

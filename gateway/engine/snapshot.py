@@ -38,7 +38,10 @@ class Snapshot:
         """Rows whose `key_column` equals `key` exactly; names come from the catalogue."""
         selected = ", ".join(quote(c) for c in columns)
         sql = f"SELECT {selected} FROM {TABLE} WHERE {quote(key_column)} = $1"  # noqa: S608
-        return [tuple(row) for row in self._cursor.execute(sql, [key]).fetchall()]
+        try:
+            return [tuple(row) for row in self._cursor.execute(sql, [key]).fetchall()]
+        except duckdb.Error as exc:  # SECURITY: DuckDB's message may quote the caller's key
+            raise InternalError(f"a lookup failed in the data engine ({type(exc).__name__})") from None
 
     def key_index(self, key_column: str, columns: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
         """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per key."""

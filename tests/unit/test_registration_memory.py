@@ -81,6 +81,60 @@ def test_a_source_rewritten_during_registration_is_refused(session_installation:
     assert not list((data_dir / "domain" / DATASET).glob("*"))
 
 
+def test_a_source_rewritten_in_place_with_its_old_times_is_refused(
+    session_installation: Installation, tmp_path: Path
+) -> None:
+    """A data holder can write other bytes over the file between the checks and the write, put
+    the first bytes back and set the modification time back each time (same size, same inode,
+    same mtime): the version would hold rows no check saw, under the name of bytes that passed.
+    Any write moves the change time, which nobody can set back."""
+    data = tmp_path / "data.parquet"
+    pq.write_table(pq.read_table(session_installation.source / f"{DATASET}.parquet"), data)
+    entry = session_installation.source / f"{DATASET}.yaml"
+    original = data.read_bytes()
+    before = data.stat()
+
+    def rewrite_in_place(step: str) -> None:
+        if step == "enforcing the contribution bound":
+            with data.open("r+b") as handle:  # the same bytes again: only the times could tell
+                handle.write(original)
+            os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    data_dir = tmp_path / "domain-data"
+    with pytest.raises(RegistrationError, match="changed while it was registered"):
+        registration.register(CatalogStore(data_dir), data_dir, entry, data, progress=rewrite_in_place)
+    assert CatalogStore(data_dir).find(DATASET) is None
+
+
+@pytest.mark.parametrize("name", ["export[12].parquet", "export*.parquet", "export?.parquet", "ex{a,b}.parquet"])
+def test_a_source_whose_name_duckdb_reads_as_a_pattern_is_refused(
+    session_installation: Installation, tmp_path: Path, name: str
+) -> None:
+    """DuckDB reads `export[12].parquet` as `export1.parquet` and `export2.parquet`: the version
+    would hold files that were neither hashed nor watched for change."""
+    table = pq.read_table(session_installation.source / f"{DATASET}.parquet")
+    for other in ("export1.parquet", "export2.parquet", "exa.parquet", "exb.parquet", name):
+        pq.write_table(table, tmp_path / other)
+    entry = session_installation.source / f"{DATASET}.yaml"
+    data_dir = tmp_path / "domain-data"
+    with pytest.raises(RegistrationError, match=r"source: a path without \* \? \[ \] \{ \}"):
+        registration.register(CatalogStore(data_dir), data_dir, entry, tmp_path / name)
+
+
+def test_a_file_without_a_header_row_is_not_quoted_back(session_installation: Installation, tmp_path: Path) -> None:
+    """Without a header row, a CSV file's first record becomes its column names: the refusal
+    names only what could be a column of a catalogue, and counts the rest."""
+    record = ["110101199003070015", "Zhang San [bold]", "91110000MA01ABCD2X"]
+    data = tmp_path / "data.csv"
+    data.write_text(",".join(record) + "\n" + ",".join(record) + "\n", encoding="utf-8")
+    entry = session_installation.source / f"{DATASET}.yaml"
+    data_dir = tmp_path / "domain-data"
+    with pytest.raises(RegistrationError) as refused:
+        registration.register(CatalogStore(data_dir), data_dir, entry, data)
+    assert "3 other(s) that are not column names" in refused.value.detail
+    assert not [value for value in record if value in refused.value.detail]
+
+
 def test_settings_carry_the_limits(tmp_path: Path) -> None:
     settings = Settings(registration_memory_limit="512MB", registration_temp_directory=tmp_path)
     limits = registration.build_limits(settings)

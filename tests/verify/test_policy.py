@@ -217,3 +217,28 @@ def test_the_committed_json_schema_is_the_one_the_code_validates_with() -> None:
         "from gateway.domain.policy import PolicyBundle; "
         "print(json.dumps(PolicyBundle.model_json_schema(), indent=2, sort_keys=True))' > policies/schema.json"
     )
+
+
+def test_a_verification_key_is_a_text_column(session_installation: Installation) -> None:
+    """A caller's key is text: against an integer lookup key it never matched in memory, and
+    DuckDB's refusal to convert it quoted the key into the server's log."""
+    from gateway.domain.policy import check_against_catalog
+    from gateway.services.policy_check import entries
+
+    bundle, _ = read_bundle(REPO / "policies")
+    assert bundle is not None
+    catalogue = dict(entries(CatalogStore(session_installation.settings.data_path)))
+    registry = catalogue["enterprise_registry"]
+    catalogue["enterprise_registry"] = registry.model_copy(
+        update={"lookup_keys": ["credit_code", "registered_capital"]}
+    )
+    service = bundle.verification_services["enterprise-registration"]
+    changed = bundle.model_copy(
+        update={
+            "verification_services": {
+                "enterprise-registration": service.model_copy(update={"keys": ["registered_capital"]})
+            }
+        }
+    )
+    messages = [issue.message for issue in check_against_catalog(changed, catalogue)]
+    assert "registered_capital is integer: a lookup key of a service is text" in messages

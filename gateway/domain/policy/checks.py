@@ -131,6 +131,10 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
         for i, key in enumerate(service.keys):
             if key in columns and key not in entry.lookup_keys:
                 issue(("keys", i), f"{key} is not a lookup key of {service.dataset}: it has no index")
+            elif key in columns and columns[key].type is not ColumnType.STRING:
+                # SECURITY: a caller's key is text: compared with numbers it never matched, and
+                # DuckDB's refusal to convert it quoted the key into the server's log.
+                issue(("keys", i), f"{key} is {columns[key].type.value}: a lookup key of a service is text")
         if service.latest_by is None and entry.privacy_unit.max_rows > 1:
             issue(("latest_by",), f"{service.dataset} has up to {entry.privacy_unit.max_rows} rows per key; say which")
         for field, check in service.fields.items():
