@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gateway.services import disclosure_report
 from tests.aggregate.conftest import Research
@@ -23,7 +23,8 @@ def test_dp_spend_is_in_usage_disclosure_and_the_annual_report(research: Callabl
     assert r.release("payroll-count", epsilon="1").status_code == 200
     assert r.release(COUNT, epsilon="99").status_code == 422  # refused: spends nothing
 
-    usage = r.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=r.headers).json()
+    day = timedelta(days=1)  # a day each side: a run across midnight UTC still finds its releases
+    usage = r.client.get(f"/v1/usage?since={TODAY - day}&until={TODAY + day}", headers=r.headers).json()
     assert [(u["service"], u["dataset"], u["releases"], u["spent"]) for u in usage["privacy_budget"]] == [
         (COUNT, "social_insurance", 2, {"epsilon": "0.65", "delta": "0"}),
         ("payroll-count", "payroll", 1, {"epsilon": "1", "delta": "0"}),

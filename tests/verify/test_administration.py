@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,10 @@ from gateway.cli import app as cli
 from tests.conftest import bearer, get_token
 from tests.verify.conftest import Gateway, enterprises, valid_unknown_code
 
-TODAY = datetime.now(UTC).date().isoformat()
+_STARTED = datetime.now(UTC).date()
+# A day each side: a test that runs across midnight UTC still finds its own calls (each test's
+# installation is new, so nothing else is in the period).
+SINCE, UNTIL = (_STARTED - timedelta(days=1)).isoformat(), (_STARTED + timedelta(days=1)).isoformat()
 
 
 def _token(gw: Gateway, who: str) -> dict[str, str]:
@@ -52,21 +55,21 @@ def test_usage_statements_charge_commercial_billable_claims_only(gateway_for: Ca
     gw.verify(_claims(gw, 0, 1, 2))
     gw.verify(_claims(gw, 0, 1, 2))  # repeats: not billed again
     gw.verify([unknown])
-    statement = gw.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=gw.headers).json()
+    statement = gw.client.get(f"/v1/usage?since={SINCE}&until={UNTIL}", headers=gw.headers).json()
     assert statement["total"] == {"calls": 3, "billable_claims": 3, "fee_yuan": "0.15"}  # the malformed key: invalid
     assert statement["rows"][0]["purpose"] == "credit_assessment"
     researcher = _token(gw, "demo-researcher")
-    assert gw.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=researcher).json()["rows"] == []
-    assert gw.client.get(f"/v1/usage?since={TODAY}&until=2000-01-01", headers=gw.headers).status_code == 422
+    assert gw.client.get(f"/v1/usage?since={SINCE}&until={UNTIL}", headers=researcher).json()["rows"] == []
+    assert gw.client.get(f"/v1/usage?since={SINCE}&until=2000-01-01", headers=gw.headers).status_code == 422
     report = CliRunner().invoke(
         cli,
         [
             "usage",
             "report",
             "--since",
-            TODAY,
+            SINCE,
             "--until",
-            TODAY,
+            UNTIL,
             "--config",
             str(gw.installation.root / "veilgate.toml"),
         ],
@@ -80,7 +83,7 @@ def test_usage_cannot_tell_which_keys_exist(gateway_for: Callable[..., Gateway])
     gw = gateway_for()
 
     def total() -> dict[str, Any]:
-        usage: dict[str, Any] = gw.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=gw.headers).json()
+        usage: dict[str, Any] = gw.client.get(f"/v1/usage?since={SINCE}&until={UNTIL}", headers=gw.headers).json()
         return usage["total"]
 
     before = total()
@@ -100,7 +103,7 @@ def test_public_purposes_are_free(gateway_for: Callable[..., Gateway]) -> None:
 
     gw = gateway_for(public)
     gw.verify(_claims(gw, 0, 1), purpose="public_research")
-    statement = gw.client.get(f"/v1/usage?since={TODAY}&until={TODAY}", headers=gw.headers).json()
+    statement = gw.client.get(f"/v1/usage?since={SINCE}&until={UNTIL}", headers=gw.headers).json()
     assert statement["total"] == {"calls": 1, "billable_claims": 2, "fee_yuan": "0"}
 
 
