@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,10 @@ from gateway.state.migrations import Execute, Step
 from gateway.state.ports import PRIVILEGED, Account, AccountAction, AccountChange
 
 STORE = "accounts"
+
+
+PROPOSAL_EXPIRES = timedelta(days=7)
+"""How long an account proposal waits for its second approval."""
 
 
 def _record(account: Account) -> dict[str, Any]:
@@ -285,6 +289,10 @@ class AccountRules:
     def approve(self, proposal_id: str, *, by: str, approvals_required: int) -> AccountChange:
         with self._tables() as tables:
             proposal = tables.proposal(proposal_id)
+            # SECURITY: "make X an administrator" must not wait, approvable, until a day nobody
+            # remembers why it was proposed: a second person approves it within a week or never.
+            if datetime.now(UTC) - datetime.fromisoformat(proposal["proposed_at"]) > PROPOSAL_EXPIRES:
+                raise Conflict(f"this proposal expired after {PROPOSAL_EXPIRES.days} days; propose it again")
             identity = tables.identity_of(by)
             if identity in proposal["identities"]:
                 raise PolicyDenied("a change is approved by another person than the ones who proposed or approved it")

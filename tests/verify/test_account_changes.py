@@ -236,3 +236,32 @@ def test_a_person_spelled_nearly_like_another_is_refused(gateway_for: Callable[.
         ],
     )
     assert made.exit_code != 0 and "person:" in made.output
+
+
+def test_an_account_proposal_left_for_more_than_a_week_is_not_approved(gateway_for: Callable[..., Gateway]) -> None:
+    """A proposal to make someone an administrator, forgotten, must not be approvable years later
+    by whoever comes across it: a second person approves it within a week, or it is proposed again."""
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.state.backend import accounts_file
+
+    gw = gateway_for()
+    admin, approver = _as(gw, "demo-admin"), _as(gw, "demo-approver")
+    made = gw.client.post(
+        "/v1/admin/consumers", headers=admin,
+        json={"client_id": "old-idea", "organisation": "Demo Public Data Administration", "roles": ["admin"],
+              "person": "Someone Later"},
+    )  # fmt: skip
+    assert made.status_code == 202
+    pid = made.json()["proposal"]["id"]
+    week_ago = (datetime.now(UTC) - timedelta(days=7, minutes=1)).isoformat(timespec="seconds")
+    with sqlite3.connect(accounts_file(gw.installation.settings)) as conn:
+        changed = conn.execute(
+            "UPDATE account_proposals SET record = json_set(record, '$.proposed_at', ?) WHERE id = ?", (week_ago, pid)
+        ).rowcount
+    assert changed == 1
+    late = gw.client.post(f"/v1/admin/consumers/proposals/{pid}/approve", headers=approver)
+    assert late.status_code == 409 and "expired after 7 days" in late.json()["detail"]
+    assert _token_status(gw.client, "old-idea", made.json()["client_secret_part"]) == 401
+    assert gw.client.app.state.runtime.clients.find("old-idea") is None
