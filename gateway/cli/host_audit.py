@@ -19,8 +19,7 @@ from rich.markup import escape
 from gateway.cli.console import console, fail
 from gateway.domain.trail import AuditEvent, Decision, digest, utc_now
 from gateway.settings import Settings
-from gateway.state.audit_sqlite import SqliteAuditLog
-from gateway.state.backend import open_log
+from gateway.state.backend import local_log_has_leaves, open_log
 from gateway.state.ports import AuditLogStore
 
 __all__ = ["host_change", "host_user"]
@@ -45,7 +44,7 @@ def host_change(settings: Settings, command: str, *, emergency: bool = False) ->
     problem = None
     try:
         log = open_log(settings.audit_dir, dsn=settings.database_dsn, schema=settings.database_schema)
-        if settings.database_dsn and log.size() == 0 and _local_log_has_leaves(settings):
+        if settings.database_dsn and log.size() == 0 and local_log_has_leaves(settings.audit_dir):
             problem = (
                 f"the audit log in {settings.audit_dir} has leaves and PostgreSQL's has none: run "
                 "`veilgate database import` first (a leaf written now would begin the trail anew)"
@@ -82,13 +81,3 @@ def host_change(settings: Settings, command: str, *, emergency: bool = False) ->
         yield record
     finally:
         opened.close()
-
-
-def _local_log_has_leaves(settings: Settings) -> bool:
-    if not (settings.audit_dir / "log.sqlite3").exists():
-        return False
-    local = SqliteAuditLog.open(settings.audit_dir)
-    try:
-        return local.size() > 0
-    finally:
-        local.close()

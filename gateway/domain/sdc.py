@@ -211,7 +211,7 @@ def check_written(output: Any, declaration: TableDeclaration, entries: Sequence[
     public = _public_columns(entries)
     allowed = {k: categories(public[k]) or () for k in declaration.keys}
     columns = {*declaration.keys, *declaration.counts}
-    seen: set[tuple[Any, ...]] = set()
+    by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         if not isinstance(row, dict) or set(row) != columns:
             return Checked(None, SCHEMA_MISMATCH)
@@ -222,14 +222,13 @@ def check_written(output: Any, declaration: TableDeclaration, entries: Sequence[
             for k, v in zip(declaration.keys, key, strict=True)
         ):
             return Checked(None, BAD_KEY)
-        if key in seen:
+        if key in by_key:
             return Checked(None, DUPLICATE_KEYS)
-        seen.add(key)
+        by_key[key] = row
         for count in declaration.counts:
             value = row[count]
             if type(value) is not int or not 0 <= value <= MAX_COUNT:
                 return Checked(None, BAD_COUNT)
-    by_key = {tuple(row[k] for k in declaration.keys): row for row in rows}
     zero = dict.fromkeys(declaration.counts, 0)
     return Checked(
         [{**dict(zip(declaration.keys, key, strict=True)), **{c: by_key.get(key, zero)[c] for c in declaration.counts}}

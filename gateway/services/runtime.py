@@ -12,10 +12,10 @@ from gateway.policy import PolicyHolder
 from gateway.services import policy_check
 from gateway.settings import Settings
 from gateway.signing import KeyRing
-from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.backend import (
     budget_file,
     freezes_database,
+    local_log_has_leaves,
     open_accounts,
     open_budget,
     open_freezes,
@@ -152,14 +152,8 @@ def _refuse_to_leave_history_behind(
                 )
         finally:
             local.close()
-    log_file = settings.audit_dir / "log.sqlite3"
-    if log_file.exists() and audit.size() == 0:
-        local_log = SqliteAuditLog.open(settings.audit_dir)
-        try:
-            if local_log.size():
-                raise ConfigurationError(
-                    f"the audit log in {log_file} has leaves, and PostgreSQL's has none: starting on PostgreSQL "
-                    "would begin the trail anew. Set database_dsn on a new installation (see docs/operations.md)"
-                )
-        finally:
-            local_log.close()
+    if audit.size() == 0 and local_log_has_leaves(settings.audit_dir):
+        raise ConfigurationError(
+            f"the audit log in {settings.audit_dir / 'log.sqlite3'} has leaves, and PostgreSQL's has none: starting "
+            "on PostgreSQL would begin the trail anew. Set database_dsn on a new installation (see docs/operations.md)"
+        )

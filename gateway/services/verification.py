@@ -171,9 +171,9 @@ def lookup_columns(service: VerificationService) -> list[str]:
 
 def _answer(
     rt: VerificationNeeds, service: VerificationService, version: str, columns: list[str], claim: _Valid
-) -> tuple[Json, bool]:
-    """The answer (no record value in it) and whether the key is known; `columns`: the
-    service's `lookup_columns`."""
+) -> Json:
+    """The answer (no record value in it; the same shape whether the key is known or not);
+    `columns`: the service's `lookup_columns`."""
     first, *others = service.keys
     rows = rt.domain.find(service.dataset, version, first, claim.keys[first], columns)
     rows = [r for r in rows if all(r[i] == claim.keys[k] for i, k in enumerate(others))]
@@ -185,14 +185,14 @@ def _answer(
             spec = service.fields[name]
             _matches(spec, asked, spec.value if spec.check is CheckKind.FIXED else asked)
         result = "not_found" if service.unknown_key is UnknownKey.NOT_FOUND else "no_match"
-        return {"result": result, "fields": dict.fromkeys(claim.checks, False)}, False
+        return {"result": result, "fields": dict.fromkeys(claim.checks, False)}
     # A NULL in the `latest_by` column sorts before every value (None does not compare).
     row = max(rows, key=lambda r: (r[-1] is not None, r[-1])) if service.latest_by is not None else rows[0]
     fields = {
         name: _matches(service.fields[name], asked, row[columns.index(service.fields[name].column)])
         for name, asked in claim.checks.items()
     }
-    return {"result": "match" if all(fields.values()) else "no_match", "fields": fields}, True
+    return {"result": "match" if all(fields.values()) else "no_match", "fields": fields}
 
 
 def answers_in_memory(rt: VerificationNeeds, service_name: str) -> bool:
@@ -288,11 +288,11 @@ def prepare(
         note.subjects.append(key)
         # A claim asked again in one request is answered once: fifty copies of one claim are
         # not fifty timings of the same record (nor fifty times the work).
-        same = (tuple(checked.keys[k] for k in service.keys), tuple(sorted(checked.checks.items())))
+        asked = sorted(checked.checks.items())
+        same = (tuple(checked.keys[k] for k in service.keys), tuple(asked))
         answer = answered.get(same)
         if answer is None:
-            answer = answered[same] = _answer(rt, service, record.version, columns, checked)[0]
-        asked = sorted(checked.checks.items())
+            answer = answered[same] = _answer(rt, service, record.version, columns, checked)
         asks = tuple(rt.audit.pseudonym("ask", canonical_text([service_name, key, n, v])) for n, v in asked)
         fingerprint = rt.audit.pseudonym("claim", canonical_text([service_name, key, asked]))
         # SECURITY: every claim asked is billable, known key or not: a bill that counted only

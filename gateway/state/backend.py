@@ -109,6 +109,18 @@ def open_log(directory: Path, *, dsn: str | None = None, schema: str = "veilgate
     return SqliteAuditLog.open(directory)
 
 
+def local_log_has_leaves(directory: Path) -> bool:
+    """Whether the SQLite audit log under `directory` exists and holds leaves (an installation
+    about to move to PostgreSQL, whose log must be imported before anything is appended)."""
+    if not (directory / "log.sqlite3").exists():
+        return False
+    local = SqliteAuditLog.open(directory)
+    try:
+        return local.size() > 0
+    finally:
+        local.close()
+
+
 def jobs_file(where: Where) -> Path:
     return where.state_dir / "jobs" / "jobs.sqlite3"
 

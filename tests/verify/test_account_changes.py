@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,6 +23,15 @@ def _as(gw: Gateway, who: str, secret: str | None = None) -> dict[str, str]:
     return bearer(get_token(gw.client, who, secret or gw.installation.credentials[who]))
 
 
+def _propose_an_administrator(gw: Gateway, admin: dict[str, str], client_id: str, person: str) -> Any:
+    """An administrator's account proposed by `admin`: it waits for another person's approval."""
+    return gw.client.post(
+        "/v1/admin/consumers", headers=admin,
+        json={"client_id": client_id, "organisation": "Demo Public Data Administration", "roles": ["admin"],
+              "person": person},
+    )  # fmt: skip
+
+
 def _token_status(client: TestClient, who: str, secret: str) -> int:
     form = {"grant_type": "client_credentials", "client_id": who, "client_secret": secret}
     return client.post("/v1/token", data=form).status_code
@@ -32,11 +42,7 @@ def test_an_administrator_alone_cannot_make_a_second_administrator_and_approve_w
 ) -> None:
     gw = gateway_for()
     admin, approver = _as(gw, "demo-admin"), _as(gw, "demo-approver")
-    made = gw.client.post(
-        "/v1/admin/consumers", headers=admin,
-        json={"client_id": "sock-puppet", "organisation": "Demo Public Data Administration", "roles": ["admin"],
-              "person": "Someone Else"},
-    )  # fmt: skip
+    made = _propose_an_administrator(gw, admin, "sock-puppet", "Someone Else")
     assert made.status_code == 202 and made.json()["account"] is None
     half = made.json()["client_secret_part"]
     assert _token_status(gw.client, "sock-puppet", half) == 401  # no account yet, and half a secret
@@ -248,11 +254,7 @@ def test_an_account_proposal_left_for_more_than_a_week_is_not_approved(gateway_f
 
     gw = gateway_for()
     admin, approver = _as(gw, "demo-admin"), _as(gw, "demo-approver")
-    made = gw.client.post(
-        "/v1/admin/consumers", headers=admin,
-        json={"client_id": "old-idea", "organisation": "Demo Public Data Administration", "roles": ["admin"],
-              "person": "Someone Later"},
-    )  # fmt: skip
+    made = _propose_an_administrator(gw, admin, "old-idea", "Someone Later")
     assert made.status_code == 202
     pid = made.json()["proposal"]["id"]
     week_ago = (datetime.now(UTC) - timedelta(days=7, minutes=1)).isoformat(timespec="seconds")

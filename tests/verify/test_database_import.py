@@ -20,10 +20,20 @@ from gateway.state.budget_sqlite import SqliteBudgetLedger
 from gateway.state.ledger_sqlite import SqliteLedger
 from gateway.state.policy_sqlite import SqlitePolicyStore
 from gateway.state.sessions_sqlite import SqliteSessionStore
-from tests.conftest import PG_DSN, bearer, get_token, needs_pg, pg_schema
+from tests.conftest import PG_DSN, Installation, bearer, get_token, needs_pg, pg_schema
 from tests.verify.conftest import Gateway, enterprises
 
 pytestmark = [needs_pg]
+
+
+def _postgres_config(inst: Installation, schema: str) -> Path:
+    """The installation's configuration with its shared state in `schema` of PostgreSQL."""
+    config = inst.root / "postgres.toml"
+    config.write_text(
+        f'state_dir = "{inst.settings.state_dir}"\npolicy_dir = "{inst.settings.policy_dir}"\n'
+        f'database_dsn = "{PG_DSN}"\ndatabase_schema = "{schema}"\n'
+    )
+    return config
 
 
 def test_an_installation_moves_to_postgres_with_its_history(gateway_for: Callable[..., Gateway]) -> None:
@@ -52,11 +62,7 @@ def test_an_installation_moves_to_postgres_with_its_history(gateway_for: Callabl
     ended.close()
 
     with pg_schema() as schema:
-        config = inst.root / "postgres.toml"
-        config.write_text(
-            f'state_dir = "{inst.settings.state_dir}"\npolicy_dir = "{inst.settings.policy_dir}"\n'
-            f'database_dsn = "{PG_DSN}"\ndatabase_schema = "{schema}"\n'
-        )
+        config = _postgres_config(inst, schema)
         moved = CliRunner().invoke(cli, ["database", "import", "--config", str(config)])
         assert moved.exit_code == 0, moved.output
         copied = re.search(r"^audit log: (\d+) copied$", moved.output, re.M)
@@ -114,11 +120,7 @@ def test_host_commands_before_the_import_begin_no_new_trail(gateway_for: Callabl
     assert gw.verify([{"keys": {"credit_code": enterprises(inst)[0]["credit_code"]}, "checks": {"active": True}}])
     gw.client.close()
     with pg_schema() as schema:
-        config = inst.root / "postgres.toml"
-        config.write_text(
-            f'state_dir = "{inst.settings.state_dir}"\npolicy_dir = "{inst.settings.policy_dir}"\n'
-            f'database_dsn = "{PG_DSN}"\ndatabase_schema = "{schema}"\n'
-        )
+        config = _postgres_config(inst, schema)
         rotated = CliRunner().invoke(cli, ["keys", "rotate", "--config", str(config)])
         assert rotated.exit_code == 1 and "veilgate database import" in rotated.output
         assert "nothing was changed" in rotated.output
