@@ -5,13 +5,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from gateway.domain.policy import UnknownKey
 from gateway.policy import load_bundle
 from gateway.services.verification import _answer, _Valid, lookup_columns
 from tests.conftest import REPO
 
 
 def test_a_null_latest_by_sorts_before_every_year() -> None:
-    service = load_bundle(REPO / "policies").verification_services["tax-compliance"]
+    tax = load_bundle(REPO / "policies").verification_services["tax-compliance"]
+    service = tax.model_copy(update={"unknown_key": UnknownKey.NOT_FOUND})  # no_match below: the record was read
     columns = lookup_columns(service)
     assert columns[-1] == "tax_year"
 
@@ -22,9 +24,10 @@ def test_a_null_latest_by_sorts_before_every_year() -> None:
     found = [row(True, None), row(False, 2025), row(True, None), row(True, 2024)]
     rt: Any = SimpleNamespace(domain=SimpleNamespace(find=lambda *_args: found))
     claim = _Valid(0, {"credit_code": "k"}, {"filed_on_time": True}, "entity")
-    answer, known = _answer(rt, service, "v1", columns, claim)
-    assert known and answer == {"result": "no_match", "fields": {"filed_on_time": False}}  # 2025's row
+    assert _answer(rt, service, "v1", columns, claim) == {
+        "result": "no_match",
+        "fields": {"filed_on_time": False},
+    }  # 2025
     only_nulls = [row(True, None), row(True, None)]
     rt.domain.find = lambda *_args: only_nulls
-    answer, _known = _answer(rt, service, "v1", columns, claim)
-    assert answer["result"] == "match"
+    assert _answer(rt, service, "v1", columns, claim)["result"] == "match"
