@@ -185,15 +185,8 @@ def test_spark_registration_refuses_what_duckdb_refuses(
     spark: Any, session_installation: Installation, tmp_path: Path
 ) -> None:
     """The same checks, the same messages: a value outside its bounds is refused by both."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     source = session_installation.source
-    table = pq.read_table(source / "social_insurance.parquet")
-    wage = table.column("wage_base")
-    table = table.set_column(table.schema.get_field_index("wage_base"), "wage_base", pc.add(wage, 10_000_000))
-    bad = tmp_path / "bad.parquet"
-    pq.write_table(table, bad)
+    bad = _shifted_wages(source, tmp_path / "bad.parquet")
     entry = load_entry(_spark_entry(source, "social_insurance", tmp_path))
     messages = []
     for shaped in (entry, entry.model_copy(update={"engine": "duckdb"})):
@@ -203,3 +196,55 @@ def test_spark_registration_refuses_what_duckdb_refuses(
     assert messages[0] == messages[1]
     assert "wage_base: values outside the bounds" in messages[0]
     assert not list((tmp_path / "data" / "domain").glob("social_insurance/*"))
+
+
+def _shifted_wages(source: Path, target: Path) -> Path:
+    """The demo's social-insurance rows with every wage far outside its declared bounds."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source / "social_insurance.parquet")
+    wage = table.column("wage_base")
+    table = table.set_column(table.schema.get_field_index("wage_base"), "wage_base", pc.add(wage, 10_000_000))
+    pq.write_table(table, target)
+    return target
+
+
+def test_rows_swapped_in_between_the_checks_and_the_write_are_refused(
+    spark: Any, session_installation: Installation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spark reads the source once for the checks and again for the write. A source swapped
+    between the two (and back before its fingerprint is taken again) is what the write sees;
+    here the write's read is handed the swapped rows directly. The rows written are checked."""
+    from gateway.engine.spark import build as spark_build
+
+    source = session_installation.source
+    bad = _shifted_wages(source, tmp_path / "swapped.parquet")
+    entry = load_entry(_spark_entry(source, "social_insurance", tmp_path))
+    bounded = spark_build._bounded
+
+    def write_reads_the_swapped_source(frame: Any, shaped: CatalogEntry) -> Any:
+        return bounded(frame.sparkSession.read.parquet(str(bad)), shaped)
+
+    monkeypatch.setattr(spark_build, "_bounded", write_reads_the_swapped_source)
+    data = tmp_path / "data"
+    with pytest.raises(RegistrationError, match="wage_base: values outside the bounds"):
+        build_version(entry, source / "social_insurance.parquet", data, limits=BuildLimits(spark_master=MASTER))
+    assert not list((data / "domain").glob("social_insurance/*.spark.json"))
+
+
+def test_rows_written_beyond_the_bound_are_refused(
+    spark: Any, session_installation: Installation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the write did, no unit keeps more than max_rows rows in a served version."""
+    from gateway.engine.spark import build as spark_build
+
+    source = session_installation.source
+    entry = load_entry(_spark_entry(source, "social_insurance", tmp_path))
+    tight = entry.model_copy(update={"privacy_unit": entry.privacy_unit.model_copy(update={"max_rows": 1})})
+    typed = spark_build._bounded
+    monkeypatch.setattr(spark_build, "_bounded", lambda frame, shaped: typed(frame, entry))  # the declared bound
+    data = tmp_path / "data"
+    with pytest.raises(RegistrationError, match="exceed max_rows"):
+        build_version(tight, source / "social_insurance.parquet", data, limits=BuildLimits(spark_master=MASTER))
+    assert not list((data / "domain").glob("social_insurance/*.spark.json"))

@@ -2,14 +2,20 @@
 run by Spark on Parquet, written as Parquet beside (or far from) the gateway.
 
 Steps: (1) read the source (a Parquet file or directory: a local path, hdfs://, s3a://);
-(2) check columns, values and key formats as DuckDB registration does, with the same
-messages, and in the pass of the value checks fingerprint the rows (count and sums of two
-64-bit row hashes, computed by the executors) to name the version; (3) keep at most
-`max_rows` rows per privacy unit in the same order as DuckDB (keep_first_by, then every
-column, NULLs last) and write them to `<warehouse>/<dataset>/<version>.parquet`; (4)
-fingerprint the source again (refused if it changed) and commit by writing the marker
-`<data_dir>/domain/<dataset>/<version>.spark.json` atomically: nothing serves a Spark version
-without its marker.
+(2) check columns, values and key formats as DuckDB registration does, with the same messages, and in the
+pass of the value checks fingerprint the rows (count and sums of two 64-bit row hashes,
+computed by the executors) to name the version; (3) keep at most `max_rows` rows per privacy
+unit in the same order as DuckDB (keep_first_by, then every column, NULLs last) and write
+them to `<warehouse>/<dataset>/<version>.parquet`; (4) check the rows written: values, key
+formats and the bound, on what will be served; (5) fingerprint the source again (refused if it
+changed) and commit by writing the marker `<data_dir>/domain/<dataset>/<version>.spark.json`
+atomically: nothing serves a Spark version without its marker.
+
+SECURITY: Spark reads a source lazily, once per pass. A source swapped between the checks'
+pass and the write's, then swapped back before step 5, gave a version whose rows no check saw
+(values outside the declared bounds break the noise's sensitivity). Step 4 checks the written
+rows themselves, so whatever the source held during the write, what is served passed the
+checks.
 """
 
 from __future__ import annotations
@@ -80,7 +86,8 @@ def build_spark_version(
         warehouse = limits.spark_warehouse or str((data_dir / "domain").resolve())
         location = f"{warehouse.rstrip('/')}/{entry.dataset}/{version}.parquet"
         _bounded(frame, entry).write.mode("overwrite").parquet(location)
-        kept = int(session.read.parquet(location).count())
+        progress("checking the rows written")
+        kept = _check_written(session.read.parquet(location), entry)
         progress("checking the source did not change")
         if _fingerprint(session.read.parquet(source), entry) != fingerprint:
             raise RegistrationError("the source changed while it was registered; register it again")
@@ -134,6 +141,20 @@ def _check_values(frame: DataFrame, entry: CatalogEntry) -> list[str]:
     if problems:
         raise RegistrationError("; ".join(problems))
     return [str(v if v is not None else 0) for v in values[len(checks) :]]
+
+
+def _check_written(written: DataFrame, entry: CatalogEntry) -> int:
+    """The rows a version will serve pass the value and key checks and keep the bound, whatever
+    the source held while they were written; returns how many there are."""
+    rows = int(_check_values(written, entry)[0])
+    _check_key_formats(written, entry)
+    unit = entry.privacy_unit
+    most = written.groupBy(unit.column).count().agg(F.max("count")).first()
+    if most is not None and most[0] is not None and int(most[0]) > unit.max_rows:
+        raise RegistrationError(
+            f"privacy_unit: the rows written exceed max_rows ({unit.max_rows}) for some unit; register it again"
+        )
+    return rows
 
 
 def _check_key_formats(frame: DataFrame, entry: CatalogEntry) -> None:
