@@ -50,7 +50,11 @@ def dataset(request: Request, rt: RuntimeDep, dataset: DatasetPath) -> Response:
 def disclosure_page(
     request: Request, rt: RuntimeDep, year: Annotated[int | None, Query(ge=2000, le=2100)] = None
 ) -> Response:
-    chosen = year or datetime.now(UTC).year
+    """The annual report of a year that has ended only (the last one by default). SECURITY: the
+    report names each operator's fees; rebuilt live for the current year, polling it showed a
+    named consumer's use as it happened, where usage is otherwise published per service only."""
+    ended = datetime.now(UTC).year - 1
+    chosen = year or ended
     return page(
         request,
         "disclosure.html",
@@ -58,7 +62,7 @@ def disclosure_page(
         authorizations=disclosure.authorizations(rt),
         services=disclosure.services(rt),
         usage=disclosure.usage(rt),
-        report=disclosure_report.build(rt, chosen),
+        report=disclosure_report.build(rt, chosen) if chosen <= ended else None,
         year=chosen,
     )
 
@@ -91,7 +95,11 @@ def objections(request: Request, rt: RuntimeDep) -> Response:
     who = session.current(request)
     mine = rt.objections.list(who.client_id) if who is not None else []
     datasets = [d["dataset"] for d in catalog_view.list_public(rt.catalog)]
-    return page(request, "objection.html", mine=mine, datasets=datasets, filed=request.query_params.get("filed"))
+    # SECURITY: the notice names one of the viewer's own objections or nothing; any text in
+    # `filed` would otherwise read as the site's own message on its own origin.
+    asked = request.query_params.get("filed")
+    filed = next((o["id"] for o in mine if o["id"] == asked), None)
+    return page(request, "objection.html", mine=mine, datasets=datasets, filed=filed)
 
 
 @router.post("/objections")

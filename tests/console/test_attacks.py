@@ -301,3 +301,28 @@ def test_error_pages_name_the_field_never_the_value(client: TestClient, installa
         assert response.status_code == 422 and CANARY not in response.text, query
     wrong = client.post("/console/login", data={"client_id": bad, "client_secret": bad, "login_csrf": "x"})
     assert wrong.status_code == 403 and CANARY not in wrong.text
+
+
+def test_the_public_page_shows_no_operators_fees_for_the_year_under_way(
+    client: TestClient, installation: Installation
+) -> None:
+    """The annual report names each operator's fees. Rebuilt live for the current year, an
+    outsider polling the page watched one named bank's billable requests as they happened; it
+    is shown for years that have ended only."""
+    from tests.verify.conftest import PURPOSE, SERVICE, enterprises
+
+    business = bearer(get_token(client, "demo-business", installation.credentials["demo-business"]))
+    claims = [{"keys": {"credit_code": enterprises(installation)[0]["credit_code"]}, "checks": {"active": True}}]
+    verified = client.post(f"/v1/verify/{SERVICE}", json={"purpose": PURPOSE, "claims": claims}, headers=business)
+    assert verified.is_success
+    year = datetime.now(UTC).year
+    english = json.loads((Path(__file__).parents[2] / "gateway/console/messages/en.json").read_text())
+    for shown in (year, year + 1):
+        page = client.get("/console/disclosure", params={"year": str(shown), "lang": "en"})
+        assert page.status_code == 200
+        report = page.text.split('id="report"')[1]
+        assert english["disclosure.fees"] not in report and "bank-sme-credit" not in report
+    default = client.get("/console/disclosure", params={"lang": "en"}).text
+    assert f"{english['disclosure.report']} {year - 1}" in default  # the last year that has ended
+    ended = client.get("/console/disclosure", params={"year": str(year - 1), "lang": "en"})
+    assert english["disclosure.fees"] in ended.text  # a closed year's report is published in full

@@ -144,6 +144,14 @@ def test_objection_filed_from_the_console_is_escaped_and_needs_csrf(
     assert filed.status_code == 200, filed.text  # after the redirect
     assert hostile not in filed.text
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in filed.text
+    (mine,) = re.findall(r"Objection (\w+) is filed", filed.text)
+    phishing = "0 is NOT filed. Your session expired: log in again at https://login.example/ - Objection x"
+    for asked, notice in ((phishing, False), ("0" * 12, False), (mine, True)):
+        shown = client.get("/console/objections", params={"filed": asked, "lang": "en"})
+        assert ("is filed." in shown.text) is notice  # only the viewer's own objection is named
+        assert "Your session expired" not in shown.text  # (the language links keep the query, encoded)
+    anonymous: TestClient = make_client(installation.settings)  # type: ignore[operator]
+    assert "is filed." not in anonymous.get("/console/objections", params={"filed": mine, "lang": "en"}).text
 
 
 def test_an_invalid_objection_names_the_field_not_the_value(installation: Installation, make_client: object) -> None:
