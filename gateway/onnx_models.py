@@ -48,21 +48,26 @@ class OnnxModels:
 
     def run(
         self, file: str, sha256: str, *, input_name: str, output_name: str | None, rows: list[list[float]]
-    ) -> list[float]:
-        """One number per row; ServiceUnavailable if the file is not the approved one or the
-        model gives anything but one finite number per row."""
+    ) -> list[float | None]:
+        """One number per row, None where the model failed on that row or gave no finite number;
+        ServiceUnavailable if the file is not the approved one or does not load.
+
+        SECURITY: whether a run fails or gives NaN depends on the entity's values (a division by
+        a feature that is zero for some); refused, it told that bit for free, before anything was
+        counted. The caller answers it like any other result, counted and billed. Neither the
+        error's text (onnxruntime puts values in it) nor its own log reaches any log."""
         if not rows:
             return []
         opened = self._open(file, sha256, input_name, output_name, len(rows[0]))
         batch = np.asarray(rows, dtype=np.float32)
         try:
-            (result,) = opened.session.run([opened.output_name], {opened.input_name: batch})
-        except Exception as exc:  # onnxruntime raises its own types; the cause goes to the log only
-            raise ServiceUnavailable("the model failed to run") from exc
+            (result,) = opened.session.run([opened.output_name], {opened.input_name: batch}, _quiet_run())
+        except Exception:
+            return [None] * len(rows)
         values = np.asarray(result, dtype=np.float64).reshape(-1)
-        if values.shape[0] != len(rows) or not all(math.isfinite(v) for v in values.tolist()):
-            raise ServiceUnavailable("the model did not give one finite number per entity")
-        return [float(v) for v in values.tolist()]
+        if values.shape[0] != len(rows):
+            return [None] * len(rows)
+        return [float(v) if math.isfinite(v) else None for v in values.tolist()]
 
     def _open(self, file: str, sha256: str, input_name: str, output_name: str | None, width: int) -> _Opened:
         slot = (file, sha256, input_name, output_name, width)
@@ -86,7 +91,9 @@ class OnnxModels:
             raise ServiceUnavailable(f"model file {file} cannot be read") from None
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ServiceUnavailable(f"model file {file} is not the approved one (its SHA-256 differs)")
+        onnxruntime.set_default_logger_severity(4)  # fatal only: its messages hold input values
         options = onnxruntime.SessionOptions()
+        options.log_severity_level = 4
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         try:
@@ -104,3 +111,13 @@ class OnnxModels:
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
             raise ServiceUnavailable(f"the model's input is {shape}, not [rows, {width}] for its {width} features")
         return _Opened(session, input_name, chosen)
+
+
+def _quiet_run() -> Any:
+    """Run options that keep onnxruntime's own log to fatal errors (an index out of bounds names
+    the index, which is a feature's value)."""
+    import onnxruntime  # noqa: PLC0415 - loaded already by `_load`
+
+    options = onnxruntime.RunOptions()
+    options.log_severity_level = 4
+    return options

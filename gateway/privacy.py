@@ -103,9 +103,11 @@ def add_noise(values: Sequence[int] | npt.NDArray[np.int64], sensitivity: int, m
             raise InternalError("statistics must be a vector of 64-bit integers (this is a bug)")
         held = values
     else:
-        if any(not -_INT64 <= v <= _INT64 for v in values):
-            raise InternalError("a statistic does not fit in 64 bits (this is a bug)")
-        held = np.asarray(values, dtype=np.int64)
+        # SECURITY: a sum past 64 bits (millions of rows near a bound of 10^12 units) is clamped,
+        # not refused: a refusal after the data were read told, without noise, whether a chosen
+        # subset's sum passed 2^63. Clamping moves neighbouring statistics no further apart, so
+        # the sensitivity holds (OpenDP's own sums saturate alike).
+        held = np.asarray([min(max(v, -_INT64), _INT64) for v in values], dtype=np.int64)
     scale = calibrate(sensitivity, micro_epsilon)
     if not held.size:
         return Noised((), scale)

@@ -214,7 +214,7 @@ class RateLimitState:
 @dataclass
 class Answers(_Table):
     """A verification or scoring answer: one entry per claim or key (`match`, `no_match`,
-    `scored`, `not_found` or `invalid` with the field), its checked `receipt`, the rate-limit state."""
+    `scored`, `not_scored`, `not_found` or `invalid` with the field), its checked `receipt`, the rate-limit state."""
 
     result: dict[str, Any]
     receipt: Receipt

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import InternalError, InvalidRequest, MethodNotAllowed, NotFound, PolicyInvalid, VeilgateError
+from gateway.observability.logs import bare_trace
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("veilgate.api")
@@ -144,8 +145,14 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 
 def unexpected_error(request_id: str, exc: BaseException) -> VeilgateError:
-    """Log an unexpected exception with its request id; the client learns nothing of it."""
-    log.error("request %s failed with an unexpected %s (this is a bug)", request_id, type(exc).__name__, exc_info=exc)
+    """Log an unexpected exception with its request id; the client learns nothing of it.
+
+    SECURITY: the log names the exception's type and where it was raised, not its text: a
+    library's message can quote the value it failed on (`12720000000000000 exceeds safe integer
+    domain`, a key DuckDB could not convert), and that value came from a record or a caller."""
+    log.error(
+        "request %s failed with an unexpected %s (this is a bug)\n%s", request_id, type(exc).__name__, bare_trace(exc)
+    )
     return InternalError("an internal error occurred; quote the request id when reporting it")
 
 

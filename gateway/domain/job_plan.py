@@ -118,6 +118,8 @@ def check_request(
         if field != "column" and found.type is ColumnType.STRING and found.sensitivity.value in _SENSITIVE:
             # as for templates: no text of an identifier, personal or secret column selects or groups
             return Refusal(Reason.SENSITIVE_COLUMN, where, f"{found.sensitivity.value}: text only of public columns")
+        if field == "group_by" and found.sensitivity.value in _SENSITIVE:  # as for templates: public group keys
+            return Refusal(Reason.SENSITIVE_COLUMN, where, f"{found.sensitivity.value}: public group keys only")
         categories = (False, True) if found.type is ColumnType.BOOLEAN else found.categories
         if field != "column" and categories is None:
             return Refusal(Reason.NOT_PUBLIC_CATEGORY, where, "the column has no public category list")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -53,3 +54,20 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
         },
     }
+
+
+def bare_trace(exc: BaseException) -> str:
+    """The traceback of `exc` and of its causes by type, file, line and function only.
+
+    SECURITY: for errors whose text may quote a value from a record or a caller (a library's
+    message: `12720000000000000 exceeds safe integer domain`, a key DuckDB could not convert).
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)
+        parts.append(type(current).__name__ + "".join(f"\n  {f.filename}:{f.lineno} in {f.name}" for f in frames))
+        current = current.__cause__ or current.__context__
+    return "\ncaused by ".join(parts)

@@ -148,6 +148,12 @@ def prepare_scoring(
     )
 
 
+NOT_SCORED: Json = {"result": "not_scored"}
+"""The answer for a known entity the model cannot score (see `_score_one`)."""
+MAX_EXACT_SCORE = 2**53 - 1
+"""The largest score JSON carries exactly (RFC 8785 refuses larger integers)."""
+
+
 def _feature_columns(feature: Feature) -> list[str]:
     return [feature.column, *([feature.order_by] if feature.order_by else [])]
 
@@ -170,11 +176,13 @@ def warm_up(rt: ScoringNeeds) -> int:
 
 
 def scores_in_memory(rt: ScoringNeeds, model_name: str) -> bool:
-    """Whether `prepare_scoring` reads only memory (every feature's index is held), so that it may
-    run on the event loop; if not, it runs in a thread."""
+    """Whether `prepare_scoring` reads only memory (every feature's index is held) and runs no
+    ONNX model, so that it may run on the event loop; if not, it runs in a thread."""
     model = policy_admin.current(rt).bundle.models.get(model_name)
     if not isinstance(model, Scorer):
         return True  # refused before any data is read
+    if isinstance(model, OnnxModel):  # a network run once a key: CPU the loop must not wait on
+        return False
     for feature in model.features.values():
         record = rt.catalog.find(feature.dataset)
         if record is None or record.version is None:
@@ -186,29 +194,40 @@ def scores_in_memory(rt: ScoringNeeds, model_name: str) -> bool:
 
 def _score_one(rt: ScoringNeeds, model: Scorer, versions: dict[str, str], key: str, today: Any) -> tuple[Json, bool]:
     """The answer for one valid key (score and/or grade, or not_found), and whether it is known."""
-    values: dict[str, Any] = {}
+    found: dict[str, list[tuple[Any, Any]]] = {}
     known = False
     for name, feature in model.features.items():
         wanted = _feature_columns(feature)
         rows = rt.domain.find(feature.dataset, versions[feature.dataset], feature.key, key, wanted)
         if feature.dataset == model.entity_dataset and rows:
             known = True
-        values[name] = feature_value(feature, [(r[0], r[1] if len(r) > 1 else None) for r in rows], today)
+        found[name] = [(r[0], r[1] if len(r) > 1 else None) for r in rows]
     if not known:
         return {"result": "not_found"}, False
-    if isinstance(model, ScoringModel):
-        points, grade = score(model, values)
-    elif not isinstance(model, OnnxModel):  # the bundle's schema allows no third kind
+    if not isinstance(model, (ScoringModel, OnnxModel)):  # the bundle's schema allows no third kind
         raise InternalError("a scoring model of no kind this gateway runs")
-    else:
-        (output,) = rt.onnx.run(
-            model.file,
-            model.sha256,
-            input_name=model.input_name,
-            output_name=model.output_name,
-            rows=[onnx_row(model, values)],
-        )
-        points, grade = onnx_score(model, output)
+    # SECURITY: a model that cannot score this entity (NaN or a failed run from its values, a
+    # score past JSON's exact integers, a bin that cannot compare its value) gets one fixed
+    # answer, counted and billed like a score; raised, it told that bit free and uncounted.
+    try:
+        values = {name: feature_value(model.features[name], rows, today) for name, rows in found.items()}
+        if isinstance(model, ScoringModel):
+            points, grade = score(model, values)
+        else:
+            (output,) = rt.onnx.run(
+                model.file,
+                model.sha256,
+                input_name=model.input_name,
+                output_name=model.output_name,
+                rows=[onnx_row(model, values)],
+            )
+            if output is None:
+                return NOT_SCORED, True
+            points, grade = onnx_score(model, output)
+    except (ArithmeticError, ValueError, TypeError):  # decimal.InvalidOperation is an ArithmeticError
+        return NOT_SCORED, True
+    if abs(points) > MAX_EXACT_SCORE:
+        return NOT_SCORED, True
     answer: Json = {"result": "scored"}
     if model.output in ("score", "both"):
         answer["score"] = points

@@ -86,3 +86,16 @@ def test_grouping_by_a_column_without_categories_needs_key_selection(
     assert any("person is identifier: not a group key" in e for e in errors_for(by_person))
     assert any("count templates only" in e for e in errors_for(on_a_sum))
     assert errors_for(lambda _b: None) == []
+
+
+def test_a_personal_column_is_no_group_key_even_with_its_categories(installation: Installation, tmp_path: Path) -> None:
+    """`paid` is personal: a filter may select by it, but no template groups by it, although a
+    boolean always has its categories (the check ran only for columns without them)."""
+
+    def by_paid(bundle: dict[str, Any]) -> None:
+        bundle["aggregate_templates"]["contributors-count"]["group_by"] = ["region", "paid"]
+
+    _bundle, errors = check(policy_copy(tmp_path / "p", by_paid), CatalogStore(installation.settings.data_path))
+    assert [str(e) for e in errors if "group_by" in str(e)] == [
+        next(str(e) for e in errors if "paid is personal: not a group key" in str(e))
+    ]

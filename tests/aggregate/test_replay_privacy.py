@@ -64,3 +64,38 @@ def test_a_question_someone_else_asked_looks_like_a_new_one(research: Callable[.
     again = business.release(COUNT, **asked)
     assert again.json()["result"]["replayed"] is True and again.json()["privacy_spent"]["epsilon"] == "0"
     assert business.spent() == "0.8"
+
+
+def test_a_release_stored_under_other_mechanisms_is_not_handed_on(
+    research: Callable[..., Research], monkeypatch: Any
+) -> None:
+    """After an upgrade that changes how releases are made (epsilon shares, intervals, format),
+    a release stored before it would differ from its own preview's noise and show that someone
+    had asked. The mechanisms are part of the question, so the new payer's is a new release."""
+    import importlib
+
+    planning = importlib.import_module("gateway.domain.aggregate.plan")
+
+    researcher = research(_second_consumer)
+    business = research(_second_consumer, who="demo-business")
+    asked = {"parameters": {"group_by": ["region"]}, "epsilon": "0.4"}
+    first = researcher.release(COUNT, **asked)
+    assert first.status_code == 200, first.text
+    monkeypatch.setattr(planning, "MECHANISMS", "an upgrade")
+    after = business.release(COUNT, **asked)
+    assert after.status_code == 200, after.text
+    assert after.json()["result"]["rows"] != first.json()["result"]["rows"]  # drawn anew, not handed on
+
+
+def test_one_number_spelled_two_ways_is_one_question(research: Callable[..., Research]) -> None:
+    """ "5.50" and 5.5 are the same bound: the second is a free replay, not fresh noise to average."""
+
+    def amount_filter(bundle: dict[str, Any]) -> None:
+        bundle["aggregate_templates"]["payroll-sum"]["filters"] = {"amount": {"range": [0, 100]}}
+
+    researcher = research(amount_filter)
+    spelled = [{"parameters": {"filters": {"amount": {"from": v}}}, "epsilon": "0.4"} for v in ("5.50", 5.5)]
+    first, second = (researcher.release("payroll-sum", **ask) for ask in spelled)
+    assert first.status_code == 200, first.text
+    assert second.json()["result"]["replayed"] is True
+    assert second.json()["result"]["rows"] == first.json()["result"]["rows"]

@@ -106,6 +106,7 @@ def test_values_smuggled_in_filters_are_refused_by_parameter_and_rule(jobs_gatew
         ("group_by=['employer_code']", "withheld: on the negative list", "group_by.employer_code"),
         ("filters={'employer_code': ['x']}", "withheld: on the negative list", "filters.employer_code"),
         ("group_by=['person_id']", "withheld: not a public column", "group_by.person_id"),
+        ("group_by=['paid']", "withheld: not a public column", "group_by.paid"),
         ("group_by=['month']", "withheld: not a public category", "group_by.month"),
         ("column='industry'", "withheld: outside the service's rules", "column"),
     ],

@@ -4,7 +4,7 @@ only the score or grade leaves, and a file that is not the approved one is never
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +204,56 @@ def test_an_onnx_model_takes_numbers_only(installation: Installation, tmp_path: 
     _app(installation, tmp_path, data, features=features)
     _bundle, errors = policy_check.check(tmp_path / "policies", CatalogStore(installation.settings.data_path))
     assert any("features.status" in str(e) and "takes numbers" in str(e) for e in errors), errors
+
+
+def _one_feature_model(nodes: list[Any], weights: list[float], width: int = len(FEATURES)) -> bytes:
+    """features @ weights, then `nodes` from "z" to "probability"."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["z"]), *nodes],
+        "one_feature",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None, 1])],
+        initializer=[helper.make_tensor("W", TensorProto.FLOAT, [width, 1], weights)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("nodes", "weights", "scale", "fails_when"),
+    [
+        # arrears / arrears: NaN exactly where the entity's arrears are 0
+        ([helper.make_node("Div", ["z", "z"], ["probability"])], [0, 0, 1, 0, 0], "1000", "no arrears"),
+        # capital x 1000 at a scale of a million: past JSON's exact integers above 9 M yuan
+        ([helper.make_node("Identity", ["z"], ["probability"])], [0, 1000, 0, 0, 0], "1000000", "large capital"),
+    ],
+)
+def test_an_entity_the_model_cannot_score_is_answered_and_counted_like_any_other(
+    installation: Installation, tmp_path: Path, *, nodes: list[Any], weights: list[float], scale: str, fails_when: str
+) -> None:
+    """A model that fails, or gives NaN or a score past JSON's exact integers, for some entities
+    only: refused, the whole request told that bit about the entity free and uncounted (a 409 or
+    a 500 before the ledger). It is one fixed answer, counted like a score."""
+    client = _app(installation, tmp_path, _one_feature_model(nodes, [float(w) for w in weights]), score_scale=scale)
+    bank = _bank(client, installation)
+    registry = pq.read_table(installation.source / "enterprise_registry.parquet").to_pylist()
+    tax: dict[str, int] = {}
+    for row in pq.read_table(installation.source / "tax_compliance.parquet").to_pylist():
+        tax[row["credit_code"]] = tax.get(row["credit_code"], 0) + row["arrears_months"]
+    keys = [e["credit_code"] for e in registry[:50]]
+    response = client.post(
+        f"/v1/models/{MODEL}/score", json={"purpose": "credit_assessment", "keys": keys}, headers=bank
+    )
+    assert response.status_code == 200, response.text
+    results = [a["result"] for a in response.json()["result"]["answers"]]
+    assert set(results) == {"scored", "not_scored"}  # the data hold both kinds of entity
+    assert all(set(a) == {"entity", "result", "transaction_id"} for a in response.json()["result"]["answers"]
+               if a["result"] == "not_scored")  # fmt: skip
+    if fails_when == "large capital":
+        assert all((r == "not_scored") == (e["registered_capital"] * 1000 * 1_000_000 > 2**53 - 1)
+                   for r, e in zip(results, registry[:50], strict=True))  # fmt: skip
+    today = datetime.now(UTC).date()
+    window = {"since": str(today - timedelta(days=1)), "until": str(today + timedelta(days=1))}
+    usage = client.get("/v1/usage", params=window, headers=bank).json()
+    assert sum(row["claims"] for row in usage["rows"] if row["service"] == MODEL) == len(keys)  # every one counted

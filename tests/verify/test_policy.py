@@ -242,3 +242,15 @@ def test_a_verification_key_is_a_text_column(session_installation: Installation)
     )
     messages = [issue.message for issue in check_against_catalog(changed, catalogue)]
     assert "registered_capital is integer: a lookup key of a service is text" in messages
+
+
+def test_a_negative_listed_column_is_no_models_order_either(tmp_path: Path, session_installation: Installation) -> None:
+    """A feature's `order_by` is read to choose the newest rows, so the score depends on it."""
+
+    def banned(b: dict[str, Any]) -> None:
+        b["negative_list"]["columns"].append("tax_compliance.tax_year")
+        b["verification_services"]["tax-compliance"].pop("latest_by")  # only the model reads it now
+        b["verification_services"].pop("tax-compliance")
+
+    errors = _errors(policy_copy(tmp_path / "p", banned), session_installation)
+    assert any("models" in e and "tax_compliance.tax_year is on the negative list" in e for e in errors), errors

@@ -139,9 +139,16 @@ def _filter(column: Column, rule: FilterRule, asked: Any) -> Filter:
     return Filter(column.name, values=tuple(v for v in allowed if v in chosen))
 
 
+MECHANISMS = "2026-12"
+"""Names how releases are made: bumped with any change to the noise, the epsilon shares, the
+intervals or the result's format. SECURITY: it is part of a question's key, so a release stored
+before such a change is not handed to a new payer after it, whose answer would differ from its
+own preview's and show that someone had asked before."""
+
+
 def jsonable(value: Decimal | date | str | bool) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, Decimal):  # one spelling a number: "5.50" and 5.5 are one question
+        return int(value) if value == value.to_integral_value() else str(value.normalize())
     if isinstance(value, date):
         return value.isoformat()
     return value
@@ -236,6 +243,7 @@ def plan(
         "version": version,
         "parameters": normalised,
         "micro_epsilon": epsilon_micro,
+        "mechanisms": MECHANISMS,
     }
     key = hashlib.sha256(canonical(key_material)).hexdigest()
     return Plan(

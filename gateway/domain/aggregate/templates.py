@@ -201,7 +201,10 @@ def check_template(template: AggregateTemplate, entry: CatalogEntry) -> list[tup
         column = columns.get(column_name)
         if column is None:
             issues.append((("group_by", i), f"{template.dataset} has no column {column_name}"))
-        elif categories_of(column) is None:
+            continue
+        if column.sensitivity.value != "public":  # with a category list or without (a personal boolean)
+            issues.append((("group_by", i), f"{column_name} is {column.sensitivity.value}: not a group key"))
+        if categories_of(column) is None:
             if template.key_selection is None:
                 issues.append(
                     (
@@ -209,8 +212,6 @@ def check_template(template: AggregateTemplate, entry: CatalogEntry) -> list[tup
                         f"{column_name} has no public category list: grouping by it needs `key_selection`",
                     )
                 )
-            if column.sensitivity.value != "public":
-                issues.append((("group_by", i), f"{column_name} is {column.sensitivity.value}: not a group key"))
         else:
             cells *= len(categories_of(column) or ())
     largest = cells if len(template.group_by) <= MAX_GROUP_BY else 0

@@ -210,9 +210,7 @@ def check_against_catalog(bundle: PolicyBundle, entries: Mapping[str, CatalogEnt
         for path, message in check_model(model, entries):
             issues.append(PolicyIssue(path=(*where, *path), message=message))
         if isinstance(model, Scorer):
-            reads = [(f.dataset, f.column) for f in model.features.values()] + [
-                (f.dataset, f.key) for f in model.features.values()
-            ]
+            reads = [(f.dataset, c) for f in model.features.values() for c in (f.column, f.key, f.order_by) if c]
         else:
             reads = [(model.dataset, c) for c in (*model.features, model.target)]
         for dataset, read in sorted(set(reads)):

@@ -19,6 +19,7 @@ from typing import Protocol
 from gateway import sandbox_client
 from gateway.domain.job_vocabulary import Reason
 from gateway.errors import Conflict, InvalidRequest, VeilgateError
+from gateway.observability.logs import bare_trace
 from gateway.services import policy_admin
 from gateway.services.jobs.authorization import stopped
 from gateway.services.jobs.dispatch import runs_dir
@@ -108,8 +109,8 @@ def run(rt: RunNeeds, job_id: str) -> Job:
     except VeilgateError as refused:
         log.warning("job %s refused during its run: %s", job_id, refused.detail)
         _fail(rt, job, Reason.ERROR)
-    except Exception:
-        log.exception("job %s failed (this is a bug)", job_id)
+    except Exception as exc:  # its text may quote a value the run read: type and place only
+        log.error("job %s failed (this is a bug)\n%s", job_id, bare_trace(exc))
         _fail(rt, job, Reason.INTERNAL)
     return rt.jobs.get(job_id)
 
