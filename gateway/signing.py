@@ -186,6 +186,8 @@ class KeyRing:
                 raise ConfigurationError(f"no key {kid} in this ring")
             if found.status == "active":
                 raise ConfigurationError("rotate before revoking the active key")
+            if found.status == "revoked":  # SECURITY: a later time would trust what it signed meanwhile
+                raise ConfigurationError(f"key {kid} is revoked already; a revocation is never moved")
             revoked = KeyInfo(found.kid, found.created_at, "revoked", found.retired_at, since)
             self._infos = [revoked if i.kid == kid else i for i in self._infos]
             self._save()
@@ -351,6 +353,7 @@ class VerifiedDocument:
     payload: bytes
     key_status: str
     revoked_since: datetime | None
+    retired_at: datetime | None = None
 
 
 def verify_document(token: str, jwks: Mapping[str, Any], *, typ: str) -> VerifiedDocument:
@@ -370,9 +373,12 @@ def verify_document(token: str, jwks: Mapping[str, Any], *, typ: str) -> Verifie
     if header.get("typ") != typ:
         raise SignatureInvalid(f"the JWS is not of type {typ}")
     kid = header.get("kid")
-    jwk = next((k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("kid") == kid), None)
-    if not isinstance(kid, str) or jwk is None:
+    listed = [k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("kid") == kid]
+    if not isinstance(kid, str) or not listed:
         raise SignatureInvalid("the JWS is signed by a key that the JWKS does not publish")
+    if len(listed) > 1:  # SECURITY: one copy revoked and one not; each verifier would pick its own
+        raise SignatureInvalid("the JWKS lists this key more than once")
+    (jwk,) = listed
     public = _ed25519_from_jwk(jwk)
     if public is None or thumbprint(public) != kid or jwk.get("alg", ALGORITHM) != ALGORITHM:
         raise SignatureInvalid("the JWKS entry for this key is not an Ed25519 key with a matching thumbprint")
@@ -380,13 +386,24 @@ def verify_document(token: str, jwks: Mapping[str, Any], *, typ: str) -> Verifie
         verified = jwt.api_jws.decode_complete(token, public, algorithms=[ALGORITHM])
     except jwt.PyJWTError:
         raise SignatureInvalid("the signature does not verify") from None
-    revoked = jwk.get("revoked_since")
+    revoked, retired = jwk.get("revoked_since"), jwk.get("retired_at")
     return VerifiedDocument(
         kid=kid,
         payload=verified["payload"],
         key_status=str(jwk.get("status", "active")),
-        revoked_since=datetime.fromisoformat(revoked) if isinstance(revoked, str) else None,
+        revoked_since=_when(revoked),
+        retired_at=_when(retired),
     )
+
+
+def _when(text: Any) -> datetime | None:
+    """A JWKS time; unreadable counts as none (a revocation without a time then trusts nothing)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _ed25519_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey | None:

@@ -32,7 +32,7 @@ from veilgate_client.errors import (
     Unreachable,
     problem_from_response,
 )
-from veilgate_client.evidence import KeyPin
+from veilgate_client.evidence import KeyPin, sha256_digest
 from veilgate_client.receipt import Receipt
 
 _RENEW_SECONDS = 60.0
@@ -162,11 +162,17 @@ class Gateway:
         return Receipt.from_body(body, self, consumer=self.client_id)
 
     def _signed(
-        self, response: httpx.Response, service: str, entries: tuple[str, int] | None = None
+        self,
+        response: httpx.Response,
+        service: str,
+        entries: tuple[str, int] | None = None,
+        *,
+        sent: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], Receipt]:
         """The signed result of a response, after its receipt checked: nothing unchecked is used. The
-        receipt must be for the `service` called and, with `entries`, hold that many answers: a
-        genuine receipt of another call, passed off as this one's, is refused."""
+        receipt must be for the `service` called, with `entries` hold that many answers, and with
+        `sent` name the digest of exactly that body: a genuine receipt of another call (another
+        subject's, with the same number of answers), passed off as this one's, is refused."""
         receipt = self.receipt_of(json_object(response))
         if receipt.document["service"] != service:
             raise ReceiptInvalid(f"the receipt is for {receipt.document['service']}, not for {service}")
@@ -176,6 +182,8 @@ class Gateway:
             listed = receipt.result.get(entries[0])
             if not isinstance(listed, list) or len(listed) != entries[1]:
                 raise ReceiptInvalid(f"the receipt holds another number of {entries[0]} than were asked for")
+        if sent is not None and receipt.document["request_digest"] != sha256_digest(sent):
+            raise ReceiptInvalid("the receipt is for another request than the one sent")
         return receipt.result, receipt
 
     def _purpose(self, purpose: str | None) -> str:
@@ -317,14 +325,14 @@ class Gateway:
         batch = [claims] if isinstance(claims, Mapping) else list(claims)
         body = {"purpose": self._purpose(purpose), "claims": [dict(c) for c in batch]}
         response = self.request("POST", f"/v1/verify/{service}", json=body)
-        result, receipt = self._signed(response, service, ("answers", len(batch)))
+        result, receipt = self._signed(response, service, ("answers", len(batch)), sent=body)
         return results.Answers(result, receipt, results.RateLimitState.parse(response))
 
     def score(self, model: str, keys: Sequence[str] | str, *, purpose: str | None = None) -> results.Answers:
         """Score entities with an approved model: a grade and/or score per key, computed in the domain."""
         body = {"purpose": self._purpose(purpose), "keys": [keys] if isinstance(keys, str) else list(keys)}
         response = self.request("POST", f"/v1/models/{model}/score", json=body)
-        result, receipt = self._signed(response, model, ("answers", len(body["keys"])))
+        result, receipt = self._signed(response, model, ("answers", len(body["keys"])), sent=body)
         return results.Answers(result, receipt, results.RateLimitState.parse(response))
 
 

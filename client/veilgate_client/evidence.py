@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,8 +34,29 @@ _DOCUMENT_FIELDS = {"iss": str, "iat": int, "request_id": str, "consumer": str, 
                     "request_digest": str, "audit_seq": int}  # fmt: skip
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+RETIRED_GRACE_SECONDS = 600
+"""How long after its retirement a key's signatures are still taken (as the gateway's verifier)."""
+
+
 def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Base64url as JWS writes it: no padding, no other character, no stray bits in the last one.
+    ValueError otherwise: a lenient reading accepts strings every other verifier refuses."""
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != text:
+        raise ValueError("not the canonical base64url of its bytes")
+    return data
+
+
+def key_of(jwks: Mapping[str, Any], kid: Any) -> dict[str, Any] | None:
+    """The one entry of `kid`; ReceiptInvalid if it is listed more than once (one copy revoked,
+    one not: each reader would pick its own)."""
+    listed = [k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("kid") == kid]
+    if len(listed) > 1:
+        raise ReceiptInvalid(f"the JWKS lists key {kid} more than once")
+    return listed[0] if listed else None
 
 
 def canonical(value: Any) -> bytes:
@@ -85,7 +107,7 @@ def verify_jws(token: str, jwks: Mapping[str, Any], typ: str, issued_at: Callabl
     if header.get("typ") != typ:
         raise ReceiptInvalid(f"the JWS is not of type {typ}")
     kid = header.get("kid")
-    jwk = next((k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("kid") == kid), None)
+    jwk = key_of(jwks, kid)
     if not isinstance(kid, str) or jwk is None:
         raise ReceiptInvalid("the JWS is signed by a key that is not published")
     try:
@@ -97,7 +119,17 @@ def verify_jws(token: str, jwks: Mapping[str, Any], typ: str, issued_at: Callabl
         raise ReceiptInvalid("the JWS payload is not an object")
     if jwk.get("status") == "revoked" and issued_at(payload) >= _revoked_since(jwk):
         raise ReceiptInvalid(f"key {kid} was revoked before this was issued")
+    retired = _time(jwk.get("retired_at"))
+    if jwk.get("status") == "retired" and retired is not None and issued_at(payload) > retired + RETIRED_GRACE_SECONDS:
+        raise ReceiptInvalid(f"key {kid} was retired before this was issued")
     return payload
+
+
+def _time(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _revoked_since(jwk: Mapping[str, Any]) -> float:
@@ -201,6 +233,9 @@ class KeyPin:
             if not isinstance(jwk, dict):
                 raise KeysChanged("the gateway's JWKS holds an entry that is not a key")
             _public_key(jwk, str(jwk.get("kid")))
+        kids = [jwk.get("kid") for jwk in new["keys"]]
+        if len(set(kids)) != len(kids):
+            raise KeysChanged("the gateway's JWKS lists a key more than once")
         if self._jwks is not None:
             check_rotation(self._jwks, new)
         self._jwks, self._checked = new, time.monotonic()
@@ -216,7 +251,15 @@ def check_rotation(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     """Keys may be added, retired (with `retired_at`) or revoked (with `revoked_since`); a pinned key
     is never removed, never given other key material, never made active again, and its revocation
     time never moves."""
+    kids = [k.get("kid") for k in new.get("keys", [])]
+    if len(set(kids)) != len(kids):
+        raise KeysChanged("the gateway's JWKS lists a key more than once")
     published = {k.get("kid"): k for k in new.get("keys", [])}
+    pinned = {k.get("kid") for k in old.get("keys", [])}
+    for added in (k for k in new.get("keys", []) if k.get("kid") not in pinned):
+        retired = _time(added.get("retired_at")) if added.get("status") == "retired" else None
+        if added.get("status") == "retired" and (retired is None or retired > time.time() + RETIRED_GRACE_SECONDS):
+            raise KeysChanged(f"key {added.get('kid')} is new and retired without a past retirement time")
     for before in old.get("keys", []):
         kid = before.get("kid")
         after = published.get(kid)

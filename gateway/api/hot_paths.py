@@ -21,8 +21,9 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-import msgspec
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
@@ -58,17 +59,24 @@ def _policies(windows: tuple[tuple[str, int, int], ...]) -> str:
     return ", ".join(f'"{name}";q={limit};w={seconds}' for name, limit, seconds in windows)
 
 
+def as_sent(raw: bytes) -> Any:
+    """The body as the caller sent it (valid JSON: it decoded), for the receipt's request digest:
+    a client checks that digest against what it sent, so no default may be filled in."""
+    return orjson.loads(raw)
+
+
 async def verify(request: Request, service: str) -> Response:
     """Answer each claim with match, no_match (or not_found, where the service says so) per field."""
     who = await principal(request)  # authentication first: nothing of the body is read before
-    body = decode(VerifyRequest, await request.body())
+    raw = await request.body()
+    body = decode(VerifyRequest, raw)
     rt: Runtime = request.app.state.runtime
     audit_note = AuditNote()
     call = verification.VerifyCall(
         service=service,
         purpose=body.purpose,
         claims=[verification.Claim(c.keys, c.checks, c.consent_ref) for c in body.claims],
-        body=msgspec.to_builtins(body),
+        body=as_sent(raw),
     )
     # Async, awaiting the two durable steps (ledger, audit leaf) instead of blocking a thread:
     # the CPU work is a fraction of a millisecond, and thread hops under load cost more.
@@ -89,10 +97,11 @@ async def verify(request: Request, service: str) -> Response:
 async def score(request: Request, model: str) -> Response:
     """Score each entity in the domain: only its score and/or grade band leave, signed."""
     who = await principal(request)
-    body = decode(ScoreRequest, await request.body())
+    raw = await request.body()
+    body = decode(ScoreRequest, raw)
     rt: Runtime = request.app.state.runtime
     audit_note = AuditNote()
-    call = scoring.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=msgspec.to_builtins(body))
+    call = scoring.ScoreCall(model=model, purpose=body.purpose, keys=body.keys, body=as_sent(raw))
     try:
         event = allowed_event(request)
         if scoring.scores_in_memory(rt, model):

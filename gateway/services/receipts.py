@@ -33,12 +33,26 @@ def sign_result(keys: KeyRing, document: ResultDocument) -> str:
     return sign_receipt(keys, document.encode())
 
 
+RETIRED_GRACE_SECONDS = 600
+"""How long after its retirement a key's signatures are still taken: replicas pick up a rotation
+within moments, and a document signed just before is dated just before."""
+
+
 def _check_not_revoked(verified: VerifiedDocument, issued_at: float) -> None:
-    """A key revoked since T signs nothing trustworthy from T on; what it signed before stands."""
+    """A key revoked since T signs nothing trustworthy from T on; what it signed before stands.
+    A key retired at T signs nothing after T (plus a grace): an old key found in a backup would
+    otherwise forge current documents until someone revoked it."""
     if verified.key_status == "revoked" and (
         verified.revoked_since is None or issued_at >= verified.revoked_since.timestamp()
     ):
         raise SignatureInvalid("the signing key was revoked before this was issued")
+    retired = verified.retired_at
+    if (
+        verified.key_status == "retired"
+        and retired is not None
+        and issued_at > retired.timestamp() + RETIRED_GRACE_SECONDS
+    ):
+        raise SignatureInvalid("the signing key was retired before this was issued")
 
 
 Signed = TypeVar("Signed", ResultDocument, TreeHead)

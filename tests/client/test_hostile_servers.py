@@ -281,3 +281,45 @@ def test_a_genuine_receipt_of_another_call_is_refused(served: Served, hostile: t
     transport.rules[VERIFY] = _json(lambda _body: one)  # signed, but the answer to one claim of two
     with pytest.raises(ReceiptInvalid, match="another number of answers"):
         gw.verify("enterprise-registration", [_claim(served), _claim(served)])
+    other = {"keys": {"credit_code": served.active_enterprise(3)["credit_code"]}, "checks": {"active": False}}
+    transport.rules.pop(VERIFY)
+    first = gw.request("POST", VERIFY, json={"purpose": "credit_assessment", "claims": [other]}).json()
+    transport.rules[VERIFY] = _json(lambda _body: first)  # signed, one answer, but about another entity
+    with pytest.raises(ReceiptInvalid, match="another request than the one sent"):
+        gw.verify("enterprise-registration", _claim(served))
+    transport.rules.pop(VERIFY)
+    assert gw.verify("enterprise-registration", _claim(served))  # the honest answer names what was sent
+
+
+def test_a_jwks_listing_a_pinned_key_twice_is_refused(hostile: tuple[Gateway, _Hostile, Path]) -> None:
+    """One copy as pinned, one revoked (or the reverse): the rotation check and the signature
+    check would each read their own copy, and a revoked key would verify again."""
+    gw, transport, pin = hostile
+    pinned = json.loads(pin.read_text())
+    (key,) = [k for k in pinned["keys"] if k.get("status", "active") == "active"]
+    revoked = {**key, "status": "revoked", "revoked_since": "2020-01-01T00:00:00+00:00"}
+    for keys in ([key, revoked], [revoked, key]):
+        transport.rules[JWKS] = _json(lambda body, keys=keys: {**body, "keys": keys})
+        with pytest.raises(KeysChanged, match="more than once"):
+            gw.keys.refresh()
+    assert json.loads(pin.read_text()) == pinned
+
+
+def test_base64_is_read_strictly_as_every_verifier_reads_it(
+    served: Served, hostile: tuple[Gateway, _Hostile, Path]
+) -> None:
+    """A signature whose last character carries other unused bits, or padding, verifies nowhere
+    else; the client refuses it too, so what it saved as evidence verifies everywhere."""
+    from veilgate_client.evidence import verify_receipt as client_verify
+
+    gw, _transport, pin = hostile
+    body = gw.request("POST", VERIFY, json={"purpose": "credit_assessment", "claims": [_claim(served)]}).json()
+    jwks = json.loads(pin.read_text())
+    client_verify(body["receipt"], jwks)
+    head, payload, signature = body["receipt"].split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = signature[-1]
+    sibling = next(c for c in alphabet if c != last and alphabet.index(c) >> 4 == alphabet.index(last) >> 4)
+    for bent in (f"{head}.{payload}.{signature[:-1]}{sibling}", f"{head}.{payload}.{signature}=="):
+        with pytest.raises(ReceiptInvalid):
+            client_verify(bent, jwks)

@@ -208,3 +208,37 @@ def test_the_kid_is_the_thumbprint_of_the_published_key(receipt_keys: KeyRing) -
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     assert thumbprint(Ed25519PublicKey.from_public_bytes(raw)) == jwk["kid"]
+
+
+def test_a_key_listed_twice_is_refused_whichever_copy_comes_first(receipt_keys: KeyRing) -> None:
+    """One copy revoked, one as it was: each verifier would pick its own copy."""
+    now = datetime.now(UTC)
+    receipt = sign_result(receipt_keys, document(iat=int(now.timestamp())))
+    compromised = receipt_keys.active.kid
+    receipt_keys.rotate()
+    receipt_keys.revoke(compromised, since=now - timedelta(days=1))
+    jwks = receipt_keys.jwks()
+    revoked = next(k for k in jwks["keys"] if k["kid"] == compromised)
+    innocent = {k: v for k, v in revoked.items() if k not in {"status", "revoked_since"}}
+    for keys in ([innocent, *jwks["keys"]], [*jwks["keys"], innocent]):
+        with pytest.raises(SignatureInvalid, match="more than once"):
+            verify_receipt(receipt, {"keys": keys})
+    with pytest.raises(Exception, match="never moved"):
+        receipt_keys.revoke(compromised, since=now + timedelta(days=3650))  # un-revoking by a later time
+
+
+def test_a_retired_key_signs_nothing_after_its_retirement(receipt_keys: KeyRing) -> None:
+    """An old key found in a backup cannot date a forged document after it was retired."""
+    retired = receipt_keys.active.kid
+    receipt_keys.rotate()
+    jwks = receipt_keys.jwks()
+    at = datetime.fromisoformat(next(k for k in jwks["keys"] if k["kid"] == retired)["retired_at"]).timestamp()
+    stolen = receipt_keys._private[retired]  # the test plays the key's thief
+
+    def forged(iat: int) -> str:
+        headers = {"kid": retired, "typ": RECEIPT_TYPE}
+        return pyjwt.api_jws.encode(document(iat=iat).encode(), stolen, algorithm="EdDSA", headers=headers)
+
+    assert verify_receipt(forged(int(at) - 60), jwks).iat == int(at) - 60  # signed while it was active
+    with pytest.raises(SignatureInvalid, match="retired before"):
+        verify_receipt(forged(int(at) + 3600), jwks)
