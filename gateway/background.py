@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 
 from gateway.errors import VeilgateError
 from gateway.services import policy_admin, scoring, verification
-from gateway.services.audit_trail import make_checkpoint
+from gateway.services.audit_trail import SIGNED_HEAD_FILE, LogForked, make_checkpoint
 from gateway.services.runtime import Runtime
 
 __all__ = ["Housekeeping"]
@@ -39,7 +39,12 @@ class Housekeeping:
         self.settings = rt.settings
 
     def checkpoint(self) -> None:
-        made = make_checkpoint(self.rt.audit, self.rt.receipt_keys, issuer=self.settings.issuer)
+        kept = self.settings.receipt_keys_dir / SIGNED_HEAD_FILE
+        try:
+            made = make_checkpoint(self.rt.audit, self.rt.receipt_keys, issuer=self.settings.issuer, kept=kept)
+        except LogForked as forked:  # every administrator is told, not only the log
+            self.rt.ledger.raise_alert("audit-log-forked", "audit log", forked.detail)
+            raise
         if made is not None:
             log.info("audit checkpoint signed: %d leaves", made.size)
 

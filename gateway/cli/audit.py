@@ -77,7 +77,9 @@ def audit_checkpoint(config: ConfigOption = None) -> None:
     with guard("checkpoint"):
         log = audit_log(settings)
         try:
-            made = audit_trail.make_checkpoint(log, KeyRing.load(settings.receipt_keys_dir), issuer=settings.issuer)
+            keys = KeyRing.load(settings.receipt_keys_dir)
+            kept = settings.receipt_keys_dir / audit_trail.SIGNED_HEAD_FILE
+            made = audit_trail.make_checkpoint(log, keys, issuer=settings.issuer, kept=kept)
         finally:
             log.close()
     typer.echo(f"checkpoint signed: {made.size} leaves" if made else "the log has not grown since the last checkpoint")

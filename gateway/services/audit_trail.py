@@ -10,29 +10,62 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.atomic_files import write_atomic
 from gateway.domain import merkle
 from gateway.domain.canonical_json import canonical
 from gateway.domain.trail import CHECKPOINT_TYPE, AuditLeaf, Checkpoint, TreeHead, utc_now
-from gateway.errors import SignatureInvalid
+from gateway.errors import AuditUnavailable, SignatureInvalid
 from gateway.services.receipts import fetch_json, load_jwks, verify_checkpoint
 from gateway.signing import KeyRing
 from gateway.state.ports import AuditLogStore
 
+SIGNED_HEAD_FILE = "signed-head.json"
+"""Beside the signing keys: the newest tree head this installation signed, out of the database."""
 
-def make_checkpoint(log: AuditLogStore, keys: KeyRing, *, issuer: str) -> Checkpoint | None:
-    """Sign and store a tree head if the log grew since the last one; None if there was nothing to do."""
+
+def make_checkpoint(log: AuditLogStore, keys: KeyRing, *, issuer: str, kept: Path | None = None) -> Checkpoint | None:
+    """Sign and store a tree head if the log grew since the last one; None if there was nothing to do.
+
+    SECURITY: the signer only extends what it signed before. Whoever can write the database but
+    not the keys (a PostgreSQL administrator) could rewrite a leaf and its hash, and even delete
+    the checkpoints, and have the gateway sign the rewritten history. The tree must therefore
+    hold the newest stored checkpoint and the head kept in `kept` (a file beside the keys) at
+    their sizes; LogForked otherwise, and nothing is signed.
+    """
     size = log.size()
     latest = log.latest_checkpoint()
+    for known in (latest, _kept_head(kept)):
+        if known is not None and (known.size > size or log.root(known.size).hex() != known.root):
+            raise LogForked(
+                f"the audit log no longer holds the checkpoint of size {known.size} it had: nothing is signed; "
+                "run `veilgate audit verify` and compare with the witnesses' checkpoints"
+            )
     if size == 0 or (latest is not None and latest.size >= size):
         return None
     head = TreeHead(iss=issuer, size=size, root=log.root(size).hex(), time=utc_now())
     jws = keys.sign_document(canonical(head.model_dump(mode="json")), typ=CHECKPOINT_TYPE)
     checkpoint = Checkpoint(size=head.size, root=head.root, time=head.time, jws=jws)
+    if kept is not None:
+        write_atomic(kept, checkpoint.model_dump_json().encode())
     return checkpoint if log.add_checkpoint(checkpoint) else None
+
+
+class LogForked(AuditUnavailable):
+    """The log does not extend a head this installation signed: it was rewritten."""
+
+
+def _kept_head(kept: Path | None) -> Checkpoint | None:
+    if kept is None or not kept.is_file():
+        return None
+    try:
+        return Checkpoint.model_validate_json(kept.read_bytes())
+    except ValidationError:
+        raise LogForked(f"{kept.name} is not a signed head: nothing is signed until it is restored") from None
 
 
 @dataclass(frozen=True, slots=True)

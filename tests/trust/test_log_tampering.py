@@ -292,3 +292,33 @@ def test_a_leaf_changed_in_postgres_is_found(tmp_path: Path) -> None:
             log.close()
     assert failure is not None
     assert failure.startswith("leaf 5 was changed after it was written")
+
+
+@pytest.mark.parametrize("drop_checkpoints", [False, True])
+def test_the_signer_never_signs_a_log_rewritten_under_it(template: Template, drop_checkpoints: bool) -> None:
+    """Write access to the database, not to the keys: leaf 5 rewritten with its hash (and the
+    checkpoints deleted, so the log looks consistent), one more leaf appended. The gateway signs
+    nothing: the tree must hold the newest stored checkpoint and the head kept beside the keys."""
+    from gateway.services.audit_trail import SIGNED_HEAD_FILE, LogForked
+
+    with copy_of(template) as (root, db):
+        keys = KeyRing.load(root / "keys")
+        kept = root / "keys" / SIGNED_HEAD_FILE
+        log = SqliteAuditLog.open(root / "audit")
+        log.append_now(event(SIZE))
+        made = make_checkpoint(log, keys, issuer="veilgate", kept=kept)
+        log.close()
+        assert made is not None and kept.is_file()
+        record = _record(db, 5)
+        record["status"] = 403
+        _store(db, 5, record, rehash=True)
+        if drop_checkpoints:
+            db.execute("DELETE FROM checkpoints")
+        log = SqliteAuditLog.open(root / "audit")
+        try:
+            log.append_now(event(SIZE + 1))
+            with pytest.raises(LogForked, match="no longer holds the checkpoint of size"):
+                make_checkpoint(log, keys, issuer="veilgate", kept=kept)
+            assert log.latest_checkpoint() is None if drop_checkpoints else log.latest_checkpoint() == made
+        finally:
+            log.close()
