@@ -38,6 +38,9 @@ from veilgate_client.receipt import Receipt
 _RENEW_SECONDS = 60.0
 _RETRYABLE = (httpx.TransportError,)
 DEFAULT_PIN_DIR = Path("~/.cache/veilgate/keys")
+MAX_RESPONSE_BYTES = 8 * 1_048_576
+"""The most of an answer, decoded, that the client reads (the gateway's largest are far smaller)."""
+_DECODED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 class Gateway:
@@ -98,7 +101,7 @@ class Gateway:
         if self._token is None or time.monotonic() > self._expires - _RENEW_SECONDS:
             form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self._secret}
             try:
-                response = self._http.post("/v1/token", data=form)
+                response = self._fetch("POST", "/v1/token", data=form)
             except _RETRYABLE as lost:
                 raise Unreachable(f"POST /v1/token: {type(lost).__name__}: {lost}") from lost
             if response.status_code != 200:
@@ -130,7 +133,7 @@ class Gateway:
                 headers["Authorization"] = f"Bearer {self.token()}"
             last = attempt == attempts - 1
             try:
-                response = self._http.request(method, path, json=json, params=params, headers=headers)
+                response = self._fetch(method, path, json=json, params=params, headers=headers)
             except _RETRYABLE as lost:
                 if last:
                     raise Unreachable(f"{method} {path}: {type(lost).__name__}: {lost}") from lost
@@ -145,12 +148,28 @@ class Gateway:
             time.sleep(min(0.25 * 2**attempt, 4.0))
         raise AssertionError("unreachable")
 
+    def _fetch(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """One exchange, its answer read whole but never past MAX_RESPONSE_BYTES once decoded: a
+        hostile server's 400 KB of gzip would otherwise inflate to gigabytes in this process."""
+        request = self._http.build_request(method, path, **options)
+        streamed = self._http.send(request, stream=True)
+        body = bytearray()
+        try:
+            for chunk in streamed.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise BadResponse(f"{method} {path}: the answer is over {MAX_RESPONSE_BYTES >> 20} MiB")
+        finally:
+            streamed.close()
+        kept = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _DECODED_HEADERS]
+        return httpx.Response(streamed.status_code, headers=kept, content=bytes(body), request=request)
+
     def get_json(self, path: str, *, params: Mapping[str, Any] | None = None, auth: bool = True) -> Any:
         """A GET's JSON answer (`BadResponse` if it is not JSON)."""
         response = self.request("GET", path, params=params, auth=auth)
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
             raise BadResponse(f"GET {path}: the answer is not JSON") from None
 
     def jwks(self, kid: str | None = None) -> dict[str, Any]:
@@ -340,7 +359,7 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     """A response's JSON object; `BadResponse` for anything else (an HTML page, a truncated body)."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):
         raise BadResponse(f"{response.request.method} {response.request.url.path}: the answer is not a JSON object")

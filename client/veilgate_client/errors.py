@@ -124,7 +124,7 @@ def problem_from_response(response: httpx.Response) -> ProblemError:
     """The typed exception for an error response (problem+json, or a bare status)."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     problem: dict[str, Any] = body if isinstance(body, dict) else {"detail": response.text[:200]}
     slug = str(problem.get("type", "")).rsplit("/", 1)[-1]

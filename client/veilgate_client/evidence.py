@@ -89,7 +89,7 @@ def _public_key(jwk: Mapping[str, Any], kid: str) -> Ed25519PublicKey:
 def jws_header(token: str) -> dict[str, Any]:
     try:
         header = json.loads(b64url_decode(token.split(".", maxsplit=1)[0]))
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         raise ReceiptInvalid("the JWS is malformed") from None
     if not isinstance(header, dict):
         raise ReceiptInvalid("the JWS header is not an object")
@@ -134,11 +134,8 @@ def _time(text: Any) -> float | None:
 
 def _revoked_since(jwk: Mapping[str, Any]) -> float:
     """When a revoked key stopped being trusted; a revocation without a readable time trusts nothing."""
-    since = jwk.get("revoked_since")
-    try:
-        return datetime.fromisoformat(str(since).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return float("-inf")
+    since = _time(jwk.get("revoked_since"))
+    return float("-inf") if since is None else since
 
 
 def verify_receipt(token: str, jwks: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ witnesses kept. It stops at the first failure and says where it is.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,10 @@ class WitnessReport:
     """The newest checkpoint JWS, to keep for the next run."""
 
 
+WITNESS_MOST_PAGES = 10_000
+"""Pages of 1,000 checkpoints a witness reads at most (one a minute is 526 pages a year)."""
+
+
 def witness(base_url: str, kept: str | None) -> WitnessReport:
     """Check a gateway's newest checkpoint against one kept from an earlier run.
 
@@ -178,12 +183,17 @@ def witness(base_url: str, kept: str | None) -> WitnessReport:
     previous = verify_checkpoint(kept, jwks) if kept else None
     after = previous.size - 1 if previous else -1
     newest: Checkpoint | None = None
-    while True:
+    for _page in range(WITNESS_MOST_PAGES):
         page = fetch_json(f"{base}/v1/audit/checkpoints?after_size={after}&limit=1000")
         found = [Checkpoint.model_validate(c) for c in page.get("checkpoints", [])]
         if not found:
             break
+        sizes = [after, *(c.size for c in found)]
+        if any(b <= a for a, b in itertools.pairwise(sizes)):  # a hostile gateway's endless list
+            raise SignatureInvalid("the gateway's checkpoints do not grow page after page")
         newest, after = found[-1], found[-1].size
+    else:
+        raise SignatureInvalid(f"the gateway lists over {WITNESS_MOST_PAGES} pages of checkpoints")
     if newest is None:
         if previous is not None:
             raise SignatureInvalid(f"the gateway no longer publishes a checkpoint of {previous.size} leaves or more")

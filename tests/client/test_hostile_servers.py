@@ -323,3 +323,25 @@ def test_base64_is_read_strictly_as_every_verifier_reads_it(
     for bent in (f"{head}.{payload}.{signature[:-1]}{sibling}", f"{head}.{payload}.{signature}=="):
         with pytest.raises(ReceiptInvalid):
             client_verify(bent, jwks)
+
+
+def test_a_huge_or_deeply_nested_answer_is_a_typed_error(hostile: tuple[Gateway, _Hostile, Path]) -> None:
+    """64 MiB behind 64 KB of gzip, or JSON nested deeper than Python's stack: `BadResponse`,
+    with the body read no further than 8 MiB, not memory spent or a RecursionError."""
+    import gzip
+
+    gw, transport, pin = hostile
+    pinned = pin.read_text()
+    bomb = gzip.compress(b" " * (64 << 20), compresslevel=1)
+    assert len(bomb) < 1 << 20
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    transport.rules[JWKS] = lambda _response: httpx.Response(200, content=bomb, headers=headers)
+    with pytest.raises(BadResponse, match="over 8 MiB"):
+        gw.keys.refresh()
+    transport.rules[JWKS] = _raw(200, b"[" * 200_000, "application/json")
+    with pytest.raises(BadResponse):
+        gw.keys.refresh()
+    transport.rules[VERIFY] = _raw(500, b"[" * 200_000, "application/problem+json")
+    with pytest.raises(ServerError):
+        gw.request("POST", VERIFY, json={"purpose": "credit_assessment", "claims": []})
+    assert pin.read_text() == pinned

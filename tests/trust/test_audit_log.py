@@ -172,3 +172,23 @@ def test_appends_from_many_threads_while_closing_all_resolve(tmp_path: Path) -> 
     closer.start()
     closer.join()
     assert sorted(f.result(timeout=10) for f in futures) == list(range(200))
+
+
+def test_a_witness_stops_on_a_gateway_that_repeats_its_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page cursor is the size the gateway lists: one page served again and again kept a
+    witness asking for ever. Sizes must grow page after page."""
+    from gateway.errors import SignatureInvalid
+    from gateway.services import audit_trail
+
+    asked: list[str] = []
+    same = {"checkpoints": [{"size": 5, "root": "00" * 32, "time": "2026-12-01T00:00:00Z", "jws": "x"}]}
+
+    def hostile(url: str) -> dict[str, object]:
+        asked.append(url)
+        return same
+
+    monkeypatch.setattr(audit_trail, "load_jwks", lambda _url: {"keys": []})
+    monkeypatch.setattr(audit_trail, "fetch_json", hostile)
+    with pytest.raises(SignatureInvalid, match="do not grow"):
+        audit_trail.witness("https://gateway.example", None)
+    assert len(asked) == 2
