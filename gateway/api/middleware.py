@@ -29,6 +29,18 @@ class _TooLarge(Exception):
     pass
 
 
+_OWN_PROBLEM_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+]
+"""A JSON problem that no page frames, sniffs or caches, under /console or anywhere."""
+
+
 class RequestContext:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, record: Recorder) -> None:
         self.app = app
@@ -103,6 +115,8 @@ class RequestContext:
         await self._send_problem(send, request_id, error)
 
     async def _send_problem(self, send: Send, request_id: str, error: VeilgateError) -> None:
+        """A problem of this middleware's own (413, 500, an unaudited response): it answers from
+        outside every other layer, the console's headers included, so it carries its own."""
         body = json.dumps(problem_body(error, request_id)).encode()
         await send(
             {
@@ -112,6 +126,7 @@ class RequestContext:
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-request-id", request_id.encode()),
+                    *_OWN_PROBLEM_HEADERS,
                 ],
             }
         )

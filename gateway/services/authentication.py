@@ -118,6 +118,9 @@ def authenticate(
     client = clients.find(subject)
     if client is None or client.disabled:
         raise Unauthenticated("the client of this access token is disabled")
+    # A token from before a disable or a role taken away stays void once the account is back.
+    if client.tokens_since is not None and claims["iat"] < client.tokens_since:
+        raise Unauthenticated("the access token was issued before its account was disabled or lost a role")
     # 4. Roles can only shrink after issue: a token never grants more than the account has now.
     return Principal(client.client_id, client.organisation, roles & client.roles, token_id)
 

@@ -15,8 +15,10 @@ Invariants:
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -51,6 +53,7 @@ def _record(account: Account) -> dict[str, Any]:
         "revision": account.revision,
         "made_by": account.made_by,
         "maker_identity": account.maker_identity,
+        "tokens_since": account.tokens_since,
     }
 
 
@@ -67,6 +70,7 @@ def _account(item: dict[str, Any]) -> Account:
         revision=int(item.get("revision", 0)),
         made_by=item.get("made_by"),
         maker_identity=item.get("maker_identity"),
+        tokens_since=item.get("tokens_since"),
     )
 
 
@@ -136,7 +140,12 @@ class _Tables:
         self.execute("INSERT INTO clients VALUES (?, ?)", (account.client_id, json.dumps(_record(account))))
 
     def update(self, account: Account) -> Account:
-        changed = replace(account, revision=account.revision + 1)
+        """Store a change. SECURITY: a disable or a role taken away voids every token issued up to
+        the next whole second (`iat` counts seconds), so a later re-enable or grant revives none."""
+        before = self.get(account.client_id)
+        ends = before is not None and ((account.disabled and not before.disabled) or bool(before.roles - account.roles))
+        since = math.floor(time.time()) + 1 if ends else account.tokens_since
+        changed = replace(account, revision=account.revision + 1, tokens_since=since)
         self.execute(
             "UPDATE clients SET record = ? WHERE client_id = ?", (json.dumps(_record(changed)), account.client_id)
         )

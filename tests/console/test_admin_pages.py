@@ -308,3 +308,38 @@ def test_a_proposal_rejected_or_withdrawn_from_the_console(client: TestClient, i
     again = client.post(f"/console/admin/policy/proposals/{first}/approve", data={"csrf": csrf})
     assert again.status_code == 409  # decided for good
     assert "rejected-grant" not in client.get("/console/admin/grants").text
+
+
+def test_an_administrator_of_the_submitters_own_identity_sees_the_researchers_view(
+    jobs_gateway: Callable[..., Jobs],
+) -> None:
+    """Its API answer is the researcher's view (no submitter, no log); the page shows that view
+    instead of failing on the fields it leaves out."""
+    from gateway.domain.principal import Role
+    from tests.console.conftest import console_login
+
+    jobs = jobs_gateway()
+    job_id = jobs.submit("print('hello')\n", tables=EXAMPLE_TABLES).json()["id"]
+    rt = jobs.client.app.state.runtime
+    secret = rt.clients.add("res-admin", "Demo University Institute of Labour Economics", [Role.ADMIN])
+    assert rt.clients.identity_of("res-admin") == rt.clients.identity_of("demo-researcher")
+    jobs.client.cookies.clear()
+    console_login(jobs.client, "res-admin", secret)
+    page = jobs.client.get(f"/console/admin/jobs/{job_id}")
+    assert page.status_code == 200 and job_id in page.text
+    assert "hello" not in page.text  # what the job printed stays with the other administrators
+
+
+def test_an_account_proposal_shows_what_its_approver_approves(client: TestClient, installation: Installation) -> None:
+    """Roles to be granted beside those held, the person and the organisation: an approver who
+    saw only "roles demo-business" approved, unseen, making it an administrator."""
+    csrf = logged_in_as(client, installation, "demo-admin")
+    proposed = client.post(
+        "/console/admin/consumers/demo-business/roles", data={"roles": ["consumer", "admin"], "csrf": csrf}
+    )
+    assert proposed.status_code == 200
+    logged_in_as(client, installation, "demo-approver")
+    page = client.get("/console/admin/consumers", params={"lang": "en"}).text
+    row = next(r for r in page.split("<tr>") if "/console/admin/consumers/proposals/" in r and "demo-business" in r)
+    assert "Roles: admin, consumer" in row and "Roles now: consumer" in row
+    assert "Person:" in row and "Demo Commercial Bank" in row and "data-confirm" in row

@@ -267,3 +267,32 @@ def test_an_account_proposal_left_for_more_than_a_week_is_not_approved(gateway_f
     assert late.status_code == 409 and "expired after 7 days" in late.json()["detail"]
     assert _token_status(gw.client, "old-idea", made.json()["client_secret_part"]) == 401
     assert gw.client.app.state.runtime.clients.find("old-idea") is None
+
+
+def test_a_token_from_before_a_disable_or_a_role_withdrawn_stays_void_once_restored(
+    gateway_for: Callable[..., Gateway],
+) -> None:
+    """A copied token (or console cookie) came back to life when its account was re-enabled or
+    its role granted again, though the documented promise is that a disable ends it."""
+    gw = gateway_for()
+    admin, approver = _as(gw, "demo-admin"), _as(gw, "demo-approver")
+    copied = _as(gw, "demo-business")
+    assert gw.client.get("/v1/me", headers=copied).status_code == 200
+    assert gw.client.delete("/v1/admin/consumers/demo-business", headers=admin).status_code == 204
+    pid = gw.client.post("/v1/admin/consumers/demo-business/enable", headers=admin).json()["proposal"]["id"]
+    assert gw.client.post(f"/v1/admin/consumers/proposals/{pid}/approve", headers=approver).status_code == 200
+    assert gw.client.get("/v1/me", headers=copied).status_code == 401  # re-enabled: the old token stays void
+    eventually(lambda: gw.client.get("/v1/me", headers=_as(gw, "demo-business")).status_code == 200)
+
+    auditor = _as(gw, "demo-auditor")
+    assert gw.client.get("/v1/admin/consumers", headers=auditor).status_code == 200
+    withdrawn = gw.client.put("/v1/admin/consumers/demo-auditor/roles", headers=admin, json={"roles": ["consumer"]})
+    assert withdrawn.status_code in (200, 202), withdrawn.text
+    if withdrawn.status_code == 202:
+        wid = withdrawn.json()["proposal"]["id"]
+        assert gw.client.post(f"/v1/admin/consumers/proposals/{wid}/approve", headers=approver).status_code == 200
+    granted = gw.client.put("/v1/admin/consumers/demo-auditor/roles", headers=admin, json={"roles": ["auditor"]})
+    if granted.status_code == 202:
+        gid = granted.json()["proposal"]["id"]
+        assert gw.client.post(f"/v1/admin/consumers/proposals/{gid}/approve", headers=approver).status_code == 200
+    assert gw.client.get("/v1/admin/consumers", headers=auditor).status_code == 401  # granted again: still void

@@ -33,6 +33,9 @@ class Account:
     """The account that proposed this one (None: made on the host, by `veilgate clients add`)."""
     maker_identity: str | None = None
     """Its maker's identity when it was made: the identity of an account made without a person."""
+    tokens_since: int | None = None
+    """Tokens issued before this second are void: set when the account is disabled or loses a
+    role, so that re-enabling it or granting the role again does not revive them."""
 
     @property
     def identity(self) -> str:
