@@ -41,6 +41,7 @@ DEFAULT_PIN_DIR = Path("~/.cache/veilgate/keys")
 MAX_RESPONSE_BYTES = 8 * 1_048_576
 """The most of an answer, decoded, that the client reads (the gateway's largest are far smaller)."""
 _DECODED_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Gateway:
@@ -49,6 +50,7 @@ class Gateway:
     `purpose`: the default purpose of requests (each call may give its own). `pin_file`: where
     the gateway's keys are pinned (default: under ~/.cache/veilgate/keys, one file per URL;
     `False` keeps them in memory). `max_retries`: attempts after the first, for releases only.
+    `url` is https://, or http:// to this machine; `allow_http=True` allows http:// elsewhere.
     """
 
     def __init__(
@@ -62,7 +64,12 @@ class Gateway:
         max_retries: int = 3,
         pin_file: str | Path | bool | None = None,
         transport: httpx.BaseTransport | None = None,
+        allow_http: bool = False,
     ) -> None:
+        scheme, host = httpx.URL(url).scheme, httpx.URL(url).host
+        if scheme != "https" and not (scheme == "http" and (allow_http or host in _LOOPBACK)):
+            # SECURITY: the client secret and every token would cross the network in clear text.
+            raise ValueError("url: https://, or http:// to this machine only (allow_http=True for a trusted network)")
         self.url = url.rstrip("/")
         self.client_id = client_id
         self.purpose = purpose

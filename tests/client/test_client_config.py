@@ -64,3 +64,13 @@ def test_what_is_missing_is_named(clean_env: pytest.MonkeyPatch, tmp_path: Path)
         Gateway.from_env()
     with pytest.raises(ValueError, match="no client config file"):
         Gateway.from_env(tmp_path / "absent.toml")
+
+
+def test_a_secret_never_travels_in_clear_text_off_this_machine() -> None:
+    with pytest.raises(ValueError, match="https://"):
+        Gateway("http://gateway.example.org", "a", "b", pin_file=False)
+    with pytest.raises(ValueError, match="https://"):
+        Gateway("ftp://gateway.example.org", "a", "b", pin_file=False)
+    for url in ("https://gateway.example.org", "http://127.0.0.1:8000", "http://localhost:8000"):
+        Gateway(url, "a", "b", pin_file=False).close()
+    Gateway("http://gateway.internal", "a", "b", pin_file=False, allow_http=True).close()
