@@ -229,6 +229,13 @@ def _check_scorecard(model: Scorer, entries: Mapping[str, CatalogEntry]) -> list
         numeric = column.type in NUMERIC_TYPES or column.type is ColumnType.BOOLEAN
         if isinstance(model, OnnxModel) and feature.transform in ("value", "sum", "max") and not numeric:
             issues.append(((*where, "column"), "an ONNX model takes numbers: a numeric or boolean column"))
+        is_number = feature.transform != "value" or column.type in NUMERIC_TYPES
+        if (
+            isinstance(model, ScoringModel)
+            and not is_number
+            and any(b.below is not None for b in model.points.get(name, ()))
+        ):
+            issues.append((("points", name), f"a `below` bin compares numbers: {name} is a {column.type.value}"))
     return issues
 
 

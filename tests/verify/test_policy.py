@@ -254,3 +254,15 @@ def test_a_negative_listed_column_is_no_models_order_either(tmp_path: Path, sess
 
     errors = _errors(policy_copy(tmp_path / "p", banned), session_installation)
     assert any("models" in e and "tax_compliance.tax_year is on the negative list" in e for e in errors), errors
+
+
+def test_a_scorecard_bin_compares_numbers_only(tmp_path: Path, session_installation: Installation) -> None:
+    """A `below` bin on a date could not compare it: scoring a known entity failed (a 500,
+    uncounted) where an unknown one answered not_found. The policy check refuses it."""
+
+    def raw_date(b: dict[str, Any]) -> None:
+        feature = b["models"]["enterprise-credit-risk"]["features"]["years_established"]
+        feature.pop("transform")
+
+    errors = _errors(policy_copy(tmp_path / "p", raw_date), session_installation)
+    assert any("a `below` bin compares numbers: years_established is a date" in e for e in errors), errors
