@@ -21,7 +21,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -33,12 +33,15 @@ from gateway.api.auditing import allowed_event, note, released_response
 from gateway.api.deps import principal
 from gateway.api.hot_bodies import ScoreRequest, VerifyRequest, decode
 from gateway.domain.names import NAME_PATTERN
+from gateway.domain.trail import AuditEvent
 from gateway.services import scoring, verification
 from gateway.services.claims import AuditNote
+from gateway.services.release import PendingRelease
 from gateway.services.runtime import Runtime
-from gateway.state.ports import Window
+from gateway.state.ports import Admission, Window
 
 Handler = Callable[[Request, str], Awaitable[Response]]
+Prepared = TypeVar("Prepared")
 
 _VERIFY = re.compile(r"/v1/verify/([^/]+)")
 _SCORE = re.compile(r"/v1/models/([^/]+)/score")
@@ -86,12 +89,14 @@ async def verify(request: Request, service: str) -> Response:
             prepared = verification.prepare(rt, who, event, call, audit_note)
         else:  # an index to build or DuckDB lookups: off the event loop
             prepared = await asyncio.to_thread(verification.prepare, rt, who, event, call, audit_note)
-        admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
+        admission, pending, seq = await rt.releases.admit_and_log(
+            prepared.admission,
+            now=prepared.now,
+            build=functools.partial(_built, verification.pending_release, rt, prepared),
+        )
     finally:  # what the leaf records, refusals included
         note(request, service=audit_note.service, subjects=audit_note.subjects)
-    pending = verification.pending_release(rt, prepared, admission)
-    released = pending.complete(rt, await rt.audit.append_async(pending.leaf))
-    return released_response(request, released, rate_limit_headers(admission.windows))
+    return released_response(request, pending.complete(rt, seq), rate_limit_headers(admission.windows))
 
 
 async def score(request: Request, model: str) -> Response:
@@ -108,12 +113,22 @@ async def score(request: Request, model: str) -> Response:
             prepared = scoring.prepare_scoring(rt, who, event, call, audit_note)
         else:  # an index to build or DuckDB lookups: off the event loop
             prepared = await asyncio.to_thread(scoring.prepare_scoring, rt, who, event, call, audit_note)
-        admission = await rt.ledger.admit_verification_async(prepared.admission, now=prepared.now)
+        build = functools.partial(_built, scoring.pending_scoring, rt, prepared)
+        admission, pending, seq = await rt.releases.admit_and_log(prepared.admission, now=prepared.now, build=build)
     finally:
         note(request, service=audit_note.service, subjects=audit_note.subjects)
-    pending = scoring.pending_scoring(rt, prepared, admission)
-    released = pending.complete(rt, await rt.audit.append_async(pending.leaf))
-    return released_response(request, released, rate_limit_headers(admission.windows))
+    return released_response(request, pending.complete(rt, seq), rate_limit_headers(admission.windows))
+
+
+def _built(
+    pending_of: Callable[[Runtime, Prepared, Admission], PendingRelease],
+    rt: Runtime,
+    prepared: Prepared,
+    admission: Admission,
+) -> tuple[PendingRelease, AuditEvent]:
+    """The release as admitted, and its leaf: built while the stores' locks are held."""
+    pending = pending_of(rt, prepared, admission)
+    return pending, pending.leaf
 
 
 _PATHS: tuple[tuple[re.Pattern[str], str, str, Handler], ...] = (

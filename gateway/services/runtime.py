@@ -24,6 +24,7 @@ from gateway.state.backend import (
     open_log,
     open_objections,
     open_policy_store,
+    open_releases,
     open_sessions,
 )
 from gateway.state.budget_sqlite import SqliteBudgetLedger
@@ -37,6 +38,7 @@ from gateway.state.ports import (
     LedgerStore,
     ObjectionStore,
     PolicyStore,
+    ReleaseStore,
     SessionStore,
 )
 
@@ -60,6 +62,8 @@ class Runtime:
     """Console sessions that logged out: read by the console, never by the API."""
     jobs: JobStore
     onnx: OnnxModels
+    releases: ReleaseStore
+    """A verification's or score's admission and audit leaf, together (`state.releases`)."""
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -109,9 +113,11 @@ class Runtime:
             sessions=open_sessions(settings),
             jobs=open_jobs(settings),
             onnx=onnx,
+            releases=open_releases(settings, ledger, audit),
         )
 
     def close(self) -> None:
+        self.releases.close()
         self.sessions.close()
         self.objections.close()
         self.policy_store.close()

@@ -31,8 +31,10 @@ from gateway.state.ports import (
     LedgerStore,
     ObjectionStore,
     PolicyStore,
+    ReleaseStore,
     SessionStore,
 )
+from gateway.state.releases import PostgresReleases, SequentialReleases
 from gateway.state.sessions_postgres import PostgresSessionStore
 from gateway.state.sessions_sqlite import SqliteSessionStore
 
@@ -107,6 +109,13 @@ def open_log(directory: Path, *, dsn: str | None = None, schema: str = "veilgate
     if dsn:
         return PostgresAuditLog(dsn, schema=schema, key_directory=directory)
     return SqliteAuditLog.open(directory)
+
+
+def open_releases(where: Where, ledger: LedgerStore, audit: AuditLogStore) -> ReleaseStore:
+    """A release's admission and leaf: one transaction on PostgreSQL, one after the other on SQLite."""
+    if where.database_dsn and isinstance(ledger, PostgresLedger):
+        return PostgresReleases(where.database_dsn, where.database_schema, ledger, audit)
+    return SequentialReleases(ledger, audit)
 
 
 def local_log_has_leaves(directory: Path) -> bool:

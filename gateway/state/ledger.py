@@ -113,11 +113,15 @@ class LedgerRules(LedgerReads):
             for waiter, result, refused in outcomes:
                 resolve(waiter, result, refused)
             after()
-            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
-                self._pruned_at = time.monotonic()
-                self._submit(lambda conn: self._delete_ended(conn, time.time()))
+            self.prune_when_due()
 
         return settle
+
+    def prune_when_due(self) -> None:
+        """After a durable batch: drop ended windows, at most once every PRUNE_EVERY_SECONDS."""
+        if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            self._submit(lambda conn: self._delete_ended(conn, time.time()))
 
     def close(self) -> None:
         self._writer.close()

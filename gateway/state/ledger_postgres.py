@@ -6,14 +6,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.errors import ConfigurationError
 from gateway.state import postgres_connections, postgres_reader, sqlite_connections
-from gateway.state.group_commit import Settle, written
+from gateway.state.group_commit import Settle, Waiter, written
 from gateway.state.ledger import BATCH_LIMIT, UNAVAILABLE, Job, LedgerRules, fail_batch
-from gateway.state.ledger_admission import Admit, decide, note_refusal, wanted_by
+from gateway.state.ledger_admission import Admit, Outcome, decide, note_refusal, wanted_by
 from gateway.state.ledger_tables import ALERT_SQL, PG_LOCK, PG_STEPS, STORE, TABLES, Rows, exact_reads
 from gateway.state.ports import Admission, VerificationRequest
 
@@ -48,6 +49,14 @@ class PostgresLedger(LedgerRules):
         Refusal counts are noted by the writer thread after the COMMIT (they
         only feed alerts)."""
         admissions = [(job, waiter) for job, waiter in batch if isinstance(job, Admit)]
+        outcomes, after = await self.admit_in(conn, admissions)
+        return self._settle(batch, outcomes, after)
+
+    async def admit_in(
+        self, conn: postgres_connections.AsyncDb, admissions: list[tuple[Admit, Waiter]]
+    ) -> tuple[list[Outcome], Callable[[], None]]:
+        """Decide and write `admissions` in the caller's transaction, which holds the ledger's
+        lock: the outcomes in order, and what to run once the COMMIT is durable."""
         rows = Rows()
         for sql, params in exact_reads(wanted_by(admissions), self._join):
             rows.add(await conn.rows(sql, params))
@@ -63,7 +72,7 @@ class PostgresLedger(LedgerRules):
             for refused, when in refusals:
                 self._submit(functools.partial(note_refusal, refused=refused, now=when))
 
-        return self._settle(batch, outcomes, note_refusals)
+        return outcomes, note_refusals
 
     def _apply_pipelined(self, conn: postgres_connections.Db, batch: list[Job]) -> Settle:
         """In pipeline mode: the batch's writes travel together to the COMMIT instead of waiting

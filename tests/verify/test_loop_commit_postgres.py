@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -126,3 +127,85 @@ def test_leaves_from_the_loop_of_two_replicas_are_numbered_once(schema: str, tmp
     finally:
         for log in logs:
             log.close()
+
+
+def _replicas(schema: str, tmp_path: Path, count: int) -> list[tuple[PostgresLedger, PostgresAuditLog, Any]]:
+    """`count` replicas, each with its ledger, its log and their releases in one transaction."""
+    from gateway.state.releases import PostgresReleases
+
+    assert PG_DSN is not None
+    out = []
+    for _ in range(count):
+        ledger = PostgresLedger(PG_DSN, schema=schema)
+        log = PostgresAuditLog(PG_DSN, schema=schema, key_directory=tmp_path / "audit")
+        out.append((ledger, log, PostgresReleases(PG_DSN, schema, ledger, log)))
+    return out
+
+
+def _close(replicas: list[tuple[PostgresLedger, PostgresAuditLog, Any]]) -> None:
+    for ledger, log, releases in replicas:
+        releases.close()
+        ledger.close()
+        log.close()
+
+
+def test_admissions_and_their_leaves_commit_together_and_limits_hold_across_replicas(
+    schema: str, tmp_path: Path
+) -> None:
+    """One transaction a batch for both stores: exactly the quota is admitted across two
+    replicas, every admitted request has exactly its own leaf, a refused one none."""
+    replicas = _replicas(schema, tmp_path, 2)
+
+    def build(n: int) -> Any:
+        return lambda admission: (n, event(n))
+
+    async def scenario() -> list[Any]:
+        calls = [
+            replicas[i % 2][2].admit_and_log(request(claim(f"k{i}"), quota=30), now=NOON, build=build(i))
+            for i in range(80)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(scenario())
+        admitted = [o for o in outcomes if isinstance(o, tuple)]
+        assert len(admitted) == 30 and all(isinstance(o, tuple | RateLimited) for o in outcomes), outcomes
+        assert sorted(seq for _a, _n, seq in admitted) == list(range(30))  # one leaf each, numbered once
+        log = replicas[0][1]
+        for admission, n, seq in admitted:
+            leaf = log.leaf(seq)
+            assert isinstance(admission, Admission) and leaf is not None and leaf.request_id == event(n).request_id
+        assert log.size() == 30 and [row[4] for row in replicas[0][0].usage("g1")] == [30]
+    finally:
+        _close(replicas)
+
+
+def test_a_batch_that_fails_leaves_neither_its_charges_nor_its_leaves(
+    schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leaves of a batch cannot be written after its admissions were: the COMMIT never
+    happens, so nothing of the batch was counted either."""
+    from gateway.state import releases as releases_module
+
+    (replica,) = _replicas(schema, tmp_path, 1)
+    _ledger, log, releases = replica
+
+    def broken(_batch: Any, _next_seq: int) -> Any:
+        raise RuntimeError("the disk is full")
+
+    async def scenario() -> None:
+        await releases.admit_and_log(request(claim("a"), quota=2), now=NOON, build=lambda a: (None, event(0)))
+        with monkeypatch.context() as patched:
+            patched.setattr(releases_module, "numbered", broken)
+            with pytest.raises(DependencyError, match="nothing was released"):
+                await releases.admit_and_log(request(claim("b"), quota=2), now=NOON, build=lambda a: (None, event(1)))
+        await releases.admit_and_log(request(claim("b"), quota=2), now=NOON, build=lambda a: (None, event(2)))
+        with pytest.raises(RateLimited, match="daily quota of 2"):  # the failed one counted nothing
+            await releases.admit_and_log(request(claim("c"), quota=2), now=NOON, build=lambda a: (None, event(3)))
+
+    try:
+        asyncio.run(scenario())
+        kept = [log.leaf(seq) for seq in (0, 1)]
+        assert log.size() == 2 and [k.request_id for k in kept if k] == [event(0).request_id, event(2).request_id]
+    finally:
+        _close([replica])

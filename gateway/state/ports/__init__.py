@@ -24,6 +24,7 @@ from gateway.state.ports.ledger import (
 )
 from gateway.state.ports.objections import NEXT, ObjectionStore, Status
 from gateway.state.ports.policy import Change, Decision, PolicyStore
+from gateway.state.ports.releases import ReleaseStore
 from gateway.state.ports.sessions import SessionStore
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "LedgerStore",
     "ObjectionStore",
     "PolicyStore",
+    "ReleaseStore",
     "SessionStore",
     "SpendingRow",
     "StaleEntry",

@@ -1,0 +1,27 @@
+"""A release's two durable steps together: its admission by the ledger and its audit leaf."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from gateway.domain.trail import AuditEvent
+from gateway.state.ports.ledger import Admission, VerificationRequest
+
+Made = TypeVar("Made")
+
+
+class ReleaseStore(Protocol):
+    """Admit a request and write the leaf built from its admission; nothing is released without
+    both. On PostgreSQL both are one transaction, so a batch of requests costs one COMMIT, not
+    two, and a failure leaves neither the charge nor the leaf."""
+
+    async def admit_and_log(
+        self, request: VerificationRequest, *, now: float, build: Callable[[Admission], tuple[Made, AuditEvent]]
+    ) -> tuple[Admission, Made, int]:
+        """The admission, what `build` made of it, and its leaf's `seq` once both are durable.
+        Raises LimitReached (nothing counted, no leaf) or DependencyError (nothing durable).
+        `build` runs while the stores' locks are held: it must be quick and must not block."""
+        ...
+
+    def close(self) -> None: ...
