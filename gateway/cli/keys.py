@@ -90,5 +90,6 @@ def token(
                 issuer=settings.issuer,
                 audience=settings.audience,
                 ttl_seconds=settings.token_ttl_seconds,
+                generation=found.token_generation,
             )
         )

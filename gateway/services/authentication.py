@@ -50,6 +50,7 @@ def issue_token(
             audience=audience,
             ttl_seconds=ttl_seconds,
             now=now,
+            generation=client.token_generation,
         ),
         ttl_seconds,
         client.client_id,
@@ -67,10 +68,13 @@ def mint_token(
     audience: str,
     ttl_seconds: int,
     now: datetime | None = None,
+    generation: int = 0,
 ) -> str:
+    """`generation`: the account's token generation (`Account.token_generation`)."""
     issued = now or datetime.now(UTC)
     return keys.sign_jwt(
         {
+            "gen": generation,
             "iss": issuer,
             "aud": audience,
             "sub": client_id,
@@ -119,7 +123,7 @@ def authenticate(
     if client is None or client.disabled:
         raise Unauthenticated("the client of this access token is disabled")
     # A token from before a disable or a role taken away stays void once the account is back.
-    if client.tokens_since is not None and claims["iat"] < client.tokens_since:
+    if claims.get("gen", 0) != client.token_generation:
         raise Unauthenticated("the access token was issued before its account was disabled or lost a role")
     # 4. Roles can only shrink after issue: a token never grants more than the account has now.
     return Principal(client.client_id, client.organisation, roles & client.roles, token_id)

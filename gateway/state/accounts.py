@@ -15,10 +15,8 @@ Invariants:
 from __future__ import annotations
 
 import json
-import math
 import re
 import secrets
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -53,7 +51,7 @@ def _record(account: Account) -> dict[str, Any]:
         "revision": account.revision,
         "made_by": account.made_by,
         "maker_identity": account.maker_identity,
-        "tokens_since": account.tokens_since,
+        "token_generation": account.token_generation,
     }
 
 
@@ -70,7 +68,7 @@ def _account(item: dict[str, Any]) -> Account:
         revision=int(item.get("revision", 0)),
         made_by=item.get("made_by"),
         maker_identity=item.get("maker_identity"),
-        tokens_since=item.get("tokens_since"),
+        token_generation=int(item.get("token_generation", 0)),
     )
 
 
@@ -140,12 +138,13 @@ class _Tables:
         self.execute("INSERT INTO clients VALUES (?, ?)", (account.client_id, json.dumps(_record(account))))
 
     def update(self, account: Account) -> Account:
-        """Store a change. SECURITY: a disable or a role taken away voids every token issued up to
-        the next whole second (`iat` counts seconds), so a later re-enable or grant revives none."""
+        """Store a change. SECURITY: a disable or a role taken away moves the account to its next
+        token generation, voiding every token issued before, so a later re-enable or grant
+        revives none (a count, not a time: no clock or second boundary decides it)."""
         before = self.get(account.client_id)
         ends = before is not None and ((account.disabled and not before.disabled) or bool(before.roles - account.roles))
-        since = math.floor(time.time()) + 1 if ends else account.tokens_since
-        changed = replace(account, revision=account.revision + 1, tokens_since=since)
+        generation = account.token_generation + 1 if ends else account.token_generation
+        changed = replace(account, revision=account.revision + 1, token_generation=generation)
         self.execute(
             "UPDATE clients SET record = ? WHERE client_id = ?", (json.dumps(_record(changed)), account.client_id)
         )

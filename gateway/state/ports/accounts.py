@@ -33,9 +33,10 @@ class Account:
     """The account that proposed this one (None: made on the host, by `veilgate clients add`)."""
     maker_identity: str | None = None
     """Its maker's identity when it was made: the identity of an account made without a person."""
-    tokens_since: int | None = None
-    """Tokens issued before this second are void: set when the account is disabled or loses a
-    role, so that re-enabling it or granting the role again does not revive them."""
+    token_generation: int = 0
+    """Named by every token issued to the account (claim `gen`); a token of another generation
+    is void. Counted up when the account is disabled or loses a role, so that re-enabling it or
+    granting the role again does not revive the tokens issued before."""
 
     @property
     def identity(self) -> str:
