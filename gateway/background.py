@@ -39,7 +39,7 @@ class Housekeeping:
         self.settings = rt.settings
 
     def checkpoint(self) -> None:
-        kept = self.settings.receipt_keys_dir / SIGNED_HEAD_FILE
+        kept = self.settings.audit_dir / SIGNED_HEAD_FILE
         try:
             made = make_checkpoint(self.rt.audit, self.rt.receipt_keys, issuer=self.settings.issuer, kept=kept)
         except LogForked as forked:  # every administrator is told, not only the log

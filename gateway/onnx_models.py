@@ -63,10 +63,10 @@ class OnnxModels:
         try:
             (result,) = opened.session.run([opened.output_name], {opened.input_name: batch}, _quiet_run())
         except Exception:
-            return [None] * len(rows)
+            return [None] * len(rows)  # it ran on the probe rows when it opened: these values failed it
         values = np.asarray(result, dtype=np.float64).reshape(-1)
-        if values.shape[0] != len(rows):
-            return [None] * len(rows)
+        if values.shape[0] != len(rows):  # the model's shape, not the data's: no entity is answered
+            raise ServiceUnavailable("the model did not give one number per entity")
         return [float(v) if math.isfinite(v) else None for v in values.tolist()]
 
     def _open(self, file: str, sha256: str, input_name: str, output_name: str | None, width: int) -> _Opened:
@@ -110,6 +110,14 @@ class OnnxModels:
         shape = session.get_inputs()[0].shape
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
             raise ServiceUnavailable(f"the model's input is {shape}, not [rows, {width}] for its {width} features")
+        # A probe of two rows of zeros: a model that cannot run at all, or gives other than one
+        # number a row, is refused here (503, nothing billed), so a failure while serving is the data's.
+        try:
+            (probe,) = session.run([chosen], {input_name: np.zeros((2, width), dtype=np.float32)}, _quiet_run())
+        except Exception:
+            raise ServiceUnavailable(f"model file {file} does not run on rows of zeros") from None
+        if np.asarray(probe).size != 2:
+            raise ServiceUnavailable(f"model file {file} does not give one number per row")
         return _Opened(session, input_name, chosen)
 
 

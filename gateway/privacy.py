@@ -113,13 +113,22 @@ def add_noise(values: Sequence[int] | npt.NDArray[np.int64], sensitivity: int, m
         return Noised((), scale)
     mechanism = _mechanism(scale)
     if held.size < _SPLIT_FROM:
-        return Noised(tuple(int(v) for v in mechanism(held)), scale)
+        return Noised(tuple(_exact_in_json(int(v)) for v in mechanism(held)), scale)
     # Independent noise of one scale on every value: drawn in parts side by side, the vector's
     # noise has exactly the distribution of one call's, so the release and its charge (OpenDP's
     # map of this mechanism on the whole vector) are the same.
     parts = np.array_split(held, _THREADS)
     drawn = list(_drawing_pool().map(mechanism, parts))
-    return Noised(tuple(int(v) for part in drawn for v in part), scale)
+    return Noised(tuple(_exact_in_json(int(v)) for part in drawn for v in part), scale)
+
+
+_JSON_EXACT = 2**53 - 1
+
+
+def _exact_in_json(value: int) -> int:
+    """A released value JSON carries exactly (post-processing: no privacy cost). A larger one
+    failed the receipt's canonical JSON after the charge was made."""
+    return value if -_JSON_EXACT <= value <= _JSON_EXACT else max(-_JSON_EXACT, min(value, _JSON_EXACT))
 
 
 @lru_cache(maxsize=256)

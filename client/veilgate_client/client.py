@@ -193,12 +193,13 @@ class Gateway:
         service: str,
         entries: tuple[str, int] | None = None,
         *,
-        sent: Mapping[str, Any] | None = None,
+        sent: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[dict[str, Any], Receipt]:
         """The signed result of a response, after its receipt checked: nothing unchecked is used. The
         receipt must be for the `service` called, with `entries` hold that many answers, and with
-        `sent` name the digest of exactly that body: a genuine receipt of another call (another
-        subject's, with the same number of answers), passed off as this one's, is refused."""
+        `sent` name the digest of one of those forms of the body sent: a genuine receipt of another
+        call (another subject's, with the same number of answers), passed off as this one's, is
+        refused."""
         receipt = self.receipt_of(json_object(response))
         if receipt.document["service"] != service:
             raise ReceiptInvalid(f"the receipt is for {receipt.document['service']}, not for {service}")
@@ -208,7 +209,7 @@ class Gateway:
             listed = receipt.result.get(entries[0])
             if not isinstance(listed, list) or len(listed) != entries[1]:
                 raise ReceiptInvalid(f"the receipt holds another number of {entries[0]} than were asked for")
-        if sent is not None and receipt.document["request_digest"] != sha256_digest(sent):
+        if sent and receipt.document["request_digest"] not in {sha256_digest(form) for form in sent}:
             raise ReceiptInvalid("the receipt is for another request than the one sent")
         return receipt.result, receipt
 
@@ -348,17 +349,19 @@ class Gateway:
         self, service: str, claims: Sequence[Mapping[str, Any]] | Mapping[str, Any], *, purpose: str | None = None
     ) -> results.Answers:
         """Check claims (`{"keys": {...}, "checks": {...}}`, one or a batch): match or not, per field."""
-        batch = [claims] if isinstance(claims, Mapping) else list(claims)
-        body = {"purpose": self._purpose(purpose), "claims": [dict(c) for c in batch]}
+        batch = [dict(c) for c in ([claims] if isinstance(claims, Mapping) else claims)]
+        body = {"purpose": self._purpose(purpose), "claims": batch}
         response = self.request("POST", f"/v1/verify/{service}", json=body)
-        result, receipt = self._signed(response, service, ("answers", len(batch)), sent=body)
+        # Gateways before 2026-12 hashed each claim with its `consent_ref` filled in (null).
+        filled = {**body, "claims": [{"consent_ref": None, **c} for c in batch]}
+        result, receipt = self._signed(response, service, ("answers", len(batch)), sent=(body, filled))
         return results.Answers(result, receipt, results.RateLimitState.parse(response))
 
     def score(self, model: str, keys: Sequence[str] | str, *, purpose: str | None = None) -> results.Answers:
         """Score entities with an approved model: a grade and/or score per key, computed in the domain."""
         body = {"purpose": self._purpose(purpose), "keys": [keys] if isinstance(keys, str) else list(keys)}
         response = self.request("POST", f"/v1/models/{model}/score", json=body)
-        result, receipt = self._signed(response, model, ("answers", len(body["keys"])), sent=body)
+        result, receipt = self._signed(response, model, ("answers", len(body["keys"])), sent=(body,))
         return results.Answers(result, receipt, results.RateLimitState.parse(response))
 
 

@@ -119,10 +119,16 @@ def verify_jws(token: str, jwks: Mapping[str, Any], typ: str, issued_at: Callabl
         raise ReceiptInvalid("the JWS payload is not an object")
     if jwk.get("status") == "revoked" and issued_at(payload) >= _revoked_since(jwk):
         raise ReceiptInvalid(f"key {kid} was revoked before this was issued")
-    retired = _time(jwk.get("retired_at"))
-    if jwk.get("status") == "retired" and retired is not None and issued_at(payload) > retired + RETIRED_GRACE_SECONDS:
+    retired = _time(jwk.get("retired_at"))  # a retirement without a readable time trusts nothing after it
+    if jwk.get("status") == "retired" and (retired is None or issued_at(payload) > retired + RETIRED_GRACE_SECONDS):
         raise ReceiptInvalid(f"key {kid} was retired before this was issued")
     return payload
+
+
+def _in_the_past(text: Any) -> bool:
+    """A readable time no later than now (with the grace of clocks that differ)."""
+    found = _time(text)
+    return found is not None and found <= time.time() + RETIRED_GRACE_SECONDS
 
 
 def _time(text: Any) -> float | None:
@@ -254,8 +260,7 @@ def check_rotation(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     published = {k.get("kid"): k for k in new.get("keys", [])}
     pinned = {k.get("kid") for k in old.get("keys", [])}
     for added in (k for k in new.get("keys", []) if k.get("kid") not in pinned):
-        retired = _time(added.get("retired_at")) if added.get("status") == "retired" else None
-        if added.get("status") == "retired" and (retired is None or retired > time.time() + RETIRED_GRACE_SECONDS):
+        if added.get("status") == "retired" and not _in_the_past(added.get("retired_at")):
             raise KeysChanged(f"key {added.get('kid')} is new and retired without a past retirement time")
     for before in old.get("keys", []):
         kid = before.get("kid")
@@ -269,5 +274,9 @@ def check_rotation(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
             raise KeysChanged(f"pinned key {kid} went from {was} back to {now}")
         if was == "revoked" and after.get("revoked_since") != before.get("revoked_since"):
             raise KeysChanged(f"pinned key {kid} changed its revocation time")
+        if was == "retired" and after.get("retired_at") != before.get("retired_at"):
+            raise KeysChanged(f"pinned key {kid} changed its retirement time")
+        if was == "active" and now == "retired" and not _in_the_past(after.get("retired_at")):
+            raise KeysChanged(f"pinned key {kid} was retired without a past retirement time")
     if sum(1 for k in new.get("keys", []) if k.get("status", "active") == "active") > 1:
         raise KeysChanged("the gateway publishes more than one active key")

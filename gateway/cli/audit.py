@@ -78,7 +78,7 @@ def audit_checkpoint(config: ConfigOption = None) -> None:
         log = audit_log(settings)
         try:
             keys = KeyRing.load(settings.receipt_keys_dir)
-            kept = settings.receipt_keys_dir / audit_trail.SIGNED_HEAD_FILE
+            kept = settings.audit_dir / audit_trail.SIGNED_HEAD_FILE
             made = audit_trail.make_checkpoint(log, keys, issuer=settings.issuer, kept=kept)
         finally:
             log.close()

@@ -9,6 +9,7 @@ witnesses kept. It stops at the first failure and says where it is.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,22 +26,28 @@ from gateway.services.receipts import fetch_json, load_jwks, verify_checkpoint
 from gateway.signing import KeyRing
 from gateway.state.ports import AuditLogStore
 
+_log = logging.getLogger("veilgate.audit")
+
 SIGNED_HEAD_FILE = "signed-head.json"
-"""Beside the signing keys: the newest tree head this installation signed, out of the database."""
+"""In the audit directory (with the subject secret): the newest tree head this installation
+signed, out of the database."""
 
 
 def make_checkpoint(log: AuditLogStore, keys: KeyRing, *, issuer: str, kept: Path | None = None) -> Checkpoint | None:
     """Sign and store a tree head if the log grew since the last one; None if there was nothing to do.
 
     SECURITY: the signer only extends what it signed before. Whoever can write the database but
-    not the keys (a PostgreSQL administrator) could rewrite a leaf and its hash, and even delete
+    not the gateway's files (a PostgreSQL administrator) could rewrite a leaf and its hash, and even delete
     the checkpoints, and have the gateway sign the rewritten history. The tree must therefore
-    hold the newest stored checkpoint and the head kept in `kept` (a file beside the keys) at
-    their sizes; LogForked otherwise, and nothing is signed.
+    hold the newest stored checkpoint and the head kept in `kept` (a file in the audit directory,
+    out of the database) at their sizes; LogForked otherwise, and nothing is signed.
     """
-    size = log.size()
+    # The heads first, the size after: a head another replica signs meanwhile covers leaves
+    # that are then counted too, so only a log that lost leaves is shorter than a head.
     latest = log.latest_checkpoint()
-    for known in (latest, _kept_head(kept)):
+    known_heads = (latest, _kept_head(kept))
+    size = log.size()
+    for known in known_heads:
         if known is not None and (known.size > size or log.root(known.size).hex() != known.root):
             raise LogForked(
                 f"the audit log no longer holds the checkpoint of size {known.size} it had: nothing is signed; "
@@ -51,9 +58,13 @@ def make_checkpoint(log: AuditLogStore, keys: KeyRing, *, issuer: str, kept: Pat
     head = TreeHead(iss=issuer, size=size, root=log.root(size).hex(), time=utc_now())
     jws = keys.sign_document(canonical(head.model_dump(mode="json")), typ=CHECKPOINT_TYPE)
     checkpoint = Checkpoint(size=head.size, root=head.root, time=head.time, jws=jws)
+    stored = log.add_checkpoint(checkpoint)
     if kept is not None:
-        write_atomic(kept, checkpoint.model_dump_json().encode())
-    return checkpoint if log.add_checkpoint(checkpoint) else None
+        try:  # after the store: a head that cannot be kept still stands, checked against the older one
+            write_atomic(kept, checkpoint.model_dump_json().encode())
+        except OSError as exc:
+            _log.warning("the signed head could not be kept in %s (%s)", kept, type(exc).__name__)
+    return checkpoint if stored else None
 
 
 class LogForked(AuditUnavailable):

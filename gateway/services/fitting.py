@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway import privacy
-from gateway.domain.aggregate import CONFIDENCE, epsilon_text
+from gateway.domain.aggregate import CONFIDENCE, MECHANISMS, epsilon_text
 from gateway.domain.budget import Accounts, Amount
 from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, ColumnType
@@ -87,6 +87,7 @@ def authorize_fit(rt: FittingNeeds, principal: Principal, name: str, purpose: st
         "definition": model.model_dump(mode="json"),
         "version": record.version,
         "micro_epsilon": micro,
+        "mechanisms": MECHANISMS,  # as an aggregate's key: a fit stored before an upgrade is not handed on
     }
     return FitPlan(
         name=name,

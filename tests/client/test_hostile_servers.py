@@ -345,3 +345,24 @@ def test_a_huge_or_deeply_nested_answer_is_a_typed_error(hostile: tuple[Gateway,
     with pytest.raises(ServerError):
         gw.request("POST", VERIFY, json={"purpose": "credit_assessment", "claims": []})
     assert pin.read_text() == pinned
+
+
+def test_a_pinned_retirement_is_never_moved_nor_dropped(tmp_path: Path) -> None:
+    """A retired key's `retired_at` bounds what it signs: moved later, removed, or missing when
+    the key is retired, it would let a stolen old key date new receipts."""
+    from veilgate_client.evidence import check_rotation
+
+    ring = KeyRing.create(tmp_path / "keys")
+    ring.rotate()
+    pinned = ring.jwks()
+    retired = next(k for k in pinned["keys"] if k["status"] == "retired")
+    others = [k for k in pinned["keys"] if k is not retired]
+    for moved in (
+        {**retired, "retired_at": "2100-01-01T00:00:00+00:00"},
+        {k: v for k, v in retired.items() if k != "retired_at"},
+    ):
+        with pytest.raises(KeysChanged, match="retirement time"):
+            check_rotation(pinned, {"keys": [*others, moved]})
+    active = next(k for k in pinned["keys"] if k["status"] == "active")
+    with pytest.raises(KeysChanged, match="without a past retirement time"):
+        check_rotation(pinned, {"keys": [retired, {**active, "status": "retired"}]})

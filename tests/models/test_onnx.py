@@ -257,3 +257,33 @@ def test_an_entity_the_model_cannot_score_is_answered_and_counted_like_any_other
     window = {"since": str(today - timedelta(days=1)), "until": str(today + timedelta(days=1))}
     usage = client.get("/v1/usage", params=window, headers=bank).json()
     assert sum(row["claims"] for row in usage["rows"] if row["service"] == MODEL) == len(keys)  # every one counted
+
+
+def test_a_model_broken_for_every_entity_is_refused_and_bills_nothing(
+    installation: Installation, tmp_path: Path
+) -> None:
+    """Two numbers a row (a classifier's probabilities) is the model's fault, not the data's:
+    503, nothing counted, not `not_scored` billed for every entity."""
+    width = len(FEATURES)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["probability"])],
+        "two_columns",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None, 2])],
+        initializer=[helper.make_tensor("W", TensorProto.FLOAT, [width, 2], [0.1] * (2 * width))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    client = _app(installation, tmp_path, model.SerializeToString())
+    bank = _bank(client, installation)
+    keys = [
+        e["credit_code"] for e in pq.read_table(installation.source / "enterprise_registry.parquet").to_pylist()[:5]
+    ]
+    response = client.post(
+        f"/v1/models/{MODEL}/score", json={"purpose": "credit_assessment", "keys": keys}, headers=bank
+    )
+    assert response.status_code in (409, 503), response.text
+    today = datetime.now(UTC).date()
+    window = {"since": str(today - timedelta(days=1)), "until": str(today + timedelta(days=1))}
+    usage = client.get("/v1/usage", params=window, headers=bank).json()
+    assert sum(row["claims"] for row in usage["rows"] if row["service"] == MODEL) == 0

@@ -298,12 +298,12 @@ def test_a_leaf_changed_in_postgres_is_found(tmp_path: Path) -> None:
 def test_the_signer_never_signs_a_log_rewritten_under_it(template: Template, drop_checkpoints: bool) -> None:
     """Write access to the database, not to the keys: leaf 5 rewritten with its hash (and the
     checkpoints deleted, so the log looks consistent), one more leaf appended. The gateway signs
-    nothing: the tree must hold the newest stored checkpoint and the head kept beside the keys."""
+    nothing: the tree must hold the newest stored checkpoint and the head kept out of the database."""
     from gateway.services.audit_trail import SIGNED_HEAD_FILE, LogForked
 
     with copy_of(template) as (root, db):
         keys = KeyRing.load(root / "keys")
-        kept = root / "keys" / SIGNED_HEAD_FILE
+        kept = root / "audit" / SIGNED_HEAD_FILE
         log = SqliteAuditLog.open(root / "audit")
         log.append_now(event(SIZE))
         made = make_checkpoint(log, keys, issuer="veilgate", kept=kept)
@@ -322,3 +322,31 @@ def test_the_signer_never_signs_a_log_rewritten_under_it(template: Template, dro
             assert log.latest_checkpoint() is None if drop_checkpoints else log.latest_checkpoint() == made
         finally:
             log.close()
+
+
+def test_a_head_signed_by_another_replica_meanwhile_is_no_fork(
+    template: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas sign in turn: a head stored by the other one while this one reads the log's
+    size is no sign of a rewrite (the heads are read first, the size after)."""
+    from gateway.services.audit_trail import SIGNED_HEAD_FILE
+
+    with copy_of(template) as (root, _db):
+        keys = KeyRing.load(root / "keys")
+        mine, other = SqliteAuditLog.open(root / "audit"), SqliteAuditLog.open(root / "audit")
+        mine.append_now(event(SIZE))
+        real_size = mine.size
+
+        def size_while_the_other_signs() -> int:
+            found = real_size()
+            other.append_now(event(SIZE + 1))
+            assert make_checkpoint(other, keys, issuer="veilgate") is not None
+            return found
+
+        monkeypatch.setattr(mine, "size", size_while_the_other_signs)
+        try:
+            made = make_checkpoint(mine, keys, issuer="veilgate", kept=root / "audit" / SIGNED_HEAD_FILE)
+            assert made is None or made.size == SIZE + 1
+        finally:
+            mine.close()
+            other.close()

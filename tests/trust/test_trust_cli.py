@@ -117,8 +117,8 @@ def test_a_witness_keeps_checkpoints_and_catches_a_rewrite(installation: Install
         assert "extends the kept checkpoint" in second.stdout
     kept = store.read_text()
     # The operator rewrites a leaf with the signing key in hand and re-signs every checkpoint:
-    # on the host, it also removes the head the signer kept beside the keys.
-    (installation.settings.receipt_keys_dir / "signed-head.json").unlink()
+    # on the host, it also removes the head the signer kept out of the database.
+    (installation.settings.audit_dir / "signed-head.json").unlink()
     with sqlite3.connect(installation.settings.audit_dir / "log.sqlite3") as db:
         rows = db.execute("SELECT seq, record FROM leaves ORDER BY seq").fetchall()
         db.execute("DELETE FROM checkpoints")

@@ -8,7 +8,7 @@ of noisy statistics into rows whose shape never depends on the data.
 
 from gateway.domain.aggregate import quantiles
 from gateway.domain.aggregate.assemble import NoisyVector, assemble, assemble_selected
-from gateway.domain.aggregate.plan import Filter, Plan, bin_labels, epsilon_text, jsonable, plan
+from gateway.domain.aggregate.plan import MECHANISMS, Filter, Plan, bin_labels, epsilon_text, jsonable, plan
 from gateway.domain.aggregate.sensitivity import Statistic, statistics_for
 from gateway.domain.aggregate.templates import (
     CONFIDENCE,
@@ -32,6 +32,7 @@ __all__ = [
     "MAX_GROUP_BY",
     "MEASURES_ON_A_COLUMN",
     "MEASURES_WITH_BINS",
+    "MECHANISMS",
     "AggregateTemplate",
     "EpsilonRange",
     "Filter",
