@@ -38,7 +38,7 @@ MAX_VALUES = 200
 """Distinct values one label may take in one process before new ones count as `other`."""
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-STORES = frozenset({"audit", "ledger", "budget"})
+STORES = frozenset({"audit", "ledger", "budget", "release"})
 _NAME = re.compile(NAME_PATTERN)
 _JOB_STATUS = re.compile(r"^[a-z][a-z -]{0,39}$")
 _ROUTE = re.compile(r"^/[A-Za-z0-9_./{}:-]{0,127}$")
