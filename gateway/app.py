@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,8 +48,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         try:
             async with Housekeeping(rt).running():
                 yield
-        finally:
-            rt.close()
+        finally:  # off the loop: a batch still in flight on it must be able to end while the stores close
+            await asyncio.to_thread(rt.close)
 
     async def record(event: AuditEvent) -> int:
         return await rt.audit.append_async(event)

@@ -63,16 +63,19 @@ class PostgresLedger(LedgerRules):
         outcomes, writes, refusals = decide(admissions, rows)
         for sql, values in writes.statements():  # sent with the COMMIT (the committer's pipeline)
             await conn.executemany(sql, values)
+        raised = []
         for kind, subject, message, dedupe in writes.alerts:
             at = datetime.now(UTC).isoformat(timespec="seconds")
             if await conn.rows(ALERT_SQL + " RETURNING id", (at, kind, subject, message, dedupe)):
-                log.warning("ALERT %s %s: %s", kind, subject, message)
+                raised.append((kind, subject, message))
 
-        def note_refusals() -> None:
+        def after_commit() -> None:  # logged once durable: a batch rolled back raised nothing
+            for kind, subject, message in raised:
+                log.warning("ALERT %s %s: %s", kind, subject, message)
             for refused, when in refusals:
                 self._submit(functools.partial(note_refusal, refused=refused, now=when))
 
-        return outcomes, note_refusals
+        return outcomes, after_commit
 
     def _apply_pipelined(self, conn: postgres_connections.Db, batch: list[Job]) -> Settle:
         """In pipeline mode: the batch's writes travel together to the COMMIT instead of waiting

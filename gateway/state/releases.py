@@ -59,7 +59,9 @@ class PostgresReleases:
     the rows they touch (`PostgresLedger.admit_in`), each admitted one's leaf is built and the
     leaves are numbered after the largest stored `seq`, and one COMMIT makes all of it durable.
     A refused admission writes nothing here (its refusal count is noted after the COMMIT, its
-    leaf is the request middleware's). A batch that fails leaves neither charges nor leaves.
+    leaf is the request middleware's). A batch that fails, a leaf that cannot be built
+    included, leaves neither charges nor leaves. A request whose caller left while its batch was
+    written is charged and has its leaf, as one whose answer was lost in transit.
     From another event loop than the one this is bound to, the sequential path is taken.
     """
 
@@ -96,11 +98,8 @@ class PostgresReleases:
             if refused is not None:
                 settled.append((waiter, None, refused))
                 continue
-            try:
-                made, leaf = builds[id(waiter)](admission)
-            except Exception as exc:  # this request only: its charge stands, as after any failure past the read
-                settled.append((waiter, None, exc))
-                continue
+            # A build that raises (a bug) fails the whole batch: nothing is charged without its leaf.
+            made, leaf = builds[id(waiter)](admission)
             settled.append((waiter, (admission, made), None))
             leaves.append((leaf, waiter))
         seqs: dict[int, int] = {}

@@ -209,3 +209,29 @@ def test_a_batch_that_fails_leaves_neither_its_charges_nor_its_leaves(
         assert log.size() == 2 and [k.request_id for k in kept if k] == [event(0).request_id, event(2).request_id]
     finally:
         _close([replica])
+
+
+def test_a_leaf_that_cannot_be_built_fails_its_batch_and_charges_nothing(schema: str, tmp_path: Path) -> None:
+    """Nothing is charged without its leaf: one request whose leaf cannot be built fails the
+    batch it shares with others (each learns nothing was released), and counts nothing."""
+    (replica,) = _replicas(schema, tmp_path, 1)
+    ledger, log, releases = replica
+
+    def broken(_admission: Any) -> Any:
+        raise ValueError("a bug in building the leaf")
+
+    async def scenario() -> list[Any]:
+        calls = [
+            releases.admit_and_log(
+                request(claim(f"k{i}"), quota=10), now=NOON, build=broken if i == 1 else (lambda a, i=i: (i, event(i)))
+            )
+            for i in range(3)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(scenario())
+        assert all(isinstance(o, DependencyError) for o in outcomes), outcomes
+        assert log.size() == 0 and ledger.usage("g1") == []
+    finally:
+        _close([replica])
