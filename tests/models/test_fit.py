@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
+import pytest
 
 from gateway.services.fitting import _solve
 from tests.models.conftest import SYNTHETIC_ROWS, TRUE_COEFFICIENTS, Client
@@ -107,3 +109,25 @@ def test_least_squares_are_plain_unless_the_noisy_cross_products_are_not_positiv
     beta, cov, *_ = _solve(_packed(full), 3, scale=1.0)
     assert np.all(np.isfinite(beta)) and np.all(np.isfinite(cov))
     assert np.allclose(beta, np.linalg.solve(full[:2, :2] + 2.0 * np.eye(2), full[:2, 2]))  # the ridge
+
+
+def test_a_fit_stored_under_other_mechanisms_is_not_handed_on(
+    models_gateway: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for aggregates: after an upgrade that changes how releases are made, a fit stored
+    before it is not handed to a new payer (whose answer would show that someone had asked)."""
+    from gateway.services import fitting
+
+    def second_payer(bundle: dict[str, Any]) -> None:
+        bundle["organisations"]["demo-bank"]["budget"] = {"epsilon": "100000", "delta": "0.0001"}
+        grant = dict(bundle["grants"]["labour-research-2026"])
+        bundle["grants"]["bank-research-2026"] = {**grant, "consumer": "demo-business"}
+
+    researcher = models_gateway(second_payer)
+    business = models_gateway(second_payer, who="demo-business")
+    first = researcher.fit("synthetic-regression", epsilon="0.7")
+    assert first.status_code == 200, first.text
+    monkeypatch.setattr(fitting, "MECHANISMS", "an upgrade")
+    after = business.fit("synthetic-regression", epsilon="0.7")
+    assert after.status_code == 200, after.text
+    assert after.json()["result"]["coefficients"] != first.json()["result"]["coefficients"]  # fitted anew
