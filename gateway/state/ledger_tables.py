@@ -226,6 +226,8 @@ ALERT_SQL = "INSERT INTO alerts (at, kind, subject, message, dedupe) VALUES (?, 
 
 def insert_alert(conn: Db, kind: str, subject: str, message: str, dedupe: str | None) -> None:
     """Insert an alert once per `dedupe` key (None: always) and log it."""
-    cursor = conn.execute(ALERT_SQL, (datetime.now(UTC).isoformat(timespec="seconds"), kind, subject, message, dedupe))
-    if cursor.rowcount:
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    # RETURNING, not rowcount: in PostgreSQL's pipeline mode a statement's rowcount is not known
+    # yet, and an alert the dedupe key kept out was logged again on every refusal.
+    if conn.execute(ALERT_SQL + " RETURNING id", (at, kind, subject, message, dedupe)).fetchall():
         log.warning("ALERT %s %s: %s", kind, subject, message)

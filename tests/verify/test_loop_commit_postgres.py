@@ -235,3 +235,21 @@ def test_a_leaf_that_cannot_be_built_fails_its_batch_and_charges_nothing(schema:
         assert log.size() == 0 and ledger.usage("g1") == []
     finally:
         _close([replica])
+
+
+def test_an_alert_kept_out_by_its_dedupe_key_is_not_logged_again(schema: str, caplog: pytest.LogCaptureFixture) -> None:
+    """In pipeline mode a statement's rowcount is not known yet: every refusal logged the alert
+    its dedupe key had kept out of the table."""
+    (ledger,) = _ledgers(schema, 1)
+    try:
+        ledger.admit_verification(request(claim("a"), quota=1), now=NOON)
+        with caplog.at_level("WARNING", logger="veilgate.ledger"):
+            for key in "bcdef":
+                with pytest.raises(RateLimited):
+                    ledger.admit_verification(request(claim(key), quota=1), now=NOON)
+            eventually(lambda: any(a["kind"] == "quota_limit" for a in ledger.alerts()))
+            ledger.raise_alert("probe", "x", "a last job, so the refusal notes before it are done")
+        logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT quota_limit")]
+        assert len(logged) == 1 and sum(a["kind"] == "quota_limit" for a in ledger.alerts()) == 1
+    finally:
+        ledger.close()
