@@ -40,6 +40,7 @@ import numpy.typing as npt
 import opendp.prelude as dp
 
 from gateway.domain.budget import MICRO
+from gateway.domain.canonical_json import LARGEST_EXACT_INT
 from gateway.errors import InternalError
 
 dp.enable_features("contrib")
@@ -122,13 +123,10 @@ def add_noise(values: Sequence[int] | npt.NDArray[np.int64], sensitivity: int, m
     return Noised(tuple(_exact_in_json(int(v)) for part in drawn for v in part), scale)
 
 
-_JSON_EXACT = 2**53 - 1
-
-
 def _exact_in_json(value: int) -> int:
     """A released value JSON carries exactly (post-processing: no privacy cost). A larger one
     failed the receipt's canonical JSON after the charge was made."""
-    return value if -_JSON_EXACT <= value <= _JSON_EXACT else max(-_JSON_EXACT, min(value, _JSON_EXACT))
+    return max(-LARGEST_EXACT_INT, min(value, LARGEST_EXACT_INT))
 
 
 @lru_cache(maxsize=256)

@@ -17,9 +17,11 @@ from typing import Any
 import orjson
 import rfc8785
 
-__all__ = ["canonical", "canonical_text"]
+__all__ = ["LARGEST_EXACT_INT", "canonical", "canonical_text"]
 
 _SAFE_INT = 2**53
+LARGEST_EXACT_INT = _SAFE_INT - 1
+"""The largest integer (in magnitude) canonical JSON writes: RFC 8785 refuses larger ones."""
 
 
 def canonical(value: Any) -> bytes:

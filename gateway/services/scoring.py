@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.domain.canonical_json import canonical_text
+from gateway.domain.canonical_json import LARGEST_EXACT_INT, canonical_text
 from gateway.domain.identifiers import KEY_FORMATS, normalize_key
 from gateway.domain.models import (
     Feature,
@@ -150,8 +150,6 @@ def prepare_scoring(
 
 NOT_SCORED: Json = {"result": "not_scored"}
 """The answer for a known entity the model cannot score (see `_score_one`)."""
-MAX_EXACT_SCORE = 2**53 - 1
-"""The largest score JSON carries exactly (RFC 8785 refuses larger integers)."""
 
 
 def _feature_columns(feature: Feature) -> list[str]:
@@ -226,7 +224,7 @@ def _score_one(rt: ScoringNeeds, model: Scorer, versions: dict[str, str], key: s
             points, grade = onnx_score(model, output)
     except (ArithmeticError, ValueError, TypeError):  # decimal.InvalidOperation is an ArithmeticError
         return NOT_SCORED, True
-    if abs(points) > MAX_EXACT_SCORE:
+    if abs(points) > LARGEST_EXACT_INT:  # JSON carries no larger score exactly
         return NOT_SCORED, True
     answer: Json = {"result": "scored"}
     if model.output in ("score", "both"):

@@ -146,6 +146,12 @@ class Pool:
 Item = TypeVar("Item")
 
 
+def advisory_lock_sql(lock: int) -> str:
+    """The statement that takes a store's transaction-level advisory lock (sent in a pipeline
+    before any parameter could be bound: the lock is one of the stores' integer constants)."""
+    return f"SELECT pg_advisory_xact_lock({int(lock)})"  # an integer, not input
+
+
 def committers(
     dsn: str,
     schema: str,
@@ -161,7 +167,7 @@ def committers(
     """A store's two writers: a thread for blocking callers, and the event loop for the request
     path (`AsyncCommitter`). Every batch of either holds the store's advisory lock `lock`, so
     the batches of every replica take turns."""
-    take_lock = f"SELECT pg_advisory_xact_lock({int(lock)})"  # an integer, not input
+    take_lock = advisory_lock_sql(lock)
     thread: GroupCommitter[Item, Db] = GroupCommitter(
         f"{name}-writer",
         lambda: Db(connect(dsn, schema, name=name, unavailable=unavailable)),

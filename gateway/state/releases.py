@@ -68,7 +68,7 @@ class PostgresReleases:
     def __init__(self, dsn: str, schema: str, ledger: PostgresLedger, audit: AuditLogStore) -> None:
         self._ledger = ledger
         self._sequential = SequentialReleases(ledger, audit)
-        locks = tuple(f"SELECT pg_advisory_xact_lock({int(lock)})" for lock in (LEDGER_LOCK, AUDIT_LOCK))
+        locks = tuple(postgres_connections.advisory_lock_sql(lock) for lock in (LEDGER_LOCK, AUDIT_LOCK))
         self._writer: AsyncCommitter[Item, postgres_connections.AsyncDb] = AsyncCommitter(
             functools.partial(
                 postgres_connections.connect_async, dsn, schema, name="veilgate-release", unavailable=UNAVAILABLE
