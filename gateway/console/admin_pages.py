@@ -264,7 +264,8 @@ def freeze(
         if action == "freeze":
             admin_routes.freeze(body, rt, who)
         elif action == "unfreeze":
-            admin_routes.unfreeze(body, rt, who)
+            if admin_routes.unfreeze(body, rt, who).status_code == 202:
+                return back("/console/admin/freezes", "lift_asked")
         else:
             raise InvalidRequest("action: freeze or unfreeze")
         return back("/console/admin/freezes", action)

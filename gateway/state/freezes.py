@@ -8,18 +8,21 @@ backends), so a stop and its history row are committed together or not at all.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.domain.policy import Freeze, FreezeKind
+from gateway.domain.policy import Freeze, FreezeKind, LiftRequest
 from gateway.errors import Conflict, NotFound
 from gateway.state.migrations import Execute
-from gateway.state.ports.freezes import Freezes
+from gateway.state.ports.freezes import Freezes, Unfrozen
 
-__all__ = ["STORE", "add", "copy_file", "read_file", "remove", "unfrozen"]
+__all__ = ["LIFT_REQUEST_LIFETIME", "STORE", "add", "copy_file", "read_file", "remove", "unfrozen"]
 
 STORE = "freezes"
+LIFT_REQUEST_LIFETIME = timedelta(days=1)
+"""A lift asked for and not approved within a day is void: an approval given long after the
+request would restart a use on reasons nobody holds any more."""
 
 
 def unfrozen(kind: FreezeKind, name: str, *, by: str, reason: str) -> dict[str, Any]:
@@ -31,7 +34,7 @@ def add(execute: Execute, kind: FreezeKind, name: str, *, by: str, reason: str) 
     """Conflict if it is frozen already."""
     made = Freeze(kind=kind, name=name, since=datetime.now(UTC), by=by, reason=reason)
     inserted = execute(
-        "INSERT INTO freezes VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (kind.value, name, made.model_dump_json())
+        "INSERT INTO freezes VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (kind.value, name, _stored(made))
     ).rowcount
     if inserted != 1:
         raise Conflict(f"name: this {kind.value} is already frozen")
@@ -39,13 +42,63 @@ def add(execute: Execute, kind: FreezeKind, name: str, *, by: str, reason: str) 
     return made
 
 
-def remove(execute: Execute, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
-    """NotFound if it is not frozen."""
+def remove(
+    execute: Execute,
+    kind: FreezeKind,
+    name: str,
+    *,
+    by: str,
+    reason: str,
+    identity: str | None = None,
+    approvals_required: int = 1,
+) -> Unfrozen:
+    """Lift a stop once `approvals_required` identities asked within a day; until then record
+    the request on the stop, which holds. NotFound if it is not frozen; Conflict if this identity
+    asked already, or if another change to the stop committed between the read and the write."""
     rows = execute("SELECT record FROM freezes WHERE kind = ? AND name = ?", (kind.value, name)).fetchall()
-    if not rows or execute("DELETE FROM freezes WHERE kind = ? AND name = ?", (kind.value, name)).rowcount != 1:
+    if not rows:
         raise NotFound(f"name: this {kind.value} is not frozen")
-    _record(execute, unfrozen(kind, name, by=by, reason=reason))
-    return Freeze.model_validate_json(rows[0][0])
+    record = rows[0][0]
+    stop = Freeze.model_validate_json(record)
+    now = datetime.now(UTC)
+    asked = stop.lift if stop.lift is not None and now - stop.lift.since < LIFT_REQUEST_LIFETIME else None
+    who = identity or f"client:{by}"
+    if asked is not None and who in asked.identities:
+        raise Conflict(f"by: this identity asked to lift this {kind.value} already; another administrator must approve")
+    identities = (*asked.identities, who) if asked is not None else (who,)
+    if len(identities) < approvals_required:
+        request = LiftRequest(
+            since=asked.since if asked is not None else now,
+            by=(*asked.by, by) if asked is not None else (by,),
+            identities=identities,
+            reason=asked.reason if asked is not None else reason,
+        )
+        waiting = stop.model_copy(update={"lift": request})
+        # Written only over the record read: two requests at once cannot both count alone.
+        changed = execute(
+            "UPDATE freezes SET record = ? WHERE kind = ? AND name = ? AND record = ?",
+            (_stored(waiting), kind.value, name, record),
+        ).rowcount
+        if changed != 1:
+            raise Conflict(f"name: this {kind.value}'s freeze changed meanwhile; ask again")
+        _record(execute, {**unfrozen(kind, name, by=by, reason=reason), "action": "lift asked"})
+        return Unfrozen(waiting, lifted=False)
+    deleted = execute(
+        "DELETE FROM freezes WHERE kind = ? AND name = ? AND record = ?", (kind.value, name, record)
+    ).rowcount
+    if deleted != 1:
+        raise Conflict(f"name: this {kind.value}'s freeze changed meanwhile; ask again")
+    event = unfrozen(kind, name, by=by, reason=reason)
+    if asked is not None:
+        event["asked_by"] = list(asked.by)
+    _record(execute, event)
+    return Unfrozen(stop.model_copy(update={"lift": None}), lifted=True)
+
+
+def _stored(stop: Freeze) -> str:
+    """Without an empty `lift`: a stop nobody asked to lift reads as it did before lifts were
+    approved in pairs, so a replica not yet upgraded still reads it."""
+    return stop.model_dump_json(exclude_none=True)
 
 
 def read_file(path: Path) -> tuple[Freezes, list[dict[str, Any]]]:
@@ -62,7 +115,7 @@ def copy_file(execute: Execute, path: Path) -> int | None:
         return None
     stops, history = read_file(path)
     for stop in stops.values():
-        execute("INSERT INTO freezes VALUES (?, ?, ?)", (stop.kind.value, stop.name, stop.model_dump_json()))
+        execute("INSERT INTO freezes VALUES (?, ?, ?)", (stop.kind.value, stop.name, _stored(stop)))
     for event in history:
         _record(execute, event)
     return len(stops)

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.state import freezes, postgres_reader, postgres_watched, sqlite_connections
 from gateway.state.migrations import Execute, Step
-from gateway.state.ports.freezes import Freezes
+from gateway.state.ports.freezes import Freezes, Unfrozen
 
 __all__ = ["STEPS", "STORE", "PostgresFreezeStore"]
 
@@ -62,9 +62,20 @@ class PostgresFreezeStore:
         self._watched.renew()
         return made
 
-    def unfreeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
+    def unfreeze(
+        self,
+        kind: FreezeKind,
+        name: str,
+        *,
+        by: str,
+        reason: str,
+        identity: str | None = None,
+        approvals_required: int = 1,
+    ) -> Unfrozen:
         with self._db.transaction() as db:
-            lifted = freezes.remove(db.execute, kind, name, by=by, reason=reason)
+            lifted = freezes.remove(
+                db.execute, kind, name, by=by, reason=reason, identity=identity, approvals_required=approvals_required
+            )
             db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
         self._watched.renew()
         return lifted

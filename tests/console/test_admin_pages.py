@@ -113,11 +113,14 @@ def test_a_freeze_from_the_console_is_enforced_by_the_api_and_its_reason_escaped
     body = {"purpose": PURPOSE, "claims": claims}
     verify = client.post(f"/v1/verify/{SERVICE}", json=body, headers=business)
     assert verify.status_code == 403 and verify.json()["type"].endswith("/frozen")
-    thawed = client.post(
-        "/console/admin/freezes/unfreeze",
-        data={"kind": "consumer", "name": "demo-business", "reason": "cleared", "csrf": csrf},
-    )
-    assert thawed.status_code == 200 and "cleared" in thawed.text
+    lift = {"kind": "consumer", "name": "demo-business", "reason": "cleared", "csrf": csrf}
+    asked = client.post("/console/admin/freezes/unfreeze", data=lift)
+    assert asked.status_code == 200 and "Lift asked" in asked.text and "cleared" in asked.text
+    assert client.post(f"/v1/verify/{SERVICE}", json=body, headers=business).status_code == 403  # it holds
+    lift["csrf"] = logged_in_as(client, installation, "demo-approver")
+    thawed = client.post("/console/admin/freezes/unfreeze", data=lift)
+    assert thawed.status_code == 200 and "Unfrozen" in thawed.text
+    assert client.post(f"/v1/verify/{SERVICE}", json=body, headers=business).status_code == 200
 
 
 def test_hostile_names_render_escaped_everywhere(client: TestClient, installation: Installation) -> None:

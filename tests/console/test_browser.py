@@ -234,23 +234,37 @@ def test_two_person_approval_with_two_logins(browser: Any, site: tuple[str, Inst
         approver.close()
 
 
-def test_freeze_and_unfreeze(watch: Watch, site: tuple[str, Installation]) -> None:
-    _base, installation = site
-    watch.login("demo-admin", installation.credentials["demo-admin"])
-    watch.goto("/console/admin/freezes?lang=en")
-    watch.page.get_by_label("Kind").select_option("service")
-    watch.page.get_by_label("Name").fill("tax-compliance")
-    watch.page.locator("#freeze-reason").fill("incident <b>7</b>")
-    watch.page.get_by_role("button", name="Freeze now").click()
-    watch.page.wait_for_load_state()
-    row = watch.page.locator("table").first.inner_text()
-    assert "tax-compliance" in row and "incident <b>7</b>" in row  # shown as text, not markup
-    assert watch.page.locator("b", has_text="7").count() == 0
-    watch.page.locator("#unfreeze-1").fill("resolved")
-    watch.page.get_by_role("button", name="Unfreeze").click()
-    watch.page.wait_for_load_state()
-    assert "Nothing is frozen." in watch.page.locator("table").first.inner_text()
-    watch.clean()
+def test_freeze_and_unfreeze(browser: Any, site: tuple[str, Installation]) -> None:
+    base, installation = site
+    watch, approver = Watch(browser, base), Watch(browser, base)
+    try:
+        watch.login("demo-admin", installation.credentials["demo-admin"])
+        watch.goto("/console/admin/freezes?lang=en")
+        watch.page.get_by_label("Kind").select_option("service")
+        watch.page.get_by_label("Name").fill("tax-compliance")
+        watch.page.locator("#freeze-reason").fill("incident <b>7</b>")
+        watch.page.get_by_role("button", name="Freeze now").click()
+        watch.page.wait_for_load_state()
+        row = watch.page.locator("table").first.inner_text()
+        assert "tax-compliance" in row and "incident <b>7</b>" in row  # shown as text, not markup
+        assert watch.page.locator("b", has_text="7").count() == 0
+        watch.page.locator("#unfreeze-1").fill("resolved")
+        watch.page.get_by_role("button", name="Unfreeze").click()
+        watch.page.wait_for_load_state()
+        assert "Lift asked" in watch.page.locator(".notice.ok").inner_text()
+        assert "tax-compliance" in watch.page.locator("table").first.inner_text()  # one person lifts nothing
+        approver.login("demo-approver", installation.credentials["demo-approver"])
+        approver.goto("/console/admin/freezes?lang=en")
+        assert "demo-admin" in approver.page.locator("table").first.inner_text()
+        approver.page.locator("#unfreeze-1").fill("agreed")
+        approver.page.get_by_role("button", name="Approve the lift").click()
+        approver.page.wait_for_load_state()
+        assert "Nothing is frozen." in approver.page.locator("table").first.inner_text()
+        watch.clean()
+        approver.clean()
+    finally:
+        watch.close()
+        approver.close()
 
 
 def test_job_review(watch: Watch, site: tuple[str, Installation]) -> None:

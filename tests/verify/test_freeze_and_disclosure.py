@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from gateway.domain.policy import FreezeKind
+from gateway.domain.principal import Role
 from gateway.errors import Conflict, DependencyError, NotFound
 from gateway.policy import load_bundle
+from gateway.state import freezes
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.freezes_sqlite import SqliteFreezeStore
 from gateway.state.ports import FreezeStore
@@ -50,6 +54,7 @@ def test_a_freeze_stops_the_next_request_and_unfreeze_resumes(
 ) -> None:
     gw = gateway_for()
     admin = bearer(get_token(gw.client, "demo-admin", gw.installation.credentials["demo-admin"]))
+    approver = bearer(get_token(gw.client, "demo-approver", gw.installation.credentials["demo-approver"]))
     assert gw.verify(_claim(gw)).status_code == 200
     made = gw.client.post("/v1/admin/freeze", json={"kind": kind, "name": name, "reason": "incident 42"}, headers=admin)
     assert made.status_code == 201, made.text
@@ -58,12 +63,57 @@ def test_a_freeze_stops_the_next_request_and_unfreeze_resumes(
     assert refused.json()["type"].endswith("/frozen") and "incident 42" in refused.json()["detail"]
     again = gw.client.post("/v1/admin/freeze", json={"kind": kind, "name": name, "reason": "again"}, headers=admin)
     assert again.status_code == 409
-    lifted = gw.client.post("/v1/admin/unfreeze", json={"kind": kind, "name": name, "reason": "fixed"}, headers=admin)
-    assert lifted.status_code == 200
+    body = {"kind": kind, "name": name, "reason": "fixed"}
+    asked = gw.client.post("/v1/admin/unfreeze", json=body, headers=admin)
+    assert asked.status_code == 202 and asked.json()["lift"]["by"] == ["demo-admin"]
+    assert gw.verify(_claim(gw, 1)).status_code == 403  # one administrator's request lifts nothing
+    lifted = gw.client.post("/v1/admin/unfreeze", json={**body, "reason": "agreed"}, headers=approver)
+    assert lifted.status_code == 200 and lifted.json()["reason"] == "incident 42"
     assert gw.verify(_claim(gw, 1)).status_code == 200
     listed = gw.client.get("/v1/admin/freezes", headers=admin).json()
-    assert listed["active"] == [] and [h["action"] for h in listed["history"]] == ["freeze", "unfreeze"]
+    assert listed["active"] == [] and [h["action"] for h in listed["history"]] == ["freeze", "lift asked", "unfreeze"]
     assert listed["history"][0]["by"] == "demo-admin"
+    assert listed["history"][2]["by"] == "demo-approver" and listed["history"][2]["asked_by"] == ["demo-admin"]
+
+
+def test_one_person_cannot_lift_a_freeze_alone(gateway_for: Callable[..., Gateway]) -> None:
+    """An administrator who asks twice, or again from a second account of the same person, or
+    from an account they made without a person, lifts nothing; a second person does."""
+    gw = gateway_for()
+    rt = gw.client.app.state.runtime  # type: ignore[attr-defined]
+    alias = rt.clients.add("admin-alias", "Demo Public Data Administration", [Role.ADMIN], person="Demo Administrator")
+    secrets = {"admin-alias": alias, **gw.installation.credentials}
+    tokens = {
+        who: bearer(get_token(gw.client, who, secrets[who])) for who in ("demo-admin", "demo-approver", "admin-alias")
+    }
+    body = {"kind": "consumer", "name": "demo-business", "reason": "leaked secret"}
+    assert gw.client.post("/v1/admin/freeze", json=body, headers=tokens["demo-approver"]).status_code == 201
+    assert gw.client.post("/v1/admin/unfreeze", json=body, headers=tokens["demo-admin"]).status_code == 202
+    twice = gw.client.post("/v1/admin/unfreeze", json=body, headers=tokens["demo-admin"])
+    assert twice.status_code == 409 and "another administrator" in twice.json()["detail"]
+    alias_lift = gw.client.post("/v1/admin/unfreeze", json=body, headers=tokens["admin-alias"])
+    assert alias_lift.status_code == 409  # the same person, through another account
+    assert gw.verify(_claim(gw)).status_code == 403
+    assert gw.client.post("/v1/admin/unfreeze", json=body, headers=tokens["demo-approver"]).status_code == 200
+    assert gw.verify(_claim(gw)).status_code == 200
+
+
+def test_a_lift_request_is_void_after_a_day(open_store: Callable[[], FreezeStore]) -> None:
+    """An approval given long after the request would restart a use on reasons nobody holds."""
+    store = open_store()
+    stop = (FreezeKind.SERVICE, "tax-compliance")
+    store.freeze(*stop, by="a", reason="incident")
+    asked = store.unfreeze(*stop, by="a", reason="fixed", identity="person:a", approvals_required=2)
+    assert not asked.lifted and stop in store.active()
+    assert store.active()[stop].lift is not None
+    later = datetime.now(UTC) + freezes.LIFT_REQUEST_LIFETIME + timedelta(seconds=1)
+    with patch.object(freezes, "datetime", wraps=datetime) as clock:
+        clock.now.return_value = later
+        again = store.unfreeze(*stop, by="b", reason="ok", identity="person:b", approvals_required=2)
+    assert not again.lifted and again.freeze.lift is not None and again.freeze.lift.by == ("b",)
+    assert stop in store.active()
+    lifted = store.unfreeze(*stop, by="a", reason="ok", identity="person:a", approvals_required=2)
+    assert lifted.lifted and store.active() == {}
 
 
 def test_only_admins_freeze(gateway_for: Callable[..., Gateway]) -> None:

@@ -132,9 +132,14 @@ def test_limits_hold_across_replicas_on_postgres(replicas: list[str], installati
         time.sleep(0.01)
     assert me.status_code == 401
 
-    # The stop lifted through one replica, then the grant revoked through it: the other serves
-    # again, then refuses, without a shared policy directory.
+    # The stop's lift asked by a second person through the other replica, then agreed through
+    # this one; the grant revoked through it: the other serves again, then refuses, without a
+    # shared policy directory.
+    form["client_id"], form["client_secret"] = "demo-approver", installation.credentials["demo-approver"]
+    approver = {"Authorization": f"Bearer {httpx2.post(f'{first}/v1/token', data=form).json()['access_token']}"}
     body = {"kind": "consumer", "name": "demo-business", "reason": "resolved"}
+    assert httpx2.post(f"{first}/v1/admin/unfreeze", json=body, headers=approver).status_code == 202
+    assert verify(first, 1).status_code == 403
     assert httpx2.post(f"{second}/v1/admin/unfreeze", json=body, headers=admin).status_code == 200
     deadline = time.monotonic() + 5
     while (served := verify(first, 1)).status_code != 200 and time.monotonic() < deadline:

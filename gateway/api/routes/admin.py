@@ -133,14 +133,24 @@ def freeze(
     return rt.freezes.freeze(body.kind, body.name, by=who.client_id, reason=body.reason)
 
 
-@router.post("/unfreeze", response_model=Freeze)
+@router.post(
+    "/unfreeze",
+    response_model=Freeze,
+    responses={202: {"model": Freeze, "description": "Asked: the stop holds until another identity asks too."}},
+)
 def unfreeze(
     body: FreezeRequest,
     rt: Annotated[Runtime, Depends(runtime)],
     who: Annotated[Principal, Depends(require_role(Role.ADMIN))],
-) -> Freeze:
-    """Lift a freeze; the history keeps both, with who and why."""
-    return rt.freezes.unfreeze(body.kind, body.name, by=who.client_id, reason=body.reason)
+) -> JSONResponse:
+    """Lift a freeze once administrators of two identities asked within a day (as many as a
+    policy change needs): the first request answers 202 with the stop and its `lift`, the stop
+    holding; the second 200. The history keeps each, with who and why."""
+    done = rt.freezes.unfreeze(
+        body.kind, body.name, by=who.client_id, reason=body.reason,
+        identity=rt.clients.identity_of(who.client_id), approvals_required=rt.settings.policy_approvals,
+    )  # fmt: skip
+    return JSONResponse(done.freeze.model_dump(mode="json"), status_code=200 if done.lifted else 202)
 
 
 @router.get("/freezes", response_model=FreezeListResponse)

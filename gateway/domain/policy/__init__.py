@@ -6,7 +6,7 @@ stops that override it). Import from here; the parts are how the package is kept
 """
 
 from gateway.domain.names import Name
-from gateway.domain.policy.authorize import Freeze, FreezeKind, authorize, check_not_frozen
+from gateway.domain.policy.authorize import Freeze, FreezeKind, LiftRequest, authorize, check_not_frozen
 from gateway.domain.policy.checks import check_against_catalog, check_references
 from gateway.domain.policy.schema import (
     Budget,
@@ -36,6 +36,7 @@ __all__ = [
     "FreezeKind",
     "Grant",
     "GrantMode",
+    "LiftRequest",
     "Name",
     "NegativeList",
     "Organisation",

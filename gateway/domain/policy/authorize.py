@@ -17,7 +17,7 @@ from gateway.domain.policy.schema import Grant, PolicyBundle
 from gateway.domain.principal import Principal
 from gateway.errors import Frozen, NotFound, PolicyDenied
 
-__all__ = ["Freeze", "FreezeKind", "authorize", "check_not_frozen"]
+__all__ = ["Freeze", "FreezeKind", "LiftRequest", "authorize", "check_not_frozen"]
 
 
 class _Frozen(BaseModel):
@@ -31,6 +31,18 @@ class FreezeKind(StrEnum):
     SERVICE = "service"
 
 
+class LiftRequest(_Frozen):
+    """Administrators who asked to lift a stop, before enough identities did (two people, as for
+    a policy change: one administrator, or one person's two accounts, cannot restart a use that
+    another stopped)."""
+
+    since: datetime
+    """When the first asked; a request older than a day is void."""
+    by: tuple[str, ...]
+    identities: tuple[str, ...]
+    reason: str = Field(min_length=1, max_length=500)
+
+
 class Freeze(_Frozen):
     """An emergency stop: from `since`, nothing is served to or from what it names."""
 
@@ -39,6 +51,8 @@ class Freeze(_Frozen):
     since: datetime
     by: str
     reason: str = Field(min_length=1, max_length=500)
+    lift: LiftRequest | None = None
+    """A lift asked for and waiting for another administrator; the stop holds meanwhile."""
 
 
 def check_not_frozen(

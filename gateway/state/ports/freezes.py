@@ -6,11 +6,19 @@ next request of every process; every change is kept in the history.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.domain.policy import Freeze, FreezeKind
 
 Freezes = dict[tuple[FreezeKind, str], Freeze]
+
+
+@dataclass(frozen=True, slots=True)
+class Unfrozen:
+    freeze: Freeze
+    """The stop as it was lifted, or as it now waits with its lift request."""
+    lifted: bool
 
 
 class FreezeStore(Protocol):
@@ -24,8 +32,20 @@ class FreezeStore(Protocol):
         """Conflict if it is frozen already."""
         ...
 
-    def unfreeze(self, kind: FreezeKind, name: str, *, by: str, reason: str) -> Freeze:
-        """NotFound if it is not frozen."""
+    def unfreeze(
+        self,
+        kind: FreezeKind,
+        name: str,
+        *,
+        by: str,
+        reason: str,
+        identity: str | None = None,
+        approvals_required: int = 1,
+    ) -> Unfrozen:
+        """Lift the stop once administrators of `approvals_required` identities (`identity`:
+        the caller's, by default its client id) asked within a day; until then it holds and
+        keeps the request. NotFound if it is not frozen; Conflict if this identity asked already.
+        The host's `veilgate unfreeze` lifts at once (one approval), as it does everything else."""
         ...
 
     def close(self) -> None: ...
