@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from gateway.errors import VeilgateError
-from gateway.services import policy_admin, scoring, verification
+from gateway.services import aggregate, policy_admin, scoring, verification
 from gateway.services.audit_trail import SIGNED_HEAD_FILE, LogForked, make_checkpoint
 from gateway.services.runtime import Runtime
 
@@ -65,6 +65,7 @@ class Housekeeping:
         try:
             services = verification.warm_up(self.rt) + scoring.warm_up(self.rt)
             log.info("lookup indexes built for %d services", services)
+            log.info("%d dataset versions opened", aggregate.warm_up(self.rt))
         except VeilgateError as exc:  # a dataset that cannot be read: /readyz and its requests say so
             log.warning("warm-up stopped: %s", exc.detail)
         # What is alive now (the lookup indexes, the bundle, the libraries) lives as long as the

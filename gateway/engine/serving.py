@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from gateway.engine.build import marker_path, version_path
-from gateway.engine.snapshot import Snapshot
+from gateway.engine.snapshot import ColumnFacts, Snapshot, column_facts
 from gateway.errors import DependencyError, NotFound
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ class _OpenVersion:
         self.connection = connection
         self.users = 0
         self.retired = False
+        self.facts: dict[str, ColumnFacts] | None = None
+        """Its numeric columns' ranges, read by its first snapshot (whatever that one is for)."""
 
 
 class Domain:
@@ -51,7 +53,6 @@ class Domain:
         self._index_max_rows = index_max_rows
         self._indexes: dict[tuple[str, str, tuple[str, ...]], tuple[str, dict[str, list[tuple[Any, ...]]] | None]] = {}
         self._index_lock = threading.Lock()
-        self._value_checks: dict[tuple[str, str, str, float, float], tuple[bool, bool]] = {}
 
     def find(
         self, dataset: str, version: str, key_column: str, key: str, columns: Sequence[str]
@@ -80,6 +81,11 @@ class Domain:
         held = self._indexes.get((dataset, key_column, tuple(columns)))
         return held is not None and held[0] == version and held[1] is not None
 
+    def with_facts(self) -> list[tuple[str, str]]:
+        """The open versions whose column facts were read: (dataset, version)."""
+        with self._lock:
+            return [key for key, held in self._open.items() if held.facts is not None]
+
     def indexed(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
         """The lookup indexes held: (dataset, version, key column, columns)."""
         return [(dataset, held[0], key, columns) for (dataset, key, columns), held in self._indexes.items()]
@@ -106,7 +112,12 @@ class Domain:
             held.users += 1
             cursor = held.connection.cursor()
         try:
-            yield Snapshot(cursor, dataset, version, self._value_checks)
+            if held.facts is None:  # two first snapshots at once both read them: the same facts
+                try:
+                    held.facts = column_facts(cursor)
+                except duckdb.Error as exc:
+                    raise DependencyError("the data domain cannot be read") from exc
+            yield Snapshot(cursor, dataset, version, held.facts)
         finally:
             cursor.close()
             with self._lock:

@@ -250,6 +250,40 @@ def test_the_unclamped_scan_of_a_checked_version_equals_the_clamped_one(
         domain.close()
 
 
+class _NoQueries:
+    def execute(self, *_args: Any) -> Any:
+        raise AssertionError("a release read the data to decide how to clamp")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (None, {"sum": (True, False), "mean": (True, True)}),
+        (("X", None, "north", math.nan, 3), {"sum": (False, False), "mean": (True, True)}),
+        (("X", None, "north", 7.0, 51), {"sum": (True, False), "mean": (False, True)}),
+        (("X", None, "north", math.inf, -51), {"sum": (False, False), "mean": (False, True)}),
+    ],
+)
+def test_a_versions_value_checks_are_read_when_it_opens_not_per_column(
+    tmp_path: Path, extra: tuple[Any, ...] | None, expected: dict[str, tuple[bool, bool]]
+) -> None:
+    """SECURITY: a column checked on its first aggregate made that release slower, which told
+    whether anyone had asked about the column on this process since it started. Every numeric
+    column is read when the version opens, whatever opened it (a lookup here), and a release then
+    decides how to clamp without touching the data; the outcome is the one the values call for."""
+    rows = [("A", None, "north", 10.0, 5), ("B", None, "south", None, None), ("C", None, "east", 99.5, -50)]
+    _write_version(tmp_path, "v", [*rows, *([extra] if extra else [])])
+    domain = Domain(tmp_path, threads=1)
+    try:
+        with domain.snapshot("payroll", "v") as snap:
+            snap.lookup("person", "A", ["region"])
+        with domain.snapshot("payroll", "v") as snap:
+            snap._cursor = _NoQueries()  # type: ignore[assignment]
+            assert {kind: snap._checked_values(_plan(kind, [])) for kind in expected} == expected
+    finally:
+        domain.close()
+
+
 def test_a_histogram_of_one_bin_counts_the_rows_with_a_value(tmp_path: Path) -> None:
     template = AggregateTemplate.model_validate(
         {"title": "t", "dataset": "payroll", "group_by": ["region"], "epsilon": {"default": "1", "max": "5"},

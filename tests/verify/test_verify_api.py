@@ -380,3 +380,14 @@ def test_lookup_indexes_are_built_at_startup_one_per_service(gateway_for: Callab
         for checks in ({"active": True}, {"name": e["name"]}, {"name": e["name"], "legal_representative": "x"}):
             assert gw.verify([{"keys": {"credit_code": e["credit_code"]}, "checks": checks}]).status_code == 200
         assert sorted(domain.indexed()) == at_start
+
+
+def test_every_served_version_is_opened_at_startup(gateway_for: Callable[..., Gateway]) -> None:
+    """Its column facts are read before any request: a release's time does not tell whether it
+    was the first on its dataset or column since the process started."""
+    gw = gateway_for()
+    rt = gw.client.app.state.runtime  # type: ignore[attr-defined]
+    assert rt.domain.with_facts() == []
+    with gw.client:
+        served = {(r.entry.dataset, r.version) for r in rt.catalog.records() if r.is_served}
+        assert len(served) >= 3 and set(rt.domain.with_facts()) == served
