@@ -51,9 +51,11 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> dict[str, ColumnFacts]:
         else:  # DuckDB orders NaN above every number: it is counted apart and left out of the range
             number = f"FILTER (NOT isnan({q}))"
             parts += [f"min({q}) {number}", f"max({q}) {number}", f"coalesce(bool_or(isnan({q})), FALSE)"]
-    row = cursor.execute(f"SELECT {', '.join(parts)} FROM {TABLE}").fetchone()  # noqa: S608 - quoted names
-    if row is None:  # unreachable: an aggregate without GROUP BY gives one row
+    # fetchall, not fetchone: a result left open on the cursor refuses the request's next relation
+    rows = cursor.execute(f"SELECT {', '.join(parts)} FROM {TABLE}").fetchall()  # noqa: S608 - quoted names
+    if len(rows) != 1:  # unreachable: an aggregate without GROUP BY gives one row
         raise InternalError("a version's column ranges could not be read (this is a bug)")
+    row = rows[0]
     return {
         name: ColumnFacts(row[3 * i], row[3 * i + 1], bool(row[3 * i + 2]), kind in INTEGER_TYPES)
         for i, (name, kind) in enumerate(numeric)

@@ -275,8 +275,9 @@ def test_a_versions_value_checks_are_read_when_it_opens_not_per_column(
     _write_version(tmp_path, "v", [*rows, *([extra] if extra else [])])
     domain = Domain(tmp_path, threads=1)
     try:
-        with domain.snapshot("payroll", "v") as snap:
-            snap.lookup("person", "A", ["region"])
+        with domain.snapshot("payroll", "v") as snap:  # its first use: the facts leave no result open
+            assert snap.export(tmp_path / "out.parquet", ["region"]) == len(rows) + bool(extra)
+            assert snap.lookup("person", "A", ["region"]) == [("north",)]
         with domain.snapshot("payroll", "v") as snap:
             snap._cursor = _NoQueries()  # type: ignore[assignment]
             assert {kind: snap._checked_values(_plan(kind, [])) for kind in expected} == expected
