@@ -182,9 +182,9 @@ Queued_contra = TypeVar("Queued_contra", contravariant=True)
 class LoopWriter(Protocol[Queued_contra]):
     """A committer driven by the running loop: `LoopCommitter` or `AsyncCommitter`."""
 
-    def usable(self) -> bool: ...
-
-    def put(self, item: Queued_contra) -> None: ...
+    def offer(self, item: Queued_contra) -> bool:
+        """Queued by the running loop, or False: the committer is another loop's."""
+        ...
 
 
 async def written(
@@ -194,9 +194,8 @@ async def written(
 ) -> Any:
     """What `payload` gets once its batch is durable, written from the running loop: by the loop's
     committer, or by the writer thread when that committer is bound to another loop."""
-    if loop_writer.usable():
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        loop_writer.put((payload, waiter))
+    waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if loop_writer.offer((payload, waiter)):
         return await waiter
     future: Future[Any] = Future()
     thread_writer.put((payload, future))

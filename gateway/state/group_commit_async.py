@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
@@ -40,8 +41,8 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
     round trips, not one per statement). Items that arrive while a batch is in flight form the
     next batch. `begin`: the statements after BEGIN that take the store's lock. A batch that
     fails is failed as a whole, and the next one opens a new connection (a restart, a failover).
-    Bound to the first loop that uses it; `usable()` tells a caller on another loop to take the
-    threaded path instead.
+    Bound to the loop that uses it while it has work, and taken over by another only while
+    idle: `offer` checks and queues in one step, so two loops on two threads never both take it.
     """
 
     def __init__(
@@ -66,22 +67,23 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
         self._pending: list[Item] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._binding = threading.Lock()
+        """Held to take the committer (and to give it up): the only state other threads read."""
 
-    def usable(self) -> bool:
-        """Whether the running loop may `put` here: the loop this is bound to, or any while idle."""
-        if self._closed:
-            return False
-        return self._loop is asyncio.get_running_loop() or self._task is None
-
-    def put(self, item: Item) -> None:
-        """Queue `item` from the running loop (check `usable()` first)."""
+    def offer(self, item: Item) -> bool:
+        """Queue `item` from the running loop if this loop may use the committer (the loop it is
+        bound to, or any while it is idle); False: take the threaded path instead."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # an idle committer taken over by another loop: a connection of its own
-            self._drop()
-            self._loop = loop
-        self._pending.append(item)
-        if self._task is None:  # it starts after the callbacks already ready: they may add to the batch
-            self._task = loop.create_task(self._drain())
+        with self._binding:
+            if self._closed or not (self._loop is loop or self._task is None):
+                return False
+            if self._loop is not loop:  # an idle committer taken over by another loop: a connection of its own
+                self._drop()
+                self._loop = loop
+            self._pending.append(item)
+            if self._task is None:  # it starts after the callbacks already ready: they may add to the batch
+                self._task = loop.create_task(self._drain())
+        return True
 
     async def _drain(self) -> None:
         try:
@@ -97,7 +99,8 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
                     continue
                 settle(None)
         finally:
-            self._task = None
+            with self._binding:
+                self._task = None
 
     async def _write(self, batch: list[Item]) -> Settle:
         started = time.perf_counter()

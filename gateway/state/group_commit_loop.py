@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,9 @@ class LoopCommitter(Generic[Item]):
     The loop never waits on the file lock: BEGIN IMMEDIATE is tried without a busy timeout and,
     while another writer (another process, or this process's `GroupCommitter`) holds the lock,
     retried a moment later, for at most `busy_timeout_seconds`. `apply` runs a batch inside the
-    open transaction and returns how to settle it; it must not block. Bound to the first loop
-    that uses it; `usable()` tells a caller on another loop to take the threaded path instead.
+    open transaction and returns how to settle it; it must not block. Bound to the loop that
+    uses it while it has work, and taken over by another only while idle: `offer` checks and
+    queues in one step, so two loops on two threads never both take it.
     """
 
     def __init__(
@@ -61,22 +63,22 @@ class LoopCommitter(Generic[Item]):
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._store = store_name(name)
         self._closed = False
+        self._binding = threading.Lock()
+        """Held to take the committer (and to give it up): the only state other threads read."""
 
-    def usable(self) -> bool:
-        """Whether the running loop may `put` here: the loop this is bound to, or any while idle."""
-        if self._closed:
-            return False
+    def offer(self, item: Item) -> bool:
+        """Queue `item` from the running loop if this loop may use the committer (the loop it is
+        bound to, or any while it is idle); False: take the threaded path instead."""
         loop = asyncio.get_running_loop()
-        return self._loop is loop or not self._running
-
-    def put(self, item: Item) -> None:
-        """Queue `item` from the running loop (check `usable()` first)."""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._pending.append(item)
-        if not self._running:
-            self._running = True
-            loop.call_soon(self._flush)  # after the callbacks already ready: they may add to the batch
+        with self._binding:
+            if self._closed or not (self._loop is loop or not self._running):
+                return False
+            self._loop = loop
+            self._pending.append(item)
+            if not self._running:
+                self._running = True
+                loop.call_soon(self._flush)  # after the callbacks already ready: they may add to the batch
+        return True
 
     def close(self) -> None:
         self._closed = True
@@ -146,10 +148,11 @@ class LoopCommitter(Generic[Item]):
         self._after()
 
     def _after(self) -> None:
-        if self._pending and self._loop is not None and not self._closed:
-            self._loop.call_soon(self._flush)
-        else:
-            self._running = False
+        with self._binding:
+            if self._pending and self._loop is not None and not self._closed:
+                self._loop.call_soon(self._flush)
+            else:
+                self._running = False
 
 
 def sqlite_committers(

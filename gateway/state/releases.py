@@ -83,10 +83,9 @@ class PostgresReleases:
     async def admit_and_log(
         self, request: VerificationRequest, *, now: float, build: Callable[[Admission], tuple[Made, AuditEvent]]
     ) -> tuple[Admission, Made, int]:
-        if not self._writer.usable():
-            return await self._sequential.admit_and_log(request, now=now, build=build)
         waiter: asyncio.Future[tuple[Admission, Made, int]] = asyncio.get_running_loop().create_future()
-        self._writer.put((Admit(request, now), build, waiter))
+        if not self._writer.offer((Admit(request, now), build, waiter)):
+            return await self._sequential.admit_and_log(request, now=now, build=build)
         return await waiter
 
     async def _apply(self, conn: postgres_connections.AsyncDb, batch: list[Item]) -> Settle:

@@ -1,15 +1,19 @@
-"""LoopCommitter: a batch that cannot be written fails its callers and never stalls the next."""
+"""LoopCommitter: a batch that cannot be written fails its callers and never stalls the next;
+two loops never share it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.state.group_commit import Settle, Waiter, resolve
+from gateway.state.group_commit import GroupCommitter, Settle, Waiter, resolve, written
 from gateway.state.group_commit_loop import LoopCommitter
 
 Item = tuple[int, Waiter]
@@ -43,7 +47,7 @@ def _insert(conn: sqlite3.Connection, batch: list[Item]) -> Settle:
 
 async def _put(committer: LoopCommitter[Item], value: int) -> Any:
     waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    committer.put((value, waiter))
+    assert committer.offer((value, waiter))
     return await waiter
 
 
@@ -80,3 +84,47 @@ def test_a_file_that_cannot_be_opened_fails_its_callers_and_does_not_stall(tmp_p
 
     asyncio.run(scenario())
     committer.close()
+
+
+def test_two_loops_on_two_threads_never_share_the_committer(tmp_path: Path) -> None:
+    """A committer taken by one loop is refused to another until it is idle again: a check and a
+    queueing in two steps let two threads' loops both take an idle committer, run two batches at
+    once on one connection and settle a loop's futures from the other's thread (seen as hangs)."""
+    path = tmp_path / "db.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (v INTEGER)")
+
+    def connect(wait: float) -> sqlite3.Connection:
+        return sqlite3.connect(path, timeout=wait, isolation_level=None, check_same_thread=False)
+
+    committer = _committer(path, _insert, lambda: connect(0))  # the loop's never waits for the lock
+    thread_writer: GroupCommitter[Item, sqlite3.Connection] = GroupCommitter(
+        "test-writer", lambda: connect(30), _insert, limit=64, fail=_fail
+    )
+    rounds, start = 300, threading.Barrier(2)
+    results: dict[int, list[Any]] = {0: [], 1: []}
+
+    def run(side: int) -> None:
+        async def scenario() -> None:
+            for i in range(rounds):
+                start.wait(timeout=10)  # both loops offer to an idle committer at once
+                results[side].append(await asyncio.wait_for(written(2 * i + side, committer, thread_writer), 10))
+
+        asyncio.run(scenario())
+
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two bytecodes
+    try:
+        threads = [threading.Thread(target=run, args=(side,)) for side in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(switching)
+        committer.close()
+        thread_writer.close()
+    assert results == {side: [2 * i + side for i in range(rounds)] for side in (0, 1)}
+    stored = sorted(v for (v,) in sqlite3.connect(path).execute("SELECT v FROM t"))
+    assert stored == list(range(2 * rounds))
