@@ -29,6 +29,9 @@ from gateway.services.runtime import Runtime
 __all__ = ["Housekeeping"]
 
 log = logging.getLogger("veilgate")
+OPEN_VERSIONS_SECONDS = 5.0
+"""How soon a version registered while the process runs is opened (its column facts read) if no
+request opened it first."""
 
 
 class Housekeeping:
@@ -65,14 +68,28 @@ class Housekeeping:
         try:
             services = verification.warm_up(self.rt) + scoring.warm_up(self.rt)
             log.info("lookup indexes built for %d services", services)
-            log.info("%d dataset versions opened", aggregate.warm_up(self.rt))
         except VeilgateError as exc:  # a dataset that cannot be read: /readyz and its requests say so
             log.warning("warm-up stopped: %s", exc.detail)
+        self.open_versions()
         # What is alive now (the lookup indexes, the bundle, the libraries) lives as long as the
         # process: frozen, it is left out of every later collection, and full collections pause
         # serving for a few milliseconds instead of 80 (measured under load).
         gc.collect()
         gc.freeze()
+
+    def open_versions(self) -> None:
+        """Open the served versions not yet open (column facts read before any request uses one)."""
+        failed = aggregate.warm_up(self.rt)
+        if failed:
+            log.warning("dataset versions that could not be opened: %s", ", ".join(sorted(failed)))
+
+    async def _open_versions_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(OPEN_VERSIONS_SECONDS)
+            try:
+                await asyncio.to_thread(self.open_versions)
+            except Exception:  # the next round tries again; a request opens what it needs meanwhile
+                log.exception("opening dataset versions failed")
 
     async def _checkpoint_every_interval(self) -> None:
         while True:
@@ -91,12 +108,14 @@ class Housekeeping:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.checkpoint)
         await asyncio.to_thread(self.warm_up)
-        task = asyncio.create_task(self._checkpoint_every_interval())
+        tasks = [asyncio.create_task(self._checkpoint_every_interval()),
+                 asyncio.create_task(self._open_versions_every_interval())]  # fmt: skip
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(Exception):  # a last head covers the final requests
                 await asyncio.to_thread(self.checkpoint)

@@ -242,7 +242,7 @@ def freezes_page(request: Request, rt: RuntimeDep) -> Response:
         found = admin_routes.freezes(rt, who)
         history = list(reversed(found.history))[:100]
         return page(request, "admin/freezes.html", active=found.active, history=history,
-                    done=request.query_params.get("done"))  # fmt: skip
+                    identity=rt.clients.identity_of(who.client_id), done=request.query_params.get("done"))  # fmt: skip
 
     return shown(request, build)
 

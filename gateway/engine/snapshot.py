@@ -14,7 +14,7 @@ from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
 from gateway.engine.plan_results import ExactStatistics, binned_statistics, exact_statistics, observed_counts
 from gateway.engine.plan_sql import aggregate_sql
 from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
-from gateway.errors import InternalError
+from gateway.errors import DependencyError, InternalError
 
 _NUMBER_TYPES = INTEGER_TYPES | {"UBIGINT", "HUGEINT", "UHUGEINT", "FLOAT", "DOUBLE"}
 
@@ -36,11 +36,20 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> dict[str, ColumnFacts]:
     the version, for all its columns at once (SECURITY: read per column on a column's first
     aggregate, the scan made that release measurably slower, which told whether anyone had asked
     about that column on this process since it started). A version file never changes."""
+    # SECURITY: facts read once hold only for stored values. A view, or a generated column (which
+    # may compute from now() or random()), would hold other values at the next read; a table of
+    # the same name in another schema would describe other columns.
+    tables = cursor.execute(
+        "SELECT table_schema, table_type FROM information_schema.tables WHERE table_name = $1", [TABLE]
+    ).fetchall()
     described = cursor.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+        "SELECT column_name, data_type, is_generated FROM information_schema.columns"
+        " WHERE table_schema = 'main' AND table_name = $1 ORDER BY ordinal_position",
         [TABLE],
     ).fetchall()
-    numeric = [(str(name), str(kind)) for name, kind in described if str(kind) in _NUMBER_TYPES]
+    if tables != [("main", "BASE TABLE")] or any(generated != "NEVER" for _n, _t, generated in described):
+        raise DependencyError("dataset: its version file holds no plain table of records; register it again")
+    numeric = [(str(name), str(kind)) for name, kind, _g in described if str(kind) in _NUMBER_TYPES]
     if not numeric:
         return {}
     parts = []
@@ -217,8 +226,9 @@ class Snapshot:
         facts = self._facts.get(column)
         if facts is None:  # not a number in this file: the query clamps whatever it holds
             return False, False
-        low = float(plan.value_units[0] * plan.template.granularity)
-        high = float(plan.value_units[1] * plan.template.granularity)
+        # Exact bounds: a float of the bound may round past it, and let values just beyond pass.
+        low = plan.value_units[0] * plan.template.granularity
+        high = plan.value_units[1] * plan.template.granularity
         inside = not facts.has_nan and (
             facts.smallest is None or (low <= facts.smallest and facts.largest is not None and facts.largest <= high)
         )

@@ -44,7 +44,7 @@ from gateway.domain.catalog import row_count_floor
 from gateway.domain.policy import authorize, check_not_frozen
 from gateway.domain.principal import Principal
 from gateway.domain.trail import AuditEvent, Cost, Json, PrivacySpent
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable, VeilgateError
 from gateway.services import aggregate_noise, charging, policy_admin
 from gateway.services.charging import ChargingNeeds, amount_json
 from gateway.services.needs import HasDomain, HasFreezes
@@ -59,16 +59,22 @@ class AggregateNeeds(PolicyReader, ChargingNeeds, ReleaseNeeds, HasDomain, HasFr
 MAX_BATCH = 20
 
 
-def warm_up(rt: AggregateNeeds) -> int:
-    """Open every served DuckDB dataset's version now, so that its column facts are read at
-    startup and not by some request's first use of it (engine.snapshot.column_facts). Returns
-    how many were opened."""
-    opened = 0
+def warm_up(rt: AggregateNeeds) -> list[str]:
+    """Open every served DuckDB dataset version not yet open, so that its column facts are read
+    now and not by some request's first use of it (engine.snapshot.column_facts): at startup,
+    then every few seconds for versions registered since. Returns the datasets it could not
+    open; each one's requests say why, and the next round tries again."""
+    failed = []
+    opened = set(rt.domain.with_facts())
     for record in rt.catalog.records():
-        if record.is_served and record.entry.engine != "spark":
+        if not record.is_served or record.entry.engine == "spark" or (record.entry.dataset, record.version) in opened:
+            continue
+        try:
             with rt.domain.snapshot(record.entry.dataset, record.version):
-                opened += 1
-    return opened
+                pass
+        except VeilgateError:
+            failed.append(record.entry.dataset)
+    return failed
 
 
 @dataclass(frozen=True, slots=True)

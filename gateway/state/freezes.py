@@ -8,7 +8,7 @@ backends), so a stop and its history row are committed together or not at all.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,9 @@ from gateway.errors import Conflict, NotFound
 from gateway.state.migrations import Execute
 from gateway.state.ports.freezes import Freezes, Unfrozen
 
-__all__ = ["LIFT_REQUEST_LIFETIME", "STORE", "add", "copy_file", "read_file", "remove", "unfrozen"]
+__all__ = ["STORE", "add", "copy_file", "read_file", "remove", "unfrozen"]
 
 STORE = "freezes"
-LIFT_REQUEST_LIFETIME = timedelta(days=1)
-"""A lift asked for and not approved within a day is void: an approval given long after the
-request would restart a use on reasons nobody holds any more."""
 
 
 def unfrozen(kind: FreezeKind, name: str, *, by: str, reason: str) -> dict[str, Any]:
@@ -61,7 +58,7 @@ def remove(
     record = rows[0][0]
     stop = Freeze.model_validate_json(record)
     now = datetime.now(UTC)
-    asked = stop.lift if stop.lift is not None and now - stop.lift.since < LIFT_REQUEST_LIFETIME else None
+    asked = stop.pending_lift(now)
     who = identity or f"client:{by}"
     if asked is not None and who in asked.identities:
         raise Conflict(f"by: this identity asked to lift this {kind.value} already; another administrator must approve")

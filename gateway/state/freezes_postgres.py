@@ -30,8 +30,11 @@ STEPS = (
             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event TEXT NOT NULL)""",
         ),
     ),
+    Step(2, ()),
 )
-"""1: the layout the store had before versioned migrations."""
+"""1: the layout the store had before versioned migrations. 2: a stop's record may hold a lift
+request (`lift`), which releases before it cannot read and would ignore (lifting alone): they
+refuse a store this release opened."""
 _CHANNEL = "veilgate_freezes"
 _UNAVAILABLE = "the freezes cannot be read, so nothing is served until they can"
 

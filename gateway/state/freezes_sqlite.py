@@ -34,8 +34,11 @@ STEPS = (
             id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)""",
         ),
     ),
+    Step(2, ()),
 )
-"""1: the stops and their history, as PostgreSQL has them."""
+"""1: the stops and their history, as PostgreSQL has them. 2: a stop's record may hold a lift
+request (`lift`), which releases before it cannot read and would ignore (lifting alone): they
+refuse a store this release opened."""
 _UNAVAILABLE = "the freezes cannot be read, so nothing is served until they can"
 
 

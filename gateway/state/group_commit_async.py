@@ -135,11 +135,12 @@ class AsyncCommitter(Generic[Item, AsyncConn]):
 
     def close(self) -> None:
         """Fail what is still queued and close the connection; a batch in flight is cancelled."""
-        self._closed = True
+        with self._binding:  # an offer either lands before (and is failed here) or is refused
+            self._closed = True
+            pending, self._pending = self._pending, []
         if self._task is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._task.cancel)
-        if self._pending:
-            pending, self._pending = self._pending, []
+        if pending:
             self._fail(pending, RuntimeError("the store closed before this was written"))
         if self._task is None:
             self._drop()

@@ -81,10 +81,12 @@ class LoopCommitter(Generic[Item]):
         return True
 
     def close(self) -> None:
-        self._closed = True
+        with self._binding:  # an offer either lands before (and is failed here) or is refused
+            self._closed = True
         self._committer.shutdown(wait=True)
-        if self._pending:
+        with self._binding:
             pending, self._pending = self._pending, []
+        if pending:
             self._fail(pending, RuntimeError("the store closed before this was written"))
         if self._conn is not None:
             self._conn.close()

@@ -9,6 +9,8 @@ removing any one unit moves each exact statistic by at most its stated L1 sensit
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import math
 from pathlib import Path
@@ -24,6 +26,8 @@ from hypothesis import strategies as st
 from gateway.domain.aggregate import AggregateTemplate, Plan, plan, quantiles
 from gateway.domain.catalog import CatalogEntry
 from gateway.engine import Domain, version_path
+from gateway.engine.snapshot import ColumnFacts, Snapshot
+from gateway.errors import DependencyError
 from tests.aggregate.conftest import HOSTILE_ROWS, PAYROLL_ENTRY, register_payroll
 from tests.conftest import CANARY, Installation
 
@@ -283,6 +287,48 @@ def test_a_versions_value_checks_are_read_when_it_opens_not_per_column(
             assert {kind: snap._checked_values(_plan(kind, [])) for kind in expected} == expected
     finally:
         domain.close()
+
+
+@pytest.mark.parametrize(
+    "made",
+    [
+        # a view computes its values at each read: in bounds when the facts are read, not later
+        "CREATE TABLE stored (person VARCHAR, score BIGINT); CREATE VIEW records AS"
+        " SELECT person, NULL AS note, 'north' AS region, 1.0 AS amount, score * (epoch(now()) > 0)::BIGINT AS score"
+        " FROM stored",
+        "CREATE TABLE records (person VARCHAR, note VARCHAR, region VARCHAR, amount DOUBLE,"
+        " score BIGINT GENERATED ALWAYS AS (CAST(random() * 2000000000 AS BIGINT)) VIRTUAL)",
+        # another schema's table of the same name would describe other column types
+        "CREATE TABLE records (person VARCHAR, note VARCHAR, region VARCHAR, amount DOUBLE, score BIGINT);"
+        " CREATE SCHEMA other; CREATE TABLE other.records (amount BIGINT)",
+    ],
+)
+def test_a_version_that_is_not_one_plain_table_is_not_served(tmp_path: Path, made: str) -> None:
+    """SECURITY: how a release clamps is decided from facts read once; values that can change
+    between reads (a view, a generated column) or a table described by another one of its name
+    would let a sum go unclamped."""
+    path = version_path(tmp_path, "payroll", "v")
+    path.parent.mkdir(parents=True)
+    with contextlib.closing(duckdb.connect(str(path))) as con:
+        con.execute(made)
+    domain = Domain(tmp_path, threads=1)
+    try:
+        with pytest.raises(DependencyError, match="no plain table"), domain.snapshot("payroll", "v"):
+            pass
+    finally:
+        domain.close()
+
+
+def test_the_bounds_are_compared_exactly_not_as_floats() -> None:
+    """A bound of 3,777,911,035,808,559,600 units is 3,777,911,035,808,559,616 as a float: a
+    value 10 units past the bound was taken as inside and summed unclamped."""
+    bound = 3_777_911_035_808_559_600
+    assert float(bound) > bound + 10
+    compiled = dataclasses.replace(_plan("mean", []), value_units=(0, bound))
+    for largest, inside in ((bound + 10, False), (bound, True)):
+        facts = {"score": ColumnFacts(smallest=0, largest=largest, has_nan=False, is_integer=True)}
+        snap = Snapshot(_NoQueries(), "payroll", "v", facts)  # type: ignore[arg-type]
+        assert snap._checked_values(compiled) == (inside, True)
 
 
 def test_a_histogram_of_one_bin_counts_the_rows_with_a_value(tmp_path: Path) -> None:

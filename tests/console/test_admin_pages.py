@@ -116,6 +116,7 @@ def test_a_freeze_from_the_console_is_enforced_by_the_api_and_its_reason_escaped
     lift = {"kind": "consumer", "name": "demo-business", "reason": "cleared", "csrf": csrf}
     asked = client.post("/console/admin/freezes/unfreeze", data=lift)
     assert asked.status_code == 200 and "Lift asked" in asked.text and "cleared" in asked.text
+    assert "You asked for this lift" in asked.text and 'action="/console/admin/freezes/unfreeze"' not in asked.text
     assert client.post(f"/v1/verify/{SERVICE}", json=body, headers=business).status_code == 403  # it holds
     lift["csrf"] = logged_in_as(client, installation, "demo-approver")
     thawed = client.post("/console/admin/freezes/unfreeze", data=lift)

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli
-from gateway.domain.policy import FreezeKind
+from gateway.domain.policy import LIFT_REQUEST_LIFETIME, FreezeKind
 from gateway.domain.principal import Role
 from gateway.errors import Conflict, DependencyError, NotFound
 from gateway.policy import load_bundle
@@ -106,7 +106,8 @@ def test_a_lift_request_is_void_after_a_day(open_store: Callable[[], FreezeStore
     asked = store.unfreeze(*stop, by="a", reason="fixed", identity="person:a", approvals_required=2)
     assert not asked.lifted and stop in store.active()
     assert store.active()[stop].lift is not None
-    later = datetime.now(UTC) + freezes.LIFT_REQUEST_LIFETIME + timedelta(seconds=1)
+    later = datetime.now(UTC) + LIFT_REQUEST_LIFETIME + timedelta(seconds=1)
+    assert store.active()[stop].as_shown(later).lift is None  # shown to nobody as waiting
     with patch.object(freezes, "datetime", wraps=datetime) as clock:
         clock.now.return_value = later
         again = store.unfreeze(*stop, by="b", reason="ok", identity="person:b", approvals_required=2)

@@ -47,7 +47,7 @@ def test_freezes_of_before_are_migrated_with_their_rows(old_schema: tuple[str, p
             assert store.history()[0] == {"action": "freeze", "name": "svc"}
         finally:
             store.close()
-    assert migrations.applied(raw.execute, "freezes") == [1]
+    assert migrations.applied(raw.execute, "freezes") == [1, 2]
     store = PostgresFreezeStore(PG_DSN or "", schema=schema, listen=False)
     try:
         store.unfreeze(FreezeKind.SERVICE, "svc", by="admin", reason="resolved")
@@ -150,5 +150,5 @@ def test_replicas_starting_together_migrate_each_store_once() -> None:
         with psycopg.connect(PG_DSN or "", autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema)))
             rows = conn.execute("SELECT store, count(*) FROM schema_versions GROUP BY store ORDER BY store").fetchall()
-        assert rows == [("accounts", 2), ("budget", 1), ("freezes", 1), ("jobs", 2), ("objections", 1), ("policy", 1),
+        assert rows == [("accounts", 2), ("budget", 1), ("freezes", 2), ("jobs", 2), ("objections", 1), ("policy", 1),
                         ("sessions", 1)]  # fmt: skip

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.catalog import CatalogStore
-from gateway.services import registration
+from gateway.engine import version_path
+from gateway.services import aggregate, registration
 from gateway.services.receipts import verify_receipt
 from gateway.state.audit_sqlite import SqliteAuditLog
 from gateway.state.ports import LeafFilter
@@ -391,3 +392,14 @@ def test_every_served_version_is_opened_at_startup(gateway_for: Callable[..., Ga
     with gw.client:
         served = {(r.entry.dataset, r.version) for r in rt.catalog.records() if r.is_served}
         assert len(served) >= 3 and set(rt.domain.with_facts()) == served
+        assert aggregate.warm_up(rt) == []  # the periodic round finds nothing left to open
+
+
+def test_a_dataset_that_cannot_be_opened_leaves_the_others_opened(gateway_for: Callable[..., Gateway]) -> None:
+    gw = gateway_for()
+    rt = gw.client.app.state.runtime  # type: ignore[attr-defined]
+    broken = rt.catalog.get("enterprise_registry")
+    version_path(rt.settings.data_path, "enterprise_registry", broken.version).unlink()
+    assert aggregate.warm_up(rt) == ["enterprise_registry"]
+    served = {(r.entry.dataset, r.version) for r in rt.catalog.records() if r.is_served}
+    assert set(rt.domain.with_facts()) == served - {("enterprise_registry", broken.version)}

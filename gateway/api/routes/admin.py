@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
@@ -158,7 +159,9 @@ def freezes(
     rt: Annotated[Runtime, Depends(runtime)],
     _who: Annotated[Principal, Depends(require_role(Role.ADMIN, Role.AUDITOR))],
 ) -> FreezeListResponse:
-    return FreezeListResponse(active=list(rt.freezes.active().values()), history=rt.freezes.history())
+    now = datetime.now(UTC)
+    shown = [stop.as_shown(now) for stop in rt.freezes.active().values()]
+    return FreezeListResponse(active=shown, history=rt.freezes.history())
 
 
 class RolesRequest(BaseModel):

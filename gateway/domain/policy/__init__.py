@@ -6,7 +6,14 @@ stops that override it). Import from here; the parts are how the package is kept
 """
 
 from gateway.domain.names import Name
-from gateway.domain.policy.authorize import Freeze, FreezeKind, LiftRequest, authorize, check_not_frozen
+from gateway.domain.policy.authorize import (
+    LIFT_REQUEST_LIFETIME,
+    Freeze,
+    FreezeKind,
+    LiftRequest,
+    authorize,
+    check_not_frozen,
+)
 from gateway.domain.policy.checks import check_against_catalog, check_references
 from gateway.domain.policy.schema import (
     Budget,
@@ -28,6 +35,7 @@ from gateway.domain.policy.schema import (
 )
 
 __all__ = [
+    "LIFT_REQUEST_LIFETIME",
     "Budget",
     "CheckKind",
     "Consumer",

@@ -8,7 +8,7 @@ default; a refusal names the parameter and the rule, and only the caller's own g
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +17,7 @@ from gateway.domain.policy.schema import Grant, PolicyBundle
 from gateway.domain.principal import Principal
 from gateway.errors import Frozen, NotFound, PolicyDenied
 
-__all__ = ["Freeze", "FreezeKind", "LiftRequest", "authorize", "check_not_frozen"]
+__all__ = ["LIFT_REQUEST_LIFETIME", "Freeze", "FreezeKind", "LiftRequest", "authorize", "check_not_frozen"]
 
 
 class _Frozen(BaseModel):
@@ -29,6 +29,11 @@ class FreezeKind(StrEnum):
     ORGANISATION = "organisation"
     DATASET = "dataset"
     SERVICE = "service"
+
+
+LIFT_REQUEST_LIFETIME = timedelta(days=1)
+"""A lift asked for and not approved within a day is void: an approval given long after the
+request would restart a use on reasons nobody holds any more."""
 
 
 class LiftRequest(_Frozen):
@@ -53,6 +58,14 @@ class Freeze(_Frozen):
     reason: str = Field(min_length=1, max_length=500)
     lift: LiftRequest | None = None
     """A lift asked for and waiting for another administrator; the stop holds meanwhile."""
+
+    def pending_lift(self, now: datetime) -> LiftRequest | None:
+        """The lift request still in force at `now` (None: none, or a void one)."""
+        return self.lift if self.lift is not None and now - self.lift.since < LIFT_REQUEST_LIFETIME else None
+
+    def as_shown(self, now: datetime) -> Freeze:
+        """The stop without a void lift request, as administrators are shown it."""
+        return self if self.pending_lift(now) is self.lift else self.model_copy(update={"lift": None})
 
 
 def check_not_frozen(
