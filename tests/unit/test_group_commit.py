@@ -87,9 +87,10 @@ def test_a_file_that_cannot_be_opened_fails_its_callers_and_does_not_stall(tmp_p
 
 
 def test_two_loops_on_two_threads_never_share_the_committer(tmp_path: Path) -> None:
-    """A committer taken by one loop is refused to another until it is idle again: a check and a
-    queueing in two steps let two threads' loops both take an idle committer, run two batches at
-    once on one connection and settle a loop's futures from the other's thread (seen as hangs)."""
+    """Two loops on two threads offer to one idle committer at the same moment, round after round,
+    with threads switching as often as Python allows: every item is written once and each caller
+    gets its own answer. (Taken in two steps, a check then a queueing, two loops could both take
+    it; this run did not make that interleaving happen on demand, so it guards the outcome.)"""
     path = tmp_path / "db.sqlite3"
     with contextlib.closing(sqlite3.connect(path)) as setup:
         setup.execute("PRAGMA journal_mode=WAL")

@@ -77,8 +77,8 @@ def test_a_freeze_stops_the_next_request_and_unfreeze_resumes(
 
 
 def test_one_person_cannot_lift_a_freeze_alone(gateway_for: Callable[..., Gateway]) -> None:
-    """An administrator who asks twice, or again from a second account of the same person, or
-    from an account they made without a person, lifts nothing; a second person does."""
+    """An administrator who asks twice, or again from a second account of the same person, lifts
+    nothing; a second person does."""
     gw = gateway_for()
     rt = gw.client.app.state.runtime  # type: ignore[attr-defined]
     alias = rt.clients.add("admin-alias", "Demo Public Data Administration", [Role.ADMIN], person="Demo Administrator")
