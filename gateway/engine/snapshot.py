@@ -16,7 +16,8 @@ from gateway.engine.plan_sql import aggregate_sql
 from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
 from gateway.errors import DependencyError, InternalError
 
-_NUMBER_TYPES = INTEGER_TYPES | {"UBIGINT", "HUGEINT", "UHUGEINT", "FLOAT", "DOUBLE"}
+_WHOLE_TYPES = INTEGER_TYPES | {"UBIGINT", "HUGEINT", "UHUGEINT"}
+_NUMBER_TYPES = _WHOLE_TYPES | {"FLOAT", "DOUBLE"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> dict[str, ColumnFacts]:
     parts = []
     for name, kind in numeric:
         q = quote(name)
-        if kind in INTEGER_TYPES or kind in {"UBIGINT", "HUGEINT", "UHUGEINT"}:
+        if kind in _WHOLE_TYPES:
             parts += [f"min({q})", f"max({q})", "FALSE"]
         else:  # DuckDB orders NaN above every number: it is counted apart and left out of the range
             number = f"FILTER (NOT isnan({q}))"
@@ -79,10 +80,9 @@ class Snapshot:
         cursor: duckdb.DuckDBPyConnection,
         dataset: str,
         version: str,
-        facts: Mapping[str, ColumnFacts] | None = None,
+        facts: Mapping[str, ColumnFacts],
     ) -> None:
-        """`facts`: the version's `column_facts`, read once by whoever keeps the version open
-        (read here on first need when None)."""
+        """`facts`: the version's `column_facts`, read once by whoever keeps the version open."""
         self._cursor = cursor
         self.dataset = dataset
         self.version = version
@@ -221,8 +221,6 @@ class Snapshot:
         column = plan.template.column
         if column is None or plan.value_units is None:
             return False, False
-        if self._facts is None:
-            self._facts = column_facts(self._cursor)
         facts = self._facts.get(column)
         if facts is None:  # not a number in this file: the query clamps whatever it holds
             return False, False

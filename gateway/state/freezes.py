@@ -15,7 +15,7 @@ from typing import Any
 from gateway.domain.policy import Freeze, FreezeKind, LiftRequest
 from gateway.errors import Conflict, NotFound
 from gateway.state.migrations import Execute
-from gateway.state.ports.freezes import Freezes, Unfrozen
+from gateway.state.ports.freezes import Freezes, LiftApproval, Unfrozen
 
 __all__ = ["STORE", "add", "copy_file", "read_file", "remove", "unfrozen"]
 
@@ -40,18 +40,12 @@ def add(execute: Execute, kind: FreezeKind, name: str, *, by: str, reason: str) 
 
 
 def remove(
-    execute: Execute,
-    kind: FreezeKind,
-    name: str,
-    *,
-    by: str,
-    reason: str,
-    identity: str | None = None,
-    approvals_required: int = 1,
+    execute: Execute, kind: FreezeKind, name: str, *, by: str, reason: str, approval: LiftApproval | None = None
 ) -> Unfrozen:
-    """Lift a stop once `approvals_required` identities asked within a day; until then record
-    the request on the stop, which holds. NotFound if it is not frozen; Conflict if this identity
-    asked already, or if another change to the stop committed between the read and the write."""
+    """Lift a stop once `approval.approvals_required` identities asked within a day (at once
+    without `approval`); until then record the request on the stop, which holds. NotFound if it
+    is not frozen; Conflict if this identity asked already, or if another change to the stop
+    committed between the read and the write."""
     rows = execute("SELECT record FROM freezes WHERE kind = ? AND name = ?", (kind.value, name)).fetchall()
     if not rows:
         raise NotFound(f"name: this {kind.value} is not frozen")
@@ -59,17 +53,12 @@ def remove(
     stop = Freeze.model_validate_json(record)
     now = datetime.now(UTC)
     asked = stop.pending_lift(now)
-    who = identity or f"client:{by}"
-    if asked is not None and who in asked.identities:
+    before = asked or LiftRequest(since=now, by=(), identities=(), reason=reason)
+    who = approval.identity if approval is not None else f"client:{by}"
+    if who in before.identities:
         raise Conflict(f"by: this identity asked to lift this {kind.value} already; another administrator must approve")
-    identities = (*asked.identities, who) if asked is not None else (who,)
-    if len(identities) < approvals_required:
-        request = LiftRequest(
-            since=asked.since if asked is not None else now,
-            by=(*asked.by, by) if asked is not None else (by,),
-            identities=identities,
-            reason=asked.reason if asked is not None else reason,
-        )
+    request = before.model_copy(update={"by": (*before.by, by), "identities": (*before.identities, who)})
+    if len(request.identities) < (approval.approvals_required if approval is not None else 1):
         waiting = stop.model_copy(update={"lift": request})
         # Written only over the record read: two requests at once cannot both count alone.
         changed = execute(

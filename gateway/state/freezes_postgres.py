@@ -15,7 +15,7 @@ from typing import Any
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.state import freezes, postgres_reader, postgres_watched, sqlite_connections
 from gateway.state.migrations import Execute, Step
-from gateway.state.ports.freezes import Freezes, Unfrozen
+from gateway.state.ports.freezes import Freezes, LiftApproval, Unfrozen
 
 __all__ = ["STEPS", "STORE", "PostgresFreezeStore"]
 
@@ -66,19 +66,10 @@ class PostgresFreezeStore:
         return made
 
     def unfreeze(
-        self,
-        kind: FreezeKind,
-        name: str,
-        *,
-        by: str,
-        reason: str,
-        identity: str | None = None,
-        approvals_required: int = 1,
+        self, kind: FreezeKind, name: str, *, by: str, reason: str, approval: LiftApproval | None = None
     ) -> Unfrozen:
         with self._db.transaction() as db:
-            lifted = freezes.remove(
-                db.execute, kind, name, by=by, reason=reason, identity=identity, approvals_required=approvals_required
-            )
+            lifted = freezes.remove(db.execute, kind, name, by=by, reason=reason, approval=approval)
             db.execute(f"NOTIFY {_CHANNEL}")  # a fixed name, not input
         self._watched.renew()
         return lifted

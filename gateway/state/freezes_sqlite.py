@@ -19,7 +19,7 @@ from typing import Any
 from gateway.domain.policy import Freeze, FreezeKind
 from gateway.state import freezes, sqlite_connections
 from gateway.state.migrations import Step
-from gateway.state.ports.freezes import Freezes, Unfrozen
+from gateway.state.ports.freezes import Freezes, LiftApproval, Unfrozen
 
 __all__ = ["STEPS", "SqliteFreezeStore", "installation_stops"]
 
@@ -74,26 +74,11 @@ class SqliteFreezeStore:
             self._snapshot.forget()  # data_version does not count this connection's own commits
 
     def unfreeze(
-        self,
-        kind: FreezeKind,
-        name: str,
-        *,
-        by: str,
-        reason: str,
-        identity: str | None = None,
-        approvals_required: int = 1,
+        self, kind: FreezeKind, name: str, *, by: str, reason: str, approval: LiftApproval | None = None
     ) -> Unfrozen:
         try:
             with sqlite_connections.immediate(self._conn, self._lock, _UNAVAILABLE) as conn:
-                return freezes.remove(
-                    conn.execute,
-                    kind,
-                    name,
-                    by=by,
-                    reason=reason,
-                    identity=identity,
-                    approvals_required=approvals_required,
-                )
+                return freezes.remove(conn.execute, kind, name, by=by, reason=reason, approval=approval)
         finally:
             self._snapshot.forget()
 

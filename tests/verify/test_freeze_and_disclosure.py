@@ -21,7 +21,7 @@ from gateway.policy import load_bundle
 from gateway.state import freezes
 from gateway.state.freezes_postgres import PostgresFreezeStore
 from gateway.state.freezes_sqlite import SqliteFreezeStore
-from gateway.state.ports import FreezeStore
+from gateway.state.ports import FreezeStore, LiftApproval
 from tests.conftest import (
     ON_POSTGRES,
     PG_DSN,
@@ -103,17 +103,17 @@ def test_a_lift_request_is_void_after_a_day(open_store: Callable[[], FreezeStore
     store = open_store()
     stop = (FreezeKind.SERVICE, "tax-compliance")
     store.freeze(*stop, by="a", reason="incident")
-    asked = store.unfreeze(*stop, by="a", reason="fixed", identity="person:a", approvals_required=2)
+    asked = store.unfreeze(*stop, by="a", reason="fixed", approval=LiftApproval("person:a", 2))
     assert not asked.lifted and stop in store.active()
     assert store.active()[stop].lift is not None
     later = datetime.now(UTC) + LIFT_REQUEST_LIFETIME + timedelta(seconds=1)
     assert store.active()[stop].as_shown(later).lift is None  # shown to nobody as waiting
     with patch.object(freezes, "datetime", wraps=datetime) as clock:
         clock.now.return_value = later
-        again = store.unfreeze(*stop, by="b", reason="ok", identity="person:b", approvals_required=2)
+        again = store.unfreeze(*stop, by="b", reason="ok", approval=LiftApproval("person:b", 2))
     assert not again.lifted and again.freeze.lift is not None and again.freeze.lift.by == ("b",)
     assert stop in store.active()
-    lifted = store.unfreeze(*stop, by="a", reason="ok", identity="person:a", approvals_required=2)
+    lifted = store.unfreeze(*stop, by="a", reason="ok", approval=LiftApproval("person:a", 2))
     assert lifted.lifted and store.active() == {}
 
 

@@ -23,6 +23,7 @@ from gateway.domain.policy import Freeze
 from gateway.domain.principal import Principal, Role
 from gateway.services import accounts_admin, tracker
 from gateway.services.runtime import Runtime
+from gateway.state.ports import LiftApproval
 
 router = APIRouter(prefix="/v1/admin", tags=["administration"])
 
@@ -147,10 +148,8 @@ def unfreeze(
     """Lift a freeze once administrators of two identities asked within a day (as many as a
     policy change needs): the first request answers 202 with the stop and its `lift`, the stop
     holding; the second 200. The history keeps each, with who and why."""
-    done = rt.freezes.unfreeze(
-        body.kind, body.name, by=who.client_id, reason=body.reason,
-        identity=rt.clients.identity_of(who.client_id), approvals_required=rt.settings.policy_approvals,
-    )  # fmt: skip
+    approval = LiftApproval(rt.clients.identity_of(who.client_id), rt.settings.policy_approvals)
+    done = rt.freezes.unfreeze(body.kind, body.name, by=who.client_id, reason=body.reason, approval=approval)
     return JSONResponse(done.freeze.model_dump(mode="json"), status_code=200 if done.lifted else 202)
 
 

@@ -65,7 +65,9 @@ class Freeze(_Frozen):
 
     def as_shown(self, now: datetime) -> Freeze:
         """The stop without a void lift request, as administrators are shown it."""
-        return self if self.pending_lift(now) is self.lift else self.model_copy(update={"lift": None})
+        return (
+            self if self.lift is None or self.pending_lift(now) is not None else self.model_copy(update={"lift": None})
+        )
 
 
 def check_not_frozen(

@@ -12,7 +12,7 @@ from gateway.state.ports.budget import (
     StaleEntry,
     StaleReservation,
 )
-from gateway.state.ports.freezes import Freezes, FreezeStore, Unfrozen
+from gateway.state.ports.freezes import Freezes, FreezeStore, LiftApproval, Unfrozen
 from gateway.state.ports.jobs import AWAITING_CHECK, Job, JobStore
 from gateway.state.ports.ledger import (
     Admission,
@@ -51,6 +51,7 @@ __all__ = [
     "JobStore",
     "LeafFilter",
     "LedgerStore",
+    "LiftApproval",
     "ObjectionStore",
     "PolicyStore",
     "ReleaseStore",

@@ -15,6 +15,15 @@ Freezes = dict[tuple[FreezeKind, str], Freeze]
 
 
 @dataclass(frozen=True, slots=True)
+class LiftApproval:
+    """Who asks to lift a stop through the API or the console, and how many identities must."""
+
+    identity: str
+    """The caller's (`AccountStore.identity_of`): two requests count once per identity."""
+    approvals_required: int
+
+
+@dataclass(frozen=True, slots=True)
 class Unfrozen:
     freeze: Freeze
     """The stop as it was lifted, or as it now waits with its lift request."""
@@ -33,19 +42,12 @@ class FreezeStore(Protocol):
         ...
 
     def unfreeze(
-        self,
-        kind: FreezeKind,
-        name: str,
-        *,
-        by: str,
-        reason: str,
-        identity: str | None = None,
-        approvals_required: int = 1,
+        self, kind: FreezeKind, name: str, *, by: str, reason: str, approval: LiftApproval | None = None
     ) -> Unfrozen:
-        """Lift the stop once administrators of `approvals_required` identities (`identity`:
-        the caller's, by default its client id) asked within a day; until then it holds and
-        keeps the request. NotFound if it is not frozen; Conflict if this identity asked already.
-        The host's `veilgate unfreeze` lifts at once (one approval), as it does everything else."""
+        """Lift the stop once `approval.approvals_required` identities asked within a day; until
+        then it holds and keeps the request. NotFound if it is not frozen; Conflict if this
+        identity asked already. Without `approval` (the host's `veilgate unfreeze`, as it does
+        everything else) it lifts at once."""
         ...
 
     def close(self) -> None: ...
