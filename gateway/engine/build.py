@@ -1,4 +1,4 @@
-"""Building a dataset version file from a source file: checks, contribution bound, indexes.
+"""Building a dataset version file from a source file: checks, contribution bound, key tables.
 
 A version file is written under a temporary name and renamed into place complete; nothing is
 written under the final name unless every check passed.
@@ -26,7 +26,7 @@ from gateway.atomic_files import fsync_path, write_atomic
 from gateway.domain.canonical_json import canonical
 from gateway.domain.catalog import CatalogEntry, Column, ColumnType
 from gateway.engine.checks import check_schema, check_values, invalid_keys, key_problems
-from gateway.engine.sql import COUNT_SQL, SQL_TYPE, TABLE, quote, scalar_int
+from gateway.engine.sql import COUNT_SQL, SQL_TYPE, TABLE, hash_column, index_table, quote, scalar_int
 from gateway.errors import InternalError, RegistrationError
 
 ProgressFn = Callable[[str], None]
@@ -185,30 +185,36 @@ def _build_into(
     if problems := key_problems(entry, bad):  # the file is still under its temporary name
         raise RegistrationError("; ".join(problems))
     progress("building lookup indexes")
-    # The table is sorted by the first lookup key, so DuckDB's zone maps find its rows without an
-    # index (measured at 10 M rows: a lookup took 1.4 ms of CPU against 1.3 with the index, which
-    # cost a twelfth of the build and a quarter of the file). The other keys get an ART index each.
+    # The table is sorted by its first lookup key (or that key's hash), so DuckDB's zone maps find
+    # its rows without an index. Every other key gets a narrow table of (key, row id) sorted by
+    # the key: at 10 M rows it took 0.7 s to build against 2.0-2.4 for an ART index, and found a
+    # 2,000-row key in 5 ms against 10.
     for key in entry.lookup_keys[1:]:
-        # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted by quote().
-        con.execute(f"CREATE INDEX {quote('idx_' + key)} ON {TABLE} ({quote(key)})")
+        # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted.
+        con.execute(
+            f"CREATE TABLE {index_table(key)} AS SELECT {quote(key)} AS k, rowid AS r"  # noqa: S608
+            f" FROM {TABLE} WHERE {quote(key)} IS NOT NULL ORDER BY k"
+        )
     con.execute("DROP TABLE src" if is_csv else "DROP VIEW src")
     return kept, total - kept
 
 
 def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
-    """Write the version's table: at most max_rows rows per unit, sorted by the first lookup key.
+    """Write the version's table: at most max_rows rows per unit, sorted by the first lookup key
+    (by its stored hash if it is text) or, without lookup keys, by the unit's hash.
 
     Per unit, rows are ordered by keep_first_by, then by every other column (values as typed
     by the catalogue), and the first max_rows are kept. The unit's own column is one value per
     unit and a keep_first_by column is tied only where equal, so neither can change the order.
     Rows equal in every column are interchangeable, so the kept rows are a function of the file.
+    Their order in the table is not: lookups order what they return (snapshot.lookup).
 
     Only the units above the bound need a rank: they are found by one hash aggregate, and only
     their rows go through a window partitioned by the unit; every other unit's rows pass whole,
-    and one sort orders the table. At 10 M rows: 9.3 s (0.9 to find the units above the bound,
-    1.3 to rank their rows, 7.1 to sort and write) against 14 s for a rank by position after the
-    sort (DuckDB runs a window with an empty OVER on one thread), and 18 s of CPU for a window
-    over every row followed by a second sort.
+    and one sort orders the table. At 10 M rows (DuckDB 2.0): 3.7 s (0.4 to find the units above
+    the bound, 0.55 to rank their rows, 2.5-2.8 to sort by the hash and write) against 14 s (on
+    DuckDB 1.x) for a rank by position after the sort (DuckDB runs a window with an empty OVER on
+    one thread), and 18 s of CPU for a window over every row followed by a second sort.
     """
     unit = entry.privacy_unit
     casts = ", ".join(f"{_cast(quote(c.name), c, is_csv)} AS {quote(c.name)}" for c in entry.columns)
@@ -218,12 +224,19 @@ def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv:
     settled = {unit.column, *(t.column for t in unit.keep_first_by)}
     order_terms += [f"{quote(c.name)} ASC NULLS LAST" for c in entry.columns if c.name not in settled]
     order = ", ".join(order_terms)
-    if not entry.lookup_keys or entry.lookup_keys[0] == unit.column:
-        # Sorted by the unit and the rule's whole order: measured faster than by the lookup keys
-        # alone (fewer ties left for DuckDB's sort to break), and the same lookups.
-        sort_keys = f"{unit_column} ASC NULLS LAST, {order}"
-    else:
-        sort_keys = ", ".join(quote(k) for k in entry.lookup_keys)
+    first = entry.lookup_keys[0] if entry.lookup_keys else None
+    hashed = ""
+    if first is None:  # nobody looks rows up: the hash clusters each unit's rows, for compression
+        sort_keys = f"hash({unit_column})"
+    elif entry.column(first).type is ColumnType.STRING:
+        # Text keys often share long prefixes (a resident id's first six characters name a
+        # county), and DuckDB's sort then compares whole strings: sorting by a stored 64-bit hash
+        # of the key took 2.5-2.8 s at 10 M rows against 3.5-4.1 by the key itself, and finds a
+        # key's rows as fast (0.65 ms). Which hash it is must not matter: see snapshot.lookup_layout.
+        hashed = f", hash({quote(first)}) AS {hash_column(first)}"
+        sort_keys = hash_column(first)
+    else:  # numbers and dates sort as fast as their hash
+        sort_keys = quote(first)
     # SECURITY: every name below is a catalogue name quoted by quote(); max_rows is bound. A NULL
     # unit is one unit, as PARTITION BY takes it: the joins match units with IS NOT DISTINCT FROM.
     # Three statements, not one: a window and a sort in one plan ran out of a small memory limit
@@ -242,7 +255,7 @@ def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv:
         [unit.max_rows],
     )
     con.execute(
-        f"CREATE TABLE {TABLE} AS SELECT * FROM ("  # noqa: S608
+        f"CREATE TABLE {TABLE} AS SELECT *{hashed} FROM ("  # noqa: S608
         f" SELECT r.* FROM {typed} ANTI JOIN _over ON {same_unit} UNION ALL SELECT * FROM _ranked"
         f") ORDER BY {sort_keys}"
     )

@@ -119,7 +119,8 @@ def invalid_keys(con: duckdb.DuckDBPyConnection, column: Column, table: str, is_
 
     `table` is the source (`src`), or for the privacy unit's column the bounded table: every
     unit keeps at least one row (max_rows >= 1), so both hold the same distinct units, and the
-    bounded table, sorted by them and in DuckDB's own storage, lists them several times faster.
+    bounded table, each unit's rows together and in DuckDB's own storage, lists them about ten
+    times faster (10 M rows: 0.03-0.04 s against 0.4).
     """
     if column.key_format is None:
         raise InternalError("a key check on a column without a key format (this is a bug)")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from gateway.engine.build import marker_path, version_path
-from gateway.engine.snapshot import ColumnFacts, Snapshot, column_facts
+from gateway.engine.snapshot import Snapshot, VersionFacts, column_facts
 from gateway.errors import DependencyError, NotFound
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ class _OpenVersion:
         self.connection = connection
         self.users = 0
         self.retired = False
-        self.facts: dict[str, ColumnFacts] | None = None
-        """Its numeric columns' ranges, read by its first snapshot (whatever that one is for)."""
+        self.facts: VersionFacts | None = None
+        """Its numeric columns' ranges and lookup layout, read by its first snapshot (whatever that one is for)."""
 
 
 class Domain:

@@ -3,6 +3,7 @@ services turn into releases. Nothing it returns is released as such."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +12,25 @@ from typing import Any
 import duckdb
 
 from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
+from gateway.domain.names import is_identifier
 from gateway.engine.plan_results import ExactStatistics, binned_statistics, exact_statistics, observed_counts
 from gateway.engine.plan_sql import aggregate_sql
-from gateway.engine.sql import COUNT_SQL, INTEGER_TYPES, TABLE, quote, scalar_int
+from gateway.engine.sql import (
+    COUNT_SQL,
+    HASH_PREFIX,
+    INDEX_PREFIX,
+    INTEGER_TYPES,
+    TABLE,
+    hash_column,
+    index_table,
+    quote,
+    scalar_int,
+)
 from gateway.errors import DependencyError, InternalError
 
 _WHOLE_TYPES = INTEGER_TYPES | {"UBIGINT", "HUGEINT", "UHUGEINT"}
 _NUMBER_TYPES = _WHOLE_TYPES | {"FLOAT", "DOUBLE"}
+_log = logging.getLogger("veilgate.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,28 +45,59 @@ class ColumnFacts:
     """Stored as a 64-bit or narrower integer."""
 
 
-def column_facts(cursor: duckdb.DuckDBPyConnection) -> dict[str, ColumnFacts]:
-    """Every numeric column's range, in one scan of the version. Read when a process first opens
-    the version, for all its columns at once (SECURITY: read per column on a column's first
-    aggregate, the scan made that release measurably slower, which told whether anyone had asked
-    about that column on this process since it started). A version file never changes."""
+@dataclass(frozen=True, slots=True)
+class VersionFacts:
+    """What a version holds, read once when a process opens it: its numeric columns' ranges,
+    and how a key's rows are found."""
+
+    columns: Mapping[str, ColumnFacts]
+    hashed_key: str | None = None
+    """The key whose stored hash sorts the table, when every row's stored hash is the one this
+    DuckDB computes (a file built by another release may hold another hash function's)."""
+    indexed_keys: frozenset[str] = frozenset()
+    """Keys with a sorted (key, row id) table."""
+
+
+def column_facts(cursor: duckdb.DuckDBPyConnection) -> VersionFacts:
+    """Every numeric column's range and the lookup layout, in one scan of the version. Read
+    when a process first opens the version, for all its columns at once (SECURITY: read per
+    column on a column's first aggregate, the scan made that release measurably slower, which
+    told whether anyone had asked about that column on this process since it started). A
+    version file never changes."""
     # SECURITY: facts read once hold only for stored values. A view, or a generated column (which
     # may compute from now() or random()), would hold other values at the next read; a table of
     # the same name in another schema would describe other columns.
     tables = cursor.execute(
-        "SELECT table_schema, table_type FROM information_schema.tables WHERE table_name = $1", [TABLE]
+        "SELECT table_name, table_schema, table_type FROM information_schema.tables"
+        " WHERE table_name = $1 OR starts_with(table_name, $2)",
+        [TABLE, INDEX_PREFIX],
     ).fetchall()
     described = cursor.execute(
         "SELECT column_name, data_type, is_generated FROM information_schema.columns"
         " WHERE table_schema = 'main' AND table_name = $1 ORDER BY ordinal_position",
         [TABLE],
     ).fetchall()
-    if tables != [("main", "BASE TABLE")] or any(generated != "NEVER" for _n, _t, generated in described):
+    records = [(schema, kind) for name, schema, kind in tables if name == TABLE]
+    if (
+        records != [("main", "BASE TABLE")]
+        or any(kind != "BASE TABLE" for _n, _s, kind in tables)  # a key table that is a view
+        or any(generated != "NEVER" for _n, _t, generated in described)
+    ):
         raise DependencyError("dataset: its version file holds no plain table of records; register it again")
+    names = {str(name) for name, _t, _g in described}
+    indexed = frozenset(
+        key
+        for name, schema, _kind in tables
+        if schema == "main" and name.startswith(INDEX_PREFIX) and is_identifier(key := name.removeprefix(INDEX_PREFIX))
+    )
+    hashed = [
+        key
+        for name in names
+        if name.startswith(HASH_PREFIX) and is_identifier(key := name.removeprefix(HASH_PREFIX)) and key in names
+    ]
     numeric = [(str(name), str(kind)) for name, kind, _g in described if str(kind) in _NUMBER_TYPES]
-    if not numeric:
-        return {}
-    parts = []
+    numeric = [(name, kind) for name, kind in numeric if is_identifier(name)]  # not a stored hash
+    parts = [f"count(*) FILTER ({hash_column(key)} IS DISTINCT FROM hash({quote(key)}))" for key in hashed]
     for name, kind in numeric:
         q = quote(name)
         if kind in _WHOLE_TYPES:
@@ -61,15 +105,24 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> dict[str, ColumnFacts]:
         else:  # DuckDB orders NaN above every number: it is counted apart and left out of the range
             number = f"FILTER (NOT isnan({q}))"
             parts += [f"min({q}) {number}", f"max({q}) {number}", f"coalesce(bool_or(isnan({q})), FALSE)"]
+    if not parts:
+        return VersionFacts({}, None, indexed)
     # fetchall, not fetchone: a result left open on the cursor refuses the request's next relation
     rows = cursor.execute(f"SELECT {', '.join(parts)} FROM {TABLE}").fetchall()  # noqa: S608 - quoted names
     if len(rows) != 1:  # unreachable: an aggregate without GROUP BY gives one row
         raise InternalError("a version's column ranges could not be read (this is a bug)")
     row = rows[0]
-    return {
+    # A stored hash that differs from this DuckDB's on any row would find nothing for that key:
+    # the key is then found by its value (a scan), never by a hash that might miss.
+    trusted = [key for i, key in enumerate(hashed) if row[i] == 0]
+    if len(trusted) != len(hashed):
+        _log.warning("a version's stored key hashes differ from this DuckDB's; its lookups scan (register it again)")
+    row = row[len(hashed) :]
+    columns = {
         name: ColumnFacts(row[3 * i], row[3 * i + 1], bool(row[3 * i + 2]), kind in INTEGER_TYPES)
         for i, (name, kind) in enumerate(numeric)
     }
+    return VersionFacts(columns, trusted[0] if trusted else None, indexed)
 
 
 class Snapshot:
@@ -80,7 +133,7 @@ class Snapshot:
         cursor: duckdb.DuckDBPyConnection,
         dataset: str,
         version: str,
-        facts: Mapping[str, ColumnFacts],
+        facts: VersionFacts,
     ) -> None:
         """`facts`: the version's `column_facts`, read once by whoever keeps the version open."""
         self._cursor = cursor
@@ -92,19 +145,28 @@ class Snapshot:
         return scalar_int(self._cursor, COUNT_SQL)
 
     def lookup(self, key_column: str, key: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
-        """Rows whose `key_column` equals `key` exactly; names come from the catalogue."""
+        """Rows whose `key_column` equals `key` exactly, in one order whatever the file's (every
+        column ascending, NULLs last); names come from the catalogue."""
         selected = ", ".join(quote(c) for c in columns)
-        sql = f"SELECT {selected} FROM {TABLE} WHERE {quote(key_column)} = $1"  # noqa: S608
+        if key_column == self._facts.hashed_key:  # zone maps on the sorted hash, then the value
+            where = f"{hash_column(key_column)} = hash($1) AND {quote(key_column)} = $1"
+        elif key_column in self._facts.indexed_keys:
+            where = f"rowid IN (SELECT r FROM {index_table(key_column)} WHERE k = $1)"  # noqa: S608
+        else:  # a file from before these layouts: sorted by the key, or an ART index on it
+            where = f"{quote(key_column)} = $1"
+        sql = f"SELECT {selected} FROM {TABLE} WHERE {where} ORDER BY {_every(columns)}"  # noqa: S608
         try:
             return [tuple(row) for row in self._cursor.execute(sql, [key]).fetchall()]
         except duckdb.Error as exc:  # SECURITY: DuckDB's message may quote the caller's key
             raise InternalError(f"a lookup failed in the data engine ({type(exc).__name__})") from None
 
     def key_index(self, key_column: str, columns: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per key."""
-        selected = ", ".join(quote(c) for c in (key_column, *columns))
+        """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per
+        key. A key's rows come in the order `lookup` gives them."""
+        selected = [key_column, *columns]
         index: dict[str, list[tuple[Any, ...]]] = {}
-        result = self._cursor.execute(f"SELECT {selected} FROM {TABLE}")  # noqa: S608 - catalogue identifiers
+        sql = f"SELECT {', '.join(quote(c) for c in selected)} FROM {TABLE} ORDER BY {_every(selected)}"  # noqa: S608
+        result = self._cursor.execute(sql)  # catalogue identifiers only
         while batch := result.fetchmany(65_536):
             for row in batch:
                 index.setdefault(row[0], []).append(tuple(row[1:]))
@@ -221,7 +283,7 @@ class Snapshot:
         column = plan.template.column
         if column is None or plan.value_units is None:
             return False, False
-        facts = self._facts.get(column)
+        facts = self._facts.columns.get(column)
         if facts is None:  # not a number in this file: the query clamps whatever it holds
             return False, False
         # Exact bounds: a float of the bound may round past it, and let values just beyond pass.
@@ -231,3 +293,9 @@ class Snapshot:
             facts.smallest is None or (low <= facts.smallest and facts.largest is not None and facts.largest <= high)
         )
         return inside, facts.is_integer
+
+
+def _every(columns: Sequence[str]) -> str:
+    """ORDER BY terms for every selected column: a version's row order is not part of it (the
+    table is sorted by a key's hash), so what a lookup returns is ordered here."""
+    return ", ".join(f"{i + 1} ASC NULLS LAST" for i in range(len(columns))) or "1"

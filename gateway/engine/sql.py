@@ -24,6 +24,21 @@ SQL_TYPE = {
 INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
 TABLE = "records"
 COUNT_SQL = f"SELECT count(*) FROM {TABLE}"  # noqa: S608 - constant table name
+HASH_PREFIX = "_hash_"
+"""`_hash_<key>`: a column of the table holding DuckDB's hash() of the text key it names; the
+table is sorted by it. Catalogue names start with a letter, so no column of theirs is one."""
+INDEX_PREFIX = "_index_"
+"""`_index_<key>`: a table of (k, r): each row's key value and row id, sorted by the key."""
+
+
+def hash_column(key: str) -> str:
+    """The quoted name of the column holding the hash of catalogue column `key`."""
+    return f'"{HASH_PREFIX}{quote(key)[1:-1]}"'
+
+
+def index_table(key: str) -> str:
+    """The quoted name of the sorted (key, row id) table of catalogue column `key`."""
+    return f'"{INDEX_PREFIX}{quote(key)[1:-1]}"'
 
 
 def quote(identifier: str) -> str:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from gateway.domain.aggregate import AggregateTemplate, Plan, plan, quantiles
 from gateway.domain.catalog import CatalogEntry
 from gateway.engine import Domain, version_path
-from gateway.engine.snapshot import ColumnFacts, Snapshot
+from gateway.engine.snapshot import ColumnFacts, Snapshot, VersionFacts
 from gateway.errors import DependencyError
 from tests.aggregate.conftest import HOSTILE_ROWS, PAYROLL_ENTRY, register_payroll
 from tests.conftest import CANARY, Installation
@@ -301,6 +301,9 @@ def test_a_versions_value_checks_are_read_when_it_opens_not_per_column(
         # another schema's table of the same name would describe other column types
         "CREATE TABLE records (person VARCHAR, note VARCHAR, region VARCHAR, amount DOUBLE, score BIGINT);"
         " CREATE SCHEMA other; CREATE TABLE other.records (amount BIGINT)",
+        # a key table that is a view would name other rows at each read
+        "CREATE TABLE records (person VARCHAR, note VARCHAR, region VARCHAR, amount DOUBLE, score BIGINT);"
+        " CREATE VIEW _index_person AS SELECT person AS k, CAST(random() * 10 AS BIGINT) AS r FROM records",
     ],
 )
 def test_a_version_that_is_not_one_plain_table_is_not_served(tmp_path: Path, made: str) -> None:
@@ -326,7 +329,7 @@ def test_the_bounds_are_compared_exactly_not_as_floats() -> None:
     assert float(bound) > bound + 10
     compiled = dataclasses.replace(_plan("mean", []), value_units=(0, bound))
     for largest, inside in ((bound + 10, False), (bound, True)):
-        facts = {"score": ColumnFacts(smallest=0, largest=largest, has_nan=False, is_integer=True)}
+        facts = VersionFacts({"score": ColumnFacts(smallest=0, largest=largest, has_nan=False, is_integer=True)})
         snap = Snapshot(_NoQueries(), "payroll", "v", facts)  # type: ignore[arg-type]
         assert snap._checked_values(compiled) == (inside, True)
 
