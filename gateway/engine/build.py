@@ -136,7 +136,7 @@ def build_version(
     try:
         con = duckdb.connect(str(building), config=config)
         try:
-            report = _build_into(con, entry, source, suffix == ".csv", progress)
+            report = _build_into(con, entry, source, suffix == ".csv", progress, memory_limit=limits.memory_limit)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -161,6 +161,8 @@ def _build_into(
     source: Path,
     is_csv: bool,
     progress: ProgressFn,
+    *,
+    memory_limit: str,
 ) -> tuple[int, int]:
     progress("loading source")
     if is_csv:  # parsed once into a temporary table, which spills beyond the memory limit
@@ -179,27 +181,31 @@ def _build_into(
     bad = {c.name: invalid_keys(con, c, "src", is_csv) for c in keyed if c.name != unit.column}
     total = scalar_int(con, "SELECT count(*) FROM src")
     progress("enforcing the contribution bound")
-    _bound_and_sort(con, entry, is_csv)
+    _bound_and_sort(con, entry, is_csv, rows=total, memory_limit=memory_limit)
     kept = scalar_int(con, COUNT_SQL)
     bad |= {c.name: invalid_keys(con, c, TABLE, is_csv) for c in keyed if c.name == unit.column}
     if problems := key_problems(entry, bad):  # the file is still under its temporary name
         raise RegistrationError("; ".join(problems))
     progress("building lookup indexes")
     # The table is sorted by its first lookup key (or that key's hash), so DuckDB's zone maps find
-    # its rows without an index. Every other key gets a narrow table of (key, row id) sorted by
-    # the key: at 10 M rows it took 0.7 s to build against 2.0-2.4 for an ART index, and found a
-    # 2,000-row key in 5 ms against 10.
+    # its rows without an index. Every other text key gets a narrow table of (hash of the key,
+    # row id) sorted by the hash: at 10 M rows 0.45 s to build against 0.7 sorted by the key and
+    # 2.0-2.4 for an ART index (100 M rows: 6.3 s against 10.3), and it found a 2,000-row key in
+    # 5 ms against 10. Only text columns are looked up (the policy check refuses the others).
     for key in entry.lookup_keys[1:]:
-        # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted.
-        con.execute(
-            f"CREATE TABLE {index_table(key)} AS SELECT {quote(key)} AS k, rowid AS r"  # noqa: S608
-            f" FROM {TABLE} WHERE {quote(key)} IS NOT NULL ORDER BY k"
-        )
+        if entry.column(key).type is ColumnType.STRING:
+            # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted.
+            con.execute(
+                f"CREATE TABLE {index_table(key)} AS SELECT hash({quote(key)}) AS h, rowid AS r"  # noqa: S608
+                f" FROM {TABLE} WHERE {quote(key)} IS NOT NULL ORDER BY h"
+            )
     con.execute("DROP TABLE src" if is_csv else "DROP VIEW src")
     return kept, total - kept
 
 
-def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> None:
+def _bound_and_sort(
+    con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool, *, rows: int, memory_limit: str
+) -> None:
     """Write the version's table: at most max_rows rows per unit, sorted by the first lookup key
     (by its stored hash if it is text) or, without lookup keys, by the unit's hash.
 
@@ -209,12 +215,17 @@ def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv:
     Rows equal in every column are interchangeable, so the kept rows are a function of the file.
     Their order in the table is not: lookups order what they return (snapshot.lookup).
 
-    Only the units above the bound need a rank: they are found by one hash aggregate, and only
+    Only the units above the bound need a rank: they are found by one hash aggregate (of the
+    units' 64-bit hashes: a collision only ranks a unit that keeps every row anyway), and only
     their rows go through a window partitioned by the unit; every other unit's rows pass whole,
-    and one sort orders the table. At 10 M rows (DuckDB 2.0): 3.7 s (0.4 to find the units above
-    the bound, 0.55 to rank their rows, 2.5-2.8 to sort by the hash and write) against 14 s (on
-    DuckDB 1.x) for a rank by position after the sort (DuckDB runs a window with an empty OVER on
+    and the table is written sorted. At 10 M rows (DuckDB 2.0): 3.7 s (0.4 to find the units
+    above the bound, 0.55 to rank their rows, 2.5-2.8 to sort by the hash and write) against
+    14 s (DuckDB 1.x) for a rank by position after the sort (a window with an empty OVER runs on
     one thread), and 18 s of CPU for a window over every row followed by a second sort.
+
+    Sorted by a hash, the table is written in passes over ranges of it, each small enough to
+    sort within the memory limit, one after the other (so the whole is sorted): at 100 M rows
+    and 2 GB, 41 s in four passes against 53 in one, whose sort spills and merges from disk.
     """
     unit = entry.privacy_unit
     casts = ", ".join(f"{_cast(quote(c.name), c, is_csv)} AS {quote(c.name)}" for c in entry.columns)
@@ -226,25 +237,26 @@ def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv:
     order = ", ".join(order_terms)
     first = entry.lookup_keys[0] if entry.lookup_keys else None
     hashed = ""
+    passes = _passes(rows, len(entry.columns), memory_limit)
     if first is None:  # nobody looks rows up: the hash clusters each unit's rows, for compression
-        sort_keys = f"hash({unit_column})"
+        sort_keys = split = f"hash({unit_column})"
     elif entry.column(first).type is ColumnType.STRING:
         # Text keys often share long prefixes (a resident id's first six characters name a
         # county), and DuckDB's sort then compares whole strings: sorting by a stored 64-bit hash
         # of the key took 2.5-2.8 s at 10 M rows against 3.5-4.1 by the key itself, and finds a
-        # key's rows as fast (0.65 ms). Which hash it is must not matter: see snapshot.lookup_layout.
+        # key's rows as fast (0.65 ms). Which hash it is must not matter: see snapshot.column_facts.
         hashed = f", hash({quote(first)}) AS {hash_column(first)}"
-        sort_keys = hash_column(first)
-    else:  # numbers and dates sort as fast as their hash
-        sort_keys = quote(first)
+        sort_keys, split = hash_column(first), f"hash({quote(first)})"
+    else:  # numbers and dates sort as fast as their hash; their ranges are not known to split
+        sort_keys, split, passes = quote(first), "", 1
     # SECURITY: every name below is a catalogue name quoted by quote(); max_rows is bound. A NULL
-    # unit is one unit, as PARTITION BY takes it: the joins match units with IS NOT DISTINCT FROM.
-    # Three statements, not one: a window and a sort in one plan ran out of a small memory limit
-    # where each alone spills.
+    # unit is one unit, as PARTITION BY takes it (and hash(NULL) is a value, not NULL): the joins
+    # match units' hashes with IS NOT DISTINCT FROM. Separate statements: a window and a sort in
+    # one plan ran out of a small memory limit where each alone spills.
     typed = f"(SELECT {casts} FROM src) AS r"  # noqa: S608 - quoted catalogue names
-    same_unit = f"r.{unit_column} IS NOT DISTINCT FROM _over.u"
+    same_unit = f"hash(r.{unit_column}) IS NOT DISTINCT FROM _over.h"
     con.execute(
-        f"CREATE TEMP TABLE _over AS SELECT {unit_cast} AS u FROM src GROUP BY 1 HAVING count(*) > $1",  # noqa: S608
+        f"CREATE TEMP TABLE _over AS SELECT hash({unit_cast}) AS h FROM src GROUP BY 1 HAVING count(*) > $1",  # noqa: S608
         [unit.max_rows],
     )
     con.execute(
@@ -254,14 +266,22 @@ def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv:
         ") WHERE _rank <= $1",
         [unit.max_rows],
     )
-    con.execute(
-        f"CREATE TABLE {TABLE} AS SELECT *{hashed} FROM ("  # noqa: S608
-        f" SELECT r.* FROM {typed} ANTI JOIN _over ON {same_unit} UNION ALL SELECT * FROM _ranked"
-        f") ORDER BY {sort_keys}"
-    )
+    bounded = f"SELECT r.* FROM {typed} ANTI JOIN _over ON {same_unit} UNION ALL SELECT * FROM _ranked"  # noqa: S608
+    if passes == 1:
+        con.execute(f"CREATE TABLE {TABLE} AS SELECT *{hashed} FROM ({bounded}) ORDER BY {sort_keys}")  # noqa: S608
+    else:
+        con.execute(f"CREATE TABLE {TABLE} AS SELECT *{hashed} FROM ({bounded}) LIMIT 0")  # noqa: S608
+        step = (1 << 64) // passes
+        for i in range(passes):
+            low, high = i * step, (1 << 64) - 1 if i == passes - 1 else (i + 1) * step - 1
+            con.execute(
+                f"INSERT INTO {TABLE} SELECT *{hashed} FROM ({bounded})"  # noqa: S608
+                f" WHERE {split} BETWEEN CAST($1 AS UBIGINT) AND CAST($2 AS UBIGINT) ORDER BY {sort_keys}",
+                [str(low), str(high)],
+            )
     con.execute("DROP TABLE _over; DROP TABLE _ranked")
     # SECURITY: the bound is checked on the table as written, whatever plan DuckDB chose for the
-    # statement above. On a table sorted by the unit this aggregate costs about a hundredth of the sort.
+    # statements above. On a table sorted by the unit this aggregate costs about a hundredth of the sort.
     over = scalar_int(
         con,
         f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} GROUP BY {unit_column} HAVING count(*) > $1)",  # noqa: S608
@@ -269,6 +289,20 @@ def _bound_and_sort(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv:
     )
     if over:
         raise InternalError("the contribution bound did not hold in a built version (this is a bug)")
+
+
+_BYTES = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def _passes(rows: int, columns: int, memory_limit: str) -> int:
+    """How many passes write a version sorted by a hash: each sorts about 10 bytes a column of
+    a row within the memory limit (25 M rows of 8 columns in 2 GB; fewer, larger passes spilled,
+    more repeated the scan of the source for less)."""
+    found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)", memory_limit.strip())
+    if found is None:
+        raise RegistrationError("registration_memory_limit: a size such as 2GB or 512MiB")
+    rows_a_pass = max(1, int(float(found[1]) * _BYTES[found[2]]) // (10 * (columns + 1)))
+    return max(1, -(-rows // rows_a_pass))
 
 
 def _cast(expr: str, column: Column, is_csv: bool) -> str:

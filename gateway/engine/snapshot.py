@@ -85,11 +85,14 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> VersionFacts:
     ):
         raise DependencyError("dataset: its version file holds no plain table of records; register it again")
     names = {str(name) for name, _t, _g in described}
-    indexed = frozenset(
+    indexed = [
         key
         for name, schema, _kind in tables
-        if schema == "main" and name.startswith(INDEX_PREFIX) and is_identifier(key := name.removeprefix(INDEX_PREFIX))
-    )
+        if schema == "main"
+        and name.startswith(INDEX_PREFIX)
+        and is_identifier(key := name.removeprefix(INDEX_PREFIX))
+        and key in names
+    ]
     hashed = [
         key
         for name in names
@@ -105,8 +108,16 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> VersionFacts:
         else:  # DuckDB orders NaN above every number: it is counted apart and left out of the range
             number = f"FILTER (NOT isnan({q}))"
             parts += [f"min({q}) {number}", f"max({q}) {number}", f"coalesce(bool_or(isnan({q})), FALSE)"]
+    # A key table's hashes are checked as a whole: their sum and count against this DuckDB's
+    # hashes of the key column (a join of every row id would cost far more).
+    for key in indexed:
+        q = quote(key)
+        parts.append(
+            f"(SELECT (count(*), sum(CAST(h AS HUGEINT))) FROM {index_table(key)})"  # noqa: S608 - quoted names
+            f" IS DISTINCT FROM (count({q}), sum(CAST(hash({q}) AS HUGEINT)) FILTER ({q} IS NOT NULL))"
+        )
     if not parts:
-        return VersionFacts({}, None, indexed)
+        return VersionFacts({})
     # fetchall, not fetchone: a result left open on the cursor refuses the request's next relation
     rows = cursor.execute(f"SELECT {', '.join(parts)} FROM {TABLE}").fetchall()  # noqa: S608 - quoted names
     if len(rows) != 1:  # unreachable: an aggregate without GROUP BY gives one row
@@ -115,14 +126,16 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> VersionFacts:
     # A stored hash that differs from this DuckDB's on any row would find nothing for that key:
     # the key is then found by its value (a scan), never by a hash that might miss.
     trusted = [key for i, key in enumerate(hashed) if row[i] == 0]
-    if len(trusted) != len(hashed):
-        _log.warning("a version's stored key hashes differ from this DuckDB's; its lookups scan (register it again)")
     row = row[len(hashed) :]
     columns = {
         name: ColumnFacts(row[3 * i], row[3 * i + 1], bool(row[3 * i + 2]), kind in INTEGER_TYPES)
         for i, (name, kind) in enumerate(numeric)
     }
-    return VersionFacts(columns, trusted[0] if trusted else None, indexed)
+    row = row[3 * len(numeric) :]
+    trusted_tables = frozenset(key for i, key in enumerate(indexed) if row[i] is False)
+    if len(trusted) != len(hashed) or len(trusted_tables) != len(indexed):
+        _log.warning("a version's stored key hashes differ from this DuckDB's; its lookups scan (register it again)")
+    return VersionFacts(columns, trusted[0] if trusted else None, trusted_tables)
 
 
 class Snapshot:
@@ -147,25 +160,28 @@ class Snapshot:
     def lookup(self, key_column: str, key: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         """Rows whose `key_column` equals `key` exactly, in one order whatever the file's (every
         column ascending, NULLs last); names come from the catalogue."""
-        selected = ", ".join(quote(c) for c in columns)
+        selected = ", ".join(quote(c) for c in (key_column, *columns))
         if key_column == self._facts.hashed_key:  # zone maps on the sorted hash, then the value
             where = f"{hash_column(key_column)} = hash($1) AND {quote(key_column)} = $1"
-        elif key_column in self._facts.indexed_keys:
-            where = f"rowid IN (SELECT r FROM {index_table(key_column)} WHERE k = $1)"  # noqa: S608
-        else:  # a file from before these layouts: sorted by the key, or an ART index on it
+        elif key_column in self._facts.indexed_keys:  # the row ids of the hash; collisions dropped below
+            where = f"rowid IN (SELECT r FROM {index_table(key_column)} WHERE h = hash($1))"  # noqa: S608
+        else:  # a file from before these layouts (sorted by the key, or an ART index on it), or untrusted hashes
             where = f"{quote(key_column)} = $1"
-        sql = f"SELECT {selected} FROM {TABLE} WHERE {where} ORDER BY {_every(columns)}"  # noqa: S608
+        order = ", ".join(f"{i + 2} ASC NULLS LAST" for i in range(len(columns))) or "1"
+        sql = f"SELECT {selected} FROM {TABLE} WHERE {where} ORDER BY {order}"  # noqa: S608
         try:
-            return [tuple(row) for row in self._cursor.execute(sql, [key]).fetchall()]
+            found = self._cursor.execute(sql, [key]).fetchall()
         except duckdb.Error as exc:  # SECURITY: DuckDB's message may quote the caller's key
             raise InternalError(f"a lookup failed in the data engine ({type(exc).__name__})") from None
+        return [tuple(row[1:]) for row in found if row[0] == key]
 
     def key_index(self, key_column: str, columns: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
         """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per
         key. A key's rows come in the order `lookup` gives them."""
         selected = [key_column, *columns]
         index: dict[str, list[tuple[Any, ...]]] = {}
-        sql = f"SELECT {', '.join(quote(c) for c in selected)} FROM {TABLE} ORDER BY {_every(selected)}"  # noqa: S608
+        order = ", ".join(f"{i + 1} ASC NULLS LAST" for i in range(len(selected)))
+        sql = f"SELECT {', '.join(quote(c) for c in selected)} FROM {TABLE} ORDER BY {order}"  # noqa: S608
         result = self._cursor.execute(sql)  # catalogue identifiers only
         while batch := result.fetchmany(65_536):
             for row in batch:
@@ -293,9 +309,3 @@ class Snapshot:
             facts.smallest is None or (low <= facts.smallest and facts.largest is not None and facts.largest <= high)
         )
         return inside, facts.is_integer
-
-
-def _every(columns: Sequence[str]) -> str:
-    """ORDER BY terms for every selected column: a version's row order is not part of it (the
-    table is sorted by a key's hash), so what a lookup returns is ordered here."""
-    return ", ".join(f"{i + 1} ASC NULLS LAST" for i in range(len(columns))) or "1"
