@@ -108,7 +108,8 @@ class CatalogEntry(_Frozen):
     level: Level
     privacy_unit: PrivacyUnit
     lookup_keys: tuple[Identifier, ...] = ()
-    """Columns that verification looks entities up by; each gets an index."""
+    """Text columns that verification and scoring look entities up by: the version is sorted by
+    the first (by its hash), and every other text one gets a table of (hash, row id)."""
     columns: tuple[Column, ...] = Field(min_length=1)
     engine: Literal["duckdb", "spark"] = "duckdb"
     """Which engine holds and queries the data: DuckDB on this machine (the default), or Spark

@@ -114,6 +114,7 @@ def build_version(
     suffix = source.suffix.lower()
     if suffix not in {".parquet", ".csv"}:
         raise RegistrationError("source must be a .parquet or .csv file")
+    memory_bytes(limits.memory_limit)  # refused before any work, not after the checks
     progress("hashing source")
     before = _identity(source)
     version = content_version(entry, source)
@@ -165,13 +166,17 @@ def _build_into(
     memory_limit: str,
 ) -> tuple[int, int]:
     progress("loading source")
+    # `src_rows` adds each row's position (`file_row_number`): a filter on it reads only that
+    # part of the source (Parquet row groups, or the temporary table's row ids).
     if is_csv:  # parsed once into a temporary table, which spills beyond the memory limit
         con.execute(
             "CREATE TEMP TABLE src AS SELECT * FROM read_csv($1, header = true, all_varchar = true)",
             [str(source)],
         )
+        con.execute("CREATE TEMP VIEW src_rows AS SELECT *, rowid AS file_row_number FROM src")
     else:  # read where it lies, by every step: a Parquet scan is as fast as a table scan
         con.read_parquet(str(source)).create_view("src")
+        con.read_parquet(str(source), file_row_number=True).create_view("src_rows")
     progress("checking columns and types")
     check_schema(con, entry, is_csv)
     progress("checking values against the catalogue")
@@ -189,16 +194,19 @@ def _build_into(
     progress("building lookup indexes")
     # The table is sorted by its first lookup key (or that key's hash), so DuckDB's zone maps find
     # its rows without an index. Every other text key gets a narrow table of (hash of the key,
-    # row id) sorted by the hash: at 10 M rows 0.45 s to build against 0.7 sorted by the key and
-    # 2.0-2.4 for an ART index (100 M rows: 6.3 s against 10.3), and it found a 2,000-row key in
-    # 5 ms against 10. Only text columns are looked up (the policy check refuses the others).
+    # row id) sorted by the hash, in passes like the table's: at 10 M rows 0.45 s to build against
+    # 0.7 sorted by the key and 2.0-2.4 for an ART index (100 M rows: 5.5-6.9 s against 10.3),
+    # and it found a 2,000-row key in 3.7-5 ms against 10. Only text columns are looked up (the
+    # policy check refuses the others).
     for key in entry.lookup_keys[1:]:
         if entry.column(key).type is ColumnType.STRING:
             # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted.
-            con.execute(
-                f"CREATE TABLE {index_table(key)} AS SELECT hash({quote(key)}) AS h, rowid AS r"  # noqa: S608
-                f" FROM {TABLE} WHERE {quote(key)} IS NOT NULL ORDER BY h"
+            written = (
+                f"SELECT hash({quote(key)}) AS h, rowid AS r FROM {TABLE}"  # noqa: S608
+                f" WHERE {quote(key)} IS NOT NULL AND rowid BETWEEN $1 AND $2 ORDER BY h"
             )
+            _write_in_passes(con, index_table(key), written, kept, _passes(kept, 2, memory_limit))
+    con.execute("DROP VIEW src_rows")
     con.execute("DROP TABLE src" if is_csv else "DROP VIEW src")
     return kept, total - kept
 
@@ -217,15 +225,15 @@ def _bound_and_sort(
 
     Only the units above the bound need a rank: they are found by one hash aggregate (of the
     units' 64-bit hashes: a collision only ranks a unit that keeps every row anyway), and only
-    their rows go through a window partitioned by the unit; every other unit's rows pass whole,
-    and the table is written sorted. At 10 M rows (DuckDB 2.0): 3.7 s (0.4 to find the units
-    above the bound, 0.55 to rank their rows, 2.5-2.8 to sort by the hash and write) against
-    14 s (DuckDB 1.x) for a rank by position after the sort (a window with an empty OVER runs on
-    one thread), and 18 s of CPU for a window over every row followed by a second sort.
+    their rows go through a window partitioned by the unit; every other unit's rows pass whole.
+    At 10 M rows (DuckDB 2.0): 3.7 s (0.4 to find the units above the bound, 0.55 to rank their
+    rows, 2.5-2.8 to sort by the hash and write) against 14 s (DuckDB 1.x) for a rank by position
+    after the sort (a window with an empty OVER runs on one thread), and 18 s of CPU for a window
+    over every row followed by a second sort.
 
-    Sorted by a hash, the table is written in passes over ranges of it, each small enough to
-    sort within the memory limit, one after the other (so the whole is sorted): at 100 M rows
-    and 2 GB, 41 s in four passes against 53 in one, whose sort spills and merges from disk.
+    The table is written in passes over consecutive parts of the source, each small enough to
+    sort within the memory limit: one sorted run a pass, in which zone maps find a key's rows
+    (one row group a run). At 100 M rows and 2 GB, in four passes: docs/operations.md.
     """
     unit = entry.privacy_unit
     casts = ", ".join(f"{_cast(quote(c.name), c, is_csv)} AS {quote(c.name)}" for c in entry.columns)
@@ -237,23 +245,23 @@ def _bound_and_sort(
     order = ", ".join(order_terms)
     first = entry.lookup_keys[0] if entry.lookup_keys else None
     hashed = ""
-    passes = _passes(rows, len(entry.columns), memory_limit)
     if first is None:  # nobody looks rows up: the hash clusters each unit's rows, for compression
-        sort_keys = split = f"hash({unit_column})"
+        sort_keys = f"hash({unit_column})"
     elif entry.column(first).type is ColumnType.STRING:
         # Text keys often share long prefixes (a resident id's first six characters name a
         # county), and DuckDB's sort then compares whole strings: sorting by a stored 64-bit hash
         # of the key took 2.5-2.8 s at 10 M rows against 3.5-4.1 by the key itself, and finds a
         # key's rows as fast (0.65 ms). Which hash it is must not matter: see snapshot.column_facts.
         hashed = f", hash({quote(first)}) AS {hash_column(first)}"
-        sort_keys, split = hash_column(first), f"hash({quote(first)})"
-    else:  # numbers and dates sort as fast as their hash; their ranges are not known to split
-        sort_keys, split, passes = quote(first), "", 1
-    # SECURITY: every name below is a catalogue name quoted by quote(); max_rows is bound. A NULL
-    # unit is one unit, as PARTITION BY takes it (and hash(NULL) is a value, not NULL): the joins
-    # match units' hashes with IS NOT DISTINCT FROM. Separate statements: a window and a sort in
-    # one plan ran out of a small memory limit where each alone spills.
-    typed = f"(SELECT {casts} FROM src) AS r"  # noqa: S608 - quoted catalogue names
+        sort_keys = hash_column(first)
+    else:  # numbers and dates sort as fast as their hash
+        sort_keys = quote(first)
+    # SECURITY: every name below is a catalogue name quoted by quote(); max_rows and the row
+    # positions are bound. A NULL unit is one unit, as PARTITION BY takes it (and hash(NULL) is a
+    # value, not NULL): the joins match units' hashes with IS NOT DISTINCT FROM. Separate
+    # statements: a window and a sort in one plan ran out of a small memory limit where each
+    # alone spills. `_row` (the row's position in the source) sends a ranked row to its pass.
+    typed = f"(SELECT {casts}, file_row_number AS _row FROM src_rows) AS r"  # noqa: S608 - quoted names
     same_unit = f"hash(r.{unit_column}) IS NOT DISTINCT FROM _over.h"
     con.execute(
         f"CREATE TEMP TABLE _over AS SELECT hash({unit_cast}) AS h FROM src GROUP BY 1 HAVING count(*) > $1",  # noqa: S608
@@ -266,22 +274,15 @@ def _bound_and_sort(
         ") WHERE _rank <= $1",
         [unit.max_rows],
     )
-    bounded = f"SELECT r.* FROM {typed} ANTI JOIN _over ON {same_unit} UNION ALL SELECT * FROM _ranked"  # noqa: S608
-    if passes == 1:
-        con.execute(f"CREATE TABLE {TABLE} AS SELECT *{hashed} FROM ({bounded}) ORDER BY {sort_keys}")  # noqa: S608
-    else:
-        con.execute(f"CREATE TABLE {TABLE} AS SELECT *{hashed} FROM ({bounded}) LIMIT 0")  # noqa: S608
-        step = (1 << 64) // passes
-        for i in range(passes):
-            low, high = i * step, (1 << 64) - 1 if i == passes - 1 else (i + 1) * step - 1
-            con.execute(
-                f"INSERT INTO {TABLE} SELECT *{hashed} FROM ({bounded})"  # noqa: S608
-                f" WHERE {split} BETWEEN CAST($1 AS UBIGINT) AND CAST($2 AS UBIGINT) ORDER BY {sort_keys}",
-                [str(low), str(high)],
-            )
+    part = (
+        f"SELECT r.* FROM {typed} ANTI JOIN _over ON {same_unit} WHERE r._row BETWEEN $1 AND $2"  # noqa: S608
+        " UNION ALL SELECT * FROM _ranked WHERE _row BETWEEN $1 AND $2"
+    )
+    written = f"SELECT * EXCLUDE (_row){hashed} FROM ({part}) ORDER BY {sort_keys}"  # noqa: S608
+    _write_in_passes(con, TABLE, written, rows, _passes(rows, len(entry.columns), memory_limit))
     con.execute("DROP TABLE _over; DROP TABLE _ranked")
     # SECURITY: the bound is checked on the table as written, whatever plan DuckDB chose for the
-    # statements above. On a table sorted by the unit this aggregate costs about a hundredth of the sort.
+    # statements above: every unit's rows counted, whichever passes they were written in.
     over = scalar_int(
         con,
         f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} GROUP BY {unit_column} HAVING count(*) > $1)",  # noqa: S608
@@ -291,18 +292,33 @@ def _bound_and_sort(
         raise InternalError("the contribution bound did not hold in a built version (this is a bug)")
 
 
+def _write_in_passes(con: duckdb.DuckDBPyConnection, table: str, written: str, rows: int, passes: int) -> None:
+    """Create `table` from `written`, a sorted SELECT of the rows at positions $1 to $2, one pass
+    a consecutive part: one sorted run each, and no sort larger than a pass."""
+    step = -(-rows // passes) if rows else 1
+    for i in range(passes):
+        head = f"CREATE TABLE {table} AS" if i == 0 else f"INSERT INTO {table}"
+        con.execute(f"{head} {written}", [i * step, (i + 1) * step - 1])
+
+
 _BYTES = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+MAX_PASSES = 16
+"""Each pass is one more sorted run a lookup reads (a row group each) and one more statement."""
 
 
-def _passes(rows: int, columns: int, memory_limit: str) -> int:
-    """How many passes write a version sorted by a hash: each sorts about 10 bytes a column of
-    a row within the memory limit (25 M rows of 8 columns in 2 GB; fewer, larger passes spilled,
-    more repeated the scan of the source for less)."""
+def memory_bytes(memory_limit: str) -> int:
+    """`registration_memory_limit` in bytes (the units of Settings' pattern, as DuckDB reads them)."""
     found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)", memory_limit.strip())
     if found is None:
         raise RegistrationError("registration_memory_limit: a size such as 2GB or 512MiB")
-    rows_a_pass = max(1, int(float(found[1]) * _BYTES[found[2]]) // (10 * (columns + 1)))
-    return max(1, -(-rows // rows_a_pass))
+    return int(float(found[1]) * _BYTES[found[2]])
+
+
+def _passes(rows: int, columns: int, memory_limit: str) -> int:
+    """How many passes write a version: each sorts about 10 bytes a column of a row within the
+    memory limit (25 M rows of 8 columns in 2 GB), at most MAX_PASSES."""
+    rows_a_pass = max(1, memory_bytes(memory_limit) // (10 * (columns + 1)))
+    return min(MAX_PASSES, max(1, -(-rows // rows_a_pass)))
 
 
 def _cast(expr: str, column: Column, is_csv: bool) -> str:

@@ -108,13 +108,14 @@ def column_facts(cursor: duckdb.DuckDBPyConnection) -> VersionFacts:
         else:  # DuckDB orders NaN above every number: it is counted apart and left out of the range
             number = f"FILTER (NOT isnan({q}))"
             parts += [f"min({q}) {number}", f"max({q}) {number}", f"coalesce(bool_or(isnan({q})), FALSE)"]
-    # A key table's hashes are checked as a whole: their sum and count against this DuckDB's
-    # hashes of the key column (a join of every row id would cost far more).
+    # A key table is checked as a whole, each (hash, row id) pair counted by a hash of the pair:
+    # the count and sum of those against this DuckDB's, computed from the key column and the row
+    # ids (a join of every row id would cost far more). A pair moved to another row changes it.
     for key in indexed:
         q = quote(key)
         parts.append(
-            f"(SELECT (count(*), sum(CAST(h AS HUGEINT))) FROM {index_table(key)})"  # noqa: S608 - quoted names
-            f" IS DISTINCT FROM (count({q}), sum(CAST(hash({q}) AS HUGEINT)) FILTER ({q} IS NOT NULL))"
+            f"(SELECT (count(*), sum(CAST(hash(h, r) AS HUGEINT))) FROM {index_table(key)})"  # noqa: S608
+            f" IS DISTINCT FROM (count({q}), sum(CAST(hash(hash({q}), rowid) AS HUGEINT)) FILTER ({q} IS NOT NULL))"
         )
     if not parts:
         return VersionFacts({})

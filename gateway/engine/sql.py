@@ -28,7 +28,7 @@ HASH_PREFIX = "_hash_"
 """`_hash_<key>`: a column of the table holding DuckDB's hash() of the text key it names; the
 table is sorted by it. Catalogue names start with a letter, so no column of theirs is one."""
 INDEX_PREFIX = "_index_"
-"""`_index_<key>`: a table of (k, r): each row's key value and row id, sorted by the key."""
+"""`_index_<key>`: a table of (h, r): the hash of each row's key (text) and its row id, sorted by h."""
 
 
 def hash_column(key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -295,30 +296,60 @@ def test_the_version_is_sorted_by_the_first_keys_hash_and_the_others_have_sorted
     assert art == (0,)
 
 
-@pytest.mark.parametrize("rows", [1_000, 10**8, 10**9])
-def test_a_version_sorted_by_a_hash_is_written_in_passes_that_fit_the_memory_limit(
-    source: Path, tmp_path: Path, rows: int, monkeypatch: pytest.MonkeyPatch
+def test_the_number_of_passes_follows_the_rows_and_the_memory_limit() -> None:
+    """About 10 bytes a column of a row sorted within the limit a pass, at most MAX_PASSES."""
+    passes = engine.build._passes
+    assert [passes(rows, 7, "2GB") for rows in (0, 1_000, 25 * 10**6, 25 * 10**6 + 1, 10**8)] == [1, 1, 1, 2, 4]
+    assert passes(10**8, 7, "2GiB") == 4
+    assert passes(10**8, 7, "64MB") == passes(10**12, 7, "2GB") == engine.build.MAX_PASSES
+    with pytest.raises(RegistrationError, match="registration_memory_limit"):
+        passes(10, 7, "2 gigabytes")
+
+
+@pytest.mark.parametrize("lookup_keys", [["person_id", "employer_code"], ["employer_code", "person_id"], []])
+@pytest.mark.parametrize("passes", [2, 7])
+def test_a_version_written_in_passes_holds_the_same_rows_in_one_sorted_run_a_pass(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lookup_keys: list[str], passes: int
 ) -> None:
-    """Where the sort would not fit the memory limit, the table is written in passes over
-    ranges of the hash, one after the other: the same rows, the whole still sorted."""
-    entry = load_entry(source / "social_insurance.yaml")
-    data = source / "social_insurance.parquet"
+    """Where one sort would not fit the memory limit, the table is written in passes over
+    consecutive parts of the source: the same rows as one pass writes (the bound's ranked rows
+    each in their own part's pass), each pass one run sorted by the first key's hash, and every
+    key's rows found."""
+    table, person = _heavy_person(source)
+    data = _write(table, tmp_path)
+    entry = load_entry(_entry(source, "social_insurance", tmp_path, lookup_keys=lookup_keys))
     monkeypatch.setattr(engine.build, "_passes", lambda *_a, **_k: 1)
     whole = engine.build_version(entry, data, tmp_path / "one")
-    monkeypatch.undo()
-    passes = engine.build._passes(rows, len(entry.columns), "2GB")
-    assert passes == {1_000: 1, 10**8: 4, 10**9: 40}[rows]
     monkeypatch.setattr(engine.build, "_passes", lambda *_a, **_k: passes)
     split = engine.build_version(entry, data, tmp_path / "split")
-    tables = []
+    sort_key = {"person_id": '"_hash_person_id"', "employer_code": '"_hash_employer_code"'}.get(
+        lookup_keys[0] if lookup_keys else "", "hash(person_id)"
+    )
+    tables, keys = [], []
     for built in (whole, split):
         con = duckdb.connect(str(built.path), read_only=True)
         try:
-            tables.append(con.execute("SELECT \"_hash_person_id\", COLUMNS('^[a-z]') FROM records").fetchall())
+            keys.append([row[0] for row in con.execute(f"SELECT {sort_key} FROM records").fetchall()])  # noqa: S608
+            tables.append(sorted(con.execute("SELECT COLUMNS('^[a-z]') FROM records").fetchall()))
         finally:
             con.close()
-    assert [row[0] for row in tables[1]] == sorted(row[0] for row in tables[1])
-    assert sorted(tables[0]) == sorted(tables[1])
+    assert tables[0] == tables[1]
+    assert sum(1 for a, b in itertools.pairwise(keys[0]) if a > b) == 0
+    assert 0 < sum(1 for a, b in itertools.pairwise(keys[1]) if a > b) <= passes - 1
+    assert sum(1 for row in tables[1] if row[0] == person) == 36
+    if lookup_keys:
+        domain = engine.Domain(tmp_path / "split", index_max_rows=0)
+        try:
+            for key_column in lookup_keys:
+                value = table[key_column][0].as_py()
+                rows = domain.find("social_insurance", split.version, key_column, value, ["month", "region"])
+                assert len(rows) == sum(1 for row in tables[1] if row[_column_names(entry).index(key_column)] == value)
+        finally:
+            domain.close()
+
+
+def _column_names(entry: Any) -> list[str]:
+    return [c.name for c in entry.columns]
 
 
 def _canonical(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -380,14 +411,22 @@ def test_every_lookup_finds_a_keys_rows_in_one_order_whatever_the_build(source: 
             'UPDATE "_index_employer_code" SET h = xor(h, 1)'
             " WHERE r = (SELECT min(rowid) FROM records WHERE employer_code = $1)",
         ),
+        # the count and the sum of the hashes kept, one of the key's rows given to another key
+        (
+            "employer_code",
+            'UPDATE "_index_employer_code" SET r = CASE r WHEN a THEN b ELSE a END FROM ('
+            " SELECT (SELECT min(rowid) FROM records WHERE employer_code = $1) AS a,"
+            " (SELECT min(rowid) FROM records WHERE employer_code <> $1) AS b) AS pair WHERE r IN (a, b)",
+        ),
     ],
 )
 def test_a_stored_hash_this_duckdb_does_not_compute_is_not_used(
     source: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, key_column: str, changed: str
 ) -> None:
     """A version built by a DuckDB release whose hash() differs would find nothing by its stored
-    hashes. One key's hash changed in the file (in the table, or in a key table): the version's
-    hashes of that key are not used, and the key's rows are all still found, by a scan."""
+    hashes. One key's hash changed in the file (in the table, or in a key table), or one of its
+    rows' ids swapped with another key's: the version's hashes of that key are not used, and
+    the key's rows are all still found, by a scan."""
     outcome = _register(tmp_path / "data", source / "social_insurance.yaml", source / "social_insurance.parquet")
     path = engine.version_path(tmp_path / "data", "social_insurance", outcome.record.version)
     con = duckdb.connect(str(path))
@@ -404,6 +443,36 @@ def test_a_stored_hash_this_duckdb_does_not_compute_is_not_used(
         domain.close()
     assert expected is not None and len(rows) == expected[0] > 0
     assert "stored key hashes differ" in caplog.text
+
+
+def test_a_version_built_before_the_hashed_layout_is_still_served(source: Path, tmp_path: Path) -> None:
+    """A version file sorted by its first key with an ART index on the second, as earlier
+    releases wrote them: no stored hash, no key table; both keys found by their values."""
+    outcome = _register(tmp_path / "data", source / "social_insurance.yaml", source / "social_insurance.parquet")
+    path = engine.version_path(tmp_path / "data", "social_insurance", outcome.record.version)
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("CREATE TABLE old AS SELECT COLUMNS('^[a-z]') FROM records ORDER BY person_id")
+        con.execute('DROP TABLE records; DROP TABLE "_index_employer_code"; ALTER TABLE old RENAME TO records')
+        con.execute("CREATE INDEX idx_employer_code ON records (employer_code)")
+        person, employer = con.execute("SELECT person_id, employer_code FROM records LIMIT 1").fetchone() or ("", "")
+        expected = {
+            key: con.execute(
+                f"SELECT month, region FROM records WHERE {key} = $1 ORDER BY ALL",  # noqa: S608
+                [value],
+            ).fetchall()
+            for key, value in (("person_id", person), ("employer_code", employer))
+        }
+    finally:
+        con.close()
+    for index_max_rows in (0, 10**9):
+        domain = engine.Domain(tmp_path / "data", index_max_rows=index_max_rows)
+        try:
+            for key, value in (("person_id", person), ("employer_code", employer)):
+                found = domain.find("social_insurance", outcome.record.version, key, value, ["month", "region"])
+                assert found == expected[key] != []
+        finally:
+            domain.close()
 
 
 def _heavy_person(source: Path) -> tuple[pa.Table, str]:
