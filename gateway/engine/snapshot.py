@@ -52,10 +52,10 @@ class VersionFacts:
 
     columns: Mapping[str, ColumnFacts]
     hashed_key: str | None = None
-    """The key whose stored hash sorts the table, when every row's stored hash is the one this
-    DuckDB computes (a file built by another release may hold another hash function's)."""
+    """The key whose stored hash sorts the table (each pass's run), when every row's stored hash
+    is the one this DuckDB computes (a file built by another release may hold another's)."""
     indexed_keys: frozenset[str] = frozenset()
-    """Keys with a sorted (key, row id) table."""
+    """Keys with a table of (hash, row id) sorted by the hash, whose pairs check as a whole."""
 
 
 def column_facts(cursor: duckdb.DuckDBPyConnection) -> VersionFacts:
@@ -162,11 +162,12 @@ class Snapshot:
         """Rows whose `key_column` equals `key` exactly, in one order whatever the file's (every
         column ascending, NULLs last); names come from the catalogue."""
         selected = ", ".join(quote(c) for c in (key_column, *columns))
+        by_table = key_column in self._facts.indexed_keys and key_column != self._facts.hashed_key
         if key_column == self._facts.hashed_key:  # zone maps on the sorted hash, then the value
             where = f"{hash_column(key_column)} = hash($1) AND {quote(key_column)} = $1"
-        elif key_column in self._facts.indexed_keys:  # the row ids of the hash; collisions dropped below
+        elif by_table:  # the row ids of the hash; another key of the same hash is dropped below
             where = f"rowid IN (SELECT r FROM {index_table(key_column)} WHERE h = hash($1))"  # noqa: S608
-        else:  # a file from before these layouts (sorted by the key, or an ART index on it), or untrusted hashes
+        else:  # a file from before these layouts (sorted by the key, an ART index), or untrusted hashes
             where = f"{quote(key_column)} = $1"
         order = ", ".join(f"{i + 2} ASC NULLS LAST" for i in range(len(columns))) or "1"
         sql = f"SELECT {selected} FROM {TABLE} WHERE {where} ORDER BY {order}"  # noqa: S608
@@ -174,7 +175,8 @@ class Snapshot:
             found = self._cursor.execute(sql, [key]).fetchall()
         except duckdb.Error as exc:  # SECURITY: DuckDB's message may quote the caller's key
             raise InternalError(f"a lookup failed in the data engine ({type(exc).__name__})") from None
-        return [tuple(row[1:]) for row in found if row[0] == key]
+        # Checking the key in the query made DuckDB scan the table instead of fetching the row ids.
+        return [tuple(row[1:]) for row in found if not by_table or row[0] == key]
 
     def key_index(self, key_column: str, columns: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
         """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per

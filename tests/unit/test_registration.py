@@ -18,6 +18,7 @@ import yaml
 from gateway import engine
 from gateway.catalog import CatalogStore, load_entry
 from gateway.domain.catalog import ChangeKind
+from gateway.engine.snapshot import Snapshot, VersionFacts
 from gateway.errors import Conflict, RegistrationError
 from gateway.services import registration
 from tests.conftest import CANARY, Installation
@@ -443,6 +444,32 @@ def test_a_stored_hash_this_duckdb_does_not_compute_is_not_used(
         domain.close()
     assert expected is not None and len(rows) == expected[0] > 0
     assert "stored key hashes differ" in caplog.text
+
+
+def test_a_row_the_key_table_names_for_another_key_of_the_same_hash_is_dropped(source: Path, tmp_path: Path) -> None:
+    """Two keys of one 64-bit hash: the key table gives the row ids of both, and a lookup
+    returns only the rows of the key asked for."""
+    outcome = _register(tmp_path / "data", source / "social_insurance.yaml", source / "social_insurance.parquet")
+    path = engine.version_path(tmp_path / "data", "social_insurance", outcome.record.version)
+    con = duckdb.connect(str(path))
+    try:
+        asked, other = (row[0] for row in con.execute("SELECT DISTINCT employer_code FROM records LIMIT 2").fetchall())
+        con.execute(
+            'INSERT INTO "_index_employer_code" SELECT hash($1), rowid FROM records WHERE employer_code = $2',
+            [asked, other],
+        )
+        expected = con.execute(
+            "SELECT person_id, month FROM records WHERE employer_code = $1 ORDER BY ALL", [asked]
+        ).fetchall()
+    finally:
+        con.close()
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        layout = VersionFacts({}, None, frozenset({"employer_code"}))  # trusted, as a real collision would be
+        snap = Snapshot(con.cursor(), "social_insurance", outcome.record.version, layout)
+        assert snap.lookup("employer_code", asked, ["person_id", "month"]) == expected != []
+    finally:
+        con.close()
 
 
 def test_a_version_built_before_the_hashed_layout_is_still_served(source: Path, tmp_path: Path) -> None:
