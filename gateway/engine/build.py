@@ -114,7 +114,7 @@ def build_version(
     suffix = source.suffix.lower()
     if suffix not in {".parquet", ".csv"}:
         raise RegistrationError("source must be a .parquet or .csv file")
-    memory_bytes(limits.memory_limit)  # refused before any work, not after the checks
+    _memory_bytes(limits.memory_limit)  # refused before any work, not after the checks
     progress("hashing source")
     before = _identity(source)
     version = content_version(entry, source)
@@ -298,6 +298,8 @@ def _write_in_passes(con: duckdb.DuckDBPyConnection, table: str, written: str, r
     step = -(-rows // passes) if rows else 1
     for i in range(passes):
         head = f"CREATE TABLE {table} AS" if i == 0 else f"INSERT INTO {table}"
+        # SECURITY: `table` is TABLE or index_table() of a catalogue name, `written` is built from
+        # names quoted by quote() only (DDL cannot bind identifiers); the row positions are bound.
         con.execute(f"{head} {written}", [i * step, (i + 1) * step - 1])
 
 
@@ -306,7 +308,7 @@ MAX_PASSES = 16
 """Each pass is one more sorted run a lookup reads (a row group each) and one more statement."""
 
 
-def memory_bytes(memory_limit: str) -> int:
+def _memory_bytes(memory_limit: str) -> int:
     """`registration_memory_limit` in bytes (the units of Settings' pattern, as DuckDB reads them)."""
     found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)", memory_limit.strip())
     if found is None:
@@ -317,7 +319,7 @@ def memory_bytes(memory_limit: str) -> int:
 def _passes(rows: int, columns: int, memory_limit: str) -> int:
     """How many passes write a version: each sorts about 10 bytes a column of a row within the
     memory limit (25 M rows of 8 columns in 2 GB), at most MAX_PASSES."""
-    rows_a_pass = max(1, memory_bytes(memory_limit) // (10 * (columns + 1)))
+    rows_a_pass = max(1, _memory_bytes(memory_limit) // (10 * (columns + 1)))
     return min(MAX_PASSES, max(1, -(-rows // rows_a_pass)))
 
 

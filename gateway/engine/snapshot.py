@@ -162,29 +162,29 @@ class Snapshot:
         """Rows whose `key_column` equals `key` exactly, in one order whatever the file's (every
         column ascending, NULLs last); names come from the catalogue."""
         selected = ", ".join(quote(c) for c in (key_column, *columns))
-        by_table = key_column in self._facts.indexed_keys and key_column != self._facts.hashed_key
+        exact = True  # whether the query compares the key itself
         if key_column == self._facts.hashed_key:  # zone maps on the sorted hash, then the value
             where = f"{hash_column(key_column)} = hash($1) AND {quote(key_column)} = $1"
-        elif by_table:  # the row ids of the hash; another key of the same hash is dropped below
+        elif key_column in self._facts.indexed_keys:  # the row ids of the hash
+            # Checking the key here made DuckDB scan the table instead of fetching the row ids:
+            # another key of the same hash is dropped below.
             where = f"rowid IN (SELECT r FROM {index_table(key_column)} WHERE h = hash($1))"  # noqa: S608
+            exact = False
         else:  # a file from before these layouts (sorted by the key, an ART index), or untrusted hashes
             where = f"{quote(key_column)} = $1"
-        order = ", ".join(f"{i + 2} ASC NULLS LAST" for i in range(len(columns))) or "1"
-        sql = f"SELECT {selected} FROM {TABLE} WHERE {where} ORDER BY {order}"  # noqa: S608
+        sql = f"SELECT {selected} FROM {TABLE} WHERE {where} ORDER BY {_ascending(2, len(columns)) or '1'}"  # noqa: S608
         try:
             found = self._cursor.execute(sql, [key]).fetchall()
         except duckdb.Error as exc:  # SECURITY: DuckDB's message may quote the caller's key
             raise InternalError(f"a lookup failed in the data engine ({type(exc).__name__})") from None
-        # Checking the key in the query made DuckDB scan the table instead of fetching the row ids.
-        return [tuple(row[1:]) for row in found if not by_table or row[0] == key]
+        return [tuple(row[1:]) for row in found if exact or row[0] == key]
 
     def key_index(self, key_column: str, columns: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
         """Every row's `columns`, by exact value of `key_column`: one scan instead of a query per
         key. A key's rows come in the order `lookup` gives them."""
         selected = [key_column, *columns]
         index: dict[str, list[tuple[Any, ...]]] = {}
-        order = ", ".join(f"{i + 1} ASC NULLS LAST" for i in range(len(selected)))
-        sql = f"SELECT {', '.join(quote(c) for c in selected)} FROM {TABLE} ORDER BY {order}"  # noqa: S608
+        sql = f"SELECT {', '.join(quote(c) for c in selected)} FROM {TABLE} ORDER BY {_ascending(1, len(selected))}"  # noqa: S608
         result = self._cursor.execute(sql)  # catalogue identifiers only
         while batch := result.fetchmany(65_536):
             for row in batch:
@@ -312,3 +312,9 @@ class Snapshot:
             facts.smallest is None or (low <= facts.smallest and facts.largest is not None and facts.largest <= high)
         )
         return inside, facts.is_integer
+
+
+def _ascending(first: int, count: int) -> str:
+    """ORDER BY terms for `count` selected columns from position `first`: a key's rows in one
+    order whatever the file's (its row order is not part of a version)."""
+    return ", ".join(f"{first + i} ASC NULLS LAST" for i in range(count))
