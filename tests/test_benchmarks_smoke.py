@@ -68,11 +68,12 @@ def test_spark_engine_reports_its_ratio() -> None:
 
 
 def test_registration_reports_time_and_memory() -> None:
-    out = _run("registration.py", "--rows", "20000", "--memory-limit", "64MB")
-    assert "ratio registration / baseline" in out
+    out = _run("registration.py", "--rows", "20000", "--memory-limit", "64MB", "--rounds", "3")
+    assert out.count("ratio registration / baseline") == 3
     report = json.loads(out.strip().splitlines()[-1])
-    assert report["rows"] == 20000
+    assert report["rows"] == 20000 and report["rounds"] == 3
     assert report["peak_rss_mb"] > 0 and report["time_ratio"] > 0 and report["cpu_ratio"] > 0
+    assert report["time_ratio"] == sorted(report["time_ratios"])[1]  # the median round's
 
 
 def test_accuracy_ends_with_its_json_line() -> None:
