@@ -189,7 +189,8 @@ def _build_into(
     bad = {c.name: invalid_keys(con, c, "src", is_csv) for c in keyed if c.name != unit.column}
     total = scalar_int(con, "SELECT count(*) FROM src")
     progress("enforcing the contribution bound")
-    _bound_and_sort(con, entry, is_csv, rows=total, memory_limit=memory_limit)
+    passes = _passes(total, len(entry.columns), memory_limit)
+    _bound_and_sort(con, entry, is_csv, rows=total, passes=passes)
     kept = scalar_int(con, COUNT_SQL)
     bad |= {c.name: invalid_keys(con, c, UNITS, is_csv) for c in keyed if c.name == unit.column}
     con.execute(f"DROP TABLE {UNITS}")
@@ -198,10 +199,11 @@ def _build_into(
     progress("building lookup indexes")
     # The table is sorted by its first lookup key (or that key's hash), so DuckDB's zone maps find
     # its rows without an index. Every other text key gets a narrow table of (hash of the key,
-    # row id) sorted by the hash, in passes like the table's: at 10 M rows 0.45 s to build against
-    # 0.7 sorted by the key and 2.0-2.4 for an ART index (100 M rows: 5.5-6.9 s against 10.3),
-    # and it found a 2,000-row key in 3.7-5 ms against 10. Only text columns are looked up (the
-    # policy check refuses the others).
+    # row id) sorted by the hash, in as many passes as the table (one run of it a run of the
+    # table): at 10 M rows 0.45 s to build against 0.7 sorted by the key and 2.0-2.4 for an ART
+    # index (100 M rows: 8.6-8.7 s in four passes, 9.1-9.7 in two, 11-13 in one), and it found a
+    # 2,000-row key in 3.7-5 ms against 10. Only text columns are looked up (the policy check
+    # refuses the others).
     for key in entry.lookup_keys[1:]:
         if entry.column(key).type is ColumnType.STRING:
             # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted.
@@ -209,14 +211,14 @@ def _build_into(
                 f"SELECT hash({quote(key)}) AS h, rowid AS r FROM {TABLE}"  # noqa: S608
                 f" WHERE {quote(key)} IS NOT NULL AND rowid BETWEEN $1 AND $2 ORDER BY h"
             )
-            _write_in_passes(con, index_table(key), written, kept, _passes(kept, 2, memory_limit))
+            _write_in_passes(con, index_table(key), written, kept, passes)
     con.execute("DROP VIEW src_rows")
     con.execute("DROP TABLE src" if is_csv else "DROP VIEW src")
     return kept, total - kept
 
 
 def _bound_and_sort(
-    con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool, *, rows: int, memory_limit: str
+    con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool, *, rows: int, passes: int
 ) -> None:
     """Write the version's table: at most max_rows rows per unit, sorted by the first lookup key
     (by its stored hash if it is text) or, without lookup keys, by the unit's hash.
@@ -286,7 +288,7 @@ def _bound_and_sort(
         " ON r._row = d._row WHERE r._row BETWEEN $1 AND $2"
     )
     written = f"SELECT * EXCLUDE (_row){hashed} FROM ({part}) ORDER BY {sort_keys}"  # noqa: S608
-    _write_in_passes(con, TABLE, written, rows, _passes(rows, len(entry.columns), memory_limit))
+    _write_in_passes(con, TABLE, written, rows, passes)
     con.execute("DROP TABLE _over; DROP TABLE _dropped")
     # SECURITY: the bound is checked on the table as written, whatever plan DuckDB chose for the
     # statements above: every unit's rows counted, whichever passes they were written in. The
