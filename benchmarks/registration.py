@@ -16,7 +16,8 @@ afterwards; it needs about 25 bytes a row of disk three times over (source, vers
 Ends with one JSON line: {"rows", "peak_rss_mb", "time_ratio", "cpu_ratio", ...}; the CPU
 ratio (every thread's CPU seconds) is the steadier figure on a machine others are using.
 `--rounds N` runs N baseline and registration pairs on one generated file and reports the
-round of the median time ratio, with every round's ratio (`time_ratios`).
+round of the median time ratio (the upper middle one for an even N), with every round's ratio
+(`time_ratios`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     if args.child is not None:
         if args.child == "baseline":
             report = child_baseline(args.source, args.root / "baseline.duckdb")

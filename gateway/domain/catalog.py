@@ -51,6 +51,11 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+ROW_POSITION_NAMES = frozenset({"rowid", "file_row_number"})
+"""DuckDB's names for a row's position in a table and in a Parquet file: a column of either name
+would hide the position by which registration drops rows over the bound and key tables name rows."""
+
+
 class Column(_Frozen):
     name: Identifier
     type: ColumnType
@@ -63,6 +68,10 @@ class Column(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> Column:
+        if self.name in ROW_POSITION_NAMES:
+            raise ValueError(
+                f"column {self.name}: a name DuckDB gives row positions (rowid, file_row_number); rename it"
+            )
         if self.bounds is not None:
             if self.type not in NUMERIC_TYPES:
                 raise ValueError(f"column {self.name}: bounds are only for numeric columns")

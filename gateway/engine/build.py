@@ -199,11 +199,10 @@ def _build_into(
     progress("building lookup indexes")
     # The table is sorted by its first lookup key (or that key's hash), so DuckDB's zone maps find
     # its rows without an index. Every other text key gets a narrow table of (hash of the key,
-    # row id) sorted by the hash, in as many passes as the table (one run of it a run of the
-    # table): at 10 M rows 0.45 s to build against 0.7 sorted by the key and 2.0-2.4 for an ART
-    # index (100 M rows: 8.6-8.7 s in four passes, 9.1-9.7 in two, 11-13 in one), and it found a
-    # 2,000-row key in 3.7-5 ms against 10. Only text columns are looked up (the policy check
-    # refuses the others).
+    # row id) sorted by the hash, in as many passes (sorted runs) as the table: at 10 M rows
+    # 0.45 s to build against 0.7 sorted by the key and 2.0-2.4 for an ART index (100 M rows:
+    # 8.6-8.7 s in four passes, 9.1-9.7 in two, 11-13 in one), and it found a 2,000-row key in
+    # 3.7-5 ms against 10. Only text columns are looked up (the policy check refuses the others).
     for key in entry.lookup_keys[1:]:
         if entry.column(key).type is ColumnType.STRING:
             # SECURITY: DDL cannot bind identifiers; `key` is a catalogue name, checked and quoted.
@@ -226,7 +225,9 @@ def _bound_and_sort(
     Per unit, rows are ordered by keep_first_by, then by every other column (values as typed
     by the catalogue), and the first max_rows are kept. The unit's own column is one value per
     unit and a keep_first_by column is tied only where equal, so neither can change the order.
-    Rows equal in every column are interchangeable, so the kept rows are a function of the file.
+    Rows equal in every column are interchangeable, so the kept rows are a function of the file
+    (up to the sign of a zero: DuckDB orders 0.0 and -0.0 as equal, and so does every check,
+    lookup and aggregate).
     Their order in the table is not: lookups order what they return (snapshot.lookup).
 
     Only the units above the bound need a rank: they are found by one hash aggregate (of the

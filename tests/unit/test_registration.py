@@ -19,7 +19,7 @@ from gateway import engine
 from gateway.catalog import CatalogStore, load_entry
 from gateway.domain.catalog import ChangeKind
 from gateway.engine.snapshot import Snapshot, VersionFacts
-from gateway.errors import Conflict, RegistrationError
+from gateway.errors import Conflict, InternalError, RegistrationError
 from gateway.services import registration
 from tests.conftest import CANARY, Installation
 
@@ -313,9 +313,9 @@ def test_a_version_written_in_passes_holds_the_same_rows_in_one_sorted_run_a_pas
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lookup_keys: list[str], passes: int
 ) -> None:
     """Where one sort would not fit the memory limit, the table is written in passes over
-    consecutive parts of the source: the same rows as one pass writes (the bound's ranked rows
-    each in their own part's pass), each pass one run sorted by the first key's hash, and every
-    key's rows found."""
+    consecutive parts of the source: the same rows as one pass writes (each pass leaves out the
+    bound's dropped positions in its part), each pass one run sorted by the first key's hash, and
+    every key's rows found."""
     table, person = _heavy_person(source)
     data = _write(table, tmp_path)
     entry = load_entry(_entry(source, "social_insurance", tmp_path, lookup_keys=lookup_keys))
@@ -565,7 +565,8 @@ def test_the_bound_keeps_the_documented_rows_whichever_key_sorts_the_version(
     assert per_person[person] == 36
     heavy = [r for r in table.to_pylist() if r["person_id"] == person]
     assert sorted(tuple(r.values()) for r in kept if r["person_id"] == person) == _rule(heavy, 36)
-    assert outcome.rows_dropped_by_contribution_bound == table.num_rows - len(kept)
+    counts = pc.value_counts(table["person_id"]).to_pylist()
+    assert outcome.rows_dropped_by_contribution_bound == sum(max(0, c["counts"] - 36) for c in counts) > 0
 
 
 @pytest.mark.parametrize("lookup_keys", [["person_id"], ["employer_code"]])
@@ -596,3 +597,73 @@ def test_rows_outside_the_category_list_are_counted_row_by_row(source: Path, tmp
     with pytest.raises(RegistrationError) as caught:
         _register(tmp_path / "data", source / "enterprise_registry.yaml", data)
     assert caught.value.detail == "column status: values outside the public category list (3 row(s))"
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_every_units_kept_rows_follow_the_rule_from_csv_and_from_many_row_groups(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_format: str
+) -> None:
+    """Every unit, not one: from a CSV file (row ids of its temporary table) and from a Parquet
+    file of many row groups (file_row_number), in three passes, the version holds exactly the
+    rows the documented rule keeps. A unit above the bound whose id is missing (an empty CSV
+    field) is one unit; units at or below the bound keep every row."""
+    table, person = _heavy_person(source)
+    ids = [None if p == person else p for p in table["person_id"].to_pylist()]
+    table = table.set_column(0, "person_id", pa.array(ids, pa.string()))
+    data = tmp_path / f"data.{file_format}"
+    if file_format == "csv":
+        pacsv.write_csv(table, data)
+    else:
+        pq.write_table(table, data, row_group_size=97)
+    raw = yaml.safe_load((source / "social_insurance.yaml").read_text())
+    raw["columns"][0]["nullable"] = True
+    entry = tmp_path / "entry.yaml"
+    entry.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    monkeypatch.setattr(engine.build, "_passes", lambda *_a, **_k: 3)
+    built = engine.build_version(load_entry(entry), data, tmp_path / "data")
+    con = duckdb.connect(str(built.path), read_only=True)
+    try:
+        kept = con.execute("SELECT COLUMNS('^[a-z]') FROM records").fetchall()
+    finally:
+        con.close()
+    by_unit: dict[str | None, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        by_unit.setdefault(row["person_id"], []).append(row)
+    expected = [row for rows in by_unit.values() for row in _rule(rows, 36)]
+    assert _canonical(kept) == _canonical(expected)
+    assert built.rows_dropped_by_contribution_bound == sum(max(0, len(r) - 36) for r in by_unit.values()) > 0
+
+
+def test_a_unit_above_the_bound_in_the_written_table_fails_the_build(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count after the write is the last line of defence: a pass that kept one row too many
+    of a unit at the bound fails the build, and no version file is left."""
+    write = engine.build._write_in_passes
+
+    def one_row_too_many(con: duckdb.DuckDBPyConnection, table: str, written: str, rows: int, passes: int) -> None:
+        write(con, table, written, rows, passes)
+        if table == engine.TABLE:
+            con.execute(
+                f"INSERT INTO {table} SELECT * FROM {table} WHERE person_id = ("  # noqa: S608 - constant
+                f"SELECT person_id FROM {table} GROUP BY 1 HAVING count(*) = 36 LIMIT 1) LIMIT 1"
+            )
+
+    table, _person = _heavy_person(source)
+    data = _write(table, tmp_path)
+    monkeypatch.setattr(engine.build, "_write_in_passes", one_row_too_many)
+    with pytest.raises(InternalError, match="contribution bound did not hold"):
+        engine.build_version(load_entry(source / "social_insurance.yaml"), data, tmp_path / "data")
+    assert list((tmp_path / "data" / "domain" / "social_insurance").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["rowid", "file_row_number"])
+def test_a_column_named_for_duckdbs_row_positions_is_refused(source: Path, tmp_path: Path, name: str) -> None:
+    """Registration drops rows over the bound and key tables name rows by DuckDB's row positions;
+    a column of that name would hide them (a CSV column named rowid would stand for the positions)."""
+    raw = yaml.safe_load((source / "social_insurance.yaml").read_text())
+    raw["columns"][2]["name"] = name
+    entry = tmp_path / "entry.yaml"
+    entry.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(RegistrationError, match=f"column {name}: a name DuckDB gives row positions"):
+        load_entry(entry)
