@@ -58,8 +58,8 @@ class BuildReport:
 _GLOB = re.compile(r"[*?\[\]{}]")
 """Characters DuckDB's readers take as a file pattern."""
 UNITS = "_units"
-"""A temporary table of the built table's units and their row counts: the bound's check and the
-unit key's check read it, so the 100 M-row table is grouped by unit once, not twice."""
+"""A temporary table of the built table's units and their row counts (`_check_units`): the
+bound's check and the unit key's check read it, so the table is grouped by unit once, not twice."""
 
 
 def content_version(entry: CatalogEntry, source: Path) -> str:
@@ -192,8 +192,7 @@ def _build_into(
     passes = _passes(total, len(entry.columns), memory_limit)
     _bound_and_sort(con, entry, is_csv, rows=total, passes=passes)
     kept = scalar_int(con, COUNT_SQL)
-    bad |= {c.name: invalid_keys(con, c, UNITS, is_csv) for c in keyed if c.name == unit.column}
-    con.execute(f"DROP TABLE {UNITS}")
+    bad |= _check_units(con, entry, is_csv)
     if problems := key_problems(entry, bad):  # the file is still under its temporary name
         raise RegistrationError("; ".join(problems))
     progress("building lookup indexes")
@@ -291,13 +290,23 @@ def _bound_and_sort(
     written = f"SELECT * EXCLUDE (_row){hashed} FROM ({part}) ORDER BY {sort_keys}"  # noqa: S608
     _write_in_passes(con, TABLE, written, rows, passes)
     con.execute("DROP TABLE _over; DROP TABLE _dropped")
+
+
+def _check_units(con: duckdb.DuckDBPyConnection, entry: CatalogEntry, is_csv: bool) -> dict[str, int]:
+    """Count the written table's rows per unit once: a unit above max_rows is a bug, and the
+    same list of units gives the unit column's invalid keys where it has a key format."""
+    unit = entry.privacy_unit
+    column = entry.column(unit.column)
     # SECURITY: the bound is checked on the table as written, whatever plan DuckDB chose for the
-    # statements above: every unit's rows counted, whichever passes they were written in. The
-    # units and their counts stay in `_units` for the unit key's check (one aggregate for both).
-    con.execute(f"CREATE TEMP TABLE {UNITS} AS SELECT {unit_column}, count(*) AS _n FROM {TABLE} GROUP BY 1")  # noqa: S608
-    over = scalar_int(con, f"SELECT count(*) FROM {UNITS} WHERE _n > $1", [unit.max_rows])  # noqa: S608
-    if over:
-        raise InternalError("the contribution bound did not hold in a built version (this is a bug)")
+    # statements that wrote it: every unit's rows counted, whichever passes they were written in.
+    # UNITS and TABLE are constants, the unit's name a catalogue name quoted by quote(), max_rows bound.
+    con.execute(f"CREATE TEMP TABLE {UNITS} AS SELECT {quote(unit.column)}, count(*) AS _n FROM {TABLE} GROUP BY 1")  # noqa: S608
+    try:
+        if scalar_int(con, f"SELECT count(*) FROM {UNITS} WHERE _n > $1", [unit.max_rows]):  # noqa: S608
+            raise InternalError("the contribution bound did not hold in a built version (this is a bug)")
+        return {column.name: invalid_keys(con, column, UNITS, is_csv)} if column.key_format is not None else {}
+    finally:
+        con.execute(f"DROP TABLE {UNITS}")  # a constant name
 
 
 def _write_in_passes(con: duckdb.DuckDBPyConnection, table: str, written: str, rows: int, passes: int) -> None:
