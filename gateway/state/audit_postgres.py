@@ -88,7 +88,7 @@ class PostgresAuditLog(AuditLogRules):
     async def _append_on_loop(conn: postgres_connections.AsyncDb, batch: list[Append]) -> Settle:
         """`_apply`, awaited."""
         ((next_seq,),) = await conn.rows(NEXT_SEQ_SQL)
-        await conn.executemany(INSERT_SQL, numbered(batch, next_seq))
+        await conn.insert_many(INSERT_SQL, numbered(batch, next_seq))
         return settle_batch(batch, next_seq)
 
     def import_from(self, directory: Path) -> int | None:

@@ -62,7 +62,7 @@ class PostgresLedger(LedgerRules):
             rows.add(await conn.rows(sql, params))
         outcomes, writes, refusals = decide(admissions, rows)
         for sql, values in writes.statements():  # sent with the COMMIT (the committer's pipeline)
-            await conn.executemany(sql, values)
+            await conn.insert_many(sql, values)
         raised = []
         for kind, subject, message, dedupe in writes.alerts:
             at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -214,6 +214,20 @@ class Db:
         self._conn.close()
 
 
+_MOST_ROWS = 64
+"""Rows per statement of `AsyncDb.insert_many` at most (a power of two)."""
+
+
+@functools.cache
+def _multi_row(sql: str, rows: int) -> str:
+    """`sql`, an INSERT with one `VALUES (?, ...)` row, with `rows` rows, in psycopg's placeholders."""
+    head, values, tail = sql.partition(" VALUES ")
+    if not values or not tail.startswith("("):
+        raise ValueError("insert_many takes an INSERT ... VALUES (?, ...) statement")
+    row, rest = tail[: tail.index(")") + 1], tail[tail.index(")") + 1 :]
+    return Db._sql(head + values + ", ".join([row] * rows) + rest)
+
+
 class AsyncDb:
     """`Db` on the event loop: the same SQL, awaited."""
 
@@ -232,6 +246,19 @@ class AsyncDb:
         rows = list(rows)
         if rows:
             await self._conn.cursor().executemany(Db._sql(sql), rows)
+
+    async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
+        """`executemany` of an `INSERT ... VALUES (?, ...) [...]`, several rows per statement.
+
+        PostgreSQL does a statement's work (bind, plan lookup, executor start) once per
+        statement: a batch's rows go in chunks of 2^k rows, so a table takes a few statements a
+        batch, not one a row, and only a few texts (one per chunk size) are prepared."""
+        start = 0
+        while start < len(rows):
+            size = min(_MOST_ROWS, 1 << ((len(rows) - start).bit_length() - 1))
+            chunk = rows[start : start + size]
+            await self._conn.execute(_multi_row(sql, size), [value for row in chunk for value in row])
+            start += size
 
     def pipeline(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """As `Db.pipeline`."""

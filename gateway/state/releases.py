@@ -89,6 +89,9 @@ class PostgresReleases:
         return await waiter
 
     async def _apply(self, conn: postgres_connections.AsyncDb, batch: list[Item]) -> Settle:
+        # Sent before the ledger's read and answered with it (the pipeline): the log's lock, taken
+        # with BEGIN, keeps the largest `seq` as it is until the COMMIT.
+        next_seq_read = await conn.execute(NEXT_SEQ_SQL)
         outcomes, after = await self._ledger.admit_in(conn, [(admit, waiter) for admit, _build, waiter in batch])
         builds = {id(waiter): build for _admit, build, waiter in batch}
         settled: list[tuple[Waiter, Any, BaseException | None]] = []
@@ -102,9 +105,9 @@ class PostgresReleases:
             settled.append((waiter, (admission, made), None))
             leaves.append((leaf, waiter))
         seqs: dict[int, int] = {}
+        ((next_seq,),) = await next_seq_read.fetchall()
         if leaves:
-            ((next_seq,),) = await conn.rows(NEXT_SEQ_SQL)
-            await conn.executemany(INSERT_SQL, numbered(leaves, next_seq))
+            await conn.insert_many(INSERT_SQL, numbered(leaves, next_seq))
             seqs = {id(waiter): next_seq + offset for offset, (_leaf, waiter) in enumerate(leaves)}
 
         def settle(error: BaseException | None) -> None:

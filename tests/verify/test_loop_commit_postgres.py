@@ -14,6 +14,7 @@ import pytest
 
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import DependencyError, RateLimited
+from gateway.state import postgres_connections
 from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.ledger_admission import DAY
 from gateway.state.ledger_postgres import PostgresLedger
@@ -253,3 +254,32 @@ def test_an_alert_kept_out_by_its_dedupe_key_is_not_logged_again(schema: str, ca
         assert len(logged) == 1 and sum(a["kind"] == "quota_limit" for a in ledger.alerts()) == 1
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, 64, 65, 130])
+def test_insert_many_writes_every_row_once_in_chunks_of_few_texts(schema: str, rows: int) -> None:
+    """Several rows per statement (chunks of 2^k, at most 64): every row lands once, whatever the
+    count, and an ON CONFLICT clause after the row still applies to each."""
+    assert PG_DSN is not None
+    sql = "INSERT INTO t VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = t.n + excluded.n"
+
+    async def scenario() -> list[tuple[Any, ...]]:
+        db = await postgres_connections.connect_async(PG_DSN, schema, name="veilgate-test", unavailable="down")
+        try:
+            await db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+            await db.insert_many(sql, [(f"k{i}", i) for i in range(rows)])
+            await db.insert_many(sql, [(f"k{i}", 1000) for i in range(0, rows, 2)])  # conflicts add
+            return await db.rows("SELECT k, n FROM t ORDER BY n, k")
+        finally:
+            db.close()
+
+    stored = dict(asyncio.run(scenario()))
+    assert stored == {f"k{i}": i + (1000 if i % 2 == 0 else 0) for i in range(rows)}
+
+
+def test_insert_many_takes_only_an_insert_of_one_values_row() -> None:
+    assert postgres_connections._multi_row("INSERT INTO t VALUES (?, ?) ON CONFLICT DO NOTHING", 3) == (
+        "INSERT INTO t VALUES (%s, %s), (%s, %s), (%s, %s) ON CONFLICT DO NOTHING"
+    )
+    with pytest.raises(ValueError, match="takes an INSERT"):
+        postgres_connections._multi_row("UPDATE t SET n = ?", 2)
