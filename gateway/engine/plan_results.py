@@ -7,7 +7,6 @@ read the same way and compared the same way. No engine library is imported here.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,23 +41,13 @@ def exact_statistics(plan: Plan, rows: Iterable[Sequence[Any]]) -> ExactStatisti
 
 
 def binned_statistics(plan: Plan, columns: Sequence[np.ndarray]) -> ExactStatistics:
-    """`exact_statistics` of a histogram or quantile from its result as columns (group keys...,
-    bin index, count), placed with numpy: a quantile's result has tens of thousands of rows,
-    which a loop over tuples placed in about as long as the query took."""
-    width = len(plan.group_by)
+    """`exact_statistics` of a histogram or quantile from its result as columns ([cell number],
+    bin index, count; `aggregate_sql(..., cell_numbers=True)`), placed with numpy: a quantile's
+    result has tens of thousands of rows, which a loop over tuples placed in about as long as
+    the query took. A cell number of -1 (keys in no cell) is dropped."""
     bins = len(plan.edges) - 1
-    index, counts = np.asarray(columns[width], dtype=np.int64), np.asarray(columns[width + 1], dtype=np.int64)
-    if width:
-        keys: Iterable[Any]
-        if width == 1:  # the key itself, not a 1-tuple: a third faster
-            position: dict[Any, int] = {cell[0]: i for i, cell in enumerate(plan.cells)}
-            keys = columns[0].tolist()
-        else:
-            position = {cell: i for i, cell in enumerate(plan.cells)}
-            keys = zip(*(column.tolist() for column in columns[:width]), strict=True)
-        cell = np.fromiter(map(position.get, keys, itertools.repeat(-1)), dtype=np.int64, count=len(index))
-    else:
-        cell = np.zeros(len(index), dtype=np.int64)
+    *cells, index, counts = (np.asarray(column, dtype=np.int64) for column in columns)
+    cell = cells[0] if plan.group_by else np.zeros(len(index), dtype=np.int64)
     placed = np.zeros(len(plan.cells) * bins, dtype=np.int64)
     kept = cell >= 0
     placed[cell[kept] * bins + index[kept]] = counts[kept]

@@ -4,7 +4,7 @@ bound parameters only."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +27,25 @@ def regular_grid(edges: Sequence[Decimal], granularity: Decimal) -> tuple[int, i
     return whole[0], step
 
 
-def aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = False) -> tuple[str, list[Any]]:
-    """SQL for a plan: catalogue identifiers (quoted) and $n placeholders only."""
+def _cell_number(plan: Plan, bind: Callable[[Any], str]) -> str:
+    """A row's number in `plan.cells` (the product of the group columns' category lists, in
+    order): mixed radix over each key's place in its list, -1 when a key is in none (or NULL)."""
+    places, terms, radix = [], [], 1
+    for i in reversed(range(len(plan.group_by))):
+        categories = list(dict.fromkeys(cell[i] for cell in plan.cells))
+        place = f"coalesce(list_position({bind(categories)}, {quote(plan.group_by[i])}), 0)"
+        places.append(f"{place} > 0")
+        terms.append(f"({place} - 1) * {radix}")
+        radix *= max(len(categories), 1)
+    return f"CASE WHEN {' AND '.join(places)} THEN {' + '.join(terms)} ELSE -1 END"
+
+
+def aggregate_sql(
+    plan: Plan, within_bounds: bool = False, is_integer: bool = False, *, cell_numbers: bool = False
+) -> tuple[str, list[Any]]:
+    """SQL for a plan: catalogue identifiers (quoted) and $n placeholders only. `cell_numbers`:
+    a histogram or quantile grouped by columns names each row's cell by its number in
+    `plan.cells` (-1 for keys in no cell) instead of its keys (`plan_results.binned_statistics`)."""
     params: list[Any] = []
 
     def bind(value: Any) -> str:
@@ -41,9 +58,14 @@ def aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = Fa
             conditions.append(f"list_contains({bind(list(f.values))}, {quote(f.column)})")
         else:
             conditions.append(f"{quote(f.column)} BETWEEN {bind(f.low)} AND {bind(f.high)}")
-    selected = [quote(g) for g in plan.group_by]
-    inner = [*selected]
     template = plan.template
+    if cell_numbers and plan.group_by and template.measure in MEASURES_WITH_BINS:
+        # A quantile's result has over a hundred thousand rows: their keys, made Python strings
+        # and matched to cells one by one, took about a fifth as long as the query.
+        selected, inner = ["c"], [f"{_cell_number(plan, bind)} AS c"]
+    else:
+        selected = [quote(g) for g in plan.group_by]
+        inner = [*selected]
     if template.column is not None and plan.value_units is not None:
         column = quote(template.column)
         low, high = plan.value_units
@@ -67,7 +89,14 @@ def aggregate_sql(plan: Plan, within_bounds: bool = False, is_integer: bool = Fa
             # every bin index made the query about 1.6 times slower), and bins are all that is counted.
             conditions.append(f"NOT ({missing})")
             edges = plan.edges
-            grid = regular_grid(edges, template.granularity)
+            # A quantile's candidates are a regular grid by construction: checking its thousands
+            # of edges again took about 2 ms a release.
+            candidates = plan.candidates
+            grid = (
+                (candidates.first, candidates.step)
+                if candidates is not None
+                else regular_grid(edges, template.granularity)
+            )
             if grid is not None:  # arithmetic index on the value in units: 5-8x faster than a CASE
                 first, step = grid
                 offset = f" - {bind(first)}" if first else ""

@@ -200,7 +200,7 @@ class Snapshot:
         infinities clamp to the bounds. Rows whose group keys are not in the public category
         lists belong to no cell.
         """
-        sql, params = aggregate_sql(plan, *self._checked_values(plan))
+        sql, params = aggregate_sql(plan, *self._checked_values(plan), cell_numbers=True)
         result = self._cursor.execute(sql, params)
         if plan.template.measure in MEASURES_WITH_BINS:
             return binned_statistics(plan, list(result.fetchnumpy().values()))

@@ -356,8 +356,9 @@ def test_a_histogram_of_one_bin_counts_the_rows_with_a_value(tmp_path: Path) -> 
 def test_bins_placed_by_numpy_are_the_bins_placed_row_by_row(
     tmp_path: Path, rows: list[list[tuple[Any, ...]]], group: list[str]
 ) -> None:
-    """A histogram's or quantile's result placed from its columns (the DuckDB path) equals the
-    same result placed row by row (the Spark path), with keys outside the categories and NULLs."""
+    """A histogram's or quantile's result placed from cell numbers (the DuckDB path) equals the
+    same result placed row by row from its keys (the Spark path), with keys outside the
+    categories and NULLs."""
     from gateway.engine.plan_results import binned_statistics, exact_statistics
     from gateway.engine.plan_sql import aggregate_sql
 
@@ -370,7 +371,8 @@ def test_bins_placed_by_numpy_are_the_bins_placed_row_by_row(
             compiled = _plan(kind, group)
             sql, params = aggregate_sql(compiled)
             by_rows = exact_statistics(compiled, con.execute(sql, params).fetchall())
-            placed = binned_statistics(compiled, list(con.execute(sql, params).fetchnumpy().values()))
+            numbered, numbers = aggregate_sql(compiled, cell_numbers=True)
+            placed = binned_statistics(compiled, list(con.execute(numbered, numbers).fetchnumpy().values()))
             assert {name: list(values) for name, values in placed.items()} == by_rows
     finally:
         con.close()

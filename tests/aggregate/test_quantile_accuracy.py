@@ -49,6 +49,26 @@ def test_candidates_are_as_fine_as_the_bounds_allow_up_to_4001() -> None:
     assert narrowed is not None and (narrowed.first, narrowed.last) == (10, 20)
 
 
+def test_the_engine_reads_the_candidates_grid_that_their_edges_make() -> None:
+    """The engine bins a quantile by its candidates' (first, step) without checking its edges:
+    they are the grid `regular_grid` finds in the edges, for every shape of bounds."""
+    from gateway.engine import regular_grid
+
+    shapes = [
+        {},
+        {"granularity": "1"},
+        {"granularity": "1", "bins": [10, 20]},
+        {"granularity": "0.5", "bins": [3, 97]},
+        {"granularity": "7"},
+        {"granularity": "0.01", "bins": [0.37, 99.99]},
+    ]
+    for extra in shapes:
+        compiled = _plan(["0.5"], **extra)
+        grid = compiled.candidates
+        assert grid is not None
+        assert regular_grid(compiled.edges, compiled.template.granularity) == (grid.first, grid.step), extra
+
+
 def test_scores_are_opendps_quantile_scores() -> None:
     """|(den - num) #(x < c) - num #(x >= c)|, from the counts of [c_i, c_i+1)."""
     counts = [3, 0, 5, 1, 1]
