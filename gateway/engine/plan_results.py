@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
+from gateway.errors import InternalError
 
 ExactStatistics = Mapping[str, list[int] | npt.NDArray[np.int64]]
 """Per statistic of a plan, one integer per cell (times bin): a list, or for the bins of a
@@ -45,6 +46,8 @@ def binned_statistics(plan: Plan, columns: Sequence[np.ndarray]) -> ExactStatist
     bin index, count; `aggregate_sql(..., cell_numbers=True)`), placed with numpy: a quantile's
     result has tens of thousands of rows, which a loop over tuples placed in about as long as
     the query took. A cell number of -1 (keys in no cell) is dropped."""
+    if len(columns) != (3 if plan.group_by else 2):  # cell number (if grouped), bin index, count
+        raise InternalError("a binned result has the wrong columns (this is a bug)")
     bins = len(plan.edges) - 1
     *cells, index, counts = (np.asarray(column, dtype=np.int64) for column in columns)
     cell = cells[0] if plan.group_by else np.zeros(len(index), dtype=np.int64)

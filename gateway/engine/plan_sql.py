@@ -11,6 +11,7 @@ from typing import Any
 from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
 from gateway.domain.intervals import centre
 from gateway.engine.sql import TABLE, quote
+from gateway.errors import InternalError
 
 
 def regular_grid(edges: Sequence[Decimal], granularity: Decimal) -> tuple[int, int] | None:
@@ -37,6 +38,8 @@ def _cell_number(plan: Plan, bind: Callable[[Any], str]) -> str:
         places.append(f"{place} > 0")
         terms.append(f"({place} - 1) * {radix}")
         radix *= max(len(categories), 1)
+    if radix != len(plan.cells):  # the cells are not the product of the lists (a bug)
+        raise InternalError("a plan's cells are not its categories' product (this is a bug)")
     return f"CASE WHEN {' AND '.join(places)} THEN {' + '.join(terms)} ELSE -1 END"
 
 
@@ -62,7 +65,7 @@ def aggregate_sql(
     if cell_numbers and plan.group_by and template.measure in MEASURES_WITH_BINS:
         # A quantile's result has over a hundred thousand rows: their keys, made Python strings
         # and matched to cells one by one, took about a fifth as long as the query.
-        selected, inner = ["c"], [f"{_cell_number(plan, bind)} AS c"]
+        selected, inner = ["_c"], [f"{_cell_number(plan, bind)} AS _c"]
     else:
         selected = [quote(g) for g in plan.group_by]
         inner = [*selected]
@@ -79,11 +82,11 @@ def aggregate_sql(
             clamped = f"greatest(least({as_double}, {upper}), {lower})"
         if within_bounds and is_integer and template.granularity == 1:
             units = column
-            inner.append(f"{column} AS v")
+            inner.append(f"{column} AS _v")
         else:
             rounded = f"CAST(round({clamped} / {bind(float(template.granularity))}) AS BIGINT)"
             units = f"greatest(least({rounded}, {bind(high)}), {bind(low)})"
-            inner.append(f"CASE WHEN {missing} THEN NULL ELSE {units} END AS v")
+            inner.append(f"CASE WHEN {missing} THEN NULL ELSE {units} END AS _v")
         if template.measure in MEASURES_WITH_BINS:
             # A missing value is in no bin: the rows are filtered before binning (a CASE around
             # every bin index made the query about 1.6 times slower), and bins are all that is counted.
@@ -107,34 +110,33 @@ def aggregate_sql(
                     index = f"greatest({index}, 0)"
                 if (high - first) // step > len(edges) - 2:
                     index = f"least({index}, {bind(len(edges) - 2)})"
-                inner.append(f"{index} AS b")
+                inner.append(f"{index} AS _b")
             else:
                 steps = " ".join(f"WHEN {clamped} < {bind(float(e))} THEN {i}" for i, e in enumerate(edges[1:-1]))
-                inner.append(f"CASE {steps} ELSE {len(edges) - 2} END AS b" if steps else "0 AS b")
+                inner.append(f"CASE {steps} ELSE {len(edges) - 2} END AS _b" if steps else "0 AS _b")
     else:
-        inner.append("NULL AS v")
-    inner.append(f"{quote(plan.privacy_unit)} AS u")
+        inner.append("NULL AS _v")
+    inner.append(f"{quote(plan.privacy_unit)} AS _u")
     outer = [*selected]
     where = " AND ".join(conditions) or "TRUE"
     if template.measure in MEASURES_WITH_BINS:
-        outer.append("b")
+        outer.append("_b")
     for name in plan.exact:
         if name == "centred_sum":  # exact in integers: sum(v - c) = sum(v) - c * count(v)
             middle = bind(centre(plan.value_units or (0, 0)))
-            outer.append(f"CAST(sum(v) AS HUGEINT) - CAST({middle} AS HUGEINT) * count(v)")
+            outer.append(f"CAST(sum(_v) AS HUGEINT) - CAST({middle} AS HUGEINT) * count(_v)")
             continue
         outer.append(
             {
                 "rows": "count(*)",
-                "values": "count(v)",
-                "sum": "sum(v)",
-                "units": "count(DISTINCT u)",
+                "values": "count(_v)",
+                "sum": "sum(_v)",
+                "units": "count(DISTINCT _u)",
                 "bins": "count(*)",
             }[name]
         )
-    group = (
-        f"GROUP BY {', '.join(outer[: len(selected) + (1 if 'b' in outer else 0)])}" if selected or "b" in outer else ""
-    )
+    keys = outer[: len(selected) + (1 if "_b" in outer else 0)]
+    group = f"GROUP BY {', '.join(keys)}" if keys else ""
     # SECURITY: every name is a catalogue identifier passed through quote(); every value is bound.
     sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {TABLE} WHERE {where}) {group}"  # noqa: S608
     return sql, params

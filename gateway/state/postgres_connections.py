@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -49,6 +50,12 @@ KEEPALIVES: dict[str, int] = {
 """libpq's TCP settings on every connection: a peer that vanished (a failover, a cut cable)
 is noticed within about a minute, idle or not, instead of when the kernel gives up (hours)."""
 
+READ_COMMITTED = "SET default_transaction_isolation TO 'read committed'"
+"""On every connection, whatever the server's default: a store's transaction takes its advisory
+lock first and then reads, which sees what the batch before it committed only if each statement
+takes its own snapshot. Under REPEATABLE READ the snapshot is taken by the lock's statement,
+before it waits, and a batch would decide limits on rows as they were before the last commit."""
+
 POOL_TIMEOUT_SECONDS = 5.0
 """How long a pooled store waits for a connection before it answers 503."""
 
@@ -65,6 +72,7 @@ def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnecti
         identifier = psycopg.sql.Identifier(schema)
         conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
         conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+        conn.execute(READ_COMMITTED)
     except psycopg.Error as exc:
         raise DependencyError(unavailable) from exc
     return conn
@@ -80,6 +88,11 @@ async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -
         identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
         await conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
         await conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+        await conn.execute(READ_COMMITTED)
+        # Every int as int8: psycopg otherwise types each by its size (int2, int4, int8), and a
+        # statement is prepared per text and types, so multi-row inserts were rarely prepared.
+        conn.adapters.register_dumper(int, psycopg.types.numeric.Int8Dumper)
+        conn.adapters.register_dumper(int, psycopg.types.numeric.Int8BinaryDumper)
     except psycopg.Error as exc:
         raise DependencyError(unavailable) from exc
     return AsyncDb(conn)
@@ -105,6 +118,7 @@ class Pool:
         def configure(conn: PgConnection) -> None:
             conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
             conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
+            conn.execute(READ_COMMITTED)
 
         self._pool: Any = ConnectionPool(
             dsn,
@@ -214,6 +228,9 @@ class Db:
         self._conn.close()
 
 
+_PLACEHOLDER_ROW = re.compile(r"\((\?, )*\?\)")
+"""The one row of VALUES that `_multi_row` repeats: placeholders only (an expression in it, with
+brackets of its own, is refused rather than cut in the wrong place)."""
 _MOST_ROWS = 64
 """Rows per statement of `AsyncDb.insert_many` at most (a power of two)."""
 
@@ -222,10 +239,10 @@ _MOST_ROWS = 64
 def _multi_row(sql: str, rows: int) -> str:
     """`sql`, an INSERT with one `VALUES (?, ...)` row, with `rows` rows, in psycopg's placeholders."""
     head, values, tail = sql.partition(" VALUES ")
-    if not values or not tail.startswith("("):
-        raise ValueError("insert_many takes an INSERT ... VALUES (?, ...) statement")
-    row, rest = tail[: tail.index(")") + 1], tail[tail.index(")") + 1 :]
-    return Db._sql(head + values + ", ".join([row] * rows) + rest)
+    row = _PLACEHOLDER_ROW.match(tail)
+    if not head.startswith("INSERT ") or row is None:
+        raise ValueError("insert_many takes an INSERT ... VALUES (?, ...) statement of placeholders only")
+    return Db._sql(head + values + ", ".join([row.group()] * rows) + tail[row.end() :])
 
 
 class AsyncDb:

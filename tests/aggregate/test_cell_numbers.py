@@ -126,3 +126,49 @@ def test_the_cell_number_binds_the_categories_and_quotes_only_column_names(group
             assert list(categories) in params
         else:  # a boolean column's two values
             assert any(isinstance(p, list) and sorted(p) == [False, True] for p in params)
+
+
+def test_columns_named_as_the_querys_own_aliases_keep_their_meaning(tmp_path: Path) -> None:
+    """A catalogue may name columns u, v, b or c: the query's own names start with an underscore,
+    which no catalogue identifier does, so persons are still counted as persons and values as
+    values (a column named u once made `count(DISTINCT u)` count its groups)."""
+    entry = CatalogEntry.model_validate(
+        {
+            **ENTRY.model_dump(mode="json", exclude={"columns"}),
+            "columns": [
+                {"name": "person", "type": "string", "sensitivity": "identifier"},
+                {"name": "u", "type": "string", "sensitivity": "public", "categories": ["x", "y"]},
+                {"name": "b", "type": "boolean", "sensitivity": "public"},
+                {"name": "v", "type": "integer", "sensitivity": "personal", "bounds": [0, 100]},
+                {"name": "c", "type": "integer", "sensitivity": "personal", "bounds": [0, 100]},
+            ],
+        }
+    )
+    rows = [("p1", "x", True, 10, 90), ("p1", "x", True, 20, 90), ("p2", "x", False, 60, 1), ("p3", "y", True, 99, 1)]
+    path = version_path(tmp_path, "shops", "v")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE records (person VARCHAR, u VARCHAR, b BOOLEAN, v BIGINT, c BIGINT)")
+    con.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", rows)
+    con.close()
+
+    def release(measure: dict[str, Any], group_by: list[str]) -> list[int]:
+        template = AggregateTemplate.model_validate(
+            {"title": "t", "dataset": "shops", "group_by": ["u", "b"], "epsilon": {"default": "1", "max": "5"},
+             **measure}
+        )  # fmt: skip
+        compiled = plan("t", template, entry, "v", {"group_by": group_by}, epsilon="1")
+        with domain.snapshot("shops", "v") as snap:
+            exact = snap.aggregate(compiled)
+        (values,) = exact.values()
+        return [int(x) for x in values]
+
+    domain = Domain(tmp_path, threads=1)
+    try:
+        assert release({"measure": "count_units"}, ["u"]) == [2, 1]  # persons per u, not groups
+        assert release({"measure": "count_units"}, ["u", "b"]) == [1, 1, 0, 1]  # (x,F) (x,T) (y,F) (y,T)
+        assert release({"measure": "sum", "column": "v"}, ["u"]) == [90, 99]
+        histogram = {"measure": "histogram", "column": "v", "bins": [0, 50, 100]}
+        assert release(histogram, ["b"]) == [0, 1, 2, 1]  # b = false: 60; true: 10, 20, 99
+    finally:
+        domain.close()

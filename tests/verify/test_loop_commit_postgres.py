@@ -67,6 +67,35 @@ def test_two_replicas_on_the_loop_path_share_one_quota_exactly(schema: str) -> N
         second.close()
 
 
+def test_limits_hold_when_the_servers_default_isolation_is_repeatable_read(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch takes its lock, then reads: under REPEATABLE READ its snapshot would predate the
+    commit it waited for, and two replicas would each decide against a stale count. Every
+    connection sets READ COMMITTED itself, whatever the server's (here the client's) default."""
+    monkeypatch.setenv("PGOPTIONS", "-c default_transaction_isolation=repeatable\\ read")
+    first, second = _ledgers(schema, 2)
+
+    async def scenario(day: int) -> list[Admission | BaseException]:
+        calls = [
+            (first if i % 2 else second).admit_verification_async(request(claim(f"k{i}"), quota=30), now=NOON + day)
+            for i in range(80)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        for day in range(0, 5 * DAY, DAY):
+            outcomes = asyncio.run(scenario(day))
+            # Stale reads show as batches failed on a serialization error (503s), or as
+            # admissions past the quota: neither may happen.
+            assert all(isinstance(o, Admission | RateLimited) for o in outcomes), outcomes
+            assert sum(isinstance(o, Admission) for o in outcomes) == 30
+        assert [row[4] for row in first.usage("g1")] == [30] * 5
+    finally:
+        first.close()
+        second.close()
+
+
 def test_the_loop_path_fails_one_batch_when_its_connection_is_cut_and_then_recovers(schema: str) -> None:
     (ledger,) = _ledgers(schema, 1)
 
@@ -256,7 +285,7 @@ def test_an_alert_kept_out_by_its_dedupe_key_is_not_logged_again(schema: str, ca
         ledger.close()
 
 
-@pytest.mark.parametrize("rows", [0, 1, 3, 64, 65, 130])
+@pytest.mark.parametrize("rows", [0, 1, 3, 63, 64, 65, 130, 777])
 def test_insert_many_writes_every_row_once_in_chunks_of_few_texts(schema: str, rows: int) -> None:
     """Several rows per statement (chunks of 2^k, at most 64): every row lands once, whatever the
     count, and an ON CONFLICT clause after the row still applies to each."""
@@ -281,5 +310,55 @@ def test_insert_many_takes_only_an_insert_of_one_values_row() -> None:
     assert postgres_connections._multi_row("INSERT INTO t VALUES (?, ?) ON CONFLICT DO NOTHING", 3) == (
         "INSERT INTO t VALUES (%s, %s), (%s, %s), (%s, %s) ON CONFLICT DO NOTHING"
     )
-    with pytest.raises(ValueError, match="takes an INSERT"):
-        postgres_connections._multi_row("UPDATE t SET n = ?", 2)
+    for refused in ("UPDATE t SET n = ?", "INSERT INTO t VALUES (?, lower(?))", "INSERT INTO t SELECT ?"):
+        with pytest.raises(ValueError, match="takes an INSERT"):
+            postgres_connections._multi_row(refused, 2)
+
+
+def test_insert_many_in_a_transaction_that_fails_leaves_no_row(schema: str) -> None:
+    """Chunks of one batch are one transaction's statements: a row that fails (here the 70th of
+    100, a duplicate key) rolls back the chunks before it as well."""
+    assert PG_DSN is not None
+
+    async def scenario() -> list[tuple[Any, ...]]:
+        db = await postgres_connections.connect_async(PG_DSN, schema, name="veilgate-test", unavailable="down")
+        try:
+            await db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+            rows = [(f"k{i}", i) for i in range(100)]
+            rows[70] = ("k3", 70)
+
+            async def batch() -> None:
+                async with db.pipeline():
+                    await db.execute("BEGIN")
+                    await db.insert_many("INSERT INTO t VALUES (?, ?)", rows)
+                    await db.execute("COMMIT")
+
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await batch()
+            await db.execute("ROLLBACK")
+            return await db.rows("SELECT k FROM t")
+        finally:
+            db.close()
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_insert_many_is_prepared_once_whatever_the_sizes_of_its_integers(schema: str) -> None:
+    """psycopg prepares a statement per text and parameter types: ints of mixed sizes (a
+    minute's window and a day's) typed int2, int4 or int8 each would keep it from ever being
+    prepared. The writers' connections send every int as int8."""
+    assert PG_DSN is not None
+
+    async def scenario() -> int:
+        db = await postgres_connections.connect_async(PG_DSN, schema, name="veilgate-test", unavailable="down")
+        try:
+            await db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, w BIGINT NOT NULL)")
+            for batch in range(20):
+                rows = [(f"k{batch}-{i}", (5, 70_000, 2**40)[(batch + i) % 3]) for i in range(64)]
+                await db.insert_many("INSERT INTO t VALUES (?, ?)", rows)
+            ((prepared,),) = await db.rows("SELECT count(*) FROM pg_prepared_statements")
+            return int(prepared)
+        finally:
+            db.close()
+
+    assert asyncio.run(scenario()) == 1

@@ -49,16 +49,16 @@ def aggregate_frame(frame: DataFrame, plan: Plan) -> DataFrame:
         rounded = F.round(clamped / F.lit(granularity)).cast("bigint")
         units = F.greatest(F.least(rounded, F.lit(high)), F.lit(low))
         value = F.when(missing, F.lit(None).cast("bigint")).otherwise(units)
-        inner.append(value.alias("v"))
+        inner.append(value.alias("_v"))
         if binned:
-            inner.append(_bin(plan.edges, template.granularity, value, clamped, missing).alias("b"))
+            inner.append(_bin(plan.edges, template.granularity, value, clamped, missing).alias("_b"))
     else:
-        inner.append(F.lit(None).cast("bigint").alias("v"))
-    inner.append(F.col(plan.privacy_unit).alias("u"))
+        inner.append(F.lit(None).cast("bigint").alias("_v"))
+    inner.append(F.col(plan.privacy_unit).alias("_u"))
     rows = frame.select(*inner)
-    keys = [*plan.group_by, "b"] if binned else list(plan.group_by)
+    keys = [*plan.group_by, "_b"] if binned else list(plan.group_by)
     if binned:
-        rows = rows.filter(F.col("b").isNotNull())
+        rows = rows.filter(F.col("_b").isNotNull())
     aggregates = [_statistic(name, plan) for name in plan.exact]
     grouped = rows.groupBy(*keys) if keys else rows.groupBy()
     return grouped.agg(*aggregates).select(*keys, *[f"s{i}" for i in range(len(aggregates))])
@@ -82,13 +82,13 @@ def _statistic(name: str, plan: Plan) -> Column:
     alias = f"s{index}"
     if name == "centred_sum":  # exact in integers: sum(v - c) = sum(v) - c * count(v)
         middle = centre(plan.value_units or (0, 0))
-        total = F.coalesce(F.sum(F.col("v").cast(_EXACT)), F.lit(0).cast(_EXACT))
-        return (total - F.lit(middle).cast(_EXACT) * F.count("v").cast(_EXACT)).alias(alias)
+        total = F.coalesce(F.sum(F.col("_v").cast(_EXACT)), F.lit(0).cast(_EXACT))
+        return (total - F.lit(middle).cast(_EXACT) * F.count("_v").cast(_EXACT)).alias(alias)
     expression = {
         "rows": lambda: F.count(F.lit(1)),
-        "values": lambda: F.count("v"),
-        "sum": lambda: F.sum(F.col("v").cast(_EXACT)),
-        "units": lambda: F.countDistinct("u"),
+        "values": lambda: F.count("_v"),
+        "sum": lambda: F.sum(F.col("_v").cast(_EXACT)),
+        "units": lambda: F.countDistinct("_u"),
         "bins": lambda: F.count(F.lit(1)),
     }[name]()
     return expression.alias(alias)
