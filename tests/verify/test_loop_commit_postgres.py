@@ -362,3 +362,32 @@ def test_insert_many_is_prepared_once_whatever_the_sizes_of_its_integers(schema:
             db.close()
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_every_connection_reads_committed_rows_and_plans_each_execution(schema: str) -> None:
+    """The settings every store's connections run with, whatever the server's defaults: READ
+    COMMITTED (see the test above) and a plan per execution (a generic plan made while the
+    ledger's tables were small kept scanning them whole as they grew)."""
+    assert PG_DSN is not None
+    show = "SELECT current_setting('default_transaction_isolation'), current_setting('plan_cache_mode')"
+    expected = [("read committed", "force_custom_plan")]
+
+    async def on_the_loop() -> list[tuple[Any, ...]]:
+        db = await postgres_connections.connect_async(PG_DSN, schema, name="veilgate-test", unavailable="down")
+        try:
+            return await db.rows(show)
+        finally:
+            db.close()
+
+    assert asyncio.run(on_the_loop()) == expected
+    blocking = postgres_connections.connect(PG_DSN, schema, name="veilgate-test", unavailable="down")
+    try:
+        assert blocking.execute(show).fetchall() == expected
+    finally:
+        blocking.close()
+    pool = postgres_connections.Pool(PG_DSN, schema, name="veilgate-test", unavailable="down")
+    try:
+        with pool.transaction() as db:
+            assert db.execute(show).fetchall() == expected
+    finally:
+        pool.close()
