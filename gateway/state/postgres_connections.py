@@ -67,6 +67,18 @@ POOL_TIMEOUT_SECONDS = 5.0
 """How long a pooled store waits for a connection before it answers 503."""
 
 
+def _session(psycopg: ModuleType, schema: str) -> tuple[Any, ...]:
+    """What every connection runs first, whichever way it is opened: its schema (created if
+    missing) as the search path, READ_COMMITTED and CUSTOM_PLANS."""
+    identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, never text
+    return (
+        psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier),
+        psycopg.sql.SQL("SET search_path TO {}").format(identifier),
+        READ_COMMITTED,
+        CUSTOM_PLANS,
+    )
+
+
 def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnection:
     """An autocommit connection whose search path is `schema` (created if missing).
 
@@ -75,12 +87,8 @@ def connect(dsn: str, schema: str, *, name: str, unavailable: str) -> PgConnecti
     psycopg = driver()
     try:
         conn: PgConnection = psycopg.connect(dsn, autocommit=True, application_name=name, **KEEPALIVES)
-        # SECURITY: the schema name goes in as a quoted identifier (psycopg.sql), never as text.
-        identifier = psycopg.sql.Identifier(schema)
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
-        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
-        conn.execute(READ_COMMITTED)
-        conn.execute(CUSTOM_PLANS)
+        for statement in _session(psycopg, schema):
+            conn.execute(statement)
     except psycopg.Error as exc:
         raise DependencyError(unavailable) from exc
     return conn
@@ -93,11 +101,8 @@ async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -
         conn: PgAsyncConnection = await psycopg.AsyncConnection.connect(
             dsn, autocommit=True, application_name=name, **KEEPALIVES
         )
-        identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
-        await conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
-        await conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
-        await conn.execute(READ_COMMITTED)
-        await conn.execute(CUSTOM_PLANS)
+        for statement in _session(psycopg, schema):
+            await conn.execute(statement)
         # Every int as int8: psycopg otherwise types each by its size (int2, int4, int8), and a
         # statement is prepared per text and types, so multi-row inserts were rarely prepared.
         conn.adapters.register_dumper(int, psycopg.types.numeric.Int8Dumper)
@@ -122,13 +127,10 @@ class Pool:
                                      "pip install 'veilgate[postgres]'") from None  # fmt: skip
         self._psycopg = psycopg
         self._unavailable = unavailable
-        identifier = psycopg.sql.Identifier(schema)  # SECURITY: a quoted identifier, as in `connect`
 
         def configure(conn: PgConnection) -> None:
-            conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
-            conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
-            conn.execute(READ_COMMITTED)
-            conn.execute(CUSTOM_PLANS)
+            for statement in _session(psycopg, schema):
+                conn.execute(statement)
 
         self._pool: Any = ConnectionPool(
             dsn,

@@ -55,12 +55,19 @@ rows_strategy = st.lists(
 )
 
 
-def _version(data_dir: Path, rows: list[tuple[Any, ...]]) -> None:
+SHOPS = "person VARCHAR, region VARCHAR, sector VARCHAR, open BOOLEAN, amount BIGINT"
+
+
+def _version(data_dir: Path, rows: list[tuple[Any, ...]], columns: str = SHOPS) -> None:
+    """Version `v` of `shops` holding `rows`, each with its own person first unless the rows
+    name theirs (`columns` starts with person either way)."""
     path = version_path(data_dir, "shops", "v")
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE records (person VARCHAR, region VARCHAR, sector VARCHAR, open BOOLEAN, amount BIGINT)")
-    con.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", [(f"P{i}", *row) for i, row in enumerate(rows)])
+    con.execute(f"CREATE TABLE records ({columns})")
+    width = columns.count(",") + 1
+    named = [row if len(row) == width else (f"P{i}", *row) for i, row in enumerate(rows)]
+    con.executemany(f"INSERT INTO records VALUES ({', '.join('?' * width)})", named)  # noqa: S608 - placeholders
     con.close()
 
 
@@ -145,12 +152,7 @@ def test_columns_named_as_the_querys_own_aliases_keep_their_meaning(tmp_path: Pa
         }
     )
     rows = [("p1", "x", True, 10, 90), ("p1", "x", True, 20, 90), ("p2", "x", False, 60, 1), ("p3", "y", True, 99, 1)]
-    path = version_path(tmp_path, "shops", "v")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE records (person VARCHAR, u VARCHAR, b BOOLEAN, v BIGINT, c BIGINT)")
-    con.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", rows)
-    con.close()
+    _version(tmp_path, rows, "person VARCHAR, u VARCHAR, b BOOLEAN, v BIGINT, c BIGINT")
 
     def release(measure: dict[str, Any], group_by: list[str]) -> list[int]:
         template = AggregateTemplate.model_validate(

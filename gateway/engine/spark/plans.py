@@ -9,15 +9,12 @@ HUGEINT, so no sum wraps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gateway.domain.aggregate import MEASURES_WITH_BINS, Plan
 from gateway.domain.intervals import centre
-from gateway.engine.plan_sql import regular_grid
+from gateway.engine.plan_sql import grid_of
 
 _EXACT = "decimal(38,0)"
 
@@ -51,7 +48,7 @@ def aggregate_frame(frame: DataFrame, plan: Plan) -> DataFrame:
         value = F.when(missing, F.lit(None).cast("bigint")).otherwise(units)
         inner.append(value.alias("_v"))
         if binned:
-            inner.append(_bin(plan.edges, template.granularity, value, clamped, missing).alias("_b"))
+            inner.append(_bin(plan, value, clamped, missing).alias("_b"))
     else:
         inner.append(F.lit(None).cast("bigint").alias("_v"))
     inner.append(F.col(plan.privacy_unit).alias("_u"))
@@ -64,8 +61,8 @@ def aggregate_frame(frame: DataFrame, plan: Plan) -> DataFrame:
     return grouped.agg(*aggregates).select(*keys, *[f"s{i}" for i in range(len(aggregates))])
 
 
-def _bin(edges: Sequence[Any], granularity: Any, value: Column, clamped: Column, missing: Column) -> Column:
-    grid = regular_grid(edges, granularity)
+def _bin(plan: Plan, value: Column, clamped: Column, missing: Column) -> Column:
+    edges, grid = plan.edges, grid_of(plan)
     last = len(edges) - 2
     if grid is not None:
         first, step = grid
