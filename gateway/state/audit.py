@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from gateway.atomic_files import check_secret_file, create_secret_file
 from gateway.domain import merkle
-from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint
+from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, LeafText
 from gateway.errors import AuditUnavailable
 from gateway.state.group_commit import GroupCommitter, Settle, Waiter, resolve
 from gateway.state.ledger_reads import ReadRows
@@ -47,11 +47,13 @@ NEXT_SEQ_SQL = "SELECT COALESCE(MAX(seq) + 1, 0) FROM leaves"
 INSERT_SQL = "INSERT INTO leaves (seq, record, hash) VALUES (?, ?, ?)"
 
 
-def numbered(batch: list[Append], next_seq: int) -> list[tuple[int, str, bytes]]:
-    """The batch's rows, numbered from `next_seq`: (seq, record, leaf hash)."""
+def numbered(batch: Sequence[tuple[AuditEvent | LeafText, Waiter]], next_seq: int) -> list[tuple[int, str, bytes]]:
+    """The batch's rows, numbered from `next_seq`: (seq, record, leaf hash). Leaves may come
+    encoded already (`LeafText`): numbering them is then all that is left."""
     rows = []
-    for offset, (event, _waiter) in enumerate(batch):
-        record = AuditLeaf.encode_at(event, next_seq + offset)
+    for offset, (leaf, _waiter) in enumerate(batch):
+        text = leaf if isinstance(leaf, LeafText) else LeafText.of(leaf)
+        record = text.at(next_seq + offset)
         rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
     return rows
 

@@ -41,6 +41,20 @@ def _day_text(day: int) -> str:
     return datetime.fromtimestamp(day * DAY, UTC).date().isoformat()
 
 
+def presumed(request: VerificationRequest) -> Admission:
+    """The admission `Admit.decide` makes of `request` when none of its claims was answered
+    before in its probe window, as almost none is: each claim the answer of the first claim with
+    its fingerprint, the others repeats. No windows: only the ledger's rows can tell them."""
+    first: dict[str, str] = {}
+    answers = tuple(first.setdefault(claim.fingerprint, claim.answer) for claim in request.claims)
+    return Admission(answers, len(request.claims) - len(first), ())
+
+
+def as_presumed(admission: Admission, presumption: Admission) -> bool:
+    """Whether what a release is built from (`answers`, `repeats`) is as presumed."""
+    return admission.answers == presumption.answers and admission.repeats == presumption.repeats
+
+
 class Admit:
     """One admission waiting in a batch: its windows and the names of its limits' state."""
 

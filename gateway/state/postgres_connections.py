@@ -99,7 +99,7 @@ async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -
     psycopg = driver()
     try:
         conn: PgAsyncConnection = await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, application_name=name, **KEEPALIVES
+            dsn, autocommit=True, application_name=name, cursor_factory=psycopg.AsyncRawCursor, **KEEPALIVES
         )
         for statement in _session(psycopg, schema):
             await conn.execute(statement)
@@ -107,6 +107,7 @@ async def connect_async(dsn: str, schema: str, *, name: str, unavailable: str) -
         # statement is prepared per text and types, so multi-row inserts were rarely prepared.
         conn.adapters.register_dumper(int, psycopg.types.numeric.Int8Dumper)
         conn.adapters.register_dumper(int, psycopg.types.numeric.Int8BinaryDumper)
+        conn.prepared_max = PREPARED_MAX
     except psycopg.Error as exc:
         raise DependencyError(unavailable) from exc
     return AsyncDb(conn)
@@ -172,10 +173,15 @@ class Pool:
 Item = TypeVar("Item")
 
 
-def advisory_lock_sql(lock: int) -> str:
-    """The statement that takes a store's transaction-level advisory lock (sent in a pipeline
-    before any parameter could be bound: the lock is one of the stores' integer constants)."""
-    return f"SELECT pg_advisory_xact_lock({int(lock)})"  # an integer, not input
+def advisory_lock_sql(*locks: int) -> str:
+    """The statement that takes stores' transaction-level advisory locks: one statement for
+    several, as each costs a batch a statement's work while it holds them. PostgreSQL evaluates
+    the select list in order; the one transaction that takes two locks always sends this same
+    statement, so no two transactions can take them in opposite orders. Sent in a pipeline
+    before any parameter could be bound: the locks are the stores' integer constants."""
+    if not locks:
+        raise ValueError("advisory_lock_sql takes at least one lock")
+    return "SELECT " + ", ".join(f"pg_advisory_xact_lock({int(lock)})" for lock in locks)  # integers, not input
 
 
 def committers(
@@ -243,48 +249,74 @@ class Db:
 _PLACEHOLDER_ROW = re.compile(r"\((\?, )*\?\)")
 """The one row of VALUES that `_multi_row` repeats: placeholders only (an expression in it, with
 brackets of its own, is refused rather than cut in the wrong place)."""
+_EXACT_ROWS = 16
+"""Up to this many rows, `AsyncDb.insert_many` sends them in one statement of exactly that many."""
 _MOST_ROWS = 64
 """Rows per statement of `AsyncDb.insert_many` at most (a power of two)."""
+PREPARED_MAX = 256
+"""Statements psycopg keeps prepared on a writer's connection (its default, 100, is less than the
+texts a writer uses: each table's inserts of 1 to 16, 32 and 64 rows, and the ledger's reads)."""
+
+
+def chunk_sizes(rows: int) -> Iterator[int]:
+    """How `insert_many` cuts `rows`: all in one statement up to `_EXACT_ROWS`, else the largest
+    power of two up to `_MOST_ROWS` first. Each statement costs the writer a send and the server
+    a statement's work while the batch holds the stores' locks, and a batch's tables mostly get
+    fewer than 16 rows: one statement each, where powers of two alone cut 7 rows into three."""
+    while rows > 0:
+        size = rows if rows <= _EXACT_ROWS else min(_MOST_ROWS, 1 << (rows.bit_length() - 1))
+        yield size
+        rows -= size
 
 
 @functools.cache
-def _multi_row(sql: str, rows: int) -> str:
-    """`sql`, an INSERT with one `VALUES (?, ...)` row, with `rows` rows, in psycopg's placeholders."""
+def _multi_row(sql: str, rows: int) -> bytes:
+    """`sql`, an INSERT with one `VALUES (?, ...)` row, with `rows` rows, in PostgreSQL's placeholders."""
     head, values, tail = sql.partition(" VALUES ")
     row = _PLACEHOLDER_ROW.match(tail)
     if not head.startswith("INSERT ") or row is None:
         raise ValueError("insert_many takes an INSERT ... VALUES (?, ...) statement of placeholders only")
-    return Db._sql(head + values + ", ".join([row.group()] * rows) + tail[row.end() :])
+    return _numbered(head + values + ", ".join([row.group()] * rows) + tail[row.end() :])
+
+
+@functools.cache
+def _numbered(sql: str) -> bytes:
+    """`sql` with PostgreSQL's own placeholders (`$1`, `$2`, ...) for a raw cursor, which binds
+    them as they are. psycopg parses its `%s` placeholders again in every statement of more than
+    50 parameters (its cache of parsed statements stops there), and a batch's reads and
+    multi-row inserts mostly have more: the parse took a sixth of a batch's time on the loop,
+    all of it while the batch held the stores' locks."""
+    parts = sql.split("?")
+    return ("".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]).encode()
 
 
 class AsyncDb:
-    """`Db` on the event loop: the same SQL, awaited."""
+    """`Db` on the event loop: the same SQL, awaited (on a raw cursor: see `_numbered`)."""
 
     def __init__(self, conn: PgAsyncConnection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = (), /) -> Any:
-        return await self._conn.execute(Db._sql(sql), params)
+        return await self._conn.execute(_numbered(sql), params)
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = await self._conn.execute(Db._sql(sql), params)
+        cursor = await self._conn.execute(_numbered(sql), params)
         found: list[tuple[Any, ...]] = await cursor.fetchall()
         return found
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
         rows = list(rows)
         if rows:
-            await self._conn.cursor().executemany(Db._sql(sql), rows)
+            await self._conn.cursor().executemany(_numbered(sql), rows)
 
     async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
         """`executemany` of an `INSERT ... VALUES (?, ...) [...]`, several rows per statement.
 
         PostgreSQL does a statement's work (bind, plan lookup, executor start) once per
-        statement: a batch's rows go in chunks of 2^k rows, so a table takes a few statements a
-        batch, not one a row, and only a few texts (one per chunk size) are prepared."""
+        statement: a batch's rows go in the chunks of `chunk_sizes`, so a table takes one or a
+        few statements a batch, not one a row, and a bounded set of texts is prepared."""
         start = 0
-        while start < len(rows):
-            size = min(_MOST_ROWS, 1 << ((len(rows) - start).bit_length() - 1))
+        for size in chunk_sizes(len(rows)):
             chunk = rows[start : start + size]
             await self._conn.execute(_multi_row(sql, size), [value for row in chunk for value in row])
             start += size

@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gateway.domain.trail import AuditEvent
+from gateway.domain.trail import AuditEvent, LeafText
 from gateway.errors import DependencyError
 from gateway.state import postgres_connections
 from gateway.state.audit import INSERT_SQL, NEXT_SEQ_SQL, numbered
@@ -23,14 +23,13 @@ from gateway.state.audit_postgres import PG_LOCK as AUDIT_LOCK
 from gateway.state.group_commit import Settle, Waiter, resolve
 from gateway.state.group_commit_async import AsyncCommitter
 from gateway.state.ledger import BATCH_LIMIT
-from gateway.state.ledger_admission import Admit
+from gateway.state.ledger_admission import Admit, as_presumed, presumed
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_tables import PG_LOCK as LEDGER_LOCK
 from gateway.state.ports import Admission, AuditLogStore, LedgerStore, VerificationRequest
 
 Made = TypeVar("Made")
 Build = Callable[[Admission], tuple[Any, AuditEvent]]
-Item = tuple[Admit, Build, Waiter]
 UNAVAILABLE = "the ledger or the audit log is unavailable; nothing was released"
 
 
@@ -52,12 +51,36 @@ class SequentialReleases:
         """The stores are the runtime's: closed with it."""
 
 
+class Prebuilt:
+    """A release built before the locks, on the admission presumed (`ledger_admission.presumed`),
+    with its leaf encoded: under the locks, an admission as presumed only numbers the leaf."""
+
+    __slots__ = ("build", "made", "presumption", "text")
+
+    def __init__(self, build: Build, presumption: Admission) -> None:
+        self.build = build
+        self.presumption = presumption
+        self.made, leaf = build(presumption)
+        self.text = LeafText.of(leaf)
+
+    def for_admission(self, admission: Admission) -> tuple[Any, LeafText]:
+        """What the release is, as admitted: built again only if not as presumed."""
+        if as_presumed(admission, self.presumption):
+            return self.made, self.text
+        made, leaf = self.build(admission)
+        return made, LeafText.of(leaf)
+
+
+Item = tuple[Admit, Prebuilt, Waiter]
+
+
 class PostgresReleases:
     """Admissions and their leaves in one transaction per batch, on the event loop.
 
-    A batch holds both stores' locks: the admissions are decided in order against one read of
-    the rows they touch (`PostgresLedger.admit_in`), each admitted one's leaf is built and the
-    leaves are numbered after the largest stored `seq`, and one COMMIT makes all of it durable.
+    A batch holds both stores' locks, which every replica's batches wait for: the admissions
+    are decided in order against one read of the rows they touch (`PostgresLedger.admit_in`),
+    each admitted one's leaf (built and encoded before the locks, see `Prebuilt`) is numbered
+    after the largest stored `seq`, and one COMMIT makes all of it durable.
     A refused admission writes nothing here (its refusal count is noted after the COMMIT, its
     leaf is the request middleware's). A batch that fails, a leaf that cannot be built
     included, leaves neither charges nor leaves. A request whose caller left while its batch was
@@ -68,7 +91,7 @@ class PostgresReleases:
     def __init__(self, dsn: str, schema: str, ledger: PostgresLedger, audit: AuditLogStore) -> None:
         self._ledger = ledger
         self._sequential = SequentialReleases(ledger, audit)
-        locks = tuple(postgres_connections.advisory_lock_sql(lock) for lock in (LEDGER_LOCK, AUDIT_LOCK))
+        locks = (postgres_connections.advisory_lock_sql(LEDGER_LOCK, AUDIT_LOCK),)
         self._writer: AsyncCommitter[Item, postgres_connections.AsyncDb] = AsyncCommitter(
             functools.partial(
                 postgres_connections.connect_async, dsn, schema, name="veilgate-release", unavailable=UNAVAILABLE
@@ -84,7 +107,7 @@ class PostgresReleases:
         self, request: VerificationRequest, *, now: float, build: Callable[[Admission], tuple[Made, AuditEvent]]
     ) -> tuple[Admission, Made, int]:
         waiter: asyncio.Future[tuple[Admission, Made, int]] = asyncio.get_running_loop().create_future()
-        if not self._writer.offer((Admit(request, now), build, waiter)):
+        if not self._writer.offer((Admit(request, now), Prebuilt(build, presumed(request)), waiter)):
             return await self._sequential.admit_and_log(request, now=now, build=build)
         return await waiter
 
@@ -92,18 +115,18 @@ class PostgresReleases:
         # Sent before the ledger's read and answered with it (the pipeline): the log's lock, taken
         # with BEGIN, keeps the largest `seq` as it is until the COMMIT.
         next_seq_read = await conn.execute(NEXT_SEQ_SQL)
-        outcomes, after = await self._ledger.admit_in(conn, [(admit, waiter) for admit, _build, waiter in batch])
-        builds = {id(waiter): build for _admit, build, waiter in batch}
+        outcomes, after = await self._ledger.admit_in(conn, [(admit, waiter) for admit, _built, waiter in batch])
+        built = {id(waiter): prebuilt for _admit, prebuilt, waiter in batch}
         settled: list[tuple[Waiter, Any, BaseException | None]] = []
-        leaves: list[tuple[AuditEvent, Waiter]] = []
+        leaves: list[tuple[LeafText, Waiter]] = []
         for waiter, admission, refused in outcomes:
             if refused is not None:
                 settled.append((waiter, None, refused))
                 continue
             # A build that raises (a bug) fails the whole batch: nothing is charged without its leaf.
-            made, leaf = builds[id(waiter)](admission)
+            made, text = built[id(waiter)].for_admission(admission)
             settled.append((waiter, (admission, made), None))
-            leaves.append((leaf, waiter))
+            leaves.append((text, waiter))
         seqs: dict[int, int] = {}
         ((next_seq,),) = await next_seq_read.fetchall()
         if leaves:
@@ -127,7 +150,7 @@ class PostgresReleases:
 
 def _fail(batch: list[Item], cause: BaseException) -> None:
     """Nothing of the batch is durable: every caller learns it."""
-    for _admit, _build, waiter in batch:
+    for _admit, _built, waiter in batch:
         failure = DependencyError(UNAVAILABLE)
         failure.__cause__ = cause
         resolve(waiter, None, failure)

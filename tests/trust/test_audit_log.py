@@ -11,9 +11,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.domain import merkle
-from gateway.domain.trail import AuditLeaf, Checkpoint, Cost, Decision
+from gateway.domain.trail import AuditEvent, AuditLeaf, Checkpoint, Cost, Decision, LeafText
 from gateway.errors import AuditUnavailable, ConfigurationError
 from gateway.state.audit import AuditLogRules as AuditLog
 from gateway.state.audit_sqlite import SqliteAuditLog
@@ -44,6 +46,38 @@ def test_a_leaf_is_encoded_as_the_model_encodes_it() -> None:
             assert AuditLeaf.encode_at(made, seq) == AuditLeaf.of(made, seq).encode()
     with pytest.raises(ValueError, match="seq"):
         AuditLeaf.encode_at(plain, -1)
+
+
+_optional_text = st.none() | st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.builds(
+        AuditEvent,
+        time=st.text(max_size=24),
+        request_id=st.text(min_size=1, max_size=32),
+        principal=_optional_text,
+        organisation=_optional_text,
+        method=st.sampled_from(["GET", "POST"]),
+        route=st.text(max_size=24),
+        service=_optional_text,
+        grant=_optional_text,
+        dataset=_optional_text,
+        dataset_version=_optional_text,
+        decision=st.sampled_from(list(Decision)),
+        reason=_optional_text,
+        cost=st.none() | st.builds(Cost, quota_units=st.integers(0, 10**6), epsilon=st.decimals(0, 10, places=6)),
+        result_digest=_optional_text,
+        subjects=st.lists(st.text(max_size=8), max_size=3).map(tuple),
+        status=st.integers(100, 599),
+    ),
+    st.integers(0, 2**53 - 1),
+)
+def test_a_leaf_numbered_from_its_encoded_halves_is_the_leaf_the_model_encodes(made: AuditEvent, seq: int) -> None:
+    """Leaves are encoded before the log's lock and numbered under it by joining bytes: for any
+    event and position, exactly the bytes of the leaf model (which the Merkle tree hashes)."""
+    assert LeafText.of(made).at(seq) == AuditLeaf.of(made, seq).encode()
 
 
 def test_concurrent_appends_share_commits_and_leave_no_gap(audit_log: AuditLog) -> None:

@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.domain.limits import VerificationLimits
 from gateway.errors import ConfigurationError, DependencyError, RateLimited
 from gateway.state import group_commit
 from gateway.state.ledger import LedgerRules
-from gateway.state.ledger_admission import DAY, Admit
+from gateway.state.ledger_admission import DAY, Admit, as_presumed, decide, presumed
 from gateway.state.ledger_postgres import PostgresLedger
 from gateway.state.ledger_sqlite import SqliteLedger
-from gateway.state.ledger_tables import EXACT_ROWS, exact_sql
+from gateway.state.ledger_tables import EXACT_ROWS, Rows, exact_sql
 from gateway.state.ports import Admission, ClaimUse, VerificationRequest
 from tests.conftest import ON_POSTGRES, PG_DSN, needs_pg, pg_schema
 
@@ -308,3 +310,29 @@ def test_a_ledger_refuses_pseudonyms_of_another_secret(open_ledger: Callable[[],
     open_ledger().bind_pseudonyms("key-id:first")  # the same secret, from another process
     with pytest.raises(ConfigurationError, match=r"subject secret \(state/audit/subject.key\)"):
         open_ledger().bind_pseudonyms("key-id:other")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from("xy"), st.sampled_from(['{"r":1}', '{"r":2}'])),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.sampled_from("abc"), max_size=3),
+)
+def test_the_admission_presumed_is_the_one_made_when_no_claim_was_answered_before(
+    asked: list[tuple[str, str, str]], answered_before: list[str]
+) -> None:
+    """Releases are built before the locks on `presumed(request)`, and kept when the ledger admits
+    exactly that: it must be what `decide` makes when nothing is stored (repeats inside the
+    request included), and differ from it whenever a claim's answer was stored before."""
+    wanted = request(*[claim(key, ask, answer=answer) for key, ask, answer in asked])
+    rows = Rows()
+    before = {c.fingerprint for c in wanted.claims if c.key in answered_before}
+    probe = Admit(wanted, NOON).probe[0]
+    for fingerprint in before:
+        rows.answers[(Admit(wanted, NOON).answers, probe, fingerprint)] = '{"r":"stored"}'
+    ((_waiter, admission, refused),), _writes, _refusals = decide([(Admit(wanted, NOON), None)], rows)
+    assert refused is None and admission is not None
+    assert as_presumed(admission, presumed(wanted)) == (not before)

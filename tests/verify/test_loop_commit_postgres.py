@@ -222,9 +222,10 @@ def test_a_batch_that_fails_leaves_neither_its_charges_nor_its_leaves(
         _close([replica])
 
 
-def test_a_leaf_that_cannot_be_built_fails_its_batch_and_charges_nothing(schema: str, tmp_path: Path) -> None:
-    """Nothing is charged without its leaf: one request whose leaf cannot be built fails the
-    batch it shares with others (each learns nothing was released), and counts nothing."""
+def test_a_leaf_that_cannot_be_built_fails_its_own_request_before_any_lock(schema: str, tmp_path: Path) -> None:
+    """Nothing is charged without its leaf. A release is built before the stores' locks, on the
+    admission presumed: one whose leaf cannot be built fails there, counts nothing and holds
+    no lock, and the requests beside it are released with their leaves."""
     (replica,) = _replicas(schema, tmp_path, 1)
     ledger, log, releases = replica
 
@@ -242,8 +243,43 @@ def test_a_leaf_that_cannot_be_built_fails_its_batch_and_charges_nothing(schema:
 
     try:
         outcomes = asyncio.run(scenario())
+        assert isinstance(outcomes[1], ValueError)
+        assert [o[1:] for o in (outcomes[0], outcomes[2])] == [(0, 0), (2, 1)]
+        assert log.size() == 2 and [k.request_id for k in (log.leaf(0), log.leaf(1)) if k] == [
+            event(0).request_id,
+            event(2).request_id,
+        ]
+        assert sum(row[4] for row in ledger.usage("g1")) == 2
+    finally:
+        _close([replica])
+
+
+def test_a_leaf_that_cannot_be_rebuilt_under_the_locks_fails_its_batch_and_charges_nothing(
+    schema: str, tmp_path: Path
+) -> None:
+    """An admission other than presumed (here a repeat, answered from the ledger) is built again
+    while the locks are held; if that fails, the whole batch fails: every request of it learns
+    that nothing was released, and nothing of it is counted or logged."""
+    (replica,) = _replicas(schema, tmp_path, 1)
+    ledger, log, releases = replica
+
+    def broken_on_repeats(admission: Admission) -> Any:
+        if admission.repeats:
+            raise ValueError("a bug in building the leaf of a repeat")
+        return None, event(admission.repeats)
+
+    async def scenario() -> list[Any]:
+        await releases.admit_and_log(request(claim("k0"), quota=10), now=NOON, build=broken_on_repeats)
+        calls = [
+            releases.admit_and_log(request(claim(key), quota=10), now=NOON, build=broken_on_repeats)
+            for key in ("k0", "k1", "k2")
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(scenario())
         assert all(isinstance(o, DependencyError) for o in outcomes), outcomes
-        assert log.size() == 0 and ledger.usage("g1") == []
+        assert log.size() == 1 and sum(row[4] for row in ledger.usage("g1")) == 1
     finally:
         _close([replica])
 
@@ -287,9 +323,21 @@ def test_insert_many_writes_every_row_once_in_chunks_of_few_texts(schema: str, r
     assert stored == {f"k{i}": i + (1000 if i % 2 == 0 else 0) for i in range(rows)}
 
 
+def test_insert_many_sends_up_to_sixteen_rows_in_one_statement_and_at_most_sixty_four() -> None:
+    for rows in range(0, 300):
+        sizes = list(postgres_connections.chunk_sizes(rows))
+        assert sum(sizes) == rows and all(1 <= size <= 64 for size in sizes)
+        if rows <= 16:
+            assert sizes == ([rows] if rows else [])
+        else:  # the largest power of two first, so a remainder of 16 rows or fewer goes in one
+            assert all(size in (16, 32, 64) for size in sizes[:-1]) and sizes == sorted(sizes, reverse=True)
+    texts = {size for rows in range(300) for size in postgres_connections.chunk_sizes(rows)}
+    assert len(texts) == 18  # 1 to 16, 32 and 64: what a writer's connection keeps prepared per table
+
+
 def test_insert_many_takes_only_an_insert_of_one_values_row() -> None:
     assert postgres_connections._multi_row("INSERT INTO t VALUES (?, ?) ON CONFLICT DO NOTHING", 3) == (
-        "INSERT INTO t VALUES (%s, %s), (%s, %s), (%s, %s) ON CONFLICT DO NOTHING"
+        b"INSERT INTO t VALUES ($1, $2), ($3, $4), ($5, $6) ON CONFLICT DO NOTHING"
     )
     for refused in ("UPDATE t SET n = ?", "INSERT INTO t VALUES (?, lower(?))", "INSERT INTO t SELECT ?"):
         with pytest.raises(ValueError, match="takes an INSERT"):
