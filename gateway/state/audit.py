@@ -51,10 +51,9 @@ def numbered(batch: Sequence[tuple[AuditEvent | LeafText, Waiter]], next_seq: in
     """The batch's rows, numbered from `next_seq`: (seq, record, leaf hash). Leaves may come
     encoded already (`LeafText`): numbering them is then all that is left."""
     rows = []
-    for offset, (leaf, _waiter) in enumerate(batch):
-        text = leaf if isinstance(leaf, LeafText) else LeafText.of(leaf)
-        record = text.at(next_seq + offset)
-        rows.append((next_seq + offset, record.decode(), merkle.leaf_hash(record)))
+    for seq, (leaf, _waiter) in enumerate(batch, next_seq):
+        record = leaf.at(seq) if isinstance(leaf, LeafText) else AuditLeaf.encode_at(leaf, seq)
+        rows.append((seq, record.decode(), merkle.leaf_hash(record)))
     return rows
 
 
