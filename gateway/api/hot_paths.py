@@ -126,7 +126,8 @@ def _built(
     prepared: Prepared,
     admission: Admission,
 ) -> tuple[PendingRelease, AuditEvent]:
-    """The release as admitted, and its leaf: built while the stores' locks are held."""
+    """The release as admitted, and its leaf (from the admission's answers and repeats only: the
+    store may build it before its locks, on the admission it presumes)."""
     pending = pending_of(rt, prepared, admission)
     return pending, pending.leaf
 

@@ -120,10 +120,9 @@ class LeafText:
     transaction, and on PostgreSQL that transaction holds a lock every replica waits for: the
     encoding is done before it, the numbering in it."""
 
-    __slots__ = ("_after", "_before", "event")
+    __slots__ = ("_after", "_before")
 
-    def __init__(self, event: AuditEvent, before: bytes, after: bytes) -> None:
-        self.event = event
+    def __init__(self, before: bytes, after: bytes) -> None:
         self._before = before
         self._after = after
 
@@ -132,7 +131,7 @@ class LeafText:
         fields = event.model_dump(mode="json")
         before = canonical({k: v for k, v in fields.items() if k < "seq"})[1:-1]
         after = canonical({k: v for k, v in fields.items() if k > "seq"})[1:-1]
-        return cls(event, before, after)
+        return cls(before, after)
 
     def at(self, seq: int) -> bytes:
         """The record of this event at position `seq`: `AuditLeaf.of(event, seq).encode()`."""

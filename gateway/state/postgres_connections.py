@@ -175,10 +175,10 @@ Item = TypeVar("Item")
 
 def advisory_lock_sql(*locks: int) -> str:
     """The statement that takes stores' transaction-level advisory locks: one statement for
-    several, as each costs a batch a statement's work while it holds them. PostgreSQL evaluates
-    the select list in order; the one transaction that takes two locks always sends this same
-    statement, so no two transactions can take them in opposite orders. Sent in a pipeline
-    before any parameter could be bound: the locks are the stores' integer constants."""
+    several, as each costs a batch a statement's work while it holds them. No deadlock can come
+    of the order they are taken in: the one transaction that takes two (a release batch) always
+    sends this same statement, and every other takes one. Sent in a pipeline before any
+    parameter could be bound: the locks are the stores' integer constants."""
     if not locks:
         raise ValueError("advisory_lock_sql takes at least one lock")
     return "SELECT " + ", ".join(f"pg_advisory_xact_lock({int(lock)})" for lock in locks)  # integers, not input
@@ -285,7 +285,10 @@ def _numbered(sql: str) -> bytes:
     them as they are. psycopg parses its `%s` placeholders again in every statement of more than
     50 parameters (its cache of parsed statements stops there), and a batch's reads and
     multi-row inserts mostly have more: the parse took a sixth of a batch's time on the loop,
-    all of it while the batch held the stores' locks."""
+    all of it while the batch held the stores' locks. SQL with `$` or `%` is refused: the stores'
+    statements have neither, and `Db` (psycopg's placeholders) would read a `%` otherwise."""
+    if "$" in sql or "%" in sql:
+        raise ValueError("the stores' SQL is written with ? placeholders only, without $ or %")
     parts = sql.split("?")
     return ("".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]).encode()
 

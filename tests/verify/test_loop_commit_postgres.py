@@ -13,12 +13,13 @@ import psycopg
 import pytest
 
 from gateway.domain.limits import VerificationLimits
+from gateway.domain.trail import Cost
 from gateway.errors import DependencyError, RateLimited
 from gateway.state import postgres_connections
 from gateway.state.audit_postgres import PostgresAuditLog
 from gateway.state.ledger_admission import DAY
 from gateway.state.ledger_postgres import PostgresLedger
-from gateway.state.ports import Admission
+from gateway.state.ports import Admission, LeafFilter
 from tests.conftest import PG_DSN, eventually, needs_pg, pg_schema
 from tests.trust.conftest import event
 from tests.verify.test_ledger import NOON, claim, request
@@ -323,6 +324,82 @@ def test_insert_many_writes_every_row_once_in_chunks_of_few_texts(schema: str, r
     assert stored == {f"k{i}": i + (1000 if i % 2 == 0 else 0) for i in range(rows)}
 
 
+def _costed(n: int) -> Any:
+    """A build that makes (answers, repeats) and a leaf charged one unit per fresh claim."""
+
+    def build(admission: Admission) -> Any:
+        fresh = len(admission.answers) - admission.repeats
+        return (admission.answers, admission.repeats), event(n).model_copy(update={"cost": Cost(quota_units=fresh)})
+
+    return build
+
+
+def test_a_repeat_is_released_as_the_ledger_admitted_it_not_as_presumed(schema: str, tmp_path: Path) -> None:
+    """Releases are built before the locks on the admission presumed (no claim answered before).
+    A repeat is admitted otherwise: it must be released with the stored answer and a leaf that
+    charged nothing, whether its first asking was in an earlier batch or in the same one, and a
+    request asking one claim twice with two answers gets the first twice, charged once."""
+    (replica,) = _replicas(schema, tmp_path, 1)
+    ledger, log, releases = replica
+
+    def ask(key: str, *answers: str, n: int) -> Any:
+        claims = [claim(key, answer=answer) for answer in answers]
+        return releases.admit_and_log(request(*claims, quota=10), now=NOON, build=_costed(n))
+
+    async def scenario() -> list[Any]:
+        earlier = await ask("k", '{"v":"old"}', n=0)
+        together = await asyncio.gather(
+            ask("j", '{"v":"first"}', n=1), ask("j", '{"v":"second"}', n=2), ask("d", '{"v":"a"}', '{"v":"b"}', n=3)
+        )
+        return [earlier, await ask("k", '{"v":"new"}', n=4), *together]
+
+    try:
+        outcomes = asyncio.run(scenario())
+        made = [m for _admission, m, _seq in outcomes]
+        assert made == [
+            (('{"v":"old"}',), 0),
+            (('{"v":"old"}',), 1),
+            (('{"v":"first"}',), 0),
+            (('{"v":"first"}',), 1),
+            (('{"v":"a"}', '{"v":"a"}'), 1),
+        ]
+        leaves = [log.leaf(seq) for _admission, _made, seq in outcomes]
+        assert [leaf.cost.quota_units for leaf in leaves if leaf and leaf.cost] == [1, 0, 1, 0, 1]
+        assert sum(row[4] for row in ledger.usage("g1")) == 3  # what the leaves charged
+    finally:
+        _close([replica])
+
+
+def test_releases_and_the_logs_own_appends_are_numbered_once(schema: str, tmp_path: Path) -> None:
+    """A release batch holds the log's lock as well as the ledger's: leaves appended at the same
+    time by another replica's log alone (refusals, admin actions) take their turn, and every leaf
+    gets its own `seq`, none lost and none failed."""
+    (replica,) = _replicas(schema, tmp_path, 1)
+    _ledger, log, releases = replica
+    other = PostgresAuditLog(PG_DSN or "", schema=schema, key_directory=tmp_path / "audit")
+
+    async def scenario() -> list[Any]:
+        outcomes: list[Any] = []
+        for round_ in range(20):
+            calls = [
+                releases.admit_and_log(
+                    request(claim(f"k{round_}-{i}"), quota=10_000), now=NOON, build=lambda a, i=i: (i, event(i))
+                )
+                for i in range(8)
+            ]
+            calls += [other.append_async(event(100 + i)) for i in range(8)]
+            outcomes += await asyncio.gather(*calls, return_exceptions=True)
+        return outcomes
+
+    try:
+        outcomes = asyncio.run(scenario())
+        assert not [o for o in outcomes if isinstance(o, BaseException)]
+        assert log.size() == 320 and [leaf.seq for leaf in log.find(LeafFilter(), limit=1000)] == list(range(320))
+    finally:
+        other.close()
+        _close([replica])
+
+
 def test_insert_many_sends_up_to_sixteen_rows_in_one_statement_and_at_most_sixty_four() -> None:
     for rows in range(0, 300):
         sizes = list(postgres_connections.chunk_sizes(rows))
@@ -333,6 +410,15 @@ def test_insert_many_sends_up_to_sixteen_rows_in_one_statement_and_at_most_sixty
             assert all(size in (16, 32, 64) for size in sizes[:-1]) and sizes == sorted(sizes, reverse=True)
     texts = {size for rows in range(300) for size in postgres_connections.chunk_sizes(rows)}
     assert len(texts) == 18  # 1 to 16, 32 and 64: what a writer's connection keeps prepared per table
+
+
+def test_the_writers_sql_takes_postgresqls_own_placeholders_and_refuses_dollars_and_percents() -> None:
+    assert postgres_connections._numbered("SELECT ? FROM t WHERE a = ? AND b = 'c'") == (
+        b"SELECT $1 FROM t WHERE a = $2 AND b = 'c'"
+    )
+    for refused in ("SELECT $1", "SELECT ? WHERE a LIKE 'x%'"):
+        with pytest.raises(ValueError, match="placeholders only"):
+            postgres_connections._numbered(refused)
 
 
 def test_insert_many_takes_only_an_insert_of_one_values_row() -> None:

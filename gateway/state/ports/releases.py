@@ -21,10 +21,10 @@ class ReleaseStore(Protocol):
     ) -> tuple[Admission, Made, int]:
         """The admission, what `build` made of it, and its leaf's `seq` once both are durable.
         Raises LimitReached (nothing counted, no leaf) or DependencyError (nothing durable).
-        `build` must be quick, must not block, and must depend on the admission's `answers` and
-        `repeats` only: a store may run it before it takes its locks, on the admission it
-        presumes (`ledger_admission.presumed`), and keep what it made when the ledger admits
-        exactly that."""
+        `build` must be quick, must not block, must have no side effects and must depend on the
+        admission's `answers` and `repeats` only: a store may run it before it takes its locks,
+        on the admission it presumes (`ledger_admission.presumed`), keep what it made when the
+        ledger admits exactly that, and run it again (or never use it: a refusal) otherwise."""
         ...
 
     def close(self) -> None: ...
