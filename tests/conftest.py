@@ -50,6 +50,11 @@ def pg_schema() -> Iterator[str]:
     finally:
         import psycopg
 
+        from gateway.state import postgres_watched
+
+        leaked = [key for key in postgres_watched._listeners if key[2] == schema]
+        assert not leaked, f"a store listening in {schema} was left open"
+
         assert PG_DSN is not None
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from gateway.catalog import CatalogStore
 from gateway.engine import Domain
@@ -43,6 +45,13 @@ from gateway.state.ports import (
 )
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+Opened = TypeVar("Opened", bound=_Closable)
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
@@ -74,47 +83,52 @@ class Runtime:
         """
         dsn, schema = settings.database_dsn, settings.database_schema
         recheck = settings.state_recheck_seconds  # files other processes change: looked at this often
-        catalog = CatalogStore(settings.data_path, recheck_seconds=recheck)
-        policy_store = open_policy_store(settings)
-        onnx = OnnxModels(settings.policy_dir)
-        audit = open_log(settings.audit_dir, dsn=dsn, schema=schema)
-        ledger = open_ledger(settings)
-        budget = open_budget(settings)
-        freezes = open_freezes(settings)
-        try:
+        # A store opened before a later one fails is closed again: a start that fails (a bad
+        # bundle, history left behind) leaves no connection, listener or writer thread behind.
+        with contextlib.ExitStack() as opened:
+
+            def kept(store: Opened) -> Opened:
+                opened.callback(store.close)
+                return store
+
+            catalog = CatalogStore(settings.data_path, recheck_seconds=recheck)
+            policy_store = kept(open_policy_store(settings))
+            onnx = OnnxModels(settings.policy_dir)
+            audit = kept(open_log(settings.audit_dir, dsn=dsn, schema=schema))
+            ledger = kept(open_ledger(settings))
+            budget = kept(open_budget(settings))
+            freezes = kept(open_freezes(settings))
             if dsn:
                 _refuse_to_leave_history_behind(settings, budget, audit, freezes)
             ledger.bind_pseudonyms(audit.pseudonym_key_id())
-        except BaseException:
-            for opened in (freezes, budget, ledger, audit):
-                opened.close()
-            raise
-        return cls(
-            settings=settings,
-            catalog=catalog,
-            domain=Domain(
-                settings.data_path,
-                threads=settings.engine_threads,
-                index_max_rows=settings.lookup_index_max_rows,
-                spark_master=settings.spark_master,
-            ),
-            clients=open_accounts(settings),
-            token_keys=KeyRing.load(settings.token_keys_dir, recheck_seconds=recheck),
-            receipt_keys=KeyRing.load(settings.receipt_keys_dir, recheck_seconds=recheck),
-            audit=audit,
-            ledger=ledger,
-            budget=budget,
-            policy=policy_check.open_policy(
-                settings.policy_dir, policy_store, catalog, onnx, policy_approvals=settings.policy_approvals
-            ),
-            policy_store=policy_store,
-            freezes=freezes,
-            objections=open_objections(settings),
-            sessions=open_sessions(settings),
-            jobs=open_jobs(settings),
-            onnx=onnx,
-            releases=open_releases(settings, ledger, audit),
-        )
+            runtime = cls(
+                settings=settings,
+                catalog=catalog,
+                domain=Domain(
+                    settings.data_path,
+                    threads=settings.engine_threads,
+                    index_max_rows=settings.lookup_index_max_rows,
+                    spark_master=settings.spark_master,
+                ),
+                clients=kept(open_accounts(settings)),
+                token_keys=KeyRing.load(settings.token_keys_dir, recheck_seconds=recheck),
+                receipt_keys=KeyRing.load(settings.receipt_keys_dir, recheck_seconds=recheck),
+                audit=audit,
+                ledger=ledger,
+                budget=budget,
+                policy=policy_check.open_policy(
+                    settings.policy_dir, policy_store, catalog, onnx, policy_approvals=settings.policy_approvals
+                ),
+                policy_store=policy_store,
+                freezes=freezes,
+                objections=kept(open_objections(settings)),
+                sessions=kept(open_sessions(settings)),
+                jobs=kept(open_jobs(settings)),
+                onnx=onnx,
+                releases=kept(open_releases(settings, ledger, audit)),
+            )
+            opened.pop_all()  # started: the runtime closes them now
+        return runtime
 
     def close(self) -> None:
         self.releases.close()
