@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.domain.canonical_json import canonical
+from gateway.domain.canonical_json import LARGEST_EXACT_INT, canonical
 
 RECEIPT_TYPE = "veilgate-receipt+json"
 """JWS `typ` of receipts. Checkpoints use another, so one can never pass for the other."""
@@ -135,8 +135,8 @@ class LeafText:
 
     def at(self, seq: int) -> bytes:
         """The record of this event at position `seq`: `AuditLeaf.of(event, seq).encode()`."""
-        if seq < 0:
-            raise ValueError("a leaf's seq is not negative")
+        if not 0 <= seq <= LARGEST_EXACT_INT:  # as canonical JSON refuses larger integers
+            raise ValueError("a leaf's seq is not negative, and not above 2^53 - 1")
         middle = b'"seq":' + str(seq).encode()
         return b"{" + b",".join(part for part in (self._before, middle, self._after) if part) + b"}"
 

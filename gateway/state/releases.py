@@ -123,7 +123,7 @@ class PostgresReleases:
             if refused is not None:
                 settled.append((waiter, None, refused))
                 continue
-            # A build that raises (a bug) fails the whole batch: nothing is charged without its leaf.
+            # A rebuild that raises (a bug) fails the whole batch: nothing is charged without its leaf.
             made, text = built[id(waiter)].for_admission(admission)
             settled.append((waiter, (admission, made), None))
             leaves.append((text, waiter))

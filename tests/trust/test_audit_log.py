@@ -78,6 +78,9 @@ def test_a_leaf_numbered_from_its_encoded_halves_is_the_leaf_the_model_encodes(m
     """Leaves are encoded before the log's lock and numbered under it by joining bytes: for any
     event and position, exactly the bytes of the leaf model (which the Merkle tree hashes)."""
     assert LeafText.of(made).at(seq) == AuditLeaf.of(made, seq).encode()
+    for beyond in (-1, 2**53):
+        with pytest.raises(ValueError, match="seq"):
+            LeafText.of(made).at(beyond)
 
 
 def test_concurrent_appends_share_commits_and_leave_no_gap(audit_log: AuditLog) -> None:
