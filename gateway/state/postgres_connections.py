@@ -307,11 +307,6 @@ class AsyncDb:
         found: list[tuple[Any, ...]] = await cursor.fetchall()
         return found
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
-        rows = list(rows)
-        if rows:
-            await self._conn.cursor().executemany(_numbered(sql), rows)
-
     async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
         """`executemany` of an `INSERT ... VALUES (?, ...) [...]`, several rows per statement.
 
