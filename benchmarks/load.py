@@ -7,9 +7,12 @@ parser, one worker, no access log), started here in the same run. Each round dri
 same time at the same concurrency against the reference, then against the caller's POST endpoint
 on each gateway (one body per request, cycling). `report` prints every run and the medians:
 throughput on a shared machine varies by a quarter between runs, and a ratio taken within one
-round is steadier than either figure. The gateway's CPU per request is read from /proc (every
-process of the server, all threads). The last line is one JSON object with the medians.
-Needs wrk (`apt install wrk`).
+round is steadier than either figure. The CPU per request of each server (every process, all
+threads) is read from /proc, and wrk's own from the kernel's account of its finished children.
+On a machine where wrk and the servers share the cores, those figures turn each ratio target
+into a CPU budget per request (`budget_us`): what the gateway may spend on one request for the
+ratio to be reachable at all, against what it spends. The last line is one JSON object with the
+medians. Needs wrk (`apt install wrk`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -85,7 +89,10 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout  # noqa: S603
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -102,6 +109,7 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict
         "p99": percentile("99"),
         "non2xx": float(bad.group(1)) if bad else 0.0,
         "socket_errors": 1.0 if errors else 0.0,
+        "client_cpu_us": client_cpu / max(1.0, total) * 1e6,
     }
 
 
@@ -238,17 +246,37 @@ def run(
             wrk(base, warm, connections, script, env)
         results = []
         for _ in range(rounds):
-            found = {"reference": wrk(reference, seconds, connections, None, env)}
+            cpu = _tree_cpu_seconds(reference_server.pid)
+            bare = wrk(reference, seconds, connections, None, env)
+            bare["cpu_us"] = _per_request(_tree_cpu_seconds(reference_server.pid) - cpu, bare)
+            found = {"reference": bare}
             for workers, (base, pid) in gateways.items():
                 cpu = _tree_cpu_seconds(pid)
                 found[workers] = wrk(base, seconds, connections, script, env)
-                found[workers]["cpu_us"] = (_tree_cpu_seconds(pid) - cpu) / max(1.0, found[workers]["requests"]) * 1e6
+                found[workers]["cpu_us"] = _per_request(_tree_cpu_seconds(pid) - cpu, found[workers])
             results.append(found)
     return results
 
 
+def _per_request(cpu_seconds: float, result: Result) -> float:
+    return cpu_seconds / max(1.0, result["requests"]) * 1e6
+
+
+def budget_us(reference_rps: float, target: float, workers: int, client_cpu_us: float) -> float:
+    """The server CPU per request (µs) at which `target` times the reference's rate takes every
+    core the run may use: one worker's event loop runs on one core; with more, the workers share
+    the machine's cores with wrk, which spends `client_cpu_us` on each request. A gateway that
+    spends more per request cannot reach the target on this machine, whatever its latency."""
+    rate = target * reference_rps
+    if workers == 1:
+        return 1e6 / rate
+    return min(workers, os.cpu_count() or 1) * 1e6 / rate - client_cpu_us
+
+
 def _line(label: str, result: Result) -> str:
-    cpu = f"   CPU {result['cpu_us']:5.0f} µs/request" if "cpu_us" in result else ""
+    cpu = ""
+    if "cpu_us" in result:
+        cpu = f"   CPU {result['cpu_us']:5.0f} µs/request (wrk {result['client_cpu_us']:3.0f})"
     return (
         f"{label:44} {result['rps']:8.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:6.2f} ms"
         f"   non-2xx {result['non2xx']:.0f}{cpu}"
@@ -275,11 +303,16 @@ def report(name: str, results: list[dict[str, Result]], *, connections: int, sec
         return statistics.median(f[workers][key] for f in results)
 
     ratios = [statistics.median(f[str(w)]["rps"] / f["reference"]["rps"] for f in results) for w in WORKER_COUNTS]
-    print(f"median over {len(results)} round(s): reference {median('rps'):.0f} req/s")
+    print(f"median over {len(results)} round(s): reference {median('rps'):.0f} req/s, "
+          f"CPU {median('cpu_us'):.0f} µs/request (wrk {median('client_cpu_us'):.0f})")  # fmt: skip
+    budgets = []
     for workers, ratio, target in zip(WORKER_COUNTS, ratios, ratio_targets, strict=True):
+        client = median("client_cpu_us", str(workers))
+        budgets.append(budget_us(median("rps"), target, workers, client))
         print(f"{name}, {workers} worker(s): {median('rps', str(workers)):.0f} req/s, ratio {ratio:.2f} "
               f"(target >= {target:.2f}), p99 {median('p99', str(workers)):.2f} ms (target < {p99_target:g} ms), "
-              f"CPU {median('cpu_us', str(workers)):.0f} µs/request")  # fmt: skip
+              f"CPU {median('cpu_us', str(workers)):.0f} µs/request (wrk {client:.0f}); "
+              f"the target leaves the server {budgets[-1]:.0f} µs/request")  # fmt: skip
     figures = {
         "reference_rps": round(median("rps"), 1),
         "ratio_1_worker": round(ratios[0], 3),
@@ -289,6 +322,10 @@ def report(name: str, results: list[dict[str, Result]], *, connections: int, sec
         "rps_1_worker": round(median("rps", "1"), 1),
         "rps_2_workers": round(median("rps", "2"), 1),
         "cpu_us_per_request_1_worker": round(median("cpu_us", "1")),
+        "cpu_us_per_request_2_workers": round(median("cpu_us", "2")),
+        "reference_cpu_us_per_request": round(median("cpu_us")),
+        "budget_us_1_worker": round(budgets[0]),
+        "budget_us_2_workers": round(budgets[1]),
         "non2xx": int(sum(f[str(w)]["non2xx"] for f in results for w in WORKER_COUNTS)),
         "database": "postgresql" if database_dsn else "sqlite",
         "load_average_1min": round(load[0], 2),

@@ -8,6 +8,7 @@ other parts (the adapted policy bundle, the request bodies) are exercised withou
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -134,3 +135,15 @@ def test_load_benchmarks_run(script: str) -> None:
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["reference_rps"] > 0 and figures["ratio_1_worker"] > 0 and figures["ratio_2_workers"] > 0
     assert figures["p99_ms"] > 0 and figures["non2xx"] == 0, out
+    assert figures["reference_cpu_us_per_request"] > 0 and figures["cpu_us_per_request_2_workers"] > 0, out
+    assert figures["budget_us_1_worker"] > 0, out  # with two, wrk's own share may exceed the budget
+
+
+def test_the_cpu_budget_of_a_target_is_what_the_cores_give_at_its_rate() -> None:
+    """One worker has one core; more share the machine's cores with wrk, which is paid first."""
+    load = _load_module("load")
+    budget = load.budget_us  # type: ignore[attr-defined]
+    assert budget(5000.0, 0.5, 1, 30.0) == pytest.approx(400.0)  # one core at 2,500 a second
+    cores = min(2, os.cpu_count() or 1)
+    assert budget(5000.0, 1.0, 2, 30.0) == pytest.approx(cores * 200.0 - 30.0)
+    assert budget(5000.0, 1.0, 2, 60.0) < budget(5000.0, 1.0, 2, 30.0) < budget(5000.0, 0.9, 2, 30.0)
