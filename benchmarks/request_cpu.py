@@ -10,10 +10,12 @@ time far more than the CPU time.
 
     python benchmarks/request_cpu.py [--requests 3000] [--concurrency 16] [--rounds 3] [--scale 0.1]
         [--database-dsn postgresql://...]   (the state replicas share, in PostgreSQL)
+        [--steps]   (the time of each step of the hot paths, request_steps.py)
 
 Prints each round and the medians; the last line is one JSON object (`healthz_us`,
-`verify_us`, `score_us`, `verify_ratio`, `score_ratio`: the route's CPU over the baseline's).
-To see where the time goes, run it under `py-spy record --gil --threads -- python ...`.
+`verify_us`, `score_us`, `verify_ratio`, `score_ratio`: the route's CPU over the baseline's;
+with `--steps`, `steps_us`: each route's µs per request by step). To see where the time goes
+beyond the named steps, run it under `py-spy record --gil --threads -- python ...`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import load
+import request_steps
 import score_load
 import uvloop
 import verify_load
@@ -150,7 +153,10 @@ def installation(scale: float, dsn: str | None) -> Iterator[demo_setup.DemoSetup
             yield setup
 
 
-async def measure(args: argparse.Namespace, setup: demo_setup.DemoSetup) -> list[dict[str, float]]:
+StepFigures = dict[str, dict[str, float]]
+
+
+async def measure(args: argparse.Namespace, setup: demo_setup.DemoSetup) -> tuple[list[dict[str, float]], StepFigures]:
     from gateway.settings import load_settings  # noqa: PLC0415 - after the database option was written
 
     app = App(create_app(load_settings(setup.config_file)))
@@ -176,13 +182,26 @@ async def measure(args: argparse.Namespace, setup: demo_setup.DemoSetup) -> list
         for route in (healthz, *routes.values()):
             await drive(app, route, warm, args.concurrency)
         results = []
-        for number in range(args.rounds):
-            found = {"healthz": await drive(app, healthz, args.requests, args.concurrency)}
-            for name, route in routes.items():
-                found[name] = await drive(app, route, args.requests, args.concurrency, warm + number * args.requests)
-            print(f"{number + 1}. " + "   ".join(f"{k} {v:6.0f} µs" for k, v in found.items()), flush=True)
-            results.append(found)
-    return results
+        steps = request_steps.Steps()
+        totals = {name: request_steps.Steps() for name in routes}
+        with steps.installed() if args.steps else contextlib.nullcontext():
+            for number in range(args.rounds):
+                found = {"healthz": await drive(app, healthz, args.requests, args.concurrency)}
+                for name, route in routes.items():
+                    steps.clear()
+                    offset = warm + number * args.requests
+                    found[name] = await drive(app, route, args.requests, args.concurrency, offset)
+                    totals[name].nanoseconds.update(steps.nanoseconds)
+                    totals[name].calls.update(steps.calls)
+                print(f"{number + 1}. " + "   ".join(f"{k} {v:6.0f} µs" for k, v in found.items()), flush=True)
+                results.append(found)
+    figures: StepFigures = {}
+    if args.steps:
+        for name, total in totals.items():
+            per_request = total.per_request(args.requests * args.rounds)
+            print(request_steps.table(name, per_request))
+            figures[name] = {step: round(us, 1) for step, (us, _calls) in per_request.items()}
+    return results, figures
 
 
 def main() -> None:
@@ -192,9 +211,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--database-dsn", help="the shared state in PostgreSQL (a schema of its own, dropped after)")
+    parser.add_argument("--steps", action="store_true", help="time each step of the hot paths (request_steps.py)")
     args = parser.parse_args()
     with installation(args.scale, args.database_dsn) as setup:
-        results = uvloop.run(measure(args, setup))
+        results, steps = uvloop.run(measure(args, setup))
 
     def median(key: str) -> float:
         return statistics.median(r[key] for r in results)
@@ -212,6 +232,8 @@ def main() -> None:
         "database": "postgresql" if args.database_dsn else "sqlite",
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
+    if steps:
+        figures["steps_us"] = steps
     print(json.dumps(figures))
 
 

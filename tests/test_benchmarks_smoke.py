@@ -18,6 +18,7 @@ import pytest
 
 from gateway import demo_data
 from gateway.policy import load_bundle
+from gateway.services import release, verification
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "benchmarks"
@@ -38,7 +39,7 @@ def _run(script: str, *args: str, timeout: float = 60) -> str:
 
 def test_every_benchmark_has_a_smoke_test() -> None:
     tested = {"aggregate.py", "accuracy.py", "audit_log.py", "registration.py", "load.py", "spark_engine.py"}
-    tested |= {"verify_load.py", "score_load.py", "observability.py", "request_cpu.py"}
+    tested |= {"verify_load.py", "score_load.py", "observability.py", "request_cpu.py", "request_steps.py"}
     assert {p.name for p in BENCHMARKS.glob("*.py")} <= tested
 
 
@@ -96,12 +97,30 @@ def test_observability_ends_with_its_json_line() -> None:
 
 def test_request_cpu_ends_with_its_json_line() -> None:
     out = _run(
-        "request_cpu.py", "--requests", "40", "--rounds", "1", "--concurrency", "4", "--scale", "0.02", timeout=180
+        "request_cpu.py",
+        *("--requests", "40", "--rounds", "1", "--concurrency", "4", "--scale", "0.02", "--steps"),
+        timeout=180,
     )
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["requests"] == 40 and figures["database"] == "sqlite"
     assert figures["healthz_us"] > 0 and figures["verify_us"] > 0 and figures["score_us"] > 0
     assert figures["verify_ratio"] > 0 and figures["score_ratio"] > 0
+    common = {"authentication", "prepare", "  keyed hashes", "pending release", "receipt", "  signature (Ed25519, JWS)"}
+    assert common | {"  validation", "  lookup and answer"} <= set(figures["steps_us"]["verify"]), out
+    assert common | {"  lookup and score"} <= set(figures["steps_us"]["score"]), out
+    assert all(us > 0 for route in figures["steps_us"].values() for us in route.values()), out
+
+
+def test_request_steps_put_back_what_they_timed() -> None:
+    """The timers wrap the app's own functions only while installed, and count each call."""
+    request_steps = _load_module("request_steps")
+    steps = request_steps.Steps()  # type: ignore[attr-defined]
+    prepare, complete = verification.prepare, release.PendingRelease.complete
+    with steps.installed():
+        assert verification.prepare is not prepare and release.PendingRelease.complete is not complete
+        verification.canonical_text(["a"])
+    assert verification.prepare is prepare and release.PendingRelease.complete is complete
+    assert steps.calls["  canonical texts"] == 1 and steps.nanoseconds["  canonical texts"] > 0
 
 
 def _load_module(name: str) -> object:
