@@ -265,8 +265,12 @@ def _per_request(cpu_seconds: float, result: Result) -> float:
 def budget_us(reference_rps: float, target: float, workers: int, client_cpu_us: float) -> float:
     """The server CPU per request (µs) at which `target` times the reference's rate takes every
     core the run may use: one worker's event loop runs on one core; with more, the workers share
-    the machine's cores with wrk, which spends `client_cpu_us` on each request. A gateway that
-    spends more per request cannot reach the target on this machine, whatever its latency."""
+    the machine's cores with wrk, which spends `client_cpu_us` on each request.
+
+    A necessary condition, not a sufficient one: a gateway that spends more per request cannot
+    reach the target on this machine, whatever its latency. It is generous where the run has
+    other costs (a PostgreSQL server's own CPU is not counted), and for one worker it bounds the
+    event loop's thread alone, while the CPU measured also counts the worker's commit threads."""
     rate = target * reference_rps
     if workers == 1:
         return 1e6 / rate
