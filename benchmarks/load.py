@@ -113,26 +113,28 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None, env: dict
     }
 
 
+def _stat(path: Path) -> tuple[int, float]:
+    """From a /proc stat file: the parent's pid, and user plus system CPU in seconds."""
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _thread_cpu_seconds(pid: int) -> float:
     """User and system CPU of the first thread of `pid`: a one-worker server's event loop."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat(Path(f"/proc/{pid}/task/{pid}/stat"))[1]
 
 
 def _tree_cpu_seconds(root: int) -> float:
     """User and system CPU of `root` and every live process descended from it, all threads."""
-    tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)], times[int(entry.name)] = _stat(entry / "stat")
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
     tree = {root}
     grew = True
     while grew:
